@@ -1,0 +1,80 @@
+"""The exception hierarchy at our boundaries. Adapters translate library errors into
+these; entrypoints translate these into exit codes, HTTP answers and log lines.
+Messages never contain a token, a password or an authorization code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+__all__ = [
+    "ArchiveRejected",
+    "ConfigError",
+    "FileRejected",
+    "G2SError",
+    "GarminAuthError",
+    "GarminNotFound",
+    "GarminRateLimited",
+    "InvalidActivity",
+    "RateLimited",
+    "StoreConflict",
+    "StravaAuthError",
+    "StravaNotFound",
+    "TransientError",
+]
+
+
+class G2SError(Exception):
+    """Base of every error garmin2strava raises on purpose."""
+
+
+class ConfigError(G2SError):
+    """A setting is missing or wrong. The message names it."""
+
+
+class TransientError(G2SError):
+    """A network error or a 5xx: worth another attempt later."""
+
+
+class RateLimited(G2SError):
+    """Strava's budget is spent (or it answered 429): defer work until `until`."""
+
+    def __init__(self, until: datetime, reason: str = "Strava rate budget spent") -> None:
+        self.until = until
+        msg = f"{reason}; deferring until {until.isoformat()}"
+        super().__init__(msg)
+
+
+class StravaAuthError(G2SError):
+    """Strava refused our token and a refresh did not help (revoked, bad secret)."""
+
+
+class StravaNotFound(G2SError):
+    """Strava answered 404."""
+
+
+class GarminRateLimited(G2SError):
+    """Garmin answered 429: back off for hours."""
+
+
+class GarminAuthError(G2SError):
+    """Garmin refused the stored tokens: a human must run `garmin2strava garmin login`."""
+
+
+class GarminNotFound(G2SError):
+    """Garmin answered 404 (for an ORIGINAL download: a manual activity, no file)."""
+
+
+class InvalidActivity(G2SError):
+    """A Garmin activity-list record lacks a field we need or has a wrong type."""
+
+
+class FileRejected(G2SError):
+    """The downloaded activity file is not something we may upload."""
+
+
+class ArchiveRejected(FileRejected):
+    """The ORIGINAL zip is unsafe or unusable (traversal, links, bomb, no activity file)."""
+
+
+class StoreConflict(G2SError):
+    """A conditional write lost against a newer write."""

@@ -1,0 +1,148 @@
+"""The interfaces services depend on. Adapters implement them; tests may fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from garmin2strava.domain.models import (
+    Account,
+    AuditEvent,
+    GarminTokens,
+    LedgerEntry,
+    StravaActivity,
+    StravaTokens,
+    UploadStatus,
+    Workout,
+)
+
+__all__ = ["GarminPort", "Store", "StravaPort", "TokenCipher"]
+
+
+class TokenCipher(Protocol):
+    """Encrypts tokens at rest (AES-256-GCM locally, KMS in AWS).
+
+    `context` is bound as associated data (e.g. "USER#u1/TOKEN#STRAVA"), so a
+    ciphertext copied to another item does not decrypt.
+    """
+
+    def encrypt(self, plaintext: bytes, *, context: str) -> bytes: ...
+    def decrypt(self, ciphertext: bytes, *, context: str) -> bytes: ...
+
+
+class Store(Protocol):
+    """Everything garmin2strava keeps, one item model (DESIGN.md "Data model").
+
+    Conditional writes return False (or raise StoreConflict where stated) when they
+    lose; they never overwrite newer data.
+    """
+
+    # -- accounts (`USER#{id}`/`ACCOUNT`, `ATHLETE#{id}`/`USER`) -------------------------
+    def get_account(self, user_id: str) -> Account | None: ...
+    def put_account(self, account: Account) -> None: ...
+    def list_accounts(self) -> list[Account]: ...
+    def link_athlete(self, athlete_id: int, user_id: str) -> None: ...
+    def user_for_athlete(self, athlete_id: int) -> str | None: ...
+
+    # -- tokens (encrypted at rest) ----------------------------------------------------
+    def get_strava_tokens(self, user_id: str) -> StravaTokens | None: ...
+    def replace_strava_tokens(
+        self, user_id: str, new: StravaTokens, *, expected_version: int | None
+    ) -> StravaTokens | None:
+        """Write `new` only if the stored version is `expected_version` (None: no
+        tokens stored yet). Returns the stored tokens with their new version, or None
+        when another writer got there first."""
+        ...
+
+    def delete_strava_tokens(self, user_id: str) -> None: ...
+    def get_garmin_tokens(self, user_id: str) -> GarminTokens | None: ...
+    def replace_garmin_tokens(
+        self, user_id: str, blob: str, *, expected_version: int | None
+    ) -> GarminTokens | None: ...
+
+    # -- upload ledger (`UPLOAD#GARMIN#{id}`) --------------------------------------------
+    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]: ...
+    def put_upload(self, entry: LedgerEntry) -> None: ...
+    def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
+        """Newest first (by Garmin start time, then id)."""
+        ...
+
+    def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
+        """Entries that are pending, processing or failed (not settled)."""
+        ...
+
+    # -- sync lease (`LEASE#SYNC`) -------------------------------------------------------
+    def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
+        """Take or renew the lease if it is free, expired, or already `owner`'s."""
+        ...
+
+    def release_lease(self, user_id: str, owner: str) -> None: ...
+
+    # -- audit (`AUDIT#{iso}#{id}`, with TTL) ---------------------------------------------
+    def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None: ...
+    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
+        """Newest first; expired events are not returned."""
+        ...
+
+    # -- mirror (`WORKOUT#STRAVA#{id}`) -------------------------------------------------
+    def upsert_workout(self, workout: Workout) -> bool:
+        """Write unless the stored row has a newer `updated_at`. True when written."""
+        ...
+
+    def get_workout(self, user_id: str, activity_id: int) -> Workout | None: ...
+    def list_workouts(
+        self, user_id: str, *, include_deleted: bool = False, limit: int = 3000
+    ) -> list[Workout]: ...
+    def workouts_starting_between(
+        self, user_id: str, start: datetime, end: datetime
+    ) -> list[Workout]: ...
+
+    # -- application-wide state (Strava rate budget, backfill cursors, ...) -------------
+    def get_app_state(self, key: str) -> dict[str, Any] | None: ...
+    def put_app_state(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class GarminPort(Protocol):
+    """One Garmin Connect account. Never logs in; persists rotated tokens itself."""
+
+    def list_activities(self, *, start: int, limit: int) -> list[dict[str, Any]]:
+        """Raw activity-list records, newest first. One request."""
+        ...
+
+    def download_original(self, activity_id: int) -> bytes:
+        """The ORIGINAL zip. Raises GarminNotFound for activities with no file."""
+        ...
+
+
+class StravaPort(Protocol):
+    """One Strava athlete's API, within the application's shared rate budget.
+
+    Every method raises RateLimited instead of sleeping when the budget is spent.
+    """
+
+    def list_activities(
+        self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
+    ) -> list[StravaActivity]: ...
+
+    def upload(
+        self,
+        path: Path,
+        *,
+        data_type: str,
+        external_id: str,
+        name: str,
+        description: str | None,
+        trainer: bool,
+    ) -> UploadStatus: ...
+
+    def get_upload(self, upload_id: int) -> UploadStatus: ...
+
+    def get_activity(self, activity_id: int) -> dict[str, Any]:
+        """The raw DetailedActivity JSON. Raises StravaNotFound."""
+        ...
+
+    def can_spend_reads(self, n: int = 1) -> bool:
+        """Whether `n` more read requests fit in the current windows."""
+        ...

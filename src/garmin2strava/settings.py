@@ -1,0 +1,188 @@
+"""Settings from the environment and an optional `.env` (DESIGN.md "Settings").
+
+Credentials use the names the ecosystem already uses; the daemon's own knobs use the
+`G2S_` prefix. `load_settings()` turns any validation error into one ConfigError line
+that names the setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from garmin2strava.errors import ConfigError
+
+__all__ = ["RUNNING_TYPES", "Settings", "load_settings"]
+
+# Garmin typeKeys of the running family (suffixes such as `_v2` are stripped first).
+RUNNING_TYPES: tuple[str, ...] = (
+    "running",
+    "trail_running",
+    "treadmill_running",
+    "track_running",
+    "indoor_running",
+    "street_running",
+    "virtual_run",
+    "ultra_run",
+    "obstacle_run",
+)
+
+REAL_STRAVA_BASE_URL = "https://www.strava.com"
+REAL_GARMIN_BASE_URL = "https://connectapi.garmin.com"
+REAL_GARMIN_DI_TOKEN_URL = (  # noqa: S105 (a URL, not a secret)
+    "https://diauth.garmin.com/di-oauth2-service/oauth/token"
+)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "garmin2strava"
+
+
+def _env(name: str) -> Any:
+    """Field whose environment name is exactly `name` (no prefix games)."""
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    # -- credentials -----------------------------------------------------------------
+    strava_client_id: int | None = Field(None, validation_alias=_env("STRAVA_CLIENT_ID"))
+    strava_client_secret: SecretStr | None = Field(
+        None, validation_alias=_env("STRAVA_CLIENT_SECRET")
+    )
+    strava_refresh_token: SecretStr | None = Field(
+        None, validation_alias=_env("STRAVA_REFRESH_TOKEN")
+    )
+    strava_verify_token: SecretStr | None = Field(
+        None, validation_alias=_env("STRAVA_VERIFY_TOKEN")
+    )
+    strava_subscription_id: int | None = Field(
+        None, validation_alias=_env("STRAVA_SUBSCRIPTION_ID")
+    )
+    garmin_tokens: SecretStr | None = Field(None, validation_alias=_env("GARMIN_TOKENS"))
+    garmin_email: str | None = Field(None, validation_alias=_env("GARMIN_EMAIL"))
+    garmin_password: SecretStr | None = Field(None, validation_alias=_env("GARMIN_PASSWORD"))
+
+    # -- store -----------------------------------------------------------------------
+    user_id: str = Field(
+        "default", validation_alias=_env("G2S_USER_ID"), pattern=r"^[\w.@-]{1,64}$"
+    )
+    store: Literal["sqlite", "dynamodb"] = Field("sqlite", validation_alias=_env("G2S_STORE"))
+    db_path: Path = Field(
+        default_factory=lambda: _default_data_dir() / "garmin2strava.sqlite3",
+        validation_alias=_env("G2S_DB_PATH"),
+    )
+    dynamodb_table: str = Field("garmin2strava", validation_alias=_env("G2S_DYNAMODB_TABLE"))
+    token_key: SecretStr | None = Field(None, validation_alias=_env("G2S_TOKEN_KEY"))
+    kms_key_id: str | None = Field(None, validation_alias=_env("G2S_KMS_KEY_ID"))
+
+    # -- sync ------------------------------------------------------------------------
+    sync_interval_seconds: int = Field(
+        60, ge=10, le=86_400, validation_alias=_env("G2S_SYNC_INTERVAL_SECONDS")
+    )
+    activity_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        RUNNING_TYPES, validation_alias=_env("G2S_ACTIVITY_TYPES")
+    )
+    lookback: int = Field(20, ge=1, le=1000, validation_alias=_env("G2S_LOOKBACK"))
+    max_attempts: int = Field(5, ge=1, le=50, validation_alias=_env("G2S_MAX_ATTEMPTS"))
+    match_tolerance_seconds: int = Field(
+        120, ge=0, le=3600, validation_alias=_env("G2S_MATCH_TOLERANCE_SECONDS")
+    )
+    garmin_backoff_seconds: int = Field(
+        6 * 3600, ge=60, validation_alias=_env("G2S_GARMIN_BACKOFF_SECONDS")
+    )
+    upload_description: str | None = Field(None, validation_alias=_env("G2S_UPLOAD_DESCRIPTION"))
+    audit_retention_days: int = Field(
+        7, ge=1, le=365, validation_alias=_env("G2S_AUDIT_RETENTION_DAYS")
+    )
+
+    # -- endpoints -------------------------------------------------------------------
+    strava_base_url: str = Field(REAL_STRAVA_BASE_URL, validation_alias=_env("G2S_STRAVA_BASE_URL"))
+    garmin_base_url: str = Field(REAL_GARMIN_BASE_URL, validation_alias=_env("G2S_GARMIN_BASE_URL"))
+    http_host: str = Field("127.0.0.1", validation_alias=_env("G2S_HTTP_HOST"))
+    http_port: int = Field(8080, ge=1, le=65535, validation_alias=_env("G2S_HTTP_PORT"))
+
+    # -- logging ---------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("G2S_LOG_LEVEL")
+    )
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_env("G2S_LOG_FORMAT"))
+
+    @field_validator("activity_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = tuple(p.strip().lower() for p in value.split(",") if p.strip())
+            if not parts:
+                raise ValueError("give a comma-separated list of Garmin typeKeys, or *")
+            return parts
+        return value
+
+    @field_validator("strava_base_url", "garmin_base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("http:// is allowed only for loopback hosts; use https://")
+        return value.rstrip("/")
+
+    @property
+    def garmin_di_token_url(self) -> str:
+        if self.garmin_base_url == REAL_GARMIN_BASE_URL:
+            return REAL_GARMIN_DI_TOKEN_URL
+        return f"{self.garmin_base_url}/di-oauth2-service/oauth/token"
+
+    def wants_type(self, type_key: str) -> bool:
+        return "*" in self.activity_types or type_key in self.activity_types
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_ENV_NAMES = {
+    name: (
+        str(field.validation_alias.choices[0])
+        if isinstance(field.validation_alias, AliasChoices)
+        else name.upper()
+    )
+    for name, field in Settings.model_fields.items()
+}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets `field_name`."""
+    return _ENV_NAMES.get(field_name, field_name.upper())
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; on error raise ConfigError with one line naming the setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        name = env_name(field) if field in _ENV_NAMES else field
+        msg = f"setting {name}: {first['msg']}"
+        raise ConfigError(msg) from None
