@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from garmin2strava.domain.models import (
     Account,
+    PreparedFile,
     AuditEvent,
     GarminTokens,
     LedgerEntry,
@@ -18,7 +19,7 @@ from garmin2strava.domain.models import (
     Workout,
 )
 
-__all__ = ["GarminPort", "Store", "StravaPort", "TokenCipher"]
+__all__ = ["ActivityFiles", "GarminPort", "Store", "StravaPort", "TokenCipher"]
 
 
 class TokenCipher(Protocol):
@@ -145,4 +146,12 @@ class StravaPort(Protocol):
 
     def can_spend_reads(self, n: int = 1) -> bool:
         """Whether `n` more read requests fit in the current windows."""
+        ...
+
+
+class ActivityFiles(Protocol):
+    """Turns an ORIGINAL download into a checked file ready to upload."""
+
+    def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
+        """Extract safely into `workdir` and validate. Raises FileRejected."""
         ...

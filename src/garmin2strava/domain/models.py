@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "GarminActivity",
     "GarminTokens",
     "LedgerEntry",
+    "PreparedFile",
     "StravaActivity",
     "StravaTokens",
     "UploadOutcome",
@@ -197,3 +199,13 @@ class Workout:
     is_deleted: bool
     updated_at: datetime  # the event/fetch time this row reflects; older writes lose
     raw: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedFile:
+    """An activity file extracted from Garmin's ORIGINAL zip and checked."""
+
+    path: Path
+    data_type: str  # Strava's data_type: "fit", "gpx" or "tcx"
+    start_utc: datetime | None = None
+    sport: str | None = None
