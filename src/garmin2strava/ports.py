@@ -9,10 +9,10 @@ from typing import Any, Protocol
 
 from garmin2strava.domain.models import (
     Account,
-    PreparedFile,
     AuditEvent,
     GarminTokens,
     LedgerEntry,
+    PreparedFile,
     StravaActivity,
     StravaTokens,
     UploadStatus,

@@ -13,7 +13,9 @@ __all__ = ["UploadState", "UploadVerdict", "read_upload_status", "retry_delay"]
 
 # "123.fit duplicate of activity 8319193780" or the HTML variant
 # "... duplicate of <a href='/activities/18106372042' ...>".
-_DUPLICATE = re.compile(r"duplicate of\s+(?:activity\s+(\d+)|.*?/activities/(\d+))", re.IGNORECASE | re.DOTALL)
+_DUPLICATE = re.compile(
+    r"duplicate of\s+(?:activity\s+(\d+)|.*?/activities/(\d+))", re.IGNORECASE | re.DOTALL
+)
 _DELETED = "has been deleted"
 
 
