@@ -1,0 +1,305 @@
+"""Item keys and model <-> plain-dict codecs shared by the SQLite and DynamoDB stores.
+
+Attribute names are the DynamoDB ones (DESIGN.md "Data model"): camelCase, datetimes
+as fixed-width ISO 8601 UTC strings (`2024-05-01T07:00:00.000000Z`) so that string
+order is time order, which the sort keys rely on. Values are plain JSON types; the
+DynamoDB adapter converts floats to Decimal itself.
+
+Secondary keys (a DynamoDB table would declare them as indexes):
+- `LSI1SK` (local index on PK): `WORKOUT#{startDate}#{activityId}` and
+  `UPLOAD#{startDate}#{garminActivityId}`: workouts by start time, ledger newest first.
+- `GSI1PK`/`GSI1SK` (sparse global index): set only on unsettled ledger entries,
+  `UNSETTLED#USER#{id}` / the entry's SK, so the sync path finds them without a scan.
+- The account registry item `ACCOUNTS` / `USER#{id}` lists every account with a Query.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from garmin2strava.domain.models import (
+    Account,
+    AccountStatus,
+    AuditEvent,
+    LedgerEntry,
+    StravaTokens,
+    UploadOutcome,
+    Workout,
+)
+
+__all__ = [
+    "ACCOUNTS_PK",
+    "ACCOUNT_SK",
+    "APP_STATE_PK",
+    "ATHLETE_USER_SK",
+    "AUDIT_PREFIX",
+    "GARMIN_TOKEN_SK",
+    "LEASE_SK",
+    "STRAVA_TOKEN_SK",
+    "UPLOAD_PREFIX",
+    "WORKOUT_PREFIX",
+    "account_from_item",
+    "account_to_item",
+    "app_state_sk",
+    "athlete_pk",
+    "audit_from_item",
+    "audit_sk",
+    "audit_to_item",
+    "format_time",
+    "ledger_from_item",
+    "ledger_lsi1sk",
+    "ledger_to_item",
+    "parse_time",
+    "strava_tokens_from_plain",
+    "strava_tokens_to_plain",
+    "unsettled_gsi1pk",
+    "upload_sk",
+    "user_pk",
+    "workout_from_item",
+    "workout_lsi1sk",
+    "workout_sk",
+    "workout_to_item",
+]
+
+ACCOUNT_SK = "ACCOUNT"
+ACCOUNTS_PK = "ACCOUNTS"
+ATHLETE_USER_SK = "USER"
+STRAVA_TOKEN_SK = "TOKEN#STRAVA"  # noqa: S105 - a sort key, not a secret
+GARMIN_TOKEN_SK = "TOKEN#GARMIN"  # noqa: S105 - a sort key, not a secret
+LEASE_SK = "LEASE#SYNC"
+UPLOAD_PREFIX = "UPLOAD#GARMIN#"
+WORKOUT_PREFIX = "WORKOUT#STRAVA#"
+AUDIT_PREFIX = "AUDIT#"
+APP_STATE_PK = "APP"
+_ID_WIDTH = 20  # zero-padded ids keep string order equal to numeric order
+
+
+# -- keys -------------------------------------------------------------------------------
+def user_pk(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def athlete_pk(athlete_id: int) -> str:
+    return f"ATHLETE#{athlete_id}"
+
+
+def upload_sk(garmin_activity_id: int) -> str:
+    return f"{UPLOAD_PREFIX}{garmin_activity_id}"
+
+
+def workout_sk(activity_id: int) -> str:
+    return f"{WORKOUT_PREFIX}{activity_id}"
+
+
+def audit_sk(at: datetime, event_id: str) -> str:
+    return f"{AUDIT_PREFIX}{format_time(at)}#{event_id}"
+
+
+def app_state_sk(key: str) -> str:
+    return f"STATE#{key}"
+
+
+def workout_lsi1sk(start: datetime, activity_id: int | None = None) -> str:
+    """Sort key by start time; without an id it is a bound for range queries."""
+    suffix = "" if activity_id is None else f"#{activity_id:0{_ID_WIDTH}d}"
+    return f"WORKOUT#{format_time(start)}{suffix}"
+
+
+def ledger_lsi1sk(entry: LedgerEntry) -> str:
+    # Entries without a start time sort as the oldest ('#' < any digit).
+    start = format_time(entry.start_utc) if entry.start_utc else ""
+    return f"UPLOAD#{start}#{entry.garmin_activity_id:0{_ID_WIDTH}d}"
+
+
+def unsettled_gsi1pk(user_id: str) -> str:
+    return f"UNSETTLED#USER#{user_id}"
+
+
+# -- times ------------------------------------------------------------------------------
+def format_time(value: datetime) -> str:
+    """Fixed-width ISO 8601 UTC; refuses naive datetimes rather than guess their zone."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        msg = "naive datetime given to the store; use an aware (UTC) datetime"
+        raise ValueError(msg)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _opt_time(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def _parse_opt_time(value: Any) -> datetime | None:
+    return None if value is None else parse_time(str(value))
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# -- accounts ---------------------------------------------------------------------------
+def account_to_item(account: Account) -> dict[str, Any]:
+    return {
+        "userId": account.user_id,
+        "status": account.status.value,
+        "statusDetail": account.status_detail,
+        "stravaAthleteId": account.strava_athlete_id,
+        "enabled": account.enabled,
+        "garminBackoffUntil": _opt_time(account.garmin_backoff_until),
+        "mirrorCoversSince": _opt_time(account.mirror_covers_since),
+        "createdAt": _opt_time(account.created_at),
+        "lastCycleAt": _opt_time(account.last_cycle_at),
+        "lastCycleOk": account.last_cycle_ok,
+        "lastCycleSummary": dict(account.last_cycle_summary),
+    }
+
+
+def account_from_item(item: dict[str, Any]) -> Account:
+    ok = item.get("lastCycleOk")
+    return Account(
+        user_id=str(item["userId"]),
+        status=AccountStatus(item.get("status", AccountStatus.ACTIVE.value)),
+        status_detail=str(item.get("statusDetail", "")),
+        strava_athlete_id=_opt_int(item.get("stravaAthleteId")),
+        enabled=bool(item.get("enabled", True)),
+        garmin_backoff_until=_parse_opt_time(item.get("garminBackoffUntil")),
+        mirror_covers_since=_parse_opt_time(item.get("mirrorCoversSince")),
+        created_at=_parse_opt_time(item.get("createdAt")),
+        last_cycle_at=_parse_opt_time(item.get("lastCycleAt")),
+        last_cycle_ok=None if ok is None else bool(ok),
+        last_cycle_summary={
+            str(k): int(v) for k, v in (item.get("lastCycleSummary") or {}).items()
+        },
+    )
+
+
+# -- tokens (the plaintext that gets encrypted; the version lives outside) -------------
+def strava_tokens_to_plain(tokens: StravaTokens) -> dict[str, Any]:
+    return {
+        "accessToken": tokens.access_token,
+        "refreshToken": tokens.refresh_token,
+        "expiresAt": tokens.expires_at,
+        "scope": tokens.scope,
+        "athleteId": tokens.athlete_id,
+    }
+
+
+def strava_tokens_from_plain(plain: dict[str, Any], *, version: int) -> StravaTokens:
+    return StravaTokens(
+        access_token=str(plain["accessToken"]),
+        refresh_token=str(plain["refreshToken"]),
+        expires_at=int(plain["expiresAt"]),
+        scope=None if plain.get("scope") is None else str(plain["scope"]),
+        athlete_id=_opt_int(plain.get("athleteId")),
+        version=version,
+    )
+
+
+# -- upload ledger ----------------------------------------------------------------------
+def ledger_to_item(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "userId": entry.user_id,
+        "garminActivityId": entry.garmin_activity_id,
+        "externalId": entry.external_id,
+        "outcome": entry.outcome.value,
+        "updatedAt": format_time(entry.updated_at),
+        "activityName": entry.activity_name,
+        "typeKey": entry.type_key,
+        "startDate": _opt_time(entry.start_utc),
+        "attempts": entry.attempts,
+        "stravaActivityId": entry.strava_activity_id,
+        "uploadId": entry.upload_id,
+        "detail": entry.detail,
+        "nextRetryAt": _opt_time(entry.next_retry_at),
+    }
+
+
+def ledger_from_item(item: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        user_id=str(item["userId"]),
+        garmin_activity_id=int(item["garminActivityId"]),
+        external_id=str(item["externalId"]),
+        outcome=UploadOutcome(item["outcome"]),
+        updated_at=parse_time(str(item["updatedAt"])),
+        activity_name=str(item.get("activityName", "")),
+        type_key=str(item.get("typeKey", "")),
+        start_utc=_parse_opt_time(item.get("startDate")),
+        attempts=int(item.get("attempts", 0)),
+        strava_activity_id=_opt_int(item.get("stravaActivityId")),
+        upload_id=_opt_int(item.get("uploadId")),
+        detail=str(item.get("detail", "")),
+        next_retry_at=_parse_opt_time(item.get("nextRetryAt")),
+    )
+
+
+# -- audit ------------------------------------------------------------------------------
+def audit_to_item(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "userId": event.user_id,
+        "at": format_time(event.at),
+        "kind": event.kind,
+        "eventId": event.event_id,
+        "detail": dict(event.detail),
+    }
+
+
+def audit_from_item(item: dict[str, Any]) -> AuditEvent:
+    return AuditEvent(
+        user_id=str(item["userId"]),
+        at=parse_time(str(item["at"])),
+        kind=str(item["kind"]),
+        event_id=str(item["eventId"]),
+        detail=dict(item.get("detail") or {}),
+    )
+
+
+# -- mirrored workouts ------------------------------------------------------------------
+def workout_to_item(workout: Workout) -> dict[str, Any]:
+    return {
+        "userId": workout.user_id,
+        "activityId": workout.activity_id,
+        "athleteId": workout.athlete_id,
+        "name": workout.name,
+        "sportType": workout.sport_type,
+        "startDate": format_time(workout.start_date),
+        "elapsedTime": workout.elapsed_time,
+        "movingTime": workout.moving_time,
+        "distance": workout.distance,
+        "totalElevationGain": workout.total_elevation_gain,
+        "externalId": workout.external_id,
+        "uploadId": workout.upload_id,
+        "isPrivate": workout.is_private,
+        "isDeleted": workout.is_deleted,
+        "updatedAt": format_time(workout.updated_at),
+        "raw": workout.raw,
+    }
+
+
+def workout_from_item(item: dict[str, Any]) -> Workout:
+    raw = item.get("raw")
+    return Workout(
+        user_id=str(item["userId"]),
+        activity_id=int(item["activityId"]),
+        athlete_id=int(item["athleteId"]),
+        name=str(item.get("name", "")),
+        sport_type=str(item.get("sportType", "")),
+        start_date=parse_time(str(item["startDate"])),
+        elapsed_time=int(item.get("elapsedTime", 0)),
+        moving_time=_opt_int(item.get("movingTime")),
+        distance=_opt_float(item.get("distance")),
+        total_elevation_gain=_opt_float(item.get("totalElevationGain")),
+        external_id=None if item.get("externalId") is None else str(item["externalId"]),
+        upload_id=_opt_int(item.get("uploadId")),
+        is_private=bool(item.get("isPrivate", False)),
+        is_deleted=bool(item.get("isDeleted", False)),
+        updated_at=parse_time(str(item["updatedAt"])),
+        raw=None if raw is None else dict(raw),
+    )

@@ -1,0 +1,441 @@
+"""The embedded store: ports.Store over one SQLite file that mirrors the DynamoDB items.
+
+One table `items(pk, sk, body JSON, version, expires_at, lsi1sk, gsi1pk, gsi1sk)` holds
+exactly the items of DESIGN.md "Data model"; codec.py builds keys and bodies for both
+stores. Secondary columns exist only where a query needs them, and each one is
+something DynamoDB can index the same way (no scans):
+- `lsi1sk`: workouts by start time (`workouts_starting_between`, `list_workouts`) and
+  the ledger newest first (`list_uploads`); a local secondary index on PK.
+- `gsi1pk`/`gsi1sk`: a sparse index holding only unsettled ledger entries
+  (`list_unsettled_uploads`).
+- `expires_at`: epoch seconds, the DynamoDB TTL attribute (audit events, the lease).
+- `list_accounts` reads a registry item per account, PK `ACCOUNTS` / SK `USER#{id}`,
+  written in the same transaction as the account (a Query in DynamoDB).
+- Application-wide state lives under PK `APP` / SK `STATE#{key}`.
+
+Tokens are stored only encrypted, with context f"{pk}/{sk}" as associated data.
+
+Durability and concurrency: WAL with synchronous=FULL (the uploader's intent record
+must survive a SIGKILL right after the write returns), one connection guarded by a
+lock (the daemon calls in from several threads), BEGIN IMMEDIATE around every
+read-modify-write, and a busy timeout so two processes can share the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from garmin2strava.adapters.store import codec
+from garmin2strava.domain.models import (
+    Account,
+    AuditEvent,
+    GarminTokens,
+    LedgerEntry,
+    StravaTokens,
+    Workout,
+)
+from garmin2strava.ports import TokenCipher
+
+__all__ = ["SqliteStore"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    pk TEXT NOT NULL,
+    sk TEXT NOT NULL,
+    body TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER,
+    lsi1sk TEXT,
+    gsi1pk TEXT,
+    gsi1sk TEXT,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_lsi1 ON items (pk, lsi1sk) WHERE lsi1sk IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_gsi1 ON items (gsi1pk, gsi1sk) WHERE gsi1pk IS NOT NULL;
+"""
+_BATCH = 500  # stays under SQLite's bound-parameter limit
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        msg = "store item body is not a JSON object"
+        raise TypeError(msg)
+    return value
+
+
+class SqliteStore:
+    """ports.Store on a local SQLite file (created with its directory, mode 0600)."""
+
+    def __init__(self, path: Path, cipher: TokenCipher, *, busy_timeout_s: float = 30.0) -> None:
+        self._path = path
+        self._cipher = cipher
+        self._lock = threading.RLock()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file ourselves so it is private from its first byte; SQLite gives the
+        # -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        with contextlib.suppress(PermissionError):  # not ours: leave the owner's choice
+            path.chmod(0o600)
+        self._conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        with self._write() as conn:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._path)!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A read-modify-write transaction that holds the database write lock throughout."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cursor = self._conn.execute(sql, params)
+            rows: list[sqlite3.Row] = cursor.fetchall()
+            return rows
+
+    def _get_row(
+        self, conn: sqlite3.Connection, pk: str, sk: str
+    ) -> tuple[str, int, int | None] | None:
+        row = conn.execute(
+            "SELECT body, version, expires_at FROM items WHERE pk = ? AND sk = ?", (pk, sk)
+        ).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+
+    def _get_body(self, pk: str, sk: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._get_row(self._conn, pk, sk)
+        return None if row is None else _loads(row[0])
+
+    @staticmethod
+    def _put(
+        conn: sqlite3.Connection,
+        pk: str,
+        sk: str,
+        body: dict[str, Any],
+        *,
+        version: int = 0,
+        expires_at: int | None = None,
+        lsi1sk: str | None = None,
+        gsi1pk: str | None = None,
+        gsi1sk: str | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO items "
+            "(pk, sk, body, version, expires_at, lsi1sk, gsi1pk, gsi1sk) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (pk, sk, _dumps(body), version, expires_at, lsi1sk, gsi1pk, gsi1sk),
+        )
+
+    # -- accounts -----------------------------------------------------------------------
+    def get_account(self, user_id: str) -> Account | None:
+        body = self._get_body(codec.user_pk(user_id), codec.ACCOUNT_SK)
+        return None if body is None else codec.account_from_item(body)
+
+    def put_account(self, account: Account) -> None:
+        pk = codec.user_pk(account.user_id)
+        with self._write() as conn:
+            self._put(conn, pk, codec.ACCOUNT_SK, codec.account_to_item(account))
+            self._put(conn, codec.ACCOUNTS_PK, pk, {"userId": account.user_id})
+
+    def list_accounts(self) -> list[Account]:
+        rows = self._query(
+            "SELECT a.body FROM items AS r JOIN items AS a ON a.pk = r.sk AND a.sk = ? "
+            "WHERE r.pk = ? ORDER BY r.sk",
+            (codec.ACCOUNT_SK, codec.ACCOUNTS_PK),
+        )
+        return [codec.account_from_item(_loads(row[0])) for row in rows]
+
+    def link_athlete(self, athlete_id: int, user_id: str) -> None:
+        with self._write() as conn:
+            self._put(
+                conn,
+                codec.athlete_pk(athlete_id),
+                codec.ATHLETE_USER_SK,
+                {"athleteId": athlete_id, "userId": user_id},
+            )
+
+    def user_for_athlete(self, athlete_id: int) -> str | None:
+        body = self._get_body(codec.athlete_pk(athlete_id), codec.ATHLETE_USER_SK)
+        return None if body is None else str(body["userId"])
+
+    # -- tokens ---------------------------------------------------------------------------
+    def _read_secret(self, pk: str, sk: str) -> tuple[bytes, int] | None:
+        with self._lock:
+            row = self._get_row(self._conn, pk, sk)
+        if row is None:
+            return None
+        sealed = base64.b64decode(_loads(row[0])["ciphertext"])
+        return self._cipher.decrypt(sealed, context=f"{pk}/{sk}"), row[1]
+
+    def _replace_secret(
+        self, pk: str, sk: str, plaintext: bytes, expected_version: int | None
+    ) -> int | None:
+        """Write only if the stored version is `expected_version` (None: nothing stored).
+
+        Returns the new version, or None when another writer changed the item first.
+        """
+        sealed = self._cipher.encrypt(plaintext, context=f"{pk}/{sk}")
+        body = {"ciphertext": base64.b64encode(sealed).decode("ascii")}
+        with self._write() as conn:
+            row = self._get_row(conn, pk, sk)
+            stored_version = None if row is None else row[1]
+            if stored_version != expected_version:  # lost the race: keep the newer tokens
+                return None
+            new_version = (expected_version or 0) + 1
+            self._put(conn, pk, sk, body, version=new_version)
+            return new_version
+
+    def get_strava_tokens(self, user_id: str) -> StravaTokens | None:
+        found = self._read_secret(codec.user_pk(user_id), codec.STRAVA_TOKEN_SK)
+        if found is None:
+            return None
+        plaintext, version = found
+        return codec.strava_tokens_from_plain(json.loads(plaintext), version=version)
+
+    def replace_strava_tokens(
+        self, user_id: str, new: StravaTokens, *, expected_version: int | None
+    ) -> StravaTokens | None:
+        plaintext = _dumps(codec.strava_tokens_to_plain(new)).encode()
+        version = self._replace_secret(
+            codec.user_pk(user_id), codec.STRAVA_TOKEN_SK, plaintext, expected_version
+        )
+        if version is None:
+            return None
+        return codec.strava_tokens_from_plain(codec.strava_tokens_to_plain(new), version=version)
+
+    def delete_strava_tokens(self, user_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM items WHERE pk = ? AND sk = ?",
+                (codec.user_pk(user_id), codec.STRAVA_TOKEN_SK),
+            )
+
+    def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
+        found = self._read_secret(codec.user_pk(user_id), codec.GARMIN_TOKEN_SK)
+        if found is None:
+            return None
+        plaintext, version = found
+        return GarminTokens(blob=plaintext.decode(), version=version)
+
+    def replace_garmin_tokens(
+        self, user_id: str, blob: str, *, expected_version: int | None
+    ) -> GarminTokens | None:
+        version = self._replace_secret(
+            codec.user_pk(user_id), codec.GARMIN_TOKEN_SK, blob.encode(), expected_version
+        )
+        return None if version is None else GarminTokens(blob=blob, version=version)
+
+    # -- upload ledger ----------------------------------------------------------------------
+    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
+        pk = codec.user_pk(user_id)
+        sks = [codec.upload_sk(gid) for gid in dict.fromkeys(garmin_ids)]
+        found: dict[int, LedgerEntry] = {}
+        for start in range(0, len(sks), _BATCH):
+            chunk = sks[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT body FROM items WHERE pk = ? AND sk IN ({marks})",  # noqa: S608 - only "?" marks are interpolated
+                (pk, *chunk),
+            )
+            for row in rows:
+                entry = codec.ledger_from_item(_loads(row[0]))
+                found[entry.garmin_activity_id] = entry
+        return found
+
+    def put_upload(self, entry: LedgerEntry) -> None:
+        sort_key = codec.ledger_lsi1sk(entry)
+        unsettled = not entry.outcome.settled
+        with self._write() as conn:
+            self._put(
+                conn,
+                codec.user_pk(entry.user_id),
+                codec.upload_sk(entry.garmin_activity_id),
+                codec.ledger_to_item(entry),
+                lsi1sk=sort_key,
+                # Sparse index: only entries the uploader still has to finish are in it.
+                gsi1pk=codec.unsettled_gsi1pk(entry.user_id) if unsettled else None,
+                gsi1sk=sort_key if unsettled else None,
+            )
+
+    def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
+        rows = self._query(
+            "SELECT body FROM items WHERE pk = ? AND lsi1sk >= 'UPLOAD#' AND lsi1sk < 'UPLOAD$' "
+            "ORDER BY lsi1sk DESC LIMIT ?",
+            (codec.user_pk(user_id), limit),
+        )
+        return [codec.ledger_from_item(_loads(row[0])) for row in rows]
+
+    def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
+        """Oldest Garmin start first, the order the uploader works in."""
+        rows = self._query(
+            "SELECT body FROM items WHERE gsi1pk = ? ORDER BY gsi1sk",
+            (codec.unsettled_gsi1pk(user_id),),
+        )
+        return [codec.ledger_from_item(_loads(row[0])) for row in rows]
+
+    # -- sync lease -------------------------------------------------------------------------
+    def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
+        pk = codec.user_pk(user_id)
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self._write() as conn:
+            row = self._get_row(conn, pk, codec.LEASE_SK)
+            if row is not None:
+                held = _loads(row[0])
+                # Condition: free, expired, or already ours (a renewal).
+                still_valid = codec.parse_time(str(held["expiresAt"])) > now
+                if still_valid and held["owner"] != owner:
+                    return False
+            self._put(
+                conn,
+                pk,
+                codec.LEASE_SK,
+                {"owner": owner, "expiresAt": codec.format_time(expires)},
+                expires_at=math.ceil(expires.timestamp()),
+            )
+            return True
+
+    def release_lease(self, user_id: str, owner: str) -> None:
+        with self._write() as conn:
+            # Condition: only the holder releases; a late release after expiry and
+            # takeover must not free someone else's lease.
+            conn.execute(
+                "DELETE FROM items WHERE pk = ? AND sk = ? AND json_extract(body, '$.owner') = ?",
+                (codec.user_pk(user_id), codec.LEASE_SK, owner),
+            )
+
+    # -- audit ------------------------------------------------------------------------------
+    def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None:
+        pk = codec.user_pk(event.user_id)
+        expires_at = math.floor((event.at + timedelta(days=retention_days)).timestamp())
+        with self._write() as conn:
+            self._put(
+                conn,
+                pk,
+                codec.audit_sk(event.at, event.event_id),
+                codec.audit_to_item(event),
+                expires_at=expires_at,
+            )
+            # What DynamoDB's TTL does by itself.
+            conn.execute(
+                "DELETE FROM items WHERE pk = ? AND sk >= 'AUDIT#' AND sk < 'AUDIT$' "
+                "AND expires_at <= ?",
+                (pk, int(time.time())),
+            )
+
+    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
+        rows = self._query(
+            "SELECT body FROM items WHERE pk = ? AND sk >= 'AUDIT#' AND sk < 'AUDIT$' "
+            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY sk DESC LIMIT ?",
+            (codec.user_pk(user_id), int(time.time()), limit),
+        )
+        return [codec.audit_from_item(_loads(row[0])) for row in rows]
+
+    # -- mirror -----------------------------------------------------------------------------
+    def upsert_workout(self, workout: Workout) -> bool:
+        pk = codec.user_pk(workout.user_id)
+        sk = codec.workout_sk(workout.activity_id)
+        with self._write() as conn:
+            row = self._get_row(conn, pk, sk)
+            # Condition: an older event or fetch never overwrites a newer row.
+            if row is not None:
+                stored_at = codec.parse_time(str(_loads(row[0])["updatedAt"]))
+                if stored_at > workout.updated_at:
+                    return False
+            self._put(
+                conn,
+                pk,
+                sk,
+                codec.workout_to_item(workout),
+                lsi1sk=codec.workout_lsi1sk(workout.start_date, workout.activity_id),
+            )
+            return True
+
+    def get_workout(self, user_id: str, activity_id: int) -> Workout | None:
+        body = self._get_body(codec.user_pk(user_id), codec.workout_sk(activity_id))
+        return None if body is None else codec.workout_from_item(body)
+
+    def list_workouts(
+        self, user_id: str, *, include_deleted: bool = False, limit: int = 3000
+    ) -> list[Workout]:
+        """Newest start first."""
+        rows = self._query(
+            "SELECT body FROM items WHERE pk = ? AND lsi1sk >= 'WORKOUT#' "
+            "AND lsi1sk < 'WORKOUT$' AND (? OR json_extract(body, '$.isDeleted') = 0) "
+            "ORDER BY lsi1sk DESC LIMIT ?",
+            (codec.user_pk(user_id), include_deleted, limit),
+        )
+        return [codec.workout_from_item(_loads(row[0])) for row in rows]
+
+    def workouts_starting_between(
+        self, user_id: str, start: datetime, end: datetime
+    ) -> list[Workout]:
+        """Live (not deleted) workouts with start <= startDate <= end, oldest first."""
+        rows = self._query(
+            "SELECT body FROM items WHERE pk = ? AND lsi1sk >= ? AND lsi1sk < ? "
+            "AND json_extract(body, '$.isDeleted') = 0 ORDER BY lsi1sk",
+            (
+                codec.user_pk(user_id),
+                codec.workout_lsi1sk(start),
+                codec.workout_lsi1sk(end) + "$",  # '$' sorts after the '#id' suffix
+            ),
+        )
+        return [codec.workout_from_item(_loads(row[0])) for row in rows]
+
+    # -- application-wide state ---------------------------------------------------------------
+    def get_app_state(self, key: str) -> dict[str, Any] | None:
+        return self._get_body(codec.APP_STATE_PK, codec.app_state_sk(key))
+
+    def put_app_state(self, key: str, value: dict[str, Any]) -> None:
+        with self._write() as conn:
+            self._put(conn, codec.APP_STATE_PK, codec.app_state_sk(key), value)
