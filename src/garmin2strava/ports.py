@@ -18,8 +18,9 @@ from garmin2strava.domain.models import (
     UploadStatus,
     Workout,
 )
+from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
-__all__ = ["ActivityFiles", "GarminPort", "Store", "StravaPort", "TokenCipher"]
+__all__ = ["ActivityFiles", "EventQueue", "GarminPort", "Store", "StravaPort", "TokenCipher"]
 
 
 class TokenCipher(Protocol):
@@ -154,4 +155,48 @@ class ActivityFiles(Protocol):
 
     def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
         """Extract safely into `workdir` and validate. Raises FileRejected."""
+        ...
+
+
+class EventQueue(Protocol):
+    """Durable queue of Strava webhook events (SQLite in the container, SQS in AWS).
+
+    An event is enqueued once per dedupe key, whatever the number of deliveries. A
+    claim hides events for `visibility_seconds`; a worker that dies without settling
+    them gives them back when that time is up.
+    """
+
+    def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:
+        """Durable when this returns. True when new, False for a redelivery."""
+        ...
+
+    def claim(
+        self, *, now: datetime, limit: int = 50, visibility_seconds: float = 60.0
+    ) -> list[list[QueuedEvent]]:
+        """Up to `limit` groups; each group holds every ready event about one object
+        (oldest first), and no other worker holds a claim on that object."""
+        ...
+
+    def complete(self, records: Sequence[QueuedEvent], *, now: datetime) -> None: ...
+    def release(self, records: Sequence[QueuedEvent], *, available_at: datetime) -> None:
+        """Put back without counting an attempt (e.g. the Strava budget is spent)."""
+        ...
+
+    def fail(self, records: Sequence[QueuedEvent], *, retry_at: datetime, error: str) -> None:
+        """Count one failed attempt; ready again at `retry_at`."""
+        ...
+
+    def dead_letter(self, records: Sequence[QueuedEvent], *, now: datetime, error: str) -> None: ...
+
+    def list_dead(self, *, limit: int = 100) -> list[DeadEvent]: ...
+    def retry_dead(self, queue_id: int, *, now: datetime) -> bool:
+        """Back into the queue with a fresh attempt count. False when not dead."""
+        ...
+
+    def depth(self) -> int:
+        """Events waiting or claimed (not done, not dead)."""
+        ...
+
+    def oldest_age(self, *, now: datetime) -> float | None:
+        """Seconds since the oldest waiting event was enqueued; None when empty."""
         ...
