@@ -1,0 +1,274 @@
+"""Garmin Connect through garminconnect, for one account (ports.GarminPort).
+
+The client is built without credentials and fed the stored DI tokens; it never
+logs in. Garmin rotates the refresh token on every refresh, so after every call
+the adapter compares `client.dumps()` with what it loaded and writes a changed
+blob back with a conditional write. A process that loses that race adopts the
+newer stored tokens: the other writer's refresh already killed ours.
+
+The login command (`interactive_login`) is the only place a password is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from garminconnect import (
+    Garmin,
+    GarminConnectAuthenticationError,
+    GarminConnectConnectionError,
+    GarminConnectTooManyRequestsError,
+)
+from garminconnect.exceptions import GarminConnectNotFoundError
+
+from garmin2strava.errors import (
+    GarminAuthError,
+    GarminNotFound,
+    GarminRateLimited,
+    TransientError,
+)
+from garmin2strava.ports import Store
+
+__all__ = ["GarminConnectAdapter", "interactive_login", "point_client_at"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_HTTP_FORBIDDEN = 403
+_HTTP_NOT_FOUND = 404
+_HTTP_TOO_MANY = 429
+_HTTP_SERVER_ERROR = 500
+_RELOGIN_HINT = "run `garmin2strava garmin login` again"
+
+# Private garminconnect attributes we set to reach the sandbox (or a mirror).
+# tests/integration/test_garmin_adapter.py fails if an upgrade renames them.
+CLIENT_URL_ATTRIBUTES = (
+    "_connectapi",
+    "_di_token_url",
+    "_sso",
+    "_connect",
+    "_ios_service_url",
+    "_mobile_sso_service_url",
+    "_portal_service_url",
+)
+
+
+def point_client_at(garmin: Garmin, *, base_url: str, di_token_url: str) -> None:
+    """Send every request the library could make (API, refresh, SSO) to `base_url`."""
+    base = base_url.rstrip("/")
+    client = garmin.client
+    client._connectapi = base  # noqa: SLF001  the library has no public setting for this
+    client._di_token_url = di_token_url  # noqa: SLF001  same
+    if base != "https://connectapi.garmin.com":
+        # An accidental login must hit the emulator (where it is counted), not Garmin.
+        client._sso = f"{base}/sso"  # noqa: SLF001  same
+        client._connect = f"{base}/connect"  # noqa: SLF001  same
+        client._ios_service_url = f"{base}/gcm/ios"  # noqa: SLF001  same
+        client._mobile_sso_service_url = f"{base}/gcm/android"  # noqa: SLF001  same
+        client._portal_service_url = f"{base}/connect/app"  # noqa: SLF001  same
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+class GarminConnectAdapter:
+    """One Garmin account's API. Never logs in; persists rotated tokens itself.
+
+    Construction does no I/O. Tokens are read from the store on the first call
+    (and again whenever the stored version moved, e.g. after a new login), so a
+    missing token raises GarminAuthError from that call.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        user_id: str,
+        *,
+        base_url: str,
+        di_token_url: str,
+        retry_attempts: int = 3,
+        retry_min_wait: float = 1.0,
+        retry_max_wait: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._user_id = user_id
+        self._base_url = base_url
+        self._di_token_url = di_token_url
+        self._retry = (retry_attempts, retry_min_wait, retry_max_wait)
+        self._garmin: Garmin | None = None
+        self._blob: str | None = None
+        self._version: int | None = None
+        self._lock = threading.Lock()
+
+    # -- the port -----------------------------------------------------------------
+    def list_activities(self, *, start: int, limit: int) -> list[dict[str, Any]]:
+        """Raw activity-list records, newest first. One request while the token is fresh."""
+        result = self._call(lambda g: g.get_activities(start=start, limit=limit))
+        if not isinstance(result, list):
+            raise TransientError("Garmin activity list: unexpected response shape")
+        return [item for item in result if isinstance(item, dict)]
+
+    def download_original(self, activity_id: int) -> bytes:
+        """The ORIGINAL zip. GarminNotFound for a manual activity (no file)."""
+        data = self._call(
+            lambda g: g.download_activity(
+                str(activity_id), dl_fmt=Garmin.ActivityDownloadFormat.ORIGINAL
+            )
+        )
+        if not isinstance(data, bytes):
+            raise TransientError("Garmin download: unexpected response type")
+        return data
+
+    def get_activity(self, activity_id: int) -> dict[str, Any]:
+        """The activity detail (file format, manual flag). One request."""
+        data = self._call(lambda g: g.get_activity(str(activity_id)))
+        if not isinstance(data, dict):
+            raise TransientError("Garmin activity detail: unexpected response shape")
+        return data
+
+    # -- machinery ----------------------------------------------------------------
+    def _call(self, operation: Callable[[Garmin], T]) -> T:
+        with self._lock:
+            garmin = self._client()
+            try:
+                self._refresh_if_expiring(garmin)
+                return operation(garmin)
+            except GarminConnectTooManyRequestsError as exc:
+                raise GarminRateLimited("Garmin answered 429 (too many requests)") from exc
+            except GarminConnectAuthenticationError as exc:
+                msg = f"Garmin refused the stored tokens; {_RELOGIN_HINT}"
+                raise GarminAuthError(msg) from exc
+            except GarminConnectNotFoundError as exc:
+                raise GarminNotFound("Garmin answered 404") from exc
+            except GarminConnectConnectionError as exc:
+                raise _translate_status(_status_of(exc)) from exc
+            except requests.RequestException as exc:
+                raise TransientError(f"Garmin unreachable: {type(exc).__name__}") from exc
+            finally:
+                self._write_back(garmin)
+
+    def _client(self) -> Garmin:
+        stored = self._store.get_garmin_tokens(self._user_id)
+        if stored is None:
+            msg = f"no Garmin tokens stored for this account; {_RELOGIN_HINT}"
+            raise GarminAuthError(msg)
+        if self._garmin is None or stored.version != self._version:
+            self._garmin = self._build(stored.blob)
+            self._blob, self._version = stored.blob, stored.version
+        return self._garmin
+
+    def _build(self, blob: str) -> Garmin:
+        attempts, min_wait, max_wait = self._retry
+        garmin = Garmin(retry_attempts=attempts, retry_min_wait=min_wait, retry_max_wait=max_wait)
+        point_client_at(garmin, base_url=self._base_url, di_token_url=self._di_token_url)
+        try:
+            garmin.client.loads(blob)
+        except GarminConnectConnectionError as exc:
+            msg = f"the stored Garmin tokens are unreadable; {_RELOGIN_HINT}"
+            raise GarminAuthError(msg) from exc
+        return garmin
+
+    @staticmethod
+    def _refresh_if_expiring(garmin: Garmin) -> None:
+        """Refresh here rather than inside the library, which swallows the reason.
+
+        The library would turn a 429 or a 5xx from the token endpoint into a later
+        401 ("stop the account"); we want "back off" or "try again" instead.
+        """
+        client = garmin.client
+        with client._token_lock:  # noqa: SLF001  the library's own refresh lock
+            if not client._token_expires_soon():  # noqa: SLF001  no public expiry check
+                return
+            try:
+                client._refresh_di_token()  # noqa: SLF001  the public path hides failures
+            except GarminConnectAuthenticationError as exc:
+                status = _status_from_refresh_message(str(exc))
+                if status == _HTTP_TOO_MANY:
+                    raise GarminRateLimited("Garmin token refresh answered 429") from exc
+                if status is not None and status >= _HTTP_SERVER_ERROR:
+                    raise TransientError(f"Garmin token refresh answered {status}") from exc
+                raise
+            except Exception as exc:
+                # curl_cffi's own network errors are not requests' classes.
+                msg = f"Garmin token refresh failed: {type(exc).__name__}"
+                raise TransientError(msg) from exc
+
+    def _write_back(self, garmin: Garmin) -> None:
+        blob = garmin.client.dumps()
+        if blob == self._blob:
+            return
+        written = self._store.replace_garmin_tokens(
+            self._user_id, blob, expected_version=self._version
+        )
+        if written is not None:
+            self._blob, self._version = written.blob, written.version
+            logger.info(
+                "garmin.tokens_saved",
+                extra={"userId": self._user_id, "tokenVersion": written.version},
+            )
+            return
+        # Another process refreshed first; its tokens are the live ones.
+        stored = self._store.get_garmin_tokens(self._user_id)
+        logger.warning(
+            "garmin.tokens_cas_lost",
+            extra={
+                "userId": self._user_id,
+                "tokenVersion": None if stored is None else stored.version,
+            },
+        )
+        self._garmin = None
+        self._blob = self._version = None
+
+
+def _status_from_refresh_message(message: str) -> int | None:
+    # The library raises GarminConnectAuthenticationError(f"DI token refresh failed: {status}").
+    tail = message.rsplit(":", 1)[-1].strip()
+    return int(tail) if tail.isdigit() else None
+
+
+def _translate_status(status: int | None) -> Exception:
+    if status in {401, _HTTP_FORBIDDEN}:
+        return GarminAuthError(f"Garmin answered {status}; {_RELOGIN_HINT}")
+    if status == _HTTP_TOO_MANY:
+        return GarminRateLimited("Garmin answered 429 (too many requests)")
+    if status == _HTTP_NOT_FOUND:
+        return GarminNotFound("Garmin answered 404")
+    if status is None:
+        return TransientError("Garmin unreachable (network error)")
+    return TransientError(f"Garmin answered {status}")
+
+
+def interactive_login(
+    email: str,
+    password: str,
+    prompt_mfa: Callable[[], str],
+    *,
+    base_url: str | None = None,
+    di_token_url: str | None = None,
+) -> str:
+    """Log in once with a password (and MFA); return the token blob to store.
+
+    Uses the client's credential login directly, not `Garmin.login()`, which would
+    prefer a `GARMINTOKENS` variable over the password and load the profile.
+    """
+    garmin = Garmin(retry_attempts=0)
+    if base_url is not None:
+        point_client_at(garmin, base_url=base_url, di_token_url=di_token_url or base_url)
+    try:
+        garmin.client.login(email, password, prompt_mfa=prompt_mfa)
+    except GarminConnectTooManyRequestsError:
+        msg = "Garmin is rate-limiting logins for this account; wait hours before retrying"
+        raise GarminRateLimited(msg) from None
+    except GarminConnectAuthenticationError:
+        raise GarminAuthError("Garmin login failed: wrong email, password or MFA code") from None
+    except (GarminConnectConnectionError, requests.RequestException) as exc:
+        msg = f"Garmin login failed: {type(exc).__name__}"
+        raise TransientError(msg) from None
+    return str(garmin.client.dumps())
