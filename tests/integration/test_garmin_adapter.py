@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import pytest
 from garminconnect import Garmin
 
+from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.garmin import CLIENT_URL_ATTRIBUTES, GarminConnectAdapter
+from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import GarminTokens
 from garmin2strava.errors import (
     GarminAuthError,
@@ -20,7 +24,6 @@ from garmin2strava.errors import (
     GarminRateLimited,
     TransientError,
 )
-from garmin2strava.ports import Store
 from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
 from garmin2strava.sandbox.garmin import GarminSandbox, make_record
 
@@ -28,30 +31,38 @@ pytestmark = pytest.mark.integration
 
 USER = "u1"
 START = datetime(2026, 1, 8, 14, 10, 21, tzinfo=UTC)
+TOKEN_KEY = os.urandom(32)
 
 
-class TokenStore:
-    """The token half of ports.Store, in memory, with the same CAS rule."""
+class TokenStore(SqliteStore):
+    """The real SqliteStore, recording token reads and writes in plain attributes."""
 
-    def __init__(self) -> None:
-        self.tokens: dict[str, GarminTokens] = {}
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, AesGcmCipher(TOKEN_KEY))
         self.writes: list[GarminTokens] = []
         self.reads = 0
 
     def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
         self.reads += 1
-        return self.tokens.get(user_id)
+        return super().get_garmin_tokens(user_id)
 
     def replace_garmin_tokens(
         self, user_id: str, blob: str, *, expected_version: int | None
     ) -> GarminTokens | None:
-        current = self.tokens.get(user_id)
-        if (None if current is None else current.version) != expected_version:
-            return None
-        new = GarminTokens(blob=blob, version=0 if current is None else current.version + 1)
-        self.tokens[user_id] = new
-        self.writes.append(new)
-        return new
+        written = super().replace_garmin_tokens(user_id, blob, expected_version=expected_version)
+        if written is not None:
+            self.writes.append(written)
+        return written
+
+    def version(self) -> int:
+        stored = super().get_garmin_tokens(USER)
+        assert stored is not None
+        return stored.version
+
+    def blob(self) -> str:
+        stored = super().get_garmin_tokens(USER)
+        assert stored is not None
+        return stored.blob
 
 
 @pytest.fixture
@@ -61,13 +72,14 @@ def sandbox() -> Iterator[GarminSandbox]:
 
 
 @pytest.fixture
-def store() -> TokenStore:
-    return TokenStore()
+def store(tmp_path: Path) -> Iterator[TokenStore]:
+    with TokenStore(tmp_path / "g2s.sqlite3") as real:
+        yield real
 
 
 def _adapter(sandbox: GarminSandbox, store: TokenStore, **kwargs: Any) -> GarminConnectAdapter:
     return GarminConnectAdapter(
-        cast("Store", store),
+        store,
         USER,
         base_url=sandbox.base_url,
         di_token_url=sandbox.di_token_url,
@@ -156,9 +168,8 @@ def test_expired_token_is_refreshed_and_written_back(
     adapter.list_activities(start=0, limit=5)
 
     assert sandbox.requests == {"token_refresh": 1, "list": 1}
-    stored = store.tokens[USER]
-    assert stored.version == 1
-    new = json.loads(stored.blob)
+    assert store.version() == 2  # the initial write, then the rotation
+    new = json.loads(store.blob())
     old = json.loads(old_blob)
     assert new["di_refresh_token"] != old["di_refresh_token"]
     assert not sandbox.is_refresh_token_valid(old["di_refresh_token"])
@@ -179,8 +190,8 @@ def test_tokens_rotated_by_a_failed_call_are_still_saved(
     with pytest.raises(GarminAuthError):
         _adapter(sandbox, store).list_activities(start=0, limit=5)
     assert sandbox.requests == {"list": 2, "token_refresh": 1}
-    assert store.tokens[USER].version == 1
-    assert sandbox.is_refresh_token_valid(json.loads(store.tokens[USER].blob)["di_refresh_token"])
+    assert store.version() == 2
+    assert sandbox.is_refresh_token_valid(json.loads(store.blob())["di_refresh_token"])
 
 
 def test_revoked_tokens_raise_auth_error_without_login(
@@ -254,7 +265,7 @@ def test_unreachable_server_is_transient(store: TokenStore) -> None:
         base, token_url, blob = gone.base_url, gone.di_token_url, gone.issue_tokens()
     _store_tokens(store, blob)
     adapter = GarminConnectAdapter(
-        cast("Store", store), USER, base_url=base, di_token_url=token_url, retry_attempts=0
+        store, USER, base_url=base, di_token_url=token_url, retry_attempts=0
     )
     with pytest.raises(TransientError):
         adapter.list_activities(start=0, limit=5)
@@ -266,40 +277,41 @@ def test_newer_stored_tokens_are_adopted(sandbox: GarminSandbox, store: TokenSto
     adapter = _adapter(sandbox, store)
     adapter.list_activities(start=0, limit=1)
     sandbox.revoke_all_tokens()
-    current = store.tokens[USER].version
+    current = store.version()
     assert store.replace_garmin_tokens(USER, sandbox.issue_tokens(), expected_version=current)
     adapter.list_activities(start=0, limit=1)
     assert sandbox.requests == {"list": 2}
 
 
-def test_lost_token_write_adopts_the_winner(sandbox: GarminSandbox, store: TokenStore) -> None:
+def test_lost_token_write_adopts_the_winner(
+    sandbox: GarminSandbox, store: TokenStore, tmp_path: Path
+) -> None:
     """When the conditional write loses, the stored (newer) tokens win and are used next."""
     _store_tokens(store, sandbox.issue_tokens(lifetime_s=-10))
 
     class RacingStore(TokenStore):
-        """Another process writes its own tokens just before ours."""
+        """Another process (the plain `store`) writes its own tokens just before ours."""
 
         def replace_garmin_tokens(
             self, user_id: str, blob: str, *, expected_version: int | None
         ) -> GarminTokens | None:
             winner = sandbox.issue_tokens()
             store.replace_garmin_tokens(user_id, winner, expected_version=expected_version)
-            return store.replace_garmin_tokens(user_id, blob, expected_version=expected_version)
+            return super().replace_garmin_tokens(user_id, blob, expected_version=expected_version)
 
-        def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
-            return store.get_garmin_tokens(user_id)
-
-    racing = RacingStore()
-    adapter = GarminConnectAdapter(
-        cast("Store", racing), USER, base_url=sandbox.base_url, di_token_url=sandbox.di_token_url
-    )
-    adapter.list_activities(start=0, limit=1)
-    winner = store.tokens[USER]
-    assert winner.version == 1
-    sandbox.fail_next("token_refresh", 500, times=5)  # a refresh now would fail the call
-    adapter.list_activities(start=0, limit=1)
-    assert sandbox.requests["token_refresh"] == 1
-    assert store.tokens[USER] == winner
+    with RacingStore(tmp_path / "g2s.sqlite3") as racing:
+        # The same database file as `store`, reached through a second connection.
+        adapter = GarminConnectAdapter(
+            racing, USER, base_url=sandbox.base_url, di_token_url=sandbox.di_token_url
+        )
+        adapter.list_activities(start=0, limit=1)
+        assert racing.writes == []  # our write lost
+        winner = store.blob()
+        assert store.version() == 2
+        sandbox.fail_next("token_refresh", 500, times=5)  # a refresh now would fail the call
+        adapter.list_activities(start=0, limit=1)
+    assert sandbox.requests == {"token_refresh": 1, "list": 2}
+    assert store.blob() == winner
 
 
 def test_no_token_in_logs_or_errors(
@@ -312,7 +324,7 @@ def test_no_token_in_logs_or_errors(
     adapter = _adapter(sandbox, store, retry_attempts=1)
     _add_run(sandbox, 9)
     adapter.list_activities(start=0, limit=5)
-    rotated = store.tokens[USER].blob
+    rotated = store.blob()
     errors: list[BaseException] = []
     for endpoint, status in (("list", 429), ("download", 500), ("list", 401)):
         sandbox.fail_next(endpoint, status, times=2)
@@ -324,7 +336,7 @@ def test_no_token_in_logs_or_errors(
         except (GarminAuthError, GarminRateLimited, TransientError) as exc:
             errors.append(exc)
     assert len(errors) == 3
-    secrets = _secrets(first, rotated, store.tokens[USER].blob)
+    secrets = _secrets(first, rotated, store.blob())
     texts = [r.getMessage() + repr(r.__dict__) for r in caplog.records]
     texts += ["".join(traceback.format_exception(exc)) for exc in errors]
     for text in texts:
