@@ -109,8 +109,16 @@ class _StopCycle(Exception):
     """Ends the cycle early (budget spent, account needs a human)."""
 
 
-def sync_account(deps: SyncDeps, user_id: str, *, dry_run: bool = False) -> CycleReport:
-    """Run one cycle for `user_id`: lease, list, diff, check, upload, record, release."""
+def sync_account(
+    deps: SyncDeps,
+    user_id: str,
+    *,
+    dry_run: bool = False,
+    activities: Sequence[GarminActivity] | None = None,
+) -> CycleReport:
+    """Run one cycle for `user_id`: lease, list, diff, check, upload, record, release.
+
+    `activities` replaces the Garmin listing (backfill walks older history itself)."""
     report = CycleReport(user_id)
     store, now = deps.store, deps.clock()
     account = store.get_account(user_id)
@@ -131,7 +139,7 @@ def sync_account(deps: SyncDeps, user_id: str, *, dry_run: bool = False) -> Cycl
     started = time.monotonic()
     cycle = _Cycle(deps, account, report, owner, dry_run=dry_run)
     try:
-        cycle.run()
+        cycle.run(activities)
     except _StopCycle:
         pass
     finally:
@@ -192,9 +200,9 @@ class _Cycle:
             self.deps.checkpoint(step)
 
     # -- the cycle ---------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, activities: Sequence[GarminActivity] | None) -> None:
         try:
-            listed = self._list_garmin()
+            listed = self._list_garmin() if activities is None else list(activities)
             ledger = self.store.get_uploads(self.user_id, [a.activity_id for a in listed])
             todo = self._candidates(listed, ledger)
             self._settle_processing(todo, ledger)

@@ -1,0 +1,125 @@
+"""The one place that builds adapters from settings. Nothing connects at import time:
+imports of the heavy client libraries happen inside the builders."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+from garmin2strava.errors import ConfigError
+from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort, TokenCipher
+from garmin2strava.services.sync import SyncConfig, SyncDeps
+from garmin2strava.settings import Settings
+
+__all__ = ["App", "bootstrap", "build_cipher", "build_store", "utc_now"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def build_cipher(settings: Settings) -> TokenCipher:
+    if settings.kms_key_id:
+        from garmin2strava.adapters.kms import KmsCipher  # noqa: PLC0415 (boto3 only when used)
+
+        return KmsCipher(settings.kms_key_id)
+    from garmin2strava.adapters.crypto import (  # noqa: PLC0415 (keep start-up light)
+        AesGcmCipher,
+        load_or_create_key_file,
+        parse_token_key,
+    )
+
+    if settings.token_key is not None:
+        key = parse_token_key(settings.token_key.get_secret_value())
+    elif settings.store == "sqlite":
+        # No key given: keep one beside the database (mode 0600). Set G2S_TOKEN_KEY to
+        # keep the key away from the data it protects.
+        key = load_or_create_key_file(settings.db_path.with_name("token.key"))
+    else:
+        raise ConfigError("setting G2S_TOKEN_KEY (or G2S_KMS_KEY_ID) is required with DynamoDB")
+    return AesGcmCipher(key)
+
+
+def build_store(settings: Settings, cipher: TokenCipher | None = None) -> Store:
+    cipher = cipher or build_cipher(settings)
+    if settings.store == "dynamodb":
+        from garmin2strava.adapters.store.dynamodb import DynamoDBStore  # noqa: PLC0415
+
+        return DynamoDBStore(settings.dynamodb_table, cipher)
+    from garmin2strava.adapters.store.sqlite import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore(settings.db_path, cipher)
+
+
+@dataclass(slots=True)
+class App:
+    """Everything an entrypoint needs, built once."""
+
+    settings: Settings
+    store: Store
+    files: ActivityFiles
+    clock: Callable[[], datetime] = utc_now
+    sleep: Callable[[float], None] = time.sleep
+    stop: threading.Event = field(default_factory=threading.Event)
+    poll_delay_s: float = 2.0
+    garmin_retry_min_wait_s: float = 1.0
+
+    def garmin_for(self, user_id: str) -> GarminPort:
+        from garmin2strava.adapters.garmin import GarminConnectAdapter  # noqa: PLC0415
+
+        return GarminConnectAdapter(
+            self.store,
+            user_id,
+            base_url=self.settings.garmin_base_url,
+            di_token_url=self.settings.garmin_di_token_url,
+            retry_min_wait=self.garmin_retry_min_wait_s,
+        )
+
+    def strava_for(self, user_id: str) -> StravaPort:
+        from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
+
+        settings = self.settings
+        if settings.strava_client_id is None or settings.strava_client_secret is None:
+            raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
+        return StravaAdapter(
+            self.store,
+            user_id,
+            client_id=settings.strava_client_id,
+            client_secret=settings.strava_client_secret.get_secret_value(),
+            base_url=settings.strava_base_url,
+        )
+
+    def sync_config(self) -> SyncConfig:
+        s = self.settings
+        return SyncConfig(
+            wants_type=s.wants_type,
+            lookback=s.lookback,
+            max_attempts=s.max_attempts,
+            match_tolerance_s=s.match_tolerance_seconds,
+            garmin_backoff_s=s.garmin_backoff_seconds,
+            upload_description=s.upload_description,
+            poll_delay_s=self.poll_delay_s,
+            audit_retention_days=s.audit_retention_days,
+        )
+
+    def sync_deps(self, user_id: str) -> SyncDeps:
+        return SyncDeps(
+            store=self.store,
+            garmin=partial(self.garmin_for, user_id),
+            strava=partial(self.strava_for, user_id),
+            files=self.files,
+            config=self.sync_config(),
+            clock=self.clock,
+            sleep=self.sleep,
+            stop=self.stop,
+        )
+
+
+def bootstrap(settings: Settings, *, store: Store | None = None) -> App:
+    from garmin2strava.adapters.files import OriginalFiles  # noqa: PLC0415
+
+    return App(settings=settings, store=store or build_store(settings), files=OriginalFiles())

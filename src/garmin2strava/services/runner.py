@@ -1,0 +1,39 @@
+"""Cycles for every account, each isolated from the others' failures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from garmin2strava.ports import Store
+from garmin2strava.services.sync import CycleReport, SyncDeps, sync_account
+
+__all__ = ["sync_all"]
+
+log = logging.getLogger(__name__)
+
+
+def sync_all(
+    store: Store,
+    deps_for: Callable[[str], SyncDeps],
+    *,
+    dry_run: bool = False,
+    only: str | None = None,
+) -> list[CycleReport]:
+    """One cycle per enabled account (or only `only`); one account's crash is
+    reported and the others still run."""
+    reports: list[CycleReport] = []
+    for account in store.list_accounts():
+        if only is not None and account.user_id != only:
+            continue
+        deps = deps_for(account.user_id)
+        if deps.stop.is_set():
+            break
+        try:
+            reports.append(sync_account(deps, account.user_id, dry_run=dry_run))
+        except Exception as exc:
+            log.exception("sync.crashed", extra={"userId": account.user_id})
+            reports.append(
+                CycleReport(account.user_id, ok=False, error=f"{type(exc).__name__}: {exc}")
+            )
+    return reports

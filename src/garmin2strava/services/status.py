@@ -1,0 +1,49 @@
+"""What `garmin2strava status` reports, per account."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from garmin2strava.domain.models import UploadOutcome
+from garmin2strava.ports import Store
+
+__all__ = ["STRAVA_BUDGET_KEY", "account_status"]
+
+STRAVA_BUDGET_KEY = "strava_budget"
+
+
+def account_status(store: Store) -> dict[str, Any]:
+    accounts: list[dict[str, Any]] = []
+    for account in store.list_accounts():
+        entries = store.list_uploads(account.user_id, limit=3000)
+        counts = Counter(e.outcome.value for e in entries)
+        failing = [
+            {
+                "garminActivityId": e.garmin_activity_id,
+                "outcome": e.outcome.value,
+                "attempts": e.attempts,
+                "error": e.detail,
+                "nextRetryAt": e.next_retry_at.isoformat() if e.next_retry_at else None,
+            }
+            for e in entries
+            if e.outcome in {UploadOutcome.FAILED, UploadOutcome.DEAD}
+        ]
+        accounts.append(
+            {
+                "userId": account.user_id,
+                "status": account.status.value,
+                "statusDetail": account.status_detail,
+                "enabled": account.enabled,
+                "stravaAthleteId": account.strava_athlete_id,
+                "lastCycleAt": account.last_cycle_at.isoformat() if account.last_cycle_at else None,
+                "lastCycleOk": account.last_cycle_ok,
+                "lastCycle": account.last_cycle_summary,
+                "garminBackoffUntil": account.garmin_backoff_until.isoformat()
+                if account.garmin_backoff_until
+                else None,
+                "uploads": dict(sorted(counts.items())),
+                "failures": failing,
+            }
+        )
+    return {"accounts": accounts, "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY)}
