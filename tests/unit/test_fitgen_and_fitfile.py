@@ -1,0 +1,329 @@
+"""The FIT encoder against fitparse, and the file adapter against hostile input."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fitparse import FitFile
+
+from garmin2strava.adapters.fitfile import (
+    ActivityFile,
+    extract_original,
+    summarize_upload,
+    validate_activity_file,
+)
+from garmin2strava.errors import ArchiveRejected, FileRejected
+from garmin2strava.sandbox import fitgen
+
+START = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
+ACTIVITY_ID = 18_345_678_901
+
+
+@pytest.fixture(scope="module")
+def hour_run() -> bytes:
+    return fitgen.build_activity_fit(start_utc=START, duration_s=3600, distance_m=10_500.0)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def _tree(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+# -- fitgen -----------------------------------------------------------------------------
+
+
+def test_generated_fit_parses_with_fitparse_crc_checked(hour_run: bytes) -> None:
+    """fitparse, checking both CRCs, reads the generated session and 3,601 records."""
+    with FitFile(io.BytesIO(hour_run), check_crc=True) as fit:
+        messages = list(fit.get_messages())
+    names = [m.name for m in messages]
+    assert names[0] == "file_id"
+    assert names.count("record") == 3601
+    session = next(m for m in messages if m.name == "session").get_values()
+    assert session["sport"] == "running"
+    assert session["start_time"] == START.replace(tzinfo=None)
+    assert session["total_elapsed_time"] == 3600.0
+    assert session["total_distance"] == 10_500.0
+    record = next(m for m in messages if m.name == "record").get_values()
+    assert {"position_lat", "position_long", "heart_rate", "speed", "altitude"} <= set(record)
+
+
+def test_fitgen_crc_matches_fitparse_crc() -> None:
+    """Our table CRC-16 equals fitparse's nibble implementation of the FIT CRC."""
+    from fitparse.records import Crc  # noqa: PLC0415 - only this test needs fitparse internals
+
+    payload = bytes(range(256)) * 3
+    reference = Crc()
+    reference.update(payload)
+    assert fitgen.fit_crc16(payload) == reference.value
+
+
+def test_hour_run_encodes_well_under_a_second() -> None:
+    """A 3,600-record activity encodes in under half a second."""
+    began = time.perf_counter()
+    fitgen.build_activity_fit(start_utc=START, duration_s=3600)
+    assert time.perf_counter() - began < 0.5
+
+
+def test_treadmill_run_without_gps_round_trips() -> None:
+    """Sport, sub-sport and the absence of positions survive encoding."""
+    data = fitgen.build_activity_fit(
+        start_utc=START, duration_s=600, sport="running", sub_sport="treadmill", with_gps=False
+    )
+    summary = summarize_upload(data, "fit")
+    assert (summary.sport, summary.sub_sport) == ("running", "treadmill")
+    with FitFile(io.BytesIO(data)) as fit:
+        record = next(iter(fit.get_messages("record"))).get_values()
+    assert "position_lat" not in record
+
+
+@pytest.mark.parametrize(("sport", "sub_sport"), [(s, "generic") for s in fitgen.SPORTS])
+def test_every_sport_name_matches_the_fit_profile(sport: str, sub_sport: str) -> None:
+    """Each sport in fitgen's table decodes to the same name in fitparse's profile."""
+    data = fitgen.build_activity_fit(start_utc=START, duration_s=5, sport=sport)
+    assert summarize_upload(data, "fit").sport == sport
+
+
+@pytest.mark.parametrize("sub_sport", list(fitgen.SUB_SPORTS))
+def test_every_sub_sport_name_matches_the_fit_profile(sub_sport: str) -> None:
+    """Each sub-sport in fitgen's table decodes to the same name in fitparse's profile."""
+    data = fitgen.build_activity_fit(start_utc=START, duration_s=5, sub_sport=sub_sport)
+    assert summarize_upload(data, "fit").sub_sport == sub_sport
+
+
+# -- extract + validate: the good path ------------------------------------------------
+
+
+def test_original_zip_extracts_and_validates(hour_run: bytes, workdir: Path) -> None:
+    """A Garmin-shaped ORIGINAL zip yields a FIT file whose summary matches the run."""
+    activity = extract_original(fitgen.zip_original(ACTIVITY_ID, hour_run), workdir)
+    assert activity.data_type == "fit"
+    assert activity.path.parent == workdir
+    assert activity.path.read_bytes() == hour_run
+    assert _tree(workdir) == {Path(activity.path.name)}
+    summary = validate_activity_file(activity)
+    assert summary.start_utc == START
+    assert summary.start_utc.tzinfo is UTC
+    assert summary.sport == "running"
+    assert summary.elapsed_s == 3600.0
+    assert summary.distance_m == 10_500.0
+    assert summary.records == 3601
+
+
+def test_member_name_is_not_used_for_the_written_file(workdir: Path) -> None:
+    """A member named oddly (but safely) is written under our own name, extension by case."""
+    data = fitgen.build_activity_fit(start_utc=START, duration_s=60)
+    zipped = fitgen.zip_original(1, data, member_name="sub/dir/My Run.FIT")
+    activity = extract_original(zipped, workdir)
+    assert activity.data_type == "fit"
+    assert activity.path == workdir / "activity.fit"
+
+
+def test_gpx_member_accepted_as_gpx(workdir: Path) -> None:
+    """An imported GPX activity comes out with data_type gpx and its first point's time."""
+    gpx = fitgen.build_gpx(start_utc=START, duration_s=600)
+    activity = extract_original(fitgen.zip_original(7, gpx, member_name="7.gpx"), workdir)
+    assert activity.data_type == "gpx"
+    summary = validate_activity_file(activity)
+    assert summary.start_utc == START
+    assert summary.elapsed_s == 600.0
+    assert summary.records == 121
+
+
+def test_tcx_summary(workdir: Path) -> None:
+    """A TCX file yields its lap start, sport, time and distance."""
+    tcx = fitgen.build_tcx(start_utc=START, duration_s=300)
+    activity = extract_original(fitgen.zip_original(7, tcx, member_name="7.TCX"), workdir)
+    summary = validate_activity_file(activity)
+    assert (summary.data_type, summary.start_utc, summary.sport) == ("tcx", START, "running")
+    assert summary.elapsed_s == 300.0
+    assert summary.distance_m == 1000.0
+
+
+def test_garmin_named_member_wins_among_several(workdir: Path) -> None:
+    """With a GPX and `{id}_ACTIVITY.fit` in one zip, the FIT member is chosen."""
+    fit = fitgen.build_activity_fit(start_utc=START, duration_s=60)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("track.gpx", fitgen.build_gpx(start_utc=START, duration_s=60))
+        archive.writestr(f"{ACTIVITY_ID}_ACTIVITY.fit", fit)
+    activity = extract_original(buf.getvalue(), workdir)
+    assert activity.data_type == "fit"
+    assert activity.path.read_bytes() == fit
+
+
+def test_summarize_upload_reads_gzipped_fit(hour_run: bytes) -> None:
+    """The Strava emulator can summarise a `fit.gz` upload from bytes."""
+    summary = summarize_upload(gzip.compress(hour_run), "fit.gz")
+    assert summary.start_utc == START
+
+
+def test_validating_an_hour_is_fast(hour_run: bytes) -> None:
+    """Checking and parsing a 1-hour FIT file stays under two seconds on a slow runner."""
+    began = time.perf_counter()
+    summarize_upload(hour_run, "fit")
+    assert time.perf_counter() - began < 2.0
+
+
+# -- hostile archives -----------------------------------------------------------------
+
+
+def _fit() -> bytes:
+    return fitgen.build_activity_fit(start_utc=START, duration_s=60)
+
+
+HOSTILE_ZIPS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "traversal": (lambda: fitgen.zip_traversal(_fit()), "'..'"),
+    "nested traversal": (
+        lambda: fitgen.zip_traversal(_fit(), member_name="a/../../evil.fit"),
+        "'..'",
+    ),
+    "absolute": (lambda: fitgen.zip_absolute_path(_fit()), "absolute path"),
+    "drive letter": (
+        lambda: fitgen.zip_absolute_path(_fit(), member_name="C:evil.fit"),
+        "absolute path",
+    ),
+    "backslash": (
+        lambda: fitgen.zip_traversal(_fit(), member_name="..\\evil.fit"),
+        "plain relative path",
+    ),
+    "symlink": (lambda: fitgen.zip_symlink(ACTIVITY_ID), "symlink"),
+    "too many members": (lambda: fitgen.zip_too_many_members(ACTIVITY_ID, _fit()), "members"),
+    "bomb": (lambda: fitgen.zip_bomb(ACTIVITY_ID), "compression ratio"),
+    "no activity": (lambda: fitgen.zip_no_activity(ACTIVITY_ID), "no .fit, .gpx or .tcx"),
+    "not a zip": (fitgen.not_a_zip, "not a zip archive"),
+    "two unnamed activities": (lambda: _two_members("a.fit", "b.gpx"), "refusing to guess"),
+}
+
+
+def _two_members(first: str, second: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr(first, _fit())
+        archive.writestr(second, _fit())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ZIPS))
+def test_hostile_zip_rejected_and_nothing_written(case: str, tmp_path: Path) -> None:
+    """Each unsafe archive raises ArchiveRejected with its reason; no file appears anywhere."""
+    workdir = tmp_path / "a" / "work"
+    workdir.mkdir(parents=True)
+    build, reason = HOSTILE_ZIPS[case]
+    before = _tree(tmp_path)
+    with pytest.raises(ArchiveRejected, match=reason):
+        extract_original(build(), workdir)
+    assert _tree(tmp_path) == before
+    assert not (tmp_path / "a" / "evil.fit").exists()
+    assert not (tmp_path / "evil.fit").exists()
+
+
+def test_bomb_with_lying_sizes_stops_while_inflating(tmp_path: Path) -> None:
+    """A bomb whose header declares a small size is cut off early, not inflated to 50 MB."""
+    bomb = fitgen.zip_bomb(ACTIVITY_ID, size=50 * 1024 * 1024)
+    with zipfile.ZipFile(io.BytesIO(bomb)) as archive:
+        info = archive.infolist()[0]
+    # Rewrite the declared sizes in the central directory, so only streaming can catch it.
+    lied = _declare_size(bomb, info.file_size, 2 * info.compress_size)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    began = time.perf_counter()
+    with pytest.raises(ArchiveRejected):
+        extract_original(lied, workdir)
+    assert time.perf_counter() - began < 0.2  # inflating 50 MB takes longer than this
+    assert _tree(tmp_path) == {Path("work")}
+
+
+def _declare_size(archive: bytes, real: int, claimed: int) -> bytes:
+    # The central directory is what zipfile trusts: its uncompressed size sits at offset 24.
+    central = archive.rindex(b"PK\x01\x02")
+    field = slice(central + 24, central + 28)
+    assert int.from_bytes(archive[field], "little") == real
+    return archive[: field.start] + claimed.to_bytes(4, "little") + archive[field.stop :]
+
+
+def test_bomb_over_total_limit_rejected_even_under_ratio(tmp_path: Path) -> None:
+    """A lower byte budget refuses a member bigger than it from its declared size alone."""
+    fit = _fit()
+    with pytest.raises(ArchiveRejected, match="expands to"):
+        extract_original(fitgen.zip_original(1, fit), tmp_path, max_total_bytes=len(fit) - 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- broken FIT files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mangle", "reason"),
+    [
+        (fitgen.corrupt_crc, "FIT file CRC mismatch"),
+        (lambda b: fitgen.truncate(b, len(b) // 2), "FIT file truncated"),
+        (lambda b: fitgen.truncate(b, 10), "not a FIT file"),
+        (fitgen.wrong_header, "not a FIT file"),
+        (lambda b: b[:12] + b"\x00\x01" + b[14:], "FIT header CRC mismatch"),
+        (lambda b: b + b"\x00", "after its CRC"),
+        (lambda b: b[:40] + bytes([b[40] ^ 0x10]) + b[41:], "FIT file CRC mismatch"),
+    ],
+    ids=["file-crc", "truncated", "tiny", "wrong-tag", "header-crc", "trailing", "bit-flip"],
+)
+def test_broken_fit_rejected_with_reason(
+    mangle: Callable[[bytes], bytes], reason: str, hour_run: bytes, workdir: Path
+) -> None:
+    """Corrupt FIT files inside a valid zip are refused by validation, naming the defect."""
+    activity = extract_original(fitgen.zip_original(1, mangle(hour_run)), workdir)
+    with pytest.raises(FileRejected, match=reason):
+        validate_activity_file(activity)
+
+
+def test_fit_that_is_not_an_activity_rejected() -> None:
+    """A FIT file whose file_id type is not activity (e.g. a course) is refused."""
+    data = bytearray(fitgen.build_activity_fit(start_utc=START, duration_s=5))
+    # file_id's first data byte (type) follows the 14-byte header and 21-byte definition.
+    type_offset = 14 + 6 + 5 * 3 + 1
+    assert data[type_offset] == 4
+    data[type_offset] = 6  # course
+    body = bytes(data[:-2])
+    patched = body + fitgen.fit_crc16(body).to_bytes(2, "little")
+    with pytest.raises(FileRejected, match="not an activity"):
+        summarize_upload(patched, "fit")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (
+            b'<?xml version="1.0"?><!DOCTYPE gpx [<!ENTITY a "aaaa">]><gpx>&a;</gpx>',
+            "DOCTYPE or ENTITY",
+        ),
+        ("<gpx></gpx>".encode("utf-16"), "not UTF-8"),
+        (b"<gpx><trk>", "not well-formed"),
+        (b"<kml></kml>", "root element"),
+        (b"<gpx><trk><trkseg><trkpt><time>yesterday</time></trkpt></trkseg></trk></gpx>", "time"),
+    ],
+    ids=["entity", "utf16", "malformed", "wrong-root", "bad-time"],
+)
+def test_hostile_gpx_rejected(payload: bytes, reason: str) -> None:
+    """GPX with entity declarations, another encoding, bad XML or a bad time is refused."""
+    with pytest.raises(FileRejected, match=reason):
+        summarize_upload(payload, "gpx")
+
+
+def test_unknown_data_type_rejected(tmp_path: Path) -> None:
+    """A data type other than fit/gpx/tcx (optionally .gz) is refused."""
+    path = tmp_path / "x.kml"
+    path.write_bytes(b"<kml/>")
+    with pytest.raises(FileRejected, match="unsupported data_type"):
+        validate_activity_file(ActivityFile(path=path, data_type="kml"))
