@@ -97,7 +97,8 @@ def _secrets(*blobs: str) -> list[str]:
     found = []
     for blob in blobs:
         data = json.loads(blob)
-        found += [data["di_token"], data["di_refresh_token"]]
+        for token in (data["di_token"], data["di_refresh_token"]):
+            found += [token, token[-16:]]  # the random tail catches a truncated leak too
     return found
 
 

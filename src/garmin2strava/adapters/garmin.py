@@ -260,7 +260,8 @@ def interactive_login(
     """
     garmin = Garmin(retry_attempts=0)
     if base_url is not None:
-        point_client_at(garmin, base_url=base_url, di_token_url=di_token_url or base_url)
+        token_url = di_token_url or f"{base_url.rstrip('/')}/di-oauth2-service/oauth/token"
+        point_client_at(garmin, base_url=base_url, di_token_url=token_url)
     try:
         garmin.client.login(email, password, prompt_mfa=prompt_mfa)
     except GarminConnectTooManyRequestsError:
