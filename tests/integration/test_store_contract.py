@@ -193,6 +193,17 @@ def test_deleted_strava_tokens_are_gone_and_can_be_written_again(store: Store) -
     assert again.access_token == "a-new"
 
 
+def test_token_version_from_before_a_delete_never_wins(store: Store) -> None:
+    """A refresher holding a pre-delete version loses against tokens written after it."""
+    store.replace_strava_tokens("u1", _tokens("a-1"), expected_version=None)
+    store.delete_strava_tokens("u1")
+    fresh = store.replace_strava_tokens("u1", _tokens("a-reauth"), expected_version=None)
+    assert fresh is not None
+    assert fresh.version != 1
+    assert store.replace_strava_tokens("u1", _tokens("a-stale"), expected_version=1) is None
+    assert store.get_strava_tokens("u1") == fresh
+
+
 def test_garmin_tokens_versioned_writes(store: Store) -> None:
     """Garmin token blobs round-trip and follow the same compare-and-set rule."""
     blob = '{"di_token": "x", "di_refresh_token": "y"}'

@@ -136,10 +136,9 @@ class SqliteStore:
                 raise
             self._conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            cursor = self._conn.execute(sql, params)
-            rows: list[sqlite3.Row] = cursor.fetchall()
+            rows: list[tuple[Any, ...]] = self._conn.execute(sql, params).fetchall()
             return rows
 
     def _get_row(
@@ -215,7 +214,10 @@ class SqliteStore:
             row = self._get_row(self._conn, pk, sk)
         if row is None:
             return None
-        sealed = base64.b64decode(_loads(row[0])["ciphertext"])
+        body = _loads(row[0])
+        if "ciphertext" not in body:  # a deletion tombstone
+            return None
+        sealed = base64.b64decode(body["ciphertext"])
         return self._cipher.decrypt(sealed, context=f"{pk}/{sk}"), row[1]
 
     def _replace_secret(
@@ -224,15 +226,19 @@ class SqliteStore:
         """Write only if the stored version is `expected_version` (None: nothing stored).
 
         Returns the new version, or None when another writer changed the item first.
+        Versions keep growing across deletions (the tombstone keeps the counter), so a
+        writer holding a version from before a delete can never win afterwards.
         """
         sealed = self._cipher.encrypt(plaintext, context=f"{pk}/{sk}")
         body = {"ciphertext": base64.b64encode(sealed).decode("ascii")}
         with self._write() as conn:
             row = self._get_row(conn, pk, sk)
-            stored_version = None if row is None else row[1]
-            if stored_version != expected_version:  # lost the race: keep the newer tokens
+            live = row is not None and "ciphertext" in _loads(row[0])
+            stored_version = row[1] if row is not None and live else None
+            # Condition: the version the caller read is still the stored one.
+            if stored_version != expected_version:
                 return None
-            new_version = (expected_version or 0) + 1
+            new_version = (0 if row is None else row[1]) + 1
             self._put(conn, pk, sk, body, version=new_version)
             return new_version
 
@@ -255,11 +261,12 @@ class SqliteStore:
         return codec.strava_tokens_from_plain(codec.strava_tokens_to_plain(new), version=version)
 
     def delete_strava_tokens(self, user_id: str) -> None:
+        """Forget the tokens, leaving a tombstone that keeps the version counter."""
+        pk, sk = codec.user_pk(user_id), codec.STRAVA_TOKEN_SK
         with self._write() as conn:
-            conn.execute(
-                "DELETE FROM items WHERE pk = ? AND sk = ?",
-                (codec.user_pk(user_id), codec.STRAVA_TOKEN_SK),
-            )
+            row = self._get_row(conn, pk, sk)
+            if row is not None:
+                self._put(conn, pk, sk, {"deleted": True}, version=row[1] + 1)
 
     def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
         found = self._read_secret(codec.user_pk(user_id), codec.GARMIN_TOKEN_SK)
