@@ -1,0 +1,156 @@
+# One role per function, each allowed only what its handler calls. The action lists are
+# a contract kept in sync with tests/integration/test_infra.py (ALLOWED_ACTIONS).
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "function" {
+  for_each = local.functions
+
+  name               = "${var.name}-${each.key}"
+  description        = "Execution role of the ${var.name}-${each.key} function"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+resource "aws_iam_role_policy" "function" {
+  for_each = local.functions
+
+  name   = "${var.name}-${each.key}"
+  role   = aws_iam_role.function[each.key].id
+  policy = local.function_policies[each.key]
+}
+
+locals {
+  function_policies = {
+    sync    = data.aws_iam_policy_document.sync.json
+    webhook = data.aws_iam_policy_document.webhook.json
+    worker  = data.aws_iam_policy_document.worker.json
+  }
+
+  table_actions = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:BatchGetItem",
+  ]
+
+  # X-Ray segment upload has no resource-level permissions: "*" is the only resource.
+  xray_actions = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+  log_actions  = ["logs:CreateLogStream", "logs:PutLogEvents"]
+}
+
+data "aws_iam_policy_document" "sync" {
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = local.log_actions
+    resources = ["${aws_cloudwatch_log_group.function["sync"].arn}:*"]
+  }
+
+  statement {
+    sid       = "Tracing"
+    actions   = local.xray_actions
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "Table"
+    actions   = local.table_actions
+    resources = [aws_dynamodb_table.main.arn]
+  }
+
+  # Token encryption (and the encrypted environment and SecureStrings).
+  statement {
+    sid       = "TokenKey"
+    actions   = ["kms:Encrypt", "kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+
+  # The client secret, to refresh Strava tokens.
+  statement {
+    sid       = "ClientSecret"
+    actions   = ["ssm:GetParameter"]
+    resources = ["${local.ssm_arn_prefix}${local.ssm_strava_client_secret}"]
+  }
+}
+
+data "aws_iam_policy_document" "webhook" {
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = local.log_actions
+    resources = ["${aws_cloudwatch_log_group.function["webhook"].arn}:*"]
+  }
+
+  statement {
+    sid       = "Tracing"
+    actions   = local.xray_actions
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "EnqueueEvents"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.events.arn]
+  }
+
+  # GenerateDataKey: sending to the KMS-encrypted queue. Decrypt: the encrypted
+  # environment and the SecureString.
+  statement {
+    sid       = "QueueAndEnvironmentKey"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+
+  statement {
+    sid       = "VerifyToken"
+    actions   = ["ssm:GetParameter"]
+    resources = ["${local.ssm_arn_prefix}${local.ssm_strava_verify_token}"]
+  }
+}
+
+data "aws_iam_policy_document" "worker" {
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = local.log_actions
+    resources = ["${aws_cloudwatch_log_group.function["worker"].arn}:*"]
+  }
+
+  statement {
+    sid       = "Tracing"
+    actions   = local.xray_actions
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "Table"
+    actions   = local.table_actions
+    resources = [aws_dynamodb_table.main.arn]
+  }
+
+  # Token encryption; Decrypt also reads the encrypted queue and environment.
+  statement {
+    sid       = "TokenKey"
+    actions   = ["kms:Encrypt", "kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+
+  statement {
+    sid       = "ClientSecret"
+    actions   = ["ssm:GetParameter"]
+    resources = ["${local.ssm_arn_prefix}${local.ssm_strava_client_secret}"]
+  }
+
+  statement {
+    sid       = "ConsumeEvents"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.events.arn]
+  }
+}

@@ -1,0 +1,62 @@
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+
+  # Secrets are referenced by NAME only: Terraform never reads their values, so they
+  # never reach the plan or the state (README.md "Secrets").
+  ssm_strava_client_secret = "${var.ssm_parameter_prefix}/strava_client_secret"
+  ssm_strava_verify_token  = "${var.ssm_parameter_prefix}/strava_verify_token"
+  ssm_arn_prefix           = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter"
+
+  handler_module = "garmin2strava.entrypoints.aws_lambda"
+
+  functions = {
+    sync = {
+      handler     = "${local.handler_module}.sync_handler.handler"
+      description = "Uploads new Garmin activities to Strava (scheduled)."
+      timeout     = var.sync_timeout_seconds
+      concurrency = var.sync_reserved_concurrency
+    }
+    webhook = {
+      handler     = "${local.handler_module}.webhook_handler.handler"
+      description = "Strava webhook: subscription handshake and event intake onto the queue."
+      timeout     = 10
+      concurrency = var.webhook_reserved_concurrency
+    }
+    worker = {
+      handler     = "${local.handler_module}.worker_handler.handler"
+      description = "Applies queued Strava webhook events to the DynamoDB mirror."
+      timeout     = var.worker_timeout_seconds
+      concurrency = var.worker_reserved_concurrency
+    }
+  }
+
+  # Settings every function reads (DESIGN.md "Settings"); never a secret value.
+  common_environment = merge(
+    {
+      G2S_STORE                = "dynamodb"
+      G2S_DYNAMODB_TABLE       = aws_dynamodb_table.main.name
+      G2S_KMS_KEY_ID           = aws_kms_key.main.arn
+      G2S_QUEUE_URL            = aws_sqs_queue.events.url
+      G2S_USER_ID              = var.user_id
+      G2S_LOG_LEVEL            = var.log_level
+      G2S_LOG_FORMAT           = "json"
+      G2S_AUDIT_RETENTION_DAYS = tostring(var.audit_retention_days)
+      STRAVA_CLIENT_ID         = tostring(var.strava_client_id)
+    },
+    var.activity_types == "" ? {} : { G2S_ACTIVITY_TYPES = var.activity_types },
+    var.strava_subscription_id == null ? {} : { STRAVA_SUBSCRIPTION_ID = tostring(var.strava_subscription_id) },
+  )
+
+  # Each function is told only the names of the parameters it may read.
+  function_environment = {
+    sync    = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+    webhook = { G2S_SSM_STRAVA_VERIFY_TOKEN = local.ssm_strava_verify_token }
+    worker  = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+  }
+}

@@ -1,0 +1,32 @@
+# Strava webhook events: the webhook function enqueues, the worker consumes. A message
+# that fails max_receive_count times lands in the dead-letter queue (alarmed).
+resource "aws_sqs_queue" "events" {
+  name                              = "${var.name}-events"
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 3600
+  # Six times the worker timeout, as AWS recommends for Lambda event sources.
+  visibility_timeout_seconds = var.worker_timeout_seconds * 6
+  message_retention_seconds  = 4 * 24 * 3600
+
+  redrive_policy = jsonencode({
+    deadLetterTargetArn = aws_sqs_queue.events_dlq.arn
+    maxReceiveCount     = var.max_receive_count
+  })
+}
+
+resource "aws_sqs_queue" "events_dlq" {
+  name                              = "${var.name}-events-dlq"
+  kms_master_key_id                 = aws_kms_key.main.arn
+  kms_data_key_reuse_period_seconds = 3600
+  # The longest SQS allows: dead letters wait for a human.
+  message_retention_seconds = 14 * 24 * 3600
+}
+
+resource "aws_sqs_queue_redrive_allow_policy" "events_dlq" {
+  queue_url = aws_sqs_queue.events_dlq.id
+
+  redrive_allow_policy = jsonencode({
+    redrivePermission = "byQueue"
+    sourceQueueArns   = [aws_sqs_queue.events.arn]
+  })
+}
