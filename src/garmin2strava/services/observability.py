@@ -1,0 +1,151 @@
+"""What /healthz and /metrics report, gathered from the store, the queue and the worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from garmin2strava.ports import EventQueue, Store
+from garmin2strava.services.mirror import MirrorStats
+
+__all__ = ["HealthReport", "Sample", "check_health", "collect_metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    ok: bool
+    reasons: list[str] = field(default_factory=list)  # why not ok; empty when ok
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One Prometheus sample: `name{labels} value`, with HELP/TYPE for its family."""
+
+    name: str
+    value: float
+    help: str
+    kind: str = "gauge"  # "gauge" | "counter"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def check_health(
+    store: Store,
+    stats: MirrorStats,
+    *,
+    now: datetime,
+    max_cycle_age: timedelta,
+    max_worker_silence: timedelta = timedelta(seconds=60),
+) -> HealthReport:
+    """Healthy when the worker ran lately without error and every enabled account's
+    last sync cycle succeeded and is recent. An account that never ran is not a fault
+    (the daemon just started)."""
+    reasons: list[str] = []
+    detail: dict[str, Any] = {}
+    last_run, last_error = stats.worker_last_run, stats.worker_last_error
+    detail["workerLastRun"] = last_run.isoformat() if last_run else None
+    if last_run is None or now - last_run > max_worker_silence:
+        reasons.append("mirror worker not running")
+    elif last_error:
+        reasons.append(f"mirror worker failing: {last_error}")
+    for account in store.list_accounts():
+        if not account.enabled:
+            continue
+        at = account.last_cycle_at
+        detail[f"lastCycle.{account.user_id}"] = at.isoformat() if at else None
+        if account.last_cycle_ok is False:
+            reasons.append(f"last sync cycle of {account.user_id} failed")
+        elif at is not None and now - at > max_cycle_age:
+            reasons.append(f"last sync cycle of {account.user_id} is stale")
+    return HealthReport(ok=not reasons, reasons=reasons, detail=detail)
+
+
+def collect_metrics(
+    queue: EventQueue,
+    stats: MirrorStats,
+    *,
+    now: datetime,
+    store: Store | None = None,
+    budget_used: Callable[[], Mapping[str, int]] | None = None,
+) -> list[Sample]:
+    """The container's metrics. `budget_used` maps a window name ("15min", "daily",
+    "read_15min", ...) to requests spent; the ledger gives uploads by outcome."""
+    counters = stats.snapshot()
+    samples = [
+        Sample(
+            "g2s_webhook_events_received_total",
+            counters.get("events_received", 0),
+            "Webhook events accepted and queued (first delivery).",
+            "counter",
+        ),
+        Sample(
+            "g2s_webhook_events_duplicate_total",
+            counters.get("events_duplicate", 0),
+            "Redelivered webhook events, not queued again.",
+            "counter",
+        ),
+    ]
+    samples.extend(
+        Sample(
+            "g2s_webhook_events_rejected_total",
+            counters.get(f"events_rejected_{reason}", 0),
+            "Webhook events refused (400 malformed, 403 foreign subscription).",
+            "counter",
+            {"reason": reason},
+        )
+        for reason in ("bad", "foreign")
+    )
+    for name, text in (
+        ("processed", "Events the worker settled."),
+        ("failed", "Failed processing attempts."),
+        ("dead", "Events moved to the dead-letter store."),
+        ("deferred", "Events put back because the Strava budget was spent."),
+    ):
+        samples.append(
+            Sample(
+                f"g2s_mirror_events_{name}_total",
+                counters.get(f"events_{name}", 0),
+                text,
+                "counter",
+            )
+        )
+    samples.append(
+        Sample(
+            "g2s_mirror_strava_fetches_total",
+            counters.get("strava_fetches", 0),
+            "Strava activity fetches made by the worker.",
+            "counter",
+        )
+    )
+    samples.append(Sample("g2s_queue_depth", queue.depth(), "Events waiting or in work."))
+    oldest = queue.oldest_age(now=now)
+    samples.append(
+        Sample("g2s_queue_oldest_age_seconds", oldest or 0.0, "Age of the oldest waiting event.")
+    )
+    if budget_used is not None:
+        for window, used in sorted(budget_used().items()):
+            samples.append(
+                Sample(
+                    "g2s_strava_budget_used",
+                    used,
+                    "Strava requests spent in the current window.",
+                    labels={"window": window},
+                )
+            )
+    if store is not None:
+        outcomes: dict[str, int] = {}
+        for account in store.list_accounts():
+            for entry in store.list_uploads(account.user_id):
+                outcomes[entry.outcome.value] = outcomes.get(entry.outcome.value, 0) + 1
+        for outcome, count in sorted(outcomes.items()):
+            samples.append(
+                Sample(
+                    "g2s_uploads",
+                    count,
+                    "Upload ledger entries by outcome (newest 1,000 per account).",
+                    labels={"outcome": outcome},
+                )
+            )
+    return samples
