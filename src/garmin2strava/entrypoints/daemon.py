@@ -1,0 +1,82 @@
+"""`garmin2strava run`: the scheduler, the webhook server and the event worker in one
+process. SIGTERM/SIGINT set the shared stop event: the cycle finishes the activity in
+hand, the threads wind down, and the process exits 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from garmin2strava.bootstrap import App
+from garmin2strava.services.runner import sync_all
+
+__all__ = ["run_daemon", "schedule_sync"]
+
+log = logging.getLogger(__name__)
+
+
+def schedule_sync(app: App, scheduler: BackgroundScheduler) -> None:
+    """One job per interval; never two at once (max_instances=1, and the store lease
+    across processes); missed runs coalesce into one; the first run starts now."""
+    interval = app.settings.sync_interval_seconds
+
+    def job() -> None:
+        if not app.stop.is_set():
+            sync_all(app.store, app.sync_deps)
+
+    scheduler.add_job(
+        job,
+        "interval",
+        seconds=interval,
+        id="sync",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=interval,
+        next_run_time=app.clock() + timedelta(seconds=0),
+    )
+
+
+def run_daemon(
+    app: App,
+    *,
+    extra_threads: list[Callable[[threading.Event], None]] | None = None,
+    install_signals: bool = True,
+) -> int:
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule_sync(app, scheduler)
+    if install_signals:
+        _stop_on_signals(app.stop)
+    threads = [
+        threading.Thread(target=target, args=(app.stop,), name=target.__name__, daemon=True)
+        for target in (extra_threads or [])
+    ]
+    log.info(
+        "daemon.start",
+        extra={"intervalSeconds": app.settings.sync_interval_seconds, "store": app.settings.store},
+    )
+    scheduler.start()
+    for thread in threads:
+        thread.start()
+    app.stop.wait()
+    log.info("daemon.stopping")
+    # wait=True: the running cycle sees the stop event after the activity in hand.
+    scheduler.shutdown(wait=True)
+    for thread in threads:
+        thread.join(timeout=30)
+    log.info("daemon.stopped")
+    return 0
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("daemon.signal", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,183 @@
+"""Both emulators started together, settings pointing at them, and seeded scenarios.
+Used by `garmin2strava demo`, the integration tests and bench/."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.sandbox.fitgen import build_activity_fit, build_gpx, zip_original
+from garmin2strava.sandbox.garmin import GarminSandbox, make_record
+from garmin2strava.sandbox.strava import StravaSandbox
+from garmin2strava.settings import Settings
+
+__all__ = ["SandboxPair", "SeededRun", "running_sandboxes", "seed_demo", "seed_run"]
+
+ATHLETE_ID = 1001
+
+
+@dataclass(slots=True)
+class SeededRun:
+    garmin_id: int
+    name: str
+    type_key: str
+    start_utc: datetime
+    expect: str  # what a correct sync does with it: uploaded/exists/skipped/ignored
+
+
+@dataclass(slots=True)
+class SandboxPair:
+    garmin: GarminSandbox
+    strava: StravaSandbox
+    athlete_id: int
+    strava_refresh_token: str
+    garmin_tokens: str
+    seeded: list[SeededRun] = field(default_factory=list)
+
+    def settings(self, db_path: Path, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "strava_client_id": self.strava.client_id,
+            "strava_client_secret": self.strava.client_secret,
+            "strava_refresh_token": self.strava_refresh_token,
+            "garmin_tokens": self.garmin_tokens,
+            "user_id": "demo",
+            "store": "sqlite",
+            "db_path": db_path,
+            "token_key": generate_token_key(),
+            "strava_base_url": self.strava.base_url,
+            "garmin_base_url": self.garmin.base_url,
+            "log_format": "text",
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+
+    def strava_counts(self) -> dict[str, int]:
+        with self.strava.lock:
+            return {"reads": self.strava.reads, "uploads": self.strava.uploads}
+
+    def garmin_count(self) -> int:
+        return sum(self.garmin.requests.values())
+
+
+@contextlib.contextmanager
+def running_sandboxes(*, processing_delay_s: float = 0.0) -> Iterator[SandboxPair]:
+    with GarminSandbox() as garmin, StravaSandbox() as strava:
+        strava.processing_delay_s = processing_delay_s
+        refresh = strava.add_athlete(ATHLETE_ID)
+        yield SandboxPair(
+            garmin=garmin,
+            strava=strava,
+            athlete_id=ATHLETE_ID,
+            strava_refresh_token=refresh,
+            garmin_tokens=garmin.issue_tokens(),
+        )
+
+
+def seed_run(
+    pair: SandboxPair,
+    garmin_id: int,
+    *,
+    start_utc: datetime,
+    duration_s: int = 1800,
+    type_key: str = "running",
+    name: str = "Run",
+    fmt: str = "fit",
+    manual: bool = False,
+    expect: str = "uploaded",
+    original: bytes | None = None,
+) -> SeededRun:
+    """A Garmin activity with a real ORIGINAL file (or none when manual)."""
+    distance = duration_s / 300 * 1000  # 5:00/km
+    record = make_record(garmin_id, name, type_key, start_utc, duration_s, distance, manual)
+    if original is None and not manual:
+        if fmt == "gpx":
+            payload = build_gpx(start_utc=start_utc, duration_s=duration_s, name=name)
+            original = zip_original(garmin_id, payload, member_name=f"{garmin_id}.gpx")
+        else:
+            sport = "cycling" if "cycling" in type_key else "running"
+            sub = "treadmill" if "treadmill" in type_key else "generic"
+            payload = build_activity_fit(
+                start_utc=start_utc,
+                duration_s=duration_s,
+                sport=sport,
+                sub_sport=sub,
+                distance_m=distance,
+                with_gps=sub != "treadmill",
+                serial=garmin_id % 100_000,
+            )
+            original = zip_original(garmin_id, payload)
+    pair.garmin.add_activity(record, original)
+    seeded = SeededRun(garmin_id, name, type_key, start_utc, expect)
+    pair.seeded.append(seeded)
+    return seeded
+
+
+def seed_demo(pair: SandboxPair, now: datetime) -> list[SeededRun]:
+    """A few runs; one already on Strava via Garmin's own sync; a manual activity;
+    a ride (not a run); a GPX import."""
+    day = timedelta(days=1)
+    base = now.replace(microsecond=0) - 5 * day
+    seed_run(pair, 21_000_001, start_utc=base, name="Easy 5k", duration_s=1500)
+    synced = seed_run(
+        pair,
+        21_000_002,
+        start_utc=base + day,
+        name="Tempo (also synced by Garmin)",
+        duration_s=2400,
+        expect="exists",
+    )
+    pair.strava.add_activity(
+        pair.athlete_id,
+        start_utc=synced.start_utc,
+        elapsed_s=2400,
+        name="Tempo",
+        external_id="garmin_ping_426342097456",
+        distance_m=8000.0,
+    )
+    seed_run(
+        pair,
+        21_000_003,
+        start_utc=base + 2 * day,
+        name="Trail long run",
+        type_key="trail_running",
+        duration_s=3600,
+    )
+    seed_run(
+        pair,
+        21_000_004,
+        start_utc=base + 3 * day,
+        name="Treadmill intervals",
+        type_key="treadmill_running",
+        duration_s=1800,
+    )
+    seed_run(
+        pair,
+        21_000_005,
+        start_utc=base + 3 * day + timedelta(hours=8),
+        name="Manual entry",
+        manual=True,
+        expect="skipped",
+    )
+    seed_run(
+        pair,
+        21_000_006,
+        start_utc=base + 4 * day,
+        name="Commute ride",
+        type_key="road_biking",
+        expect="ignored",
+    )
+    seed_run(
+        pair,
+        21_000_007,
+        start_utc=base + 4 * day + timedelta(hours=6),
+        name="Imported GPX run",
+        fmt="gpx",
+        duration_s=1200,
+    )
+    return pair.seeded
