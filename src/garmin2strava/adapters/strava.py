@@ -1,0 +1,581 @@
+"""ports.StravaPort on stravalib: the one module that imports it.
+
+What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
+- the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
+- the rate budget: application-wide, kept in the store from Strava's headers and
+  checked before every request; a spent budget or a 429 raises RateLimited instead of
+  stravalib's hours-long sleep (its limiter is replaced by a no-op);
+- tokens: refreshed 5 minutes before expiry or after a 401 (once), every refresh
+  persisted with a conditional write; a lost write means another runner refreshed
+  first, and its (newer) tokens are used;
+- uploads: one POST, never `.wait()` (which polls and then fetches the activity);
+- errors: translated into garmin2strava.errors.
+
+An adapter serves one account from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import requests
+from stravalib import exc
+from stravalib.client import Client
+from stravalib.protocol import Scope
+from stravalib.util.limiter import RateLimiter
+
+from garmin2strava.domain.budget import RateBudget
+from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.errors import (
+    G2SError,
+    RateLimited,
+    StravaAuthError,
+    StravaNotFound,
+    TransientError,
+)
+from garmin2strava.ports import Store
+
+__all__ = [
+    "REAL_BASE_URL",
+    "RewritingSession",
+    "StravaAdapter",
+    "authorization_url",
+    "bootstrap_tokens_from_refresh_token",
+    "exchange_code",
+    "rewrite_url",
+    "strava_activity_from_json",
+]
+
+log = logging.getLogger(__name__)
+
+REAL_BASE_URL = "https://www.strava.com"
+REFRESH_MARGIN_S = 300
+TIMEOUT_S = 30.0
+
+
+def rewrite_url(url: str, base_url: str) -> str:
+    """`https://www.strava.com/x` -> `{base_url}/x`; any other URL is left alone."""
+    base = base_url.rstrip("/")
+    if base == REAL_BASE_URL or not url.startswith(REAL_BASE_URL + "/"):
+        return url
+    return base + url[len(REAL_BASE_URL) :]
+
+
+class RewritingSession(requests.Session):
+    """Sends stravalib's requests to `base_url`, with a timeout, and lets the owner look
+    at each request before it leaves (`before_send` may raise) and at each answer."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        before_send: Callable[[requests.PreparedRequest], None] | None = None,
+        after_response: Callable[[requests.PreparedRequest, requests.Response], None] | None = None,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        super().__init__()
+        self.base_url = base_url
+        self.before_send = before_send
+        self.after_response = after_response
+        self.timeout_s = timeout_s
+        self.last_response: requests.Response | None = None
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        request.url = rewrite_url(str(request.url), self.base_url)
+        return super().prepare_request(request)
+
+    def forget_response(self) -> None:
+        self.last_response = None
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if self.before_send is not None:
+            self.before_send(request)
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout_s
+        response = super().send(request, **kwargs)
+        self.last_response = response
+        if self.after_response is not None:
+            self.after_response(request, response)
+        return response
+
+
+_LOCKS_GUARD = threading.Lock()
+_REFRESH_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _refresh_lock(base_url: str, user_id: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _REFRESH_LOCKS.setdefault((base_url, user_id), threading.Lock())
+
+
+def _client(session: RewritingSession) -> Client:
+    # A RateLimiter without rules: stravalib's default one sleeps for hours.
+    client = Client(rate_limiter=RateLimiter(), requests_session=session)
+    # stravalib refreshes by itself when STRAVA_CLIENT_ID/SECRET are in the environment;
+    # refreshing is ours (with a margin, and persisted), so switch that off.
+    client.protocol.client_id = None
+    client.protocol.client_secret = None
+    return client
+
+
+def _json(response: requests.Response | None) -> Any:
+    if response is None:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _error_summary(response: requests.Response | None) -> str:
+    """Strava's error fields (never a token: Strava does not echo them)."""
+    body = _json(response)
+    if isinstance(body, dict):
+        return f"{body.get('message', '')} {body.get('errors', '')}".strip()
+    return ""
+
+
+class StravaAdapter:
+    """ports.StravaPort for one account (`user_id`) within the shared rate budget."""
+
+    def __init__(
+        self,
+        store: Store,
+        user_id: str,
+        *,
+        client_id: int,
+        client_secret: str,
+        base_url: str = REAL_BASE_URL,
+        budget_key: str = "strava_budget",
+        clock: Callable[[], datetime] | None = None,
+        rotation_grace_s: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._rotation_grace_s = rotation_grace_s
+        self._user_id = user_id
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._budget_key = budget_key
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._priority = False
+        self._session = RewritingSession(
+            base_url, before_send=self._check_budget, after_response=self._record_budget
+        )
+        self._client = _client(self._session)
+
+    def __repr__(self) -> str:
+        return f"StravaAdapter(user_id={self._user_id!r}, base_url={self._session.base_url!r})"
+
+    # -- budget --------------------------------------------------------------------------
+    def budget(self) -> RateBudget:
+        return RateBudget.from_dict(self._store.get_app_state(self._budget_key))
+
+    def can_spend_reads(self, n: int = 1) -> bool:
+        return self.budget().can_spend(n, 0, self._clock())
+
+    def _check_budget(self, request: requests.PreparedRequest) -> None:
+        path = urlsplit(str(request.url)).path
+        if path.startswith("/oauth/"):
+            return  # token requests are not part of the API rate limits
+        uploads = 1 if request.method == "POST" and path.rstrip("/").endswith("/uploads") else 0
+        reads = 1 - uploads
+        now = self._clock()
+        budget = self.budget()
+        if not budget.can_spend(reads, uploads, now, priority=self._priority):
+            until = budget.next_reset(now, reads, uploads, priority=self._priority)
+            log.info("strava.budget_spent user_id=%s until=%s", self._user_id, until.isoformat())
+            raise RateLimited(until)
+
+    def _record_budget(
+        self, request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        path = urlsplit(str(request.url)).path
+        if path.startswith("/oauth/"):
+            return
+        now = self._clock()
+        stored = self.budget()
+        budget = stored.observe(response.headers, now).merge(stored, now)
+        if response.status_code == 429:  # noqa: PLR2004 - HTTP status
+            budget = budget.rate_limited(now)
+            log.warning(
+                "strava.rate_limited user_id=%s until=%s",
+                self._user_id,
+                budget.blocked_until.isoformat() if budget.blocked_until else "",
+            )
+        self._store.put_app_state(self._budget_key, budget.to_dict())
+
+    # -- tokens --------------------------------------------------------------------------
+    def _stored_tokens(self) -> StravaTokens:
+        tokens = self._store.get_strava_tokens(self._user_id)
+        if tokens is None:
+            msg = f"no Strava tokens stored for user {self._user_id}; run get-token"
+            raise StravaAuthError(msg)
+        return tokens
+
+    def _usable_tokens(self) -> StravaTokens:
+        tokens = self._stored_tokens()
+        return self._refresh(tokens) if self._expiring(tokens) else tokens
+
+    def _refresh(self, stale: StravaTokens) -> StravaTokens:
+        # One refresh at a time per account in this process; other processes are
+        # handled by the conditional write and the re-reads below.
+        with _refresh_lock(self._session.base_url, self._user_id):
+            current = self._stored_tokens()
+            if current.version != stale.version and not self._expiring(current):
+                return current  # refreshed by someone else while we waited
+            return self._refresh_unlocked(current)
+
+    def _expiring(self, tokens: StravaTokens) -> bool:
+        return tokens.expires_at - self._clock().timestamp() < REFRESH_MARGIN_S
+
+    def _newer_tokens(self, stale: StravaTokens) -> StravaTokens | None:
+        """Tokens another runner stored after `stale`, waiting up to the grace period:
+        a runner elsewhere may have rotated the refresh token and not written it yet."""
+        deadline = time.monotonic() + self._rotation_grace_s
+        while True:
+            newer = self._store.get_strava_tokens(self._user_id)
+            if newer is not None and newer.version != stale.version:
+                return newer
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def _refresh_unlocked(self, stale: StravaTokens) -> StravaTokens:
+        try:
+            info = self._client.refresh_access_token(
+                client_id=self._client_id,
+                client_secret=self._client_secret,
+                refresh_token=stale.refresh_token,
+            )
+        except exc.Fault as error:
+            status = error.response.status_code if error.response is not None else 0
+            if status >= 500:  # noqa: PLR2004 - HTTP status
+                raise TransientError(f"Strava token endpoint answered {status}") from None
+            newer = self._newer_tokens(stale)
+            if newer is not None:
+                return newer  # another runner refreshed first; our refresh token was rotated
+            msg = f"Strava refused the refresh token for user {self._user_id} (access revoked?)"
+            raise StravaAuthError(msg) from None
+        except requests.RequestException as error:
+            raise TransientError(f"Strava token refresh failed: {type(error).__name__}") from None
+        fresh = StravaTokens(
+            access_token=info["access_token"],
+            refresh_token=info["refresh_token"],
+            expires_at=int(info["expires_at"]),
+            scope=stale.scope,
+            athlete_id=stale.athlete_id,
+        )
+        stored = self._store.replace_strava_tokens(
+            self._user_id, fresh, expected_version=stale.version
+        )
+        if stored is not None:
+            log.info(
+                "strava.token_refreshed user_id=%s athlete_id=%s expires_at=%s",
+                self._user_id,
+                stale.athlete_id,
+                fresh.expires_at,
+            )
+            return stored
+        # Lost the conditional write: another runner stored tokens meanwhile. Those are
+        # the ones the next refresh must start from, so use them.
+        newer = self._store.get_strava_tokens(self._user_id)
+        return newer if newer is not None else fresh
+
+    # -- calls ---------------------------------------------------------------------------
+    def _call(self, request: Callable[[], Any], *, priority: bool = False) -> Any:
+        """Run one stravalib call with fresh tokens; after a 401, refresh once and retry
+        once. Answers with an HTTP error become garmin2strava errors."""
+        tokens = self._usable_tokens()
+        for attempt in (1, 2):
+            self._client.access_token = tokens.access_token
+            self._session.forget_response()
+            self._priority = priority
+            try:
+                result = request()
+            except G2SError:
+                raise
+            except (exc.Fault, exc.ActivityUploadFailed):
+                result = None  # the status below says what happened
+            except requests.RequestException as error:
+                raise TransientError(f"Strava request failed: {type(error).__name__}") from None
+            finally:
+                self._priority = False
+            response = self._session.last_response
+            status = response.status_code if response is not None else 0
+            if status == 401 and attempt == 1:  # noqa: PLR2004 - HTTP status
+                tokens = self._refresh(tokens)  # uses newer stored tokens if there are any
+                continue
+            if status >= 400 or response is None:  # noqa: PLR2004 - HTTP status
+                self._raise_for(response)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_for(self, response: requests.Response | None) -> None:
+        if response is None:
+            raise TransientError("Strava sent no answer")
+        status = response.status_code
+        detail = _error_summary(response)
+        if status == 429:  # noqa: PLR2004 - HTTP status
+            now = self._clock()
+            budget = self.budget()
+            until = budget.blocked_until or budget.next_reset(now)
+            raise RateLimited(until, "Strava answered 429")
+        if status in {401, 403}:
+            msg = f"Strava refused access for user {self._user_id} ({status}: {detail})"
+            raise StravaAuthError(msg)
+        if status == 404:  # noqa: PLR2004 - HTTP status
+            raise StravaNotFound(f"Strava answered 404 ({detail})")
+        if status >= 500 or status == 408:  # noqa: PLR2004 - HTTP status
+            raise TransientError(f"Strava answered {status}")
+        raise G2SError(f"Strava answered {status} ({detail})")
+
+    # -- StravaPort ----------------------------------------------------------------------
+    def list_activities(
+        self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
+    ) -> list[StravaActivity]:
+        """One page, in Strava's order (ascending start when `after` is given)."""
+
+        def request() -> Any:
+            return self._client.protocol.get(
+                "/athlete/activities",
+                after=int(after.timestamp()),
+                before=int(before.timestamp()),
+                page=page,
+                per_page=per_page,
+            )
+
+        rows = self._call(request)
+        if not isinstance(rows, list):
+            raise TransientError("Strava's activity list is not a list")
+        return [strava_activity_from_json(row) for row in rows]
+
+    def get_activity(self, activity_id: int) -> dict[str, Any]:
+        body = self._call(lambda: self._client.protocol.get("/activities/{id}", id=activity_id))
+        if not isinstance(body, dict):
+            raise TransientError("Strava's activity is not an object")
+        return cast("dict[str, Any]", body)
+
+    def upload(
+        self,
+        path: Path,
+        *,
+        data_type: str,
+        external_id: str,
+        name: str,
+        description: str | None,
+        trainer: bool,
+    ) -> UploadStatus:
+        """Exactly one POST /uploads (two only when a 401 made us refresh)."""
+
+        def request() -> Any:
+            with path.open("rb") as activity_file:
+                # Not .wait(): it polls every second and then fetches the activity.
+                self._client.upload_activity(
+                    activity_file,
+                    data_type=cast("Any", data_type),
+                    name=name,
+                    description=description,
+                    external_id=external_id,
+                    trainer=trainer,
+                )
+            return _json(self._session.last_response)
+
+        return _upload_status(self._call(request))
+
+    def get_upload(self, upload_id: int) -> UploadStatus:
+        """One GET /uploads/{id}; may use the reads kept back for polls."""
+
+        def request() -> Any:
+            return self._client.protocol.get(
+                "/uploads/{upload_id}", upload_id=upload_id, check_for_errors=False
+            )
+
+        return _upload_status(self._call(request, priority=True))
+
+
+def _upload_status(body: Any) -> UploadStatus:
+    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+        raise TransientError("Strava's upload answer has no id")
+    activity_id = body.get("activity_id")
+    external_id = body.get("external_id")
+    error = body.get("error")
+    return UploadStatus(
+        upload_id=body["id"],
+        status=str(body.get("status") or ""),
+        error=str(error) if error else None,
+        activity_id=activity_id if isinstance(activity_id, int) and activity_id else None,
+        external_id=external_id if isinstance(external_id, str) else None,
+    )
+
+
+def _parse_start(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TransientError("Strava sent an activity without start_date")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise TransientError("Strava sent an unreadable start_date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def strava_activity_from_json(raw: Mapping[str, Any]) -> StravaActivity:
+    """A SummaryActivity/DetailedActivity JSON object as a domain StravaActivity.
+
+    A row we cannot read raises TransientError: skipping it could upload a duplicate.
+    """
+    activity_id = raw.get("id")
+    elapsed = _int_or_none(raw.get("elapsed_time"))
+    if not isinstance(activity_id, int) or elapsed is None:
+        raise TransientError("Strava sent an activity without id or elapsed_time")
+    athlete = raw.get("athlete")
+    external_id = raw.get("external_id")
+    return StravaActivity(
+        activity_id=activity_id,
+        athlete_id=_int_or_none(athlete.get("id")) if isinstance(athlete, dict) else None,
+        name=str(raw.get("name") or ""),
+        sport_type=str(raw.get("sport_type") or raw.get("type") or ""),
+        start_utc=_parse_start(raw.get("start_date")),
+        elapsed_seconds=elapsed,
+        moving_seconds=_int_or_none(raw.get("moving_time")),
+        distance_m=_float_or_none(raw.get("distance")),
+        total_elevation_gain=_float_or_none(raw.get("total_elevation_gain")),
+        external_id=external_id if isinstance(external_id, str) else None,
+        upload_id=_int_or_none(raw.get("upload_id")),
+        private=bool(raw.get("private")),
+        manual=bool(raw.get("manual")),
+    )
+
+
+# -- OAuth helpers for the get-token command ---------------------------------------------
+def authorization_url(
+    client_id: int,
+    redirect_uri: str,
+    scope: str | Sequence[str],
+    state: str | None,
+    base_url: str = REAL_BASE_URL,
+) -> str:
+    scopes = scope.split(",") if isinstance(scope, str) else list(scope)
+    client = Client(rate_limit_requests=False)
+    url = client.authorization_url(
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        scope=cast("list[Scope]", [s.strip() for s in scopes if s.strip()]),
+        state=state,
+    )
+    return rewrite_url(url, base_url)
+
+
+def _token_error(error: exc.Fault, what: str) -> G2SError:
+    status = error.response.status_code if error.response is not None else 0
+    if status >= 500:  # noqa: PLR2004 - HTTP status
+        return TransientError(f"Strava token endpoint answered {status}")
+    return StravaAuthError(f"Strava refused the {what} ({status})")
+
+
+def exchange_code(
+    client_id: int,
+    client_secret: str,
+    code: str,
+    base_url: str = REAL_BASE_URL,
+    *,
+    granted_scope: str | None = None,
+) -> tuple[StravaTokens, str, int]:
+    """Trade an authorization code for tokens: (tokens, granted scope, athlete id).
+
+    Strava reports the granted scope in the redirect, not in the token answer: pass it
+    as `granted_scope` (a `scope` field in the answer wins if Strava ever sends one).
+    """
+    session = RewritingSession(base_url)
+    client = _client(session)
+    try:
+        info, athlete = cast(
+            "tuple[Any, Any]",
+            client.exchange_code_for_token(
+                client_id=client_id, client_secret=client_secret, code=code, return_athlete=True
+            ),
+        )
+    except exc.Fault as error:
+        raise _token_error(error, "authorization code (expired or used already?)") from None
+    except requests.RequestException as error:
+        raise TransientError(f"Strava token exchange failed: {type(error).__name__}") from None
+    raw = _json(session.last_response)
+    scope = raw.get("scope") if isinstance(raw, dict) else None
+    scope = scope if isinstance(scope, str) else (granted_scope or "")
+    athlete_id = athlete.id if athlete is not None and athlete.id is not None else None
+    tokens = StravaTokens(
+        access_token=info["access_token"],
+        refresh_token=info["refresh_token"],
+        expires_at=int(info["expires_at"]),
+        scope=scope or None,
+    )
+    if athlete_id is None:
+        athlete_id = _athlete_id(client, tokens.access_token)
+    return _with_athlete(tokens, athlete_id), scope, athlete_id
+
+
+def bootstrap_tokens_from_refresh_token(
+    client_id: int,
+    client_secret: str,
+    refresh_token: str,
+    base_url: str = REAL_BASE_URL,
+    *,
+    scope: str | None = None,
+) -> StravaTokens:
+    """Turn a bare STRAVA_REFRESH_TOKEN into stored-ready tokens: one refresh, then one
+    GET /athlete for the athlete id (a read outside the budget check: run once)."""
+    client = _client(RewritingSession(base_url))
+    try:
+        info = client.refresh_access_token(
+            client_id=client_id, client_secret=client_secret, refresh_token=refresh_token
+        )
+    except exc.Fault as error:
+        raise _token_error(error, "refresh token (revoked or rotated already?)") from None
+    except requests.RequestException as error:
+        raise TransientError(f"Strava token refresh failed: {type(error).__name__}") from None
+    tokens = StravaTokens(
+        access_token=info["access_token"],
+        refresh_token=info["refresh_token"],
+        expires_at=int(info["expires_at"]),
+        scope=scope,
+    )
+    return _with_athlete(tokens, _athlete_id(client, tokens.access_token))
+
+
+def _athlete_id(client: Client, access_token: str) -> int:
+    client.access_token = access_token
+    try:
+        athlete = client.get_athlete()
+    except exc.Fault as error:
+        raise _token_error(error, "new access token") from None
+    except requests.RequestException as error:
+        raise TransientError(f"Strava athlete request failed: {type(error).__name__}") from None
+    if athlete.id is None:
+        raise TransientError("Strava's athlete has no id")
+    return int(athlete.id)
+
+
+def _with_athlete(tokens: StravaTokens, athlete_id: int) -> StravaTokens:
+    return StravaTokens(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_at=tokens.expires_at,
+        scope=tokens.scope,
+        athlete_id=athlete_id,
+    )
