@@ -59,5 +59,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     root.setLevel(level)
     # Third-party libraries log request details at DEBUG (URLs with query tokens):
     # keep them at WARNING whatever our level is.
-    for noisy in ("urllib3", "stravalib", "garminconnect", "apscheduler", "botocore"):
+    for noisy in ("urllib3", "garminconnect", "apscheduler", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # stravalib warns about STRAVA_CLIENT_ID missing from os.environ even though we
+    # pass credentials explicitly and refresh tokens ourselves.
+    logging.getLogger("stravalib").setLevel(logging.ERROR)
