@@ -142,7 +142,7 @@ class SqliteEventQueue:
         self._settle(records, _COMPLETE, (now.timestamp(),))
 
     def release(self, records: Sequence[QueuedEvent], *, available_at: datetime) -> None:
-        self._settle(records, "claim_token = NULL, available_at = ?", (available_at.timestamp(),))
+        self._settle(records, _RELEASE, (available_at.timestamp(),))
 
     def fail(self, records: Sequence[QueuedEvent], *, retry_at: datetime, error: str) -> None:
         self._settle(records, _FAIL, (retry_at.timestamp(), error[:1000]))

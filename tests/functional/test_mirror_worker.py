@@ -1,0 +1,470 @@
+"""The mirror worker with a recording fake Store and fake Strava, over the real queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
+from garmin2strava.domain.models import (
+    Account,
+    AccountStatus,
+    AuditEvent,
+    GarminTokens,
+    LedgerEntry,
+    StravaActivity,
+    StravaTokens,
+    UploadStatus,
+    Workout,
+)
+from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.errors import (
+    RateLimited,
+    StravaAuthError,
+    StravaNotFound,
+    TransientError,
+)
+from garmin2strava.services.mirror import (
+    MirrorStats,
+    WebhookReceiver,
+    process_events,
+)
+
+SUB = 42
+ATHLETE = 134815
+T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
+
+
+class FakeStore:
+    """The Store methods the mirror uses, kept in dicts; the rest are not needed here."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.athletes: dict[int, str] = {}
+        self.tokens: dict[str, StravaTokens] = {}
+        self.workouts: dict[tuple[str, int], Workout] = {}
+        self.audit: list[AuditEvent] = []
+
+    def get_account(self, user_id: str) -> Account | None:
+        return self.accounts.get(user_id)
+
+    def put_account(self, account: Account) -> None:
+        self.accounts[account.user_id] = account
+
+    def list_accounts(self) -> list[Account]:
+        return list(self.accounts.values())
+
+    def link_athlete(self, athlete_id: int, user_id: str) -> None:
+        self.athletes[athlete_id] = user_id
+
+    def user_for_athlete(self, athlete_id: int) -> str | None:
+        return self.athletes.get(athlete_id)
+
+    def get_strava_tokens(self, user_id: str) -> StravaTokens | None:
+        return self.tokens.get(user_id)
+
+    def replace_strava_tokens(
+        self, user_id: str, new: StravaTokens, *, expected_version: int | None
+    ) -> StravaTokens | None:
+        current = self.tokens.get(user_id)
+        if (current.version if current else None) != expected_version:
+            return None
+        self.tokens[user_id] = replace(new, version=new.version + 1)
+        return self.tokens[user_id]
+
+    def delete_strava_tokens(self, user_id: str) -> None:
+        self.tokens.pop(user_id, None)
+
+    def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
+        raise NotImplementedError
+
+    def replace_garmin_tokens(
+        self, user_id: str, blob: str, *, expected_version: int | None
+    ) -> GarminTokens | None:
+        raise NotImplementedError
+
+    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
+        raise NotImplementedError
+
+    def put_upload(self, entry: LedgerEntry) -> None:
+        raise NotImplementedError
+
+    def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
+        del user_id, limit  # the mirror's tests keep no upload ledger
+        return []
+
+    def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
+        raise NotImplementedError
+
+    def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
+        raise NotImplementedError
+
+    def release_lease(self, user_id: str, owner: str) -> None:
+        raise NotImplementedError
+
+    def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None:
+        assert retention_days > 0
+        self.audit.append(event)
+
+    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
+        return [e for e in self.audit if e.user_id == user_id][:limit]
+
+    def upsert_workout(self, workout: Workout) -> bool:
+        key = (workout.user_id, workout.activity_id)
+        stored = self.workouts.get(key)
+        if stored is not None and stored.updated_at > workout.updated_at:
+            return False
+        self.workouts[key] = workout
+        return True
+
+    def get_workout(self, user_id: str, activity_id: int) -> Workout | None:
+        return self.workouts.get((user_id, activity_id))
+
+    def list_workouts(
+        self, user_id: str, *, include_deleted: bool = False, limit: int = 3000
+    ) -> list[Workout]:
+        raise NotImplementedError
+
+    def workouts_starting_between(
+        self, user_id: str, start: datetime, end: datetime
+    ) -> list[Workout]:
+        raise NotImplementedError
+
+    def get_app_state(self, key: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def put_app_state(self, key: str, value: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class FakeStrava:
+    """Answers get_activity from `activities`; `fail_with` makes the next calls raise."""
+
+    def __init__(self) -> None:
+        self.activities: dict[int, dict[str, Any]] = {}
+        self.fetches: list[int] = []
+        self.fail_with: list[Exception] = []
+
+    def get_activity(self, activity_id: int) -> dict[str, Any]:
+        self.fetches.append(activity_id)
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        if activity_id not in self.activities:
+            raise StravaNotFound(str(activity_id))
+        return self.activities[activity_id]
+
+    def list_activities(
+        self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
+    ) -> list[StravaActivity]:
+        raise NotImplementedError
+
+    def upload(
+        self,
+        path: Path,
+        *,
+        data_type: str,
+        external_id: str,
+        name: str,
+        description: str | None,
+        trainer: bool,
+    ) -> UploadStatus:
+        raise NotImplementedError
+
+    def get_upload(self, upload_id: int) -> UploadStatus:
+        raise NotImplementedError
+
+    def can_spend_reads(self, n: int = 1) -> bool:
+        return n <= 1 and not self.fail_with
+
+
+def activity_json(activity_id: int, name: str = "Morning Run") -> dict[str, Any]:
+    return {
+        "id": activity_id,
+        "athlete": {"id": ATHLETE},
+        "name": name,
+        "sport_type": "Run",
+        "start_date": "2025-06-01T06:00:00Z",
+        "elapsed_time": 1800,
+        "moving_time": 1750,
+        "distance": 5000.0,
+        "total_elevation_gain": 12.0,
+        "external_id": None,
+        "upload_id": None,
+        "private": False,
+    }
+
+
+def event(
+    aspect: str, activity_id: int = 7, *, at: int = 0, object_type: str = "activity", **updates: str
+) -> WebhookEvent:
+    return WebhookEvent(
+        object_type=object_type,
+        object_id=activity_id,
+        aspect_type=aspect,
+        owner_id=ATHLETE,
+        subscription_id=SUB,
+        event_time=int(T0.timestamp()) + at,
+        updates=updates,
+    )
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.queue = SqliteEventQueue(tmp_path / "g2s.sqlite3")
+        self.store = FakeStore()
+        self.store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
+        self.store.link_athlete(ATHLETE, "u1")
+        self.store.tokens["u1"] = StravaTokens("access", "refresh", 0)
+        self.strava = FakeStrava()
+        self.stats = MirrorStats()
+        self.now = T0 + timedelta(minutes=1)
+
+    def push(self, *events: WebhookEvent) -> None:
+        for e in events:
+            self.queue.enqueue(e, now=self.now)
+
+    def strava_for(self, user_id: str) -> FakeStrava:
+        assert user_id == "u1"
+        return self.strava
+
+    def work(self, *, advance: float = 0.0, max_attempts: int = 3) -> int:
+        self.now += timedelta(seconds=advance)
+        counts = process_events(
+            self.queue,
+            self.store,
+            self.strava_for,
+            now=self.now,
+            max_attempts=max_attempts,
+            stats=self.stats,
+        )
+        return counts.processed
+
+    def row(self, activity_id: int = 7) -> Workout:
+        workout = self.store.get_workout("u1", activity_id)
+        assert workout is not None
+        return workout
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.queue.close()
+
+
+def test_create_fetches_once_and_stores_normalized_row(world: World) -> None:
+    """A create event costs one fetch and leaves a Workout stamped with the event time."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=5))
+    assert world.work() == 1
+    assert world.strava.fetches == [7]
+    row = world.row()
+    assert (row.name, row.distance, row.is_deleted) == ("Morning Run", 5000.0, False)
+    assert row.updated_at == T0 + timedelta(seconds=5)
+    assert world.queue.depth() == 0
+
+
+def test_create_with_updates_queued_behind_is_one_fetch(world: World) -> None:
+    """Create plus three updates waiting together: one fetch, and the row is current."""
+    world.strava.activities[7] = activity_json(7, name="Final name")
+    world.push(
+        event("create", at=1),
+        event("update", at=2, title="First"),
+        event("update", at=3, type="Walk"),
+        event("update", at=4, title="Final name"),
+    )
+    assert world.work() == 4
+    assert world.strava.fetches == [7]
+    assert world.row().name == "Final name"
+    assert world.row().updated_at == T0 + timedelta(seconds=4)
+
+
+def test_updates_apply_without_api_call(world: World) -> None:
+    """Title, type and private from later events change the row with zero fetches."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    world.push(event("update", at=10, title="Messy"), event("update", at=11, private="true"))
+    world.push(event("update", at=12, type="Hike"))
+    assert world.work() == 3
+    assert world.strava.fetches == [7]
+    row = world.row()
+    assert (row.name, row.is_private, row.sport_type) == ("Messy", True, "Hike")
+
+
+def test_update_for_unknown_row_fetches_once(world: World) -> None:
+    """An update whose activity is not mirrored yet is served by one fetch."""
+    world.strava.activities[7] = activity_json(7, name="From Strava")
+    world.push(event("update", at=3, title="From Strava"))
+    world.work()
+    assert world.strava.fetches == [7]
+    assert world.row().name == "From Strava"
+
+
+def test_delete_soft_deletes_without_api_call(world: World) -> None:
+    """A delete marks the row deleted, keeps it, and makes no Strava request."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    world.push(event("delete", at=20))
+    world.work()
+    assert world.strava.fetches == [7]
+    assert world.row().is_deleted
+    assert world.row().name == "Morning Run"
+
+
+def test_fetch_404_soft_deletes_existing_row(world: World) -> None:
+    """A create for a row we hold, answered 404 by Strava, soft-deletes that row."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    del world.strava.activities[7]
+    world.push(event("create", at=30))
+    world.work()
+    assert world.row().is_deleted
+
+
+def test_out_of_order_older_update_never_overwrites_newer(world: World) -> None:
+    """An update older than the stored row is ignored; the same event twice changes nothing."""
+    world.strava.activities[7] = activity_json(7, name="New")
+    world.push(event("create", at=1), event("update", at=50, title="New"))
+    world.work()
+    world.push(event("update", at=40, title="Old"))
+    world.work()
+    assert world.row().name == "New"
+    world.push(event("update", at=50, title="New"))  # a redelivery: deduplicated
+    assert world.queue.depth() == 0
+
+
+def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) -> None:
+    """Failures back off 1 s then 2 s; the third attempt moves the event to dead letters."""
+    world.strava.fail_with = [TransientError("503"), TransientError("503"), TransientError("503")]
+    world.push(event("create", at=1))
+    assert world.work() == 0
+    assert world.work(advance=0.9) == 0  # not ready before 1 s
+    assert world.strava.fetches == [7]
+    world.work(advance=0.2)
+    assert world.strava.fetches == [7, 7]
+    world.work(advance=1.9)
+    assert world.strava.fetches == [7, 7]  # second backoff is 2 s
+    world.work(advance=0.2)
+    assert world.strava.fetches == [7, 7, 7]
+    dead = world.queue.list_dead()
+    assert [d.event.object_id for d in dead] == [7]
+    assert "TransientError" in dead[0].error
+    assert dead[0].attempts == 3
+    assert [a.kind for a in world.store.audit] == ["mirror.dead_letter"]
+    assert world.stats.get("events_dead") == 1
+
+
+def test_dead_letter_retry_processes_event(world: World) -> None:
+    """retry_dead puts a dead event back; the next run mirrors the activity."""
+    world.strava.fail_with = [TransientError("x")]
+    world.push(event("create", at=1))
+    world.work(max_attempts=1)
+    (dead,) = world.queue.list_dead()
+    world.strava.activities[7] = activity_json(7)
+    assert world.queue.retry_dead(dead.queue_id, now=world.now)
+    assert world.work() == 1
+    assert world.row().name == "Morning Run"
+    assert world.queue.list_dead() == []
+
+
+def test_rate_limited_leaves_events_queued_until_reset(world: World) -> None:
+    """RateLimited defers every fetching group to the reset, counts no attempt, loses nothing."""
+    until = world.now + timedelta(minutes=14)
+    world.strava.fail_with = [RateLimited(until)]
+    world.strava.activities |= {7: activity_json(7), 8: activity_json(8)}
+    world.push(event("create", 7, at=1), event("create", 8, at=2))
+    assert world.work() == 0
+    assert world.strava.fetches == [7]  # the second group was deferred without a request
+    assert world.queue.depth() == 2
+    assert world.work(advance=60) == 0
+    world.now = until
+    assert world.work() == 2
+    assert world.strava.fetches == [7, 7, 8]
+    assert world.queue.list_dead() == []
+
+
+def test_rate_limit_does_not_block_updates_that_need_no_fetch(world: World) -> None:
+    """While the budget is spent, title updates to mirrored rows are still applied."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", 7, at=1))
+    world.work()
+    world.strava.fail_with = [RateLimited(world.now + timedelta(minutes=10))]
+    world.push(event("create", 9, at=2), event("update", 7, at=3, title="Renamed"))
+    assert world.work() == 1
+    assert world.row(7).name == "Renamed"
+
+
+def test_deauthorization_drops_tokens_and_disconnects_account(world: World) -> None:
+    """athlete/update authorized=false: tokens gone, account DISCONNECTED, rows kept, audited."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    world.work()
+    assert "u1" not in world.store.tokens
+    account = world.store.get_account("u1")
+    assert account is not None
+    assert account.status is AccountStatus.DISCONNECTED
+    assert world.row().is_deleted is False
+    assert [a.kind for a in world.store.audit] == ["strava.deauthorized"]
+
+
+def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
+    """StravaAuthError: audit event, dead letter at once, one request only."""
+    world.strava.fail_with = [StravaAuthError("refresh refused")]
+    world.push(event("create", at=1))
+    world.work()
+    world.work(advance=10)
+    assert world.strava.fetches == [7]
+    assert [a.kind for a in world.store.audit] == ["strava.auth_failed", "mirror.dead_letter"]
+    assert len(world.queue.list_dead()) == 1
+
+
+def test_unknown_athlete_goes_to_dead_letters(world: World) -> None:
+    """An event for an athlete we have no account for is dead-lettered, not dropped."""
+    world.push(replace(event("create", at=1), owner_id=999))
+    world.work()
+    assert world.strava.fetches == []
+    assert "unknown athlete 999" in world.queue.list_dead()[0].error
+
+
+def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
+    """An event claimed by a worker that died comes back after the visibility timeout."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    assert len(world.queue.claim(now=world.now, visibility_seconds=30)) == 1
+    assert world.work(advance=29) == 0
+    assert world.work(advance=2) == 1
+    assert world.strava.fetches == [7]
+
+
+def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
+    """The receiver answers 200 for new and redelivered events, 400/403 for bad/foreign."""
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscription_id=SUB,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    good = event("update", at=1, title="x").to_json().encode()
+    assert receiver.receive(good).status == 200
+    assert receiver.receive(good).body == {"status": "duplicate"}
+    assert receiver.receive(b"{").status == 400
+    foreign = replace(event("create"), subscription_id=SUB + 1).to_json().encode()
+    assert receiver.receive(foreign).status == 403
+    assert world.queue.depth() == 1
+    assert world.stats.snapshot() == {
+        "events_received": 1,
+        "events_duplicate": 1,
+        "events_rejected_bad": 1,
+        "events_rejected_foreign": 1,
+    }
