@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# garmin2strava daemon image: `docker build -t garmin2strava .` (or `make image`).
+# Dependencies come from uv.lock; the final stage holds the virtual environment and
+# nothing that built it.
+
+FROM python:3.12-slim AS builder
+
+# Same uv as the Makefile's UV_VERSION (tests/integration/test_infra.py checks).
+ARG UV_VERSION=0.13.8
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
+
+WORKDIR /src
+# Dependencies first, so a source change does not reinstall them.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-dev --no-install-project
+COPY README.md ./
+COPY src ./src
+RUN uv sync --locked --no-dev --no-editable
+
+
+FROM python:3.12-slim
+
+RUN groupadd --system --gid 10001 garmin2strava \
+    && useradd --system --uid 10001 --gid garmin2strava --home-dir /data --no-create-home garmin2strava \
+    && mkdir -p /data \
+    && chown garmin2strava:garmin2strava /data
+
+COPY --from=builder /app/.venv /app/.venv
+
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    G2S_DB_PATH=/data/garmin2strava.sqlite3 \
+    G2S_HTTP_HOST=0.0.0.0 \
+    G2S_HTTP_PORT=8080
+
+# Numeric, so Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+WORKDIR /data
+VOLUME /data
+EXPOSE 8080
+
+# slim has no curl; the standard library is enough. A non-2xx answer raises.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('G2S_HTTP_PORT', '8080'), timeout=4)"]
+
+CMD ["garmin2strava", "run"]

@@ -1,0 +1,462 @@
+"""The AWS deployment (terraform/) and the container image (Dockerfile), checked offline.
+
+No terraform binary or Docker engine is needed: the .tf files are parsed with
+python-hcl2, checkov and hadolint run from the project's virtual environment, and the
+image's install step is replayed with the repository's pinned uv into a fresh venv.
+
+python-hcl2 has two output dialects (the `python-hcl2` distribution quotes strings and
+marks blocks with `__is_block__`; checkov's `bc-python-hcl2`, which installs the same
+`hcl2` module, wraps every attribute in a list). The helpers below read both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hcl2.api import load as load_hcl
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TF_DIR = REPO / "terraform"
+BIN = Path(sys.executable).parent
+SKIP_CHECKOV_ENV = "G2S_SKIP_CHECKOV"
+
+# THE CONTRACT between terraform/iam.tf and the Lambda handlers: every IAM action each
+# function's role is granted, no more and no less. When a handler starts calling a new
+# AWS API, add the action here and in terraform/iam.tf together.
+# - logs/xray: writing its own log group and X-Ray segments (tracing is on);
+# - dynamodb: the Store adapter (TransactWriteItems is authorised per PutItem inside);
+# - kms Encrypt/Decrypt: token encryption (G2S_KMS_KEY_ID); Decrypt also opens the
+#   KMS-encrypted environment, SecureStrings and queue messages;
+# - kms GenerateDataKey: sending to the KMS-encrypted queue;
+# - ssm GetParameter: the SecureStrings named by G2S_SSM_* (see SSM_PARAMETERS).
+_LOGS_AND_TRACES = {
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+_TABLE = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:BatchGetItem",
+}
+ALLOWED_ACTIONS: dict[str, set[str]] = {
+    "sync": _LOGS_AND_TRACES | _TABLE | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter"},
+    "webhook": _LOGS_AND_TRACES
+    | {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt", "ssm:GetParameter"},
+    "worker": _LOGS_AND_TRACES
+    | _TABLE
+    | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter"}
+    | {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+}
+# The only SSM parameter each function may read (by the local that names it).
+SSM_PARAMETERS = {
+    "sync": "ssm_strava_client_secret",
+    "webhook": "ssm_strava_verify_token",
+    "worker": "ssm_strava_client_secret",
+}
+HANDLERS = {
+    "sync": "garmin2strava.entrypoints.aws_lambda.sync_handler.handler",
+    "webhook": "garmin2strava.entrypoints.aws_lambda.webhook_handler.handler",
+    "worker": "garmin2strava.entrypoints.aws_lambda.worker_handler.handler",
+}
+SECRET_SETTINGS = {
+    "STRAVA_CLIENT_SECRET",
+    "STRAVA_VERIFY_TOKEN",
+    "STRAVA_REFRESH_TOKEN",
+    "GARMIN_TOKENS",
+    "GARMIN_PASSWORD",
+    "G2S_TOKEN_KEY",
+}
+
+_NAME = r"[A-Za-z_][\w-]*"
+_REFERENCE_PATTERNS = {
+    "resource": re.compile(rf"(?<![\w.])(aws_[a-z0-9_]+)\.({_NAME})"),
+    "data": re.compile(rf"(?<![\w.])data\.([a-z0-9_]+)\.({_NAME})"),
+    "var": re.compile(rf"(?<![\w.])var\.({_NAME})"),
+    "local": re.compile(rf"(?<![\w.])local\.({_NAME})"),
+    "module": re.compile(rf"(?<![\w.])module\.({_NAME})"),
+}
+_LOCAL_ONLY = re.compile(rf"^\$\{{local\.({_NAME})\}}$")
+
+
+# -- reading python-hcl2 output in either dialect -----------------------------------------
+
+
+def _run(
+    argv: list[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run a repository tool with its output captured as text."""
+    # Fixed argument lists naming tools inside this repository; no shell involved.
+    return subprocess.run(  # noqa: S603
+        argv, cwd=cwd, env=env, timeout=timeout, check=check, capture_output=True, text=True
+    )
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
+def _strings(node: Any) -> Iterator[str]:
+    """Every string leaf under `node`, unquoted (keys are not leaves)."""
+    if isinstance(node, str):
+        yield _unquote(node)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if not key.startswith("__"):
+                yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def _value(node: Any) -> Any:
+    """An attribute's value, without bc-python-hcl2's one-element list wrapper."""
+    while isinstance(node, list) and len(node) == 1:
+        node = node[0]
+    return node
+
+
+def _blocks(node: Any) -> list[dict[str, Any]]:
+    """A nested block's instances (`statement { }` may appear once or many times)."""
+    if isinstance(node, dict):
+        return [node]
+    if isinstance(node, list):
+        return [block for item in node for block in _blocks(item)]
+    return []
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        parsed: dict[str, Any] = load_hcl(handle)
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, dict[str, Any]]:
+    """Every .tf file of terraform/, parsed."""
+    files = sorted(TF_DIR.glob("*.tf"))
+    assert files, "terraform/ has no .tf files"
+    return {path.name: _parse(path) for path in files}
+
+
+def _labelled(modules: dict[str, dict[str, Any]], kind: str) -> dict[tuple[str, ...], Any]:
+    """Blocks of `kind` by their labels: (type, name) for resource/data, (name,) else."""
+    found: dict[tuple[str, ...], Any] = {}
+    for doc in modules.values():
+        for entry in doc.get(kind, []):
+            for first, inner in entry.items():
+                if kind in {"resource", "data"}:
+                    for second, body in inner.items():
+                        found[_unquote(first), _unquote(second)] = body
+                else:
+                    found[(_unquote(first),)] = inner
+    return found
+
+
+def _locals(modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for doc in modules.values():
+        for entry in doc.get("locals", []):
+            values.update({key: value for key, value in entry.items() if not key.startswith("__")})
+    return values
+
+
+def _resolved_strings(node: Any, local_values: dict[str, Any]) -> set[str]:
+    """String leaves of `node`, where a bare `${local.x}` is replaced by x's strings."""
+    out: set[str] = set()
+    for text in _strings(node):
+        match = _LOCAL_ONLY.match(text)
+        if match:
+            out |= _resolved_strings(local_values[match.group(1)], local_values)
+        else:
+            out.add(text)
+    return out
+
+
+# -- terraform ------------------------------------------------------------------------------
+
+
+def test_every_reference_resolves_to_a_declared_block(modules: dict[str, dict[str, Any]]) -> None:
+    """Each aws_x.y, data.a.b, var.z, local.w and module.m names a block that exists."""
+    declared: dict[str, set[tuple[str, ...]]] = {
+        "resource": set(_labelled(modules, "resource")),
+        "data": set(_labelled(modules, "data")),
+        "var": set(_labelled(modules, "variable")),
+        "local": {(name,) for name in _locals(modules)},
+        "module": set(_labelled(modules, "module")),
+    }
+    missing: set[str] = set()
+    seen = 0
+    for filename, doc in modules.items():
+        for text in _strings(doc):
+            for kind, pattern in _REFERENCE_PATTERNS.items():
+                for match in pattern.finditer(text):
+                    seen += 1
+                    if match.groups() not in declared[kind]:
+                        missing.add(f"{filename}: {kind} {'.'.join(match.groups())}")
+    assert seen > 50, "the reference scan found suspiciously few references"
+    assert not missing, sorted(missing)
+
+
+def test_every_variable_is_described_and_used(modules: dict[str, dict[str, Any]]) -> None:
+    """Variables carry a description, and none is declared without being read."""
+    variables = _labelled(modules, "variable")
+    assert variables
+    undescribed = [
+        name for (name,), body in variables.items() if not _value(body.get("description"))
+    ]
+    assert not undescribed
+    used = {
+        match.group(1)
+        for doc in modules.values()
+        for text in _strings(doc)
+        for match in _REFERENCE_PATTERNS["var"].finditer(text)
+    }
+    assert {name for (name,) in variables} <= used
+
+
+def test_secret_variables_have_no_defaults_and_secrets_stay_out_of_state(
+    modules: dict[str, dict[str, Any]],
+) -> None:
+    """No secret is a Terraform value: SSM parameters are referenced by name, never read."""
+    assert not [key for key in _labelled(modules, "data") if key[0] == "aws_ssm_parameter"]
+    assert not [key for key in _labelled(modules, "resource") if key[0] == "aws_ssm_parameter"]
+    for (name,), body in _labelled(modules, "variable").items():
+        if _value(body.get("sensitive")) in {True, "true"}:
+            assert "default" not in body, f"sensitive variable {name} has a default"
+
+
+def test_functions_use_the_documented_handlers_and_environment(
+    modules: dict[str, dict[str, Any]],
+) -> None:
+    """The three handlers are wired, and the environment carries names, never secrets."""
+    local_values = _locals(modules)
+    functions = _value(local_values["functions"])
+    assert set(functions) == set(HANDLERS)
+    for key, handler in HANDLERS.items():
+        text = _unquote(_value(functions[key]["handler"]))
+        assert (
+            text.replace(
+                "${local.handler_module}", _unquote(_value(local_values["handler_module"]))
+            )
+            == handler
+        )
+
+    common = _value(local_values["common_environment"])
+    environment_text = " ".join(_strings(common))
+    for setting in ("G2S_STORE", "G2S_DYNAMODB_TABLE", "G2S_KMS_KEY_ID", "G2S_QUEUE_URL"):
+        assert setting in environment_text
+    assert re.search(r"G2S_STORE\W+dynamodb\b", environment_text)
+    per_function = _value(local_values["function_environment"])
+    for key, local_name in SSM_PARAMETERS.items():
+        names = set(_value(per_function[key]))
+        assert all(name.startswith("G2S_SSM_") for name in names)
+        assert {_unquote(v) for v in _strings(per_function[key])} == {f"${{local.{local_name}}}"}
+    assert not SECRET_SETTINGS & set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", environment_text))
+
+
+@pytest.mark.parametrize("function", sorted(ALLOWED_ACTIONS))
+def test_function_role_grants_exactly_its_contract(
+    modules: dict[str, dict[str, Any]], function: str
+) -> None:
+    """Each role's policy grants exactly ALLOWED_ACTIONS[function], and only its SSM name."""
+    local_values = _locals(modules)
+    wiring = _resolved_strings(_value(local_values["function_policies"])[function], {})
+    assert wiring == {f"${{data.aws_iam_policy_document.{function}.json}}"}
+
+    document = _labelled(modules, "data")["aws_iam_policy_document", function]
+    statements = _blocks(document["statement"])
+    granted: set[str] = set()
+    for statement in statements:
+        assert "not_actions" not in statement
+        assert _value(statement.get("effect", "Allow")) in {"Allow", '"Allow"'}
+        granted |= _resolved_strings(statement["actions"], local_values)
+    assert granted == ALLOWED_ACTIONS[function]
+    assert not [action for action in granted if "*" in action]
+
+    for statement in statements:
+        actions = _resolved_strings(statement["actions"], local_values)
+        resources = _resolved_strings(statement["resources"], local_values)
+        if actions & {"ssm:GetParameter"}:
+            assert any(f"local.{SSM_PARAMETERS[function]}" in r for r in resources), resources
+            assert len(resources) == 1
+        if resources == {"*"}:
+            assert actions <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]]) -> None:
+    """Every function has its own role and inline policy (for_each over local.functions)."""
+    resources = _labelled(modules, "resource")
+    for key in (
+        ("aws_iam_role", "function"),
+        ("aws_iam_role_policy", "function"),
+        ("aws_lambda_function", "function"),
+    ):
+        assert _value(resources[key]["for_each"]) == "${local.functions}"
+
+
+def test_checkov_passes() -> None:
+    """checkov -d terraform (with .checkov.yaml) reports no failed check."""
+    checkov = BIN / "checkov"
+    if not checkov.exists():
+        if os.environ.get(SKIP_CHECKOV_ENV):
+            pytest.skip(f"checkov not installed and {SKIP_CHECKOV_ENV} is set")
+        pytest.fail(
+            "checkov is not installed in the venv: run `.tools/bin/uv sync --locked "
+            f"--all-groups` (or set {SKIP_CHECKOV_ENV}=1 to skip this check knowingly)"
+        )
+    result = _run(
+        [
+            str(checkov),
+            "-d",
+            "terraform",
+            "--config-file",
+            ".checkov.yaml",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        cwd=REPO,
+        timeout=300,
+    )
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [
+        f"{check['check_id']} {check['resource']} ({check['file_path']})"
+        for item in reports
+        for check in item.get("results", {}).get("failed_checks", [])
+    ]
+    assert not failed, failed
+    assert all(item["summary"]["parsing_errors"] == 0 for item in reports)
+    assert sum(item["summary"]["resource_count"] for item in reports) > 20
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- container image ------------------------------------------------------------------------
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    """hadolint finds nothing to report in the Dockerfile."""
+    result = _run(
+        [str(BIN / "hadolint"), "Dockerfile"],
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _builder_stage() -> list[tuple[str, str]]:
+    """(instruction, arguments) of the Dockerfile's first stage, continuations joined."""
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    stages: list[list[tuple[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction.upper(), arguments.strip()))
+    assert len(stages) >= 2, "the Dockerfile should be multi-stage"
+    return stages[0]
+
+
+def _makefile_uv_version() -> str:
+    match = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert match
+    return match.group(1)
+
+
+@pytest.mark.timeout(600)
+def test_image_install_step_works(tmp_path: Path) -> None:
+    """The builder stage's COPY + `uv sync` steps give a venv whose CLI runs (slow-ish)."""
+    stage = _builder_stage()
+    uv_args = [
+        args for instruction, args in stage if instruction == "ARG" and "UV_VERSION=" in args
+    ]
+    assert uv_args == [f"UV_VERSION={_makefile_uv_version()}"], (
+        "Dockerfile and Makefile pin different uv"
+    )
+    uv = REPO / ".tools" / "bin" / "uv"
+    assert uv.exists(), "run `make setup` first: it installs the pinned uv into .tools"
+
+    # The build context, as .dockerignore and the COPY lines shape it.
+    context = tmp_path / "context"
+    context.mkdir()
+    for instruction, args in stage:
+        if instruction == "COPY":
+            *sources, _destination = shlex.split(args)
+            for source in sources:
+                origin = REPO / source
+                if origin.is_dir():
+                    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+                    shutil.copytree(origin, context / source, ignore=ignore)
+                else:
+                    shutil.copy2(origin, context / source)
+
+    venv = tmp_path / "venv"
+    env = {
+        **os.environ,
+        "UV_PROJECT_ENVIRONMENT": str(venv),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_LINK_MODE": "copy",
+        # The interpreter the project venv was made from (its python is a symlink to it).
+        "UV_PYTHON": str(Path(sys.executable).resolve()),
+    }
+    env.pop("VIRTUAL_ENV", None)
+    syncs = [
+        shlex.split(args)
+        for instruction, args in stage
+        if instruction == "RUN" and "uv sync" in args
+    ]
+    assert syncs, "the builder stage runs no `uv sync`"
+    for command in syncs:
+        assert command[:2] == ["uv", "sync"]
+        # --offline: only uv's local cache, never the network (the venv was built from it).
+        result = _run(
+            [str(uv), *command[1:], "--offline"],
+            cwd=context,
+            env=env,
+            timeout=540,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    # The final stage keeps only the venv, so the package must live inside it.
+    where = _run(
+        [str(venv / "bin" / "python"), "-c", "import garmin2strava; print(garmin2strava.__file__)"],
+        timeout=60,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(venv)
+    cli = _run(
+        [str(venv / "bin" / "garmin2strava"), "--help"],
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert "usage" in cli.stdout.lower()
