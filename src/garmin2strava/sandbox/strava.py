@@ -186,7 +186,10 @@ class StravaSandbox:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="strava-sandbox", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll interval
+            name="strava-sandbox",
+            daemon=True,
         )
         self._thread.start()
         return self

@@ -1,0 +1,485 @@
+"""StravaAdapter through the real stravalib against the loopback Strava sandbox."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from garmin2strava.adapters.crypto import AesGcmCipher
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.adapters.strava import (
+    REAL_BASE_URL,
+    StravaAdapter,
+    authorization_url,
+    bootstrap_tokens_from_refresh_token,
+    exchange_code,
+    rewrite_url,
+)
+from garmin2strava.domain.budget import RateBudget, next_window_reset
+from garmin2strava.domain.models import StravaTokens
+from garmin2strava.domain.uploads import UploadState, read_upload_status
+from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound
+from garmin2strava.sandbox.fitgen import build_activity_fit
+from garmin2strava.sandbox.strava import StravaSandbox
+
+pytestmark = pytest.mark.integration
+
+ATHLETE = 501
+USER = "u1"
+START = datetime(2025, 3, 4, 7, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[StravaSandbox]:
+    with StravaSandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "g2s.sqlite3", AesGcmCipher(os.urandom(32))) as s:
+        yield s
+
+
+def adapter_for(
+    sandbox: StravaSandbox, store: SqliteStore, *, rotation_grace_s: float = 2.0
+) -> StravaAdapter:
+    return StravaAdapter(
+        store,
+        USER,
+        client_id=sandbox.client_id,
+        client_secret=sandbox.client_secret,
+        base_url=sandbox.base_url,
+        rotation_grace_s=rotation_grace_s,
+    )
+
+
+def connect(sandbox: StravaSandbox, store: SqliteStore, *, expires_in: int | None = None) -> str:
+    """Seed a connected athlete; store tokens (optionally about to expire). Returns the
+    refresh token stored."""
+    refresh = sandbox.add_athlete(ATHLETE)
+    tokens = bootstrap_tokens_from_refresh_token(
+        sandbox.client_id, sandbox.client_secret, refresh, sandbox.base_url
+    )
+    if expires_in is not None:
+        tokens = StravaTokens(
+            tokens.access_token,
+            tokens.refresh_token,
+            int(time.time()) + expires_in,
+            tokens.scope,
+            tokens.athlete_id,
+        )
+    assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
+    sandbox.requests.clear()
+    return tokens.refresh_token
+
+
+def window() -> tuple[datetime, datetime]:
+    return START - timedelta(hours=1), START + timedelta(hours=1)
+
+
+def fit_file(tmp_path: Path, start: datetime = START) -> Path:
+    path = tmp_path / "run.fit"
+    path.write_bytes(build_activity_fit(start_utc=start, duration_s=1800))
+    return path
+
+
+# -- URL rewriting ----------------------------------------------------------------------
+def test_rewrite_url_only_touches_strava_urls() -> None:
+    """Strava URLs move to the base URL; other URLs and the real base stay as they are."""
+    base = "http://127.0.0.1:9999"
+    assert rewrite_url("https://www.strava.com/api/v3/athlete", base) == f"{base}/api/v3/athlete"
+    assert rewrite_url("https://www.strava.com/oauth/token", base + "/") == f"{base}/oauth/token"
+    assert rewrite_url("https://example.org/x", base) == "https://example.org/x"
+    assert rewrite_url("https://www.strava.com.evil/x", base) == "https://www.strava.com.evil/x"
+    url = "https://www.strava.com/api/v3/athlete"
+    assert rewrite_url(url, REAL_BASE_URL) == url
+
+
+def test_authorization_url_points_at_the_base_url() -> None:
+    """The consent URL carries client id, scopes and state, on the configured host."""
+    url = authorization_url(
+        7,
+        "http://localhost:8721/cb",
+        "read,activity:read_all,activity:write",
+        "st4te",
+        "http://127.0.0.1:1234",
+    )
+    assert url.startswith("http://127.0.0.1:1234/oauth/authorize?")
+    assert "scope=read%2Cactivity%3Aread_all%2Cactivity%3Awrite" in url
+    assert "state=st4te" in url
+    assert "client_id=7" in url
+
+
+# -- OAuth ------------------------------------------------------------------------------
+def test_exchange_code_returns_tokens_scope_and_athlete(sandbox: StravaSandbox) -> None:
+    """An authorization code becomes tokens with the athlete id and the granted scope."""
+    code = sandbox.authorize(ATHLETE, "read,activity:write")
+    tokens, scope, athlete_id = exchange_code(
+        sandbox.client_id,
+        sandbox.client_secret,
+        code,
+        sandbox.base_url,
+        granted_scope="read,activity:write",
+    )
+    assert athlete_id == ATHLETE
+    assert tokens.athlete_id == ATHLETE
+    assert scope == "read,activity:write"
+    assert tokens.refresh_token == sandbox.refresh_token_of(ATHLETE)
+    with pytest.raises(StravaAuthError):
+        exchange_code(sandbox.client_id, sandbox.client_secret, code, sandbox.base_url)
+
+
+def test_bootstrap_rotates_the_given_refresh_token(sandbox: StravaSandbox) -> None:
+    """Bootstrapping from a refresh token uses it once (rotation) and finds the athlete."""
+    refresh = sandbox.add_athlete(ATHLETE)
+    tokens = bootstrap_tokens_from_refresh_token(
+        sandbox.client_id, sandbox.client_secret, refresh, sandbox.base_url
+    )
+    assert tokens.athlete_id == ATHLETE
+    assert tokens.refresh_token != refresh
+    with pytest.raises(StravaAuthError):
+        bootstrap_tokens_from_refresh_token(
+            sandbox.client_id, sandbox.client_secret, refresh, sandbox.base_url
+        )
+
+
+# -- tokens -----------------------------------------------------------------------------
+def test_refresh_before_expiry_is_persisted(sandbox: StravaSandbox, store: SqliteStore) -> None:
+    """A token expiring within 5 minutes is refreshed first and the rotated one stored."""
+    old_refresh = connect(sandbox, store, expires_in=120)
+    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    stored = store.get_strava_tokens(USER)
+    assert stored is not None
+    assert sandbox.requests["token"] == 1
+    assert stored.version == 2
+    assert stored.refresh_token == sandbox.refresh_token_of(ATHLETE) != old_refresh
+    assert stored.athlete_id == ATHLETE
+    assert stored.expires_at > time.time() + 3600
+
+
+def test_valid_token_is_not_refreshed(sandbox: StravaSandbox, store: SqliteStore) -> None:
+    """A token with hours left is used as it is: no token request."""
+    connect(sandbox, store)
+    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    assert sandbox.requests["token"] == 0
+    assert sandbox.requests["list"] == 1
+
+
+def test_401_refreshes_once_and_retries_once(sandbox: StravaSandbox, store: SqliteStore) -> None:
+    """An access token Strava no longer accepts is refreshed and the request repeated once."""
+    connect(sandbox, store)
+    sandbox.expire_access_tokens()
+    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    assert sandbox.requests["list"] == 2
+    assert sandbox.requests["token"] == 1
+    stored = store.get_strava_tokens(USER)
+    assert stored is not None
+    assert stored.refresh_token == sandbox.refresh_token_of(ATHLETE)
+
+
+def test_revoked_access_raises_auth_error(sandbox: StravaSandbox, store: SqliteStore) -> None:
+    """After the athlete revoked access, a call fails with StravaAuthError (no loop)."""
+    connect(sandbox, store)
+    sandbox.revoke(ATHLETE)
+    adapter = adapter_for(sandbox, store, rotation_grace_s=0)
+    with pytest.raises(StravaAuthError):
+        adapter.list_activities(after=window()[0], before=window()[1])
+    assert sandbox.requests["list"] == 1
+    assert sandbox.requests["token"] == 1
+
+
+def test_stale_refresh_uses_the_token_another_runner_stored(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """A runner holding tokens another runner already rotated adopts the stored ones."""
+    connect(sandbox, store, expires_in=60)
+    stale = store.get_strava_tokens(USER)
+    assert stale is not None
+    first, second = adapter_for(sandbox, store), adapter_for(sandbox, store)
+    first.list_activities(after=window()[0], before=window()[1])
+    winner = store.get_strava_tokens(USER)
+    assert winner is not None
+    # The second runner read `stale` before the first one wrote: its refresh token is dead.
+    adopted = second._refresh_unlocked(stale)
+    assert adopted.refresh_token == winner.refresh_token == sandbox.refresh_token_of(ATHLETE)
+    assert store.get_strava_tokens(USER) == winner
+
+
+def test_racing_refreshes_never_lose_the_newest_token(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """Several adapters refreshing at once leave the token Strava will accept in the store."""
+    connect(sandbox, store, expires_in=60)
+    adapters = [adapter_for(sandbox, store) for _ in range(6)]
+    barrier = threading.Barrier(len(adapters))
+    errors: list[BaseException] = []
+
+    def run(adapter: StravaAdapter) -> None:
+        barrier.wait()
+        try:
+            adapter.list_activities(after=window()[0], before=window()[1])
+        except BaseException as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in adapters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stored = store.get_strava_tokens(USER)
+    assert stored is not None
+    assert stored.refresh_token == sandbox.refresh_token_of(ATHLETE)
+    # And it still works: one more refresh with the stored token succeeds.
+    sandbox.expire_access_tokens()
+    adapters[0].list_activities(after=window()[0], before=window()[1])
+
+
+# -- rate budget ------------------------------------------------------------------------
+def test_rate_headers_are_persisted_as_the_budget(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """Each answer's X-RateLimit headers end up in the application-wide stored budget."""
+    connect(sandbox, store)
+    sandbox.set_limits(short_read=300, daily_read=3000, short_all=600, daily_all=6000)
+    sandbox.set_usage(short_all=10, daily_all=40, short_read=8, daily_read=30)
+    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    budget = RateBudget.from_dict(store.get_app_state("strava_budget"))
+    assert (budget.read_short_limit, budget.read_daily_limit) == (300, 3000)
+    assert (budget.short_limit, budget.daily_limit) == (600, 6000)
+    assert (budget.short_usage, budget.daily_usage) == (11, 41)
+    assert (budget.read_short_usage, budget.read_daily_usage) == (9, 31)
+
+
+def test_429_raises_rate_limited_and_blocks_further_requests(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """A 429 becomes RateLimited, and the next call is refused locally without a request."""
+    connect(sandbox, store)
+    sandbox.set_usage(short_all=100, daily_all=100, short_read=100, daily_read=100)
+    adapter = adapter_for(sandbox, store)
+    with pytest.raises(RateLimited) as first:
+        adapter.list_activities(after=window()[0], before=window()[1])
+    now = datetime.now(UTC)
+    assert now < first.value.until <= next_window_reset(now) + timedelta(seconds=1)
+    with pytest.raises(RateLimited):
+        adapter.get_activity(1)
+    assert sandbox.requests["list"] == 1
+    assert sandbox.requests["activity"] == 0
+
+
+def test_spent_budget_refuses_reads_but_keeps_the_reserve_for_polls(
+    sandbox: StravaSandbox, store: SqliteStore, tmp_path: Path
+) -> None:
+    """Near the read limit, ordinary reads are refused locally; upload polls still go out."""
+    connect(sandbox, store)
+    adapter = adapter_for(sandbox, store)
+    status = adapter.upload(
+        fit_file(tmp_path),
+        data_type="fit",
+        external_id="g2s_1",
+        name="Run",
+        description=None,
+        trainer=False,
+    )
+    sandbox.set_usage(short_all=96, daily_all=96, short_read=96, daily_read=96)
+    adapter.list_activities(after=window()[0], before=window()[1])  # 97 of 100, reserve 5
+    assert not adapter.can_spend_reads()
+    with pytest.raises(RateLimited):
+        adapter.list_activities(after=window()[0], before=window()[1])
+    assert sandbox.requests["list"] == 1
+    adapter.get_upload(status.upload_id)
+    assert sandbox.requests["upload_status"] == 1
+
+
+# -- uploads ----------------------------------------------------------------------------
+def test_upload_is_one_post_then_polls_report_processing_and_ready(
+    sandbox: StravaSandbox, store: SqliteStore, tmp_path: Path
+) -> None:
+    """upload() makes exactly one request; get_upload() one each; ready carries the id."""
+    connect(sandbox, store)
+    sandbox.processing_delay_s = 3600
+    adapter = adapter_for(sandbox, store)
+    status = adapter.upload(
+        fit_file(tmp_path),
+        data_type="fit",
+        external_id="g2s_garmin_77",
+        name="Easy run",
+        description="from Garmin",
+        trainer=False,
+    )
+    assert sum(sandbox.requests.values()) == 1
+    assert status.status == "Your activity is still being processed."
+    assert status.external_id == "g2s_garmin_77"
+    assert status.activity_id is None
+    assert read_upload_status(adapter.get_upload(status.upload_id)).state == (
+        UploadState.PROCESSING
+    )
+    sandbox.processing_delay_s = 0
+    ready = adapter.get_upload(status.upload_id)
+    assert ready.status == "Your activity is ready."
+    assert ready.activity_id is not None
+    assert sandbox.requests == {"upload": 1, "upload_status": 2}
+    created = sandbox.activities[ready.activity_id]
+    assert (created.name, created.description, created.start_utc) == (
+        "Easy run",
+        "from Garmin",
+        START,
+    )
+    assert created.elapsed_s == 1800
+
+
+@pytest.mark.parametrize("html", [False, True])
+def test_duplicate_upload_reports_the_existing_activity(
+    sandbox: StravaSandbox, store: SqliteStore, tmp_path: Path, html: bool
+) -> None:
+    """A file starting when an existing activity starts comes back as 'duplicate of N'."""
+    connect(sandbox, store)
+    sandbox.duplicate_error_html = html
+    existing = sandbox.add_activity(
+        ATHLETE, start_utc=START, elapsed_s=1800, external_id="garmin_ping_123"
+    )
+    adapter = adapter_for(sandbox, store)
+    status = adapter.upload(
+        fit_file(tmp_path),
+        data_type="fit",
+        external_id="g2s_1",
+        name="Run",
+        description=None,
+        trainer=False,
+    )
+    polled = adapter.get_upload(status.upload_id)
+    assert polled.status == "There was an error processing your activity."
+    assert ("<a href=" in (polled.error or "")) is html
+    verdict = read_upload_status(polled)
+    assert verdict.state == UploadState.DUPLICATE
+    assert verdict.activity_id == existing
+
+
+def test_external_id_may_come_back_with_the_extension(
+    sandbox: StravaSandbox, store: SqliteStore, tmp_path: Path
+) -> None:
+    """When Strava appends ".fit", the adapter reports the value Strava holds."""
+    connect(sandbox, store)
+    sandbox.append_extension_to_external_id = True
+    status = adapter_for(sandbox, store).upload(
+        fit_file(tmp_path),
+        data_type="fit",
+        external_id="g2s_9",
+        name="Run",
+        description=None,
+        trainer=True,
+    )
+    assert status.external_id == "g2s_9.fit"
+    assert sandbox.upload_records[status.upload_id].trainer is True
+
+
+def test_upload_with_expired_token_refreshes_and_posts_again(
+    sandbox: StravaSandbox, store: SqliteStore, tmp_path: Path
+) -> None:
+    """A 401 on the upload POST (nothing accepted) refreshes and posts once more."""
+    connect(sandbox, store)
+    sandbox.expire_access_tokens()
+    status = adapter_for(sandbox, store).upload(
+        fit_file(tmp_path),
+        data_type="fit",
+        external_id="g2s_1",
+        name="Run",
+        description=None,
+        trainer=False,
+    )
+    assert status.upload_id in sandbox.upload_records
+    assert len(sandbox.upload_records) == 1
+    assert sandbox.requests["upload"] == 2
+
+
+# -- reads ------------------------------------------------------------------------------
+def test_list_activities_parses_aware_utc_in_strava_order(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """Activities come back as domain objects with aware UTC starts, ascending with `after`."""
+    connect(sandbox, store)
+    late = sandbox.add_activity(ATHLETE, start_utc=START + timedelta(minutes=20), elapsed_s=60)
+    early = sandbox.add_activity(
+        ATHLETE, start_utc=START, elapsed_s=1800, external_id="garmin_ping_5", distance_m=5012.5
+    )
+    sandbox.add_activity(ATHLETE, start_utc=START + timedelta(hours=3), elapsed_s=60)
+    rows = adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    assert [r.activity_id for r in rows] == [early, late]
+    assert rows[0].start_utc == START
+    assert rows[0].start_utc.tzinfo is not None
+    assert (rows[0].external_id, rows[0].distance_m, rows[0].athlete_id) == (
+        "garmin_ping_5",
+        5012.5,
+        ATHLETE,
+    )
+
+
+def test_deleted_activity_raises_not_found(sandbox: StravaSandbox, store: SqliteStore) -> None:
+    """get_activity answers the raw JSON, and StravaNotFound once the activity is deleted."""
+    connect(sandbox, store)
+    activity_id = sandbox.add_activity(ATHLETE, start_utc=START, elapsed_s=60)
+    adapter = adapter_for(sandbox, store)
+    assert adapter.get_activity(activity_id)["id"] == activity_id
+    sandbox.delete_activity(activity_id)
+    with pytest.raises(StravaNotFound):
+        adapter.get_activity(activity_id)
+
+
+def test_sandbox_accepts_the_token_as_query_parameter(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """stravalib 2.5 sent `access_token` in the query: the sandbox accepts that too."""
+    from stravalib import exc  # noqa: PLC0415 - only this test talks to stravalib directly
+    from stravalib.client import Client  # noqa: PLC0415 - same
+    from stravalib.util.limiter import RateLimiter  # noqa: PLC0415 - same
+
+    from garmin2strava.adapters.strava import RewritingSession  # noqa: PLC0415 - same
+
+    connect(sandbox, store)
+    stored = store.get_strava_tokens(USER)
+    assert stored is not None
+    client = Client(rate_limiter=RateLimiter(), requests_session=RewritingSession(sandbox.base_url))
+    assert client.access_token is None
+    athlete = client.protocol.get("/athlete", access_token=stored.access_token)
+    assert athlete["id"] == ATHLETE
+    with pytest.raises(exc.AccessUnauthorized):
+        client.protocol.get("/athlete", access_token="wrong")
+
+
+# -- secrets ----------------------------------------------------------------------------
+def test_no_secret_reaches_a_log_record(
+    sandbox: StravaSandbox, store: SqliteStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Across refreshes, 401 retries, uploads and errors, no token or secret is logged."""
+    caplog.set_level(logging.DEBUG)
+    first_refresh = connect(sandbox, store, expires_in=30)
+    adapter = adapter_for(sandbox, store, rotation_grace_s=0)
+    adapter.list_activities(after=window()[0], before=window()[1])
+    sandbox.expire_access_tokens()
+    adapter.upload(
+        fit_file(tmp_path),
+        data_type="fit",
+        external_id="g2s_1",
+        name="Run",
+        description=None,
+        trainer=False,
+    )
+    sandbox.revoke(ATHLETE)
+    with pytest.raises(StravaAuthError) as raised:
+        adapter.get_upload(1)
+    stored = store.get_strava_tokens(USER)
+    assert stored is not None
+    secrets = {first_refresh, stored.refresh_token, stored.access_token, sandbox.client_secret}
+    text = "\n".join(r.getMessage() for r in caplog.records) + str(raised.value)
+    assert caplog.records  # the check below is not vacuous
+    for secret in secrets:
+        assert secret not in text
