@@ -57,3 +57,46 @@ bench: setup ## print API budgets and timings against the sandbox
 
 clean: ## remove the virtual environments and caches
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+# --- AWS / container ---
+# terraform/README.md and docs/deploy-container.md describe these.
+.PHONY: check-infra
+IMAGE ?= garmin2strava:latest
+TERRAFORM ?= terraform
+TF := $(TERRAFORM) -chdir=terraform
+LAYER_DIR := build/lambda-layer
+LAYER_ZIP := build/lambda-layer.zip
+
+layer: $(UV) ## Lambda layer zip of the locked dependencies (manylinux x86_64, CPython 3.12)
+	rm -rf $(LAYER_DIR) $(LAYER_ZIP)
+	mkdir -p $(LAYER_DIR)
+	$(UV) export --frozen --no-dev --no-emit-project --output-file $(LAYER_DIR)/requirements.txt
+	$(UV) pip install --target $(LAYER_DIR)/python --python-platform x86_64-manylinux2014 \
+		--python-version 3.12 --only-binary :all: --require-hashes -r $(LAYER_DIR)/requirements.txt
+	find $(LAYER_DIR)/python -name __pycache__ -type d -prune -exec rm -rf {} +
+	cd $(LAYER_DIR) && ../../$(TOOLS)/bin/python -m zipfile -c ../lambda-layer.zip python
+	@echo "built $(LAYER_ZIP)"
+
+image: ## container image $(IMAGE) (needs a running Docker engine)
+	@command -v docker >/dev/null 2>&1 || { echo "error: 'docker' not found; 'make image' needs a Docker engine" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers ('docker info' failed); start one and retry" >&2; exit 1; }
+	docker build -t $(IMAGE) .
+
+tf-init: ## terraform init in terraform/
+	@command -v $(TERRAFORM) >/dev/null 2>&1 || { echo "error: '$(TERRAFORM)' not found; install Terraform >= 1.6 or set TERRAFORM=" >&2; exit 1; }
+	$(TF) init
+
+tf-plan: layer ## build the layer, then terraform plan into terraform/.terraform/tfplan
+	@command -v $(TERRAFORM) >/dev/null 2>&1 || { echo "error: '$(TERRAFORM)' not found; install Terraform >= 1.6 or set TERRAFORM=" >&2; exit 1; }
+	$(TF) plan -out=.terraform/tfplan
+
+tf-apply: ## apply the plan saved by 'make tf-plan'
+	@command -v $(TERRAFORM) >/dev/null 2>&1 || { echo "error: '$(TERRAFORM)' not found; install Terraform >= 1.6 or set TERRAFORM=" >&2; exit 1; }
+	@test -f terraform/.terraform/tfplan || { echo "error: no saved plan; run 'make tf-plan' first" >&2; exit 1; }
+	$(TF) apply .terraform/tfplan
+
+check-infra: setup ## checkov on terraform/ (.checkov.yaml) and hadolint on the Dockerfile
+	@test -x $(BIN)/checkov || $(UV) sync --locked --all-groups
+	$(BIN)/checkov -d terraform --config-file .checkov.yaml
+	$(BIN)/hadolint Dockerfile
+	@if command -v $(TERRAFORM) >/dev/null 2>&1; then $(TF) fmt -check -diff; fi
