@@ -468,3 +468,14 @@ def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
         "events_rejected_bad": 1,
         "events_rejected_foreign": 1,
     }
+
+
+def test_late_create_after_fetching_update_costs_no_second_fetch(world: World) -> None:
+    """An update fetched first; the create arriving later with a newer update: no new fetch."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("update", at=2, title="Morning Run"))
+    world.work()
+    world.push(event("create", at=1), event("update", at=3, title="Later"))
+    world.work()
+    assert world.strava.fetches == [7]
+    assert world.row().name == "Later"

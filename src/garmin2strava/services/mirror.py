@@ -295,9 +295,10 @@ def _apply_activity_events(
         if stored is not None:
             run.store.upsert_workout(soft_delete(stored, newest))
         return 0
-    needs_fetch = stored is None or (
-        any(e.aspect_type == "create" for e in events) and stored.updated_at < newest
-    )
+    # A fetch made after a create already reflects it: only a row older than the
+    # create (or no row at all) needs one.
+    created = [e.happened_at for e in events if e.aspect_type == "create"]
+    needs_fetch = stored is None or (bool(created) and stored.updated_at < max(created))
     if needs_fetch:
         if deferred_until is not None:  # a fetch of this batch already hit the limit
             raise _Deferred(deferred_until)
