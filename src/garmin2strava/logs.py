@@ -61,6 +61,11 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     # keep them at WARNING whatever our level is.
     for noisy in ("urllib3", "garminconnect", "apscheduler", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # stravalib warns about STRAVA_CLIENT_ID missing from os.environ even though we
-    # pass credentials explicitly and refresh tokens ourselves.
     logging.getLogger("stravalib").setLevel(logging.ERROR)
+    handler.addFilter(_drop_stravalib_env_warnings)
+
+
+def _drop_stravalib_env_warnings(record: logging.LogRecord) -> bool:
+    """stravalib warns through the root logger, on every client it builds, that
+    STRAVA_CLIENT_ID is not in os.environ; we pass credentials and refresh ourselves."""
+    return not (record.levelno < logging.ERROR and "/stravalib/" in record.pathname)
