@@ -50,13 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    add(
+    p = add(
         "run",
         "the daemon: sync every G2S_SYNC_INTERVAL_SECONDS, serve the webhook, process events",
         "Run the daemon. Every G2S_SYNC_INTERVAL_SECONDS (default 60) each enabled account\n"
         "gets one sync cycle (never two at once; missed runs are coalesced). The webhook,\n"
         "/healthz and /metrics are served on G2S_HTTP_HOST:G2S_HTTP_PORT. SIGTERM or Ctrl-C\n"
         "finishes the activity in hand and exits 0. Logs are JSON lines on stderr.",
+    )
+    p.add_argument(
+        "--no-http", action="store_true", help="no webhook/health server, no mirror worker"
+    )
+    add(
+        "serve",
+        "the webhook server and the mirror worker alone (no sync)",
+        "Serve GET/POST /webhooks/strava, /healthz and /metrics on\n"
+        "G2S_HTTP_HOST:G2S_HTTP_PORT and process queued webhook events. No sync cycles.",
     )
     p = add(
         "sync",
@@ -107,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9321, help="local redirect port (default 9321)")
     p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    p.add_argument(
+        "--open", action="store_true", help="also open the URL in the default web browser"
+    )
 
     garmin = add("garmin", "Garmin Connect account commands").add_subparsers(
         dest="garmin_command", metavar="ACTION", required=True

@@ -34,6 +34,7 @@ def dispatch(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     handlers = {
         "run": cmd_run,
+        "serve": cmd_serve,
         "sync": cmd_sync,
         "backfill": cmd_backfill,
         "uploads": cmd_uploads,
@@ -50,10 +51,24 @@ def _app(settings: Settings) -> App:
     return app
 
 
-def cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
+    from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
 
-    return run_daemon(_app(settings))
+    app = _app(settings)
+    if settings.store != "sqlite" or getattr(args, "no_http", False):
+        return run_daemon(app)
+    mirror = MirrorRuntime(app)
+    return run_daemon(app, extra_threads=[mirror.serve_http, mirror.work])
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
+    from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
+
+    app = _app(settings)
+    mirror = MirrorRuntime(app)
+    return run_daemon(app, extra_threads=[mirror.serve_http, mirror.work], sync=False)
 
 
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
@@ -219,6 +234,7 @@ def cmd_get_token(settings: Settings, args: argparse.Namespace) -> int:
         user_id=args.user or settings.user_id,
         port=args.port,
         timeout=args.timeout,
+        open_browser=args.open,
     )
 
 

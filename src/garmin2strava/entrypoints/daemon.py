@@ -47,9 +47,11 @@ def run_daemon(
     *,
     extra_threads: list[Callable[[threading.Event], None]] | None = None,
     install_signals: bool = True,
+    sync: bool = True,
 ) -> int:
     scheduler = BackgroundScheduler(timezone="UTC")
-    schedule_sync(app, scheduler)
+    if sync:
+        schedule_sync(app, scheduler)
     if install_signals:
         _stop_on_signals(app.stop)
     threads = [
@@ -58,7 +60,10 @@ def run_daemon(
     ]
     log.info(
         "daemon.start",
-        extra={"intervalSeconds": app.settings.sync_interval_seconds, "store": app.settings.store},
+        extra={
+            "intervalSeconds": app.settings.sync_interval_seconds if sync else None,
+            "store": app.settings.store,
+        },
     )
     scheduler.start()
     for thread in threads:
