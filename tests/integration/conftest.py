@@ -75,6 +75,11 @@ class _OneRequestAtATime:
             return list(self._app(environ, start_response))
 
 
+class _QuietRequestHandler(MotoRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """One line per request would bury the test output."""
+
+
 class _AtomicMotoServer(ThreadedMotoServer):
     """moto applies a conditional write as read-check-write without a lock, so two
     racing requests can both pass the condition; DynamoDB applies each write
@@ -83,7 +88,7 @@ class _AtomicMotoServer(ThreadedMotoServer):
     def _server_entry(self) -> None:
         app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
-            self._ip_address, self._port, app, threaded=True, request_handler=MotoRequestHandler
+            self._ip_address, self._port, app, threaded=True, request_handler=_QuietRequestHandler
         )
         self._server_ready_event.set()
         self._server.serve_forever()

@@ -305,6 +305,18 @@ def test_workout_reads_are_capped(store: DynamoDBStore, monkeypatch: pytest.Monk
     assert [w.activity_id for w in window] == [0, 1, 2, 3]
 
 
+def test_deleted_workouts_count_towards_the_read_cap(
+    store: DynamoDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap bounds items read, not items returned: filtered-out rows count too."""
+    monkeypatch.setattr(dynamodb, "MAX_WORKOUTS", 4)
+    for activity_id in range(6):
+        start = T0 + timedelta(minutes=activity_id)
+        store.upsert_workout(_workout(activity_id, start=start, deleted=activity_id < 2))
+    window = store.workouts_starting_between("u1", T0, T0 + timedelta(hours=1))
+    assert [w.activity_id for w in window] == [2, 3]
+
+
 def test_free_form_values_round_trip(store: DynamoDBStore) -> None:
     """Floats, nested lists and maps in raw JSON and app state come back equal."""
     store.upsert_workout(_workout(7))

@@ -162,18 +162,24 @@ class DynamoDBStore:
         item = answer.get("Item")
         return None if item is None else _deserialize(item)
 
-    def _query(self, *, limit: int | None = None, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """Every item a Query returns, page after page, stopping after `limit` items."""
-        seen = 0
+    def _query(
+        self, *, limit: int | None = None, inspect: int | None = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every item a Query returns, page after page, stopping after `limit` items or
+        once `inspect` items have been read before filtering (the read guardrail)."""
+        seen = inspected = 0
         while True:
+            if inspect is not None:
+                kwargs["Limit"] = inspect - inspected
             page = self._call("query", **kwargs)
+            inspected += int(page.get("ScannedCount", 0))
             for item in page.get("Items", []):
                 yield _deserialize(item)
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
             last = page.get("LastEvaluatedKey")
-            if not last:
+            if not last or (inspect is not None and inspected >= inspect):
                 return
             kwargs["ExclusiveStartKey"] = last
 
@@ -511,7 +517,7 @@ class DynamoDBStore:
     def list_workouts(
         self, user_id: str, *, include_deleted: bool = False, limit: int = MAX_WORKOUTS
     ) -> list[Workout]:
-        """Newest start first, at most `limit` (and never more than MAX_WORKOUTS)."""
+        """Newest start first, at most `limit`, reading at most MAX_WORKOUTS items."""
         limit = min(limit, MAX_WORKOUTS)
         if limit <= 0:
             return []
@@ -527,15 +533,16 @@ class DynamoDBStore:
         if not include_deleted:
             kwargs["FilterExpression"] = "isDeleted = :false"
             kwargs["ExpressionAttributeValues"][":false"] = {"BOOL": False}
-        return [codec.workout_from_item(item) for item in self._query(limit=limit, **kwargs)]
+        items = self._query(limit=limit, inspect=MAX_WORKOUTS, **kwargs)
+        return [codec.workout_from_item(item) for item in items]
 
     def workouts_starting_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[Workout]:
         """Live (not deleted) workouts with start <= startDate <= end, oldest first,
-        at most MAX_WORKOUTS."""
+        reading at most MAX_WORKOUTS items."""
         items = self._query(
-            limit=MAX_WORKOUTS,
+            inspect=MAX_WORKOUTS,
             IndexName=LSI1,
             KeyConditionExpression="PK = :pk AND LSI1SK BETWEEN :low AND :high",
             FilterExpression="isDeleted = :false",
