@@ -3,13 +3,14 @@
 Keys and attribute bodies come from codec.py, shared with the SQLite store, so both
 hold the same items. What this module adds:
 
-- Secondary indexes, created by `create_table` (and to be declared the same way in
-  terraform/dynamodb.tf):
+- Secondary indexes, created by `create_table` (dynamodb_table.py; terraform must
+  declare the same ones, and an LSI only at table creation):
   - `LSI1` (local, on PK, sort key `LSI1SK`, projection ALL): workouts by start time
     and the ledger newest first. We chose an index over a bounded Query of
     `WORKOUT#` items because matching asks for a window of minutes in a mirror of
     years: the index reads only the workouts in the window (consistent reads work on
-    an LSI, too). Reads stay capped at `MAX_WORKOUTS` (3,000) items either way. The
+    an LSI, too). Workout reads stop after `MAX_WORKOUTS` (3,000) items read,
+    counting rows a filter drops (deleted workouts). The
     cost is the 10 GB per-user item collection limit of an LSI, far above what one
     person's runs and ledger take.
   - `GSI1` (global, sparse, projection ALL): only unsettled ledger entries carry
@@ -24,6 +25,9 @@ hold the same items. What this module adds:
 - `list_accounts` queries the registry items `ACCOUNTS`/`USER#{id}` (written in the
   same transaction as the account) and batch-gets the accounts.
 - Application state: `APP`/`STATE#{key}` with the dict in the `value` attribute.
+- Conditional writes: the lease, token compare-and-swap (versions survive deletion
+  in a tombstone), workouts (older `updatedAt` never overwrites newer), and the
+  ledger's intent: a `pending` entry never replaces a settled one (StoreConflict).
 
 Errors: throttling, 5xx and network failures raise TransientError; messages carry the
 operation and AWS error code, never attribute values.
@@ -45,6 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from garmin2strava.adapters.aws import error_code, is_transient, transient_error
 from garmin2strava.adapters.store import codec
+from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1, create_table
 from garmin2strava.domain.models import (
     Account,
     AuditEvent,
@@ -63,13 +68,10 @@ if TYPE_CHECKING:
 __all__ = ["MAX_WORKOUTS", "DynamoDBStore", "create_table"]
 
 MAX_WORKOUTS = 3000  # the guardrail on workouts one operation may read
-LSI1 = "LSI1"
-GSI1 = "GSI1"
 _BATCH_GET_MAX = 100  # BatchGetItem's limit on keys per request
 _BATCH_ATTEMPTS = 6
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _SETTLED = tuple(sorted(o.value for o in UploadOutcome if o.settled))
-_UNSETTLED = tuple(sorted(o.value for o in UploadOutcome if not o.settled))
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -575,58 +577,3 @@ def _projection(attributes: Sequence[str]) -> dict[str, Any]:
         "ProjectionExpression": ", ".join(names),
         "ExpressionAttributeNames": names,
     }
-
-
-def create_table(client: DynamoDBClient, table_name: str) -> None:
-    """Create the table with its indexes and TTL (`garmin2strava store init`, tests).
-
-    Idempotent: an existing table is left as it is, and TTL is (re)enabled.
-    """
-    try:
-        client.create_table(
-            TableName=table_name,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": name, "AttributeType": "S"}
-                for name in ("PK", "SK", "LSI1SK", "GSI1PK", "GSI1SK")
-            ],
-            KeySchema=[
-                {"AttributeName": "PK", "KeyType": "HASH"},
-                {"AttributeName": "SK", "KeyType": "RANGE"},
-            ],
-            LocalSecondaryIndexes=[
-                {
-                    "IndexName": LSI1,
-                    "KeySchema": [
-                        {"AttributeName": "PK", "KeyType": "HASH"},
-                        {"AttributeName": "LSI1SK", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": GSI1,
-                    "KeySchema": [
-                        {"AttributeName": "GSI1PK", "KeyType": "HASH"},
-                        {"AttributeName": "GSI1SK", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-    except ClientError as exc:
-        if error_code(exc) != "ResourceInUseException":
-            raise
-    client.get_waiter("table_exists").wait(
-        TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-    )
-    try:
-        client.update_time_to_live(
-            TableName=table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
-        )
-    except ClientError as exc:
-        # Asking again for the TTL already set is refused with a ValidationException.
-        if error_code(exc) != "ValidationException":
-            raise
