@@ -12,6 +12,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help setup check format test demo run get-token bench layer image tf-init tf-plan tf-apply clean
@@ -40,7 +41,7 @@ format: setup ## ruff format + autofix
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-test: setup ## the whole test suite (unit, functional, integration on loopback)
+test: setup $(CHECKOV) ## the whole test suite (unit, functional, integration on loopback)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup ## the real sync against the local emulators, on a temporary SQLite store
@@ -95,8 +96,14 @@ tf-apply: ## apply the plan saved by 'make tf-plan'
 	@test -f terraform/.terraform/tfplan || { echo "error: no saved plan; run 'make tf-plan' first" >&2; exit 1; }
 	$(TF) apply .terraform/tfplan
 
-check-infra: setup ## checkov on terraform/ (.checkov.yaml) and hadolint on the Dockerfile
-	@test -x $(BIN)/checkov || $(UV) sync --locked --all-groups
-	$(BIN)/checkov -d terraform --config-file .checkov.yaml
+# checkov lives in its own environment, pinned by tools/checkov.lock: its bc-python-hcl2
+# installs an `hcl2` module over python-hcl2's in a shared venv.
+$(CHECKOV): tools/checkov.lock | $(UV)
+	$(UV) venv --quiet --allow-existing $(TOOLS)/checkov --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	$(UV) pip sync --quiet --python $(TOOLS)/checkov/bin/python tools/checkov.lock
+	@touch $@
+
+check-infra: setup $(CHECKOV) ## checkov on terraform/ (.checkov.yaml) and hadolint on the Dockerfile
+	$(CHECKOV) -d terraform --config-file .checkov.yaml
 	$(BIN)/hadolint Dockerfile
 	@if command -v $(TERRAFORM) >/dev/null 2>&1; then $(TF) fmt -check -diff; fi

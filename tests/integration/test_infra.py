@@ -320,13 +320,13 @@ def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]
 
 def test_checkov_passes() -> None:
     """checkov -d terraform (with .checkov.yaml) reports no failed check."""
-    checkov = BIN / "checkov"
+    checkov = REPO / ".tools" / "checkov" / "bin" / "checkov"
     if not checkov.exists():
         if os.environ.get(SKIP_CHECKOV_ENV):
             pytest.skip(f"checkov not installed and {SKIP_CHECKOV_ENV} is set")
         pytest.fail(
-            "checkov is not installed in the venv: run `.tools/bin/uv sync --locked "
-            f"--all-groups` (or set {SKIP_CHECKOV_ENV}=1 to skip this check knowingly)"
+            "checkov is not installed: run `make .tools/checkov/bin/checkov` "
+            f"(or set {SKIP_CHECKOV_ENV}=1 to skip this check knowingly)"
         )
     result = _run(
         [
