@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -48,7 +48,10 @@ __all__ = [
     "StravaAdapter",
     "authorization_url",
     "bootstrap_tokens_from_refresh_token",
+    "create_subscription",
+    "delete_subscription",
     "exchange_code",
+    "list_subscriptions",
     "rewrite_url",
     "strava_activity_from_json",
 ]
@@ -356,6 +359,33 @@ class StravaAdapter:
             raise TransientError("Strava's activity list is not a list")
         return [strava_activity_from_json(row) for row in rows]
 
+    def list_all_activities(
+        self, *, after: datetime, per_page: int = 200
+    ) -> Iterator[dict[str, Any]]:
+        """Every activity starting after `after`, oldest first, as Strava's JSON.
+
+        One read a page, each through the budget check: a spent budget raises
+        RateLimited between pages, and the caller resumes from the last start it saw.
+        """
+        page = 1
+        while True:
+
+            def request(page: int = page) -> Any:
+                return self._client.protocol.get(
+                    "/athlete/activities",
+                    after=int(after.timestamp()),
+                    page=page,
+                    per_page=per_page,
+                )
+
+            rows = self._call(request)
+            if not isinstance(rows, list):
+                raise TransientError("Strava's activity list is not a list")
+            yield from (cast("dict[str, Any]", row) for row in rows if isinstance(row, dict))
+            if len(rows) < per_page:
+                return
+            page += 1
+
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         body = self._call(lambda: self._client.protocol.get("/activities/{id}", id=activity_id))
         if not isinstance(body, dict):
@@ -556,6 +586,105 @@ def bootstrap_tokens_from_refresh_token(
         scope=scope,
     )
     return _with_athlete(tokens, _athlete_id(client, tokens.access_token))
+
+
+# -- the application's webhook subscription (docs/strava-api.md, "Webhooks") ---------------
+# Application calls: client id and secret, no athlete token, not counted in the budget
+# (run by hand, a few times in the life of a deployment).
+def create_subscription(
+    client_id: int,
+    client_secret: str,
+    callback_url: str,
+    verify_token: str,
+    base_url: str = REAL_BASE_URL,
+) -> int:
+    """Subscribe the application; Strava answers only after it verified the callback
+    with the handshake. Returns the subscription id."""
+    session = RewritingSession(base_url)
+    client = _client(session)
+    try:
+        body = client.protocol.post(
+            "/push_subscriptions",
+            data={
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "callback_url": callback_url,
+                "verify_token": verify_token,
+            },
+        )
+    except exc.Fault:
+        raise _subscription_error(session.last_response, callback_url) from None
+    except requests.RequestException as error:
+        msg = f"Strava subscription request failed: {type(error).__name__}"
+        raise TransientError(msg) from None
+    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+        raise TransientError("Strava's subscription answer has no id")
+    return int(body["id"])
+
+
+def list_subscriptions(
+    client_id: int, client_secret: str, base_url: str = REAL_BASE_URL
+) -> list[dict[str, Any]]:
+    """The application's subscriptions (zero or one), as Strava's JSON."""
+    session = RewritingSession(base_url)
+    client = _client(session)
+    try:
+        # Strava documents these two as query parameters of this GET.
+        body = client.protocol.get(
+            "/push_subscriptions", client_id=client_id, client_secret=client_secret
+        )
+    except exc.Fault:
+        raise _subscription_error(session.last_response, None) from None
+    except requests.RequestException as error:
+        msg = f"Strava subscription request failed: {type(error).__name__}"
+        raise TransientError(msg) from None
+    if not isinstance(body, list):
+        raise TransientError("Strava's subscription list is not a list")
+    return [cast("dict[str, Any]", row) for row in body if isinstance(row, dict)]
+
+
+def delete_subscription(
+    subscription_id: int, client_id: int, client_secret: str, base_url: str = REAL_BASE_URL
+) -> None:
+    session = RewritingSession(base_url)
+    client = _client(session)
+    try:
+        client.delete_subscription(subscription_id, client_id, client_secret)
+    except exc.Fault:
+        response = session.last_response
+        if response is not None and response.status_code == 404:  # noqa: PLR2004 - HTTP status
+            msg = f"Strava has no webhook subscription {subscription_id} for this application"
+            raise G2SError(msg) from None
+        raise _subscription_error(response, None) from None
+    except requests.RequestException as error:
+        msg = f"Strava subscription request failed: {type(error).__name__}"
+        raise TransientError(msg) from None
+
+
+def _subscription_error(response: requests.Response | None, callback_url: str | None) -> G2SError:
+    status = response.status_code if response is not None else 0
+    detail = _error_summary(response)
+    if status == 401 or "client_id" in detail:  # noqa: PLR2004 - HTTP status
+        return StravaAuthError(
+            "Strava refused the application credentials "
+            "(check STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET)"
+        )
+    if "already exists" in detail:
+        return G2SError(
+            "Strava already has a webhook subscription for this application (one is "
+            "allowed); see it with `garmin2strava webhook list`, delete it with "
+            "`garmin2strava webhook delete ID`, then subscribe again"
+        )
+    if "not verifiable" in detail or "verif" in detail.lower():
+        return G2SError(
+            f"Strava could not verify the callback URL {callback_url}: it must answer "
+            "Strava's GET ?hub.mode=subscribe&hub.challenge=...&hub.verify_token=... with "
+            "200 and the challenge within 2 seconds. Is the daemon running and reachable "
+            "there, with the same STRAVA_VERIFY_TOKEN?"
+        )
+    if status >= 500 or status == 0:  # noqa: PLR2004 - HTTP status
+        return TransientError(f"Strava answered {status} to a subscription request")
+    return G2SError(f"Strava refused the subscription request ({status}: {detail})")
 
 
 def _athlete_id(client: Client, access_token: str) -> int:

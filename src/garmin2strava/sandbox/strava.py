@@ -33,6 +33,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from garmin2strava.adapters.fitfile import summarize_upload
+from garmin2strava.sandbox.strava_webhooks import WebhookHub
 
 __all__ = ["SandboxActivity", "SandboxUpload", "StravaSandbox"]
 
@@ -179,6 +180,8 @@ class StravaSandbox:
         self._next_id = 1000
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Push subscriptions and event delivery (sandbox/strava_webhooks.py).
+        self.webhooks = WebhookHub(client_id=client_id, client_secret=client_secret, clock=clock)
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> Self:
@@ -192,9 +195,11 @@ class StravaSandbox:
             daemon=True,
         )
         self._thread.start()
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
+        self.webhooks.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -273,11 +278,46 @@ class StravaSandbox:
                 private=private,
                 manual=manual,
             )
+            self._publish(activity_id, "create")
             return activity_id
 
     def delete_activity(self, activity_id: int) -> None:
         with self.lock:
             self.activities[activity_id].deleted = True
+            self._publish(activity_id, "delete")
+
+    def update_activity(
+        self,
+        activity_id: int,
+        *,
+        title: str | None = None,
+        type: str | None = None,  # noqa: A002 - Strava's name for it in update events
+        private: bool | None = None,
+    ) -> None:
+        """Edit an activity as the athlete would on strava.com; one update event."""
+        with self.lock:
+            activity = self.activities[activity_id]
+            updates: dict[str, str] = {}
+            if title is not None:
+                activity.name = updates["title"] = title
+            if type is not None:
+                activity.sport_type = updates["type"] = type
+            if private is not None:
+                activity.private = private
+                updates["private"] = "true" if private else "false"
+            self._publish(activity_id, "update", updates)
+
+    def deauthorize(self, athlete_id: int) -> None:
+        """The athlete revokes the app on strava.com: tokens die, an event follows."""
+        with self.lock:
+            self.revoke(athlete_id)
+            self.webhooks.publish(
+                object_type="athlete",
+                object_id=athlete_id,
+                aspect_type="update",
+                owner_id=athlete_id,
+                updates={"authorized": "false"},
+            )
 
     def set_limits(
         self,
@@ -332,6 +372,17 @@ class StravaSandbox:
                     upload.status = DELETED
 
     # -- internals (lock held) -----------------------------------------------------------
+    def _publish(
+        self, activity_id: int, aspect_type: str, updates: dict[str, str] | None = None
+    ) -> None:
+        self.webhooks.publish(
+            object_type="activity",
+            object_id=activity_id,
+            aspect_type=aspect_type,
+            owner_id=self.activities[activity_id].athlete_id,
+            updates=updates,
+        )
+
     def _issue_access(self, athlete: _Athlete) -> tuple[str, int]:
         token = secrets.token_hex(20)
         expires_at = int(self.clock()) + self.token_lifetime_s
@@ -432,6 +483,7 @@ class StravaSandbox:
         )
         upload.status = READY
         upload.activity_id = activity_id
+        self._publish(activity_id, "create")
 
     def _duplicate_message(self, upload: SandboxUpload, other: SandboxActivity) -> str:
         if self.duplicate_error_html:
@@ -445,6 +497,15 @@ class StravaSandbox:
     def handle(  # noqa: PLR0911 - one dispatch table, read top to bottom
         self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, dict[str, Any] | list[Any], dict[str, str]]:
+        found = _PUSH_SUBSCRIPTIONS.fullmatch(path.rstrip("/"))
+        if found:
+            # Outside the lock: creating one waits for the callback's handshake.
+            with self.lock:
+                self.requests["push_subscriptions"] += 1
+            form = {**query, **_parse_form(headers, body)}
+            sub_id = int(found.group(1)) if found.group(1) else None
+            sub_status, sub_payload = self.webhooks.handle(method, sub_id, form)
+            return sub_status, sub_payload, {}
         with self.lock:
             self.settle()
             if path == "/oauth/token" and method == "POST":
@@ -457,7 +518,7 @@ class StravaSandbox:
                 athlete = self._athlete_for(_bearer(headers) or query.get("access_token"))
                 if athlete is None:
                     return 401, _error_body("Authorization Error", "Athlete", "", "invalid"), {}
-                self.revoke(athlete.athlete_id)
+                self.deauthorize(athlete.athlete_id)
                 return 200, {"access_token": ""}, {}
             if not path.startswith("/api/v3/"):
                 return 404, _error_body("Record Not Found", "Path", path, "invalid"), {}
@@ -608,6 +669,7 @@ class StravaSandbox:
         return 201, upload.as_json()
 
 
+_PUSH_SUBSCRIPTIONS = re.compile(r"/api/v3/push_subscriptions(?:/(\d+))?")
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/athlete"), "athlete"),
     ("GET", re.compile(r"/athlete/activities"), "list"),
@@ -673,7 +735,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         status, payload, extra = self.sandbox.handle(method, parts.path, query, self.headers, body)
-        raw = json.dumps(payload).encode()
+        raw = b"" if status == 204 else json.dumps(payload).encode()  # noqa: PLR2004 - HTTP status
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(raw)))
@@ -687,3 +749,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
