@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from garmin2strava.entrypoints.mirror_commands import add_mirror_parsers
 from garmin2strava.errors import ConfigError, G2SError
 
 __all__ = ["build_parser", "main"]
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--email", help="default: GARMIN_EMAIL, else asked")
     p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
+
+    add_mirror_parsers(add, _date)
 
     p = add(
         "demo",

@@ -13,6 +13,7 @@ from typing import Any
 
 from garmin2strava.bootstrap import App, bootstrap, utc_now
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
+from garmin2strava.entrypoints.mirror_commands import MIRROR_COMMANDS, run_mirror_command
 from garmin2strava.errors import ConfigError
 from garmin2strava.logs import configure_logging
 from garmin2strava.services.accounts import ensure_settings_account
@@ -32,6 +33,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_demo(keep=args.keep)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if args.command in MIRROR_COMMANDS:
+        return run_mirror_command(settings, args)
     handlers = {
         "run": cmd_run,
         "serve": cmd_serve,

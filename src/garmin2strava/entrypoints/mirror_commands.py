@@ -1,0 +1,253 @@
+"""The mirror's commands: `webhook`, `mirror backfill`, `workouts list`, `events`.
+
+`add_mirror_parsers` is imported by cli.py for every invocation, so this module's
+top level stays light (argparse and the standard library); what a command needs is
+imported when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
+    from garmin2strava.bootstrap import App
+    from garmin2strava.domain.models import Workout
+    from garmin2strava.settings import Settings
+
+__all__ = ["MIRROR_COMMANDS", "add_mirror_parsers", "run_mirror_command"]
+
+MIRROR_COMMANDS = frozenset({"webhook", "mirror", "workouts", "events"})
+
+AddParser = Callable[..., argparse.ArgumentParser]
+
+
+def add_mirror_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> None:
+    """Register the mirror's commands with cli.py's `add(name, help, description)`."""
+    webhook = add(
+        "webhook",
+        "the application's Strava webhook subscription (one per application)",
+        "Subscribe the application to Strava's webhook, list or delete the subscription.\n"
+        "Uses STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET and STRAVA_VERIFY_TOKEN. Strava checks\n"
+        "the callback URL before it answers, so the daemon must be running and reachable.",
+    ).add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
+    p = webhook.add_parser("subscribe", help="create the subscription (Strava verifies the URL)")
+    p.add_argument("--callback-url", required=True, metavar="URL", help="max 255 characters")
+    webhook.add_parser("list", help="show the subscription, if any")
+    p = webhook.add_parser("delete", help="delete the subscription")
+    p.add_argument("subscription_id", type=int, metavar="ID")
+
+    mirror = add("mirror", "the local mirror of Strava activities").add_subparsers(
+        dest="mirror_command", metavar="ACTION", required=True
+    )
+    p = mirror.add_parser(
+        "backfill",
+        help="fill the mirror from Strava's activity list (paced, resumable)",
+        description="Copy Strava activities starting at or after --since (default: all)\n"
+        "into the mirror, 200 a request, within the read budget (it waits for the next\n"
+        "window when the budget is spent). Interrupt it at any time: a rerun goes on from\n"
+        "where it stopped. Once complete, the uploader answers its existence check from\n"
+        "the mirror for activities from then on. Subscribe the webhook first, so the\n"
+        "mirror stays current after the backfill.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--since", type=date_type, metavar="YYYY-MM-DD", help="default: everything")
+    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
+
+    workouts = add("workouts", "the mirrored Strava activities").add_subparsers(
+        dest="workouts_command", metavar="ACTION", required=True
+    )
+    p = workouts.add_parser("list", help="list mirrored activities, newest first")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--include-deleted", action="store_true", help="also activities deleted")
+    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
+
+    events = add(
+        "events", "webhook events that used up their attempts (dead letters)"
+    ).add_subparsers(dest="events_command", metavar="ACTION", required=True)
+    events.add_parser("list-dead", help="list dead events with their last error")
+    p = events.add_parser("retry", help="put dead events back in the queue")
+    p.add_argument("queue_id", type=int, nargs="?", metavar="ID")
+    p.add_argument("--all", action="store_true", help="every dead event")
+
+
+def run_mirror_command(settings: Settings, args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+        "webhook": cmd_webhook,
+        "mirror": cmd_mirror,
+        "workouts": cmd_workouts,
+        "events": cmd_events,
+    }
+    return handlers[args.command](settings, args)
+
+
+# -- webhook -------------------------------------------------------------------------------
+def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from garmin2strava.adapters import strava  # noqa: PLC0415 (stravalib only when used)
+    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+
+    if settings.strava_client_id is None or settings.strava_client_secret is None:
+        raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
+    client_id = settings.strava_client_id
+    secret = settings.strava_client_secret.get_secret_value()
+    base_url = settings.strava_base_url
+    if args.webhook_command == "subscribe":
+        if settings.strava_verify_token is None:
+            raise ConfigError(
+                "setting STRAVA_VERIFY_TOKEN is required: the daemon answers Strava's "
+                "handshake with it (use a long random string)"
+            )
+        verify = settings.strava_verify_token.get_secret_value()
+        sub_id = strava.create_subscription(
+            client_id, secret, args.callback_url, verify, base_url=base_url
+        )
+        print(f"subscribed: subscription {sub_id} delivers events to {args.callback_url}")
+        print(f"set STRAVA_SUBSCRIPTION_ID={sub_id} so the daemon accepts only its events")
+        return 0
+    if args.webhook_command == "list":
+        subs = strava.list_subscriptions(client_id, secret, base_url=base_url)
+        if not subs:
+            print("no webhook subscription")
+        for sub in subs:
+            print(f"{sub.get('id')}  {sub.get('callback_url')}  created {sub.get('created_at')}")
+        return 0
+    strava.delete_subscription(args.subscription_id, client_id, secret, base_url=base_url)
+    print(f"deleted webhook subscription {args.subscription_id}")
+    return 0
+
+
+# -- mirror backfill -----------------------------------------------------------------------
+def _app(settings: Settings) -> App:
+    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.accounts import ensure_settings_account  # noqa: PLC0415
+
+    app = bootstrap(settings)
+    ensure_settings_account(app.store, settings, app.clock)
+    return app
+
+
+def cmd_mirror(settings: Settings, args: argparse.Namespace) -> int:
+    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.mirror_backfill import (  # noqa: PLC0415 (light top level)
+        ActivityLister,
+        backfill_mirror,
+    )
+
+    app = _app(settings)
+    user_id = args.user or settings.user_id
+    if app.store.get_account(user_id) is None:
+        raise ConfigError(f"no account {user_id!r} (see README.md: get-token)")
+    strava = app.strava_for(user_id)
+    if not isinstance(strava, ActivityLister):
+        raise ConfigError("this Strava client cannot list all activities")
+
+    def wait_until(until: datetime) -> bool:
+        print(f"mirror backfill: Strava's read budget is spent; waiting until {until:%H:%M} UTC")
+        app.stop.wait(max(0.0, (until - app.clock()).total_seconds()))
+        return not app.stop.is_set()
+
+    result = backfill_mirror(
+        app.store, strava, user_id, since=args.since, clock=app.clock, wait_until=wait_until
+    )
+    print(f"mirror backfill: {result.stored} activities stored, {result.skipped} unreadable")
+    if result.complete and result.covers_since is not None:
+        print(f"the mirror covers activities from {result.covers_since:%Y-%m-%d %H:%M} UTC on")
+    return 0 if result.complete else 1
+
+
+# -- workouts ------------------------------------------------------------------------------
+def workout_json(w: Workout) -> dict[str, Any]:
+    return {
+        "userId": w.user_id,
+        "activityId": w.activity_id,
+        "athleteId": w.athlete_id,
+        "name": w.name,
+        "sportType": w.sport_type,
+        "startDate": w.start_date.isoformat(),
+        "elapsedTime": w.elapsed_time,
+        "movingTime": w.moving_time,
+        "distance": w.distance,
+        "totalElevationGain": w.total_elevation_gain,
+        "externalId": w.external_id,
+        "uploadId": w.upload_id,
+        "isPrivate": w.is_private,
+        "isDeleted": w.is_deleted,
+        "updatedAt": w.updated_at.isoformat(),
+    }
+
+
+def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
+    app = _app(settings)
+    user_id = args.user or settings.user_id
+    rows = app.store.list_workouts(user_id, include_deleted=args.include_deleted)
+    if args.json:
+        print(json.dumps([workout_json(w) for w in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no mirrored activities for {user_id} (webhook subscribe, mirror backfill)")
+        return 0
+    print(f"{'strava id':>12}  {'start (UTC)':<16}  {'sport':<12} {'km':>6}  name")
+    for w in rows:
+        km = f"{w.distance / 1000:.2f}" if w.distance is not None else "-"
+        flags = (" [deleted]" if w.is_deleted else "") + (" [private]" if w.is_private else "")
+        print(
+            f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {w.sport_type:<12} {km:>6}  "
+            f"{w.name}{flags}"
+        )
+    return 0
+
+
+# -- events (dead letters of the SQLite queue) ---------------------------------------------
+def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
+    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415 (as above)
+    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+
+    if settings.store != "sqlite":
+        raise ConfigError(
+            "the events commands read the SQLite queue (G2S_STORE=sqlite); on AWS the "
+            "dead events are in the SQS dead-letter queue"
+        )
+    queue = SqliteEventQueue(settings.db_path)
+    try:
+        if args.events_command == "list-dead":
+            return _list_dead(queue)
+        return _retry_dead(queue, args)
+    finally:
+        queue.close()
+
+
+def _list_dead(queue: SqliteEventQueue) -> int:
+    dead = queue.list_dead()
+    if not dead:
+        print("no dead events")
+    for d in dead:
+        e = d.event
+        print(
+            f"{d.queue_id:>6}  {e.object_type}.{e.aspect_type} {e.object_id} "
+            f"(athlete {e.owner_id})  attempts {d.attempts}  died {d.died_at:%Y-%m-%d %H:%M}"
+            f"  {d.error}"
+        )
+    return 0
+
+
+def _retry_dead(queue: SqliteEventQueue, args: argparse.Namespace) -> int:
+    if (args.queue_id is None) == (not args.all):
+        print("garmin2strava: events retry takes an ID or --all (not both)", file=sys.stderr)
+        return 2
+    now = datetime.now(tz=UTC)
+    ids = [d.queue_id for d in queue.list_dead(limit=100_000)] if args.all else [args.queue_id]
+    retried = [i for i in ids if queue.retry_dead(i, now=now)]
+    missing = sorted(set(ids) - set(retried))
+    if retried:
+        print(f"{len(retried)} event(s) back in the queue; the worker processes them next")
+    if missing:
+        print(f"no dead event {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    if not ids:
+        print("no dead events")
+    return 0
