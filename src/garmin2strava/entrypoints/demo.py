@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from garmin2strava.bootstrap import bootstrap
+from garmin2strava.entrypoints.demo_mirror import show_mirror
 from garmin2strava.logs import configure_logging
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 from garmin2strava.services.accounts import ensure_settings_account
@@ -64,7 +65,8 @@ def _demo(pair: SandboxPair, workdir: Path) -> int:
     print(f"\nStrava now has {len(on_strava)} activities:")
     for start, name, external_id in on_strava:
         print(f"  {start:%a %d %b %H:%M}  {name:<30} external_id={external_id}")
-    ok = all(r.ok for r in first + second) and uploaded_again == 0
+    mirrored = show_mirror(pair, app, since=min(r.start_utc for r in seeded) - timedelta(days=1))
+    ok = all(r.ok for r in first + second) and uploaded_again == 0 and mirrored
     print("\ndemo: OK" if ok else "\ndemo: FAILED")
     return 0 if ok else 1
 

@@ -44,6 +44,7 @@ class MirrorBackfillResult:
     waits: list[datetime] = field(default_factory=list)  # budget windows waited for
     complete: bool = False
     covers_since: datetime | None = None
+    athletes: set[int] = field(default_factory=set)  # linked to the user by this run
 
 
 def cursor_key(user_id: str) -> str:
@@ -144,8 +145,11 @@ def _copy_pages(
     clock: Callable[[], datetime],
 ) -> None:
     for n, raw in enumerate(strava.list_all_activities(after=cursor.after), start=1):
+        # Whole seconds, like webhook event times: an update event from the same second
+        # as this listing must still apply over the row.
+        listed_at = clock().replace(microsecond=0)
         try:
-            workout = normalize_activity(raw, user_id=user_id, updated_at=clock())
+            workout = normalize_activity(raw, user_id=user_id, updated_at=listed_at)
         except BadActivity as exc:
             result.skipped += 1
             log.warning(
@@ -153,6 +157,9 @@ def _copy_pages(
                 extra={"userId": user_id, "activityId": raw.get("id"), "error": str(exc)},
             )
             continue
+        if workout.athlete_id not in result.athletes:
+            _link_athlete(store, user_id, workout.athlete_id)
+            result.athletes.add(workout.athlete_id)
         if store.upsert_workout(workout):
             result.stored += 1
             cursor.stored += 1
@@ -163,6 +170,19 @@ def _copy_pages(
         cursor.after = max(cursor.after, workout.start_date - timedelta(seconds=1))
         if n % _CHECKPOINT_EVERY == 0:
             _save_cursor(store, user_id, cursor)
+
+
+def _link_athlete(store: Store, user_id: str, athlete_id: int) -> None:
+    """Webhook events name the athlete only: an account made from settings learns its
+    athlete id here (creating it made no Strava request), so its events find it."""
+    if store.user_for_athlete(athlete_id) != user_id:
+        store.link_athlete(athlete_id, user_id)
+        log.info(
+            "mirror_backfill.athlete_linked", extra={"userId": user_id, "athleteId": athlete_id}
+        )
+    account = store.get_account(user_id)
+    if account is not None and account.strava_athlete_id is None:
+        store.put_account(replace(account, strava_athlete_id=athlete_id))
 
 
 def _mark_covered(store: Store, user_id: str, covers: datetime) -> None:
