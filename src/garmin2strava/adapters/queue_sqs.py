@@ -1,0 +1,251 @@
+"""ports.EventQueue on SQS, in its two halves (the AWS flavour of queue_sqlite.py).
+
+- `SqsEventQueue` is the enqueue side, used by the webhook Lambda: one SendMessage per
+  accepted event.
+- `SqsBatch` is the consuming side for one Lambda invocation: the records the SQS
+  event source mapping handed over, as `QueuedEvent`s for services.mirror's
+  `process_events`. What the worker does not complete becomes a batch item failure;
+  SQS makes it visible again after the visibility timeout, and after the queue's
+  `maxReceiveCount` deliveries its redrive policy moves it to the dead-letter queue.
+
+No dedupe at enqueue, on purpose. A standard queue delivers at least once whatever we
+do at enqueue, so the worker must be idempotent anyway, and it is: a create already
+reflected by a fetch costs no second request, updates are applied from the event
+itself, deletes are soft, and the store keeps the newest row (DESIGN.md "Mirror", 4).
+A conditional put of the dedupe key in DynamoDB would add a table write to Strava's
+2-second path and table access to the webhook's role (terraform/iam.tf gives it
+none) to save, at most, one duplicate message. `enqueue` therefore always answers
+True ("queued"); redeliveries of one event that meet in one batch are grouped and
+served together.
+
+botocore, not boto3: boto3 also imports s3transfer, which the webhook's cold start
+has no use for. The clients are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from garmin2strava.domain.webhook import BadEvent, DeadEvent, QueuedEvent, WebhookEvent, parse_event
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+__all__ = ["SqsBatch", "SqsEventQueue", "max_receive_count", "sqs_client"]
+
+log = logging.getLogger(__name__)
+
+_CONSUMED_BY_LAMBDA = (
+    "SQS messages are consumed by the worker Lambda's event source mapping (SqsBatch)"
+)
+
+
+def sqs_client() -> SQSClient:
+    """A client from the standard AWS environment (region, credentials, endpoint)."""
+    import botocore.session  # noqa: PLC0415 (only when a handler builds its clients)
+
+    return cast("SQSClient", botocore.session.get_session().create_client("sqs"))
+
+
+def max_receive_count(queue_url: str, *, client: SQSClient | None = None) -> int | None:
+    """The queue's redrive `maxReceiveCount`; None when it has none or is unreadable."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
+
+    client = client if client is not None else sqs_client()
+    try:
+        answer = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    except (BotoCoreError, ClientError) as exc:
+        # The worker still works without it; it only cannot tell the last delivery.
+        log.warning("sqs.redrive_policy_unreadable", extra={"error": type(exc).__name__})
+        return None
+    policy = answer.get("Attributes", {}).get("RedrivePolicy")
+    if not policy:
+        return None
+    return int(json.loads(policy)["maxReceiveCount"])
+
+
+class SqsEventQueue:
+    """The enqueue side of EventQueue: SendMessage to one standard queue."""
+
+    __slots__ = ("_client", "_queue_url")
+
+    def __init__(self, queue_url: str, *, client: SQSClient | None = None) -> None:
+        self._queue_url = queue_url
+        self._client: SQSClient = client if client is not None else sqs_client()
+
+    def __repr__(self) -> str:
+        return f"SqsEventQueue(queue_url={self._queue_url!r})"
+
+    def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:  # noqa: ARG002 (EventQueue's signature)
+        """Durable once SendMessage answered. Always True: see the module docstring."""
+        self._client.send_message(
+            QueueUrl=self._queue_url,
+            MessageBody=event.to_json(),
+            MessageAttributes={
+                "correlationId": {"DataType": "String", "StringValue": event.correlation_id},
+                "objectKey": {"DataType": "String", "StringValue": event.object_key},
+            },
+        )
+        return True
+
+    # The consuming side belongs to Lambda's event source mapping and SqsBatch.
+    def claim(
+        self, *, now: datetime, limit: int = 50, visibility_seconds: float = 60.0
+    ) -> list[list[QueuedEvent]]:
+        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
+
+    def complete(self, records: Sequence[QueuedEvent], *, now: datetime) -> None:
+        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
+
+    def release(self, records: Sequence[QueuedEvent], *, available_at: datetime) -> None:
+        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
+
+    def fail(self, records: Sequence[QueuedEvent], *, retry_at: datetime, error: str) -> None:
+        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
+
+    def dead_letter(self, records: Sequence[QueuedEvent], *, now: datetime, error: str) -> None:
+        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
+
+    def list_dead(self, *, limit: int = 100) -> list[DeadEvent]:
+        raise NotImplementedError("dead letters are in the SQS dead-letter queue")
+
+    def retry_dead(self, queue_id: int, *, now: datetime) -> bool:
+        raise NotImplementedError("redrive the SQS dead-letter queue (StartMessageMoveTask)")
+
+    def depth(self) -> int:
+        raise NotImplementedError("CloudWatch has the queue's depth (AWS/SQS metrics)")
+
+    def oldest_age(self, *, now: datetime) -> float | None:
+        raise NotImplementedError("CloudWatch has ApproximateAgeOfOldestMessage")
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    message_id: str
+    queued: QueuedEvent | None  # None: the body is not an event we wrote
+    error: str = ""
+
+
+class SqsBatch:
+    """The consuming side of EventQueue over one Lambda SQS batch.
+
+    `queue_id` is the record's position in the batch. `attempts` is SQS's
+    ApproximateReceiveCount minus this delivery, so `process_events(max_attempts=
+    maxReceiveCount)` dead-letters (audits) an event on its last delivery, and the
+    redrive policy then moves it to the DLQ. Releases, failures and dead letters all
+    end as batch item failures: SQS has the only copy, and only SQS may drop it.
+    """
+
+    def __init__(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self._messages = [_read_record(i, r) for i, r in enumerate(records)]
+        self._claimed = False
+        self._completed: set[int] = set()
+        self.errors: dict[str, str] = {m.message_id: m.error for m in self._messages if m.error}
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def failed_message_ids(self) -> list[str]:
+        """Every message not completed, in batch order: Lambda's batchItemFailures."""
+        return [m.message_id for i, m in enumerate(self._messages) if i not in self._completed]
+
+    def claim(
+        self,
+        *,
+        now: datetime,  # noqa: ARG002 (EventQueue's signature)
+        limit: int = 50,
+        visibility_seconds: float = 60.0,  # noqa: ARG002 (SQS owns the visibility timeout)
+    ) -> list[list[QueuedEvent]]:
+        """The whole batch once, grouped by object (oldest event first in a group)."""
+        if self._claimed:
+            return []
+        self._claimed = True
+        groups: dict[str, list[QueuedEvent]] = {}
+        for message in self._messages:
+            if message.queued is not None:
+                groups.setdefault(message.queued.event.object_key, []).append(message.queued)
+        ordered = [
+            sorted(group, key=lambda q: (q.event.event_time, q.queue_id))
+            for group in groups.values()
+        ]
+        return ordered[:limit]
+
+    def complete(self, records: Sequence[QueuedEvent], *, now: datetime) -> None:  # noqa: ARG002 (EventQueue's signature)
+        self._completed.update(r.queue_id for r in records)
+
+    def release(self, records: Sequence[QueuedEvent], *, available_at: datetime) -> None:
+        # Without ChangeMessageVisibility the message comes back after the queue's
+        # visibility timeout, which is later than the budget's reset anyway.
+        self._note(records, f"deferred until {available_at.isoformat()}")
+
+    def fail(self, records: Sequence[QueuedEvent], *, retry_at: datetime, error: str) -> None:  # noqa: ARG002 (EventQueue's signature)
+        self._note(records, error)
+
+    def dead_letter(self, records: Sequence[QueuedEvent], *, now: datetime, error: str) -> None:  # noqa: ARG002 (EventQueue's signature)
+        self._note(records, error)
+
+    def list_dead(self, *, limit: int = 100) -> list[DeadEvent]:  # noqa: ARG002 (EventQueue's signature)
+        return []  # the SQS dead-letter queue holds them
+
+    def retry_dead(self, queue_id: int, *, now: datetime) -> bool:  # noqa: ARG002 (EventQueue's signature)
+        return False
+
+    def depth(self) -> int:
+        return 0 if self._claimed else sum(m.queued is not None for m in self._messages)
+
+    def oldest_age(self, *, now: datetime) -> float | None:
+        if self._claimed:
+            return None
+        times = [m.queued.enqueued_at for m in self._messages if m.queued is not None]
+        return (now - min(times)).total_seconds() if times else None
+
+    def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:
+        raise NotImplementedError("the webhook enqueues with SqsEventQueue")
+
+    def _note(self, records: Sequence[QueuedEvent], error: str) -> None:
+        for record in records:
+            self.errors[self._messages[record.queue_id].message_id] = error
+
+
+def _read_record(index: int, record: Mapping[str, Any]) -> _Message:
+    message_id = str(record.get("messageId", f"#{index}"))
+    attributes = record.get("attributes") or {}
+    try:
+        event = _event_from_body(str(record.get("body", "")))
+    except BadEvent as exc:
+        reason = exc.reason
+    else:
+        reason = ""
+    if reason:
+        # Not ours or damaged: it can only fail, and after its last delivery it waits
+        # in the DLQ for a human instead of vanishing.
+        log.error("worker.bad_message", extra={"messageId": message_id, "reason": reason})
+        return _Message(message_id, None, f"unreadable message: {reason}")
+    receives = _int(attributes.get("ApproximateReceiveCount"), default=1)
+    sent_ms = _int(attributes.get("SentTimestamp"), default=0)
+    queued = QueuedEvent(
+        queue_id=index,
+        event=event,
+        attempts=max(receives - 1, 0),
+        enqueued_at=datetime.fromtimestamp(sent_ms / 1000, UTC),
+        claim_token=message_id,
+    )
+    return _Message(message_id, queued)
+
+
+def _event_from_body(body: str) -> WebhookEvent:
+    # The body is what SqsEventQueue wrote, but anyone allowed to send to the queue
+    # could have written something else: validate it as an incoming event.
+    return parse_event(body.encode(), subscription_id=None)
+
+
+def _int(value: object, *, default: int) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return default

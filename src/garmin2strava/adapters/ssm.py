@@ -1,0 +1,45 @@
+"""Secrets from SSM Parameter Store (SecureString, decrypted by SSM with KMS).
+
+The Lambda functions get parameter NAMES in their environment, never values
+(terraform/README.md "Secrets"); each handler reads its values once per cold start.
+botocore rather than boto3, for the webhook's cold start (see queue_sqs.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from garmin2strava.adapters.aws import error_code, is_transient, transient_error
+from garmin2strava.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
+__all__ = ["read_secure_parameter", "ssm_client"]
+
+
+def ssm_client() -> SSMClient:
+    """A client from the standard AWS environment (region, credentials, endpoint)."""
+    import botocore.session  # noqa: PLC0415 (only when a handler builds its clients)
+
+    return cast("SSMClient", botocore.session.get_session().create_client("ssm"))
+
+
+def read_secure_parameter(name: str, *, client: SSMClient | None = None) -> str:
+    """The decrypted value of parameter `name`. Errors name the parameter, never a value."""
+    client = client if client is not None else ssm_client()
+    try:
+        answer = client.get_parameter(Name=name, WithDecryption=True)
+    except (BotoCoreError, ClientError) as exc:
+        if is_transient(exc):
+            raise transient_error(f"SSM GetParameter {name}", exc) from exc
+        code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+        msg = f"SSM parameter {name} cannot be read: {code}"
+        raise ConfigError(msg) from None
+    value = answer["Parameter"].get("Value", "")
+    if not value:
+        msg = f"SSM parameter {name} is empty"
+        raise ConfigError(msg)
+    return value

@@ -1,0 +1,158 @@
+"""Cold-start builders shared by the three Lambda handlers.
+
+A handler calls its builder on its first invocation and keeps the result for the warm
+ones: settings, secrets read from SSM, the store with its KMS cipher, the queue. The
+libraries behind them (pydantic-settings, botocore, the DynamoDB store, stravalib,
+garminconnect) are imported inside the builders, so importing a handler module is
+cheap and the webhook's cold path never loads what only sync and worker use.
+
+Secrets never come from the function's environment: it holds the SSM parameter
+names (terraform/main.tf `function_environment`), and the values are read once here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from garmin2strava.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
+
+    from garmin2strava.bootstrap import App
+    from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
+
+__all__ = [
+    "ENV_QUEUE_URL",
+    "ENV_SSM_STRAVA_CLIENT_SECRET",
+    "ENV_SSM_STRAVA_VERIFY_TOKEN",
+    "WebhookRuntime",
+    "WorkerRuntime",
+    "build_app",
+    "build_webhook_runtime",
+    "build_worker_runtime",
+    "required_env",
+]
+
+log = logging.getLogger(__name__)
+
+# The names terraform/main.tf gives the functions.
+ENV_QUEUE_URL = "G2S_QUEUE_URL"
+ENV_SSM_STRAVA_CLIENT_SECRET = "G2S_SSM_STRAVA_CLIENT_SECRET"  # noqa: S105 (a variable name)
+ENV_SSM_STRAVA_VERIFY_TOKEN = "G2S_SSM_STRAVA_VERIFY_TOKEN"  # noqa: S105 (a variable name)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("json", "text")
+
+
+def required_env(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        msg = f"setting {name} is required in AWS Lambda"
+        raise ConfigError(msg)
+    return value
+
+
+def _optional_positive_int_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) <= 0:
+        msg = f"setting {name}: must be a positive integer"
+        raise ConfigError(msg)
+    return int(value)
+
+
+def _choice_env(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = os.environ.get(name, default).strip()
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    msg = f"setting {name}: must be one of {', '.join(choices)}"
+    raise ConfigError(msg)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+# -- webhook: the light path ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WebhookRuntime:
+    receiver: WebhookReceiver
+    stats: MirrorStats
+
+
+def build_webhook_runtime(
+    *, sqs: SQSClient | None = None, ssm: SSMClient | None = None
+) -> WebhookRuntime:
+    """The receiver on SQS. Reads its four settings from the environment directly:
+    pydantic-settings alone would cost the cold start more than everything else."""
+    from garmin2strava.adapters.queue_sqs import SqsEventQueue  # noqa: PLC0415 (cold start)
+    from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415 (cold start)
+    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.mirror import MirrorStats, WebhookReceiver  # noqa: PLC0415
+
+    configure_logging(
+        _choice_env("G2S_LOG_LEVEL", _LOG_LEVELS, "INFO"),
+        _choice_env("G2S_LOG_FORMAT", _LOG_FORMATS, "json"),
+    )
+    queue_url = required_env(ENV_QUEUE_URL)
+    subscription_id = _optional_positive_int_env("STRAVA_SUBSCRIPTION_ID")
+    verify_token = read_secure_parameter(required_env(ENV_SSM_STRAVA_VERIFY_TOKEN), client=ssm)
+    stats = MirrorStats()
+    receiver = WebhookReceiver(
+        SqsEventQueue(queue_url, client=sqs),
+        verify_token=verify_token,
+        subscription_id=subscription_id,
+        stats=stats,
+        clock=_utc_now,
+    )
+    log.info("lambda.cold_start", extra={"function": "webhook"})
+    return WebhookRuntime(receiver=receiver, stats=stats)
+
+
+# -- sync and worker: the whole application --------------------------------------------
+def build_app(*, ssm: SSMClient | None = None) -> App:
+    """Settings (as the container reads them), the Strava client secret from SSM, and
+    the store: DynamoDB with the KMS cipher under G2S_STORE=dynamodb, G2S_KMS_KEY_ID."""
+    from pydantic import SecretStr  # noqa: PLC0415 (cold start)
+
+    from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415
+    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (cold start)
+    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
+    from garmin2strava.settings import load_settings  # noqa: PLC0415 (cold start)
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    secret = read_secure_parameter(required_env(ENV_SSM_STRAVA_CLIENT_SECRET), client=ssm)
+    settings = settings.model_copy(update={"strava_client_secret": SecretStr(secret)})
+    app = bootstrap(settings)
+    log.info("lambda.cold_start", extra={"store": settings.store})
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRuntime:
+    app: App
+    # Deliveries before SQS moves a message to the DLQ: on the last one the worker
+    # records the dead letter (audit) itself before reporting the failure.
+    max_attempts: int
+
+
+def build_worker_runtime(
+    *, ssm: SSMClient | None = None, sqs: SQSClient | None = None
+) -> WorkerRuntime:
+    from garmin2strava.adapters.queue_sqs import max_receive_count  # noqa: PLC0415
+    from garmin2strava.services.mirror import DEFAULT_MAX_ATTEMPTS  # noqa: PLC0415
+
+    app = build_app(ssm=ssm)
+    queue_url = os.environ.get(ENV_QUEUE_URL, "").strip()
+    receives = max_receive_count(queue_url, client=sqs) if queue_url else None
+    if receives is None:
+        log.warning("lambda.max_receive_count_unknown", extra={"assumed": DEFAULT_MAX_ATTEMPTS})
+    return WorkerRuntime(app=app, max_attempts=receives or DEFAULT_MAX_ATTEMPTS)

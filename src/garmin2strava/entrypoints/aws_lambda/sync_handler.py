@@ -1,0 +1,112 @@
+"""Lambda: the scheduled sync (EventBridge, every minute).
+
+One cycle for every account whose lease this invocation gets. It stops before its own
+timeout: a timer sets the shared stop event `STOP_MARGIN_MS` before the end, the
+cycle finishes the activity in hand and releases its lease, and what is left waits
+for the next tick. The lease lasts no longer than the invocation can, so a killed
+invocation does not block the account for the default 15 minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+from garmin2strava.entrypoints.aws_lambda import _runtime
+from garmin2strava.entrypoints.aws_lambda.emf import emit_metrics
+
+if TYPE_CHECKING:
+    from garmin2strava.bootstrap import App
+    from garmin2strava.services.sync import SyncDeps
+
+__all__ = ["STOP_MARGIN_MS", "LambdaContext", "handler", "run_scheduled_sync", "runtime"]
+
+log = logging.getLogger(__name__)
+
+# Time kept for finishing the activity in hand (download, upload, one status poll)
+# and releasing the lease; at most half of what is left when the invocation starts.
+STOP_MARGIN_MS = 20_000
+_MIN_LEASE_S = 60
+
+
+class LambdaContext(Protocol):
+    """The part of AWS's context object this module uses."""
+
+    aws_request_id: str
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+@cache
+def runtime() -> App:
+    """Built by the first invocation of this container, reused by the warm ones."""
+    return _runtime.build_app()
+
+
+def handler(
+    event: Mapping[str, Any],  # noqa: ARG001 (the schedule event carries nothing we need)
+    context: LambdaContext,
+) -> dict[str, Any]:
+    return run_scheduled_sync(runtime(), context)
+
+
+def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
+    """Sync every account until done or until the margin before the timeout."""
+    from garmin2strava.services.runner import sync_all  # noqa: PLC0415 (built with the app)
+
+    started = time.monotonic()
+    remaining_ms = context.get_remaining_time_in_millis()
+    margin_ms = min(STOP_MARGIN_MS, remaining_ms // 2)
+    lease_ttl_s = max(_MIN_LEASE_S, math.ceil(remaining_ms / 1000))
+
+    def deps_for(user_id: str) -> SyncDeps:
+        deps = app.sync_deps(user_id)
+        deps.config = replace(deps.config, lease_ttl_s=lease_ttl_s)
+        return deps
+
+    app.stop.clear()  # a warm container may carry the last invocation's stop
+    timer = threading.Timer((remaining_ms - margin_ms) / 1000, app.stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        reports = sync_all(app.store, deps_for)
+    finally:
+        timer.cancel()
+        stopped_early = app.stop.is_set()
+        app.stop.clear()
+    outcomes: Counter[str] = Counter()
+    for report in reports:
+        outcomes.update(report.outcomes)
+    summary: dict[str, Any] = {
+        "accounts": len(reports),
+        "failed": sum(not r.ok for r in reports),
+        "skipped": sum(bool(r.skipped_reason) for r in reports),
+        "outcomes": dict(sorted(outcomes.items())),
+        "stoppedEarly": stopped_early,
+    }
+    duration_ms = round((time.monotonic() - started) * 1000, 2)
+    log.info(
+        "lambda.sync_done",
+        extra={"requestId": getattr(context, "aws_request_id", ""), "durationMs": duration_ms}
+        | summary,
+    )
+    dimensions = {"function": "sync"}
+    emit_metrics(
+        {
+            "AccountsSynced": summary["accounts"] - summary["skipped"],
+            "CyclesFailed": summary["failed"],
+            "StoppedEarly": int(stopped_early),
+        },
+        dimensions=dimensions,
+    )
+    emit_metrics({"SyncDuration": duration_ms}, dimensions=dimensions, unit="Milliseconds")
+    for outcome, count in sorted(outcomes.items()):
+        emit_metrics({"Uploads": count}, dimensions={**dimensions, "outcome": outcome})
+    return summary

@@ -1,0 +1,465 @@
+"""The three Lambda handlers, invoked in-process with AWS's sample events (aws_events/)
+against the session's local moto server (DynamoDB, KMS, SQS + DLQ, SSM SecureStrings)
+and the Garmin/Strava sandboxes on loopback. Never real AWS."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+
+from garmin2strava.adapters.store.dynamodb import create_table
+from garmin2strava.bootstrap import build_store, utc_now
+from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
+from garmin2strava.ports import Store
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.services.accounts import ensure_settings_account
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+pytestmark = pytest.mark.integration
+
+EVENTS_DIR = Path(__file__).parent / "aws_events"
+USER = "demo"  # SandboxPair.settings' G2S_USER_ID
+SUBSCRIPTION_ID = 120475
+VERIFY_TOKEN = "STRAVA"  # what aws_events/apigw_v2_handshake_get.json sends
+MAX_RECEIVES = 3
+
+
+def load_aws_event(name: str) -> dict[str, Any]:
+    """A fresh copy of the sample event aws_events/{name}.json."""
+    data: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text("utf-8"))
+    return copy.deepcopy(data)
+
+
+@dataclass
+class FakeContext:
+    """The two members of AWS's Lambda context object the handlers use."""
+
+    remaining_ms: int = 120_000
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@dataclass
+class Deployment:
+    """What terraform would have created, on moto, plus the sandboxes."""
+
+    pair: SandboxPair
+    store: Store
+    sqs: SQSClient
+    queue_url: str
+    dlq_url: str
+
+    def queued_bodies(self, queue_url: str | None = None) -> list[str]:
+        answer = self.sqs.receive_message(
+            QueueUrl=queue_url or self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        return [m["Body"] for m in answer.get("Messages", [])]
+
+
+def _clear_runtimes() -> None:
+    sync_handler.runtime.cache_clear()
+    webhook_handler.runtime.cache_clear()
+    worker_handler.runtime.cache_clear()
+
+
+@pytest.fixture
+def deployment(
+    aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Deployment]:
+    prefix = f"/g2s-{uuid.uuid4().hex[:8]}"
+    table = f"g2s-{uuid.uuid4().hex[:12]}"
+    dynamodb = boto3.client("dynamodb")
+    create_table(dynamodb, table)
+    key_id = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    sqs = boto3.client("sqs")
+    dlq_url = sqs.create_queue(QueueName=f"{table}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName=f"{table}-events",
+        Attributes={
+            "VisibilityTimeout": "0",  # a returned failure is at once deliverable again
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}
+            ),
+        },
+    )["QueueUrl"]
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    with running_sandboxes() as pair:
+        ssm = boto3.client("ssm")
+        ssm.put_parameter(
+            Name=f"{prefix}/strava_client_secret",
+            Type="SecureString",
+            KeyId=key_id,
+            Value=pair.strava.client_secret,
+        )
+        ssm.put_parameter(
+            Name=f"{prefix}/strava_verify_token",
+            Type="SecureString",
+            KeyId=key_id,
+            Value=VERIFY_TOKEN,
+        )
+        env = {
+            "G2S_STORE": "dynamodb",
+            "G2S_DYNAMODB_TABLE": table,
+            "G2S_KMS_KEY_ID": key_id,
+            "G2S_QUEUE_URL": queue_url,
+            "G2S_USER_ID": USER,
+            "G2S_LOG_FORMAT": "json",
+            "G2S_LOG_LEVEL": "WARNING",
+            "STRAVA_CLIENT_ID": str(pair.strava.client_id),
+            "STRAVA_SUBSCRIPTION_ID": str(SUBSCRIPTION_ID),
+            "G2S_SSM_STRAVA_CLIENT_SECRET": f"{prefix}/strava_client_secret",
+            "G2S_SSM_STRAVA_VERIFY_TOKEN": f"{prefix}/strava_verify_token",
+            "G2S_STRAVA_BASE_URL": pair.strava.base_url,
+            "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
+            # Values in the plain environment are never used as secrets.
+            "STRAVA_VERIFY_TOKEN": "not-the-verify-token",
+            "STRAVA_CLIENT_SECRET": "not-the-client-secret",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        # The account as the CLI stores it before the first deployment runs.
+        settings = pair.settings(
+            tmp_path / "unused.sqlite3",
+            store="dynamodb",
+            dynamodb_table=table,
+            kms_key_id=key_id,
+            token_key=None,
+        )
+        store = build_store(settings)
+        ensure_settings_account(store, settings, utc_now)
+        store.link_athlete(pair.athlete_id, USER)
+        _clear_runtimes()
+        try:
+            yield Deployment(pair, store, sqs, queue_url, dlq_url)
+        finally:
+            _clear_runtimes()
+            root.handlers[:], root.level = saved_handlers, saved_level
+            dynamodb.delete_table(TableName=table)
+
+
+@pytest.fixture
+def fast_sync(deployment: Deployment) -> None:
+    """The cached sync app, built now, polls uploads without the 2 s pause."""
+    app = sync_handler.runtime()
+    app.poll_delay_s = 0
+    app.garmin_retry_min_wait_s = 0.01
+
+
+def _invoke(
+    handler: Callable[[Any, Any], dict[str, Any]], event: Any, context: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The handler's answer and the EMF lines it printed."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        answer = handler(event, context)
+    return answer, [json.loads(line) for line in out.getvalue().splitlines() if line]
+
+
+def _emf(lines: list[dict[str, Any]], name: str, **dimensions: str) -> float | None:
+    for line in lines:
+        if all(line.get(k) == v for k, v in dimensions.items()) and name in line:
+            return float(line[name])
+    return None
+
+
+# -- sync ---------------------------------------------------------------------------------
+def test_sync_uploads_seeded_runs_then_idles_on_one_garmin_request(
+    deployment: Deployment, fast_sync: None
+) -> None:
+    """A cold invocation uploads the new runs; a warm idle one costs 1 Garmin, 0 Strava."""
+    pair = deployment.pair
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    seed_run(pair, 31_000_001, start_utc=start, name="Easy")
+    seed_run(pair, 31_000_002, start_utc=start + timedelta(hours=5), name="Tempo")
+    event = load_aws_event("eventbridge_scheduled")
+
+    summary, emf = _invoke(sync_handler.handler, event, FakeContext())
+
+    assert summary["outcomes"] == {"uploaded": 2}
+    assert (summary["failed"], summary["stoppedEarly"]) == (0, False)
+    assert pair.strava_counts()["uploads"] == 2
+    ledger = deployment.store.get_uploads(USER, [31_000_001, 31_000_002])
+    assert {e.outcome.value for e in ledger.values()} == {"uploaded"}
+    assert _emf(emf, "Uploads", function="sync", outcome="uploaded") == 2
+    assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "garmin2strava"
+
+    garmin_before, strava_before = pair.garmin_count(), pair.strava_counts()
+    summary, _ = _invoke(sync_handler.handler, event, FakeContext())
+
+    assert summary["outcomes"] == {}
+    assert pair.garmin_count() - garmin_before == 1
+    assert pair.strava_counts() == strava_before
+    assert sync_handler.runtime.cache_info().misses == 1  # built once per cold start
+
+
+def test_sync_stops_before_its_timeout_and_leaves_work_for_the_next_run(
+    deployment: Deployment, fast_sync: None
+) -> None:
+    """With no time left, nothing starts; the next invocation does the work."""
+    pair = deployment.pair
+    seed_run(pair, 31_000_010, start_utc=datetime.now(UTC) - timedelta(hours=3))
+    event = load_aws_event("eventbridge_scheduled")
+
+    summary, emf = _invoke(sync_handler.handler, event, FakeContext(remaining_ms=2))
+
+    assert summary["stoppedEarly"] is True
+    assert summary["accounts"] == 0
+    assert pair.garmin_count() == 0
+    assert _emf(emf, "StoppedEarly", function="sync") == 1
+
+    summary, _ = _invoke(sync_handler.handler, event, FakeContext())
+    assert summary["outcomes"] == {"uploaded": 1}
+    assert summary["stoppedEarly"] is False
+
+
+def test_sync_reads_the_client_secret_from_ssm(deployment: Deployment) -> None:
+    """The Strava client secret is the SSM value, not the plain environment's."""
+    app = sync_handler.runtime()
+    assert app.settings.strava_client_secret is not None
+    secret = app.settings.strava_client_secret.get_secret_value()
+    assert secret == deployment.pair.strava.client_secret
+    assert secret != os.environ["STRAVA_CLIENT_SECRET"]
+
+
+# -- webhook ------------------------------------------------------------------------------
+def _body(answer: dict[str, Any]) -> Any:
+    assert answer["headers"]["content-type"] == "application/json"
+    return json.loads(answer["body"])
+
+
+def test_webhook_answers_the_handshake(deployment: Deployment) -> None:
+    """GET with the SSM verify token echoes hub.challenge as JSON."""
+    event = load_aws_event("apigw_v2_handshake_get")
+    answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+    assert answer["statusCode"] == 200
+    assert _body(answer) == {"hub.challenge": "15f7d1a91c1f40f8a748fd134752feb3"}
+
+
+@pytest.mark.parametrize("token", ["wrong", "not-the-verify-token"])
+def test_webhook_refuses_a_wrong_verify_token(deployment: Deployment, token: str) -> None:
+    """A wrong token (including the plain environment's) is 403 and echoes nothing."""
+    event = load_aws_event("apigw_v2_handshake_get")
+    event["queryStringParameters"]["hub.verify_token"] = token
+    answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+    assert answer["statusCode"] == 403
+    assert "15f7d1a9" not in answer["body"]
+    assert VERIFY_TOKEN not in answer["body"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("{oops", 400),
+        ('{"object_type":"club"}', 400),
+        ("[]", 400),
+        (json.dumps({"object_type": "activity", "object_id": "12"}), 400),
+        ("x" * 5000, 413),
+    ],
+)
+def test_webhook_refuses_malformed_events(deployment: Deployment, body: str, status: int) -> None:
+    """Malformed or oversized bodies are refused and nothing is enqueued."""
+    event = load_aws_event("apigw_v2_event_post")
+    event["body"] = body
+    answer, emf = _invoke(webhook_handler.handler, event, FakeContext())
+    assert answer["statusCode"] == status
+    assert deployment.queued_bodies() == []
+    if status == 400:
+        assert _emf(emf, "EventsRejectedBad", function="webhook") == 1
+
+
+def test_webhook_refuses_a_foreign_subscription(deployment: Deployment) -> None:
+    """An event for another subscription id is 403 and not enqueued."""
+    event = load_aws_event("apigw_v2_event_post")
+    data = json.loads(event["body"])
+    event["body"] = json.dumps(data | {"subscription_id": SUBSCRIPTION_ID + 1})
+    answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+    assert answer["statusCode"] == 403
+    assert deployment.queued_bodies() == []
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_webhook_enqueues_a_valid_event_to_sqs(deployment: Deployment, encoded: bool) -> None:
+    """A valid POST (plain or base64 body) is 200 and lands on the queue as the event."""
+    event = load_aws_event("apigw_v2_event_post")
+    expected = WebhookEvent.from_json(event["body"])
+    if encoded:
+        event["body"] = base64.b64encode(event["body"].encode()).decode()
+        event["isBase64Encoded"] = True
+    answer, emf = _invoke(webhook_handler.handler, event, FakeContext())
+    assert answer["statusCode"] == 200
+    assert _body(answer) == {"status": "queued"}
+    assert [WebhookEvent.from_json(b) for b in deployment.queued_bodies()] == [expected]
+    assert _emf(emf, "EventsReceived", function="webhook") == 1
+
+
+def test_webhook_module_imports_no_heavy_library() -> None:
+    """Importing the webhook handler loads neither the API clients nor boto3/pydantic."""
+    code = (
+        "import sys, garmin2strava.entrypoints.aws_lambda.webhook_handler\n"
+        "heavy = ('stravalib', 'garminconnect', 'fitparse', 'boto3', 'botocore',"
+        " 'pydantic', 'pydantic_settings', 's3transfer')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(  # noqa: S603 (our own interpreter, fixed code)
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- worker -------------------------------------------------------------------------------
+def _record(message_id: str, body: str, *, receives: int = 1) -> dict[str, Any]:
+    record: dict[str, Any] = load_aws_event("sqs_batch")["Records"][0]
+    record["messageId"] = message_id
+    record["body"] = body
+    record["attributes"]["ApproximateReceiveCount"] = str(receives)
+    return record
+
+
+def _create_event(activity_id: int, owner_id: int, **changes: Any) -> str:
+    event = {
+        "object_type": "activity",
+        "object_id": activity_id,
+        "aspect_type": "create",
+        "owner_id": owner_id,
+        "subscription_id": SUBSCRIPTION_ID,
+        "event_time": int(datetime.now(UTC).timestamp()),
+        "updates": {},
+    }
+    return json.dumps(event | changes)
+
+
+def test_worker_mirrors_a_create_with_one_strava_fetch(deployment: Deployment) -> None:
+    """The sample batch's create, twice delivered, costs one fetch and fails nothing."""
+    pair = deployment.pair
+    activity_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=2), elapsed_s=1800
+    )
+    batch = load_aws_event("sqs_batch")
+    first = batch["Records"][0]
+    first["body"] = _create_event(activity_id, pair.athlete_id)
+    batch["Records"].append(dict(first, messageId="0d6b1f3e-redelivered"))
+
+    answer, emf = _invoke(worker_handler.handler, batch, FakeContext())
+
+    assert answer == {"batchItemFailures": []}
+    assert pair.strava.requests["activity"] == 1
+    workout = deployment.store.get_workout(USER, activity_id)
+    assert workout is not None
+    assert not workout.is_deleted
+    assert _emf(emf, "EventsProcessed", function="worker") == 2
+    assert _emf(emf, "StravaFetches", function="worker") == 1
+
+
+def test_worker_reports_only_the_failing_records(deployment: Deployment) -> None:
+    """An unreadable message and an unknown athlete's event are returned; the rest is not."""
+    pair = deployment.pair
+    activity_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=1), elapsed_s=900
+    )
+    batch = {
+        "Records": [
+            _record("ok", _create_event(activity_id, pair.athlete_id)),
+            _record("garbled", "{not json"),
+            _record("stranger", _create_event(activity_id + 1, 999_999)),
+        ]
+    }
+    answer, emf = _invoke(worker_handler.handler, batch, FakeContext())
+
+    failed = [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+    assert failed == ["garbled", "stranger"]
+    assert deployment.store.get_workout(USER, activity_id) is not None
+    assert _emf(emf, "MessagesFailed", function="worker") == 2
+
+
+def test_worker_returns_everything_unfinished_when_the_store_fails(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash under the whole batch returns every message instead of losing it."""
+    pair = deployment.pair
+    built = worker_handler.runtime()
+
+    def broken(_athlete_id: int) -> str | None:
+        raise ConnectionError("store unreachable")
+
+    monkeypatch.setattr(built.app.store, "user_for_athlete", broken)
+    batch = {"Records": [_record("a", _create_event(1, pair.athlete_id))]}
+    answer, _ = _invoke(worker_handler.handler, batch, FakeContext())
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "a"}]}
+
+
+def _deliver(deployment: Deployment) -> list[str]:
+    """What Lambda's SQS event source mapping does once: receive a batch, invoke the
+    worker, delete what it did not report. Returns the reported message ids."""
+    sqs = deployment.sqs
+    received = sqs.receive_message(
+        QueueUrl=deployment.queue_url,
+        MaxNumberOfMessages=10,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    if not received:
+        return []
+    records = [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": {str(k): v for k, v in m.get("Attributes", {}).items()},
+            "eventSource": "aws:sqs",
+        }
+        for m in received
+    ]
+    answer, _ = _invoke(worker_handler.handler, {"Records": records}, FakeContext())
+    failed = [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+    for m in received:
+        if m["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=deployment.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return failed
+
+
+def test_failing_event_reaches_the_dlq_after_the_last_delivery(deployment: Deployment) -> None:
+    """Webhook to SQS to worker: a good event is mirrored and deleted; one that keeps
+    failing is returned on each of its deliveries, then redriven to the DLQ."""
+    pair = deployment.pair
+    activity_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=4), elapsed_s=1200
+    )
+    # The second event's athlete is nobody we know.
+    for object_id, owner in ((activity_id, pair.athlete_id), (activity_id + 1, 424_242)):
+        event = load_aws_event("apigw_v2_event_post")
+        event["body"] = _create_event(object_id, owner)
+        answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+        assert answer["statusCode"] == 200
+
+    reported = [_deliver(deployment) for _ in range(MAX_RECEIVES + 1)]
+
+    assert [len(failed) for failed in reported] == [1] * MAX_RECEIVES + [0]
+    assert deployment.store.get_workout(USER, activity_id) is not None
+    dead = deployment.queued_bodies(deployment.dlq_url)
+    assert [WebhookEvent.from_json(b).owner_id for b in dead] == [424_242]
+    assert deployment.queued_bodies() == []
