@@ -16,6 +16,37 @@ resource "aws_dynamodb_table" "main" {
     type = "S"
   }
 
+  # The store's secondary keys (adapters/store/codec.py): LSI1SK orders workouts by
+  # start time and the ledger newest first; GSI1 holds only unsettled ledger entries.
+  attribute {
+    name = "LSI1SK"
+    type = "S"
+  }
+
+  attribute {
+    name = "GSI1PK"
+    type = "S"
+  }
+
+  attribute {
+    name = "GSI1SK"
+    type = "S"
+  }
+
+  # A local index can only be created with the table.
+  local_secondary_index {
+    name            = "LSI1"
+    range_key       = "LSI1SK"
+    projection_type = "ALL"
+  }
+
+  global_secondary_index {
+    name            = "GSI1"
+    hash_key        = "GSI1PK"
+    range_key       = "GSI1SK"
+    projection_type = "ALL"
+  }
+
   # Only audit items carry expiresAt (epoch seconds); DynamoDB removes them after it.
   ttl {
     attribute_name = "expiresAt"

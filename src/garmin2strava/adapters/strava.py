@@ -386,6 +386,14 @@ class StravaAdapter:
                 return
             page += 1
 
+    def get_athlete_id(self) -> int:
+        """The authorizing athlete's id (GET /athlete): one read."""
+        body = self._call(lambda: self._client.protocol.get("/athlete"))
+        athlete_id = body.get("id") if isinstance(body, dict) else None
+        if not isinstance(athlete_id, int) or isinstance(athlete_id, bool):
+            raise TransientError("Strava's athlete has no id")
+        return athlete_id
+
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         body = self._call(lambda: self._client.protocol.get("/activities/{id}", id=activity_id))
         if not isinstance(body, dict):

@@ -14,7 +14,7 @@ from typing import Any
 from garmin2strava.bootstrap import App, bootstrap, utc_now
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.entrypoints.mirror_commands import MIRROR_COMMANDS, run_mirror_command
-from garmin2strava.errors import ConfigError
+from garmin2strava.errors import ConfigError, G2SError
 from garmin2strava.logs import configure_logging
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.runner import sync_all
@@ -61,6 +61,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     app = _app(settings)
     if settings.store != "sqlite" or getattr(args, "no_http", False):
         return run_daemon(app)
+    _link_settings_athlete(app)
     mirror = MirrorRuntime(app)
     return run_daemon(app, extra_threads=[mirror.serve_http, mirror.work])
 
@@ -70,8 +71,25 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
 
     app = _app(settings)
+    _link_settings_athlete(app)
     mirror = MirrorRuntime(app)
     return run_daemon(app, extra_threads=[mirror.serve_http, mirror.work], sync=False)
+
+
+def _link_settings_athlete(app: App) -> None:
+    """The mirror needs athlete -> account; a failure here must not stop the daemon."""
+    from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
+    from garmin2strava.services.accounts import ensure_athlete_linked  # noqa: PLC0415
+
+    user_id = app.settings.user_id
+    if app.store.get_account(user_id) is None or app.store.get_strava_tokens(user_id) is None:
+        return
+    try:
+        strava = app.strava_for(user_id)
+        assert isinstance(strava, StravaAdapter)
+        ensure_athlete_linked(app.store, user_id, strava.get_athlete_id)
+    except G2SError as exc:
+        log.warning("account.athlete_link_failed", extra={"userId": user_id, "error": str(exc)})
 
 
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:

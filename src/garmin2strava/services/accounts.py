@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from garmin2strava.errors import ConfigError
 from garmin2strava.ports import Store
 from garmin2strava.settings import Settings
 
-__all__ = ["ensure_settings_account", "read_garmin_tokens_setting"]
+__all__ = ["ensure_athlete_linked", "ensure_settings_account", "read_garmin_tokens_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +96,24 @@ def read_garmin_tokens_setting(value: str) -> str:
             "(run `garmin2strava garmin login`)"
         )
     return json.dumps({k: data.get(k) for k in ("di_token", "di_refresh_token", "di_client_id")})
+
+
+def ensure_athlete_linked(
+    store: Store, user_id: str, athlete_id_of: Callable[[], int]
+) -> int | None:
+    """Link the account to its Strava athlete, so webhook events (which carry only
+    `owner_id`) find it. Accounts made by `get-token` are linked already; one made from
+    settings is linked here once, at daemon start-up, for one Strava read. Never
+    called by a sync cycle, so idle cycles stay at zero Strava requests."""
+    account = store.get_account(user_id)
+    if account is None:
+        return None
+    if account.strava_athlete_id is not None:
+        if store.user_for_athlete(account.strava_athlete_id) is None:
+            store.link_athlete(account.strava_athlete_id, user_id)
+        return account.strava_athlete_id
+    athlete_id = athlete_id_of()
+    store.link_athlete(athlete_id, user_id)
+    store.put_account(replace(account, strava_athlete_id=athlete_id))
+    log.info("account.athlete_linked", extra={"userId": user_id, "athleteId": athlete_id})
+    return athlete_id
