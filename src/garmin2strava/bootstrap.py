@@ -91,6 +91,7 @@ class App:
             client_id=settings.strava_client_id,
             client_secret=settings.strava_client_secret.get_secret_value(),
             base_url=settings.strava_base_url,
+            clock=self.clock,
         )
 
     def sync_config(self) -> SyncConfig:
