@@ -1,0 +1,338 @@
+"""The `garmin2strava` command line, run through `main()` against both sandboxes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.entrypoints.cli import build_parser, main
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
+
+pytestmark = pytest.mark.integration
+
+USER = "me"
+NOW = datetime.now(tz=UTC).replace(microsecond=0)
+
+# Every command (and action) with the options its --help must mention.
+HELP_OPTIONS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("run",): ("--no-http", "G2S_SYNC_INTERVAL_SECONDS", "SIGTERM"),
+    ("serve",): ("G2S_HTTP_PORT",),
+    ("sync",): ("--once", "--dry-run", "--user"),
+    ("backfill",): ("--since", "--until", "--user", "--no-progress"),
+    ("uploads",): ("list", "retry"),
+    ("uploads", "list"): ("--json", "--user", "--limit"),
+    ("uploads", "retry"): ("garmin_activity_id", "--user"),
+    ("status",): ("--json",),
+    ("get-token",): ("--port", "--user", "--timeout", "--open", "activity:read_all"),
+    ("garmin",): ("login",),
+    ("garmin", "login"): ("--email", "--user"),
+    ("demo",): ("--keep",),
+}
+
+
+def _commands() -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Every command path in the parser, with the options and arguments it declares."""
+    found: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def walk(prefix: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:  # argparse has no public list of subcommands
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    declared = tuple(
+                        max(a.option_strings, key=len)
+                        if a.option_strings
+                        else str(a.metavar or a.dest)
+                        for a in sub._actions
+                        if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)
+                    )
+                    found[(*prefix, name)] = declared
+                    walk((*prefix, name), sub)
+
+    walk((), build_parser())
+    return found
+
+
+COMMANDS = _commands()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No setting of the developer's (environment or ./.env) reaches the command."""
+    for name in list(os.environ):
+        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    # main() points the root logger at this test's captured stderr: put it back.
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPair]:
+    """Both sandboxes, and the single-user settings pointing at them."""
+    with running_sandboxes() as sandboxes:
+        settings = {
+            "STRAVA_CLIENT_ID": str(sandboxes.strava.client_id),
+            "STRAVA_CLIENT_SECRET": sandboxes.strava.client_secret,
+            "STRAVA_REFRESH_TOKEN": sandboxes.strava_refresh_token,
+            "GARMIN_TOKENS": sandboxes.garmin_tokens,
+            "G2S_USER_ID": USER,
+            "G2S_DB_PATH": str(tmp_path / "data" / "g2s.sqlite3"),
+            "G2S_TOKEN_KEY": generate_token_key(),
+            "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
+            "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
+            "G2S_LOG_LEVEL": "WARNING",
+        }
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        yield sandboxes
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`garmin2strava argv...` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse: --help and usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def uploads_json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    code, out, _err = run_cli(capsys, "uploads", "list", "--json")
+    assert code == 0
+    entries: list[dict[str, object]] = json.loads(out)
+    return entries
+
+
+# -- help -------------------------------------------------------------------------------
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`garmin2strava --help` exits 0 and names every command."""
+    code, out, _err = run_cli(capsys, "--help")
+    assert code == 0
+    for command, *_action in COMMANDS:
+        assert command in out
+
+
+def test_the_documented_commands_exist() -> None:
+    """Every command HELP_OPTIONS expects is in the parser."""
+    assert set(HELP_OPTIONS) <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS), ids=" ".join)
+def test_command_help_mentions_its_options(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command's --help exits 0 and mentions each of its options."""
+    code, out, _err = run_cli(capsys, *command, "--help")
+    assert code == 0
+    for option in COMMANDS[command] + HELP_OPTIONS.get(command, ()):
+        assert option in out, f"{' '.join(command)} --help does not mention {option}"
+
+
+def test_help_through_the_module_entry_point(tmp_path: Path) -> None:
+    """`python -m garmin2strava.entrypoints.cli --help` works as a separate process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "garmin2strava.entrypoints.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "get-token" in done.stdout
+    assert done.stderr == ""
+
+
+# -- bad settings ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("G2S_SYNC_INTERVAL_SECONDS", "abc"),
+        ("G2S_SYNC_INTERVAL_SECONDS", "5"),
+        ("G2S_STRAVA_BASE_URL", "http://example.com"),
+        ("G2S_STORE", "postgres"),
+    ],
+)
+def test_bad_setting_exits_2_with_one_line_naming_it(
+    name: str, value: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong setting stops the command with exit 2 and one stderr line naming it."""
+    monkeypatch.setenv(name, value)
+    code, out, err = run_cli(capsys, "status")
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1
+    assert name in lines[0]
+
+
+def test_a_dotenv_file_in_the_working_directory_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Settings come from ./.env too (which is why the tests run in tmp_path)."""
+    (tmp_path / ".env").write_text("G2S_SYNC_INTERVAL_SECONDS=abc\n", encoding="utf-8")
+    code, _out, err = run_cli(capsys, "status")
+    assert code == 2
+    assert "G2S_SYNC_INTERVAL_SECONDS" in err
+
+
+# -- sync ------------------------------------------------------------------------------
+def test_sync_once_uploads_and_exits_0(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One cycle uploads the new runs, and the ledger and status say so."""
+    seed_demo(pair, NOW)
+    code, out, err = run_cli(capsys, "sync", "--once")
+    assert code == 0, err
+    uploaded = {r.garmin_id for r in pair.seeded if r.expect == "uploaded"}
+    assert {a.external_id for a in pair.strava.activities.values()} >= {
+        f"garmin2strava_{gid}" for gid in uploaded
+    }
+    assert pair.strava_counts()["uploads"] == len(uploaded)
+    assert f"account {USER}:" in out
+
+    entries = uploads_json(capsys)
+    outcomes = {e["garminActivityId"]: e["outcome"] for e in entries}
+    assert outcomes == {
+        r.garmin_id: r.expect for r in pair.seeded if r.expect in {"uploaded", "exists", "skipped"}
+    }
+    assert all(e["userId"] == USER for e in entries)
+
+    code, out, _err = run_cli(capsys, "status", "--json")
+    assert code == 0
+    status = json.loads(out)
+    (account,) = status["accounts"]
+    assert account["userId"] == USER
+    assert account["status"] == "active"
+    assert account["lastCycleOk"] is True
+    assert account["uploads"] == {"exists": 1, "skipped": 1, "uploaded": len(uploaded)}
+    assert status["stravaBudget"] is not None
+
+    code, _out, err = run_cli(capsys, "sync", "--once")
+    assert code == 0, err
+    assert pair.strava_counts()["uploads"] == len(uploaded)
+
+
+def test_sync_once_exits_1_when_an_account_failed(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Revoked Garmin tokens fail the account's cycle: exit 1, and status names why."""
+    seed_demo(pair, NOW)
+    pair.garmin.revoke_all_tokens()
+    code, out, _err = run_cli(capsys, "sync", "--once")
+    assert code == 1
+    assert f"account {USER}:" in out
+    assert pair.strava_counts()["uploads"] == 0
+
+    code, out, _err = run_cli(capsys, "status", "--json")
+    assert code == 0
+    (account,) = json.loads(out)["accounts"]
+    assert account["status"] == "needs_garmin_login"
+
+
+def test_dry_run_changes_nothing(pair: SandboxPair, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dry-run names what it would upload, uploads nothing and records nothing."""
+    seed_demo(pair, NOW)
+    code, out, err = run_cli(capsys, "sync", "--once", "--dry-run")
+    assert code == 0, err
+    assert "would upload" in out
+    assert pair.strava_counts()["uploads"] == 0
+    assert pair.garmin.requests["download"] == 0
+    assert uploads_json(capsys) == []
+
+
+def test_uploads_retry_requeues_a_dead_entry(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run Strava refused until it was dead is uploaded after `uploads retry`."""
+    monkeypatch.setenv("G2S_MAX_ATTEMPTS", "1")
+    run = seed_run(pair, 31_000_001, start_utc=NOW - timedelta(hours=3), name="Refused")
+    pair.strava.fail_next("upload", 400)
+    code, _out, _err = run_cli(capsys, "sync", "--once")
+    assert code == 0  # a dead upload is recorded; the account's cycle itself went fine
+    (entry,) = uploads_json(capsys)
+    assert (entry["garminActivityId"], entry["outcome"]) == (run.garmin_id, "dead")
+
+    code, _out, _err = run_cli(capsys, "uploads", "retry", "31000001")
+    assert code == 0
+    (entry,) = uploads_json(capsys)
+    assert (entry["outcome"], entry["attempts"]) == ("failed", 0)
+
+    code, _out, err = run_cli(capsys, "sync", "--once")
+    assert code == 0, err
+    (entry,) = uploads_json(capsys)
+    assert entry["outcome"] == "uploaded"
+    assert pair.strava_counts()["uploads"] == 2
+
+    code, _out, _err = run_cli(capsys, "uploads", "retry", "31000001")
+    assert code == 1  # nothing to retry once uploaded
+    code, _out, _err = run_cli(capsys, "uploads", "retry", "404")
+    assert code == 1
+
+
+# -- backfill --------------------------------------------------------------------------
+@pytest.mark.timeout(300)  # 23 real uploads, each polled once after the 2 s processing wait
+def test_backfill_uploads_history_beyond_the_lookback_once(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backfill uploads every older run the lookback never sees; a rerun uploads none."""
+    monkeypatch.setenv("G2S_LOOKBACK", "2")
+    for i in range(21):
+        start = NOW - timedelta(days=60 - i)
+        seed_run(pair, 41_000_000 + i, start_utc=start, duration_s=600, name=f"Old {i}")
+    for i in range(2):
+        start = NOW - timedelta(hours=10 - i)
+        seed_run(pair, 42_000_000 + i, start_utc=start, duration_s=600, name=f"New {i}")
+    code, _out, err = run_cli(capsys, "sync", "--once")
+    assert code == 0, err
+    assert pair.strava_counts()["uploads"] == 2  # the lookback: the newest two only
+
+    since = (NOW - timedelta(days=90)).date().isoformat()
+    code, out, err = run_cli(capsys, "backfill", "--since", since, "--no-progress")
+    assert code == 0, err
+    assert "backfill: 23 of 23 activities handled" in out
+    assert pair.strava_counts()["uploads"] == 23
+    external_ids = {a.external_id for a in pair.strava.activities.values()}
+    assert external_ids == {f"garmin2strava_{r.garmin_id}" for r in pair.seeded}
+
+    code, out, err = run_cli(capsys, "backfill", "--since", since, "--no-progress")
+    assert code == 0, err
+    assert "backfill: 23 of 23 activities handled" in out
+    assert pair.strava_counts()["uploads"] == 23
+
+
+def test_backfill_rejects_since_after_until(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--since must come before --until (exit 2, a usage error)."""
+    code, _out, err = run_cli(
+        capsys, "backfill", "--since", "2025-02-01", "--until", "2025-01-01", "--no-progress"
+    )
+    assert code == 2
+    assert "--since" in err
+    assert pair.strava_counts()["uploads"] == 0
+
+
+# -- demo ------------------------------------------------------------------------------
+def test_demo_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    """`garmin2strava demo` runs the real sync against the emulators and says OK."""
+    code, out, _err = run_cli(capsys, "demo")
+    assert code == 0
+    assert "demo: OK" in out
