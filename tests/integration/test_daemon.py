@@ -1,0 +1,136 @@
+"""`garmin2strava run` as a real process against both sandboxes (in this process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
+
+pytestmark = pytest.mark.integration
+
+USER = "runner"
+UPLOAD_WAIT_S = 90.0
+EXIT_WAIT_S = 60.0
+
+
+@pytest.fixture
+def pair() -> Iterator[SandboxPair]:
+    with running_sandboxes() as sandboxes:
+        yield sandboxes
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def daemon_env(pair: SandboxPair, db_path: Path, token_key: str) -> dict[str, str]:
+    """The parent's environment without any garmin2strava setting, plus ours."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("G2S_", "STRAVA_", "GARMIN_"))
+    }
+    env.update(
+        {
+            "STRAVA_CLIENT_ID": str(pair.strava.client_id),
+            "STRAVA_CLIENT_SECRET": pair.strava.client_secret,
+            "STRAVA_REFRESH_TOKEN": pair.strava_refresh_token,
+            "GARMIN_TOKENS": pair.garmin_tokens,
+            "G2S_USER_ID": USER,
+            "G2S_DB_PATH": str(db_path),
+            "G2S_TOKEN_KEY": token_key,
+            "G2S_STRAVA_BASE_URL": pair.strava.base_url,
+            "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
+            "G2S_SYNC_INTERVAL_SECONDS": "10",
+            "G2S_HTTP_HOST": "127.0.0.1",
+            "G2S_HTTP_PORT": str(free_port()),
+            "G2S_LOG_LEVEL": "INFO",
+            "G2S_LOG_FORMAT": "json",
+        }
+    )
+    return env
+
+
+def secrets_in_play(pair: SandboxPair, db_path: Path, token_key: str) -> list[str]:
+    """Every token the daemon held: the settings' ones and the rotated ones it stored."""
+    found = [pair.strava.client_secret, pair.strava_refresh_token, token_key]
+    garmin_blobs = [pair.garmin_tokens]
+    with SqliteStore(db_path, AesGcmCipher(parse_token_key(token_key))) as store:
+        strava = store.get_strava_tokens(USER)
+        assert strava is not None
+        found += [strava.access_token, strava.refresh_token]
+        garmin = store.get_garmin_tokens(USER)
+        assert garmin is not None
+        garmin_blobs.append(garmin.blob)
+    for blob in garmin_blobs:
+        tokens: dict[str, Any] = json.loads(blob)
+        found += [tokens["di_token"], tokens["di_refresh_token"]]
+    return [secret for secret in found if secret]
+
+
+def test_run_syncs_logs_json_and_stops_cleanly_on_sigterm(
+    pair: SandboxPair, tmp_path: Path
+) -> None:
+    """The daemon uploads the seeded runs, logs JSON cycles, exits 0 on SIGTERM, leaks no token."""
+    seeded = seed_demo(pair, datetime.now(tz=UTC))
+    expected = {f"garmin2strava_{r.garmin_id}" for r in seeded if r.expect == "uploaded"}
+    db_path = tmp_path / "data" / "g2s.sqlite3"
+    token_key = generate_token_key()
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "garmin2strava.entrypoints.cli", "run"],
+            cwd=tmp_path,  # no developer .env
+            env=daemon_env(pair, db_path, token_key),
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + UPLOAD_WAIT_S
+            while time.monotonic() < deadline and process.poll() is None:
+                with pair.strava.lock:
+                    on_strava = {a.external_id for a in pair.strava.activities.values()}
+                if expected <= on_strava:
+                    break
+                time.sleep(0.2)
+            assert process.poll() is None, "the daemon exited by itself"
+            assert expected <= on_strava, "the seeded runs did not reach Strava in time"
+            process.send_signal(signal.SIGTERM)
+            exit_code = process.wait(timeout=EXIT_WAIT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    stdout, stderr = out_path.read_text(), err_path.read_text()
+    assert exit_code == 0, stderr[-2000:]
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    events = [line["event"] for line in lines]
+    assert "daemon.start" in events
+    assert "daemon.stopped" in events
+    cycles = [line for line in lines if line["event"] == "sync.cycle"]
+    assert cycles
+    assert all(c["userId"] == USER and isinstance(c["durationMs"], int) for c in cycles)
+    assert any(c["outcomes"].get("uploaded") == len(expected) for c in cycles)
+    assert pair.strava_counts()["uploads"] == len(expected)
+
+    output = stdout + stderr
+    for secret in secrets_in_play(pair, db_path, token_key):
+        assert secret[:12] not in output, "a token or secret reached the daemon's output"
