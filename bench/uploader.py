@@ -1,0 +1,337 @@
+"""The uploader's API budgets and timings, against both emulators on loopback.
+
+    .venv/bin/python bench/uploader.py        (or `make bench`)
+
+One process: the Garmin and Strava emulators (threads on 127.0.0.1), the real
+garminconnect and stravalib adapters, a temporary SQLite store. It measures
+
+- the requests of an idle cycle (nothing new on Garmin) and its wall time (median);
+- a cycle that finds 20 new runs: its requests, per uploaded activity, and its wall
+  time with the poll delay as configured by default, then again (20 other runs, a
+  fresh store) with the poll delay set to 0, to show what the delay costs and saves;
+- Garmin login attempts over the whole run (the daemon must never log in);
+- what checking one downloaded file (safe unzip, then a full FIT parse) costs.
+
+The poll delay is not slept: the cycle's `sleep` moves the Strava emulator's clock
+forward instead (so Strava has processed the file by the poll, as it would have), and
+the table reports the cycle's wall time as the time measured plus the delay it would
+have slept. That keeps the run under a minute on a small machine.
+
+Prints one table and exits 1 when a budget is broken: an idle cycle makes a Strava
+request or other than one Garmin request, an upload costs more than 2 other Strava
+requests (default configuration), or anything tried to log in to Garmin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from garmin2strava.adapters.files import OriginalFiles
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.bootstrap import App, bootstrap, build_cipher
+from garmin2strava.logs import configure_logging
+from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.services.accounts import ensure_settings_account
+from garmin2strava.services.runner import sync_all
+from garmin2strava.services.sync import CycleReport
+
+NEW_RUNS = 20
+IDLE_CYCLES = 20
+# Strava takes a moment to process a file; the emulator makes it this long.
+STRAVA_PROCESSING_S = 0.5
+MAX_SETTLE_CYCLES = 40
+SETTLED = frozenset({"uploaded", "exists", "duplicate", "skipped"})
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    garmin_list: int
+    garmin_download: int
+    garmin_token: int
+    garmin_login: int
+    garmin_total: int
+    strava_reads: int
+    strava_uploads: int
+    strava_oauth: int
+
+    @classmethod
+    def of(cls, pair: SandboxPair) -> Counts:
+        garmin = dict(pair.garmin.requests)
+        with pair.strava.lock:
+            reads, uploads = pair.strava.reads, pair.strava.uploads
+            oauth = pair.strava.requests["token"]
+        return cls(
+            garmin_list=garmin.get("list", 0),
+            garmin_download=garmin.get("download", 0),
+            garmin_token=garmin.get("token_refresh", 0),
+            garmin_login=garmin.get("login", 0),
+            garmin_total=sum(garmin.values()),
+            strava_reads=reads,
+            strava_uploads=uploads,
+            strava_oauth=oauth,
+        )
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(
+            *(
+                getattr(self, name) - getattr(other, name)
+                for name in self.__dataclass_fields__  # same field order as the constructor
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    poll_delay_s: float
+    cycle_s: float  # measured
+    cycle_slept_s: float  # poll delays the cycle would have slept
+    cycle: Counts
+    settle_cycles: int
+    total: Counts  # the cycle plus the cycles that settled what was still processing
+    uploaded: int
+
+
+@dataclass(slots=True)
+class Table:
+    rows: list[tuple[str, str, str, str]]
+    broken: list[str]
+
+    def add(self, metric: str, value: str, budget: str = "", ok: bool | None = None) -> None:
+        verdict = "" if ok is None else ("ok" if ok else "BROKEN")
+        if ok is False:
+            self.broken.append(metric)
+        self.rows.append((metric, value, budget, verdict))
+
+    def print(self) -> None:
+        header = ("metric", "value", "budget", "")
+        widths = [max(len(r[i]) for r in [header, *self.rows]) for i in range(4)]
+        for row in [header, tuple("-" * w for w in widths), *self.rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+class EmulatorTime:
+    """The cycle's sleeps move the Strava emulator's clock instead of passing."""
+
+    def __init__(self, pair: SandboxPair) -> None:
+        self.slept = 0.0
+        pair.strava.clock = self.now
+
+    def now(self) -> float:
+        return time.time() + self.slept
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+
+
+@contextlib.contextmanager
+def app_on(pair: SandboxPair, db_path: Path) -> Iterator[tuple[App, EmulatorTime]]:
+    settings = pair.settings(db_path)
+    emulator_time = EmulatorTime(pair)
+    with SqliteStore(settings.db_path, build_cipher(settings)) as store:
+        app = bootstrap(settings, store=store)
+        app.sleep = emulator_time.sleep
+        ensure_settings_account(store, settings, app.clock)
+        yield app, emulator_time
+
+
+def seed_batch(pair: SandboxPair, first_id: int, start: datetime) -> list[int]:
+    ids = []
+    for i in range(NEW_RUNS):
+        run = seed_run(
+            pair,
+            first_id + i,
+            start_utc=start + timedelta(hours=7 * i),
+            name=f"Bench run {i + 1}",
+            duration_s=1200 + 60 * i,
+        )
+        ids.append(run.garmin_id)
+    return ids
+
+
+def cycle(app: App) -> CycleReport:
+    (report,) = sync_all(app.store, app.sync_deps)
+    if not report.ok:
+        raise SystemExit(f"bench: a cycle failed: {report.error or report.skipped_reason}")
+    return report
+
+
+def unsettled(app: App, garmin_ids: list[int]) -> int:
+    ledger = app.store.get_uploads(app.settings.user_id, garmin_ids)
+    return sum(1 for i in garmin_ids if i not in ledger or ledger[i].outcome not in SETTLED)
+
+
+def run_batch(
+    pair: SandboxPair, app: App, emulator_time: EmulatorTime, garmin_ids: list[int]
+) -> BatchResult:
+    before = Counts.of(pair)
+    slept_before = emulator_time.slept
+    started = time.perf_counter()
+    report = cycle(app)
+    cycle_s = time.perf_counter() - started
+    cycle_slept_s = emulator_time.slept - slept_before
+    after_cycle = Counts.of(pair)
+    settle_cycles = 0
+    while unsettled(app, garmin_ids):
+        if settle_cycles == MAX_SETTLE_CYCLES:
+            raise SystemExit(f"bench: {unsettled(app, garmin_ids)} uploads never settled")
+        emulator_time.sleep(STRAVA_PROCESSING_S)  # the next cycle comes later
+        settle_cycles += 1
+        report.outcomes.update(cycle(app).outcomes)
+    return BatchResult(
+        poll_delay_s=app.poll_delay_s,
+        cycle_s=cycle_s,
+        cycle_slept_s=cycle_slept_s,
+        cycle=after_cycle - before,
+        settle_cycles=settle_cycles,
+        total=Counts.of(pair) - before,
+        uploaded=report.outcomes["uploaded"],
+    )
+
+
+def idle_cycles(pair: SandboxPair, app: App) -> tuple[list[Counts], list[float]]:
+    counts, times = [], []
+    for _ in range(IDLE_CYCLES):
+        before = Counts.of(pair)
+        started = time.perf_counter()
+        report = cycle(app)
+        times.append(time.perf_counter() - started)
+        counts.append(Counts.of(pair) - before)
+        if report.outcomes:
+            raise SystemExit(f"bench: an idle cycle did something: {dict(report.outcomes)}")
+    return counts, times
+
+
+def per_upload(n: int, uploaded: int) -> str:
+    return f"{n / uploaded:.2f}" if uploaded else "n/a"
+
+
+def batch_rows(table: Table, label: str, batch: BatchResult, *, budgeted: bool) -> None:
+    c, t = batch.cycle, batch.total
+    up = batch.uploaded
+    other = t.strava_reads + t.strava_oauth
+    table.add(
+        f"{label}: wall time of the cycle",
+        f"{batch.cycle_s + batch.cycle_slept_s:.1f} s "
+        f"({batch.cycle_s:.1f} s working + {batch.cycle_slept_s:.1f} s poll delay)",
+    )
+    table.add(f"{label}: uploaded", f"{up} of {NEW_RUNS}", str(NEW_RUNS), up == NEW_RUNS)
+    table.add(
+        f"{label}: the cycle's requests",
+        f"Garmin {c.garmin_total} (list {c.garmin_list}, download {c.garmin_download}), "
+        f"Strava {c.strava_reads} read + {c.strava_uploads} upload + {c.strava_oauth} oauth",
+    )
+    table.add(
+        f"{label}: later cycles to settle processing",
+        f"{batch.settle_cycles} (Strava {t.strava_reads - c.strava_reads} read)",
+    )
+    table.add(f"{label}: upload requests / upload", per_upload(t.strava_uploads, up))
+    table.add(
+        f"{label}: other Strava requests / upload",
+        per_upload(other, up),
+        "<= 2" if budgeted else "(info)",
+        (up > 0 and other / up <= 2) if budgeted else None,
+    )
+    table.add(f"{label}: Garmin downloads / upload", per_upload(t.garmin_download, up))
+
+
+def file_check_seconds(repeat: int = 3) -> tuple[float, int]:
+    """Median time to check one ORIGINAL zip of a 30-minute run, and its size."""
+    start = datetime(2025, 6, 1, 6, 0, tzinfo=UTC)
+    fit = build_activity_fit(start_utc=start, duration_s=1800, distance_m=6000.0)
+    original = zip_original(1, fit)
+    times = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="g2s-bench-") as workdir:
+            started = time.perf_counter()
+            OriginalFiles().prepare(original, Path(workdir))
+            times.append(time.perf_counter() - started)
+    return statistics.median(times), len(fit)
+
+
+def main() -> int:
+    configure_logging("WARNING", "text")
+    cores = os.cpu_count() or 0
+    print(
+        f"machine: Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.machine()}, {cores} cores"
+    )
+    started = time.perf_counter()
+    for module in ("garmin2strava.adapters.garmin", "garmin2strava.adapters.strava"):
+        importlib.import_module(module)  # cold imports stay out of the cycle timings
+    import_s = time.perf_counter() - started
+
+    table = Table([], [])
+    now = datetime.now(tz=UTC).replace(microsecond=0)
+    with tempfile.TemporaryDirectory(prefix="g2s-bench-") as tmp:
+        # Each configuration gets its own emulators and store: a fresh account.
+        with (
+            running_sandboxes(processing_delay_s=STRAVA_PROCESSING_S) as pair,
+            app_on(pair, Path(tmp) / "default.sqlite3") as (app, emulator_time),
+        ):
+            default_delay = app.poll_delay_s
+            ids = seed_batch(pair, 41_000_001, now - timedelta(days=10))
+            default = run_batch(pair, app, emulator_time, ids)
+            idle_counts, idle_times = idle_cycles(pair, app)
+            logins = Counts.of(pair).garmin_login
+        with (
+            running_sandboxes(processing_delay_s=STRAVA_PROCESSING_S) as pair,
+            app_on(pair, Path(tmp) / "nodelay.sqlite3") as (app, emulator_time),
+        ):
+            app.poll_delay_s = 0.0
+            ids = seed_batch(pair, 41_000_001, now - timedelta(days=10))
+            nodelay = run_batch(pair, app, emulator_time, ids)
+            logins += Counts.of(pair).garmin_login
+    check_s, fit_size = file_check_seconds()
+
+    max_strava = max(c.strava_reads + c.strava_uploads + c.strava_oauth for c in idle_counts)
+    garmin_per_idle = {c.garmin_total for c in idle_counts}
+    table.add(
+        f"idle cycle: Strava requests (max of {IDLE_CYCLES})", str(max_strava), "0", max_strava == 0
+    )
+    table.add(
+        f"idle cycle: Garmin requests (each of {IDLE_CYCLES})",
+        ",".join(str(n) for n in sorted(garmin_per_idle)),
+        "1",
+        garmin_per_idle == {1},
+    )
+    table.add(
+        f"idle cycle: wall time (median of {IDLE_CYCLES})",
+        f"{statistics.median(idle_times) * 1000:.1f} ms "
+        f"(min {min(idle_times) * 1000:.1f}, max {max(idle_times) * 1000:.1f})",
+    )
+    batch_rows(
+        table, f"{NEW_RUNS} new, poll delay {default_delay:g} s (default)", default, budgeted=True
+    )
+    batch_rows(table, f"{NEW_RUNS} new, poll delay 0 s", nodelay, budgeted=False)
+    table.add("Garmin login attempts (whole run)", str(logins), "0", logins == 0)
+    table.add(
+        "file check of one 30-min run (unzip + full FIT parse)",
+        f"{check_s * 1000:.0f} ms ({fit_size // 1024} KiB FIT)",
+    )
+    table.add("cold import of the client adapters", f"{import_s:.2f} s")
+    table.add("Strava processing time (emulator)", f"{STRAVA_PROCESSING_S:g} s")
+
+    print()
+    table.print()
+    print(f"\ntotal bench time: {time.perf_counter() - started:.1f} s")
+    if table.broken:
+        print(f"bench: budget broken: {'; '.join(table.broken)}", file=sys.stderr)
+        return 1
+    print("bench: every budget held")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
