@@ -1,0 +1,357 @@
+"""The sync cycle when things go wrong: Strava errors and budgets, Garmin rate limits
+and dead tokens. The real app against both sandboxes on loopback, measured by the
+sandboxes' request counters; time moves through the app's own clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
+from garmin2strava.domain.activities import external_id_for
+from garmin2strava.domain.models import (
+    Account,
+    AccountStatus,
+    LedgerEntry,
+    StravaTokens,
+    UploadOutcome,
+)
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.services.accounts import ensure_settings_account
+from garmin2strava.services.runner import sync_all
+from garmin2strava.services.sync import CycleReport
+from garmin2strava.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+USER = "demo"  # SandboxPair.settings' G2S_USER_ID
+START = datetime(2025, 6, 2, 6, 30, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+class Clock:
+    """The app's clock, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+# -- harness (the same in test_sync_cycle.py) ------------------------------------------
+@pytest.fixture
+def pair() -> Iterator[SandboxPair]:
+    with running_sandboxes() as sandboxes:
+        yield sandboxes
+
+
+@pytest.fixture
+def open_app(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
+    """Builds apps (each with its own SqliteStore object) and closes their stores."""
+    stores: list[SqliteStore] = []
+
+    def build(settings: Settings) -> App:
+        store = SqliteStore(settings.db_path, build_cipher(settings))
+        stores.append(store)
+        app = bootstrap(settings, store=store)
+        app.poll_delay_s = 0
+        app.garmin_retry_min_wait_s = 0.01
+        ensure_settings_account(app.store, settings, app.clock)
+        return app
+
+    yield build
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def make_app(
+    pair: SandboxPair, tmp_path: Path, open_app: Callable[[Settings], App]
+) -> Callable[..., App]:
+    def build(**overrides: Any) -> App:
+        return open_app(pair.settings(tmp_path / "g2s.sqlite3", **overrides))
+
+    return build
+
+
+def cycle(app: App, *, dry_run: bool = False) -> CycleReport:
+    (report,) = sync_all(app.store, app.sync_deps, dry_run=dry_run)
+    return report
+
+
+def reset_counts(pair: SandboxPair) -> None:
+    pair.garmin.requests.clear()
+    with pair.strava.lock:
+        pair.strava.requests.clear()
+        pair.strava.reads = pair.strava.uploads = 0
+
+
+def strava_total(pair: SandboxPair) -> int:
+    """Every request Strava saw, token requests included."""
+    with pair.strava.lock:
+        return sum(pair.strava.requests.values())
+
+
+def ledger(app: App, garmin_id: int, user_id: str = USER) -> LedgerEntry:
+    entry = app.store.get_uploads(user_id, [garmin_id]).get(garmin_id)
+    assert entry is not None, f"no ledger entry for {garmin_id}"
+    return entry
+
+
+def audit_kinds(app: App, user_id: str = USER) -> list[str]:
+    return [event.kind for event in app.store.list_audit(user_id)]
+
+
+def account(app: App, user_id: str = USER) -> Account:
+    found = app.store.get_account(user_id)
+    assert found is not None
+    return found
+
+
+# -- upload failures -----------------------------------------------------------------------
+def test_failed_upload_waits_for_its_retry_time_then_goes_dead(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Strava 500 on upload: `failed`, attempts=1, next_retry_at in the future; no
+    retry (no Strava request) before then; after G2S_MAX_ATTEMPTS it is `dead` with an
+    audit event, and then left alone."""
+    seed_run(pair, 1101, start_utc=START)
+    app = make_app(max_attempts=2)
+    clock = Clock(utc_now())
+    app.clock = clock
+    pair.strava.fail_next("upload", 500)
+
+    report = cycle(app)
+
+    failed = ledger(app, 1101)
+    assert report.outcomes == {"failed": 1}
+    assert failed.outcome is UploadOutcome.FAILED
+    assert failed.attempts == 1
+    assert failed.next_retry_at is not None
+    assert failed.next_retry_at > clock.now
+    assert pair.strava.uploads == 1
+
+    clock.now = failed.next_retry_at - timedelta(seconds=1)
+    reset_counts(pair)
+    report = cycle(app)
+
+    assert not report.outcomes
+    assert strava_total(pair) == 0
+    assert pair.garmin.requests == {"list": 1}
+    assert ledger(app, 1101) == failed
+
+    clock.now = failed.next_retry_at + timedelta(seconds=1)
+    pair.strava.fail_next("upload", 500)
+    reset_counts(pair)
+    report = cycle(app)
+
+    dead = ledger(app, 1101)
+    assert report.outcomes == {"dead": 1}
+    assert dead.outcome is UploadOutcome.DEAD
+    assert dead.attempts == 2
+    assert dead.next_retry_at is None
+    assert pair.strava.uploads == 1
+    assert "upload.gave_up" in audit_kinds(app)
+
+    clock.now += 24 * HOUR
+    reset_counts(pair)
+    cycle(app)
+    assert strava_total(pair) == 0
+    assert not strava_ids(pair, external_id_for(1101))
+
+
+def test_failed_upload_is_retried_when_due_and_succeeds(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """After one Strava 500, the cycle after next_retry_at uploads it (attempts=2)."""
+    seed_run(pair, 1102, start_utc=START)
+    app = make_app()
+    clock = Clock(utc_now())
+    app.clock = clock
+    pair.strava.fail_next("upload", 500)
+    cycle(app)
+    failed = ledger(app, 1102)
+    assert failed.next_retry_at is not None
+
+    clock.now = failed.next_retry_at
+    report = cycle(app)
+
+    entry = ledger(app, 1102)
+    assert report.outcomes == {"uploaded": 1}
+    assert entry.outcome is UploadOutcome.UPLOADED
+    assert entry.attempts == 2
+    assert len(strava_ids(pair, external_id_for(1102))) == 1
+
+
+def strava_ids(pair: SandboxPair, external_id: str) -> list[int]:
+    with pair.strava.lock:
+        return [
+            a.activity_id for a in pair.strava.activities.values() if a.external_id == external_id
+        ]
+
+
+# -- Garmin --------------------------------------------------------------------------------
+def test_garmin_429_backs_the_account_off_across_restarts(
+    pair: SandboxPair, make_app: Callable[..., App], open_app: Callable[[Settings], App]
+) -> None:
+    """Garmin 429: garmin_backoff_until is stored (a new store object on the same file
+    sees it) and the next cycle, in a restarted app, makes no Garmin request."""
+    seed_run(pair, 1201, start_utc=START)
+    app = make_app()
+    clock = Clock(utc_now())
+    app.clock = clock
+    pair.garmin.fail_next("list", 429)
+
+    report = cycle(app)
+
+    assert not report.ok
+    assert pair.garmin.requests == {"list": 1}
+    assert strava_total(pair) == 0
+    until = account(app).garmin_backoff_until
+    assert until is not None
+    assert until >= clock.now + timedelta(seconds=app.settings.garmin_backoff_seconds)
+    assert "garmin.rate_limited" in audit_kinds(app)
+
+    restarted = open_app(app.settings)  # same file and key, another store object
+    assert account(restarted).garmin_backoff_until == until
+    reset_counts(pair)
+    report = cycle(restarted)
+
+    assert "backing off" in report.skipped_reason
+    assert sum(pair.garmin.requests.values()) == 0
+    assert strava_total(pair) == 0
+    assert restarted.store.get_uploads(USER, [1201]) == {}
+
+
+def test_garmin_auth_failure_stops_that_account_and_the_other_still_syncs(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Revoked Garmin tokens: the account becomes needs_garmin_login with an audit
+    event, nothing logs in, and a second account in the same store syncs in the same
+    sync_all call (and goes on syncing while the first is stopped)."""
+    seed_run(pair, 1301, start_utc=START)
+    app = make_app()
+    pair.garmin.revoke_all_tokens()
+    second = "second"
+    second_athlete = 2002
+    app.store.put_account(Account(user_id=second, created_at=utc_now()))
+    app.store.replace_garmin_tokens(second, pair.garmin.issue_tokens(), expected_version=None)
+    app.store.replace_strava_tokens(
+        second,
+        StravaTokens(
+            access_token="", refresh_token=pair.strava.add_athlete(second_athlete), expires_at=0
+        ),
+        expected_version=None,
+    )
+
+    reports = {r.user_id: r for r in sync_all(app.store, app.sync_deps)}
+
+    assert not reports[USER].ok
+    assert account(app).status is AccountStatus.NEEDS_GARMIN_LOGIN
+    assert "garmin.auth_failed" in audit_kinds(app)
+    assert app.store.get_uploads(USER, [1301]) == {}
+    assert reports[second].ok
+    assert reports[second].outcomes == {"uploaded": 1}
+    assert ledger(app, 1301, second).outcome is UploadOutcome.UPLOADED
+    (strava_id,) = strava_ids(pair, external_id_for(1301))
+    assert pair.strava.activities[strava_id].athlete_id == second_athlete
+    assert pair.garmin.requests["login"] == 0
+
+    reset_counts(pair)
+    reports = {r.user_id: r for r in sync_all(app.store, app.sync_deps)}
+
+    assert "needs_garmin_login" in reports[USER].skipped_reason
+    assert pair.garmin.requests == {"list": 1}  # the second account's, only
+
+
+# -- Strava budget -------------------------------------------------------------------------
+def test_spent_strava_budget_defers_without_a_429_storm(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Reads exhausted: the cycle defers (deferred_until set) after at most one Strava
+    request, records no failure, the next cycle makes no Strava request at all, and a
+    cycle after the window reset uploads."""
+    seed_run(pair, 1401, start_utc=START)
+    app = make_app()
+    clock = Clock(utc_now())
+    app.clock = clock
+    assert cycle(app).outcomes == {"uploaded": 1}  # the adapter has seen Strava's headers
+    seed_run(pair, 1402, start_utc=START + HOUR)
+    # Both read windows spent, so a quarter hour passing mid-test changes nothing.
+    pair.strava.set_usage(short_all=100, daily_all=1000, short_read=100, daily_read=1000)
+    reset_counts(pair)
+
+    report = cycle(app)
+
+    assert report.deferred_until is not None
+    assert report.deferred_until > clock.now
+    assert pair.strava.reads + pair.strava.uploads <= 1
+    assert "failed" not in report.outcomes
+    entry = app.store.get_uploads(USER, [1402]).get(1402)
+    assert entry is None or entry.outcome is UploadOutcome.PENDING
+
+    reset_counts(pair)
+    report = cycle(app)
+
+    assert report.deferred_until is not None
+    assert strava_total(pair) == 0
+    assert not report.outcomes
+
+    pair.strava.set_usage()  # the sandbox's window rolled over
+    clock.now = report.deferred_until + timedelta(seconds=1)
+    report = cycle(app)
+
+    assert report.outcomes == {"uploaded": 1}
+    assert ledger(app, 1402).outcome is UploadOutcome.UPLOADED
+    assert len(strava_ids(pair, external_id_for(1402))) == 1
+
+
+# -- Strava auth ---------------------------------------------------------------------------
+def test_expired_strava_access_token_is_refreshed_once(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Strava answers 401 (access tokens expired): one refresh, then the upload works."""
+    seed_run(pair, 1501, start_utc=START)
+    app = make_app()
+    cycle(app)
+    seed_run(pair, 1502, start_utc=START + HOUR)
+    pair.strava.expire_access_tokens()
+    reset_counts(pair)
+
+    report = cycle(app)
+
+    assert report.ok
+    assert report.outcomes == {"uploaded": 1}
+    assert pair.strava.requests["token"] == 1
+    assert pair.strava.uploads == 1
+    assert ledger(app, 1502).outcome is UploadOutcome.UPLOADED
+
+
+def test_revoked_strava_athlete_needs_strava_auth(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """The athlete revoked our app: the account becomes needs_strava_auth with an audit
+    event, nothing is uploaded, and the next cycle leaves the account alone."""
+    seed_run(pair, 1601, start_utc=START)
+    app = make_app()
+    pair.strava.revoke(pair.athlete_id)
+
+    report = cycle(app)
+
+    assert not report.ok
+    assert account(app).status is AccountStatus.NEEDS_STRAVA_AUTH
+    assert "strava.auth_failed" in audit_kinds(app)
+    assert pair.strava.uploads == 0
+
+    reset_counts(pair)
+    report = cycle(app)
+
+    assert "needs_strava_auth" in report.skipped_reason
+    assert strava_total(pair) == 0
+    assert sum(pair.garmin.requests.values()) == 0
