@@ -65,7 +65,7 @@ class App:
     clock: Callable[[], datetime] = utc_now
     sleep: Callable[[float], None] = time.sleep
     stop: threading.Event = field(default_factory=threading.Event)
-    poll_delay_s: float = 2.0
+    poll_delay_s: float | None = None  # None: settings.upload_poll_delay_seconds
     garmin_retry_min_wait_s: float = 1.0
 
     def garmin_for(self, user_id: str) -> GarminPort:
@@ -103,7 +103,9 @@ class App:
             match_tolerance_s=s.match_tolerance_seconds,
             garmin_backoff_s=s.garmin_backoff_seconds,
             upload_description=s.upload_description,
-            poll_delay_s=self.poll_delay_s,
+            poll_delay_s=self.settings.upload_poll_delay_seconds
+            if self.poll_delay_s is None
+            else self.poll_delay_s,
             audit_retention_days=s.audit_retention_days,
         )
 

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     garmin_backoff_seconds: int = Field(
         6 * 3600, ge=60, validation_alias=_env("G2S_GARMIN_BACKOFF_SECONDS")
     )
+    upload_poll_delay_seconds: float = Field(
+        2.0, ge=0, le=30, validation_alias=_env("G2S_UPLOAD_POLL_DELAY_SECONDS")
+    )
     upload_description: str | None = Field(None, validation_alias=_env("G2S_UPLOAD_DESCRIPTION"))
     audit_retention_days: int = Field(
         7, ge=1, le=365, validation_alias=_env("G2S_AUDIT_RETENTION_DAYS")
