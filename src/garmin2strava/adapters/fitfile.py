@@ -41,6 +41,7 @@ __all__ = [
     "ActivityFile",
     "FileSummary",
     "extract_original",
+    "fit_crc16",
     "summarize_upload",
     "validate_activity_file",
 ]
@@ -234,8 +235,9 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def _fit_crc16(data: bytes) -> int:
-    crc, table = 0, _CRC_TABLE
+def fit_crc16(data: bytes, crc: int = 0) -> int:
+    """The FIT CRC-16 of `data`, continuing from `crc` (the sandbox's encoder uses it too)."""
+    table = _CRC_TABLE
     for byte in data:
         crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
@@ -256,10 +258,10 @@ def _check_fit_framing(data: bytes) -> None:
         raise FileRejected(f"FIT file has {len(data) - expected} bytes after its CRC")
     if header_size == 14:  # noqa: PLR2004 - the header with a CRC
         (header_crc,) = struct.unpack_from("<H", data, 12)
-        if header_crc and header_crc != _fit_crc16(data[:12]):
+        if header_crc and header_crc != fit_crc16(data[:12]):
             raise FileRejected("FIT header CRC mismatch")
     (file_crc,) = struct.unpack_from("<H", data, len(data) - 2)
-    if file_crc != _fit_crc16(data[:-2]):
+    if file_crc != fit_crc16(data[:-2]):
         raise FileRejected("FIT file CRC mismatch")
 
 
