@@ -34,7 +34,11 @@ from werkzeug.serving import make_server
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.bootstrap import App, bootstrap, build_cipher
 from garmin2strava.ports import Store
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
+from garmin2strava.services.accounts import ensure_settings_account
+from garmin2strava.settings import Settings
 
 TEST_KEY = bytes(range(32))
 
@@ -125,3 +129,39 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     factory = STORE_FACTORIES[str(request.param)]
     with factory(tmp_path) as made:
         yield made
+
+
+# -- the app against both sandboxes (sync tests) ---------------------------------------
+@pytest.fixture
+def pair() -> Iterator[SandboxPair]:
+    with running_sandboxes() as sandboxes:
+        yield sandboxes
+
+
+@pytest.fixture
+def open_app(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
+    """Builds apps (each with its own SqliteStore object) and closes their stores."""
+    stores: list[SqliteStore] = []
+
+    def build(settings: Settings) -> App:
+        store = SqliteStore(settings.db_path, build_cipher(settings))
+        stores.append(store)
+        app = bootstrap(settings, store=store)
+        app.poll_delay_s = 0
+        app.garmin_retry_min_wait_s = 0.01
+        ensure_settings_account(app.store, settings, app.clock)
+        return app
+
+    yield build
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def make_app(
+    pair: SandboxPair, tmp_path: Path, open_app: Callable[[Settings], App]
+) -> Callable[..., App]:
+    def build(**overrides: Any) -> App:
+        return open_app(pair.settings(tmp_path / "g2s.sqlite3", **overrides))
+
+    return build

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.bootstrap import App, bootstrap, build_cipher
+from garmin2strava.bootstrap import App
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.sandbox.fitgen import (
@@ -33,8 +31,7 @@ from garmin2strava.sandbox.fitgen import (
     zip_traversal,
 )
 from garmin2strava.sandbox.garmin import make_record
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
-from garmin2strava.services.accounts import ensure_settings_account
+from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.settings import Settings
@@ -46,58 +43,10 @@ START = datetime(2025, 6, 2, 6, 30, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
-# -- harness (the same in test_sync_failures.py) ------------------------------------------
-@pytest.fixture
-def pair() -> Iterator[SandboxPair]:
-    with running_sandboxes() as sandboxes:
-        yield sandboxes
-
-
-@pytest.fixture
-def open_app(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
-    """Builds apps (each with its own SqliteStore object) and closes their stores."""
-    stores: list[SqliteStore] = []
-
-    def build(settings: Settings) -> App:
-        store = SqliteStore(settings.db_path, build_cipher(settings))
-        stores.append(store)
-        app = bootstrap(settings, store=store)
-        app.poll_delay_s = 0
-        app.garmin_retry_min_wait_s = 0.01
-        ensure_settings_account(app.store, settings, app.clock)
-        return app
-
-    yield build
-    for store in stores:
-        store.close()
-
-
-@pytest.fixture
-def make_app(
-    pair: SandboxPair, tmp_path: Path, open_app: Callable[[Settings], App]
-) -> Callable[..., App]:
-    def build(**overrides: Any) -> App:
-        return open_app(pair.settings(tmp_path / "g2s.sqlite3", **overrides))
-
-    return build
-
-
+# -- harness (fixtures pair, open_app, make_app: conftest.py) -----------------------------
 def cycle(app: App, *, dry_run: bool = False) -> CycleReport:
     (report,) = sync_all(app.store, app.sync_deps, dry_run=dry_run)
     return report
-
-
-def reset_counts(pair: SandboxPair) -> None:
-    pair.garmin.requests.clear()
-    with pair.strava.lock:
-        pair.strava.requests.clear()
-        pair.strava.reads = pair.strava.uploads = 0
-
-
-def strava_total(pair: SandboxPair) -> int:
-    """Every request Strava saw, token requests included."""
-    with pair.strava.lock:
-        return sum(pair.strava.requests.values())
 
 
 def ledger(app: App, garmin_id: int) -> LedgerEntry:
@@ -126,7 +75,7 @@ def test_first_cycle_with_nothing_new_makes_no_strava_request(
 
     assert report.ok
     assert pair.garmin.requests == {"list": 1}
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     tokens = app.store.get_strava_tokens(USER)
     assert tokens is not None
     assert tokens.access_token == ""  # still the bootstrap token: never refreshed
@@ -140,14 +89,14 @@ def test_idle_cycle_after_everything_settled(
     seed_run(pair, 102, start_utc=START + HOUR, type_key="trail_running")
     app = make_app()
     assert cycle(app).outcomes["uploaded"] == 2
-    reset_counts(pair)
+    pair.reset_counts()
 
     report = cycle(app)
 
     assert report.ok
     assert not report.outcomes
     assert pair.garmin.requests == {"list": 1}
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
 
 
 # -- new runs ------------------------------------------------------------------------------
@@ -277,7 +226,7 @@ def test_non_running_type_is_not_touched_by_default(
     assert not report.outcomes
     assert app.store.get_uploads(USER, [402]) == {}
     assert pair.garmin.requests == {"list": 1}
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
 
 
 def test_all_types_setting_uploads_the_ride(
@@ -347,7 +296,7 @@ def test_upload_still_processing_is_settled_by_the_next_cycle(
     assert pair.strava.uploads == 1
 
     pair.strava.processing_delay_s = 0  # Strava is done now
-    reset_counts(pair)
+    pair.reset_counts()
     report = cycle(app)
 
     entry = ledger(app, 601)

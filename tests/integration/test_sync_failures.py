@@ -4,15 +4,12 @@ sandboxes' request counters; time moves through the app's own clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
+from garmin2strava.bootstrap import App, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import (
     Account,
@@ -21,8 +18,7 @@ from garmin2strava.domain.models import (
     StravaTokens,
     UploadOutcome,
 )
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
-from garmin2strava.services.accounts import ensure_settings_account
+from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.settings import Settings
@@ -45,57 +41,9 @@ class Clock:
 
 
 # -- harness (the same in test_sync_cycle.py) ------------------------------------------
-@pytest.fixture
-def pair() -> Iterator[SandboxPair]:
-    with running_sandboxes() as sandboxes:
-        yield sandboxes
-
-
-@pytest.fixture
-def open_app(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
-    """Builds apps (each with its own SqliteStore object) and closes their stores."""
-    stores: list[SqliteStore] = []
-
-    def build(settings: Settings) -> App:
-        store = SqliteStore(settings.db_path, build_cipher(settings))
-        stores.append(store)
-        app = bootstrap(settings, store=store)
-        app.poll_delay_s = 0
-        app.garmin_retry_min_wait_s = 0.01
-        ensure_settings_account(app.store, settings, app.clock)
-        return app
-
-    yield build
-    for store in stores:
-        store.close()
-
-
-@pytest.fixture
-def make_app(
-    pair: SandboxPair, tmp_path: Path, open_app: Callable[[Settings], App]
-) -> Callable[..., App]:
-    def build(**overrides: Any) -> App:
-        return open_app(pair.settings(tmp_path / "g2s.sqlite3", **overrides))
-
-    return build
-
-
 def cycle(app: App, *, dry_run: bool = False) -> CycleReport:
     (report,) = sync_all(app.store, app.sync_deps, dry_run=dry_run)
     return report
-
-
-def reset_counts(pair: SandboxPair) -> None:
-    pair.garmin.requests.clear()
-    with pair.strava.lock:
-        pair.strava.requests.clear()
-        pair.strava.reads = pair.strava.uploads = 0
-
-
-def strava_total(pair: SandboxPair) -> int:
-    """Every request Strava saw, token requests included."""
-    with pair.strava.lock:
-        return sum(pair.strava.requests.values())
 
 
 def ledger(app: App, garmin_id: int, user_id: str = USER) -> LedgerEntry:
@@ -138,17 +86,17 @@ def test_failed_upload_waits_for_its_retry_time_then_goes_dead(
     assert pair.strava.uploads == 1
 
     clock.now = failed.next_retry_at - timedelta(seconds=1)
-    reset_counts(pair)
+    pair.reset_counts()
     report = cycle(app)
 
     assert not report.outcomes
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     assert pair.garmin.requests == {"list": 1}
     assert ledger(app, 1101) == failed
 
     clock.now = failed.next_retry_at + timedelta(seconds=1)
     pair.strava.fail_next("upload", 500)
-    reset_counts(pair)
+    pair.reset_counts()
     report = cycle(app)
 
     dead = ledger(app, 1101)
@@ -160,9 +108,9 @@ def test_failed_upload_waits_for_its_retry_time_then_goes_dead(
     assert "upload.gave_up" in audit_kinds(app)
 
     clock.now += 24 * HOUR
-    reset_counts(pair)
+    pair.reset_counts()
     cycle(app)
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     assert not strava_ids(pair, external_id_for(1101))
 
 
@@ -212,7 +160,7 @@ def test_garmin_429_backs_the_account_off_across_restarts(
 
     assert not report.ok
     assert pair.garmin.requests == {"list": 1}
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     until = account(app).garmin_backoff_until
     assert until is not None
     assert until >= clock.now + timedelta(seconds=app.settings.garmin_backoff_seconds)
@@ -220,12 +168,12 @@ def test_garmin_429_backs_the_account_off_across_restarts(
 
     restarted = open_app(app.settings)  # same file and key, another store object
     assert account(restarted).garmin_backoff_until == until
-    reset_counts(pair)
+    pair.reset_counts()
     report = cycle(restarted)
 
     assert "backing off" in report.skipped_reason
     assert sum(pair.garmin.requests.values()) == 0
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     assert restarted.store.get_uploads(USER, [1201]) == {}
 
 
@@ -263,7 +211,7 @@ def test_garmin_auth_failure_stops_that_account_and_the_other_still_syncs(
     assert pair.strava.activities[strava_id].athlete_id == second_athlete
     assert pair.garmin.requests["login"] == 0
 
-    reset_counts(pair)
+    pair.reset_counts()
     reports = {r.user_id: r for r in sync_all(app.store, app.sync_deps)}
 
     assert "needs_garmin_login" in reports[USER].skipped_reason
@@ -285,7 +233,7 @@ def test_spent_strava_budget_defers_without_a_429_storm(
     seed_run(pair, 1402, start_utc=START + HOUR)
     # Both read windows spent, so a quarter hour passing mid-test changes nothing.
     pair.strava.set_usage(short_all=100, daily_all=1000, short_read=100, daily_read=1000)
-    reset_counts(pair)
+    pair.reset_counts()
 
     report = cycle(app)
 
@@ -296,11 +244,11 @@ def test_spent_strava_budget_defers_without_a_429_storm(
     entry = app.store.get_uploads(USER, [1402]).get(1402)
     assert entry is None or entry.outcome is UploadOutcome.PENDING
 
-    reset_counts(pair)
+    pair.reset_counts()
     report = cycle(app)
 
     assert report.deferred_until is not None
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     assert not report.outcomes
 
     pair.strava.set_usage()  # the sandbox's window rolled over
@@ -322,7 +270,7 @@ def test_expired_strava_access_token_is_refreshed_once(
     cycle(app)
     seed_run(pair, 1502, start_utc=START + HOUR)
     pair.strava.expire_access_tokens()
-    reset_counts(pair)
+    pair.reset_counts()
 
     report = cycle(app)
 
@@ -349,9 +297,9 @@ def test_revoked_strava_athlete_needs_strava_auth(
     assert "strava.auth_failed" in audit_kinds(app)
     assert pair.strava.uploads == 0
 
-    reset_counts(pair)
+    pair.reset_counts()
     report = cycle(app)
 
     assert "needs_strava_auth" in report.skipped_reason
-    assert strava_total(pair) == 0
+    assert pair.strava_total() == 0
     assert sum(pair.garmin.requests.values()) == 0

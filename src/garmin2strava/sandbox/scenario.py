@@ -61,6 +61,17 @@ class SandboxPair:
         with self.strava.lock:
             return {"reads": self.strava.reads, "uploads": self.strava.uploads}
 
+    def strava_total(self) -> int:
+        """Every request Strava saw, token requests included."""
+        with self.strava.lock:
+            return sum(self.strava.requests.values())
+
+    def reset_counts(self) -> None:
+        self.garmin.requests.clear()
+        with self.strava.lock:
+            self.strava.requests.clear()
+            self.strava.reads = self.strava.uploads = 0
+
     def garmin_count(self) -> int:
         return sum(self.garmin.requests.values())
 
