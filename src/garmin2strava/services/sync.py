@@ -65,9 +65,12 @@ class SyncConfig:
     match_tolerance_s: int = 120
     garmin_backoff_s: int = 6 * 3600
     upload_description: str | None = None
-    lease_ttl_s: int = 900
-    # Seconds to wait before the single status poll that follows an upload. Strava
-    # processes most files in under 2 s; what is not ready then is settled later.
+    # Renewed before every activity, so it only has to outlive one download+upload; a
+    # runner killed with SIGKILL blocks the account for at most this long.
+    lease_ttl_s: int = 180
+    # Seconds to wait, once per cycle after its uploads, before one status poll per
+    # upload. Strava processes most files in under 2 s; what is not ready then is
+    # settled by a later cycle.
     poll_delay_s: float = 2.0
     audit_retention_days: int = 7
 
@@ -181,6 +184,7 @@ class _Cycle:
         self._garmin: GarminPort | None = None
         self._strava: StravaPort | None = None
         self._strava_seen: dict[int, list[StravaActivity]] = {}
+        self._awaiting: list[tuple[GarminActivity, LedgerEntry]] = []
 
     # -- lazily built clients ----------------------------------------------------------
     @property
@@ -214,6 +218,7 @@ class _Cycle:
                     break
                 self._renew_lease()
                 self._handle(activity, ledger.get(activity.activity_id))
+            self._poll_uploads()
         except RateLimited as exc:
             self.report.deferred_until = exc.until
             log.warning(
@@ -442,15 +447,25 @@ class _Cycle:
         )
         self._checkpoint("record")
         self._put(processing)
-        verdict = read_upload_status(status)
-        if verdict.state is UploadState.PROCESSING and self.config.poll_delay_s >= 0:
-            self.deps.sleep(self.config.poll_delay_s)
+        if read_upload_status(status).state is UploadState.PROCESSING:
+            self._awaiting.append((activity, processing))
+        else:
+            self._apply_upload_status(activity, processing, status)
+
+    def _poll_uploads(self) -> None:
+        """One wait for the whole batch, then one status read per upload; what is
+        still processing then is settled by a later cycle, never by waiting longer."""
+        if not self._awaiting or self.deps.stop.is_set():
+            return
+        self.deps.sleep(self.config.poll_delay_s)
+        self._renew_lease()
+        while self._awaiting:
+            activity, entry = self._awaiting[0]
+            assert entry.upload_id is not None  # set when the entry became PROCESSING
             self._checkpoint("poll")
-            try:
-                status = self.strava.get_upload(status.upload_id)
-            except RateLimited:
-                return  # the next cycle polls it
-        self._apply_upload_status(activity, processing, status)
+            status = self.strava.get_upload(entry.upload_id)
+            self._apply_upload_status(activity, entry, status)
+            self._awaiting.pop(0)
 
     def _apply_upload_status(
         self, activity: GarminActivity, entry: LedgerEntry, status: UploadStatus
