@@ -190,7 +190,7 @@ def run_batch(
         settle_cycles += 1
         report.outcomes.update(cycle(app).outcomes)
     return BatchResult(
-        poll_delay_s=app.poll_delay_s,
+        poll_delay_s=app.sync_config().poll_delay_s,
         cycle_s=cycle_s,
         cycle_slept_s=cycle_slept_s,
         cycle=after_cycle - before,
@@ -280,7 +280,7 @@ def main() -> int:
             running_sandboxes(processing_delay_s=STRAVA_PROCESSING_S) as pair,
             app_on(pair, Path(tmp) / "default.sqlite3") as (app, emulator_time),
         ):
-            default_delay = app.poll_delay_s
+            default_delay = app.sync_config().poll_delay_s
             ids = seed_batch(pair, 41_000_001, now - timedelta(days=10))
             default = run_batch(pair, app, emulator_time, ids)
             idle_counts, idle_times = idle_cycles(pair, app)
