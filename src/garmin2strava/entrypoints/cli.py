@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mirror_parsers(add, _date)
 
+    store = add("store", "the store itself").add_subparsers(
+        dest="store_command", metavar="ACTION", required=True
+    )
+    store.add_parser(
+        "init",
+        help="create the DynamoDB table G2S_DYNAMODB_TABLE (local use; terraform does it in AWS)",
+        description="Create the DynamoDB table named by G2S_DYNAMODB_TABLE, with its indexes\n"
+        "and TTL, at boto3's endpoint (AWS_ENDPOINT_URL_DYNAMODB for a local server).\n"
+        "An existing table is left as it is. The SQLite store needs no init.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p = add(
         "demo",
         "the real sync against local emulators of Garmin and Strava (no account needed)",

@@ -44,6 +44,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "status": cmd_status,
         "get-token": cmd_get_token,
         "garmin": cmd_garmin,
+        "store": cmd_store,
     }
     return handlers[args.command](settings, args)
 
@@ -283,4 +284,17 @@ def cmd_garmin(settings: Settings, args: argparse.Namespace) -> int:
         account = replace(account, status=AccountStatus.ACTIVE, status_detail="")
     app.store.put_account(account)
     print(f"Garmin tokens stored for account {user_id}; the daemon will use them from now on.")
+    return 0
+
+
+def cmd_store(settings: Settings, _args: argparse.Namespace) -> int:
+    if settings.store != "dynamodb":
+        print(f"G2S_STORE is {settings.store}: nothing to initialise (SQLite creates itself)")
+        return 0
+    import boto3  # noqa: PLC0415 (only this command and the DynamoDB adapter need it)
+
+    from garmin2strava.adapters.store.dynamodb_table import create_table  # noqa: PLC0415
+
+    create_table(boto3.client("dynamodb"), settings.dynamodb_table)
+    print(f"DynamoDB table {settings.dynamodb_table} is ready")
     return 0
