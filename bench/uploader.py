@@ -1,9 +1,14 @@
 """The uploader's API budgets and timings, against both emulators on loopback.
 
-    .venv/bin/python bench/uploader.py        (or `make bench`)
+    .venv/bin/python bench/uploader.py                    (or `make bench`)
+    .venv/bin/python bench/uploader.py --store dynamodb   (the AWS store)
 
 One process: the Garmin and Strava emulators (threads on 127.0.0.1), the real
-garminconnect and stravalib adapters, a temporary SQLite store. It measures
+garminconnect and stravalib adapters, a temporary SQLite store. With `--store
+dynamodb` the store is a DynamoDBStore with KMS-sealed tokens instead: the script
+starts a local moto server on 127.0.0.1 (dummy credentials, never real AWS), gives
+each configuration a fresh table and stops the server at the end; the table then
+also counts the DynamoDB and KMS requests. It measures
 
 - the requests of an idle cycle (nothing new on Garmin) and its wall time (median);
 - a cycle that finds 20 new runs: its requests, per uploaded activity, and its wall
@@ -24,28 +29,39 @@ requests (default configuration), or anything tried to log in to Garmin.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
+import logging
 import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from garmin2strava.adapters.files import OriginalFiles
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, bootstrap, build_cipher
 from garmin2strava.logs import configure_logging
+from garmin2strava.ports import Store
 from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
+from garmin2strava.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
 
 NEW_RUNS = 20
 IDLE_CYCLES = 20
@@ -53,6 +69,8 @@ IDLE_CYCLES = 20
 STRAVA_PROCESSING_S = 0.5
 MAX_SETTLE_CYCLES = 40
 SETTLED = frozenset({"uploaded", "exists", "duplicate", "skipped"})
+# Requests the DynamoDB store and its KMS cipher made, by service (--store dynamodb).
+AWS_REQUESTS: Counter[str] = Counter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +83,8 @@ class Counts:
     strava_reads: int
     strava_uploads: int
     strava_oauth: int
+    dynamodb: int
+    kms: int
 
     @classmethod
     def of(cls, pair: SandboxPair) -> Counts:
@@ -81,6 +101,8 @@ class Counts:
             strava_reads=reads,
             strava_uploads=uploads,
             strava_oauth=oauth,
+            dynamodb=AWS_REQUESTS["dynamodb"],
+            kms=AWS_REQUESTS["kms"],
         )
 
     def __sub__(self, other: Counts) -> Counts:
@@ -135,11 +157,93 @@ class EmulatorTime:
         self.slept += seconds
 
 
+@dataclass(slots=True)
+class MotoAws:
+    """boto3 clients on a local moto server (127.0.0.1, dummy credentials) whose
+    requests are counted in AWS_REQUESTS."""
+
+    endpoint: str
+    tables: list[str] = field(default_factory=list)
+
+    def client(self, service: str) -> Any:
+        import boto3  # noqa: PLC0415 (only with --store dynamodb)
+
+        client = boto3.client(
+            service,  # type: ignore[call-overload]  # one of "dynamodb"/"kms", chosen at run time
+            endpoint_url=self.endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+
+        def count(**_: Any) -> None:
+            AWS_REQUESTS[service] += 1
+
+        client.meta.events.register(f"before-call.{client.meta.service_model.service_name}", count)
+        return client
+
+    def dynamodb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self.client("dynamodb")
+        return client
+
+    def kms(self) -> KMSClient:
+        client: KMSClient = self.client("kms")
+        return client
+
+
 @contextlib.contextmanager
-def app_on(pair: SandboxPair, db_path: Path) -> Iterator[tuple[App, EmulatorTime]]:
-    settings = pair.settings(db_path)
+def moto_aws() -> Iterator[MotoAws]:
+    """A moto server on loopback for the whole run, stopped at the end."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 (only with --store dynamodb)
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield MotoAws(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def dynamodb_store(
+    aws: MotoAws, pair: SandboxPair, db_path: Path
+) -> Iterator[tuple[Settings, Store]]:
+    """A fresh table and KMS key: settings as a DynamoDB deployment has them, and the
+    store (DynamoDBStore, tokens sealed by KmsCipher)."""
+    from garmin2strava.adapters.kms import KmsCipher  # noqa: PLC0415 (only with --store dynamodb)
+    from garmin2strava.adapters.store.dynamodb import (  # noqa: PLC0415 (likewise)
+        DynamoDBStore,
+        create_table,
+    )
+
+    client = aws.dynamodb()
+    table = f"g2s-bench-{uuid.uuid4().hex[:12]}"
+    create_table(client, table)
+    key_id = aws.kms().create_key()["KeyMetadata"]["KeyId"]
+    settings = pair.settings(
+        db_path, store="dynamodb", dynamodb_table=table, kms_key_id=key_id, token_key=None
+    )
+    try:
+        yield settings, DynamoDBStore(table, KmsCipher(key_id, client=aws.kms()), client=client)
+    finally:
+        client.delete_table(TableName=table)
+
+
+@contextlib.contextmanager
+def app_on(
+    pair: SandboxPair, db_path: Path, aws: MotoAws | None = None
+) -> Iterator[tuple[App, EmulatorTime]]:
+    """The app on a SQLite file at db_path, or on DynamoDB when `aws` is given."""
     emulator_time = EmulatorTime(pair)
-    with SqliteStore(settings.db_path, build_cipher(settings)) as store:
+    store: Store
+    with contextlib.ExitStack() as stack:
+        if aws is None:
+            settings = pair.settings(db_path)
+            store = stack.enter_context(SqliteStore(settings.db_path, build_cipher(settings)))
+        else:
+            settings, store = stack.enter_context(dynamodb_store(aws, pair, db_path))
         app = bootstrap(settings, store=store)
         app.sleep = emulator_time.sleep
         ensure_settings_account(store, settings, app.clock)
@@ -244,6 +348,11 @@ def batch_rows(table: Table, label: str, batch: BatchResult, *, budgeted: bool) 
         (up > 0 and other / up <= 2) if budgeted else None,
     )
     table.add(f"{label}: Garmin downloads / upload", per_upload(t.garmin_download, up))
+    if t.dynamodb:
+        table.add(
+            f"{label}: DynamoDB / KMS requests / upload",
+            f"{per_upload(t.dynamodb, up)} / {per_upload(t.kms, up)}",
+        )
 
 
 def file_check_seconds(repeat: int = 3) -> tuple[float, int]:
@@ -260,13 +369,29 @@ def file_check_seconds(repeat: int = 3) -> tuple[float, int]:
     return statistics.median(times), len(fit)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "dynamodb"),
+        default="sqlite",
+        help="the store under the app (dynamodb: on a local moto server this script runs)",
+    )
+    args = parser.parse_args(argv)
     configure_logging("WARNING", "text")
     cores = os.cpu_count() or 0
     print(
         f"machine: Python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.system()} {platform.machine()}, {cores} cores"
     )
+    with contextlib.ExitStack() as stack:
+        aws = stack.enter_context(moto_aws()) if args.store == "dynamodb" else None
+        store = "SQLite" if aws is None else f"DynamoDB + KMS on moto at {aws.endpoint}"
+        print(f"store: {store}")
+        return measure(aws)
+
+
+def measure(aws: MotoAws | None) -> int:
     started = time.perf_counter()
     for module in ("garmin2strava.adapters.garmin", "garmin2strava.adapters.strava"):
         importlib.import_module(module)  # cold imports stay out of the cycle timings
@@ -278,7 +403,7 @@ def main() -> int:
         # Each configuration gets its own emulators and store: a fresh account.
         with (
             running_sandboxes(processing_delay_s=STRAVA_PROCESSING_S) as pair,
-            app_on(pair, Path(tmp) / "default.sqlite3") as (app, emulator_time),
+            app_on(pair, Path(tmp) / "default.sqlite3", aws) as (app, emulator_time),
         ):
             default_delay = app.sync_config().poll_delay_s
             ids = seed_batch(pair, 41_000_001, now - timedelta(days=10))
@@ -287,7 +412,7 @@ def main() -> int:
             logins = Counts.of(pair).garmin_login
         with (
             running_sandboxes(processing_delay_s=STRAVA_PROCESSING_S) as pair,
-            app_on(pair, Path(tmp) / "nodelay.sqlite3") as (app, emulator_time),
+            app_on(pair, Path(tmp) / "nodelay.sqlite3", aws) as (app, emulator_time),
         ):
             app.poll_delay_s = 0.0
             ids = seed_batch(pair, 41_000_001, now - timedelta(days=10))
@@ -306,6 +431,13 @@ def main() -> int:
         "1",
         garmin_per_idle == {1},
     )
+    if aws is not None:
+        table.add(
+            f"idle cycle: DynamoDB / KMS requests (each of {IDLE_CYCLES})",
+            ",".join(str(n) for n in sorted({c.dynamodb for c in idle_counts}))
+            + " / "
+            + ",".join(str(n) for n in sorted({c.kms for c in idle_counts})),
+        )
     table.add(
         f"idle cycle: wall time (median of {IDLE_CYCLES})",
         f"{statistics.median(idle_times) * 1000:.1f} ms "
@@ -334,4 +466,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
