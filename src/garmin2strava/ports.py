@@ -20,7 +20,15 @@ from garmin2strava.domain.models import (
 )
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
-__all__ = ["ActivityFiles", "EventQueue", "GarminPort", "Store", "StravaPort", "TokenCipher"]
+__all__ = [
+    "ActivityFiles",
+    "EventQueue",
+    "EventSink",
+    "GarminPort",
+    "Store",
+    "StravaPort",
+    "TokenCipher",
+]
 
 
 class TokenCipher(Protocol):
@@ -158,6 +166,15 @@ class ActivityFiles(Protocol):
         ...
 
 
+class EventSink(Protocol):
+    """Where the webhook puts events: the producer half of a queue (SQS in AWS, whose
+    consumer is Lambda's event source mapping)."""
+
+    def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:
+        """Durable when this returns. True when new, False for a redelivery."""
+        ...
+
+
 class EventQueue(Protocol):
     """Durable queue of Strava webhook events (SQLite in the container, SQS in AWS).
 
@@ -165,10 +182,6 @@ class EventQueue(Protocol):
     claim hides events for `visibility_seconds`; a worker that dies without settling
     them gives them back when that time is up.
     """
-
-    def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:
-        """Durable when this returns. True when new, False for a redelivery."""
-        ...
 
     def claim(
         self, *, now: datetime, limit: int = 50, visibility_seconds: float = 60.0

@@ -40,10 +40,6 @@ __all__ = ["SqsBatch", "SqsEventQueue", "max_receive_count", "sqs_client"]
 
 log = logging.getLogger(__name__)
 
-_CONSUMED_BY_LAMBDA = (
-    "SQS messages are consumed by the worker Lambda's event source mapping (SqsBatch)"
-)
-
 
 def sqs_client() -> SQSClient:
     """A client from the standard AWS environment (region, credentials, endpoint)."""
@@ -70,7 +66,8 @@ def max_receive_count(queue_url: str, *, client: SQSClient | None = None) -> int
 
 
 class SqsEventQueue:
-    """The enqueue side of EventQueue: SendMessage to one standard queue."""
+    """ports.EventSink over SQS: SendMessage to one standard queue. The consuming side
+    is Lambda's event source mapping, handed to the worker as an SqsBatch."""
 
     __slots__ = ("_client", "_queue_url")
 
@@ -92,36 +89,6 @@ class SqsEventQueue:
             },
         )
         return True
-
-    # The consuming side belongs to Lambda's event source mapping and SqsBatch.
-    def claim(
-        self, *, now: datetime, limit: int = 50, visibility_seconds: float = 60.0
-    ) -> list[list[QueuedEvent]]:
-        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
-
-    def complete(self, records: Sequence[QueuedEvent], *, now: datetime) -> None:
-        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
-
-    def release(self, records: Sequence[QueuedEvent], *, available_at: datetime) -> None:
-        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
-
-    def fail(self, records: Sequence[QueuedEvent], *, retry_at: datetime, error: str) -> None:
-        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
-
-    def dead_letter(self, records: Sequence[QueuedEvent], *, now: datetime, error: str) -> None:
-        raise NotImplementedError(_CONSUMED_BY_LAMBDA)
-
-    def list_dead(self, *, limit: int = 100) -> list[DeadEvent]:
-        raise NotImplementedError("dead letters are in the SQS dead-letter queue")
-
-    def retry_dead(self, queue_id: int, *, now: datetime) -> bool:
-        raise NotImplementedError("redrive the SQS dead-letter queue (StartMessageMoveTask)")
-
-    def depth(self) -> int:
-        raise NotImplementedError("CloudWatch has the queue's depth (AWS/SQS metrics)")
-
-    def oldest_age(self, *, now: datetime) -> float | None:
-        raise NotImplementedError("CloudWatch has ApproximateAgeOfOldestMessage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +170,6 @@ class SqsBatch:
             return None
         times = [m.queued.enqueued_at for m in self._messages if m.queued is not None]
         return (now - min(times)).total_seconds() if times else None
-
-    def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:
-        raise NotImplementedError("the webhook enqueues with SqsEventQueue")
 
     def _note(self, records: Sequence[QueuedEvent], error: str) -> None:
         for record in records:

@@ -28,7 +28,7 @@ from garmin2strava.domain.webhook import (
 )
 from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_activity, soft_delete
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound
-from garmin2strava.ports import EventQueue, Store, StravaPort
+from garmin2strava.ports import EventQueue, EventSink, Store, StravaPort
 
 __all__ = [
     "MirrorCounts",
@@ -85,7 +85,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        queue: EventQueue,
+        queue: EventSink,
         *,
         verify_token: str | None,
         subscription_id: int | None,
