@@ -35,7 +35,6 @@ operation and AWS error code, never attribute values.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -50,12 +49,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from garmin2strava.adapters.aws import error_code, is_transient, transient_error
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1, create_table
+from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import (
     Account,
     AuditEvent,
-    GarminTokens,
     LedgerEntry,
-    StravaTokens,
     UploadOutcome,
     Workout,
 )
@@ -120,7 +118,7 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"PK": {"S": pk}, "SK": {"S": sk}}
 
 
-class DynamoDBStore:
+class DynamoDBStore(TokenItems):
     """ports.Store on one table; `client=None` builds a default boto3 client (which
     honours AWS_ENDPOINT_URL_DYNAMODB)."""
 
@@ -313,23 +311,6 @@ class DynamoDBStore:
             raise
         return int(answer["Attributes"]["version"]["N"])
 
-    def get_strava_tokens(self, user_id: str) -> StravaTokens | None:
-        found = self._read_secret(codec.user_pk(user_id), codec.STRAVA_TOKEN_SK)
-        if found is None:
-            return None
-        plaintext, version = found
-        return codec.strava_tokens_from_plain(json.loads(plaintext), version=version)
-
-    def replace_strava_tokens(
-        self, user_id: str, new: StravaTokens, *, expected_version: int | None
-    ) -> StravaTokens | None:
-        plain = codec.strava_tokens_to_plain(new)
-        plaintext = json.dumps(plain, separators=(",", ":"), sort_keys=True).encode()
-        version = self._replace_secret(
-            codec.user_pk(user_id), codec.STRAVA_TOKEN_SK, plaintext, expected_version
-        )
-        return None if version is None else codec.strava_tokens_from_plain(plain, version=version)
-
     def delete_strava_tokens(self, user_id: str) -> None:
         """Forget the tokens, leaving a tombstone that keeps the version counter."""
         try:
@@ -347,21 +328,6 @@ class DynamoDBStore:
         except ClientError as exc:
             if error_code(exc) != _CONDITION_FAILED:
                 raise
-
-    def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
-        found = self._read_secret(codec.user_pk(user_id), codec.GARMIN_TOKEN_SK)
-        if found is None:
-            return None
-        plaintext, version = found
-        return GarminTokens(blob=plaintext.decode(), version=version)
-
-    def replace_garmin_tokens(
-        self, user_id: str, blob: str, *, expected_version: int | None
-    ) -> GarminTokens | None:
-        version = self._replace_secret(
-            codec.user_pk(user_id), codec.GARMIN_TOKEN_SK, blob.encode(), expected_version
-        )
-        return None if version is None else GarminTokens(blob=blob, version=version)
 
     # -- upload ledger --------------------------------------------------------------------
     def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:

@@ -38,12 +38,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from garmin2strava.adapters.store import codec
+from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import (
     Account,
     AuditEvent,
-    GarminTokens,
     LedgerEntry,
-    StravaTokens,
     Workout,
 )
 from garmin2strava.ports import TokenCipher
@@ -81,7 +80,7 @@ def _loads(text: str) -> dict[str, Any]:
     return value
 
 
-class SqliteStore:
+class SqliteStore(TokenItems):
     """ports.Store on a local SQLite file (created with its directory, mode 0600)."""
 
     def __init__(self, path: Path, cipher: TokenCipher, *, busy_timeout_s: float = 30.0) -> None:
@@ -242,24 +241,6 @@ class SqliteStore:
             self._put(conn, pk, sk, body, version=new_version)
             return new_version
 
-    def get_strava_tokens(self, user_id: str) -> StravaTokens | None:
-        found = self._read_secret(codec.user_pk(user_id), codec.STRAVA_TOKEN_SK)
-        if found is None:
-            return None
-        plaintext, version = found
-        return codec.strava_tokens_from_plain(json.loads(plaintext), version=version)
-
-    def replace_strava_tokens(
-        self, user_id: str, new: StravaTokens, *, expected_version: int | None
-    ) -> StravaTokens | None:
-        plaintext = _dumps(codec.strava_tokens_to_plain(new)).encode()
-        version = self._replace_secret(
-            codec.user_pk(user_id), codec.STRAVA_TOKEN_SK, plaintext, expected_version
-        )
-        if version is None:
-            return None
-        return codec.strava_tokens_from_plain(codec.strava_tokens_to_plain(new), version=version)
-
     def delete_strava_tokens(self, user_id: str) -> None:
         """Forget the tokens, leaving a tombstone that keeps the version counter."""
         pk, sk = codec.user_pk(user_id), codec.STRAVA_TOKEN_SK
@@ -267,21 +248,6 @@ class SqliteStore:
             row = self._get_row(conn, pk, sk)
             if row is not None:
                 self._put(conn, pk, sk, {"deleted": True}, version=row[1] + 1)
-
-    def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
-        found = self._read_secret(codec.user_pk(user_id), codec.GARMIN_TOKEN_SK)
-        if found is None:
-            return None
-        plaintext, version = found
-        return GarminTokens(blob=plaintext.decode(), version=version)
-
-    def replace_garmin_tokens(
-        self, user_id: str, blob: str, *, expected_version: int | None
-    ) -> GarminTokens | None:
-        version = self._replace_secret(
-            codec.user_pk(user_id), codec.GARMIN_TOKEN_SK, blob.encode(), expected_version
-        )
-        return None if version is None else GarminTokens(blob=blob, version=version)
 
     # -- upload ledger ----------------------------------------------------------------------
     def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
