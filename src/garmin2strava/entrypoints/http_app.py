@@ -7,7 +7,8 @@ budget: no stravalib, garminconnect, boto3 or fitparse on this path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -62,13 +63,20 @@ def create_app(
         samples = await run_in_threadpool(lambda: list(metrics()))
         return PlainTextResponse(render_prometheus(samples), media_type=_PROMETHEUS)
 
+    @asynccontextmanager
+    async def warm_up(_: Starlette) -> AsyncIterator[None]:
+        # uvicorn listens only after this: the first POST finds the pool warm.
+        await run_in_threadpool(receiver.warm)
+        yield
+
     return Starlette(
+        lifespan=warm_up,
         routes=[
             Route(webhook_path, handshake, methods=["GET"]),
             Route(webhook_path, event, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
-        ]
+        ],
     )
 
 

@@ -87,7 +87,7 @@ class MirrorRuntime:
             port=settings.http_port,
             log_config=None,  # our JSON logging stays in charge
             access_log=False,
-            lifespan="off",
+            lifespan="on",  # the app warms its request path before listening
         )
         # Off the main thread uvicorn leaves signals alone: they are the daemon's.
         server = uvicorn.Server(config)

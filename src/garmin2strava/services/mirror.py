@@ -8,6 +8,7 @@ dead letters after the last attempt.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -105,6 +106,25 @@ class WebhookReceiver:
             return WebhookAnswer(403, {"error": "forbidden"})
         log.info("webhook.handshake_ok")
         return WebhookAnswer(200, {"hub.challenge": challenge})
+
+    def warm(self) -> None:
+        """Run the request path once without queueing, before the first real event.
+
+        Called from the HTTP app's startup in the thread pool: the pool's first use
+        imports anyio's backend and starts a thread (about 140 ms on this machine,
+        measured), which would otherwise land on the first POST and on every event
+        queued behind it."""
+        sample = {
+            "aspect_type": "create",
+            "event_time": 1,
+            "object_id": 1,
+            "object_type": "activity",
+            "owner_id": 1,
+            "subscription_id": self._subscription_id or 1,
+            "updates": {},
+        }
+        event = parse_event(json.dumps(sample).encode(), subscription_id=self._subscription_id)
+        _event_fields(event)
 
     def receive(self, body: bytes) -> WebhookAnswer:
         started = time.perf_counter()
