@@ -13,6 +13,11 @@ while the commits themselves took under 7 ms). BEGIN IMMEDIATE is therefore retr
 here every 0.5 to 2 ms up to the busy timeout; statements inside a transaction keep
 SQLite's handler. The commit is unchanged: synchronous=FULL stays (the fsync is not
 what the tail was made of).
+
+Enqueues are group-committed: when one is held up (by a worker's transaction, a slow
+fsync or a checkpoint), the requests arriving meanwhile are written together in the
+next transaction instead of one fsync each, so the backlog clears in one commit. The
+load bench's p99 went from 71-99 ms (3 runs) to 11-47 ms (10 runs) with it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +84,9 @@ class SqliteEventQueue:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per instance behind a lock; other processes have their own.
         self._lock = threading.Lock()
+        # Enqueues waiting for the next group commit (see `enqueue`).
+        self._waiting_lock = threading.Lock()
+        self._waiting: list[_Enqueue] = []
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._db = sqlite3.connect(
             self._path,
@@ -98,15 +107,41 @@ class SqliteEventQueue:
 
     # -- producer ------------------------------------------------------------------
     def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:
+        """Group commit: the caller that gets the connection writes every enqueue
+        waiting at that moment in one transaction, and each caller returns once the
+        commit holding its row is done. A backlog built up behind a slow commit (or
+        a worker's transaction) is then cleared by one commit, not one each."""
         ts = now.timestamp()
-        with self._transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO webhook_queue"
-                " (dedupe_key, object_key, event_json, available_at, enqueued_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (event.dedupe_key, event.object_key, event.to_json(), ts, ts),
-            )
-            return cur.rowcount == 1
+        mine = _Enqueue((event.dedupe_key, event.object_key, event.to_json(), ts, ts))
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        with self._lock:
+            if not mine.settled:  # no earlier caller took it into its commit
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                self._insert(batch)
+        if mine.error is not None:
+            raise mine.error
+        return mine.new
+
+    def _insert(self, batch: list[_Enqueue]) -> None:
+        """Under `_lock`: one transaction for the batch; every member learns how it
+        ended (a failure fails them all, and nothing of the batch is kept)."""
+        try:
+            with self._transaction_held() as db:
+                for item in batch:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO webhook_queue"
+                        " (dedupe_key, object_key, event_json, available_at, enqueued_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        item.row,
+                    )
+                    item.new = cur.rowcount == 1
+        except Exception as exc:  # noqa: BLE001 (handed to every caller of the batch)
+            for item in batch:
+                item.new, item.error = False, exc
+        for item in batch:
+            item.settled = True
 
     # -- consumer ------------------------------------------------------------------
     def claim(
@@ -233,14 +268,19 @@ class SqliteEventQueue:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._begin_immediate()
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction_held() as db:
+            yield db
+
+    @contextmanager
+    def _transaction_held(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; the caller holds `_lock`."""
+        self._begin_immediate()
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _begin_immediate(self) -> None:
         """BEGIN IMMEDIATE, retried every 0.5-2 ms while another connection writes."""
@@ -261,6 +301,16 @@ class SqliteEventQueue:
                 delay = min(delay * 2, 0.002)
         finally:
             self._db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+
+
+@dataclass(slots=True)
+class _Enqueue:
+    """One caller's row in a group commit, and how its commit ended."""
+
+    row: tuple[str, str, str, float, float]
+    settled: bool = False
+    new: bool = False
+    error: Exception | None = None
 
 
 def _dt(ts: float) -> datetime:
