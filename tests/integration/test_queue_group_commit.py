@@ -81,9 +81,8 @@ def test_backlog_behind_a_writer_is_committed_in_groups_once_each(
     event is stored once, exactly one of its two deliveries is reported new, and the
     96 enqueues took far fewer than 96 commits."""
     commits: list[str] = []
-    queue._db.set_trace_callback(  # noqa: SLF001 (counting the statements this connection runs)
-        lambda sql: commits.append(sql) if sql == "COMMIT" else None
-    )
+    # The queue's own connection: count the COMMITs it runs.
+    queue._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
     held = threading.Event()
     writer = threading.Thread(target=hold_write_lock, args=(db, 0.3, held))
     writer.start()
