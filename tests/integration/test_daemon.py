@@ -134,3 +134,23 @@ def test_run_syncs_logs_json_and_stops_cleanly_on_sigterm(
     output = stdout + stderr
     for secret in secrets_in_play(pair, db_path, token_key):
         assert secret[:12] not in output, "a token or secret reached the daemon's output"
+
+
+def test_freeze_heap_imports_what_the_threads_need_and_freezes_it() -> None:
+    """`freeze_heap` imports the named modules and moves the live heap into the
+    permanent generation, so full collections under webhook load skip the libraries."""
+    code = (
+        "import gc, sys\n"
+        "from garmin2strava.entrypoints.daemon import freeze_heap\n"
+        "from garmin2strava.entrypoints.server import MirrorRuntime\n"
+        "assert 'uvicorn' not in sys.modules\n"
+        "before = gc.get_freeze_count()\n"
+        "freeze_heap(MirrorRuntime.MODULES)\n"
+        "imported = all(m in sys.modules for m in MirrorRuntime.MODULES)\n"
+        "print(imported, gc.get_freeze_count() - before)\n"
+    )
+    out = subprocess.run(  # noqa: S603 (our interpreter, constant code)
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "True"
+    assert int(out[1]) > 10_000  # stravalib, pydantic and uvicorn are far more objects

@@ -64,7 +64,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         return run_daemon(app)
     _link_settings_athlete(app)
     mirror = MirrorRuntime(app)
-    return run_daemon(app, extra_threads=[mirror.serve_http, mirror.work])
+    return run_daemon(
+        app, extra_threads=[mirror.serve_http, mirror.work], preload=MirrorRuntime.MODULES
+    )
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -74,7 +76,12 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     app = _app(settings)
     _link_settings_athlete(app)
     mirror = MirrorRuntime(app)
-    return run_daemon(app, extra_threads=[mirror.serve_http, mirror.work], sync=False)
+    return run_daemon(
+        app,
+        extra_threads=[mirror.serve_http, mirror.work],
+        sync=False,
+        preload=MirrorRuntime.MODULES,
+    )
 
 
 def _link_settings_athlete(app: App) -> None:

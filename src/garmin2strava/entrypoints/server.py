@@ -34,6 +34,13 @@ _BUDGET_FIELDS = {
 class MirrorRuntime:
     """The queue, the counters, the ASGI app and the two thread bodies."""
 
+    # What the two threads import on first use: preloaded before the heap is frozen.
+    MODULES = (
+        "uvicorn",
+        "garmin2strava.entrypoints.http_app",
+        "garmin2strava.adapters.strava",
+    )
+
     def __init__(self, app: App) -> None:
         from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
 
