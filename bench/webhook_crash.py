@@ -19,13 +19,8 @@ The Strava sandbox prints a "connection reset" traceback for the killed server's
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,83 +32,21 @@ from pathlib import Path
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
+from garmin2strava.sandbox.serving import (
+    ServeConfig,
+    event_body,
+    free_port,
+    post_event,
+    queue_counts,
+    queue_scalar,
+    start_serve,
+    stop_serve,
+)
 
 USER = "bench"
 SUB = 7001
 START_WAIT_S = 30.0
 DRAIN_WAIT_S = 180.0
-
-_local = threading.local()
-
-
-def post(port: int, body: bytes) -> tuple[int | None, float]:
-    """(status or None when no answer came, milliseconds); one keep-alive per thread."""
-    started = time.perf_counter()
-    conn = getattr(_local, "conn", None)
-    if conn is None:
-        conn = _local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("POST", "/webhooks/strava", body, {"Content-Type": "application/json"})
-        answer = conn.getresponse()
-        answer.read()
-    except (OSError, http.client.HTTPException):
-        conn.close()
-        _local.conn = None
-        return None, (time.perf_counter() - started) * 1000
-    return answer.status, (time.perf_counter() - started) * 1000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def serve_env(pair: SandboxPair, db: Path, token_key: str, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("G2S_", "STRAVA_", "GARMIN_"))}
-    env |= {
-        "STRAVA_CLIENT_ID": str(pair.strava.client_id),
-        "STRAVA_CLIENT_SECRET": pair.strava.client_secret,
-        "STRAVA_REFRESH_TOKEN": pair.strava_refresh_token,
-        "STRAVA_VERIFY_TOKEN": "bench",
-        "STRAVA_SUBSCRIPTION_ID": str(SUB),
-        "GARMIN_TOKENS": pair.garmin_tokens,
-        "G2S_USER_ID": USER,
-        "G2S_DB_PATH": str(db),
-        "G2S_TOKEN_KEY": token_key,
-        "G2S_STRAVA_BASE_URL": pair.strava.base_url,
-        "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
-        "G2S_HTTP_HOST": "127.0.0.1",
-        "G2S_HTTP_PORT": str(port),
-        "G2S_LOG_LEVEL": "WARNING",
-    }
-    return env
-
-
-def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "garmin2strava.entrypoints.cli", "serve"],
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
-    deadline = time.monotonic() + START_WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", int(env["G2S_HTTP_PORT"]), timeout=2)
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            conn.close()
-        except OSError:
-            time.sleep(0.05)
-            continue
-        return proc
-    proc.kill()
-    sys.exit("serve did not answer on its port in time")
 
 
 def seed(pair: SandboxPair, n: int) -> dict[int, bytes]:
@@ -124,38 +57,24 @@ def seed(pair: SandboxPair, n: int) -> dict[int, bytes]:
         activity_id = pair.strava.add_activity(
             pair.athlete_id, start_utc=start, elapsed_s=1800, name=f"Run {i}"
         )
-        body = {
-            "aspect_type": "create",
-            "event_time": now,
-            "object_id": activity_id,
-            "object_type": "activity",
-            "owner_id": pair.athlete_id,
-            "subscription_id": SUB,
-            "updates": {},
-        }
-        bodies[activity_id] = json.dumps(body).encode()
+        bodies[activity_id] = event_body(activity_id, pair.athlete_id, SUB, event_time=now)
     pair.reset_counts()
     return bodies
-
-
-def queue_rows(db: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return list(conn.execute(sql).fetchall())
-    finally:
-        conn.close()
-
-
-def states(db: Path) -> dict[str, int]:
-    rows = queue_rows(db, "SELECT state, COUNT(*) FROM webhook_queue GROUP BY state")
-    return {str(s): int(str(n)) for s, n in rows}
 
 
 def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> int:  # noqa: PLR0915 (one scenario, read top to bottom)
     db = tmp / "g2s.sqlite3"
     token_key = generate_token_key()
-    env = serve_env(pair, db, token_key, free_port())
-    port = int(env["G2S_HTTP_PORT"])
+    port = free_port()
+    config = ServeConfig(
+        db=db,
+        token_key=token_key,
+        port=port,
+        user_id=USER,
+        subscription_id=SUB,
+        verify_token="bench",
+    )
+    env = config.env(pair)
     log = tmp / "serve.log"
     bodies = seed(pair, n)
     ids = list(bodies)
@@ -164,11 +83,11 @@ def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> in
     lock = threading.Lock()
 
     def send(activity_id: int) -> None:
-        outcome = post(port, bodies[activity_id])
+        outcome = post_event(port, bodies[activity_id])
         with lock:
             results[activity_id] = outcome
 
-    servers = [start_server(env, log)]
+    servers = [start_serve(env, log, wait_s=START_WAIT_S)]
     figures: dict[str, float] = {}
 
     def crash_and_restart() -> None:
@@ -178,7 +97,7 @@ def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> in
         with lock:
             figures["answered"] = sum(1 for s, _ in results.values() if s == 200)
         restart = time.perf_counter()
-        servers.append(start_server(env, log))
+        servers.append(start_serve(env, log, wait_s=START_WAIT_S))
         figures["restart"] = time.perf_counter() - restart
 
     crasher = threading.Thread(target=crash_and_restart, name="crasher")
@@ -203,26 +122,23 @@ def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> in
         f"restart took {figures.get('restart', 0):.2f} s (POSTs meanwhile got no answer)"
     )
     print(f"answered 200: {len(ok)}; no answer: {len(unanswered)}; other status: {len(other)}")
-    redelivered = {a for a in unanswered if post(port, bodies[a])[0] == 200}
+    redelivered = {a for a in unanswered if post_event(port, bodies[a])[0] == 200}
     print(f"redelivered the unanswered: {len(redelivered)}/{len(unanswered)} answered 200")
     accepted = ok | redelivered
 
     wait_start = time.monotonic()
-    counts = states(db)
+    counts = queue_counts(db)
     while counts.get("done", 0) + counts.get("dead", 0) < len(accepted):
         if time.monotonic() - wait_start > DRAIN_WAIT_S:
             break
         time.sleep(0.2)
-        counts = states(db)
+        counts = queue_counts(db)
     print(f"queue settled in {time.monotonic() - wait_start:.1f} s after the load: {counts}")
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=30)
+    stop_serve(server)
 
     with SqliteStore(db, AesGcmCipher(parse_token_key(token_key))) as store:
         lost = [a for a in sorted(accepted) if store.get_workout(USER, a) is None]
-    reclaimed = int(
-        str(queue_rows(db, "SELECT COUNT(*) FROM webhook_queue WHERE claims > 1")[0][0])
-    )
+    reclaimed = queue_scalar(db, "SELECT COUNT(*) FROM webhook_queue WHERE claims > 1")
     with pair.strava.lock:
         fetches = pair.strava.requests["activity"]
     rows = counts.get("done", 0)

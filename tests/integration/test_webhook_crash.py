@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
-import socket
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +16,16 @@ import pytest
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
+from garmin2strava.sandbox.serving import (
+    ServeConfig,
+    event_body,
+    free_port,
+    post_event,
+    queue_counts,
+    queue_scalar,
+    start_serve,
+    stop_serve,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,98 +51,13 @@ def pair() -> Iterator[SandboxPair]:
         yield sandboxes
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def serve_env(pair: SandboxPair, db: Path, token_key: str, port: int) -> dict[str, str]:
-    """The parent's environment without any garmin2strava setting, plus ours."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("G2S_", "STRAVA_", "GARMIN_"))
-    }
-    env.update(
-        {
-            "STRAVA_CLIENT_ID": str(pair.strava.client_id),
-            "STRAVA_CLIENT_SECRET": pair.strava.client_secret,
-            "STRAVA_REFRESH_TOKEN": pair.strava_refresh_token,
-            "STRAVA_VERIFY_TOKEN": VERIFY,
-            "STRAVA_SUBSCRIPTION_ID": str(SUB),
-            "GARMIN_TOKENS": pair.garmin_tokens,
-            "G2S_USER_ID": USER,
-            "G2S_DB_PATH": str(db),
-            "G2S_TOKEN_KEY": token_key,
-            "G2S_STRAVA_BASE_URL": pair.strava.base_url,
-            "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
-            "G2S_HTTP_HOST": "127.0.0.1",
-            "G2S_HTTP_PORT": str(port),
-            "G2S_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`serve` as a real process; returns once its HTTP port answers."""
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "garmin2strava.entrypoints.cli", "serve"],
-            env=env,
-            stdout=sink,
-            stderr=sink,
-        )
-    deadline = time.monotonic() + START_WAIT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text(errors="replace")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", int(env["G2S_HTTP_PORT"]), timeout=2)
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            conn.close()
-        except OSError:
-            time.sleep(0.05)
-            continue
-        return proc
-    proc.kill()
-    pytest.fail("serve did not answer on its port in time")
-
-
-def post(port: int, body: bytes) -> int | None:
-    """The status of one POST, or None when no answer came (refused, reset)."""
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("POST", "/webhooks/strava", body, {"Content-Type": "application/json"})
-            answer = conn.getresponse()
-            answer.read()
-            return answer.status
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException):
-        return None
-
-
 def pair_start(now: int, i: int) -> datetime:
     """A distinct start, an hour apart, before today."""
     return datetime.fromtimestamp(now - 86_400 - i * 3600, UTC)
 
 
-def event(activity_id: int, athlete_id: int, at: int) -> bytes:
-    return json.dumps(
-        {
-            "aspect_type": "create",
-            "event_time": at,
-            "object_id": activity_id,
-            "object_type": "activity",
-            "owner_id": athlete_id,
-            "subscription_id": SUB,
-            "updates": {},
-        }
-    ).encode()
+def post(port: int, body: bytes) -> int | None:
+    return post_event(port, body)[0]
 
 
 class Poster(threading.Thread):
@@ -172,15 +92,6 @@ class Poster(threading.Thread):
             return len(self.ok)
 
 
-def queue_counts(db: Path) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = conn.execute("SELECT state, COUNT(*) FROM webhook_queue GROUP BY state").fetchall()
-    finally:
-        conn.close()
-    return {str(state): int(n) for state, n in rows}
-
-
 def seed_events(pair: SandboxPair) -> dict[int, bytes]:
     """EVENTS activities on the Strava sandbox and one create event body for each."""
     now = int(time.time())
@@ -189,7 +100,7 @@ def seed_events(pair: SandboxPair) -> dict[int, bytes]:
         activity_id = pair.strava.add_activity(
             pair.athlete_id, start_utc=pair_start(now, i), elapsed_s=1800, name=f"Run {i}"
         )
-        bodies[activity_id] = event(activity_id, pair.athlete_id, now)
+        bodies[activity_id] = event_body(activity_id, pair.athlete_id, SUB, event_time=now)
     pair.reset_counts()
     return bodies
 
@@ -207,12 +118,7 @@ def wait_settled(db: Path) -> dict[str, int]:
 
 def reclaimed(db: Path) -> int:
     """Rows handed to a worker more than once (the batch in hand at the SIGKILL)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT COUNT(*) FROM webhook_queue WHERE claims > 1").fetchone()
-    finally:
-        conn.close()
-    return int(row[0])
+    return queue_scalar(db, "SELECT COUNT(*) FROM webhook_queue WHERE claims > 1")
 
 
 def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
@@ -223,11 +129,19 @@ def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
     db = tmp_path / "g2s.sqlite3"
     token_key = generate_token_key()
     port = free_port()
-    env = serve_env(pair, db, token_key, port)
+    config = ServeConfig(
+        db=db,
+        token_key=token_key,
+        port=port,
+        user_id=USER,
+        subscription_id=SUB,
+        verify_token=VERIFY,
+    )
+    env = config.env(pair)
     log = tmp_path / "serve.log"
     bodies = seed_events(pair)
 
-    first = start_server(env, log)
+    first = start_serve(env, log, wait_s=START_WAIT_S)
     second: subprocess.Popen[bytes] | None = None
     poster = Poster(port, bodies)
     try:
@@ -239,7 +153,7 @@ def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait(timeout=10) == -signal.SIGKILL
         answered_before_kill = poster.answered()
-        second = start_server(env, log)
+        second = start_serve(env, log, wait_s=START_WAIT_S)
         poster.join(timeout=START_WAIT_S + EVENTS / RATE)
         assert not poster.is_alive()
         assert answered_before_kill < EVENTS  # the kill came in the middle of the load
@@ -252,9 +166,7 @@ def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
         counts = wait_settled(db)
     finally:
         for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+            stop_serve(proc)
 
     assert counts == {"done": EVENTS}, log.read_text(errors="replace")[-2000:]
     with SqliteStore(db, AesGcmCipher(parse_token_key(token_key))) as store:
