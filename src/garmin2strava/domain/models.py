@@ -199,6 +199,10 @@ class Workout:
     is_deleted: bool
     updated_at: datetime  # the event/fetch time this row reflects; older writes lose
     raw: dict[str, Any] | None = None
+    # When `name`, `sport_type` or `is_private` last changed, for each of them that
+    # changed before `updated_at` (update events arrive out of order, per field). A field
+    # missing here changed at `updated_at`: a fetch, or a row from before these times.
+    field_updated_at: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ from garmin2strava.domain.models import Workout
 __all__ = ["BadActivity", "apply_update", "normalize_activity", "soft_delete"]
 
 
+# The Workout fields an update event can carry (`title`, `type`, `private`).
+_UPDATE_FIELDS = ("name", "sport_type", "is_private")
+
+
 class BadActivity(ValueError):
     """Strava's activity JSON lacks a field the mirror needs, or has a wrong type."""
 
@@ -36,33 +40,66 @@ def normalize_activity(raw: Mapping[str, Any], *, user_id: str, updated_at: date
         upload_id=_opt_int(raw, "upload_id"),
         is_private=raw.get("private") is True,
         is_deleted=False,
-        updated_at=updated_at,
+        updated_at=updated_at,  # with no field_updated_at: every field is as of the fetch
         raw=dict(raw),
     )
 
 
 def apply_update(workout: Workout, updates: Mapping[str, str], event_time: datetime) -> Workout:
-    """Title, type and privacy as an update event states them; other keys are ignored."""
+    """Title, type and privacy as an update event states them; other keys are ignored.
+
+    Each field takes the event only when it is not older than that field's last change,
+    so a late title still lands after a newer type. A deleted row ignores events older
+    than itself. Returns `workout` itself when nothing applies."""
+    if workout.is_deleted and event_time < workout.updated_at:
+        return workout
+    times = _field_times(workout)
     raw = dict(workout.raw) if workout.raw is not None else None
-    changes: dict[str, Any] = {"updated_at": event_time}
-    if "title" in updates:
+    changes: dict[str, Any] = {}
+    if "title" in updates and event_time >= times["name"]:
         changes["name"] = updates["title"]
         if raw is not None:
             raw["name"] = updates["title"]
-    if "type" in updates:
+    if "type" in updates and event_time >= times["sport_type"]:
         changes["sport_type"] = updates["type"]
         if raw is not None:
             raw["type"] = raw["sport_type"] = updates["type"]
-    if "private" in updates:
+    if "private" in updates and event_time >= times["is_private"]:
         changes["is_private"] = updates["private"].lower() == "true"
         if raw is not None:
             raw["private"] = changes["is_private"]
-    return replace(workout, raw=raw, **changes)
+    if not changes:
+        return workout
+    times |= dict.fromkeys(changes, event_time)
+    updated_at = max(event_time, workout.updated_at)
+    return replace(
+        workout,
+        raw=raw,
+        updated_at=updated_at,
+        field_updated_at=_changed_before(times, updated_at),
+        **changes,
+    )
 
 
 def soft_delete(workout: Workout, event_time: datetime) -> Workout:
     """The row stays; only `is_deleted` says the activity is gone."""
-    return replace(workout, is_deleted=True, updated_at=max(event_time, workout.updated_at))
+    updated_at = max(event_time, workout.updated_at)
+    return replace(
+        workout,
+        is_deleted=True,
+        updated_at=updated_at,
+        field_updated_at=_changed_before(_field_times(workout), updated_at),
+    )
+
+
+def _field_times(workout: Workout) -> dict[str, datetime]:
+    """When each field an update event can carry last changed in this row."""
+    return {name: workout.field_updated_at.get(name, workout.updated_at) for name in _UPDATE_FIELDS}
+
+
+def _changed_before(times: Mapping[str, datetime], updated_at: datetime) -> dict[str, datetime]:
+    # Only the fields older than the row are kept: a missing one changed at updated_at.
+    return {name: at for name, at in times.items() if at < updated_at}
 
 
 def _as_int(value: Any, name: str) -> int:

@@ -329,11 +329,12 @@ def _apply_activity_events(
             run.store.upsert_workout(soft_delete(stored, newest))
         return 1
     assert stored is not None
-    # Updates carry title/type/private themselves: applied in event order, no request;
-    # the store keeps whichever row is newest.
+    # Updates carry title/type/private themselves: no request. apply_update keeps each
+    # field's newest change, whatever order the events come in; the store keeps
+    # whichever row is newest.
     workout = stored
     for event in events:
-        if event.aspect_type == "update" and event.happened_at >= workout.updated_at:
+        if event.aspect_type == "update":
             workout = apply_update(workout, event.updates, event.happened_at)
     if workout is not stored:
         run.store.upsert_workout(workout)

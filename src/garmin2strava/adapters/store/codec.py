@@ -262,6 +262,10 @@ def audit_from_item(item: dict[str, Any]) -> AuditEvent:
 
 
 # -- mirrored workouts ------------------------------------------------------------------
+# `Workout.field_updated_at` keys -> the item attribute each one times.
+_FIELD_ATTRIBUTES = {"name": "name", "sport_type": "sportType", "is_private": "isPrivate"}
+
+
 def workout_to_item(workout: Workout) -> dict[str, Any]:
     return {
         "userId": workout.user_id,
@@ -279,12 +283,17 @@ def workout_to_item(workout: Workout) -> dict[str, Any]:
         "isPrivate": workout.is_private,
         "isDeleted": workout.is_deleted,
         "updatedAt": format_time(workout.updated_at),
+        "fieldUpdatedAt": {
+            _FIELD_ATTRIBUTES[name]: format_time(at)
+            for name, at in workout.field_updated_at.items()
+        },
         "raw": workout.raw,
     }
 
 
 def workout_from_item(item: dict[str, Any]) -> Workout:
     raw = item.get("raw")
+    field_times = item.get("fieldUpdatedAt") or {}
     return Workout(
         user_id=str(item["userId"]),
         activity_id=int(item["activityId"]),
@@ -302,4 +311,10 @@ def workout_from_item(item: dict[str, Any]) -> Workout:
         is_deleted=bool(item.get("isDeleted", False)),
         updated_at=parse_time(str(item["updatedAt"])),
         raw=None if raw is None else dict(raw),
+        # Rows written before per-field times have none: all fields as of updatedAt.
+        field_updated_at={
+            name: parse_time(str(field_times[attribute]))
+            for name, attribute in _FIELD_ATTRIBUTES.items()
+            if attribute in field_times
+        },
     )
