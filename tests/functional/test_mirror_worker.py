@@ -1,4 +1,6 @@
-"""The mirror worker with a recording fake Store and fake Strava, over the real queue."""
+"""The mirror worker with a recording fake Store and fake Strava, over the real queue.
+
+Where rows must survive between claims exactly as stored, the real SQLite store is used."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
+from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -479,3 +483,28 @@ def test_late_create_after_fetching_update_costs_no_second_fetch(world: World) -
     world.work()
     assert world.strava.fetches == [7]
     assert world.row().name == "Later"
+
+
+def test_late_title_after_newer_type_keeps_both_changes(world: World, tmp_path: Path) -> None:
+    """A title change processed after a newer type change lands; an older type does not."""
+    world.strava.activities[7] = activity_json(7)
+    # The SQLite store, so the per-field times also go through the codec between claims.
+    with SqliteStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
+        store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
+        store.link_athlete(ATHLETE, "u1")
+        for events in (
+            [event("create", at=1)],
+            [event("update", at=200, type="Hike")],
+            # Delivered late (a redelivery, or another claim): older than the type change.
+            [event("update", at=100, title="Renamed"), event("update", at=150, type="Walk")],
+        ):
+            world.push(*events)
+            counts = process_events(
+                world.queue, store, world.strava_for, now=world.now, stats=world.stats
+            )
+            assert counts.processed == len(events)
+        row = store.get_workout("u1", 7)
+    assert row is not None
+    assert (row.name, row.sport_type) == ("Renamed", "Hike")
+    assert row.updated_at == T0 + timedelta(seconds=200)
+    assert world.strava.fetches == [7]
