@@ -25,6 +25,7 @@ import pytest
 
 from garmin2strava.adapters.store.dynamodb import create_table
 from garmin2strava.bootstrap import build_store, utc_now
+from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
 from garmin2strava.ports import Store
@@ -412,34 +413,79 @@ def test_worker_returns_everything_unfinished_when_the_store_fails(
     assert answer == {"batchItemFailures": [{"itemIdentifier": "a"}]}
 
 
-def _deliver(deployment: Deployment) -> list[str]:
-    """What Lambda's SQS event source mapping does once: receive a batch, invoke the
-    worker, delete what it did not report. Returns the reported message ids."""
-    sqs = deployment.sqs
-    received = sqs.receive_message(
+def _receive(deployment: Deployment, *, wait_s: int = 0) -> list[dict[str, Any]]:
+    """One ReceiveMessage on the events queue, as the Lambda records it would become."""
+    received = deployment.sqs.receive_message(
         QueueUrl=deployment.queue_url,
         MaxNumberOfMessages=10,
+        WaitTimeSeconds=wait_s,
         AttributeNames=["All"],
         MessageAttributeNames=["All"],
     ).get("Messages", [])
-    if not received:
-        return []
-    records = [
+    return [
         {
             "messageId": m["MessageId"],
             "receiptHandle": m["ReceiptHandle"],
             "body": m["Body"],
             "attributes": {str(k): v for k, v in m.get("Attributes", {}).items()},
+            "messageAttributes": {
+                str(name): {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+                for name, value in m.get("MessageAttributes", {}).items()
+            },
             "eventSource": "aws:sqs",
         }
         for m in received
     ]
+
+
+def _settle(deployment: Deployment, records: list[dict[str, Any]]) -> list[str]:
+    """Invoke the worker on `records` and delete what it did not report, as the event
+    source mapping does. Returns the reported message ids."""
     answer, _ = _invoke(worker_handler.handler, {"Records": records}, FakeContext())
     failed = [item["itemIdentifier"] for item in answer["batchItemFailures"]]
-    for m in received:
-        if m["MessageId"] not in failed:
-            sqs.delete_message(QueueUrl=deployment.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    for record in records:
+        if record["messageId"] not in failed:
+            deployment.sqs.delete_message(
+                QueueUrl=deployment.queue_url, ReceiptHandle=record["receiptHandle"]
+            )
     return failed
+
+
+def _deliver(deployment: Deployment) -> list[str]:
+    """What Lambda's SQS event source mapping does once: receive a batch, invoke the
+    worker, delete what it did not report. Returns the reported message ids."""
+    records = _receive(deployment)
+    return _settle(deployment, records) if records else []
+
+
+def _queue_counts(deployment: Deployment, queue_url: str | None = None) -> tuple[int, int, int]:
+    """(visible, in flight, delayed) messages on the events queue (or `queue_url`)."""
+    attributes = deployment.sqs.get_queue_attributes(
+        QueueUrl=queue_url or deployment.queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        int(attributes["ApproximateNumberOfMessagesDelayed"]),
+    )
+
+
+def _post_create(activity_id: int, owner_id: int) -> None:
+    """Strava's create event through the webhook Lambda onto the queue."""
+    event = load_aws_event("apigw_v2_event_post")
+    event["body"] = _create_event(activity_id, owner_id)
+    answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+    assert answer["statusCode"] == 200
+
+
+def _block_strava_reads(store: Store, until: datetime) -> None:
+    """The shared budget as the adapter stores it after a 429: no request before `until`."""
+    store.put_app_state("strava_budget", RateBudget(blocked_until=until).to_dict())
 
 
 def test_failing_event_reaches_the_dlq_after_the_last_delivery(deployment: Deployment) -> None:
@@ -463,3 +509,91 @@ def test_failing_event_reaches_the_dlq_after_the_last_delivery(deployment: Deplo
     dead = deployment.queued_bodies(deployment.dlq_url)
     assert [WebhookEvent.from_json(b).owner_id for b in dead] == [424_242]
     assert deployment.queued_bodies() == []
+
+
+# -- worker: a spent Strava budget -----------------------------------------------------------
+def test_a_days_spent_budget_requeues_the_event_instead_of_spending_receives(
+    deployment: Deployment,
+) -> None:
+    """Daily reads spent (Strava answers 429): the event is sent again with a delay (at
+    most 900 s), the delivery is reported done, and nothing heads for the DLQ."""
+    pair = deployment.pair
+    activity_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=2), elapsed_s=1500
+    )
+    _post_create(activity_id, pair.athlete_id)
+    # Both read windows spent, so a quarter hour passing mid-test changes nothing.
+    pair.strava.set_usage(short_all=100, daily_all=1000, short_read=100, daily_read=1000)
+    records = _receive(deployment)
+    assert len(records) == 1
+
+    answer, emf = _invoke(worker_handler.handler, {"Records": records}, FakeContext())
+
+    assert answer == {"batchItemFailures": []}
+    assert pair.strava.requests["activity"] == 1  # the one answered 429
+    assert _emf(emf, "MessagesResent", function="worker") == 1
+    deployment.sqs.delete_message(
+        QueueUrl=deployment.queue_url, ReceiptHandle=records[0]["receiptHandle"]
+    )
+    # The copy waits, delayed; the receives it could spend are all still ahead of it.
+    assert _queue_counts(deployment) == (0, 0, 1)
+    assert [_deliver(deployment) for _ in range(MAX_RECEIVES + 1)] == [[]] * (MAX_RECEIVES + 1)
+    assert deployment.queued_bodies(deployment.dlq_url) == []
+    assert deployment.store.get_workout(USER, activity_id) is None
+
+
+def test_a_requeued_event_is_the_same_message_and_is_mirrored_after_the_window(
+    deployment: Deployment,
+) -> None:
+    """The delayed copy has the original's body and attributes, a fresh receive count,
+    and once the budget reopens one delivery mirrors it with exactly one Strava fetch."""
+    pair = deployment.pair
+    activity_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=3), elapsed_s=2400
+    )
+    _post_create(activity_id, pair.athlete_id)
+    reopens = datetime.now(UTC) + timedelta(seconds=2)
+    _block_strava_reads(deployment.store, reopens)
+    original = _receive(deployment)
+    assert len(original) == 1
+
+    assert _settle(deployment, original) == []
+    assert pair.strava.requests["activity"] == 0  # refused locally, no request
+    assert _queue_counts(deployment) == (0, 0, 1)
+
+    copies = _receive(deployment, wait_s=10)
+
+    assert datetime.now(UTC) >= reopens
+    assert [c["body"] for c in copies] == [original[0]["body"]]
+    assert copies[0]["messageId"] != original[0]["messageId"]
+    assert copies[0]["messageAttributes"] == original[0]["messageAttributes"]
+    assert copies[0]["messageAttributes"]["correlationId"]["stringValue"]
+    assert copies[0]["attributes"]["ApproximateReceiveCount"] == "1"
+    assert _settle(deployment, copies) == []
+    assert pair.strava.requests["activity"] == 1
+    workout = deployment.store.get_workout(USER, activity_id)
+    assert workout is not None
+    assert not workout.is_deleted
+    assert _queue_counts(deployment) == (0, 0, 0)
+    assert deployment.queued_bodies(deployment.dlq_url) == []
+
+
+def test_a_failed_requeue_falls_back_to_a_batch_item_failure(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the delayed copy cannot be sent (no such queue), the deferred message is
+    reported as a batch item failure, as before: SQS keeps it, nothing is lost."""
+    pair = deployment.pair
+    _post_create(31_000_100, pair.athlete_id)
+    _block_strava_reads(deployment.store, datetime.now(UTC) + timedelta(hours=1))
+    monkeypatch.setenv("G2S_QUEUE_URL", f"{deployment.queue_url}-missing")
+    records = _receive(deployment)
+    assert len(records) == 1
+
+    answer, emf = _invoke(worker_handler.handler, {"Records": records}, FakeContext())
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": records[0]["messageId"]}]}
+    assert _emf(emf, "MessagesResent", function="worker") == 0
+    # The original is still the queue's only copy (visibility timeout 0: visible again).
+    assert _queue_counts(deployment) == (1, 0, 0)
+    assert [r["body"] for r in _receive(deployment)] == [records[0]["body"]]

@@ -7,6 +7,9 @@
   `process_events`. What the worker does not complete becomes a batch item failure;
   SQS makes it visible again after the visibility timeout, and after the queue's
   `maxReceiveCount` deliveries its redrive policy moves it to the dead-letter queue.
+  A deferral (the Strava budget is spent) is not a failure: the message is sent again
+  to the same queue, delayed until the budget reopens, and this delivery is done, so
+  waiting for the budget never counts towards the dead-letter queue.
 
 No dedupe at enqueue, on purpose. A standard queue delivers at least once whatever we
 do at enqueue, so the worker must be idempotent anyway, and it is: a create already
@@ -24,8 +27,10 @@ has no use for. The clients are the same.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,10 +40,14 @@ from garmin2strava.domain.webhook import BadEvent, DeadEvent, QueuedEvent, Webho
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
-__all__ = ["SqsBatch", "SqsEventQueue", "max_receive_count", "sqs_client"]
+__all__ = ["MAX_DELAY_SECONDS", "SqsBatch", "SqsEventQueue", "max_receive_count", "sqs_client"]
 
 log = logging.getLogger(__name__)
+
+# The longest DelaySeconds SQS accepts. A longer wait defers again on the next delivery.
+MAX_DELAY_SECONDS = 900
 
 
 def sqs_client() -> SQSClient:
@@ -96,6 +105,9 @@ class _Message:
     message_id: str
     queued: QueuedEvent | None  # None: the body is not an event we wrote
     error: str = ""
+    # What a re-send copies unchanged, so the copy is the same event to the worker.
+    body: str = ""
+    attributes: Mapping[str, Any] | None = None
 
 
 class SqsBatch:
@@ -104,15 +116,31 @@ class SqsBatch:
     `queue_id` is the record's position in the batch. `attempts` is SQS's
     ApproximateReceiveCount minus this delivery, so `process_events(max_attempts=
     maxReceiveCount)` dead-letters (audits) an event on its last delivery, and the
-    redrive policy then moves it to the DLQ. Releases, failures and dead letters all
-    end as batch item failures: SQS has the only copy, and only SQS may drop it.
+    redrive policy then moves it to the DLQ. Failures and dead letters end as batch
+    item failures: SQS has the only copy, and only SQS may drop it.
+
+    A release (the Strava budget is spent until `available_at`) sends the message
+    again to `queue_url`, with the same body and attributes, delayed until then (at
+    most MAX_DELAY_SECONDS), and completes this delivery. The copy is a new message
+    with a fresh receive count, so a day-long budget outage moves nothing towards the
+    DLQ. Without a client and queue URL, or when the send fails, the release ends as a
+    batch item failure instead: the message is never lost.
     """
 
-    def __init__(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        queue_url: str = "",
+        client: SQSClient | None = None,
+    ) -> None:
         self._messages = [_read_record(i, r) for i, r in enumerate(records)]
-        self._claimed = False
+        self._queue_url = queue_url
+        self._client = client
+        self._claimed_at: datetime | None = None
         self._completed: set[int] = set()
         self.errors: dict[str, str] = {m.message_id: m.error for m in self._messages if m.error}
+        self.resent = 0  # deferred messages sent again (delayed) and completed
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -124,14 +152,14 @@ class SqsBatch:
     def claim(
         self,
         *,
-        now: datetime,  # noqa: ARG002 (EventQueue's signature)
+        now: datetime,
         limit: int = 50,
         visibility_seconds: float = 60.0,  # noqa: ARG002 (SQS owns the visibility timeout)
     ) -> list[list[QueuedEvent]]:
         """The whole batch once, grouped by object (oldest event first in a group)."""
-        if self._claimed:
+        if self._claimed_at is not None:
             return []
-        self._claimed = True
+        self._claimed_at = now
         groups: dict[str, list[QueuedEvent]] = {}
         for message in self._messages:
             if message.queued is not None:
@@ -146,9 +174,16 @@ class SqsBatch:
         self._completed.update(r.queue_id for r in records)
 
     def release(self, records: Sequence[QueuedEvent], *, available_at: datetime) -> None:
-        # Without ChangeMessageVisibility the message comes back after the queue's
-        # visibility timeout, which is later than the budget's reset anyway.
-        self._note(records, f"deferred until {available_at.isoformat()}")
+        # Returned as a batch item failure, each wait would spend one of the message's
+        # maxReceiveCount deliveries; a new, delayed copy spends none. The delay counts
+        # from the claim's `now`, so the copy never comes back before `available_at`.
+        delay = _delay_seconds(self._claimed_at or datetime.now(UTC), available_at)
+        for record in records:
+            if self._resend(self._messages[record.queue_id], delay):
+                self._completed.add(record.queue_id)
+                self.resent += 1
+            else:
+                self._note([record], f"deferred until {available_at.isoformat()}")
 
     def fail(self, records: Sequence[QueuedEvent], *, retry_at: datetime, error: str) -> None:  # noqa: ARG002 (EventQueue's signature)
         self._note(records, error)
@@ -163,10 +198,12 @@ class SqsBatch:
         return False
 
     def depth(self) -> int:
-        return 0 if self._claimed else sum(m.queued is not None for m in self._messages)
+        if self._claimed_at is not None:
+            return 0
+        return sum(m.queued is not None for m in self._messages)
 
     def oldest_age(self, *, now: datetime) -> float | None:
-        if self._claimed:
+        if self._claimed_at is not None:
             return None
         times = [m.queued.enqueued_at for m in self._messages if m.queued is not None]
         return (now - min(times)).total_seconds() if times else None
@@ -174,6 +211,57 @@ class SqsBatch:
     def _note(self, records: Sequence[QueuedEvent], error: str) -> None:
         for record in records:
             self.errors[self._messages[record.queue_id].message_id] = error
+
+    def _resend(self, message: _Message, delay: int) -> bool:
+        """Send `message` again, delayed by `delay` seconds; False when it was not sent."""
+        if self._client is None or not self._queue_url:
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
+
+        try:
+            self._client.send_message(
+                QueueUrl=self._queue_url,
+                MessageBody=message.body,
+                DelaySeconds=delay,
+                MessageAttributes=_send_attributes(message.attributes or {}),
+            )
+        except (BotoCoreError, ClientError) as exc:
+            code = (
+                exc.response.get("Error", {}).get("Code", "")
+                if isinstance(exc, ClientError)
+                else ""
+            )
+            log.warning(
+                "worker.resend_failed",
+                extra={"messageId": message.message_id, "error": type(exc).__name__, "code": code},
+            )
+            return False
+        log.info(
+            "worker.deferred_resent", extra={"messageId": message.message_id, "delaySeconds": delay}
+        )
+        return True
+
+
+def _delay_seconds(now: datetime, available_at: datetime) -> int:
+    """Whole seconds from `now` until `available_at` (rounded up), within SQS's range."""
+    wait = math.ceil((available_at - now).total_seconds())
+    return min(max(wait, 0), MAX_DELAY_SECONDS)
+
+
+def _send_attributes(
+    record_attributes: Mapping[str, Any],
+) -> dict[str, MessageAttributeValueTypeDef]:
+    """A Lambda record's messageAttributes (camelCase, binary as base64) in the shape
+    SendMessage takes."""
+    out: dict[str, MessageAttributeValueTypeDef] = {}
+    for name, value in record_attributes.items():
+        data_type = str(value.get("dataType", "String"))
+        if value.get("stringValue") is not None:
+            out[name] = {"DataType": data_type, "StringValue": str(value["stringValue"])}
+        elif value.get("binaryValue") is not None:
+            binary = base64.b64decode(str(value["binaryValue"]))
+            out[name] = {"DataType": data_type, "BinaryValue": binary}
+    return out
 
 
 def _read_record(index: int, record: Mapping[str, Any]) -> _Message:
@@ -199,7 +287,12 @@ def _read_record(index: int, record: Mapping[str, Any]) -> _Message:
         enqueued_at=datetime.fromtimestamp(sent_ms / 1000, UTC),
         claim_token=message_id,
     )
-    return _Message(message_id, queued)
+    return _Message(
+        message_id,
+        queued,
+        body=str(record.get("body", "")),
+        attributes=record.get("messageAttributes") or {},
+    )
 
 
 def _event_from_body(body: str) -> WebhookEvent:

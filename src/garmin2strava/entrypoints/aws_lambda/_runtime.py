@@ -142,17 +142,30 @@ class WorkerRuntime:
     # Deliveries before SQS moves a message to the DLQ: on the last one the worker
     # records the dead letter (audit) itself before reporting the failure.
     max_attempts: int
+    # The events queue and a client for it: a deferred event is sent to it again,
+    # delayed (adapters.queue_sqs.SqsBatch.release). Empty / None without G2S_QUEUE_URL:
+    # deferrals are then returned as batch item failures.
+    queue_url: str = ""
+    sqs: SQSClient | None = None
 
 
 def build_worker_runtime(
     *, ssm: SSMClient | None = None, sqs: SQSClient | None = None
 ) -> WorkerRuntime:
-    from garmin2strava.adapters.queue_sqs import max_receive_count  # noqa: PLC0415
+    from garmin2strava.adapters.queue_sqs import max_receive_count, sqs_client  # noqa: PLC0415
     from garmin2strava.services.mirror import DEFAULT_MAX_ATTEMPTS  # noqa: PLC0415
 
     app = build_app(ssm=ssm)
     queue_url = os.environ.get(ENV_QUEUE_URL, "").strip()
-    receives = max_receive_count(queue_url, client=sqs) if queue_url else None
+    if queue_url:
+        sqs = sqs if sqs is not None else sqs_client()
+        receives = max_receive_count(queue_url, client=sqs)
+    else:
+        # Still works, but each deferral then spends one of the message's deliveries.
+        log.warning("lambda.queue_url_unset", extra={"setting": ENV_QUEUE_URL})
+        sqs, receives = None, None
     if receives is None:
         log.warning("lambda.max_receive_count_unknown", extra={"assumed": DEFAULT_MAX_ATTEMPTS})
-    return WorkerRuntime(app=app, max_attempts=receives or DEFAULT_MAX_ATTEMPTS)
+    return WorkerRuntime(
+        app=app, max_attempts=receives or DEFAULT_MAX_ATTEMPTS, queue_url=queue_url, sqs=sqs
+    )

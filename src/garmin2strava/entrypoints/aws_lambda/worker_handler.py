@@ -6,6 +6,11 @@ not completed is returned in `batchItemFailures`; SQS delivers it again after th
 visibility timeout and, after `maxReceiveCount` deliveries, its redrive policy moves
 it to the dead-letter queue. Nothing is dropped here: a failure is returned, never
 swallowed, and a crash of the whole batch returns every unfinished message.
+
+An event deferred because the Strava budget is spent is not a failure: the batch
+sends it to the queue again, delayed until the budget reopens, and reports it done,
+so a long budget outage never dead-letters good events. Only when that send fails is
+it returned as a failure.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def process_sqs_batch(event: Mapping[str, Any], built: _runtime.WorkerRuntime) -
     """Settle the batch; the answer lists the messages SQS must deliver again."""
     started = time.monotonic()
     app = built.app
-    batch = SqsBatch(event.get("Records") or [])
+    batch = SqsBatch(event.get("Records") or [], queue_url=built.queue_url, client=built.sqs)
     stats = MirrorStats()
     try:
         process_events(
@@ -71,10 +76,12 @@ def process_sqs_batch(event: Mapping[str, Any], built: _runtime.WorkerRuntime) -
         extra={
             "messages": len(batch),
             "failed": len(failed),
+            "resent": batch.resent,
             "durationMs": round((time.monotonic() - started) * 1000, 2),
         },
     )
     metrics = counter_deltas({}, stats.snapshot())
     metrics["MessagesFailed"] = len(failed)
+    metrics["MessagesResent"] = batch.resent
     emit_metrics(metrics, dimensions={"function": "worker"})
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
