@@ -135,10 +135,11 @@ data "aws_iam_policy_document" "worker" {
     resources = [aws_dynamodb_table.main.arn]
   }
 
-  # Token encryption; Decrypt also reads the encrypted queue and environment.
+  # Token encryption; Decrypt also reads the encrypted queue and environment, and
+  # GenerateDataKey sends deferred events back to the KMS-encrypted queue.
   statement {
     sid       = "TokenKey"
-    actions   = ["kms:Encrypt", "kms:Decrypt"]
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.main.arn]
   }
 
@@ -151,6 +152,15 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid       = "ConsumeEvents"
     actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.events.arn]
+  }
+
+  # An event deferred because the Strava budget is spent goes back onto the queue as
+  # a new, delayed message, so waiting never spends the original's receives (and never
+  # reaches the DLQ). The events queue only: nothing the worker does writes the DLQ.
+  statement {
+    sid       = "RequeueDeferredEvents"
+    actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.events.arn]
   }
 }

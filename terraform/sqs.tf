@@ -1,5 +1,8 @@
 # Strava webhook events: the webhook function enqueues, the worker consumes. A message
-# that fails max_receive_count times lands in the dead-letter queue (alarmed).
+# that fails max_receive_count times lands in the dead-letter queue (alarmed). An event
+# the worker defers (Strava budget spent) is not a failure: the worker sends it again as
+# a new message delayed until the budget reopens (at most 900 s, SQS's limit), so a long
+# budget outage spends no receives.
 resource "aws_sqs_queue" "events" {
   name                              = "${var.name}-events"
   kms_master_key_id                 = aws_kms_key.main.arn

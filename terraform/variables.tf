@@ -157,7 +157,7 @@ variable "worker_batch_size" {
 }
 
 variable "max_receive_count" {
-  description = "Deliveries of one queue message before it moves to the dead-letter queue."
+  description = "Failed deliveries of one queue message before it moves to the dead-letter queue (deferrals for the Strava budget do not count)."
   type        = number
   default     = 3
 

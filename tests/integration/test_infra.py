@@ -40,7 +40,9 @@ SKIP_CHECKOV_ENV = "G2S_SKIP_CHECKOV"
 # - kms Encrypt/Decrypt: token encryption (G2S_KMS_KEY_ID); Decrypt also opens the
 #   KMS-encrypted environment, SecureStrings and queue messages;
 # - kms GenerateDataKey: sending to the KMS-encrypted queue;
-# - ssm GetParameter: the SecureStrings named by G2S_SSM_* (see SSM_PARAMETERS).
+# - ssm GetParameter: the SecureStrings named by G2S_SSM_* (see SSM_PARAMETERS);
+# - sqs SendMessage: the webhook enqueues; the worker re-queues an event deferred by
+#   the Strava budget as a new, delayed message (never to the DLQ: SEND_QUEUES).
 _LOGS_AND_TRACES = {
     "logs:CreateLogStream",
     "logs:PutLogEvents",
@@ -61,8 +63,13 @@ ALLOWED_ACTIONS: dict[str, set[str]] = {
     | {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt", "ssm:GetParameter"},
     "worker": _LOGS_AND_TRACES
     | _TABLE
-    | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter"}
-    | {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    | {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "ssm:GetParameter"}
+    | {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"},
+}
+# The only queue each function may send to: the events queue, never the DLQ.
+SEND_QUEUES = {
+    "webhook": "${aws_sqs_queue.events.arn}",
+    "worker": "${aws_sqs_queue.events.arn}",
 }
 # The only SSM parameter each function may read (by the local that names it).
 SSM_PARAMETERS = {
@@ -282,7 +289,8 @@ def test_functions_use_the_documented_handlers_and_environment(
 def test_function_role_grants_exactly_its_contract(
     modules: dict[str, dict[str, Any]], function: str
 ) -> None:
-    """Each role's policy grants exactly ALLOWED_ACTIONS[function], and only its SSM name."""
+    """Each role grants exactly ALLOWED_ACTIONS[function], its one SSM name, and
+    SendMessage only on the events queue."""
     local_values = _locals(modules)
     wiring = _resolved_strings(_value(local_values["function_policies"])[function], {})
     assert wiring == {f"${{data.aws_iam_policy_document.{function}.json}}"}
@@ -305,6 +313,8 @@ def test_function_role_grants_exactly_its_contract(
             assert len(resources) == 1
         if resources == {"*"}:
             assert actions <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+        if "sqs:SendMessage" in actions:
+            assert resources == {SEND_QUEUES[function]}, resources
 
 
 def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]]) -> None:
