@@ -14,6 +14,7 @@ __all__ = [
     "GarminAuthError",
     "GarminNotFound",
     "GarminRateLimited",
+    "GarminRefused",
     "InvalidActivity",
     "RateLimited",
     "StoreConflict",
@@ -62,6 +63,15 @@ class GarminAuthError(G2SError):
 
 class GarminNotFound(G2SError):
     """Garmin answered 404 (for an ORIGINAL download: a manual activity, no file)."""
+
+
+class GarminRefused(G2SError):
+    """Garmin answered a 4xx that another attempt will not change (400, 410, 422, ...)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        msg = f"Garmin answered {status}"
+        super().__init__(msg)
 
 
 class InvalidActivity(G2SError):

@@ -22,6 +22,7 @@ from garmin2strava.errors import (
     GarminAuthError,
     GarminNotFound,
     GarminRateLimited,
+    GarminRefused,
     TransientError,
 )
 from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
@@ -248,6 +249,35 @@ def test_5xx_is_retried_then_transient(sandbox: GarminSandbox, store: TokenStore
     with pytest.raises(TransientError):
         _adapter(sandbox, store, retry_attempts=1).download_original(5)
     assert sandbox.requests == {"download": 2}
+
+
+@pytest.mark.parametrize("status", [400, 410, 422])
+def test_download_4xx_that_retrying_cannot_change_is_refused(
+    sandbox: GarminSandbox, store: TokenStore, status: int
+) -> None:
+    """A 400/410/422 on the download raises GarminRefused naming the status, after one
+    request (neither the library nor the adapter retries it)."""
+    _store_tokens(store, sandbox.issue_tokens())
+    _add_run(sandbox, 5)
+    sandbox.fail_next("download", status, times=2)
+    with pytest.raises(GarminRefused) as refused:
+        _adapter(sandbox, store).download_original(5)
+    assert refused.value.status == status
+    assert str(status) in str(refused.value)
+    assert sandbox.requests == {"download": 1}
+
+
+@pytest.mark.parametrize("status", [408, 409, 425])
+def test_download_4xx_that_may_pass_is_transient(
+    sandbox: GarminSandbox, store: TokenStore, status: int
+) -> None:
+    """A 408/409/425 on the download is TransientError (a later cycle tries again)."""
+    _store_tokens(store, sandbox.issue_tokens())
+    _add_run(sandbox, 5)
+    sandbox.fail_next("download", status)
+    with pytest.raises(TransientError, match=str(status)):
+        _adapter(sandbox, store).download_original(5)
+    assert sandbox.requests == {"download": 1}
 
 
 def test_one_5xx_then_success(sandbox: GarminSandbox, store: TokenStore) -> None:

@@ -145,6 +145,98 @@ def strava_ids(pair: SandboxPair, external_id: str) -> list[int]:
 
 
 # -- Garmin --------------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [400, 410])
+def test_download_refused_by_garmin_is_skipped_and_the_cycle_goes_on(
+    pair: SandboxPair, make_app: Callable[..., App], status: int
+) -> None:
+    """A 4xx that retrying cannot change on the download: `skipped` at once with the
+    status in the reason, the next run is uploaded in the same cycle, and no later
+    cycle downloads the refused one again."""
+    seed_run(pair, 1211, start_utc=START)
+    seed_run(pair, 1212, start_utc=START + HOUR)
+    app = make_app()
+    pair.garmin.fail_next("download", status)  # the oldest run is downloaded first
+
+    report = cycle(app)
+
+    refused = ledger(app, 1211)
+    assert report.ok
+    assert report.outcomes == {"skipped": 1, "uploaded": 1}
+    assert refused.outcome is UploadOutcome.SKIPPED
+    assert refused.detail == f"download refused: Garmin answered {status}"
+    assert refused.attempts == 0
+    assert ledger(app, 1212).outcome is UploadOutcome.UPLOADED
+    assert pair.garmin.requests["download"] == 2
+    assert not strava_ids(pair, external_id_for(1211))
+
+    pair.reset_counts()
+    report = cycle(app)
+
+    assert not report.outcomes
+    assert pair.garmin.requests == {"list": 1}
+    assert pair.strava_total() == 0
+
+
+def add_second_account(app: App, pair: SandboxPair, user_id: str, athlete_id: int) -> None:
+    """Another account in the same store, on the same Garmin sandbox, with its own athlete."""
+    app.store.put_account(Account(user_id=user_id, created_at=utc_now()))
+    app.store.replace_garmin_tokens(user_id, pair.garmin.issue_tokens(), expected_version=None)
+    app.store.replace_strava_tokens(
+        user_id,
+        StravaTokens(
+            access_token="", refresh_token=pair.strava.add_athlete(athlete_id), expires_at=0
+        ),
+        expected_version=None,
+    )
+
+
+def test_garmin_5xx_on_download_is_retried_by_a_later_cycle(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Garmin answers 503 to a download (past the library's own retries): the run is
+    `failed` with attempts=1 and a retry time, nothing reaches Strava for it, the other
+    account still syncs in the same call, and once Garmin recovers the cycle after the
+    retry time uploads it exactly once."""
+    seed_run(pair, 1221, start_utc=START)
+    app = make_app()
+    clock = Clock(utc_now())
+    app.clock = clock
+    second, second_athlete = "second", 2002  # listed after "demo"
+    add_second_account(app, pair, second, second_athlete)
+    pair.garmin.fail_next("download", 503, times=4)  # the library tries 1 + 3 times
+
+    reports = {r.user_id: r for r in sync_all(app.store, app.sync_deps)}
+
+    failed = ledger(app, 1221)
+    assert reports[USER].outcomes == {"failed": 1}
+    assert failed.outcome is UploadOutcome.FAILED
+    assert failed.attempts == 1
+    assert "Garmin answered 503" in failed.detail
+    assert failed.next_retry_at is not None
+    assert failed.next_retry_at > clock.now
+    assert reports[second].outcomes == {"uploaded": 1}
+    assert ledger(app, 1221, second).outcome is UploadOutcome.UPLOADED
+    assert pair.strava.uploads == 1  # the second account's
+
+    clock.now = failed.next_retry_at + timedelta(seconds=1)
+    pair.reset_counts()
+    reports = {r.user_id: r for r in sync_all(app.store, app.sync_deps)}
+
+    entry = ledger(app, 1221)
+    assert reports[USER].outcomes == {"uploaded": 1}
+    assert not reports[second].outcomes
+    assert entry.outcome is UploadOutcome.UPLOADED
+    assert entry.attempts == 2
+    assert pair.strava.uploads == 1
+    with pair.strava.lock:
+        ours = [
+            a
+            for a in pair.strava.activities.values()
+            if a.external_id == external_id_for(1221) and a.athlete_id == pair.athlete_id
+        ]
+    assert [a.activity_id for a in ours] == [entry.strava_activity_id]
+
+
 def test_garmin_429_backs_the_account_off_across_restarts(
     pair: SandboxPair, make_app: Callable[..., App], open_app: Callable[[Settings], App]
 ) -> None:

@@ -29,6 +29,7 @@ from garmin2strava.errors import (
     GarminAuthError,
     GarminNotFound,
     GarminRateLimited,
+    GarminRefused,
     TransientError,
 )
 from garmin2strava.ports import Store
@@ -39,10 +40,14 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_HTTP_CLIENT_ERROR = 400
 _HTTP_FORBIDDEN = 403
 _HTTP_NOT_FOUND = 404
 _HTTP_TOO_MANY = 429
 _HTTP_SERVER_ERROR = 500
+# 4xx answers that say "not now" rather than "never": request timeout, conflict
+# (the resource is being changed), too early. Any other 4xx repeats on every attempt.
+_HTTP_RETRYABLE_4XX = frozenset({408, 409, 425})
 _RELOGIN_HINT = "run `garmin2strava garmin login` again"
 
 # Private garminconnect attributes we set to reach the sandbox (or a mirror).
@@ -116,7 +121,8 @@ class GarminConnectAdapter:
         return [item for item in result if isinstance(item, dict)]
 
     def download_original(self, activity_id: int) -> bytes:
-        """The ORIGINAL zip. GarminNotFound for a manual activity (no file)."""
+        """The ORIGINAL zip. GarminNotFound for a manual activity (no file), GarminRefused
+        for another 4xx that retrying will not change, TransientError for 5xx/network."""
         data = self._call(
             lambda g: g.download_activity(
                 str(activity_id), dl_fmt=Garmin.ActivityDownloadFormat.ORIGINAL
@@ -240,6 +246,12 @@ def _translate_status(status: int | None) -> Exception:
         return GarminRateLimited("Garmin answered 429 (too many requests)")
     if status == _HTTP_NOT_FOUND:
         return GarminNotFound("Garmin answered 404")
+    if (
+        status is not None
+        and _HTTP_CLIENT_ERROR <= status < _HTTP_SERVER_ERROR
+        and status not in _HTTP_RETRYABLE_4XX
+    ):
+        return GarminRefused(status)
     if status is None:
         return TransientError("Garmin unreachable (network error)")
     return TransientError(f"Garmin answered {status}")

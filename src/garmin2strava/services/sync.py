@@ -40,9 +40,11 @@ from garmin2strava.errors import (
     GarminAuthError,
     GarminNotFound,
     GarminRateLimited,
+    GarminRefused,
     InvalidActivity,
     RateLimited,
     StravaAuthError,
+    TransientError,
 )
 from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort
 
@@ -375,10 +377,8 @@ class _Cycle:
         if self.dry_run:
             self.report.note("would_upload", garmin_id, activity.name)
             return
-        try:
-            original = self.garmin.download_original(garmin_id)
-        except GarminNotFound:
-            self._settle(activity, entry, UploadOutcome.SKIPPED, "no original file (manual?)")
+        original = self._download(activity, entry)
+        if original is None:
             return
         with tempfile.TemporaryDirectory(prefix="g2s-") as workdir:
             try:
@@ -391,6 +391,20 @@ class _Cycle:
                 )
                 return
             self._upload(activity, entry, prepared.path, prepared.data_type)
+
+    def _download(self, activity: GarminActivity, entry: LedgerEntry | None) -> bytes | None:
+        """The ORIGINAL zip, or None once the ledger says why there is none."""
+        try:
+            return self.garmin.download_original(activity.activity_id)
+        except GarminNotFound:
+            self._settle(activity, entry, UploadOutcome.SKIPPED, "no original file (manual?)")
+        except GarminRefused as exc:
+            # The same answer on every attempt: settle now, go on with the others.
+            self._settle(activity, entry, UploadOutcome.SKIPPED, f"download refused: {exc}")
+        except TransientError as exc:
+            attempt = self._entry(activity, entry, UploadOutcome.FAILED, "")
+            self._fail(activity, replace(attempt, attempts=attempt.attempts + 1), exc)
+        return None
 
     def _settle_if_known(self, activity: GarminActivity, entry: LedgerEntry | None) -> bool:
         """Settle without uploading: a manual activity, or one already on Strava."""
