@@ -144,6 +144,112 @@ def strava_ids(pair: SandboxPair, external_id: str) -> list[int]:
         ]
 
 
+# -- Strava's processing verdict ------------------------------------------------------------
+def test_file_strava_cannot_process_is_failed_with_its_message_then_dead(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Strava's processing answers "error" (a file it rejects): `failed` with Strava's
+    message and a retry time, one more upload when due, then `dead` with the message,
+    and no Strava request after that."""
+    message = "Time information is missing from file."
+    seed_run(pair, 1111, start_utc=START)
+    app = make_app(max_attempts=2)
+    clock = Clock(utc_now())
+    app.clock = clock
+    pair.strava.upload_errors = [message]
+
+    report = cycle(app)
+
+    failed = ledger(app, 1111)
+    assert report.outcomes == {"failed": 1}
+    assert failed.outcome is UploadOutcome.FAILED
+    assert failed.detail == message
+    assert failed.attempts == 1
+    assert failed.next_retry_at is not None
+    assert failed.upload_id is None
+    assert pair.strava.uploads == 1
+
+    clock.now = failed.next_retry_at + timedelta(seconds=1)
+    pair.strava.upload_errors = [message]
+    pair.reset_counts()
+    report = cycle(app)
+
+    dead = ledger(app, 1111)
+    assert report.outcomes == {"dead": 1}
+    assert dead.outcome is UploadOutcome.DEAD
+    assert dead.detail == message
+    assert dead.attempts == 2
+    assert pair.strava.uploads == 1
+
+    clock.now += 24 * HOUR
+    pair.reset_counts()
+    cycle(app)
+    assert pair.strava_total() == 0
+    assert not strava_ids(pair, external_id_for(1111))
+
+
+def test_verdict_in_the_upload_answer_is_read_like_a_poll(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """When the POST's own answer already says "error" (stravalib raises on it), the
+    ledger gets Strava's message, not "no id": a duplicate is `duplicate` with the
+    existing activity (no poll), an error is `failed` with the message."""
+    pair.strava.verdict_on_post = True
+    seed_run(pair, 1121, start_utc=START)
+    pair.strava.upload_errors = ["Improperly formatted data."]  # the oldest run's upload
+    seed_run(pair, 1122, start_utc=START + HOUR, duration_s=1800)
+    # Same start, other elapsed time: our rules do not match it, Strava's do.
+    other = pair.strava.add_activity(pair.athlete_id, start_utc=START + HOUR, elapsed_s=3000)
+    app = make_app()
+
+    report = cycle(app)
+
+    duplicate = ledger(app, 1122)
+    assert duplicate.outcome is UploadOutcome.DUPLICATE
+    assert duplicate.strava_activity_id == other
+    assert f"duplicate of activity {other}" in duplicate.detail
+    failed = ledger(app, 1121)
+    assert failed.outcome is UploadOutcome.FAILED
+    assert failed.detail == "Improperly formatted data."
+    assert report.outcomes == {"duplicate": 1, "failed": 1}
+    assert pair.strava.uploads == 2
+    assert pair.strava.requests["upload_status"] == 0
+    assert len(pair.strava.activities) == 1
+
+
+def test_upload_deleted_on_strava_before_the_poll_is_not_uploaded_again(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """The created activity is deleted on Strava while we wait ("has been deleted"):
+    the ledger settles as `uploaded` with that activity's id, and no later cycle
+    uploads the run again (the deletion stands)."""
+    pair.strava.processing_delay_s = 3600
+    seed_run(pair, 1131, start_utc=START)
+    app = make_app()
+    cycle(app)
+    assert ledger(app, 1131).outcome is UploadOutcome.PROCESSING
+    pair.strava.processing_delay_s = 0
+    pair.strava.settle()
+    (created,) = strava_ids(pair, external_id_for(1131))
+    pair.strava.delete_activity(created)
+    pair.reset_counts()
+
+    report = cycle(app)
+
+    entry = ledger(app, 1131)
+    (upload,) = pair.strava.upload_records.values()
+    assert upload.status == "The created activity has been deleted."
+    assert report.outcomes == {"uploaded": 1}
+    assert entry.outcome is UploadOutcome.UPLOADED
+    assert entry.strava_activity_id == created
+    assert pair.strava.requests == {"upload_status": 1}
+
+    pair.reset_counts()
+    cycle(app)
+    assert pair.strava_total() == 0
+    assert pair.garmin.requests == {"list": 1}
+
+
 # -- Garmin --------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", [400, 410])
 def test_download_refused_by_garmin_is_skipped_and_the_cycle_goes_on(

@@ -16,6 +16,7 @@ An adapter serves one account from one thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -413,7 +414,10 @@ class StravaAdapter:
         """Exactly one POST /uploads (two only when a 401 made us refresh)."""
 
         def request() -> Any:
-            with path.open("rb") as activity_file:
+            # stravalib raises when the answer already carries an error: a verdict
+            # (error, duplicate) read from the body below like a poll's, or an HTTP
+            # error that _call maps by its status.
+            with path.open("rb") as activity_file, contextlib.suppress(exc.ActivityUploadFailed):
                 # Not .wait(): it polls every second and then fetches the activity.
                 self._client.upload_activity(
                     activity_file,

@@ -165,6 +165,10 @@ class StravaSandbox:
         self.processing_delay_s = 0.0
         self.duplicate_error_html = False
         self.append_extension_to_external_id = False
+        # Faults: the next uploads' processing fails with these messages (a file Strava
+        # rejects), and whether a POST's answer already carries the processing verdict.
+        self.upload_errors: list[str] = []
+        self.verdict_on_post = False
         self.activities: dict[int, SandboxActivity] = {}
         self.upload_records: dict[int, SandboxUpload] = {}
         self.requests: Counter[str] = Counter()
@@ -444,6 +448,10 @@ class StravaSandbox:
         return pending.pop(0) if pending else None
 
     def _finish(self, upload: SandboxUpload) -> None:
+        if self.upload_errors:
+            upload.status = ERROR
+            upload.error = self.upload_errors.pop(0)
+            return
         try:
             summary = summarize_upload(upload.data, upload.data_type)
         except Exception:  # noqa: BLE001 - any parse failure is Strava's "error processing"
@@ -666,6 +674,8 @@ class StravaSandbox:
             fields=fields,
         )
         self.upload_records[upload.upload_id] = upload
+        if self.verdict_on_post:
+            self._finish(upload)
         return 201, upload.as_json()
 
 
