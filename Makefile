@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format test demo run get-token bench layer image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format test demo run get-token bench bench-webhook layer image tf-init tf-plan tf-apply clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ get-token: setup ## Strava OAuth for your own app; prints the refresh token
 
 bench: setup ## print API budgets and timings against the sandbox
 	$(BIN)/python bench/uploader.py
+
+bench-webhook: setup ## webhook load (latency, exactly once) and SIGKILL under load
+	$(BIN)/python bench/webhook_load.py --runs 3
+	$(BIN)/python bench/webhook_crash.py
 
 clean: ## remove the virtual environments and caches
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
