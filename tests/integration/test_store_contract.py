@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 
 from garmin2strava.domain.models import (
     Account,
@@ -14,6 +17,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.errors import StoreConflict
 from garmin2strava.ports import Store
 
 T0 = datetime(2025, 5, 1, 7, 0, tzinfo=UTC)
@@ -274,6 +278,46 @@ def test_put_upload_overwrites_the_entry(store: Store) -> None:
     store.put_upload(done)
     assert store.get_uploads("u1", [1]) == {1: done}
     assert len(store.list_uploads("u1")) == 1
+
+
+def test_upload_intent_never_replaces_a_settled_entry(store: Store) -> None:
+    """A pending intent over any settled entry raises StoreConflict and changes nothing."""
+    settled = [outcome for outcome in UploadOutcome if outcome.settled]
+    for garmin_id, outcome in enumerate(settled):
+        done = _entry(garmin_id, outcome)
+        store.put_upload(done)
+        intent = replace(_entry(garmin_id, UploadOutcome.PENDING), detail="upload requested")
+        with pytest.raises(StoreConflict):
+            store.put_upload(intent)
+        assert store.get_uploads("u1", [garmin_id]) == {garmin_id: done}
+    assert {e.outcome for e in store.list_uploads("u1")} == set(settled)
+    assert store.list_unsettled_uploads("u1") == []
+
+
+def test_upload_intent_is_written_over_nothing_or_an_unsettled_entry(store: Store) -> None:
+    """A pending intent is recorded for a new id and over pending, processing or failed."""
+    fresh = _entry(1, UploadOutcome.PENDING)
+    store.put_upload(fresh)
+    assert store.get_uploads("u1", [1]) == {1: fresh}
+    unsettled = [UploadOutcome.PENDING, UploadOutcome.PROCESSING, UploadOutcome.FAILED]
+    for garmin_id, outcome in enumerate(unsettled, start=10):
+        store.put_upload(_entry(garmin_id, outcome))
+        intent = replace(
+            _entry(garmin_id, UploadOutcome.PENDING), attempts=2, detail="upload requested"
+        )
+        store.put_upload(intent)
+        assert store.get_uploads("u1", [garmin_id]) == {garmin_id: intent}
+    listed = {e.garmin_activity_id: e.outcome for e in store.list_unsettled_uploads("u1")}
+    assert listed == dict.fromkeys([1, 10, 11, 12], UploadOutcome.PENDING)
+
+
+def test_settled_entry_is_reopened_by_a_failed_write(store: Store) -> None:
+    """Only intents are refused: a failed entry (the retry command) replaces a dead one."""
+    store.put_upload(_entry(1, UploadOutcome.DEAD))
+    retry = _entry(1, UploadOutcome.FAILED)
+    store.put_upload(retry)
+    assert store.get_uploads("u1", [1]) == {1: retry}
+    assert [e.garmin_activity_id for e in store.list_unsettled_uploads("u1")] == [1]
 
 
 def test_list_uploads_newest_start_first_then_id(store: Store) -> None:

@@ -19,6 +19,10 @@ Durability and concurrency: WAL with synchronous=FULL (the uploader's intent rec
 must survive a SIGKILL right after the write returns), one connection guarded by a
 lock (the daemon calls in from several threads), BEGIN IMMEDIATE around every
 read-modify-write, and a busy timeout so two processes can share the file.
+
+Conditional writes carry the same conditions as in DynamoDB: the lease, token
+compare-and-swap, workouts, and the ledger's intent (a pending entry never replaces a
+settled one).
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ from garmin2strava.domain.models import (
     Account,
     AuditEvent,
     LedgerEntry,
+    UploadOutcome,
     Workout,
 )
+from garmin2strava.errors import StoreConflict
 from garmin2strava.ports import TokenCipher
 
 __all__ = ["SqliteStore"]
@@ -66,6 +72,19 @@ CREATE INDEX IF NOT EXISTS items_lsi1 ON items (pk, lsi1sk) WHERE lsi1sk IS NOT 
 CREATE INDEX IF NOT EXISTS items_gsi1 ON items (gsi1pk, gsi1sk) WHERE gsi1pk IS NOT NULL;
 """
 _BATCH = 500  # stays under SQLite's bound-parameter limit
+_SETTLED = json.dumps(sorted(o.value for o in UploadOutcome if o.settled))
+# The ledger's intent write: insert, or replace an entry that is not settled. Same
+# condition as DynamoDB's `attribute_not_exists(PK) OR NOT (outcome IN settled)`; an
+# entry without an outcome counts as not settled there too.
+_PUT_INTENT = """
+INSERT INTO items (pk, sk, body, version, expires_at, lsi1sk, gsi1pk, gsi1sk)
+VALUES (?, ?, ?, 0, NULL, ?, ?, ?)
+ON CONFLICT (pk, sk) DO UPDATE SET
+    body = excluded.body, version = excluded.version, expires_at = excluded.expires_at,
+    lsi1sk = excluded.lsi1sk, gsi1pk = excluded.gsi1pk, gsi1sk = excluded.gsi1sk
+WHERE ifnull(json_extract(items.body, '$.outcome'), '')
+    NOT IN (SELECT value FROM json_each(?))
+"""
 
 
 def _dumps(body: dict[str, Any]) -> str:
@@ -267,19 +286,32 @@ class SqliteStore(TokenItems):
         return found
 
     def put_upload(self, entry: LedgerEntry) -> None:
+        """Raises StoreConflict when an intent (pending) would overwrite a settled entry."""
+        pk, sk = codec.user_pk(entry.user_id), codec.upload_sk(entry.garmin_activity_id)
+        body = codec.ledger_to_item(entry)
         sort_key = codec.ledger_lsi1sk(entry)
         unsettled = not entry.outcome.settled
+        # Sparse index: only entries the uploader still has to finish are in it.
+        gsi1pk = codec.unsettled_gsi1pk(entry.user_id) if unsettled else None
+        gsi1sk = sort_key if unsettled else None
         with self._write() as conn:
-            self._put(
-                conn,
-                codec.user_pk(entry.user_id),
-                codec.upload_sk(entry.garmin_activity_id),
-                codec.ledger_to_item(entry),
-                lsi1sk=sort_key,
-                # Sparse index: only entries the uploader still has to finish are in it.
-                gsi1pk=codec.unsettled_gsi1pk(entry.user_id) if unsettled else None,
-                gsi1sk=sort_key if unsettled else None,
+            if entry.outcome is not UploadOutcome.PENDING:
+                self._put(conn, pk, sk, body, lsi1sk=sort_key, gsi1pk=gsi1pk, gsi1sk=gsi1sk)
+                return
+            # The intent record, written before the upload request: it must never
+            # replace a settled outcome (another runner finished this activity), or the
+            # next cycle would upload the activity a second time. One statement, so the
+            # check and the write are one step.
+            cursor = conn.execute(
+                _PUT_INTENT, (pk, sk, _dumps(body), sort_key, gsi1pk, gsi1sk, _SETTLED)
             )
+            written = cursor.rowcount == 1
+        if not written:
+            msg = (
+                f"ledger entry for Garmin activity {entry.garmin_activity_id} is already "
+                "settled; not recording a new upload intent"
+            )
+            raise StoreConflict(msg)
 
     def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
         rows = self._query(
