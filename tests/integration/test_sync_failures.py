@@ -5,6 +5,7 @@ sandboxes' request counters; time moves through the app's own clock."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -341,6 +342,65 @@ def test_garmin_5xx_on_download_is_retried_by_a_later_cycle(
             if a.external_id == external_id_for(1221) and a.athlete_id == pair.athlete_id
         ]
     assert [a.activity_id for a in ours] == [entry.strava_activity_id]
+
+
+def test_a_long_garmin_outage_never_gives_a_run_up(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Garmin answers 503 to the download for more attempts than G2S_MAX_ATTEMPTS: the
+    run stays `failed` (retried at the backoff), never `dead`, and is uploaded once
+    Garmin recovers."""
+    seed_run(pair, 1231, start_utc=START)
+    app = make_app(max_attempts=2)
+    clock = Clock(utc_now())
+    app.clock = clock
+    for attempt in (1, 2, 3):
+        pair.garmin.fail_next("download", 503, times=4)  # the library tries 1 + 3 times
+        cycle(app)
+        entry = ledger(app, 1231)
+        assert entry.outcome is UploadOutcome.FAILED
+        assert entry.attempts == attempt
+        assert entry.next_retry_at is not None
+        clock.now = entry.next_retry_at + timedelta(seconds=1)
+
+    report = cycle(app)
+
+    assert report.outcomes == {"uploaded": 1}
+    assert ledger(app, 1231).outcome is UploadOutcome.UPLOADED
+    assert pair.strava.uploads == 1
+
+
+def test_a_run_settled_by_another_runner_before_our_intent_is_left_alone(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Another runner settles the run between our ledger read and our intent (the
+    store refuses the intent): no upload, its entry stands, the cycle goes on."""
+    seed_run(pair, 1241, start_utc=START)
+    seed_run(pair, 1242, start_utc=START + HOUR)
+    app = make_app()
+    theirs = LedgerEntry(
+        user_id=USER,
+        garmin_activity_id=1241,
+        external_id=external_id_for(1241),
+        outcome=UploadOutcome.UPLOADED,
+        updated_at=utc_now(),
+        strava_activity_id=987_654,
+    )
+
+    def other_runner_settles_first(step: str) -> None:
+        if step == "intent" and 1241 not in app.store.get_uploads(USER, [1241]):
+            app.store.put_upload(theirs)
+
+    (report,) = sync_all(
+        app.store, lambda uid: replace(app.sync_deps(uid), checkpoint=other_runner_settles_first)
+    )
+
+    assert report.ok
+    assert report.outcomes == {"uploaded": 1}
+    assert ledger(app, 1241) == theirs
+    assert ledger(app, 1242).outcome is UploadOutcome.UPLOADED
+    assert pair.strava.uploads == 1
+    assert not strava_ids(pair, external_id_for(1241))
 
 
 def test_garmin_429_backs_the_account_off_across_restarts(

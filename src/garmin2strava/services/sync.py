@@ -43,6 +43,7 @@ from garmin2strava.errors import (
     GarminRefused,
     InvalidActivity,
     RateLimited,
+    StoreConflict,
     StravaAuthError,
     TransientError,
 )
@@ -402,8 +403,11 @@ class _Cycle:
             # The same answer on every attempt: settle now, go on with the others.
             self._settle(activity, entry, UploadOutcome.SKIPPED, f"download refused: {exc}")
         except TransientError as exc:
+            # Garmin's outage, not this run's fault: retried at the capped backoff (up
+            # to 6 h apart) however long it lasts, never given up as `dead`.
             attempt = self._entry(activity, entry, UploadOutcome.FAILED, "")
-            self._fail(activity, replace(attempt, attempts=attempt.attempts + 1), exc)
+            attempt = replace(attempt, attempts=attempt.attempts + 1)
+            self._fail(activity, attempt, exc, may_give_up=False)
         return None
 
     def _settle_if_known(self, activity: GarminActivity, entry: LedgerEntry | None) -> bool:
@@ -436,7 +440,16 @@ class _Cycle:
         self._checkpoint("intent")
         # Intent first: a crash after the upload request is reconciled by the next
         # cycle, which finds our external_id on Strava before it uploads again.
-        self._put(intent)
+        try:
+            self._put(intent)
+        except StoreConflict:
+            # The store refuses an intent over a settled entry: another runner (one
+            # whose lease we outlived) settled this run since we read the ledger.
+            log.warning(
+                "upload.settled_elsewhere",
+                extra={"userId": self.user_id, "activityId": activity.activity_id},
+            )
+            return
         self._checkpoint("upload")
         try:
             status = self.strava.upload(
@@ -503,13 +516,20 @@ class _Cycle:
             case UploadState.ERROR | UploadState.DELETED:
                 return self._fail(activity, entry, verdict.message)
 
-    def _fail(self, activity: GarminActivity, entry: LedgerEntry, error: object) -> LedgerEntry:
+    def _fail(
+        self,
+        activity: GarminActivity,
+        entry: LedgerEntry,
+        error: object,
+        *,
+        may_give_up: bool = True,
+    ) -> LedgerEntry:
         message = (
             f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error)
         )[:300]
         now = self.deps.clock()
         attempts = max(entry.attempts, 1)
-        if attempts >= self.config.max_attempts:
+        if may_give_up and attempts >= self.config.max_attempts:
             dead = replace(
                 self._entry(activity, entry, UploadOutcome.DEAD, message),
                 attempts=attempts,
