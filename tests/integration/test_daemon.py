@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
+from garmin2strava.sandbox.serving import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +31,6 @@ EXIT_WAIT_S = 60.0
 def pair() -> Iterator[SandboxPair]:
     with running_sandboxes() as sandboxes:
         yield sandboxes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def daemon_env(pair: SandboxPair, db_path: Path, token_key: str) -> dict[str, str]:
