@@ -35,7 +35,8 @@ from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, pars
 from garmin2strava.adapters.kms import KmsCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
-from garmin2strava.adapters.strava import StravaAdapter, bootstrap_tokens_from_refresh_token
+from garmin2strava.adapters.strava import StravaAdapter
+from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.bootstrap import App, bootstrap, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome, Workout

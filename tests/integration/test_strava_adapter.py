@@ -14,13 +14,11 @@ import pytest
 
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import (
-    REAL_BASE_URL,
-    StravaAdapter,
+from garmin2strava.adapters.strava import REAL_BASE_URL, StravaAdapter, rewrite_url
+from garmin2strava.adapters.strava_oauth import (
     authorization_url,
     bootstrap_tokens_from_refresh_token,
     exchange_code,
-    rewrite_url,
 )
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaTokens

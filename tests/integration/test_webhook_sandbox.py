@@ -22,12 +22,9 @@ from starlette.types import ASGIApp
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import (
-    StravaAdapter,
-    bootstrap_tokens_from_refresh_token,
-    create_subscription,
-    list_subscriptions,
-)
+from garmin2strava.adapters.strava import StravaAdapter
+from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
+from garmin2strava.adapters.strava_subscriptions import create_subscription, list_subscriptions
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
 from garmin2strava.entrypoints.http_app import create_app

@@ -1,4 +1,5 @@
-"""ports.StravaPort on stravalib: the one module that imports it.
+"""ports.StravaPort on stravalib (with strava_oauth and strava_subscriptions, the only
+modules that import it).
 
 What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
 - the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
@@ -11,7 +12,9 @@ What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
 - uploads: one POST, never `.wait()` (which polls and then fetches the activity);
 - errors: translated into garmin2strava.errors.
 
-An adapter serves one account from one thread at a time.
+An adapter serves one account from one thread at a time. Strava's JSON is read in
+strava_json; the session and client helpers here serve strava_oauth and
+strava_subscriptions too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -29,9 +32,9 @@ from urllib.parse import urlsplit
 import requests
 from stravalib import exc
 from stravalib.client import Client
-from stravalib.protocol import Scope
 from stravalib.util.limiter import RateLimiter
 
+from garmin2strava.adapters.strava_json import strava_activity_from_json, upload_status_from_json
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.errors import (
@@ -47,14 +50,7 @@ __all__ = [
     "REAL_BASE_URL",
     "RewritingSession",
     "StravaAdapter",
-    "authorization_url",
-    "bootstrap_tokens_from_refresh_token",
-    "create_subscription",
-    "delete_subscription",
-    "exchange_code",
-    "list_subscriptions",
     "rewrite_url",
-    "strava_activity_from_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -429,7 +425,7 @@ class StravaAdapter:
                 )
             return _json(self._session.last_response)
 
-        return _upload_status(self._call(request))
+        return upload_status_from_json(self._call(request))
 
     def get_upload(self, upload_id: int) -> UploadStatus:
         """One GET /uploads/{id}; may use the reads kept back for polls."""
@@ -439,284 +435,4 @@ class StravaAdapter:
                 "/uploads/{upload_id}", upload_id=upload_id, check_for_errors=False
             )
 
-        return _upload_status(self._call(request, priority=True))
-
-
-def _upload_status(body: Any) -> UploadStatus:
-    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
-        raise TransientError("Strava's upload answer has no id")
-    activity_id = body.get("activity_id")
-    external_id = body.get("external_id")
-    error = body.get("error")
-    return UploadStatus(
-        upload_id=body["id"],
-        status=str(body.get("status") or ""),
-        error=str(error) if error else None,
-        activity_id=activity_id if isinstance(activity_id, int) and activity_id else None,
-        external_id=external_id if isinstance(external_id, str) else None,
-    )
-
-
-def _parse_start(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise TransientError("Strava sent an activity without start_date")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise TransientError("Strava sent an unreadable start_date") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _float_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def strava_activity_from_json(raw: Mapping[str, Any]) -> StravaActivity:
-    """A SummaryActivity/DetailedActivity JSON object as a domain StravaActivity.
-
-    A row we cannot read raises TransientError: skipping it could upload a duplicate.
-    """
-    activity_id = raw.get("id")
-    elapsed = _int_or_none(raw.get("elapsed_time"))
-    if not isinstance(activity_id, int) or elapsed is None:
-        raise TransientError("Strava sent an activity without id or elapsed_time")
-    athlete = raw.get("athlete")
-    external_id = raw.get("external_id")
-    return StravaActivity(
-        activity_id=activity_id,
-        athlete_id=_int_or_none(athlete.get("id")) if isinstance(athlete, dict) else None,
-        name=str(raw.get("name") or ""),
-        sport_type=str(raw.get("sport_type") or raw.get("type") or ""),
-        start_utc=_parse_start(raw.get("start_date")),
-        elapsed_seconds=elapsed,
-        moving_seconds=_int_or_none(raw.get("moving_time")),
-        distance_m=_float_or_none(raw.get("distance")),
-        total_elevation_gain=_float_or_none(raw.get("total_elevation_gain")),
-        external_id=external_id if isinstance(external_id, str) else None,
-        upload_id=_int_or_none(raw.get("upload_id")),
-        private=bool(raw.get("private")),
-        manual=bool(raw.get("manual")),
-    )
-
-
-# -- OAuth helpers for the get-token command ---------------------------------------------
-def authorization_url(
-    client_id: int,
-    redirect_uri: str,
-    scope: str | Sequence[str],
-    state: str | None,
-    base_url: str = REAL_BASE_URL,
-) -> str:
-    scopes = scope.split(",") if isinstance(scope, str) else list(scope)
-    client = Client(rate_limit_requests=False)
-    url = client.authorization_url(
-        client_id=client_id,
-        redirect_uri=redirect_uri,
-        scope=cast("list[Scope]", [s.strip() for s in scopes if s.strip()]),
-        state=state,
-    )
-    return rewrite_url(url, base_url)
-
-
-def _token_error(error: exc.Fault, what: str) -> G2SError:
-    status = error.response.status_code if error.response is not None else 0
-    if status >= 500:  # noqa: PLR2004 - HTTP status
-        return TransientError(f"Strava token endpoint answered {status}")
-    return StravaAuthError(f"Strava refused the {what} ({status})")
-
-
-def exchange_code(
-    client_id: int,
-    client_secret: str,
-    code: str,
-    base_url: str = REAL_BASE_URL,
-    *,
-    granted_scope: str | None = None,
-) -> tuple[StravaTokens, str, int]:
-    """Trade an authorization code for tokens: (tokens, granted scope, athlete id).
-
-    Strava reports the granted scope in the redirect, not in the token answer: pass it
-    as `granted_scope` (a `scope` field in the answer wins if Strava ever sends one).
-    """
-    session = RewritingSession(base_url)
-    client = _client(session)
-    try:
-        info, athlete = cast(
-            "tuple[Any, Any]",
-            client.exchange_code_for_token(
-                client_id=client_id, client_secret=client_secret, code=code, return_athlete=True
-            ),
-        )
-    except exc.Fault as error:
-        raise _token_error(error, "authorization code (expired or used already?)") from None
-    except requests.RequestException as error:
-        raise TransientError(f"Strava token exchange failed: {type(error).__name__}") from None
-    raw = _json(session.last_response)
-    scope = raw.get("scope") if isinstance(raw, dict) else None
-    scope = scope if isinstance(scope, str) else (granted_scope or "")
-    athlete_id = athlete.id if athlete is not None and athlete.id is not None else None
-    tokens = StravaTokens(
-        access_token=info["access_token"],
-        refresh_token=info["refresh_token"],
-        expires_at=int(info["expires_at"]),
-        scope=scope or None,
-    )
-    if athlete_id is None:
-        athlete_id = _athlete_id(client, tokens.access_token)
-    return _with_athlete(tokens, athlete_id), scope, athlete_id
-
-
-def bootstrap_tokens_from_refresh_token(
-    client_id: int,
-    client_secret: str,
-    refresh_token: str,
-    base_url: str = REAL_BASE_URL,
-    *,
-    scope: str | None = None,
-) -> StravaTokens:
-    """Turn a bare STRAVA_REFRESH_TOKEN into stored-ready tokens: one refresh, then one
-    GET /athlete for the athlete id (a read outside the budget check: run once)."""
-    client = _client(RewritingSession(base_url))
-    try:
-        info = client.refresh_access_token(
-            client_id=client_id, client_secret=client_secret, refresh_token=refresh_token
-        )
-    except exc.Fault as error:
-        raise _token_error(error, "refresh token (revoked or rotated already?)") from None
-    except requests.RequestException as error:
-        raise TransientError(f"Strava token refresh failed: {type(error).__name__}") from None
-    tokens = StravaTokens(
-        access_token=info["access_token"],
-        refresh_token=info["refresh_token"],
-        expires_at=int(info["expires_at"]),
-        scope=scope,
-    )
-    return _with_athlete(tokens, _athlete_id(client, tokens.access_token))
-
-
-# -- the application's webhook subscription (docs/strava-api.md, "Webhooks") ---------------
-# Application calls: client id and secret, no athlete token, not counted in the budget
-# (run by hand, a few times in the life of a deployment).
-def create_subscription(
-    client_id: int,
-    client_secret: str,
-    callback_url: str,
-    verify_token: str,
-    base_url: str = REAL_BASE_URL,
-) -> int:
-    """Subscribe the application; Strava answers only after it verified the callback
-    with the handshake. Returns the subscription id."""
-    session = RewritingSession(base_url)
-    client = _client(session)
-    try:
-        body = client.protocol.post(
-            "/push_subscriptions",
-            data={
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "callback_url": callback_url,
-                "verify_token": verify_token,
-            },
-        )
-    except exc.Fault:
-        raise _subscription_error(session.last_response, callback_url) from None
-    except requests.RequestException as error:
-        msg = f"Strava subscription request failed: {type(error).__name__}"
-        raise TransientError(msg) from None
-    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
-        raise TransientError("Strava's subscription answer has no id")
-    return int(body["id"])
-
-
-def list_subscriptions(
-    client_id: int, client_secret: str, base_url: str = REAL_BASE_URL
-) -> list[dict[str, Any]]:
-    """The application's subscriptions (zero or one), as Strava's JSON."""
-    session = RewritingSession(base_url)
-    client = _client(session)
-    try:
-        # Strava documents these two as query parameters of this GET.
-        body = client.protocol.get(
-            "/push_subscriptions", client_id=client_id, client_secret=client_secret
-        )
-    except exc.Fault:
-        raise _subscription_error(session.last_response, None) from None
-    except requests.RequestException as error:
-        msg = f"Strava subscription request failed: {type(error).__name__}"
-        raise TransientError(msg) from None
-    if not isinstance(body, list):
-        raise TransientError("Strava's subscription list is not a list")
-    return [cast("dict[str, Any]", row) for row in body if isinstance(row, dict)]
-
-
-def delete_subscription(
-    subscription_id: int, client_id: int, client_secret: str, base_url: str = REAL_BASE_URL
-) -> None:
-    session = RewritingSession(base_url)
-    client = _client(session)
-    try:
-        client.delete_subscription(subscription_id, client_id, client_secret)
-    except exc.Fault:
-        response = session.last_response
-        if response is not None and response.status_code == 404:  # noqa: PLR2004 - HTTP status
-            msg = f"Strava has no webhook subscription {subscription_id} for this application"
-            raise G2SError(msg) from None
-        raise _subscription_error(response, None) from None
-    except requests.RequestException as error:
-        msg = f"Strava subscription request failed: {type(error).__name__}"
-        raise TransientError(msg) from None
-
-
-def _subscription_error(response: requests.Response | None, callback_url: str | None) -> G2SError:
-    status = response.status_code if response is not None else 0
-    detail = _error_summary(response)
-    if status == 401 or "client_id" in detail:  # noqa: PLR2004 - HTTP status
-        return StravaAuthError(
-            "Strava refused the application credentials "
-            "(check STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET)"
-        )
-    if "already exists" in detail:
-        return G2SError(
-            "Strava already has a webhook subscription for this application (one is "
-            "allowed); see it with `garmin2strava webhook list`, delete it with "
-            "`garmin2strava webhook delete ID`, then subscribe again"
-        )
-    if "not verifiable" in detail or "verif" in detail.lower():
-        return G2SError(
-            f"Strava could not verify the callback URL {callback_url}: it must answer "
-            "Strava's GET ?hub.mode=subscribe&hub.challenge=...&hub.verify_token=... with "
-            "200 and the challenge within 2 seconds. Is the daemon running and reachable "
-            "there, with the same STRAVA_VERIFY_TOKEN?"
-        )
-    if status >= 500 or status == 0:  # noqa: PLR2004 - HTTP status
-        return TransientError(f"Strava answered {status} to a subscription request")
-    return G2SError(f"Strava refused the subscription request ({status}: {detail})")
-
-
-def _athlete_id(client: Client, access_token: str) -> int:
-    client.access_token = access_token
-    try:
-        athlete = client.get_athlete()
-    except exc.Fault as error:
-        raise _token_error(error, "new access token") from None
-    except requests.RequestException as error:
-        raise TransientError(f"Strava athlete request failed: {type(error).__name__}") from None
-    if athlete.id is None:
-        raise TransientError("Strava's athlete has no id")
-    return int(athlete.id)
-
-
-def _with_athlete(tokens: StravaTokens, athlete_id: int) -> StravaTokens:
-    return StravaTokens(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        expires_at=tokens.expires_at,
-        scope=tokens.scope,
-        athlete_id=athlete_id,
-    )
+        return upload_status_from_json(self._call(request, priority=True))

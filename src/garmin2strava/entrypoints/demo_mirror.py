@@ -17,7 +17,8 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
-from garmin2strava.adapters.strava import StravaAdapter, create_subscription
+from garmin2strava.adapters.strava import StravaAdapter
+from garmin2strava.adapters.strava_subscriptions import create_subscription
 from garmin2strava.bootstrap import App, bootstrap
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.sandbox.scenario import SandboxPair

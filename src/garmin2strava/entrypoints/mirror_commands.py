@@ -88,7 +88,11 @@ def run_mirror_command(settings: Settings, args: argparse.Namespace) -> int:
 
 # -- webhook -------------------------------------------------------------------------------
 def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
-    from garmin2strava.adapters import strava  # noqa: PLC0415 (stravalib only when used)
+    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib only when used)
+        create_subscription,
+        delete_subscription,
+        list_subscriptions,
+    )
     from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
 
     if settings.strava_client_id is None or settings.strava_client_secret is None:
@@ -103,20 +107,20 @@ def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
                 "handshake with it (use a long random string)"
             )
         verify = settings.strava_verify_token.get_secret_value()
-        sub_id = strava.create_subscription(
+        sub_id = create_subscription(
             client_id, secret, args.callback_url, verify, base_url=base_url
         )
         print(f"subscribed: subscription {sub_id} delivers events to {args.callback_url}")
         print(f"set STRAVA_SUBSCRIPTION_ID={sub_id} so the daemon accepts only its events")
         return 0
     if args.webhook_command == "list":
-        subs = strava.list_subscriptions(client_id, secret, base_url=base_url)
+        subs = list_subscriptions(client_id, secret, base_url=base_url)
         if not subs:
             print("no webhook subscription")
         for sub in subs:
             print(f"{sub.get('id')}  {sub.get('callback_url')}  created {sub.get('created_at')}")
         return 0
-    strava.delete_subscription(args.subscription_id, client_id, secret, base_url=base_url)
+    delete_subscription(args.subscription_id, client_id, secret, base_url=base_url)
     print(f"deleted webhook subscription {args.subscription_id}")
     return 0
 

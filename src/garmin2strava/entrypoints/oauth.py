@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
-from garmin2strava.adapters.strava import authorization_url, exchange_code
+from garmin2strava.adapters.strava_oauth import authorization_url, exchange_code
 from garmin2strava.bootstrap import App
 from garmin2strava.domain.models import Account, AccountStatus, StravaTokens
 from garmin2strava.errors import ConfigError, G2SError
