@@ -9,17 +9,29 @@ STORE_NEEDS.
 DynamoDB runs against one moto server per session (ThreadedMotoServer on 127.0.0.1),
 reached through boto3's standard AWS_ENDPOINT_URL* variables with dummy credentials;
 each test gets a fresh table with a unique name.
+
+`crash_world` is the crash-injection harness shared by test_crash_injection.py (SQLite)
+and test_dynamodb_acceptance.py: seeded sandboxes, the crash child, the restart and the
+exactly-once checks. Each of those modules provides its store as a `crash_store`
+fixture (a CrashStore). Test modules cannot import this file at run time
+(--import-mode=importlib), so they import its types under TYPE_CHECKING only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 import pytest
@@ -34,10 +46,13 @@ from werkzeug.serving import make_server
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.bootstrap import App, bootstrap, build_cipher
+from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
+from garmin2strava.domain.activities import external_id_for
+from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.services.accounts import ensure_settings_account
+from garmin2strava.services.runner import sync_all
 from garmin2strava.settings import Settings
 
 TEST_KEY = bytes(range(32))
@@ -165,3 +180,196 @@ def make_app(
         return open_app(pair.settings(tmp_path / "g2s.sqlite3", **overrides))
 
     return build
+
+
+# -- crash injection (test_crash_injection.py, test_dynamodb_acceptance.py) -------------
+CRASH_CHILD = Path(__file__).with_name("crash_child.py")
+CRASH_STEPS = ("intent", "upload", "record", "poll")  # crash_child.py's checkpoints
+CRASH_RUNS = 3
+CRASH_ACCEPTABLE = frozenset(
+    {UploadOutcome.UPLOADED, UploadOutcome.EXISTS, UploadOutcome.DUPLICATE, UploadOutcome.SKIPPED}
+)
+# Strava processes an upload in 0 s, or in longer than the child waits before its poll
+# (so kills and the restart land while Strava is still processing).
+CRASH_PROCESSING_DELAYS = (0.0, 0.5)
+CHILD_POLL_DELAY_S = 0.05
+MAX_RECOVERY_CYCLES = 60
+
+
+class CrashStore(Protocol):
+    """What the crash harness needs to know of a store."""
+
+    def settings(self, pair: SandboxPair, tmp_path: Path) -> Settings:
+        """The settings of the syncing process (and of its restart)."""
+
+    def child_env(self, settings: Settings) -> dict[str, str]:
+        """The store's own variables in the crash child's environment."""
+
+    def open_store(self, settings: Settings) -> AbstractContextManager[Store]:
+        """The store a restarted process opens: the dead process's file or table."""
+
+
+@dataclass(slots=True)
+class CrashWorld:
+    """Seeded sandboxes and a store the crash child syncs into, then the restart."""
+
+    pair: SandboxPair
+    store: CrashStore
+    settings: Settings
+    child_env: dict[str, str]
+    runs: int = CRASH_RUNS
+
+    def start_child(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(  # noqa: S603 (our own interpreter and script)
+            [sys.executable, str(CRASH_CHILD), "--poll-delay", str(CHILD_POLL_DELAY_S), *args],
+            env=self.child_env,
+            cwd=self.settings.db_path.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run_child(self, *args: str) -> tuple[int, str]:
+        """The crash child run to its end (or its kill): its exit code and its output."""
+        child = self.start_child(*args)
+        output, _ = child.communicate(timeout=60)
+        return child.returncode, output
+
+    def uploads(self) -> int:
+        """Every upload request Strava accepted so far."""
+        with self.pair.strava.lock:
+            return len(self.pair.strava.upload_records)
+
+    @contextlib.contextmanager
+    def restarted_app(self, clock: Callable[[], datetime] = utc_now) -> Iterator[App]:
+        """The app of a restarted process, on the dead process's store."""
+        with self.store.open_store(self.settings) as store:
+            app = bootstrap(self.settings, store=store)
+            app.clock = clock
+            app.poll_delay_s = CHILD_POLL_DELAY_S
+            yield app
+
+    def recover(self) -> None:
+        """Restart: a cycle within the dead process's lease waits; once the lease has
+        expired, cycles run until the ledger has nothing left unsettled."""
+        with self.restarted_app() as early:
+            ensure_settings_account(early.store, self.settings, early.clock)
+            (report,) = sync_all(early.store, early.sync_deps)
+            assert "lease" in report.skipped_reason
+            lease_ttl = timedelta(seconds=early.sync_config().lease_ttl_s + 1)
+
+        with self.restarted_app(lambda: utc_now() + lease_ttl) as app:
+            for _ in range(MAX_RECOVERY_CYCLES):
+                reports = sync_all(app.store, app.sync_deps)
+                assert all(r.ok and not r.skipped_reason for r in reports), reports
+                if self.settled(app):
+                    assert app.store.list_unsettled_uploads(self.settings.user_id) == []
+                    return
+                time.sleep(0.05)  # Strava (the emulator) is still processing an upload
+            pytest.fail(f"ledger not settled: {self.ledger(app)}")
+
+    def ledger(self, app: App) -> dict[int, LedgerEntry]:
+        ids = [run.garmin_id for run in self.pair.seeded]
+        return app.store.get_uploads(self.settings.user_id, ids)
+
+    def settled(self, app: App) -> bool:
+        ledger = self.ledger(app)
+        return len(ledger) == self.runs and all(e.outcome.settled for e in ledger.values())
+
+    def assert_reconciled(self, garmin_id: int) -> None:
+        """The restart found our external_id on Strava and recorded the upload as ours."""
+        with self.restarted_app() as app:
+            entry = self.ledger(app)[garmin_id]
+        assert entry.outcome is UploadOutcome.UPLOADED, entry
+        assert entry.detail.startswith("reconciled"), entry
+
+    def assert_exactly_once(self, *, resent: int = 0) -> None:
+        """0 duplicates, 0 lost: every seeded run once on Strava (by start time and by our
+        external_id), its ledger entry settled on that activity; at most `resent` files
+        were sent twice."""
+        strava = self.pair.strava
+        strava.settle()
+        with strava.lock:
+            live = [a for a in strava.activities.values() if not a.deleted]
+            uploads = len(strava.upload_records)
+        with self.restarted_app() as app:
+            ledger = self.ledger(app)
+        for run in self.pair.seeded:
+            by_start = [a for a in live if a.start_utc == run.start_utc]
+            by_external_id = [a for a in live if a.external_id == external_id_for(run.garmin_id)]
+            assert len(by_start) == 1, (run, by_start)
+            assert by_external_id == by_start, (run, by_external_id)
+            entry = ledger[run.garmin_id]
+            assert entry.outcome in CRASH_ACCEPTABLE, entry
+            assert entry.strava_activity_id == by_start[0].activity_id, entry
+        assert len(live) == self.runs
+        assert self.runs <= uploads <= self.runs + resent
+
+
+def _crash_child_env(settings: Settings, store: CrashStore) -> dict[str, str]:
+    """The same settings as the environment of a real `garmin2strava` process."""
+
+    def secret(value: Any) -> str:
+        return str(value.get_secret_value())
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("G2S_", "STRAVA_", "GARMIN"))}
+    env.update(
+        {
+            "STRAVA_CLIENT_ID": str(settings.strava_client_id),
+            "STRAVA_CLIENT_SECRET": secret(settings.strava_client_secret),
+            "STRAVA_REFRESH_TOKEN": secret(settings.strava_refresh_token),
+            "GARMIN_TOKENS": secret(settings.garmin_tokens),
+            "G2S_USER_ID": settings.user_id,
+            "G2S_DB_PATH": str(settings.db_path),
+            "G2S_TOKEN_KEY": secret(settings.token_key),
+            "G2S_STRAVA_BASE_URL": settings.strava_base_url,
+            "G2S_GARMIN_BASE_URL": settings.garmin_base_url,
+            "G2S_LOG_LEVEL": "WARNING",
+            "G2S_LOG_FORMAT": "text",
+            **store.child_env(settings),
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def crash_world(
+    crash_store: CrashStore, tmp_path: Path
+) -> Callable[[float], AbstractContextManager[CrashWorld]]:
+    """Opens a world on the test module's `crash_store`, Strava processing each upload
+    in the given seconds: CRASH_RUNS runs seeded on Garmin, none on Strava yet."""
+
+    @contextlib.contextmanager
+    def open_world(processing_delay_s: float) -> Iterator[CrashWorld]:
+        with running_sandboxes(processing_delay_s=processing_delay_s) as pair:
+            start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(days=CRASH_RUNS + 1)
+            for i in range(CRASH_RUNS):
+                seed_run(
+                    pair,
+                    31_000_001 + i,
+                    start_utc=start + timedelta(days=i, hours=i),
+                    name=f"Run {i + 1}",
+                    duration_s=1500 + 300 * i,
+                )
+            settings = crash_store.settings(pair, tmp_path)
+            yield CrashWorld(pair, crash_store, settings, _crash_child_env(settings, crash_store))
+
+    return open_world
+
+
+@pytest.fixture(params=CRASH_STEPS)
+def crash_step(request: pytest.FixtureRequest) -> str:
+    """Each checkpoint of crash_child.py the child is killed before."""
+    return str(request.param)
+
+
+@pytest.fixture(params=[1, CRASH_RUNS], ids=lambda k: f"K{k}")
+def crash_kill_on(request: pytest.FixtureRequest) -> int:
+    """The child dies at the first activity or at the last."""
+    return int(request.param)
+
+
+@pytest.fixture(params=CRASH_PROCESSING_DELAYS, ids=lambda d: f"strava{d}s")
+def strava_processing_delay_s(request: pytest.FixtureRequest) -> float:
+    """Seconds the Strava emulator takes to process each upload in a crash world."""
+    return float(request.param)

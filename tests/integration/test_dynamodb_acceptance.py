@@ -18,15 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -39,16 +36,25 @@ from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.bootstrap import App, bootstrap, utc_now
 from garmin2strava.domain.activities import external_id_for
-from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome, Workout
+from garmin2strava.domain.models import Account, UploadOutcome, Workout
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.ports import StravaPort
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.mirror import process_events
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
+    # Types only: conftest.py is not importable at run time (--import-mode=importlib).
+    from conftest import CrashStore, CrashWorld
+
+    OpenWorld = Callable[[float], AbstractContextManager[CrashWorld]]
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +73,13 @@ def table(aws_env: str) -> Iterator[str]:
     client.delete_table(TableName=name)
 
 
+NO_SQLITE_FILE = "must-not-exist.sqlite3"
+
+
 def dynamodb_settings(pair: SandboxPair, table: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Settings of a DynamoDB deployment; db_path names a file that must never appear."""
     return pair.settings(
-        tmp_path / "must-not-exist.sqlite3", store="dynamodb", dynamodb_table=table, **overrides
+        tmp_path / NO_SQLITE_FILE, store="dynamodb", dynamodb_table=table, **overrides
     )
 
 
@@ -267,173 +276,57 @@ def test_mirror_on_dynamodb_fetches_once_per_create_and_never_for_updates_or_del
     ]
 
 
-# -- (d) crash injection ------------------------------------------------------------------
-CHILD = Path(__file__).with_name("crash_child.py")
-CRASH_STEPS = ("intent", "upload", "record", "poll")
-RUNS = 3
-ACCEPTABLE = frozenset(
-    {UploadOutcome.UPLOADED, UploadOutcome.EXISTS, UploadOutcome.DUPLICATE, UploadOutcome.SKIPPED}
-)
-PROCESSING_DELAYS = (0.0, 0.5)
-CHILD_POLL_DELAY_S = 0.05
-MAX_RECOVERY_CYCLES = 60
+# -- (d) crash injection: the harness is conftest.py's crash_world ------------------------
 KILL_ON = 2  # test_crash_injection.py (SQLite) covers the first and the last activity
 
 
-@dataclass(slots=True)
-class CrashWorld:
-    pair: SandboxPair
-    settings: Settings
-    child_env: dict[str, str]
+@dataclass(frozen=True, slots=True)
+class DynamoDBCrashStore:
+    """The crash child finds the table and the AWS endpoint (moto, dummy credentials,
+    from the aws_env fixture) in its environment only; its restart opens the table."""
+
+    table: str
+
+    def settings(self, pair: SandboxPair, tmp_path: Path) -> Settings:
+        return dynamodb_settings(pair, self.table, tmp_path, token_key=generate_token_key())
+
+    def child_env(self, settings: Settings) -> dict[str, str]:
+        assert os.environ["AWS_ENDPOINT_URL_DYNAMODB"].startswith("http://127.0.0.1:")
+        return {"G2S_STORE": "dynamodb", "G2S_DYNAMODB_TABLE": settings.dynamodb_table}
+
+    def open_store(self, settings: Settings) -> contextlib.nullcontext[DynamoDBStore]:
+        assert settings.token_key is not None
+        cipher = AesGcmCipher(parse_token_key(settings.token_key.get_secret_value()))
+        return contextlib.nullcontext(DynamoDBStore(settings.dynamodb_table, cipher))
 
 
-@contextlib.contextmanager
-def crash_world(tmp_path: Path, table: str, processing_delay_s: float) -> Iterator[CrashWorld]:
-    with running_sandboxes(processing_delay_s=processing_delay_s) as pair:
-        start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(days=RUNS + 1)
-        for i in range(RUNS):
-            seed_run(
-                pair,
-                31_000_001 + i,
-                start_utc=start + timedelta(days=i, hours=i),
-                name=f"Run {i + 1}",
-                duration_s=1500 + 300 * i,
-            )
-        settings = dynamodb_settings(pair, table, tmp_path, token_key=generate_token_key())
-        yield CrashWorld(pair, settings, _child_env(settings))
-        assert not settings.db_path.exists()
+@pytest.fixture
+def crash_store(table: str, tmp_path: Path) -> Iterator[CrashStore]:
+    yield DynamoDBCrashStore(table)
+    assert not (tmp_path / NO_SQLITE_FILE).exists()  # nothing fell back to SQLite
 
 
-def _child_env(settings: Settings) -> dict[str, str]:
-    """A `garmin2strava` process on DynamoDB: the table and the AWS endpoint (moto,
-    dummy credentials, from the aws_env fixture) come from the environment only."""
-
-    def secret(value: Any) -> str:
-        return str(value.get_secret_value())
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("G2S_", "STRAVA_", "GARMIN"))}
-    assert env["AWS_ENDPOINT_URL_DYNAMODB"].startswith("http://127.0.0.1:")
-    env.update(
-        {
-            "STRAVA_CLIENT_ID": str(settings.strava_client_id),
-            "STRAVA_CLIENT_SECRET": secret(settings.strava_client_secret),
-            "STRAVA_REFRESH_TOKEN": secret(settings.strava_refresh_token),
-            "GARMIN_TOKENS": secret(settings.garmin_tokens),
-            "G2S_USER_ID": settings.user_id,
-            "G2S_STORE": "dynamodb",
-            "G2S_DYNAMODB_TABLE": settings.dynamodb_table,
-            "G2S_DB_PATH": str(settings.db_path),
-            "G2S_TOKEN_KEY": secret(settings.token_key),
-            "G2S_STRAVA_BASE_URL": settings.strava_base_url,
-            "G2S_GARMIN_BASE_URL": settings.garmin_base_url,
-            "G2S_LOG_LEVEL": "WARNING",
-            "G2S_LOG_FORMAT": "text",
-        }
-    )
-    return env
-
-
-def _start_child(w: CrashWorld, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(  # noqa: S603 (our own interpreter and script)
-        [sys.executable, str(CHILD), "--poll-delay", str(CHILD_POLL_DELAY_S), *args],
-        env=w.child_env,
-        cwd=w.settings.db_path.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-@contextlib.contextmanager
-def _restarted_app(w: CrashWorld, clock: Callable[[], datetime] = utc_now) -> Iterator[App]:
-    """The app of a restarted process, on the dead process's table."""
-    assert w.settings.token_key is not None
-    cipher = AesGcmCipher(parse_token_key(w.settings.token_key.get_secret_value()))
-    app = bootstrap(w.settings, store=DynamoDBStore(w.settings.dynamodb_table, cipher))
-    app.clock = clock
-    app.poll_delay_s = CHILD_POLL_DELAY_S
-    yield app
-
-
-def _ledger(w: CrashWorld, app: App) -> dict[int, LedgerEntry]:
-    return app.store.get_uploads(w.settings.user_id, [run.garmin_id for run in w.pair.seeded])
-
-
-def _settled(w: CrashWorld, app: App) -> bool:
-    ledger = _ledger(w, app)
-    return len(ledger) == RUNS and all(e.outcome.settled for e in ledger.values())
-
-
-def _recover(w: CrashWorld) -> None:
-    """Restart: within the dead process's lease a cycle waits; after it, cycles run
-    until the ledger has nothing left unsettled."""
-    with _restarted_app(w) as early:
-        ensure_settings_account(early.store, w.settings, early.clock)
-        (report,) = sync_all(early.store, early.sync_deps)
-        assert "lease" in report.skipped_reason
-        lease_ttl = timedelta(seconds=early.sync_config().lease_ttl_s + 1)
-
-    with _restarted_app(w, lambda: utc_now() + lease_ttl) as app:
-        for _ in range(MAX_RECOVERY_CYCLES):
-            reports = sync_all(app.store, app.sync_deps)
-            assert all(r.ok and not r.skipped_reason for r in reports), reports
-            if _settled(w, app):
-                assert app.store.list_unsettled_uploads(w.settings.user_id) == []
-                return
-            time.sleep(0.05)  # Strava (the emulator) is still processing an upload
-        pytest.fail(f"ledger not settled: {_ledger(w, app)}")
-
-
-def _assert_exactly_once(w: CrashWorld, *, resent: int) -> None:
-    """0 duplicates, 0 lost: every seeded run once on Strava (by start time and by our
-    external_id), its ledger entry settled on that activity."""
-    strava = w.pair.strava
-    strava.settle()
-    with strava.lock:
-        live = [a for a in strava.activities.values() if not a.deleted]
-        uploads = len(strava.upload_records)
-    with _restarted_app(w) as app:
-        ledger = _ledger(w, app)
-    for run in w.pair.seeded:
-        by_start = [a for a in live if a.start_utc == run.start_utc]
-        by_external_id = [a for a in live if a.external_id == external_id_for(run.garmin_id)]
-        assert len(by_start) == 1, (run, by_start)
-        assert by_external_id == by_start, (run, by_external_id)
-        entry = ledger[run.garmin_id]
-        assert entry.outcome in ACCEPTABLE, entry
-        assert entry.strava_activity_id == by_start[0].activity_id, entry
-    assert len(live) == RUNS
-    assert RUNS <= uploads <= RUNS + resent
-
-
-@pytest.mark.parametrize("processing_delay_s", PROCESSING_DELAYS, ids=lambda d: f"strava{d}s")
-@pytest.mark.parametrize("step", CRASH_STEPS)
 def test_killed_at_step_on_dynamodb_then_restarted(
-    tmp_path: Path, table: str, step: str, processing_delay_s: float
+    crash_world: OpenWorld, crash_step: str, strava_processing_delay_s: float
 ) -> None:
     """SIGKILL before step X of the middle activity (one settled before it, one left
     after it), restart, all on DynamoDB: every run on Strava once, all settled."""
-    with crash_world(tmp_path, table, processing_delay_s) as w:
-        child = _start_child(w, "--kill-at", step, "--kill-on", str(KILL_ON))
-        output, _ = child.communicate(timeout=60)
-        assert child.returncode == -signal.SIGKILL, output
-        _recover(w)
+    with crash_world(strava_processing_delay_s) as w:
+        returncode, output = w.run_child("--kill-at", crash_step, "--kill-on", str(KILL_ON))
+        assert returncode == -signal.SIGKILL, output
+        w.recover()
         # As on SQLite: a file Strava got but the ledger never heard of is sent again
         # only while Strava is still processing it (its duplicate check answers).
-        resent = 1 if step == "record" and processing_delay_s > 0 else 0
-        _assert_exactly_once(w, resent=resent)
+        resent = 1 if crash_step == "record" and strava_processing_delay_s > 0 else 0
+        w.assert_exactly_once(resent=resent)
 
 
-def test_crash_child_on_dynamodb_without_a_kill_syncs_everything(
-    tmp_path: Path, table: str
-) -> None:
+def test_crash_child_on_dynamodb_without_a_kill_syncs_everything(crash_world: OpenWorld) -> None:
     """The child, left alone on DynamoDB, uploads every run and settles the ledger in
     the table (so the kills above land in a real DynamoDB cycle)."""
-    with crash_world(tmp_path, table, 0.0) as w:
-        child = _start_child(w, "--kill-at", "")
-        output, _ = child.communicate(timeout=60)
-        assert child.returncode == 0, output
-        with w.pair.strava.lock:
-            assert len(w.pair.strava.upload_records) == RUNS
-        with _restarted_app(w) as app:
-            assert _settled(w, app)
+    with crash_world(0.0) as w:
+        returncode, output = w.run_child("--kill-at", "")
+        assert returncode == 0, output
+        assert w.uploads() == w.runs
+        with w.restarted_app() as app:
+            assert w.settled(app)
