@@ -1,6 +1,7 @@
-"""A syncing process for test_crash_injection.py: one cycle, configured from the
-environment exactly as `garmin2strava sync --once` is, that SIGKILLs itself when it
-reaches step `--kill-at` for the `--kill-on`-th time.
+"""A syncing process for the crash-injection tests (conftest.py's `crash_world`, on
+SQLite and DynamoDB): one cycle, configured from the environment exactly as
+`garmin2strava sync --once` is, that SIGKILLs itself when it reaches step `--kill-at`
+for the `--kill-on`-th time.
 
 Exit codes: killed by SIGKILL at the step; 0 when the cycle ended without reaching
 it; 3 when the cycle reported a failure.
