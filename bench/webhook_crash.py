@@ -26,19 +26,17 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
-from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
+from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.sandbox.serving import (
     ServeConfig,
-    event_body,
-    free_port,
     post_event,
     queue_counts,
     queue_scalar,
+    seed_created_activities,
     start_serve,
     stop_serve,
 )
@@ -49,34 +47,12 @@ START_WAIT_S = 30.0
 DRAIN_WAIT_S = 180.0
 
 
-def seed(pair: SandboxPair, n: int) -> dict[int, bytes]:
-    now = int(time.time())
-    bodies: dict[int, bytes] = {}
-    for i in range(n):
-        start = datetime.fromtimestamp(now - 86_400 - i * 600, UTC)
-        activity_id = pair.strava.add_activity(
-            pair.athlete_id, start_utc=start, elapsed_s=1800, name=f"Run {i}"
-        )
-        bodies[activity_id] = event_body(activity_id, pair.athlete_id, SUB, event_time=now)
-    pair.reset_counts()
-    return bodies
-
-
 def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> int:  # noqa: PLR0915 (one scenario, read top to bottom)
-    db = tmp / "g2s.sqlite3"
-    token_key = generate_token_key()
-    port = free_port()
-    config = ServeConfig(
-        db=db,
-        token_key=token_key,
-        port=port,
-        user_id=USER,
-        subscription_id=SUB,
-        verify_token="bench",
-    )
+    config = ServeConfig.fresh(tmp, user_id=USER, subscription_id=SUB, verify_token="bench")
+    db, token_key, port = config.db, config.token_key, config.port
     env = config.env(pair)
     log = tmp / "serve.log"
-    bodies = seed(pair, n)
+    bodies = seed_created_activities(pair, n, SUB)
     ids = list(bodies)
     kill_index = int(n * kill_at)
     results: dict[int, tuple[int | None, float]] = {}

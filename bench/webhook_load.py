@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
+from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.sandbox.serving import (
     ServeConfig,
     event_body,
-    free_port,
     post_event,
     queue_counts,
     queue_scalar,
@@ -111,14 +110,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def one_run(pair: SandboxPair, tmp: Path, n: int, rate: float, command: str) -> Outcome:
-    config = ServeConfig(
-        db=tmp / "g2s.sqlite3",
-        token_key=generate_token_key(),
-        port=free_port(),
-        user_id=USER,
-        subscription_id=SUB,
-        verify_token="bench",
-    )
+    config = ServeConfig.fresh(tmp, user_id=USER, subscription_id=SUB, verify_token="bench")
     bodies, final = seed(pair, n)
     bodies_file, out = tmp / "bodies.json", tmp / "results.json"
     bodies_file.write_text(json.dumps([b.decode() for b in bodies]))

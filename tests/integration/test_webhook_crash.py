@@ -8,21 +8,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
+from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.sandbox.serving import (
     ServeConfig,
-    event_body,
-    free_port,
     post_event,
     queue_counts,
     queue_scalar,
+    seed_created_activities,
     start_serve,
     stop_serve,
 )
@@ -49,11 +47,6 @@ def pair() -> Iterator[SandboxPair]:
             short_read=100_000, daily_read=1_000_000, short_all=100_000, daily_all=1_000_000
         )
         yield sandboxes
-
-
-def pair_start(now: int, i: int) -> datetime:
-    """A distinct start, an hour apart, before today."""
-    return datetime.fromtimestamp(now - 86_400 - i * 3600, UTC)
 
 
 def post(port: int, body: bytes) -> int | None:
@@ -92,19 +85,6 @@ class Poster(threading.Thread):
             return len(self.ok)
 
 
-def seed_events(pair: SandboxPair) -> dict[int, bytes]:
-    """EVENTS activities on the Strava sandbox and one create event body for each."""
-    now = int(time.time())
-    bodies: dict[int, bytes] = {}
-    for i in range(EVENTS):
-        activity_id = pair.strava.add_activity(
-            pair.athlete_id, start_utc=pair_start(now, i), elapsed_s=1800, name=f"Run {i}"
-        )
-        bodies[activity_id] = event_body(activity_id, pair.athlete_id, SUB, event_time=now)
-    pair.reset_counts()
-    return bodies
-
-
 def wait_settled(db: Path) -> dict[str, int]:
     """The queue's row counts by state once every row is done or dead (bounded)."""
     deadline = time.monotonic() + DRAIN_WAIT_S
@@ -126,20 +106,11 @@ def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
 ) -> None:
     """SIGKILL of `serve` mid-load, restart, redelivery of the unanswered: every event
     answered 200 is mirrored, each queue row settled once, no event dead."""
-    db = tmp_path / "g2s.sqlite3"
-    token_key = generate_token_key()
-    port = free_port()
-    config = ServeConfig(
-        db=db,
-        token_key=token_key,
-        port=port,
-        user_id=USER,
-        subscription_id=SUB,
-        verify_token=VERIFY,
-    )
+    config = ServeConfig.fresh(tmp_path, user_id=USER, subscription_id=SUB, verify_token=VERIFY)
+    db, token_key, port = config.db, config.token_key, config.port
     env = config.env(pair)
     log = tmp_path / "serve.log"
-    bodies = seed_events(pair)
+    bodies = seed_created_activities(pair, EVENTS, SUB, spacing_s=3600)
 
     first = start_serve(env, log, wait_s=START_WAIT_S)
     second: subprocess.Popen[bytes] | None = None

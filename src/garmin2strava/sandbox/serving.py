@@ -20,8 +20,11 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from garmin2strava.adapters.crypto import generate_token_key
 
 if TYPE_CHECKING:
     from garmin2strava.sandbox.scenario import SandboxPair
@@ -34,6 +37,7 @@ __all__ = [
     "post_event",
     "queue_counts",
     "queue_scalar",
+    "seed_created_activities",
     "start_serve",
     "stop_serve",
 ]
@@ -55,6 +59,20 @@ class ServeConfig:
     user_id: str
     subscription_id: int
     verify_token: str
+
+    @classmethod
+    def fresh(
+        cls, directory: Path, *, user_id: str, subscription_id: int, verify_token: str
+    ) -> ServeConfig:
+        """A new database in `directory`, a new token key and a free port."""
+        return cls(
+            db=directory / "g2s.sqlite3",
+            token_key=generate_token_key(),
+            port=free_port(),
+            user_id=user_id,
+            subscription_id=subscription_id,
+            verify_token=verify_token,
+        )
 
     def env(self, pair: SandboxPair) -> dict[str, str]:
         """The caller's environment minus our settings, plus the server's."""
@@ -173,6 +191,25 @@ def event_body(
             "updates": dict(updates or {}),
         }
     ).encode()
+
+
+def seed_created_activities(
+    pair: SandboxPair, n: int, subscription_id: int, *, spacing_s: int = 600
+) -> dict[int, bytes]:
+    """`n` activities on the Strava sandbox, with distinct starts before today, and a
+    create event for each (by activity id); the sandboxes' request counts reset."""
+    now = int(time.time())
+    bodies: dict[int, bytes] = {}
+    for i in range(n):
+        start = datetime.fromtimestamp(now - 86_400 - i * spacing_s, UTC)
+        activity_id = pair.strava.add_activity(
+            pair.athlete_id, start_utc=start, elapsed_s=1800, name=f"Run {i}"
+        )
+        bodies[activity_id] = event_body(
+            activity_id, pair.athlete_id, subscription_id, event_time=now
+        )
+    pair.reset_counts()
+    return bodies
 
 
 def queue_counts(db: Path) -> dict[str, int]:
