@@ -42,24 +42,30 @@ locals {
     "dynamodb:Query",
     "dynamodb:BatchGetItem",
   ]
+}
+
+# What every function needs whatever its handler does: writing its own log group, and
+# X-Ray segments (tracing is on). Each function's policy below starts from this one.
+data "aws_iam_policy_document" "basic" {
+  for_each = local.functions
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.function[each.key].arn}:*"]
+  }
 
   # X-Ray segment upload has no resource-level permissions: "*" is the only resource.
-  xray_actions = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
-  log_actions  = ["logs:CreateLogStream", "logs:PutLogEvents"]
+  statement {
+    sid       = "Tracing"
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    resources = ["*"]
+  }
 }
 
 data "aws_iam_policy_document" "sync" {
-  statement {
-    sid       = "WriteOwnLogs"
-    actions   = local.log_actions
-    resources = ["${aws_cloudwatch_log_group.function["sync"].arn}:*"]
-  }
-
-  statement {
-    sid       = "Tracing"
-    actions   = local.xray_actions
-    resources = ["*"]
-  }
+  # Its own log group and X-Ray segments (data.aws_iam_policy_document.basic).
+  source_policy_documents = [data.aws_iam_policy_document.basic["sync"].json]
 
   statement {
     sid       = "Table"
@@ -83,17 +89,8 @@ data "aws_iam_policy_document" "sync" {
 }
 
 data "aws_iam_policy_document" "webhook" {
-  statement {
-    sid       = "WriteOwnLogs"
-    actions   = local.log_actions
-    resources = ["${aws_cloudwatch_log_group.function["webhook"].arn}:*"]
-  }
-
-  statement {
-    sid       = "Tracing"
-    actions   = local.xray_actions
-    resources = ["*"]
-  }
+  # Its own log group and X-Ray segments (data.aws_iam_policy_document.basic).
+  source_policy_documents = [data.aws_iam_policy_document.basic["webhook"].json]
 
   statement {
     sid       = "EnqueueEvents"
@@ -117,17 +114,8 @@ data "aws_iam_policy_document" "webhook" {
 }
 
 data "aws_iam_policy_document" "worker" {
-  statement {
-    sid       = "WriteOwnLogs"
-    actions   = local.log_actions
-    resources = ["${aws_cloudwatch_log_group.function["worker"].arn}:*"]
-  }
-
-  statement {
-    sid       = "Tracing"
-    actions   = local.xray_actions
-    resources = ["*"]
-  }
+  # Its own log group and X-Ray segments (data.aws_iam_policy_document.basic).
+  source_policy_documents = [data.aws_iam_policy_document.basic["worker"].json]
 
   statement {
     sid       = "Table"

@@ -218,7 +218,10 @@ def test_every_reference_resolves_to_a_declared_block(modules: dict[str, dict[st
     missing: set[str] = set()
     seen = 0
     for filename, doc in modules.items():
-        for text in _strings(doc):
+        # A moved block's `from` names an address that no longer exists, by design
+        # (test_moved_blocks_lead_from_old_addresses_to_declared_resources).
+        rest = {kind: body for kind, body in doc.items() if kind != "moved"}
+        for text in _strings(rest):
             for kind, pattern in _REFERENCE_PATTERNS.items():
                 for match in pattern.finditer(text):
                     seen += 1
@@ -285,6 +288,40 @@ def test_functions_use_the_documented_handlers_and_environment(
     assert not SECRET_SETTINGS & set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", environment_text))
 
 
+_ADDRESS = re.compile(rf'^\$\{{(aws_[a-z0-9_]+)\.({_NAME})(?:\["([\w-]+)"\])?\}}$')
+
+
+def _address(node: Any) -> tuple[str, str, str | None]:
+    """(type, name, key or None) of a moved block's `from` or `to`."""
+    match = _ADDRESS.match(_unquote(_value(node)))
+    assert match, node
+    resource_type, name, key = match.groups()
+    return resource_type, name, key
+
+
+def test_moved_blocks_lead_from_old_addresses_to_declared_resources(
+    modules: dict[str, dict[str, Any]],
+) -> None:
+    """Every `moved` goes from an address no longer declared to a declared resource
+    (keyed where, and only where, it has for_each), each old and new address once, so
+    that an existing deployment's resources are renamed in the state, not replaced."""
+    resources = _labelled(modules, "resource")
+    moves = [block for doc in modules.values() for block in _blocks(doc.get("moved", []))]
+    assert moves, "no moved blocks (the folded alarms need them)"
+    sources = [_address(block["from"]) for block in moves]
+    targets = [_address(block["to"]) for block in moves]
+    assert len(set(sources)) == len(sources)
+    assert len(set(targets)) == len(targets)
+    for (source_type, source_name, _key), (target_type, target_name, target_key) in zip(
+        sources, targets, strict=True
+    ):
+        assert source_type == target_type
+        assert (source_type, source_name) not in resources, f"{source_name} is still declared"
+        target = resources.get((target_type, target_name))
+        assert target is not None, f"{target_type}.{target_name} is not declared"
+        assert (target_key is None) == ("for_each" not in target), (target_name, target_key)
+
+
 @pytest.mark.parametrize("function", sorted(ALLOWED_ACTIONS))
 def test_function_role_grants_exactly_its_contract(
     modules: dict[str, dict[str, Any]], function: str
@@ -295,8 +332,19 @@ def test_function_role_grants_exactly_its_contract(
     wiring = _resolved_strings(_value(local_values["function_policies"])[function], {})
     assert wiring == {f"${{data.aws_iam_policy_document.{function}.json}}"}
 
-    document = _labelled(modules, "data")["aws_iam_policy_document", function]
-    statements = _blocks(document["statement"])
+    documents = _labelled(modules, "data")
+    document = documents["aws_iam_policy_document", function]
+    # Nothing merged in but the basic document (own log group, X-Ray), for this function.
+    assert not {"source_json", "override_json", "override_policy_documents"} & set(document)
+    included = _resolved_strings(document["source_policy_documents"], {})
+    assert included == {f'${{data.aws_iam_policy_document.basic["{function}"].json}}'}
+    basic = documents["aws_iam_policy_document", "basic"]
+    assert not {"source_json", "override_json", "source_policy_documents"} & set(basic)
+    assert not {"override_policy_documents"} & set(basic)
+    assert _value(basic["for_each"]) == "${local.functions}"
+    own_log_group = "${aws_cloudwatch_log_group.function[each.key].arn}:*"
+
+    statements = _blocks(basic["statement"]) + _blocks(document["statement"])
     granted: set[str] = set()
     for statement in statements:
         assert "not_actions" not in statement
@@ -308,6 +356,9 @@ def test_function_role_grants_exactly_its_contract(
     for statement in statements:
         actions = _resolved_strings(statement["actions"], local_values)
         resources = _resolved_strings(statement["resources"], local_values)
+        assert "not_resources" not in statement
+        if any(action.startswith("logs:") for action in actions):
+            assert resources == {own_log_group}, resources
         if actions & {"ssm:GetParameter"}:
             assert any(f"local.{SSM_PARAMETERS[function]}" in r for r in resources), resources
             assert len(resources) == 1
@@ -318,12 +369,14 @@ def test_function_role_grants_exactly_its_contract(
 
 
 def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]]) -> None:
-    """Every function has its own role and inline policy (for_each over local.functions)."""
+    """Every function has its own role, inline policy and log group (for_each over
+    local.functions)."""
     resources = _labelled(modules, "resource")
     for key in (
         ("aws_iam_role", "function"),
         ("aws_iam_role_policy", "function"),
         ("aws_lambda_function", "function"),
+        ("aws_cloudwatch_log_group", "function"),
     ):
         assert _value(resources[key]["for_each"]) == "${local.functions}"
 
