@@ -11,8 +11,9 @@ answered 200, how many of those are not mirrored (lost: must be 0), whether ever
 queue row was settled exactly once, and the Strava fetches per activity. Exits 1 on a
 lost event or a broken exactly-once check.
 
-A worker killed while holding a claim leaves those events leased for its visibility
-timeout (60 s): the restarted worker takes them after it, so the run lasts over a minute.
+The restarted worker takes the events the killed worker was holding at once (the dead
+claimant's lock file is free, see adapters/queue_sqlite.py) instead of waiting out their
+60 s lease: the queue settles about a second after the load (it took ~56 s before).
 The Strava sandbox prints a "connection reset" traceback for the killed server's socket.
 """
 
