@@ -65,8 +65,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -77,14 +75,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from garmin2strava.adapters.queue_claimants import Claimant
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover (not POSIX: claims are left to their lease)
-    _CAN_LOCK = False
-else:
-    _CAN_LOCK = True
 
 __all__ = ["DEFAULT_DONE_RETENTION", "DEFAULT_MAX_UNSETTLED_CLAIMS", "SqliteEventQueue"]
 
@@ -235,7 +227,7 @@ class SqliteEventQueue:
                 with self._transaction_held() as db:
                     for column in self._missing_columns():  # another process may add some
                         db.execute(_ADDED_COLUMNS[column])
-        self._claimant = _Claimant(self._path.with_name(self._path.name + ".claimants"))
+        self._claimant = Claimant(self._path.with_name(self._path.name + ".claimants"))
 
     def close(self) -> None:
         with self._lock:
@@ -479,81 +471,6 @@ class _Enqueue:
     settled: bool = False
     new: bool = False
     error: Exception | None = None
-
-
-class _Claimant:
-    """This instance's claimant identity: a lock file it holds while it may claim.
-
-    The kernel drops an flock when its holder dies, whatever killed it, so a lock file
-    that can be locked belongs to a dead claimant; a PID could have been reused, or sit
-    in another container's PID namespace, and proves nothing. The lock is per open file,
-    so two instances in one process tell each other apart. `""` when no lock can be
-    held (no fcntl, the directory not writable): the claims are left to their lease.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._name = ""
-        self._fd: int | None = None
-
-    def acquire(self) -> str:
-        """The claimant name to record with a claim, locking its file the first time."""
-        if self._fd is None and _CAN_LOCK:
-            name = uuid.uuid4().hex
-            staged = self._directory / f".{name}"
-            fd = -1
-            try:
-                self._directory.mkdir(exist_ok=True)
-                fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.write(fd, f"{socket.gethostname()} pid {os.getpid()}\n".encode())
-                # Named only once locked: a sweep never sees it unlocked.
-                staged.replace(self._directory / name)
-            except OSError as exc:
-                log.warning("queue.claimant_lock_unavailable", extra={"error": str(exc)})
-                if fd >= 0:
-                    os.close(fd)
-                    staged.unlink(missing_ok=True)
-                self._name, self._fd = "", -1  # tried once: claims fall back to the lease
-            else:
-                self._name, self._fd = name, fd
-        return self._name
-
-    def release(self) -> None:
-        """Drop the lock (the file stays for whoever takes over our claims)."""
-        if self._fd is not None and self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
-        self._name = ""
-
-    def take_if_dead(self, name: str) -> bool:
-        """Whether `name`'s holder is dead; if so its lock file is removed. A missing
-        file (another host's claimant, or already taken over) proves nothing."""
-        if not _CAN_LOCK or not name or name.startswith(".") or "/" in name:
-            return False
-        try:
-            fd = os.open(self._directory / name, os.O_RDWR)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False  # held: the claimant lives
-        else:
-            (self._directory / name).unlink(missing_ok=True)
-            return True
-        finally:
-            os.close(fd)
-
-    def sweep(self, *, keep: set[str]) -> None:
-        """Remove the lock files of dead claimants whose claims no row holds."""
-        try:
-            names = [p.name for p in self._directory.iterdir()]
-        except OSError:
-            return
-        for name in names:
-            if name != self._name and name not in keep:
-                self.take_if_dead(name)
 
 
 def _dt(ts: float) -> datetime:
