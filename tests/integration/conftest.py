@@ -15,11 +15,16 @@ and test_dynamodb_acceptance.py: seeded sandboxes, the crash child, the restart 
 exactly-once checks. Each of those modules provides its store as a `crash_store`
 fixture (a CrashStore). Test modules cannot import this file at run time
 (--import-mode=importlib), so they import its types under TYPE_CHECKING only.
+
+`lambda_deployment` opens the Lambda functions' deployment on moto
+(garmin2strava.sandbox.aws_lambda) for test_lambda_handlers.py and
+test_lambda_cold_warm.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -50,7 +55,9 @@ from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.ports import Store
+from garmin2strava.sandbox.aws_lambda import Deployment, deployed
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.runner import sync_all
 from garmin2strava.settings import Settings
@@ -144,6 +151,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     factory = STORE_FACTORIES[str(request.param)]
     with factory(tmp_path) as made:
         yield made
+
+
+@pytest.fixture
+def lambda_deployment(
+    aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Callable[..., AbstractContextManager[Deployment]]:
+    """Opens the Lambda functions' deployment (sandbox.aws_lambda.deployed, keyword
+    arguments as there) on the session's moto server, its variables set for this test."""
+    return functools.partial(deployed, monkeypatch.setenv, tmp_path)
+
+
+# -- the Strava emulator alone (test_strava_adapter.py, test_webhook_sandbox.py) -------
+@pytest.fixture
+def sandbox() -> Iterator[StravaSandbox]:
+    """The Strava emulator on loopback (a module may define its own `sandbox`, as
+    test_garmin_adapter.py does for Garmin's)."""
+    with StravaSandbox() as running:
+        yield running
 
 
 # -- the app against both sandboxes (sync tests) ---------------------------------------

@@ -8,37 +8,27 @@ import base64
 import copy
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import redirect_stdout
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import boto3
 import pytest
 
-from garmin2strava.adapters.store.dynamodb import create_table
-from garmin2strava.bootstrap import build_store, utc_now
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
-from garmin2strava.services.accounts import ensure_settings_account
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
+from garmin2strava.sandbox.aws_lambda import USER, Deployment, FakeContext
+from garmin2strava.sandbox.scenario import seed_run
 
 pytestmark = pytest.mark.integration
 
 EVENTS_DIR = Path(__file__).parent / "aws_events"
-USER = "demo"  # SandboxPair.settings' G2S_USER_ID
 SUBSCRIPTION_ID = 120475
 VERIFY_TOKEN = "STRAVA"  # what aws_events/apigw_v2_handshake_get.json sends
 MAX_RECEIVES = 3
@@ -50,117 +40,16 @@ def load_aws_event(name: str) -> dict[str, Any]:
     return copy.deepcopy(data)
 
 
-@dataclass
-class FakeContext:
-    """The two members of AWS's Lambda context object the handlers use."""
-
-    remaining_ms: int = 120_000
-    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@dataclass
-class Deployment:
-    """What terraform would have created, on moto, plus the sandboxes."""
-
-    pair: SandboxPair
-    store: Store
-    sqs: SQSClient
-    queue_url: str
-    dlq_url: str
-
-    def queued_bodies(self, queue_url: str | None = None) -> list[str]:
-        answer = self.sqs.receive_message(
-            QueueUrl=queue_url or self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        )
-        return [m["Body"] for m in answer.get("Messages", [])]
-
-
-def _clear_runtimes() -> None:
-    sync_handler.runtime.cache_clear()
-    webhook_handler.runtime.cache_clear()
-    worker_handler.runtime.cache_clear()
-
-
 @pytest.fixture
 def deployment(
-    aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    lambda_deployment: Callable[..., AbstractContextManager[Deployment]],
 ) -> Iterator[Deployment]:
-    prefix = f"/g2s-{uuid.uuid4().hex[:8]}"
-    table = f"g2s-{uuid.uuid4().hex[:12]}"
-    dynamodb = boto3.client("dynamodb")
-    create_table(dynamodb, table)
-    key_id = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
-    sqs = boto3.client("sqs")
-    dlq_url = sqs.create_queue(QueueName=f"{table}-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    queue_url = sqs.create_queue(
-        QueueName=f"{table}-events",
-        Attributes={
-            "VisibilityTimeout": "0",  # a returned failure is at once deliverable again
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}
-            ),
-        },
-    )["QueueUrl"]
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    with running_sandboxes() as pair:
-        ssm = boto3.client("ssm")
-        ssm.put_parameter(
-            Name=f"{prefix}/strava_client_secret",
-            Type="SecureString",
-            KeyId=key_id,
-            Value=pair.strava.client_secret,
-        )
-        ssm.put_parameter(
-            Name=f"{prefix}/strava_verify_token",
-            Type="SecureString",
-            KeyId=key_id,
-            Value=VERIFY_TOKEN,
-        )
-        env = {
-            "G2S_STORE": "dynamodb",
-            "G2S_DYNAMODB_TABLE": table,
-            "G2S_KMS_KEY_ID": key_id,
-            "G2S_QUEUE_URL": queue_url,
-            "G2S_USER_ID": USER,
-            "G2S_LOG_FORMAT": "json",
-            "G2S_LOG_LEVEL": "WARNING",
-            "STRAVA_CLIENT_ID": str(pair.strava.client_id),
-            "STRAVA_SUBSCRIPTION_ID": str(SUBSCRIPTION_ID),
-            "G2S_SSM_STRAVA_CLIENT_SECRET": f"{prefix}/strava_client_secret",
-            "G2S_SSM_STRAVA_VERIFY_TOKEN": f"{prefix}/strava_verify_token",
-            "G2S_STRAVA_BASE_URL": pair.strava.base_url,
-            "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
-            # Values in the plain environment are never used as secrets.
-            "STRAVA_VERIFY_TOKEN": "not-the-verify-token",
-            "STRAVA_CLIENT_SECRET": "not-the-client-secret",
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        # The account as the CLI stores it before the first deployment runs.
-        settings = pair.settings(
-            tmp_path / "unused.sqlite3",
-            store="dynamodb",
-            dynamodb_table=table,
-            kms_key_id=key_id,
-            token_key=None,
-        )
-        store = build_store(settings)
-        ensure_settings_account(store, settings, utc_now)
-        store.link_athlete(pair.athlete_id, USER)
-        _clear_runtimes()
-        try:
-            yield Deployment(pair, store, sqs, queue_url, dlq_url)
-        finally:
-            _clear_runtimes()
-            root.handlers[:], root.level = saved_handlers, saved_level
-            dynamodb.delete_table(TableName=table)
+    """The deployment, the sandbox athlete linked to the account (as the CLI links it)."""
+    with lambda_deployment(
+        verify_token=VERIFY_TOKEN, subscription_id=SUBSCRIPTION_ID, max_receives=MAX_RECEIVES
+    ) as deployed:
+        deployed.store.link_athlete(deployed.pair.athlete_id, USER)
+        yield deployed
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from garmin2strava.adapters.strava_oauth import (
     exchange_code,
 )
 from garmin2strava.domain.budget import RateBudget, next_window_reset
-from garmin2strava.domain.models import StravaTokens
+from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.domain.uploads import UploadState, read_upload_status
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound
 from garmin2strava.sandbox.fitgen import build_activity_fit
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.integration
 ATHLETE = 501
 USER = "u1"
 START = datetime(2025, 3, 4, 7, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def sandbox() -> Iterator[StravaSandbox]:
-    with StravaSandbox() as sb:
-        yield sb
 
 
 @pytest.fixture
@@ -79,14 +73,33 @@ def connect(sandbox: StravaSandbox, store: SqliteStore, *, expires_in: int | Non
     return tokens.refresh_token
 
 
-def window() -> tuple[datetime, datetime]:
-    return START - timedelta(hours=1), START + timedelta(hours=1)
+def list_window(adapter: StravaAdapter) -> list[StravaActivity]:
+    """One page of the athlete's activities from an hour before START to an hour after."""
+    return adapter.list_activities(
+        after=START - timedelta(hours=1), before=START + timedelta(hours=1)
+    )
 
 
-def fit_file(tmp_path: Path, start: datetime = START) -> Path:
+def upload_run(
+    adapter: StravaAdapter,
+    tmp_path: Path,
+    *,
+    external_id: str = "g2s_1",
+    name: str = "Run",
+    description: str | None = None,
+    trainer: bool = False,
+) -> UploadStatus:
+    """adapter.upload of a 30-minute run's FIT file starting at START."""
     path = tmp_path / "run.fit"
-    path.write_bytes(build_activity_fit(start_utc=start, duration_s=1800))
-    return path
+    path.write_bytes(build_activity_fit(start_utc=START, duration_s=1800))
+    return adapter.upload(
+        path,
+        data_type="fit",
+        external_id=external_id,
+        name=name,
+        description=description,
+        trainer=trainer,
+    )
 
 
 # -- URL rewriting ----------------------------------------------------------------------
@@ -153,7 +166,7 @@ def test_bootstrap_rotates_the_given_refresh_token(sandbox: StravaSandbox) -> No
 def test_refresh_before_expiry_is_persisted(sandbox: StravaSandbox, store: SqliteStore) -> None:
     """A token expiring within 5 minutes is refreshed first and the rotated one stored."""
     old_refresh = connect(sandbox, store, expires_in=120)
-    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    list_window(adapter_for(sandbox, store))
     stored = store.get_strava_tokens(USER)
     assert stored is not None
     assert sandbox.requests["token"] == 1
@@ -166,7 +179,7 @@ def test_refresh_before_expiry_is_persisted(sandbox: StravaSandbox, store: Sqlit
 def test_valid_token_is_not_refreshed(sandbox: StravaSandbox, store: SqliteStore) -> None:
     """A token with hours left is used as it is: no token request."""
     connect(sandbox, store)
-    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    list_window(adapter_for(sandbox, store))
     assert sandbox.requests["token"] == 0
     assert sandbox.requests["list"] == 1
 
@@ -175,7 +188,7 @@ def test_401_refreshes_once_and_retries_once(sandbox: StravaSandbox, store: Sqli
     """An access token Strava no longer accepts is refreshed and the request repeated once."""
     connect(sandbox, store)
     sandbox.expire_access_tokens()
-    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    list_window(adapter_for(sandbox, store))
     assert sandbox.requests["list"] == 2
     assert sandbox.requests["token"] == 1
     stored = store.get_strava_tokens(USER)
@@ -189,7 +202,7 @@ def test_revoked_access_raises_auth_error(sandbox: StravaSandbox, store: SqliteS
     sandbox.revoke(ATHLETE)
     adapter = adapter_for(sandbox, store, rotation_grace_s=0)
     with pytest.raises(StravaAuthError):
-        adapter.list_activities(after=window()[0], before=window()[1])
+        list_window(adapter)
     assert sandbox.requests["list"] == 1
     assert sandbox.requests["token"] == 1
 
@@ -202,7 +215,7 @@ def test_stale_refresh_uses_the_token_another_runner_stored(
     stale = store.get_strava_tokens(USER)
     assert stale is not None
     first, second = adapter_for(sandbox, store), adapter_for(sandbox, store)
-    first.list_activities(after=window()[0], before=window()[1])
+    list_window(first)
     winner = store.get_strava_tokens(USER)
     assert winner is not None
     # The second runner read `stale` before the first one wrote: its refresh token is dead.
@@ -223,7 +236,7 @@ def test_racing_refreshes_never_lose_the_newest_token(
     def run(adapter: StravaAdapter) -> None:
         barrier.wait()
         try:
-            adapter.list_activities(after=window()[0], before=window()[1])
+            list_window(adapter)
         except BaseException as error:  # noqa: BLE001 - collected and asserted below
             errors.append(error)
 
@@ -238,7 +251,7 @@ def test_racing_refreshes_never_lose_the_newest_token(
     assert stored.refresh_token == sandbox.refresh_token_of(ATHLETE)
     # And it still works: one more refresh with the stored token succeeds.
     sandbox.expire_access_tokens()
-    adapters[0].list_activities(after=window()[0], before=window()[1])
+    list_window(adapters[0])
 
 
 # -- rate budget ------------------------------------------------------------------------
@@ -249,7 +262,7 @@ def test_rate_headers_are_persisted_as_the_budget(
     connect(sandbox, store)
     sandbox.set_limits(short_read=300, daily_read=3000, short_all=600, daily_all=6000)
     sandbox.set_usage(short_all=10, daily_all=40, short_read=8, daily_read=30)
-    adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    list_window(adapter_for(sandbox, store))
     budget = RateBudget.from_dict(store.get_app_state("strava_budget"))
     assert (budget.read_short_limit, budget.read_daily_limit) == (300, 3000)
     assert (budget.short_limit, budget.daily_limit) == (600, 6000)
@@ -265,7 +278,7 @@ def test_429_raises_rate_limited_and_blocks_further_requests(
     sandbox.set_usage(short_all=100, daily_all=100, short_read=100, daily_read=100)
     adapter = adapter_for(sandbox, store)
     with pytest.raises(RateLimited) as first:
-        adapter.list_activities(after=window()[0], before=window()[1])
+        list_window(adapter)
     now = datetime.now(UTC)
     assert now < first.value.until <= next_window_reset(now) + timedelta(seconds=1)
     with pytest.raises(RateLimited):
@@ -280,19 +293,12 @@ def test_spent_budget_refuses_reads_but_keeps_the_reserve_for_polls(
     """Near the read limit, ordinary reads are refused locally; upload polls still go out."""
     connect(sandbox, store)
     adapter = adapter_for(sandbox, store)
-    status = adapter.upload(
-        fit_file(tmp_path),
-        data_type="fit",
-        external_id="g2s_1",
-        name="Run",
-        description=None,
-        trainer=False,
-    )
+    status = upload_run(adapter, tmp_path)
     sandbox.set_usage(short_all=96, daily_all=96, short_read=96, daily_read=96)
-    adapter.list_activities(after=window()[0], before=window()[1])  # 97 of 100, reserve 5
+    list_window(adapter)  # 97 of 100, reserve 5
     assert not adapter.can_spend_reads()
     with pytest.raises(RateLimited):
-        adapter.list_activities(after=window()[0], before=window()[1])
+        list_window(adapter)
     assert sandbox.requests["list"] == 1
     adapter.get_upload(status.upload_id)
     assert sandbox.requests["upload_status"] == 1
@@ -306,13 +312,8 @@ def test_upload_is_one_post_then_polls_report_processing_and_ready(
     connect(sandbox, store)
     sandbox.processing_delay_s = 3600
     adapter = adapter_for(sandbox, store)
-    status = adapter.upload(
-        fit_file(tmp_path),
-        data_type="fit",
-        external_id="g2s_garmin_77",
-        name="Easy run",
-        description="from Garmin",
-        trainer=False,
+    status = upload_run(
+        adapter, tmp_path, external_id="g2s_garmin_77", name="Easy run", description="from Garmin"
     )
     assert sum(sandbox.requests.values()) == 1
     assert status.status == "Your activity is still being processed."
@@ -346,14 +347,7 @@ def test_duplicate_upload_reports_the_existing_activity(
         ATHLETE, start_utc=START, elapsed_s=1800, external_id="garmin_ping_123"
     )
     adapter = adapter_for(sandbox, store)
-    status = adapter.upload(
-        fit_file(tmp_path),
-        data_type="fit",
-        external_id="g2s_1",
-        name="Run",
-        description=None,
-        trainer=False,
-    )
+    status = upload_run(adapter, tmp_path)
     polled = adapter.get_upload(status.upload_id)
     assert polled.status == "There was an error processing your activity."
     assert ("<a href=" in (polled.error or "")) is html
@@ -368,14 +362,7 @@ def test_external_id_may_come_back_with_the_extension(
     """When Strava appends ".fit", the adapter reports the value Strava holds."""
     connect(sandbox, store)
     sandbox.append_extension_to_external_id = True
-    status = adapter_for(sandbox, store).upload(
-        fit_file(tmp_path),
-        data_type="fit",
-        external_id="g2s_9",
-        name="Run",
-        description=None,
-        trainer=True,
-    )
+    status = upload_run(adapter_for(sandbox, store), tmp_path, external_id="g2s_9", trainer=True)
     assert status.external_id == "g2s_9.fit"
     assert sandbox.upload_records[status.upload_id].trainer is True
 
@@ -386,14 +373,7 @@ def test_upload_with_expired_token_refreshes_and_posts_again(
     """A 401 on the upload POST (nothing accepted) refreshes and posts once more."""
     connect(sandbox, store)
     sandbox.expire_access_tokens()
-    status = adapter_for(sandbox, store).upload(
-        fit_file(tmp_path),
-        data_type="fit",
-        external_id="g2s_1",
-        name="Run",
-        description=None,
-        trainer=False,
-    )
+    status = upload_run(adapter_for(sandbox, store), tmp_path)
     assert status.upload_id in sandbox.upload_records
     assert len(sandbox.upload_records) == 1
     assert sandbox.requests["upload"] == 2
@@ -410,7 +390,7 @@ def test_list_activities_parses_aware_utc_in_strava_order(
         ATHLETE, start_utc=START, elapsed_s=1800, external_id="garmin_ping_5", distance_m=5012.5
     )
     sandbox.add_activity(ATHLETE, start_utc=START + timedelta(hours=3), elapsed_s=60)
-    rows = adapter_for(sandbox, store).list_activities(after=window()[0], before=window()[1])
+    rows = list_window(adapter_for(sandbox, store))
     assert [r.activity_id for r in rows] == [early, late]
     assert rows[0].start_utc == START
     assert rows[0].start_utc.tzinfo is not None
@@ -461,16 +441,9 @@ def test_no_secret_reaches_a_log_record(
     caplog.set_level(logging.DEBUG)
     first_refresh = connect(sandbox, store, expires_in=30)
     adapter = adapter_for(sandbox, store, rotation_grace_s=0)
-    adapter.list_activities(after=window()[0], before=window()[1])
+    list_window(adapter)
     sandbox.expire_access_tokens()
-    adapter.upload(
-        fit_file(tmp_path),
-        data_type="fit",
-        external_id="g2s_1",
-        name="Run",
-        description=None,
-        trainer=False,
-    )
+    upload_run(adapter, tmp_path)
     sandbox.revoke(ATHLETE)
     with pytest.raises(StravaAuthError) as raised:
         adapter.get_upload(1)

@@ -48,12 +48,6 @@ START = datetime(2025, 5, 1, 7, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def sandbox() -> Iterator[StravaSandbox]:
-    with StravaSandbox() as sb:
-        yield sb
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "g2s.sqlite3", AesGcmCipher(os.urandom(32))) as s:
         yield s
