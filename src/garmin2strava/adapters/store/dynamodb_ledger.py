@@ -1,0 +1,88 @@
+"""The upload ledger in the store's DynamoDB table: `UPLOAD#` items, newest first
+through LSI1, unsettled ones through the sparse GSI1, and the conditional write of an
+upload intent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from garmin2strava.adapters.store import codec
+from garmin2strava.adapters.store.dynamodb_access import TableAccess
+from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1
+from garmin2strava.domain.models import LedgerEntry, UploadOutcome
+from garmin2strava.errors import StoreConflict
+
+__all__ = ["UploadLedger"]
+
+_SETTLED = tuple(sorted(o.value for o in UploadOutcome if o.settled))
+
+
+class UploadLedger:
+    def __init__(self, table: TableAccess) -> None:
+        self._table = table
+
+    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
+        pk = codec.user_pk(user_id)
+        items = self._table.batch_get([(pk, codec.upload_sk(gid)) for gid in garmin_ids])
+        entries = (codec.ledger_from_item(item) for item in items)
+        return {entry.garmin_activity_id: entry for entry in entries}
+
+    def put_upload(self, entry: LedgerEntry) -> None:
+        """Raises StoreConflict when an intent (pending) would overwrite a settled entry."""
+        sort_key = codec.ledger_lsi1sk(entry)
+        item: dict[str, Any] = {
+            "PK": codec.user_pk(entry.user_id),
+            "SK": codec.upload_sk(entry.garmin_activity_id),
+            **codec.ledger_to_item(entry),
+            "LSI1SK": sort_key,
+        }
+        if not entry.outcome.settled:
+            # Sparse index: only entries the uploader still has to finish are in it.
+            item["GSI1PK"] = codec.unsettled_gsi1pk(entry.user_id)
+            item["GSI1SK"] = sort_key
+        if entry.outcome is not UploadOutcome.PENDING:
+            self._table.put(item)
+            return
+        # The intent record, written before the upload request: it must never replace
+        # a settled outcome (another runner finished this activity), or the next cycle
+        # would upload the activity a second time.
+        settled = {f":s{i}": {"S": value} for i, value in enumerate(_SETTLED)}
+        written = self._table.put_if(
+            item,
+            f"attribute_not_exists(PK) OR NOT (#outcome IN ({', '.join(settled)}))",
+            ExpressionAttributeNames={"#outcome": "outcome"},
+            ExpressionAttributeValues=settled,
+        )
+        if not written:
+            msg = (
+                f"ledger entry for Garmin activity {entry.garmin_activity_id} is already "
+                "settled; not recording a new upload intent"
+            )
+            raise StoreConflict(msg)
+
+    def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
+        """Newest Garmin start first (then id), through LSI1."""
+        if limit <= 0:
+            return []
+        items = self._table.query(
+            limit=limit,
+            IndexName=LSI1,
+            KeyConditionExpression="PK = :pk AND begins_with(LSI1SK, :prefix)",
+            ExpressionAttributeValues={
+                ":pk": {"S": codec.user_pk(user_id)},
+                ":prefix": {"S": "UPLOAD#"},
+            },
+            ScanIndexForward=False,
+            Limit=min(limit, 1000),
+        )
+        return [codec.ledger_from_item(item) for item in items]
+
+    def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
+        """Oldest Garmin start first, the order the uploader works in (sparse GSI1)."""
+        items = self._table.query(
+            IndexName=GSI1,
+            KeyConditionExpression="GSI1PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": codec.unsettled_gsi1pk(user_id)}},
+        )
+        return [codec.ledger_from_item(item) for item in items]
