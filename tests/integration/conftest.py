@@ -49,6 +49,7 @@ from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from garmin2strava.adapters.crypto import AesGcmCipher
+from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
@@ -142,6 +143,20 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
     return moto_endpoint
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """The SQLite file of a test's webhook queue (the store's file in production)."""
+    return tmp_path / "g2s.sqlite3"
+
+
+@pytest.fixture
+def queue(db: Path) -> Iterator[SqliteEventQueue]:
+    """A webhook queue on `db`, closed after the test (modules may override it)."""
+    q = SqliteEventQueue(db)
+    yield q
+    q.close()
 
 
 @pytest.fixture(params=list(STORE_FACTORIES))

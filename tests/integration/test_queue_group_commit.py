@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,18 +37,6 @@ def activity_event(n: int) -> WebhookEvent:
         event_time=1748764800,
         updates={},
     )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "g2s.sqlite3"
-
-
-@pytest.fixture
-def queue(db: Path) -> Iterator[SqliteEventQueue]:
-    q = SqliteEventQueue(db)
-    yield q
-    q.close()
 
 
 def hold_write_lock(db: Path, seconds: float, held: threading.Event) -> None:

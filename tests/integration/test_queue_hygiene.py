@@ -51,11 +51,6 @@ def activity_event(n: int, aspect: str = "create") -> WebhookEvent:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "g2s.sqlite3"
-
-
-@pytest.fixture
 def clock() -> Monotonic:
     return Monotonic()
 

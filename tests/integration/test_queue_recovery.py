@@ -46,18 +46,6 @@ def activity_event(n: int) -> WebhookEvent:
     )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "g2s.sqlite3"
-
-
-@pytest.fixture
-def queue(db: Path) -> Iterator[SqliteEventQueue]:
-    q = SqliteEventQueue(db)
-    yield q
-    q.close()
-
-
 def claim(queue: SqliteEventQueue, now: datetime) -> list[list[int]]:
     groups: list[list[QueuedEvent]] = queue.claim(now=now, visibility_seconds=LEASE)
     return [[q.event.object_id for q in group] for group in groups]
