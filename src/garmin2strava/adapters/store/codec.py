@@ -27,6 +27,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.errors import StoreConflict
 
 __all__ = [
     "ACCOUNTS_PK",
@@ -36,6 +37,7 @@ __all__ = [
     "AUDIT_PREFIX",
     "GARMIN_TOKEN_SK",
     "LEASE_SK",
+    "SETTLED_OUTCOMES",
     "STRAVA_TOKEN_SK",
     "UPLOAD_PREFIX",
     "WORKOUT_PREFIX",
@@ -47,6 +49,7 @@ __all__ = [
     "audit_sk",
     "audit_to_item",
     "format_time",
+    "intent_refused",
     "ledger_from_item",
     "ledger_lsi1sk",
     "ledger_to_item",
@@ -110,6 +113,19 @@ def ledger_lsi1sk(entry: LedgerEntry) -> str:
     # Entries without a start time sort as the oldest ('#' < any digit).
     start = format_time(entry.start_utc) if entry.start_utc else ""
     return f"UPLOAD#{start}#{entry.garmin_activity_id:0{_ID_WIDTH}d}"
+
+
+# The outcomes an intent (pending) write may never replace, as stored.
+SETTLED_OUTCOMES = tuple(sorted(o.value for o in UploadOutcome if o.settled))
+
+
+def intent_refused(garmin_activity_id: int) -> StoreConflict:
+    """What both stores raise when an intent meets a settled ledger entry."""
+    msg = (
+        f"ledger entry for Garmin activity {garmin_activity_id} is already "
+        "settled; not recording a new upload intent"
+    )
+    return StoreConflict(msg)
 
 
 def unsettled_gsi1pk(user_id: str) -> str:

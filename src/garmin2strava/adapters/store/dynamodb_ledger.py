@@ -11,11 +11,8 @@ from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
 from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
-from garmin2strava.errors import StoreConflict
 
 __all__ = ["UploadLedger"]
-
-_SETTLED = tuple(sorted(o.value for o in UploadOutcome if o.settled))
 
 
 class UploadLedger:
@@ -47,7 +44,7 @@ class UploadLedger:
         # The intent record, written before the upload request: it must never replace
         # a settled outcome (another runner finished this activity), or the next cycle
         # would upload the activity a second time.
-        settled = {f":s{i}": {"S": value} for i, value in enumerate(_SETTLED)}
+        settled = {f":s{i}": {"S": value} for i, value in enumerate(codec.SETTLED_OUTCOMES)}
         written = self._table.put_if(
             item,
             f"attribute_not_exists(PK) OR NOT (#outcome IN ({', '.join(settled)}))",
@@ -55,11 +52,7 @@ class UploadLedger:
             ExpressionAttributeValues=settled,
         )
         if not written:
-            msg = (
-                f"ledger entry for Garmin activity {entry.garmin_activity_id} is already "
-                "settled; not recording a new upload intent"
-            )
-            raise StoreConflict(msg)
+            raise codec.intent_refused(entry.garmin_activity_id)
 
     def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
         """Newest Garmin start first (then id), through LSI1."""

@@ -50,7 +50,6 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
-from garmin2strava.errors import StoreConflict
 from garmin2strava.ports import TokenCipher
 
 __all__ = ["SqliteStore"]
@@ -72,7 +71,7 @@ CREATE INDEX IF NOT EXISTS items_lsi1 ON items (pk, lsi1sk) WHERE lsi1sk IS NOT 
 CREATE INDEX IF NOT EXISTS items_gsi1 ON items (gsi1pk, gsi1sk) WHERE gsi1pk IS NOT NULL;
 """
 _BATCH = 500  # stays under SQLite's bound-parameter limit
-_SETTLED = json.dumps(sorted(o.value for o in UploadOutcome if o.settled))
+_SETTLED = json.dumps(codec.SETTLED_OUTCOMES)
 # The ledger's intent write: insert, or replace an entry that is not settled. Same
 # condition as DynamoDB's `attribute_not_exists(PK) OR NOT (outcome IN settled)`; an
 # entry without an outcome counts as not settled there too.
@@ -307,11 +306,7 @@ class SqliteStore(TokenItems):
             )
             written = cursor.rowcount == 1
         if not written:
-            msg = (
-                f"ledger entry for Garmin activity {entry.garmin_activity_id} is already "
-                "settled; not recording a new upload intent"
-            )
-            raise StoreConflict(msg)
+            raise codec.intent_refused(entry.garmin_activity_id)
 
     def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
         rows = self._query(
