@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,14 +40,21 @@ def activity_event(n: int) -> WebhookEvent:
     )
 
 
-def hold_write_lock(db: Path, seconds: float, held: threading.Event) -> None:
+def hold_write_lock(
+    db: Path,
+    seconds: float,
+    held: threading.Event,
+    until: Callable[[], bool] = lambda: False,
+) -> None:
     """Another process's writer, as the store's connection would be: BEGIN IMMEDIATE,
-    then nothing for `seconds`."""
+    then nothing for `seconds`, or less once `until()` is true."""
     other = sqlite3.connect(db, isolation_level=None, timeout=10)
     try:
         other.execute("BEGIN IMMEDIATE")
         held.set()
-        time.sleep(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            time.sleep(0.01)
         other.execute("COMMIT")
     finally:
         other.close()
@@ -70,12 +78,18 @@ def test_backlog_behind_a_writer_is_committed_in_groups_once_each(
     commits: list[str] = []
     # The queue's own connection: count the COMMITs it runs.
     queue._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    deliveries = [activity_event(n) for n in range(48)] * 2
     held = threading.Event()
-    writer = threading.Thread(target=hold_write_lock, args=(db, 0.3, held))
+
+    def backlog_built() -> bool:
+        # All but the first caller (the one holding the connection, blocked on the
+        # writer) wait for the next group commit; a slow machine gets up to 10 s.
+        return len(queue._waiting) >= len(deliveries) - 8
+
+    writer = threading.Thread(target=hold_write_lock, args=(db, 10.0, held, backlog_built))
     writer.start()
     assert held.wait(5)
-    deliveries = [activity_event(n) for n in range(48)] * 2
-    with ThreadPoolExecutor(max_workers=32) as pool:
+    with ThreadPoolExecutor(max_workers=len(deliveries)) as pool:
         answers = list(pool.map(lambda e: (e.object_id, queue.enqueue(e, now=NOW)), deliveries))
     writer.join()
 
