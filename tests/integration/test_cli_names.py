@@ -65,7 +65,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 
 def _raw_controls(text: str) -> list[str]:
-    return [ch for ch in text if (ord(ch) < 0x20 and ch != "\n") or 0x7F <= ord(ch) <= 0x9F]  # noqa: PLR2004
+    return [ch for ch in text if (ord(ch) < 0x20 and ch != "\n") or 0x7F <= ord(ch) <= 0x9F]
 
 
 def test_hostile_garmin_title_is_cleaned_uploaded_and_listed_safely(

@@ -90,7 +90,7 @@ def test_absurd_start_records_are_skipped_and_the_run_beside_them_uploads_once(
 
     assert first.ok, first.error
     assert first.outcomes == {"skipped": 3, "uploaded": 1}
-    assert on_strava(pair, 1001) and len(on_strava(pair, 1001)) == 1
+    assert len(on_strava(pair, 1001)) == 1
     for garmin_id, reason in ((901, "9999"), (902, "0001"), (903, "beginTimestamp")):
         entry = ledger(app, garmin_id)
         assert entry.outcome is UploadOutcome.SKIPPED
@@ -107,8 +107,8 @@ def test_garmin_description_goes_ahead_of_the_configured_one(
     uploaded activity's description (through stravalib); without a Garmin one, only
     the configured one."""
     seed_run(pair, 1101, start_utc=START)
-    with pair.garmin._state.lock:  # noqa: SLF001  the emulator has no setter for this field
-        pair.garmin._state.records[1101]["description"] = "Hill reps\r\nx6 \x1b[31m"  # noqa: SLF001
+    with pair.garmin._state.lock:
+        pair.garmin._state.records[1101]["description"] = "Hill reps\r\nx6 \x1b[31m"
     seed_run(pair, 1102, start_utc=START + timedelta(days=1))
     app = make_app(upload_description="via garmin2strava")
 
@@ -142,7 +142,8 @@ def test_unusable_temporary_directory_is_a_failed_run_with_a_retry_time(
     assert report.outcomes == {"failed": 1}
     assert failed.outcome is UploadOutcome.FAILED
     assert "temporary directory unusable" in failed.detail
-    assert failed.next_retry_at is not None and failed.next_retry_at > clock.now
+    assert failed.next_retry_at is not None
+    assert failed.next_retry_at > clock.now
     assert pair.garmin.requests["download"] == 0
     pair.reset_counts()
     cycle(app)
@@ -175,8 +176,8 @@ def test_full_disk_while_extracting_is_a_failed_run_not_a_crash(
     seed_run(pair, 1301, start_utc=START, duration_s=6 * 3600)
     app = make_app()
     settings = app.settings
-    with pair.garmin._state.lock:  # noqa: SLF001  the zip the emulator serves
-        original = pair.garmin._state.originals[1301]  # noqa: SLF001
+    with pair.garmin._state.lock:
+        original = pair.garmin._state.originals[1301]
     assert original is not None
     (member,) = zipfile.ZipFile(io.BytesIO(original[0])).infolist()
     env = {
@@ -196,7 +197,7 @@ def test_full_disk_while_extracting_is_a_failed_run_not_a_crash(
     # Just short of the extracted FIT: the store (far smaller) still writes, the
     # extraction cannot.
     limit = member.file_size - 1
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603  our own interpreter and script
         [sys.executable, "-c", _FULL_DISK_CHILD, str(limit)],
         env=env,
         capture_output=True,
@@ -234,9 +235,8 @@ def test_huge_original_is_stopped_while_it_downloads(
     assert entry.outcome is UploadOutcome.SKIPPED
     assert "67108864-byte limit" in entry.detail
     sent = pair.garmin.huge_bytes_sent(1401)
-    print(
-        f"huge ORIGINAL ({'declared' if declare_length else 'undeclared'}): {sent / MiB:.1f} MiB sent"
-    )
+    shown = f"huge ORIGINAL, Content-Length {declare_length}: {sent / MiB:.1f} MiB sent"
+    print(shown)  # noqa: T201  the figure this test measures (pytest -s shows it)
     assert sent < 80 * MiB
     assert len(on_strava(pair, 1402)) == 1
 
