@@ -92,6 +92,7 @@ class App:
             client_secret=settings.strava_client_secret.get_secret_value(),
             base_url=settings.strava_base_url,
             clock=self.clock,
+            audit_retention_days=settings.audit_retention_days,
         )
 
     def sync_config(self) -> SyncConfig:
