@@ -14,7 +14,9 @@ What an upload must be to become an activity, as Strava has it:
   timestamp or with only device-relative ones is refused.
 
 The whole activity is summarised: start is the earliest session start, elapsed time and
-distance add up every session of a multisport file (transitions included).
+distance add up every session of a multisport file (transitions included). In a FIT
+chain the activity is the first segment; the segments after it (a heart-rate strap's
+data, settings) must be whole but add nothing.
 
 `fitdecode` is an optional dependency (`pip install 'garmin2strava[sandbox]'`); it is
 imported when the emulator is created, which stops with that one line when it is
@@ -143,11 +145,15 @@ class _FitTally:
     last_record: datetime | None = None
 
     def message(self, message: Any) -> None:
+        # The activity is the first segment; the chained ones (a heart-rate strap's
+        # data, settings) are checked whole but add nothing to the summary.
+        if self.segments != 1:
+            return
         if message.name == "record":
             self.record(message)
         elif message.name == "session":
             self.session(message)
-        elif message.name == "file_id" and self.segments == 1 and self.first_type is None:
+        elif message.name == "file_id" and self.first_type is None:
             self.first_type = _field(message, "type")
 
     def session(self, message: Any) -> None:
