@@ -45,21 +45,15 @@ def _disagreement(data: bytes, kind: str) -> str | None:
     try:
         ours = summarize_upload(data, kind)
     except FileRejected as exc:
-        ours_refusal: str | None = str(exc)
-    else:
-        ours_refusal = None
+        try:
+            read_activity(data, kind)
+        except RefusedFile:
+            return None
+        return f"daemon refuses ({exc}), sandbox accepts"
     try:
         judge = read_activity(data, kind)
     except RefusedFile as exc:
-        judge_refusal: str | None = exc.reason
-    else:
-        judge_refusal = None
-    if ours_refusal is not None or judge_refusal is not None:
-        if ours_refusal is not None and judge_refusal is not None:
-            return None
-        if ours_refusal is not None:
-            return f"daemon refuses ({ours_refusal}), sandbox accepts"
-        return f"daemon accepts, sandbox refuses ({judge_refusal})"
+        return f"daemon accepts, sandbox refuses ({exc.reason})"
     problems = []
     if ours.start_utc != judge.start_utc:
         problems.append(f"start {ours.start_utc} vs {judge.start_utc}")

@@ -92,17 +92,20 @@ def test_gpx_and_tcx_read_with_times_in_utc() -> None:
     assert local.start_utc == datetime(2015, 12, 11, 14, 43, 13, 500_000, tzinfo=UTC)
 
 
+_ROUTE = b'<gpx><rte><rtept lat="45.1" lon="13.7"/><rtept lat="45.2" lon="13.8"/></rte></gpx>'
+_METADATA_ONLY = b"<gpx><metadata><time>2020-01-01T00:00:00Z</time></metadata><trk/></gpx>"
+_TCX_NO_TIMES = (
+    b"<TrainingCenterDatabase><Activities><Activity Sport='Running'><Lap>"
+    b"<TotalTimeSeconds>60</TotalTimeSeconds></Lap></Activity></Activities>"
+    b"</TrainingCenterDatabase>"
+)
+
+
 @pytest.mark.parametrize(
     ("data", "data_type"),
-    [
-        (b'<gpx><rte><rtept lat="45.1" lon="13.7"/><rtept lat="45.2" lon="13.8"/></rte></gpx>', "gpx"),
-        (b"<gpx><metadata><time>2020-01-01T00:00:00Z</time></metadata><trk/></gpx>", "gpx"),
-        (b"<TrainingCenterDatabase><Activities><Activity Sport='Running'><Lap>"
-         b"<TotalTimeSeconds>60</TotalTimeSeconds></Lap></Activity></Activities>"
-         b"</TrainingCenterDatabase>", "tcx"),
-    ],
+    [(_ROUTE, "gpx"), (_METADATA_ONLY, "gpx"), (_TCX_NO_TIMES, "tcx")],
     ids=["gpx-route-without-times", "gpx-only-metadata-time", "tcx-without-times"],
-)  # fmt: skip
+)
 def test_files_without_time_refused_with_strava_wording(data: bytes, data_type: str) -> None:
     """A file Strava cannot place in time is refused with "Time information is missing"."""
     assert _refusal(data, data_type).strava_error == NO_TIME
@@ -153,7 +156,8 @@ def test_missing_fitdecode_stops_with_one_line_naming_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
+    hint = (
         "the Strava sandbox reads uploads with fitdecode, which is not installed: "
         "pip install 'garmin2strava[sandbox]'"
-    ]
+    )
+    assert done.stderr.strip().splitlines() == [hint]
