@@ -231,7 +231,7 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     app = _app(settings)
-    status = account_status(app.store)
+    status = account_status(app.store, subscription_id_setting=settings.strava_subscription_id)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -252,6 +252,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             )
     budget = status["stravaBudget"]
     print(f"Strava budget: {json.dumps(budget) if budget else 'no request made yet'}")
+    hook = status["webhook"]
+    if hook["subscriptionId"] is None:
+        print(f"webhook: {hook['problem']}")
+    else:
+        print(f"webhook: accepts subscription {hook['subscriptionId']} (from {hook['source']})")
     return 0
 
 

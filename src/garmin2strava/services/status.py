@@ -8,12 +8,34 @@ from typing import Any
 from garmin2strava.domain.models import UploadOutcome
 from garmin2strava.ports import Store
 
-__all__ = ["STRAVA_BUDGET_KEY", "account_status"]
+__all__ = ["STRAVA_BUDGET_KEY", "account_status", "webhook_status"]
 
 STRAVA_BUDGET_KEY = "strava_budget"
 
 
-def account_status(store: Store) -> dict[str, Any]:
+def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict[str, Any]:
+    """Which subscription the webhook accepts, and why it refuses every event if none."""
+    from garmin2strava.services.mirror import (  # noqa: PLC0415 (status stays light)
+        SUBSCRIPTION_STATE_KEY,
+        subscription_from_state,
+    )
+
+    stored = subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY))
+    if subscription_id_setting is not None:
+        return {"subscriptionId": subscription_id_setting, "source": "STRAVA_SUBSCRIPTION_ID"}
+    if stored is not None:
+        return {"subscriptionId": stored, "source": "store (webhook subscribe / webhook list)"}
+    return {
+        "subscriptionId": None,
+        "source": None,
+        "problem": (
+            "no webhook subscription id is known, so the webhook refuses every event: run "
+            "`garmin2strava webhook subscribe --url ...` (or `webhook list` if one exists)"
+        ),
+    }
+
+
+def account_status(store: Store, *, subscription_id_setting: int | None = None) -> dict[str, Any]:
     accounts: list[dict[str, Any]] = []
     for account in store.list_accounts():
         entries = store.list_uploads(account.user_id, limit=3000)
@@ -46,4 +68,8 @@ def account_status(store: Store) -> dict[str, Any]:
                 "failures": failing,
             }
         )
-    return {"accounts": accounts, "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY)}
+    return {
+        "accounts": accounts,
+        "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY),
+        "webhook": webhook_status(store, subscription_id_setting=subscription_id_setting),
+    }
