@@ -5,8 +5,9 @@ The same path secret, handshake and validation as the container's HTTP app
 `GET` and `POST /webhooks/strava/{secret}`; a wrong secret gets exactly what API
 Gateway answers for a path it has no route for (404, `{"message":"Not Found"}`).
 Strava allows 2 seconds, cold start included, so this module imports only the
-receiver and the domain; botocore and the settings are loaded by the first invocation (`_runtime.build_webhook_runtime`), and
-stravalib, garminconnect, fitparse and boto3's s3transfer never are.
+receiver and the domain; botocore and the settings are loaded by the first
+invocation (`_runtime.build_webhook_runtime`), and stravalib, garminconnect, fitparse
+and boto3's s3transfer never are.
 `bench/lambda_cold_import.py` keeps the import under 400 ms.
 """
 
