@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX
 from garmin2strava.services.mirror import WebhookReceiver
@@ -45,9 +46,6 @@ def create_app(
 ) -> Starlette:
     """The app. The receiver decides which webhook path secret is ours."""
 
-    async def webhook(request: Request) -> Response:
-        return await _webhook(receiver, request, max_body)
-
     async def healthz(_: Request) -> Response:
         report = await run_in_threadpool(health)
         body: dict[str, Any] = {"ok": report.ok, "reasons": report.reasons, **report.detail}
@@ -66,11 +64,24 @@ def create_app(
     return Starlette(
         lifespan=warm_up,
         routes=[
-            Route(WEBHOOK_PATH_PREFIX + "{secret}", webhook),
+            # An ASGI endpoint, so the route takes every method: the secret is checked
+            # before the method, and a wrong one is a 404 whatever the method.
+            Route(WEBHOOK_PATH_PREFIX + "{secret}", _WebhookEndpoint(receiver, max_body)),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
         ],
     )
+
+
+class _WebhookEndpoint:
+    def __init__(self, receiver: WebhookReceiver, max_body: int) -> None:
+        self._receiver = receiver
+        self._max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await _webhook(self._receiver, request, self._max_body)
+        await response(scope, receive, send)
 
 
 async def _webhook(receiver: WebhookReceiver, request: Request, max_body: int) -> Response:
