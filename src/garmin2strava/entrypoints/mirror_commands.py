@@ -45,7 +45,8 @@ def add_mirror_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> 
         "--url",
         required=True,
         metavar="URL",
-        help="the daemon's public base URL, e.g. https://your.host (callback max 255 characters)",
+        help="the daemon's public base URL, e.g. https://your.host; Strava is given "
+        "URL/webhooks/strava/<secret> (at most 255 characters)",
     )
     webhook.add_parser("list", help="show the subscription, if any, and store its id")
     p = webhook.add_parser("delete", help="delete the subscription")
