@@ -461,7 +461,7 @@ def test_genuine_deauthorization_deletes_strava_data_and_disconnects(world: Worl
     world.work()
     assert world.strava.fetches == fetches
     assert world.strava.refreshes == 1
-    assert world.stats.get("events_dropped_disconnected") == 2  # noqa: PLR2004 - the two above
+    assert world.stats.get("events_dropped_disconnected") == 2
     assert world.queue.list_dead() == []
 
 
@@ -488,7 +488,7 @@ def test_deauthorization_check_meeting_an_outage_is_retried(world: World) -> Non
     world.work()
     assert "u1" in world.store.tokens
     world.work(advance=5)
-    assert world.strava.refreshes == 2  # noqa: PLR2004 - the failed check and its retry
+    assert world.strava.refreshes == 2
     assert "u1" not in world.store.tokens
 
 
@@ -504,7 +504,7 @@ def test_deauthorization_without_tokens_is_not_obeyed(world: World) -> None:
     account = world.store.get_account("u1")
     assert account is not None
     assert account.status is AccountStatus.ACTIVE
-    assert world.row().activity_id == 7  # noqa: PLR2004 - the mirrored activity
+    assert world.row().activity_id == 7
 
 
 def test_genuine_deauthorization_keeps_the_upload_ledger(world: World, tmp_path: Path) -> None:

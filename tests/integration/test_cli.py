@@ -22,9 +22,9 @@ from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.entrypoints.cli import build_parser, main
 from garmin2strava.entrypoints.server import MirrorRuntime
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
 from garmin2strava.sandbox.serving import free_port
 from garmin2strava.settings import load_settings
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +177,9 @@ def test_help_through_the_module_entry_point(tmp_path: Path) -> None:
         ("G2S_SYNC_INTERVAL_SECONDS", "5"),
         ("G2S_STRAVA_BASE_URL", "http://example.com"),
         ("G2S_STORE", "postgres"),
+        ("G2S_DEAD_LETTER_RETENTION_DAYS", "0"),
+        ("G2S_WEBHOOK_SECRET", "too-short"),
+        ("G2S_WEBHOOK_SECRET", "a/b" * 10),
     ],
 )
 def test_bad_setting_exits_2_with_one_line_naming_it(

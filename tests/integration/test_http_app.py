@@ -199,7 +199,7 @@ def test_no_oracle_for_the_subscription_id(h: Harness) -> None:
     assert len(answers) == 1
     assert next(iter(answers))[:2] == (200, b'{"status":"received"}')
     assert h.queue.depth() == 2  # our subscription's event and the stranger's
-    assert h.stats.get("events_rejected_foreign") == 1999  # noqa: PLR2004
+    assert h.stats.get("events_rejected_foreign") == 1999
 
 
 def test_the_path_secret_reaches_no_log_record(

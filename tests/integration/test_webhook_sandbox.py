@@ -27,8 +27,8 @@ from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.adapters.strava_subscriptions import create_subscription, list_subscriptions
 from garmin2strava.bootstrap import bootstrap
-from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
+from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import StravaPort

@@ -40,6 +40,9 @@ class StravaApi(StravaState):
             self.settle()
             if path == "/oauth/token" and method == "POST":
                 self.requests["token"] += 1
+                injected = self._injected_failure("token")
+                if injected is not None:
+                    return injected, _error_body("Injected failure", "Sandbox", "token", "x"), {}
                 form = {**query, **_parse_form(headers, body)}
                 token_status, token_payload = self._token(form)
                 return token_status, token_payload, {}
