@@ -384,7 +384,8 @@ def test_webhook_subscribe_registers_the_secret_path_and_stores_the_id(
     """Before: `status` says every event is refused and why. `webhook subscribe --url`
     registers <url>/webhooks/strava/<secret> (Strava's handshake passes), stores the id,
     which the running daemon picks up by itself within seconds; `webhook list` stores it
-    too and recognises the URL. Neither the secret nor the verify token is printed."""
+    too and recognises the URL; `webhook delete` forgets it. Neither the secret nor the
+    verify token is printed."""
     secret = derive_path_secret(LONG_VERIFY)
     code, out, _err = run_cli(capsys, "status")
     assert code == 0
@@ -413,6 +414,11 @@ def test_webhook_subscribe_registers_the_secret_path_and_stores_the_id(
         assert secret not in text
         assert secret[:12] not in text
         assert LONG_VERIFY not in text
+
+    code, _out, err = run_cli(capsys, "webhook", "delete", str(subscription.subscription_id))
+    assert code == 0, err
+    _code, status_out, _err = run_cli(capsys, "status")
+    assert "no webhook subscription id is known" in status_out
 
 
 def test_webhook_subscribe_refuses_a_verify_token_too_short_to_derive_a_secret(
