@@ -432,6 +432,20 @@ class SqliteStore(TokenItems):
         )
         return [codec.workout_from_item(_loads(row[0])) for row in rows]
 
+    def forget_strava_data(self, user_id: str) -> int:
+        """The workouts and audit items of the account, in one transaction."""
+        pk = codec.user_pk(user_id)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM items WHERE pk = ? AND ((sk >= ? AND sk < ?) OR (sk >= ? AND sk < ?))",
+                (
+                    pk,
+                    *codec.prefix_range(codec.WORKOUT_PREFIX),
+                    *codec.prefix_range(codec.AUDIT_PREFIX),
+                ),
+            )
+            return cursor.rowcount
+
     # -- application-wide state ---------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:
         return self._get_body(codec.APP_STATE_PK, codec.app_state_sk(key))
