@@ -339,10 +339,11 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         with state.lock:
             # By startTimeGMT ("YYYY-MM-DD HH:MM:SS" sorts as text): a multisport
-            # parent has no beginTimestamp.
+            # parent has no beginTimestamp. A record seeded without one (a test's
+            # hostile input) sorts as a string too, never as an error.
             newest_first = sorted(
                 state.records.values(),
-                key=lambda r: (r["startTimeGMT"], r["activityId"]),
+                key=lambda r: (str(r.get("startTimeGMT") or ""), r["activityId"]),
                 reverse=True,
             )
         self._json(200, newest_first[start : start + limit])
