@@ -132,7 +132,9 @@ def child_check(zip_path: Path) -> None:
 
 
 def memory_table() -> None:
-    print(f"\n{'generated GPX':14} {'bytes':>10} {'RSS after imports':>18} {'peak RSS':>10}  outcome")
+    print(
+        f"\n{'generated GPX':14} {'bytes':>10} {'RSS after imports':>18} {'peak RSS':>10}  outcome"
+    )
     for mib in (16, 60):
         with tempfile.TemporaryDirectory(prefix="g2s-bench-") as tmp:
             gpx = Path(tmp) / "tiny.gpx"
