@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import random
+import struct
 import tempfile
 import time
 import tracemalloc
@@ -31,6 +32,7 @@ from garmin2strava.sandbox import fitgen
 
 START = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
 ACTIVITY_ID = 18_345_678_901
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -554,3 +556,32 @@ def test_tcx_elapsed_runs_to_the_last_trackpoint_past_the_lap_time() -> None:
     tcx = tcx.replace(b"</Track>", f"<Trackpoint><Time>{late}</Time></Trackpoint></Track>".encode())
     summary = summarize_upload(tcx, "tcx")
     assert (summary.start_utc, summary.elapsed_s, summary.distance_m) == (START, 360.0, 1000.0)
+
+
+def test_session_fields_declared_as_floats_or_out_of_range_are_not_used() -> None:
+    """A session whose start is a float64 1e300 and distance a float32 inf reads, no overflow."""
+    first = _fit_seconds(START)
+    out = _definition(0, 0, [(0, 1, 0x00), (4, 4, 0x86)])
+    out += b"\x00" + bytes([4]) + first.to_bytes(4, "little")
+    out += _definition(1, 20, [(253, 4, 0x86)]) + b"\x01" + first.to_bytes(4, "little")
+    # session: start_time (2) float64, total_elapsed_time (7) uint32, total_distance (9) float32
+    out += _definition(2, 18, [(2, 8, 0x89), (7, 4, 0x86), (9, 4, 0x88)])
+    out += b"\x02" + struct.pack("<dIf", 1e300, 60_000, float("inf"))
+    summary = summarize_upload(_fit_file(out), "fit")
+    assert summary.start_utc == START  # from the record, the session's start being unusable
+    assert summary.distance_m is None
+
+
+def test_xml_nested_without_end_is_refused() -> None:
+    """GPX nested thousands deep is refused at a fixed depth, not followed."""
+    with pytest.raises(FileRejected, match="deeper than"):
+        summarize_upload(b"<gpx>" + b"<a>" * 5000 + b"</a>" * 5000 + b"</gpx>", "gpx")
+
+
+def test_xml_time_of_a_megabyte_is_refused() -> None:
+    """A point time 1 MiB long is refused instead of being gathered."""
+    payload = (
+        b"<gpx><trk><trkseg><trkpt><time>" + b"1" * MIB + b"</time></trkpt></trkseg></trk></gpx>"
+    )
+    with pytest.raises(FileRejected, match="longer than"):
+        summarize_upload(payload, "gpx")

@@ -409,6 +409,7 @@ _PICKED = {_FILE_ID: (0, 4), _SESSION: (2, 5, 6, 7, 9, _TIMESTAMP), _ACTIVITY: (
 # Base types a timestamp may be declared with, and their invalid value.
 _TIMESTAMP_TYPES = {0x86: ("I", 0xFFFFFFFF), 0x8C: ("I", 0), 0x85: ("i", 0x7FFFFFFF)}
 _TIMESTAMP_SIZE = 4
+_FIT_MAX = 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,10 +575,14 @@ def _decode(data: bytes, body: int, picks: tuple[_Pick, ...]) -> dict[str, Any]:
             values.pop(pick.name, None)  # fitparse keeps the last of repeated fields
         elif pick.enum is not None:
             values[pick.name] = pick.enum.get(raw, str(raw))
-        elif pick.scale:
-            values[pick.name] = raw / pick.scale
         else:
-            values[pick.name] = raw
+            value = raw / pick.scale if pick.scale else raw
+            # A definition may declare any base type for a field (float64, sint64): only
+            # finite numbers in FIT's unsigned 32-bit range are used, as times or sizes.
+            if isinstance(value, (int, float)) and 0 <= value <= _FIT_MAX:
+                values[pick.name] = value
+            else:
+                values.pop(pick.name, None)
     return values
 
 
@@ -699,6 +704,10 @@ _XML_ROOTS = {"gpx": "gpx", "tcx": "TrainingCenterDatabase"}
 _XML_CHUNK = 256 * 1024
 _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _MAX_SECONDS = 10 * 366 * 86_400  # a lap or track longer than ten years is not a number we use
+# What a hostile file could make us keep: GPX and TCX nest about ten deep, and the texts
+# read (times, numbers, a sport) are short.
+_MAX_DEPTH = 64
+_MAX_TEXT = 1024
 
 
 class _XmlActivity:
@@ -709,6 +718,7 @@ class _XmlActivity:
         self.label = kind.upper()
         self.path: list[str] = []
         self.text: list[str] | None = None  # collecting an element's text when a list
+        self.text_length = 0
         # GPX
         self.points = {"trkpt": 0, "rtept": 0}
         self.point_times: dict[str, list[datetime]] = {"trkpt": [], "rtept": []}
@@ -731,6 +741,8 @@ class _XmlActivity:
     def start(self, tag: str, attrs: dict[str, str]) -> None:
         name = tag.rpartition("}")[2]
         parent = self.path[-1] if self.path else None
+        if len(self.path) >= _MAX_DEPTH:
+            raise FileRejected(f"{self.label} file nests elements deeper than {_MAX_DEPTH}")
         self.path.append(name)
         if parent is None:
             if name != _XML_ROOTS[self.kind]:
@@ -773,12 +785,17 @@ class _XmlActivity:
     def chars(self, data: str) -> None:
         if self.text is not None:
             self.text.append(data)
+            self.text_length += len(data)
+            if self.text_length > _MAX_TEXT:
+                raise FileRejected(
+                    f"{self.label} file has a value longer than {_MAX_TEXT} characters"
+                )
 
     def end(self, _tag: str) -> None:
         name = self.path.pop()
         text = None
         if self.text is not None:
-            text, self.text = "".join(self.text).strip(), None
+            text, self.text, self.text_length = "".join(self.text).strip(), None, 0
         if self.kind == "gpx":
             self._end_gpx(name, text)
         else:
