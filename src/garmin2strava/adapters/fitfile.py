@@ -474,6 +474,7 @@ class _FitContent:
     records: int = 0
     first_abs: int | None = None  # first absolute record/event timestamp
     last_abs: int | None = None  # last one
+    stamped: bool = False  # any timestamp at all, device-relative ones included
 
 
 def _damaged(what: str, pos: int) -> FileRejected:
@@ -591,6 +592,7 @@ def _walk_messages(data: bytes, pos: int, end: int) -> _FitContent:  # noqa: C90
         elif layout.picks:
             _take(content, kind, _decode(data, body, layout.picks), ts)
     content.records, content.first_abs, content.last_abs = records, first_abs, last_abs
+    content.stamped = last_ts != 0
     return content
 
 
@@ -643,9 +645,8 @@ def _summarize_fit(data: bytes) -> FileSummary:
     sport, sub_sport = _fit_sport(sessions)
     reason = None
     if start is None:
-        relative = any(
-            isinstance(t, int) and t < _ABSOLUTE
-            for t in (activity.time_created, activity.activity_ts, *_session_starts(sessions))
+        relative = activity.stamped or any(
+            t is not None for t in (activity.time_created, *_session_starts(sessions))
         )
         reason = (
             "FIT file has only device-relative times (no absolute timestamp); "
@@ -858,13 +859,13 @@ class _XmlActivity:
         which = "trkpt" if self.points["trkpt"] else "rtept"
         times = self.point_times[which]
         start = times[0] if times else None
-        elapsed = (times[-1] - times[0]).total_seconds() if times else None
+        elapsed = (times[-1] - times[0]).total_seconds() if times else 0.0
         return FileSummary(
             data_type="gpx",
             start_utc=start,
             sport=self.track_type,
             sub_sport=None,
-            elapsed_s=elapsed or None,
+            elapsed_s=elapsed if elapsed > 0 else None,
             distance_m=None,
             records=self.points[which],
             no_start_reason=None
@@ -941,7 +942,7 @@ def _summarize_xml(stream: _Readable, kind: str) -> FileSummary:
     first = True
     try:
         while chunk := stream.read(_XML_CHUNK):
-            # UTF-16/32 could hide markup from a byte-level look; activity XML is UTF-8.
+            # Activity XML is UTF-8 (Garmin's, every device's): UTF-16/32 is refused, not guessed.
             if (first and chunk.startswith(_WIDE_BOMS)) or b"\x00" in chunk:
                 raise FileRejected(f"{label} file is not UTF-8 XML")
             first = False
