@@ -5,7 +5,8 @@ reader), so a parsing mistake shows up as a disagreement here instead of being s
 by the client and its judge. For every FIT, GPX and TCX file of the real corpus (and
 the FIT inside the real ORIGINAL zip): both accept or both refuse; where both accept,
 the same start in UTC, elapsed times within 1 s and distances within 1 m where both
-give one.
+give one. A file the daemon reads without an absolute start (`start_utc` None) counts
+as refused: its check before upload refuses it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def _disagreement(data: bytes, kind: str) -> str | None:
     try:
         judge = read_activity(data, kind)
     except RefusedFile as exc:
+        if ours.start_utc is None:  # the daemon's check before upload refuses it too
+            return None
         return f"daemon accepts, sandbox refuses ({exc.reason})"
+    if ours.start_utc is None:
+        return f"daemon refuses ({ours.no_start_reason}), sandbox accepts"
     problems = []
     if ours.start_utc != judge.start_utc:
         problems.append(f"start {ours.start_utc} vs {judge.start_utc}")

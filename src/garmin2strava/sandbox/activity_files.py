@@ -13,8 +13,11 @@ What an upload must be to become an activity, as Strava has it:
   a TCX lap or activity time). A GPX route without times, a FIT file without any
   timestamp or with only device-relative ones is refused.
 
-The whole activity is summarised: start is the earliest session start, elapsed time and
-distance add up every session of a multisport file (transitions included). In a FIT
+The whole activity is summarised: start is the earliest session start, elapsed time runs
+from it to the latest session end (its start plus its total_elapsed_time: wall-clock
+time, transitions included), distance adds up every session of a multisport file. A
+TCX's elapsed time runs from its start to the latest of each lap's end and the last
+trackpoint. In a FIT
 chain the activity is the first segment; the segments after it (a heart-rate strap's
 data, settings) must be whole but add nothing.
 
@@ -137,6 +140,7 @@ class _FitTally:
     first_type: Any = None
     segments: int = 0
     session_starts: list[datetime | None] | None = None
+    session_ends: list[datetime] | None = None
     elapsed: list[float] | None = None
     distance: list[float] | None = None
     sport: Any = None
@@ -158,7 +162,12 @@ class _FitTally:
 
     def session(self, message: Any) -> None:
         starts = self.session_starts = self.session_starts or []
-        starts.append(_fit_time(_field(message, "start_time")))
+        started = _fit_time(_field(message, "start_time"))
+        starts.append(started)
+        lasted = _field(message, "total_elapsed_time")
+        if started is not None and isinstance(lasted, int | float) and not isinstance(lasted, bool):
+            ends = self.session_ends = self.session_ends or []
+            ends.append(started + timedelta(seconds=float(lasted)))
         if len(starts) == 1:
             self.sport, self.sub_sport = _field(message, "sport"), _field(message, "sub_sport")
         for name, into in (("total_elapsed_time", "elapsed"), ("total_distance", "distance")):
@@ -206,7 +215,13 @@ def _fit_reading(tally: _FitTally) -> ActivityReading:
     start = min(starts) if starts else tally.first_record
     if start is None:
         raise RefusedFile(NO_TIME, "FIT: no absolute timestamp in sessions or records")
-    elapsed = math.fsum(tally.elapsed) if tally.elapsed else None
+    elapsed = (
+        (max(tally.session_ends) - start).total_seconds()
+        if tally.session_ends
+        else math.fsum(tally.elapsed)
+        if tally.elapsed
+        else None
+    )
     if elapsed is None and tally.first_record and tally.last_record:
         elapsed = (tally.last_record - tally.first_record).total_seconds()
     return ActivityReading(
@@ -243,6 +258,7 @@ class _XmlWalk:
         self.lap_starts: list[str] = []
         self.lap_seconds: list[str] = []
         self.lap_metres: list[str] = []
+        self.last_trackpoint_time: str | None = None
 
     def start(self, tag: str, attributes: dict[str, str]) -> None:
         name = tag.rpartition(" ")[2]
@@ -270,6 +286,8 @@ class _XmlWalk:
                 self.lap_seconds.append(value)
             elif name == "DistanceMeters":
                 self.lap_metres.append(value)
+        elif self.activities == 1 and name == "Time" and parent == "Trackpoint":
+            self.last_trackpoint_time = value
         elif self.activities == 1 and name == "Id" and parent == "Activity":
             self.activity_id = value
         path.pop()
@@ -328,6 +346,21 @@ def _number_sum(values: list[str]) -> float | None:
     return math.fsum(total) if total else None
 
 
+def _tcx_elapsed(walk: _XmlWalk, start: datetime) -> float | None:
+    """From the start to the latest of each lap's end and the last trackpoint."""
+    ends: list[datetime] = []
+    for lap_start, lap_seconds in zip(walk.lap_starts, walk.lap_seconds, strict=False):
+        seconds = _number_sum([lap_seconds])
+        if seconds is not None:
+            ends.append(_iso_time(lap_start, "tcx") + timedelta(seconds=seconds))
+    if walk.last_trackpoint_time:
+        ends.append(_iso_time(walk.last_trackpoint_time, "tcx"))
+    if not ends:
+        return _number_sum(walk.lap_seconds)
+    longest = (max(ends) - start).total_seconds()
+    return longest if longest > 0 else None
+
+
 def _read_xml(data: bytes, kind: str) -> ActivityReading:
     walk = _walk(data, kind)
     if kind == "gpx":
@@ -348,10 +381,11 @@ def _read_xml(data: bytes, kind: str) -> ActivityReading:
     stamp = walk.lap_starts[0] if walk.lap_starts else walk.activity_id
     if not stamp:
         raise RefusedFile(NO_TIME, "TCX: no lap StartTime and no activity Id")
+    start = _iso_time(stamp, kind)
     return ActivityReading(
         data_type="tcx",
-        start_utc=_iso_time(stamp, kind),
-        elapsed_s=_number_sum(walk.lap_seconds),
+        start_utc=start,
+        elapsed_s=_tcx_elapsed(walk, start),
         distance_m=_number_sum(walk.lap_metres),
         sport=walk.sport.lower() if walk.sport else None,
         sub_sport=None,
