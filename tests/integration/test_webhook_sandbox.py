@@ -36,7 +36,7 @@ from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.mirror import MirrorStats, WebhookReceiver, process_events
 from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
-from garmin2strava.services.observability import check_health, collect_metrics
+from garmin2strava.services.observability import check_health
 from garmin2strava.services.runner import sync_all
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,6 @@ def callback_url(store: SqliteStore, queue: SqliteEventQueue) -> Iterator[str]:
     app = create_app(
         receiver,
         health=lambda: check_health(store, stats, now=now(), max_cycle_age=timedelta(hours=1)),
-        metrics=lambda: collect_metrics(queue, stats, now=now(), store=store),
     )
     server, thread, port = serve(app)
     yield f"http://127.0.0.1:{port}/webhooks/strava"
