@@ -212,7 +212,7 @@ def test_admin_app_takes_more_routes(h: Harness) -> None:
 
 
 @pytest.mark.parametrize("admin", [False, True], ids=["public", "admin"])
-def test_health_that_hangs_is_a_quick_503(h: Harness, admin: bool) -> None:  # noqa: FBT001 (a parameter)
+def test_health_that_hangs_is_a_quick_503(h: Harness, admin: bool) -> None:
     """A health check stuck behind a locked store (it waits 10 s here): /healthz
     answers 503 within HEALTH_TIMEOUT_S and a margin, each time, and the checks do
     not pile up (one runs at a time)."""

@@ -20,8 +20,8 @@ from starlette.testclient import TestClient
 
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.domain.webhook import WebhookEvent
-from garmin2strava.errors import TransientError
 from garmin2strava.entrypoints.http_app import create_app
+from garmin2strava.errors import TransientError
 from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
 from garmin2strava.services.observability import HealthReport
 

@@ -104,11 +104,11 @@ def _guarded(
             target(stop)
         except BaseException as exc:  # noqa: BLE001 (reported, then the daemon stops)
             if not stop.is_set():
-                log.error(
+                log.error(  # noqa: TRY400 (one line; the message says what failed)
                     "daemon.thread_failed",
-                    extra={"thread": target.__name__, "error": f"{type(exc).__name__}: {exc}"},
+                    extra={"component": target.__name__, "error": f"{type(exc).__name__}: {exc}"},
                 )
-                failures.append(f"{target.__name__} failed: {exc or type(exc).__name__}")
+                failures.append(f"{target.__name__} failed: {str(exc) or type(exc).__name__}")
                 stop.set()
 
     return body

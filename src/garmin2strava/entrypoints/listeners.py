@@ -23,9 +23,9 @@ Drops are counted and logged as `http.connections_dropped`, at most once every
 `LOG_INTERVAL_S` (the counts of the quiet period included).
 
 Binding happens here too, in the calling thread and before any thread starts
-(`bind`; listening starts with uvicorn, once the app is warm): a port that is taken or a host that is not this machine's is one
-ConfigError naming the settings, so `serve` and `run` exit at once instead of
-running without a listener.
+(`bind`; listening starts with uvicorn, once the app is warm): a port that is taken
+or a host that is not this machine's is one ConfigError naming the settings, so
+`serve` and `run` exit at once instead of running without a listener.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from garmin2strava.errors import ConfigError
 
@@ -158,7 +158,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     guard: ConnectionGuard
 
-    def connection_made(  # type: ignore[override] (uvicorn's own signature)
+    def connection_made(  # type: ignore[override]  # uvicorn's own signature
         self, transport: asyncio.Transport
     ) -> None:
         super().connection_made(transport)
@@ -229,8 +229,9 @@ class GuardedProtocol(HttpToolsProtocol):
             self.close_now()
 
     def _refuse(self, status: int, reason: str) -> None:
-        if self.cycle is not None and not self.cycle.response_started:
-            self.cycle.keep_alive = False
+        cycle: RequestResponseCycle | None = self.cycle  # None before the first request
+        if cycle is not None and not cycle.response_started:
+            cycle.keep_alive = False
         body = reason.encode("ascii")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -265,7 +266,16 @@ class Listener:
             sock.close()
 
 
-def bind(name: str, host: str, port: int, *, settings: str, max_connections: int) -> Listener:
+def bind(
+    name: str,
+    host: str,
+    port: int,
+    *,
+    settings: str,
+    max_connections: int,
+    request_deadline_s: float = REQUEST_DEADLINE_S,
+    max_head_bytes: int = MAX_HEAD_BYTES,
+) -> Listener:
     """Bind now; a ConfigError naming `settings` when it cannot. The event loop
     listens once the app has started (until then a connection is refused, not
     left waiting in the backlog)."""
@@ -295,7 +305,12 @@ def bind(name: str, host: str, port: int, *, settings: str, max_connections: int
         reason = exc.strerror or type(exc).__name__
         msg = f"settings {settings}: cannot listen on {where}: {reason}"
         raise ConfigError(msg) from None
-    guard = ConnectionGuard(name=name, max_open=max_connections)
+    guard = ConnectionGuard(
+        name=name,
+        max_open=max_connections,
+        request_deadline_s=request_deadline_s,
+        max_head_bytes=max_head_bytes,
+    )
     return Listener(name, host, port, settings, sockets, guard)
 
 

@@ -124,7 +124,7 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def _is_busy(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
@@ -158,7 +158,7 @@ class SqliteStore(TokenItems):
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             self._conn.close()
-            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            if _is_busy(exc):
                 msg = f"the store {path} is locked by another process"
                 raise TransientError(msg) from None
             msg = f"setting G2S_DB_PATH: {path} is not a usable SQLite store: {exc}"
