@@ -292,7 +292,10 @@ def bind(
             if (family, address) in seen:
                 continue
             seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                continue  # a family this kernel lacks (IPv6 off in a container, say)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -305,6 +308,9 @@ def bind(
         reason = exc.strerror or type(exc).__name__
         msg = f"settings {settings}: cannot listen on {where}: {reason}"
         raise ConfigError(msg) from None
+    if not sockets:
+        msg = f"settings {settings}: cannot listen on {where}: no usable address"
+        raise ConfigError(msg)
     guard = ConnectionGuard(
         name=name,
         max_open=max_connections,
