@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from garmin2strava.domain.streams import parse_stream_types
 from garmin2strava.errors import ConfigError
 
 __all__ = ["RUNNING_TYPES", "Settings", "load_settings"]
@@ -112,6 +113,14 @@ class Settings(BaseSettings):
         7, ge=1, le=365, validation_alias=_env("G2S_AUDIT_RETENTION_DAYS")
     )
 
+    # -- mirror ----------------------------------------------------------------------
+    mirror_streams: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("G2S_MIRROR_STREAMS")
+    )
+    mirror_reconcile_hours: float = Field(
+        24.0, ge=0, le=24 * 30, validation_alias=_env("G2S_MIRROR_RECONCILE_HOURS")
+    )
+
     # -- endpoints -------------------------------------------------------------------
     strava_base_url: str = Field(REAL_STRAVA_BASE_URL, validation_alias=_env("G2S_STRAVA_BASE_URL"))
     garmin_base_url: str = Field(REAL_GARMIN_BASE_URL, validation_alias=_env("G2S_GARMIN_BASE_URL"))
@@ -133,6 +142,11 @@ class Settings(BaseSettings):
                 raise ValueError("give a comma-separated list of Garmin typeKeys, or *")
             return parts
         return value
+
+    @field_validator("mirror_streams", mode="before")
+    @classmethod
+    def _stream_types(cls, value: Any) -> Any:
+        return parse_stream_types(value) if isinstance(value, str | list | tuple) else value
 
     @field_validator("strava_base_url", "garmin_base_url")
     @classmethod

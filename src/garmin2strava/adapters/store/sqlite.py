@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from garmin2strava.adapters.store import codec
+from garmin2strava.adapters.store.sqlite_streams import STREAMS_SCHEMA, StreamTables
 from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import (
     Account,
@@ -50,6 +51,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.ports import TokenCipher
 
 __all__ = ["SqliteStore"]
@@ -120,7 +122,10 @@ class SqliteStore(TokenItems):
         with self._write() as conn:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
+            for statement in STREAMS_SCHEMA:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._streams = StreamTables(self._write, self._query)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
@@ -431,6 +436,42 @@ class SqliteStore(TokenItems):
             ),
         )
         return [codec.workout_from_item(_loads(row[0])) for row in rows]
+
+    def iter_workouts(
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        include_deleted: bool = False,
+        page_size: int = 500,
+    ) -> Iterator[Workout]:
+        """Oldest start first, `page_size` rows a query (keyset paging on the start index)."""
+        after = codec.workout_lsi1sk(since) if since is not None else "WORKOUT#"
+        while True:
+            rows = self._query(
+                "SELECT lsi1sk, body FROM items WHERE pk = ? AND lsi1sk >= ? "
+                "AND lsi1sk < 'WORKOUT$' AND (? OR json_extract(body, '$.isDeleted') = 0) "
+                "ORDER BY lsi1sk LIMIT ?",
+                (codec.user_pk(user_id), after, include_deleted, page_size),
+            )
+            for _, body in rows:
+                yield codec.workout_from_item(_loads(body))
+            if len(rows) < page_size:
+                return
+            after = str(rows[-1][0]) + "\x00"  # just past the last key read
+
+    # -- streams (sqlite_streams.py) -----------------------------------------------------------
+    def put_streams(self, streams: ActivityStreams) -> None:
+        self._streams.put_streams(streams)
+
+    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
+        return self._streams.get_streams(user_id, activity_id)
+
+    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
+        self._streams.mark_streams_pending(user_id, activity_id)
+
+    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+        return self._streams.list_pending_streams(user_id, limit=limit)
 
     # -- application-wide state ---------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:
