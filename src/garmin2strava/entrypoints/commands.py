@@ -13,6 +13,7 @@ from typing import Any
 
 from garmin2strava.bootstrap import App, bootstrap, utc_now
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
+from garmin2strava.domain.text import shown
 from garmin2strava.entrypoints.mirror_commands import MIRROR_COMMANDS, run_mirror_command
 from garmin2strava.errors import ConfigError, G2SError
 from garmin2strava.logs import configure_logging
@@ -184,7 +185,8 @@ def cmd_uploads(settings: Settings, args: argparse.Namespace) -> int:
         strava = str(e.strava_activity_id or "-")
         print(
             f"{e.user_id:<10} {e.garmin_activity_id:>12} {start:<17} {e.outcome.value:<10} "
-            f"{strava:>12}  {e.activity_name} {('- ' + e.detail) if e.detail else ''}".rstrip()
+            f"{strava:>12}  {shown(e.activity_name)} "
+            f"{('- ' + shown(e.detail)) if e.detail else ''}".rstrip()
         )
     return 0
 

@@ -285,6 +285,8 @@ def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
         return _show_workout(settings, args)
     if args.workouts_command == "export":
         return _export(settings, args)
+    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
+
     app = _app(settings)
     user_id = args.user or settings.user_id
     rows = app.store.list_workouts(user_id, include_deleted=args.include_deleted)
@@ -299,8 +301,8 @@ def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
         km = f"{w.distance / 1000:.2f}" if w.distance is not None else "-"
         flags = (" [deleted]" if w.is_deleted else "") + (" [private]" if w.is_private else "")
         print(
-            f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {w.sport_type:<12} {km:>6}  "
-            f"{w.name}{flags}"
+            f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {shown(w.sport_type):<12} "
+            f"{km:>6}  {shown(w.name)}{flags}"
         )
     return 0
 
@@ -319,8 +321,10 @@ def _show_workout(settings: Settings, args: argparse.Namespace) -> int:
             record["streams"] = None if streams is None else streams.streams
         print(json.dumps(record, indent=2))
         return 0
+    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
+
     for name, value in workout_json(workout).items():
-        print(f"{name:>20}  {value}")
+        print(f"{name:>20}  {shown(value) if isinstance(value, str) else value}")
     if not args.streams:
         return 0
     if streams is None:
