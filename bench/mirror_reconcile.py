@@ -35,7 +35,7 @@ USER = "bench"
 DROP_CREATE, DROP_DELETE, DROP_RENAME = {5, 25}, {12, 25}, {20, 25}
 
 
-def main() -> int:  # noqa: PLR0915 - one scenario, read top to bottom
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args()

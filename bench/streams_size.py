@@ -42,14 +42,16 @@ def main() -> int:
     pack_s = time.perf_counter() - started
     parts = len(blobs.split(packed, PART_BYTES))
     kept = ActivityStreams("bench", 1, fetched_at=datetime.now(UTC), streams=body)
-    with tempfile.TemporaryDirectory() as tmp:
-        with SqliteStore(Path(tmp) / "g2s.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
-            started = time.perf_counter()
-            store.put_streams(kept)
-            write_s = time.perf_counter() - started
-            started = time.perf_counter()
-            back = store.get_streams("bench", 1)
-            read_s = time.perf_counter() - started
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SqliteStore(Path(tmp) / "g2s.sqlite3", AesGcmCipher(bytes(range(32)))) as store,
+    ):
+        started = time.perf_counter()
+        store.put_streams(kept)
+        write_s = time.perf_counter() - started
+        started = time.perf_counter()
+        back = store.get_streams("bench", 1)
+        read_s = time.perf_counter() - started
     assert back == kept
     print(f"{args.hours:g} h ride, {seconds + 1} samples x {len(body)} streams")
     print(
