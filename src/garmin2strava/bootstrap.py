@@ -96,6 +96,7 @@ class App:
             client_secret=settings.strava_client_secret.get_secret_value(),
             base_url=settings.strava_base_url,
             clock=self.clock,
+            audit_retention_days=settings.audit_retention_days,
         )
 
     def strava_background_for(self, user_id: str) -> StravaAdapter:
@@ -113,6 +114,7 @@ class App:
             client_secret=settings.strava_client_secret.get_secret_value(),
             base_url=settings.strava_base_url,
             clock=self.clock,
+            audit_retention_days=settings.audit_retention_days,
             background=True,
         )
 

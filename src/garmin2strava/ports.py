@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from garmin2strava.domain.models import (
     Account,
@@ -22,6 +22,7 @@ from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
 __all__ = [
+    "AccessCheck",
     "ActivityFiles",
     "EventQueue",
     "EventSink",
@@ -143,6 +144,12 @@ class Store(Protocol):
         """Activity ids marked pending, lowest first."""
         ...
 
+    def forget_strava_data(self, user_id: str) -> int:
+        """Delete the account's mirrored Strava activities (with their streams and
+        pending marks) and its audit trail (what a deauthorization requires); the
+        upload ledger, tokens and account stay. Returns the number of items deleted."""
+        ...
+
     # -- application-wide state (Strava rate budget, backfill cursors, ...) -------------
     def get_app_state(self, key: str) -> dict[str, Any] | None: ...
     def put_app_state(self, key: str, value: dict[str, Any]) -> None: ...
@@ -198,6 +205,17 @@ class StravaPort(Protocol):
 
     def can_spend_reads(self, n: int = 1) -> bool:
         """Whether `n` more read requests fit in the current windows."""
+        ...
+
+
+@runtime_checkable
+class AccessCheck(Protocol):
+    """A Strava client that can prove a revocation (a deauthorization event)."""
+
+    def access_revoked(self) -> bool:
+        """One token refresh: True when Strava refuses the athlete's refresh token (access
+        revoked), False when it grants a new one (stored). Raises TransientError when
+        Strava cannot answer, StravaAuthError when it refuses the application itself."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from string import ascii_letters, digits
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from garmin2strava.domain.streams import parse_stream_types
+from garmin2strava.domain.webhook import MIN_SECRET_LENGTH, derive_path_secret
 from garmin2strava.errors import ConfigError
 
 __all__ = ["RUNNING_TYPES", "Settings", "load_settings"]
@@ -73,6 +75,8 @@ class Settings(BaseSettings):
     strava_subscription_id: int | None = Field(
         None, validation_alias=_env("STRAVA_SUBSCRIPTION_ID")
     )
+    # The webhook callback path's secret; unset: derived from STRAVA_VERIFY_TOKEN.
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("G2S_WEBHOOK_SECRET"))
     garmin_tokens: SecretStr | None = Field(None, validation_alias=_env("GARMIN_TOKENS"))
     garmin_email: str | None = Field(None, validation_alias=_env("GARMIN_EMAIL"))
     garmin_password: SecretStr | None = Field(None, validation_alias=_env("GARMIN_PASSWORD"))
@@ -112,6 +116,15 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(
         7, ge=1, le=365, validation_alias=_env("G2S_AUDIT_RETENTION_DAYS")
     )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, le=3650, validation_alias=_env("G2S_DEAD_LETTER_RETENTION_DAYS")
+    )
+
+    # Athletes one Strava application may serve: 10 in the Standard tier (2026);
+    # raise it for an Extended-tier application. `status` warns above it.
+    strava_athlete_capacity: int = Field(
+        10, ge=1, le=1_000_000, validation_alias=_env("G2S_STRAVA_ATHLETE_CAPACITY")
+    )
 
     # -- mirror ----------------------------------------------------------------------
     mirror_streams: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -147,6 +160,27 @@ class Settings(BaseSettings):
     @classmethod
     def _stream_types(cls, value: Any) -> Any:
         return parse_stream_types(value) if isinstance(value, str | list | tuple) else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _url_safe_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        allowed = set(ascii_letters + digits + "-_")
+        if len(text) < MIN_SECRET_LENGTH or not set(text) <= allowed:
+            msg = f"use at least {MIN_SECRET_LENGTH} characters of A-Z, a-z, 0-9, - and _"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def webhook_path_secret(self) -> str | None:
+        """G2S_WEBHOOK_SECRET, else the secret derived from STRAVA_VERIFY_TOKEN."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        if self.strava_verify_token is None:
+            return None
+        return derive_path_secret(self.strava_verify_token.get_secret_value())
 
     @field_validator("strava_base_url", "garmin_base_url")
     @classmethod

@@ -4,6 +4,9 @@ Where rows must survive between claims exactly as stored, the real SQLite store 
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,19 +26,27 @@ from garmin2strava.domain.models import (
     LedgerEntry,
     StravaActivity,
     StravaTokens,
+    UploadOutcome,
     UploadStatus,
     Workout,
 )
 from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import (
+    G2SError,
     RateLimited,
+    StravaAppInactive,
     StravaAuthError,
     StravaNotFound,
     TransientError,
 )
 from garmin2strava.services.mirror import (
+    NOT_READY,
+    OUTAGE_MAX_WAIT_SECONDS,
+    RECEIVED,
     MirrorStats,
+    SubscriptionSource,
+    WebhookAnswer,
     WebhookReceiver,
     process_events,
 )
@@ -57,6 +68,7 @@ class FakeStore:
         self.audit: list[AuditEvent] = []
         self.streams: dict[tuple[str, int], ActivityStreams] = {}
         self.pending_streams: set[tuple[str, int]] = set()
+        self.app_state: dict[str, dict[str, Any]] = {}
 
     def get_account(self, user_id: str) -> Account | None:
         return self.accounts.get(user_id)
@@ -168,15 +180,25 @@ class FakeStore:
     def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
         return sorted(a for u, a in self.pending_streams if u == user_id)[:limit]
 
+    def forget_strava_data(self, user_id: str) -> int:
+        gone = [key for key in self.workouts if key[0] == user_id]
+        for key in gone:
+            del self.workouts[key]
+        audit = [e for e in self.audit if e.user_id == user_id]
+        self.audit = [e for e in self.audit if e.user_id != user_id]
+        return len(gone) + len(audit)
+
     def get_app_state(self, key: str) -> dict[str, Any] | None:
-        raise NotImplementedError
+        return self.app_state.get(key)
 
     def put_app_state(self, key: str, value: dict[str, Any]) -> None:
-        raise NotImplementedError
+        self.app_state[key] = dict(value)
 
 
 class FakeStrava:
-    """Answers get_activity from `activities`; `fail_with` makes the next calls raise."""
+    """Answers get_activity from `activities`; `fail_with` makes the next calls raise,
+    `down` every call (an outage: 503). `access_revoked` answers `revoked` and counts the
+    refreshes it stands for."""
 
     def __init__(self) -> None:
         self.activities: dict[int, dict[str, Any]] = {}
@@ -187,9 +209,20 @@ class FakeStrava:
         self.streams: dict[int, dict[str, dict[str, Any]]] = {}
         self.stream_reads: list[int] = []
         self.stream_budget_until: datetime | None = None
+        self.down = False
+        self.revoked = False
+        self.refreshes = 0
+
+    def access_revoked(self) -> bool:
+        self.refreshes += 1
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        return self.revoked
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         self.fetches.append(activity_id)
+        if self.down:
+            raise TransientError("Strava answered 503")
         if self.fail_with:
             raise self.fail_with.pop(0)
         if activity_id not in self.activities:
@@ -391,9 +424,10 @@ def test_out_of_order_older_update_never_overwrites_newer(world: World) -> None:
     assert world.queue.depth() == 0
 
 
-def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) -> None:
-    """Failures back off 1 s then 2 s; the third attempt moves the event to dead letters."""
-    world.strava.fail_with = [TransientError("503"), TransientError("503"), TransientError("503")]
+def test_failure_retries_with_backoff_then_dead_letters(world: World) -> None:
+    """A failure that is no outage (Strava's 400) backs off 1 s then 2 s; the third
+    attempt moves the event to dead letters."""
+    world.strava.fail_with = [G2SError("Strava answered 400"), G2SError("400"), G2SError("400")]
     world.push(event("create", at=1))
     assert world.work() == 0
     assert world.work(advance=0.9) == 0  # not ready before 1 s
@@ -406,7 +440,7 @@ def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) 
     assert world.strava.fetches == [7, 7, 7]
     dead = world.queue.list_dead()
     assert [d.event.object_id for d in dead] == [7]
-    assert "TransientError" in dead[0].error
+    assert "G2SError" in dead[0].error
     assert dead[0].attempts == 3
     assert [a.kind for a in world.store.audit] == ["mirror.dead_letter"]
     assert world.stats.get("events_dead") == 1
@@ -414,7 +448,7 @@ def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) 
 
 def test_dead_letter_retry_processes_event(world: World) -> None:
     """retry_dead puts a dead event back; the next run mirrors the activity."""
-    world.strava.fail_with = [TransientError("x")]
+    world.strava.fail_with = [G2SError("Strava answered 400")]
     world.push(event("create", at=1))
     world.work(max_attempts=1)
     (dead,) = world.queue.list_dead()
@@ -452,19 +486,111 @@ def test_rate_limit_does_not_block_updates_that_need_no_fetch(world: World) -> N
     assert world.row(7).name == "Renamed"
 
 
-def test_deauthorization_drops_tokens_and_disconnects_account(world: World) -> None:
-    """athlete/update authorized=false: tokens gone, account DISCONNECTED, rows kept, audited."""
+def test_genuine_deauthorization_deletes_strava_data_and_disconnects(world: World) -> None:
+    """Strava refuses the refresh (1 request): tokens, mirrored rows and audit trail gone,
+    backfill cursor reset, account DISCONNECTED without mirror coverage; later events of
+    the athlete are dropped without a Strava request."""
     world.strava.activities[7] = activity_json(7)
+    world.store.put_account(
+        replace(world.store.accounts["u1"], mirror_covers_since=T0 - timedelta(days=30))
+    )
+    world.store.app_state["mirror_backfill#u1"] = {"done": False, "stored": 3}
     world.push(event("create", at=1))
     world.work()
+    world.strava.revoked = True
     world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
     world.work()
+    assert world.strava.refreshes == 1
     assert "u1" not in world.store.tokens
     account = world.store.get_account("u1")
     assert account is not None
     assert account.status is AccountStatus.DISCONNECTED
-    assert world.row().is_deleted is False
+    assert account.mirror_covers_since is None
+    assert world.store.get_workout("u1", 7) is None
+    assert world.store.app_state["mirror_backfill#u1"] == {}
     assert [a.kind for a in world.store.audit] == ["strava.deauthorized"]
+    assert world.stats.get("deauthorizations") == 1
+
+    fetches = list(world.strava.fetches)
+    world.push(event("create", 8, at=10), event("update", ATHLETE, at=11, object_type="athlete"))
+    world.work()
+    assert world.strava.fetches == fetches
+    assert world.strava.refreshes == 1
+    assert world.stats.get("events_dropped_disconnected") == 2
+    assert world.queue.list_dead() == []
+
+
+def test_forged_deauthorization_changes_nothing_for_one_request(world: World) -> None:
+    """Strava grants the refresh: the event was forged; tokens, account and rows stay,
+    exactly one Strava request was spent, and the refutation is audited."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    before = (dict(world.store.tokens), world.store.get_account("u1"), world.row())
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    assert world.work() == 1
+    assert world.strava.refreshes == 1
+    assert (dict(world.store.tokens), world.store.get_account("u1"), world.row()) == before
+    assert [a.kind for a in world.store.audit] == ["strava.deauthorization_refuted"]
+    assert world.stats.get("deauthorizations_refuted") == 1
+
+
+def test_deauthorization_check_meeting_an_outage_is_retried(world: World) -> None:
+    """A 5xx on the refresh proves nothing: the event is retried, nothing is deleted."""
+    world.strava.revoked = True
+    world.strava.fail_with = [TransientError("Strava token endpoint answered 503")]
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    world.work()
+    assert "u1" in world.store.tokens
+    world.work(advance=5)
+    assert world.strava.refreshes == 2
+    assert "u1" not in world.store.tokens
+
+
+def test_deauthorization_without_tokens_is_not_obeyed(world: World) -> None:
+    """No tokens to ask Strava with: nothing proves the event, so nothing is deleted."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    del world.store.tokens["u1"]
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    world.work()
+    assert world.strava.refreshes == 0
+    account = world.store.get_account("u1")
+    assert account is not None
+    assert account.status is AccountStatus.ACTIVE
+    assert world.row().activity_id == 7
+
+
+def test_genuine_deauthorization_keeps_the_upload_ledger(world: World, tmp_path: Path) -> None:
+    """On the SQLite store: the ledger entry (Garmin id, uploaded Strava id) survives the
+    deletion, so a reconnect sees the run as uploaded; tokens and workouts are gone."""
+    world.strava.activities[7] = activity_json(7)
+    world.strava.revoked = True
+    entry = LedgerEntry(
+        user_id="u1",
+        garmin_activity_id=555,
+        external_id="garmin2strava_555",
+        outcome=UploadOutcome.UPLOADED,
+        updated_at=T0,
+        strava_activity_id=7,
+    )
+    with SqliteStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
+        store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
+        store.link_athlete(ATHLETE, "u1")
+        store.replace_strava_tokens("u1", StravaTokens("a", "r", 0), expected_version=None)
+        store.put_upload(entry)
+        world.push(event("create", at=1))
+        process_events(world.queue, store, world.strava_for, now=world.now, stats=world.stats)
+        assert store.get_workout("u1", 7) is not None
+        world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+        process_events(world.queue, store, world.strava_for, now=world.now, stats=world.stats)
+        assert store.get_strava_tokens("u1") is None
+        assert store.list_workouts("u1", include_deleted=True) == []
+        assert store.get_uploads("u1", [555]) == {555: entry}
+        account = store.get_account("u1")
+        assert account is not None
+        assert account.status is AccountStatus.DISCONNECTED
 
 
 def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
@@ -478,12 +604,34 @@ def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
     assert len(world.queue.list_dead()) == 1
 
 
-def test_unknown_athlete_goes_to_dead_letters(world: World) -> None:
-    """An event for an athlete we have no account for is dead-lettered, not dropped."""
-    world.push(replace(event("create", at=1), owner_id=999))
-    world.work()
+def test_unknown_athletes_are_dropped_counted_and_never_dead_letters(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,000 events of athletes we do not know (the issue's probe sent 5,000): 0 dead
+    letters, 0 Strava requests, all counted, one WARNING line (the rest suppressed) and no
+    ERROR line, where each used to add a dead letter and an ERROR line."""
+    caplog.set_level(logging.INFO)
+    n = 1000
+    for i in range(n):
+        world.queue.enqueue(
+            replace(event("create", 10 + i, at=1), owner_id=10_000 + i), now=world.now
+        )
+    dropped = 0
+    while True:
+        counts = process_events(
+            world.queue, world.store, world.strava_for, now=world.now, stats=world.stats, limit=500
+        )
+        if counts.claimed == 0:
+            break
+        dropped += counts.dropped
+    assert dropped == n
+    assert world.queue.list_dead() == []
+    assert world.queue.depth() == 0
     assert world.strava.fetches == []
-    assert "unknown athlete 999" in world.queue.list_dead()[0].error
+    assert world.stats.get("events_dropped_unknown_athlete") == n
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in loud] == ["mirror.event_dropped"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
@@ -496,8 +644,9 @@ def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
     assert world.strava.fetches == [7]
 
 
-def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
-    """The receiver answers 200 for new and redelivered events, 400/403 for bad/foreign."""
+def test_receiver_answers_valid_duplicate_and_foreign_events_alike(world: World) -> None:
+    """New, redelivered and foreign-subscription events get one answer (200, same body);
+    only the new one is queued; the difference is in the counters."""
     receiver = WebhookReceiver(
         world.queue,
         verify_token="tok",
@@ -506,11 +655,10 @@ def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
         clock=lambda: world.now,
     )
     good = event("update", at=1, title="x").to_json().encode()
-    assert receiver.receive(good).status == 200
-    assert receiver.receive(good).body == {"status": "duplicate"}
-    assert receiver.receive(b"{").status == 400
     foreign = replace(event("create"), subscription_id=SUB + 1).to_json().encode()
-    assert receiver.receive(foreign).status == 403
+    answers = [receiver.receive(good), receiver.receive(good), receiver.receive(foreign)]
+    assert answers == [RECEIVED, RECEIVED, RECEIVED]
+    assert receiver.receive(b"{").status == 400
     assert world.queue.depth() == 1
     assert world.stats.snapshot() == {
         "events_received": 1,
@@ -518,6 +666,91 @@ def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
         "events_rejected_bad": 1,
         "events_rejected_foreign": 1,
     }
+
+
+def test_receiver_refuses_every_event_while_no_subscription_is_known(world: World) -> None:
+    """No setting and nothing stored: every event gets 503, nothing is queued; once the
+    stored id is read, its events are queued."""
+    stored: list[int | None] = [None]
+    source = SubscriptionSource(read=lambda: stored[0])
+    source.load()
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscriptions=source,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    good = event("create", at=1).to_json().encode()
+    assert receiver.receive(good) == NOT_READY
+    assert world.queue.depth() == 0
+    assert world.stats.get("events_rejected_unconfigured") == 1
+    stored[0] = SUB
+    source.load()
+    assert receiver.receive(good) == RECEIVED
+    assert world.queue.depth() == 1
+
+
+def test_subscription_source_rereads_in_the_background_when_stale() -> None:
+    """A stale id starts one background re-read and is served meanwhile; the setting,
+    when given, wins over the store and is never read."""
+    clock = [0.0]
+    reads: list[float] = []
+    value = [SUB]
+
+    def read() -> int | None:
+        reads.append(clock[0])
+        return value[0]
+
+    source = SubscriptionSource(read=read, refresh_s=60, monotonic=lambda: clock[0])
+    assert source.load() == SUB
+    value[0] = SUB + 1
+    clock[0] = 30.0
+    assert source.current() == SUB
+    clock[0] = 61.0
+    assert source.current() == SUB  # served at once, the re-read runs meanwhile
+    deadline = time.monotonic() + 5
+    while source.current() != SUB + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.current() == SUB + 1
+    assert reads == [0.0, 61.0]
+    fixed = SubscriptionSource(fixed=SUB, read=read)
+    assert (fixed.load(), fixed.current(), fixed.source) == (SUB, SUB, "setting")
+    assert reads == [0.0, 61.0]
+
+
+def test_event_dated_far_in_the_future_is_refused_and_cannot_beat_real_renames(
+    world: World,
+) -> None:
+    """A forged title dated 2100 is a 400 and never queued; the real rename after it is
+    applied. An event_time of 2**62 is a 400, and the worker keeps running."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscription_id=SUB,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    forged = replace(event("update", at=0, title="forged"), event_time=4_102_444_800)  # 2100
+    assert receiver.receive(forged.to_json().encode()) == WebhookAnswer(
+        400, {"error": "event_time is in the future"}
+    )
+    absurd = replace(event("update", at=0, title="absurd"), event_time=2**62)
+    assert receiver.receive(absurd.to_json().encode()) == WebhookAnswer(
+        400, {"error": "event_time out of range"}
+    )
+    skewed = event("update", at=60 + 290, title="skewed")  # 290 s ahead of the clock: allowed
+    assert receiver.receive(skewed.to_json().encode()) == RECEIVED
+    world.work()
+    assert world.row().name == "skewed"
+    world.now += timedelta(minutes=10)
+    real = replace(event("update", title="real"), event_time=int(world.now.timestamp()))
+    assert receiver.receive(real.to_json().encode()) == RECEIVED
+    world.work()
+    assert world.row().name == "real"
 
 
 def test_late_create_after_fetching_update_costs_no_second_fetch(world: World) -> None:
@@ -554,6 +787,80 @@ def test_late_title_after_newer_type_keeps_both_changes(world: World, tmp_path: 
     assert (row.name, row.sport_type) == ("Renamed", "Hike")
     assert row.updated_at == T0 + timedelta(seconds=200)
     assert world.strava.fetches == [7]
+
+
+# -- a Strava outage (issue 9) -----------------------------------------------------------
+def test_an_hour_of_strava_outage_dead_letters_none_of_its_events(world: World) -> None:
+    """Strava answers 503 for an hour while five creates arrive, one every 12 minutes;
+    the worker runs every 5 s. No event is dead-lettered; tries come at most 15 min
+    apart, one a pass at most (the groups behind a failed fetch wait unsent); once
+    Strava is back every event is mirrored within 15 minutes."""
+    outage_end = world.now + timedelta(hours=1)
+    world.strava.down = True
+    fetch_times: list[datetime] = []
+    arrivals = {world.now + timedelta(minutes=12 * i): 100 + i for i in range(5)}
+    while world.now < outage_end:
+        for at in [t for t in arrivals if t <= world.now]:
+            activity_id = arrivals.pop(at)
+            world.strava.activities[activity_id] = activity_json(activity_id)
+            world.push(event("create", activity_id, at=int((at - T0).total_seconds())))
+        before = len(world.strava.fetches)
+        world.work(advance=5)
+        assert len(world.strava.fetches) - before <= 1
+        fetch_times += [world.now] * (len(world.strava.fetches) - before)
+    assert world.queue.list_dead() == []
+    assert world.stats.get("events_dead") == 0
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fetch_times)]
+    assert max(gaps) <= OUTAGE_MAX_WAIT_SECONDS + 5
+    tries_in_outage = len(world.strava.fetches)
+
+    world.strava.down = False
+    mirrored_at = None
+    while world.now < outage_end + timedelta(minutes=16):
+        world.work(advance=5)
+        if all(world.store.get_workout("u1", 100 + i) for i in range(5)):
+            mirrored_at = world.now
+            break
+    assert mirrored_at is not None
+    assert mirrored_at - outage_end <= timedelta(seconds=OUTAGE_MAX_WAIT_SECONDS + 10)
+    assert world.queue.depth() == 0
+    assert world.queue.list_dead() == []
+    # Every request the hour cost, for five events (printed with -s for the record).
+    assert tries_in_outage <= 60, tries_in_outage
+    print(  # noqa: T201 - the figure
+        f"\noutage hour: {tries_in_outage} fetches for 5 events, longest gap {max(gaps):.0f} s, "
+        f"mirrored {(mirrored_at - outage_end).total_seconds():.0f} s after the outage"
+    )
+
+
+def test_a_permanent_error_after_an_outage_still_goes_dead(world: World) -> None:
+    """Outage tries do not shield an event from a permanent error: a token Strava
+    refuses dead-letters it at once, with its audit event."""
+    world.strava.down = True
+    world.push(event("create", at=1))
+    for _ in range(5):
+        world.work(advance=60)
+    assert world.queue.list_dead() == []
+    world.strava.down = False
+    world.strava.fail_with = [StravaAuthError("refresh refused")]
+    world.work(advance=OUTAGE_MAX_WAIT_SECONDS)
+    assert [d.event.object_id for d in world.queue.list_dead()] == [7]
+
+
+def test_an_inactive_application_defers_events_without_an_attempt(world: World) -> None:
+    """StravaAppInactive (the application's 403) puts the batch back until the next
+    window, every group unsent but the first, and never counts an attempt."""
+    until = world.now + timedelta(minutes=14)
+    world.strava.fail_with = [StravaAppInactive(until)]
+    world.strava.activities |= {7: activity_json(7), 8: activity_json(8)}
+    world.push(event("create", 7, at=1), event("create", 8, at=2))
+    assert world.work() == 0
+    assert world.strava.fetches == [7]
+    assert world.stats.get("events_deferred") == 2
+    assert world.stats.get("events_failed") == 0
+    world.now = until
+    assert world.work() == 2
+    assert world.queue.list_dead() == []
 
 
 # -- streams (G2S_MIRROR_STREAMS) --------------------------------------------------------

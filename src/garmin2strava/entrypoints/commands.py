@@ -123,7 +123,7 @@ def format_report(report: Any, *, dry_run: bool = False) -> str:
     for outcome, garmin_id, detail in report.actions:
         label = "would upload" if outcome == "would_upload" else outcome
         lines.append(f"  {label:<12} garmin {garmin_id}  {detail}".rstrip())
-    if report.deferred_until:
+    if report.deferred_until and not report.error:
         lines.append(f"  Strava budget spent: the rest waits until {report.deferred_until}")
     if len(lines) == 1:
         lines.append("  nothing to do" + (" (dry run)" if dry_run else ""))
@@ -233,7 +233,12 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     app = _app(settings)
-    status = account_status(app.store)
+    status = account_status(
+        app.store,
+        now=app.clock(),
+        athlete_capacity=settings.strava_athlete_capacity,
+        subscription_id_setting=settings.strava_subscription_id,
+    )
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -254,6 +259,16 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             )
     budget = status["stravaBudget"]
     print(f"Strava budget: {json.dumps(budget) if budget else 'no request made yet'}")
+    strava_app = status["stravaApp"]
+    since = f" since {strava_app['inactiveSince']}" if strava_app["inactiveSince"] else ""
+    print(f"Strava application: {strava_app['state']}{since}")
+    for warning in status["warnings"]:
+        print(f"warning: {warning}")
+    hook = status["webhook"]
+    if hook["subscriptionId"] is None:
+        print(f"webhook: {hook['problem']}")
+    else:
+        print(f"webhook: accepts subscription {hook['subscriptionId']} (from {hook['source']})")
     return 0
 
 

@@ -31,6 +31,7 @@ from garmin2strava.errors import (
     GarminRateLimited,
     GarminRefused,
     RateLimited,
+    StravaAppInactive,
     StravaAuthError,
     TransientError,
 )
@@ -243,6 +244,14 @@ class _Cycle:
                 self._renew_lease()
                 self._handle(activity, ledger.get(activity.activity_id))
             self.uploads.poll()
+        except StravaAppInactive as exc:
+            # The application's state, said once by the adapter: no account is at fault.
+            self.report.deferred_until = exc.until
+            self.report.error = str(exc)
+            log.info(
+                "sync.strava_app_inactive",
+                extra={"userId": self.user_id, "until": exc.until.isoformat()},
+            )
         except RateLimited as exc:
             self.report.deferred_until = exc.until
             log.warning(

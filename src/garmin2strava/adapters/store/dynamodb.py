@@ -55,7 +55,7 @@ from garmin2strava.adapters.store.dynamodb_items import projection
 from garmin2strava.adapters.store.dynamodb_leases import SyncLeases
 from garmin2strava.adapters.store.dynamodb_ledger import UploadLedger
 from garmin2strava.adapters.store.dynamodb_secrets import SecretItems
-from garmin2strava.adapters.store.dynamodb_streams import StreamItems
+from garmin2strava.adapters.store.dynamodb_streams import STREAM_PREFIXES, StreamItems
 from garmin2strava.adapters.store.dynamodb_table import create_table
 from garmin2strava.adapters.store.dynamodb_workouts import WorkoutMirror
 from garmin2strava.adapters.store.tokens import TokenItems
@@ -237,6 +237,21 @@ class DynamoDBStore(TokenItems):
 
     def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
         return self._streams.list_pending_streams(user_id, limit=limit)
+
+    def forget_strava_data(self, user_id: str) -> int:
+        """Query the account's workout and audit keys, then delete them in batches (not
+        one transaction: a retry after a partial failure deletes the rest)."""
+        pk = codec.user_pk(user_id)
+        keys: list[tuple[str, str]] = []
+        # WORKOUT# covers the split raw activities' parts too.
+        for prefix in (codec.WORKOUT_PREFIX, codec.AUDIT_PREFIX, *STREAM_PREFIXES):
+            items = self._table.query(
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+                ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": prefix}},
+                ProjectionExpression="PK, SK",
+            )
+            keys.extend((str(item["PK"]), str(item["SK"])) for item in items)
+        return self._table.batch_delete(keys)
 
     # -- application-wide state -------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:

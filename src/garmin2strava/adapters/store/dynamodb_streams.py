@@ -18,10 +18,12 @@ from garmin2strava.adapters.store import blobs, codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
 from garmin2strava.domain.streams import ActivityStreams
 
-__all__ = ["PART_BYTES", "StreamItems", "streams_prefix"]
+__all__ = ["PART_BYTES", "STREAM_PREFIXES", "StreamItems", "streams_prefix"]
 
 PART_BYTES = 350_000  # below 400 KB with room for the keys and the head's attributes
 _PENDING_PREFIX = "STREAMS_PENDING#"
+# Every item of this module starts with one of these (an account's data deletion).
+STREAM_PREFIXES = ("STREAMS#STRAVA#", _PENDING_PREFIX)
 _ID_WIDTH = 20
 
 

@@ -473,6 +473,21 @@ class SqliteStore(TokenItems):
     def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
         return self._streams.list_pending_streams(user_id, limit=limit)
 
+    def forget_strava_data(self, user_id: str) -> int:
+        """The workouts, their streams and the audit items of the account, in one
+        transaction."""
+        pk = codec.user_pk(user_id)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM items WHERE pk = ? AND ((sk >= ? AND sk < ?) OR (sk >= ? AND sk < ?))",
+                (
+                    pk,
+                    *codec.prefix_range(codec.WORKOUT_PREFIX),
+                    *codec.prefix_range(codec.AUDIT_PREFIX),
+                ),
+            )
+            return cursor.rowcount + self._streams.forget(conn, user_id)
+
     # -- application-wide state ---------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:
         return self._get_body(codec.APP_STATE_PK, codec.app_state_sk(key))

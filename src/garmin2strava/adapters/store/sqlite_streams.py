@@ -96,3 +96,11 @@ class StreamTables:
             (user_id, limit),
         )
         return [int(row[0]) for row in rows]
+
+    @staticmethod
+    def forget(conn: sqlite3.Connection, user_id: str) -> int:
+        """Delete the account's streams and pending marks inside the caller's
+        transaction; the number of rows deleted."""
+        deleted = conn.execute("DELETE FROM streams WHERE user_id = ?", (user_id,)).rowcount
+        pending = conn.execute("DELETE FROM streams_pending WHERE user_id = ?", (user_id,))
+        return int(deleted) + int(pending.rowcount)
