@@ -169,3 +169,21 @@ def test_iter_workouts_pages_through_everything_oldest_first(store: Store) -> No
     since = list(store.iter_workouts("u1", since=T0 + timedelta(hours=45), page_size=50))
     assert [w.activity_id for w in since] == [n + 1 for n in range(45, 130) if n % 100 != 5]
     assert list(store.iter_workouts("u2")) == []
+
+
+def test_forgetting_an_account_deletes_its_streams_and_big_raws(store: Store) -> None:
+    """A verified deauthorization's data deletion takes the streams, the pending marks
+    and a split raw activity's parts with the workouts; another account keeps its own."""
+    store.upsert_workout(_workout(7, raw=_noisy_raw(7, 2_000_000)))
+    store.put_streams(ActivityStreams("u1", 7, fetched_at=T0, streams=six_hour_ride_streams()))
+    store.mark_streams_pending("u1", 8)
+    store.put_streams(ActivityStreams("u2", 7, fetched_at=T0))
+    assert store.forget_strava_data("u1") > 0
+    assert store.get_workout("u1", 7) is None
+    assert store.get_streams("u1", 7) is None
+    assert store.list_pending_streams("u1") == []
+    assert store.get_streams("u2", 7) is not None
+    store.upsert_workout(_workout(7, raw={"id": 7}))  # the id may be mirrored again
+    again = store.get_workout("u1", 7)
+    assert again is not None
+    assert again.raw == {"id": 7}
