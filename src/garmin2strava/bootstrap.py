@@ -77,6 +77,7 @@ class App:
             base_url=self.settings.garmin_base_url,
             di_token_url=self.settings.garmin_di_token_url,
             retry_min_wait=self.garmin_retry_min_wait_s,
+            audit_retention_days=self.settings.audit_retention_days,
         )
 
     def strava_for(self, user_id: str) -> StravaPort:
@@ -92,6 +93,7 @@ class App:
             client_secret=settings.strava_client_secret.get_secret_value(),
             base_url=settings.strava_base_url,
             clock=self.clock,
+            audit_retention_days=settings.audit_retention_days,
         )
 
     def sync_config(self) -> SyncConfig:

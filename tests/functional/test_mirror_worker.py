@@ -115,8 +115,12 @@ class FakeStore:
         assert retention_days > 0
         self.audit.append(event)
 
-    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
-        return [e for e in self.audit if e.user_id == user_id][:limit]
+    def list_audit(
+        self, user_id: str, *, limit: int = 100, since: datetime | None = None
+    ) -> list[AuditEvent]:
+        return [
+            e for e in self.audit if e.user_id == user_id and (since is None or e.at >= since)
+        ][:limit]
 
     def upsert_workout(self, workout: Workout) -> bool:
         key = (workout.user_id, workout.activity_id)
@@ -137,6 +141,15 @@ class FakeStore:
     def workouts_starting_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[Workout]:
+        raise NotImplementedError
+
+    def delete_workouts(self, user_id: str) -> int:
+        gone = [key for key in self.workouts if key[0] == user_id]
+        for key in gone:
+            del self.workouts[key]
+        return len(gone)
+
+    def delete_account(self, user_id: str) -> None:
         raise NotImplementedError
 
     def get_app_state(self, key: str) -> dict[str, Any] | None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
@@ -25,6 +27,7 @@ from garminconnect import (
 )
 from garminconnect.exceptions import GarminConnectNotFoundError
 
+from garmin2strava.domain.models import AuditEvent
 from garmin2strava.errors import (
     GarminAuthError,
     GarminNotFound,
@@ -101,8 +104,10 @@ class GarminConnectAdapter:
         retry_attempts: int = 3,
         retry_min_wait: float = 1.0,
         retry_max_wait: float = 10.0,
+        audit_retention_days: int = 7,
     ) -> None:
         self._store = store
+        self._audit_retention_days = audit_retention_days
         self._user_id = user_id
         self._base_url = base_url
         self._di_token_url = di_token_url
@@ -218,6 +223,16 @@ class GarminConnectAdapter:
             logger.info(
                 "garmin.tokens_saved",
                 extra={"userId": self._user_id, "tokenVersion": written.version},
+            )
+            self._store.add_audit(  # the sync history shows each refresh
+                AuditEvent(
+                    user_id=self._user_id,
+                    at=datetime.now(UTC),
+                    kind="garmin.tokens_refreshed",
+                    event_id=uuid.uuid4().hex,
+                    detail={"tokenVersion": written.version},
+                ),
+                retention_days=self._audit_retention_days,
             )
             return
         # Another process refreshed first; its tokens are the live ones.

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +37,7 @@ from stravalib.util.limiter import RateLimiter
 
 from garmin2strava.adapters.strava_json import strava_activity_from_json, upload_status_from_json
 from garmin2strava.domain.budget import RateBudget
-from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.models import AuditEvent, StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.errors import (
     G2SError,
     RateLimited,
@@ -156,8 +157,10 @@ class StravaAdapter:
         budget_key: str = "strava_budget",
         clock: Callable[[], datetime] | None = None,
         rotation_grace_s: float = 2.0,
+        audit_retention_days: int = 7,
     ) -> None:
         self._store = store
+        self._audit_retention_days = audit_retention_days
         self._rotation_grace_s = rotation_grace_s
         self._user_id = user_id
         self._client_id = client_id
@@ -281,6 +284,16 @@ class StravaAdapter:
                 self._user_id,
                 stale.athlete_id,
                 fresh.expires_at,
+            )
+            self._store.add_audit(  # the sync history shows each refresh
+                AuditEvent(
+                    user_id=self._user_id,
+                    at=self._clock(),
+                    kind="strava.token_refreshed",
+                    event_id=uuid.uuid4().hex,
+                    detail={"expiresAt": fresh.expires_at},
+                ),
+                retention_days=self._audit_retention_days,
             )
             return stored
         # Lost the conditional write: another runner stored tokens meanwhile. Those are

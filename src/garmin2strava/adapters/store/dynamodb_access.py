@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["TableAccess"]
 
 _BATCH_GET_MAX = 100  # BatchGetItem's limit on keys per request
+_BATCH_WRITE_MAX = 25  # BatchWriteItem's limit on requests per call
 _BATCH_ATTEMPTS = 6
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
@@ -120,6 +121,29 @@ class TableAccess:
                 request.update(projection(attributes))
             found.extend(self._batch_get_chunk(request))
         return found
+
+    def batch_delete(self, keys: Sequence[tuple[str, str]]) -> None:
+        """BatchWriteItem deletes in chunks of 25, retrying UnprocessedItems with backoff."""
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _BATCH_WRITE_MAX):
+            chunk = unique[start : start + _BATCH_WRITE_MAX]
+            pending: dict[str, Any] = {
+                self._table: [{"DeleteRequest": {"Key": key(pk, sk)}} for pk, sk in chunk]
+            }
+            for attempt in range(_BATCH_ATTEMPTS):
+                try:
+                    answer = self._client.batch_write_item(RequestItems=pending)
+                except (BotoCoreError, ClientError) as exc:
+                    if is_transient(exc):
+                        raise transient_error("DynamoDB batch_write_item", exc) from exc
+                    raise
+                pending = dict(answer.get("UnprocessedItems") or {})
+                if not pending:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                msg = "DynamoDB batch_write_item: items still unprocessed after retries"
+                raise TransientError(msg)
 
     def _batch_get_chunk(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
