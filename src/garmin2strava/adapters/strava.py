@@ -404,6 +404,14 @@ class StravaAdapter:
             raise TransientError("Strava's athlete has no id")
         return athlete_id
 
+    def deauthorize(self) -> None:
+        """Revoke the application's access for this athlete: `POST /oauth/deauthorize`
+        on Strava's host (stravalib's `Client.deauthorize` posts under /api/v3), the
+        access token in the Authorization header, never in the URL."""
+        url = f"{REAL_BASE_URL}/oauth/deauthorize"  # the session rewrites the host
+        self._call(lambda: self._client.protocol.post(url))
+        log.info("strava.deauthorized", extra={"userId": self._user_id})
+
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         body = self._call(lambda: self._client.protocol.get("/activities/{id}", id=activity_id))
         if not isinstance(body, dict):

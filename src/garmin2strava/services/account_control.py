@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from garmin2strava.domain.models import Account, AccountStatus, AuditEvent
+from garmin2strava.domain.models import Account, AccountStatus, AuditEvent, UploadOutcome
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import Store
 
@@ -26,6 +26,7 @@ __all__ = [
     "NoSuchAccount",
     "pause_reason",
     "paused_reason_of",
+    "retry_upload",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,29 @@ def pause_reason(store: Store, user_id: str) -> str | None:
     if account.status is AccountStatus.DISCONNECTED:
         return "account disconnected from Strava"
     return None
+
+
+_RETRYABLE = frozenset({UploadOutcome.DEAD, UploadOutcome.SKIPPED, UploadOutcome.FAILED})
+
+
+def retry_upload(store: Store, user_id: str, garmin_id: int, now: datetime) -> bool:
+    """Put a failed, dead or skipped activity back for the next cycle (attempts from
+    zero). False when the ledger has no such entry, or one with nothing to retry."""
+    entry = store.get_uploads(user_id, [garmin_id]).get(garmin_id)
+    if entry is None or entry.outcome not in _RETRYABLE:
+        return False
+    store.put_upload(
+        replace(
+            entry,
+            outcome=UploadOutcome.FAILED,
+            attempts=0,
+            next_retry_at=now,
+            detail="retry requested",
+            updated_at=now,
+        )
+    )
+    log.info("upload.retry_requested", extra={"userId": user_id, "activityId": garmin_id})
+    return True
 
 
 @dataclass(slots=True, kw_only=True)
