@@ -118,9 +118,9 @@ class FakeStore:
     def list_audit(
         self, user_id: str, *, limit: int = 100, since: datetime | None = None
     ) -> list[AuditEvent]:
-        return [
-            e for e in self.audit if e.user_id == user_id and (since is None or e.at >= since)
-        ][:limit]
+        return [e for e in self.audit if e.user_id == user_id and (since is None or e.at >= since)][
+            :limit
+        ]
 
     def upsert_workout(self, workout: Workout) -> bool:
         key = (workout.user_id, workout.activity_id)

@@ -225,7 +225,7 @@ def _items_of(pair: SandboxPair, tmp_path: Path) -> list[tuple[str, dict[str, ob
             KeyConditionExpression="PK = :pk",
             ExpressionAttributeValues={":pk": {"S": f"USER#{USER}"}},
         )
-        return [(i["SK"]["S"], {k: v for k, v in i.items()}) for i in answer["Items"]]
+        return [(i["SK"]["S"], dict(i)) for i in answer["Items"]]
     with sqlite3.connect(tmp_path / "g2s.sqlite3") as conn:
         rows = conn.execute("SELECT sk, body FROM items WHERE pk = ?", (f"USER#{USER}",))
         return [(sk, json.loads(body)) for sk, body in rows]

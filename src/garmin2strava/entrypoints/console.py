@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -302,8 +302,7 @@ class _Guard:
             if refused is not None:
                 return refused
             if post:
-                form = await request.form()
-                sent = str(form.get("csrf", ""))
+                sent = await _form_csrf(request)
                 if not hmac.compare_digest(sent, self._console.csrf_token) or not _same_origin(
                     request
                 ):
@@ -334,6 +333,20 @@ class _Guard:
                 headers={"WWW-Authenticate": 'Basic realm="garmin2strava", charset="UTF-8"'},
             )
         return None
+
+
+_MAX_FORM_BYTES = 4096  # the forms carry the CSRF token and nothing else
+
+
+async def _form_csrf(request: Request) -> str:
+    """The `csrf` field of an urlencoded form (parsed here: no multipart library)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            return ""
+    values = parse_qs(body.decode("ascii", errors="replace"))
+    return values.get("csrf", [""])[0]
 
 
 def _presented_token(header: str) -> str | None:
