@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
+    "APP_INACTIVE_CAUSE",
     "ArchiveRejected",
     "ConfigError",
     "FileRejected",
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidActivity",
     "RateLimited",
     "StoreConflict",
+    "StravaAppInactive",
     "StravaAuthError",
     "StravaNotFound",
     "TransientError",
@@ -43,6 +45,24 @@ class RateLimited(G2SError):
         self.until = until
         msg = f"{reason}; deferring until {until.isoformat()}"
         super().__init__(msg)
+
+
+APP_INACTIVE_CAUSE = (
+    "the Strava application is inactive (403 Application Status Inactive): its owner's "
+    "Strava subscription has lapsed; the owner must subscribe and reactivate the "
+    "application at https://www.strava.com/settings/api"
+)
+
+
+class StravaAppInactive(RateLimited):
+    """Strava refuses every call of the application (403 "Application Status
+    Inactive"): a Standard-tier application works only while its owner has a Strava
+    subscription. Application-wide and no athlete's doing, so no account needs
+    re-authorizing; work waits until `until`, the next probe window. A RateLimited,
+    so that every caller defers its work and counts no attempt."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(until, APP_INACTIVE_CAUSE)
 
 
 class StravaAuthError(G2SError):

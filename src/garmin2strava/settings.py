@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         7, ge=1, le=365, validation_alias=_env("G2S_AUDIT_RETENTION_DAYS")
     )
 
+    # Athletes one Strava application may serve: 10 in the Standard tier (2026);
+    # raise it for an Extended-tier application. `status` warns above it.
+    strava_athlete_capacity: int = Field(
+        10, ge=1, le=1_000_000, validation_alias=_env("G2S_STRAVA_ATHLETE_CAPACITY")
+    )
+
     # -- endpoints -------------------------------------------------------------------
     strava_base_url: str = Field(REAL_STRAVA_BASE_URL, validation_alias=_env("G2S_STRAVA_BASE_URL"))
     garmin_base_url: str = Field(REAL_GARMIN_BASE_URL, validation_alias=_env("G2S_GARMIN_BASE_URL"))

@@ -4,6 +4,7 @@ Where rows must survive between claims exactly as stored, the real SQLite store 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,12 +29,15 @@ from garmin2strava.domain.models import (
 )
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import (
+    G2SError,
     RateLimited,
+    StravaAppInactive,
     StravaAuthError,
     StravaNotFound,
     TransientError,
 )
 from garmin2strava.services.mirror import (
+    OUTAGE_MAX_WAIT_SECONDS,
     MirrorStats,
     WebhookReceiver,
     process_events,
@@ -160,15 +164,19 @@ class FakeStore:
 
 
 class FakeStrava:
-    """Answers get_activity from `activities`; `fail_with` makes the next calls raise."""
+    """Answers get_activity from `activities`; `fail_with` makes the next calls raise,
+    `down` every call (an outage: 503)."""
 
     def __init__(self) -> None:
         self.activities: dict[int, dict[str, Any]] = {}
         self.fetches: list[int] = []
         self.fail_with: list[Exception] = []
+        self.down = False
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         self.fetches.append(activity_id)
+        if self.down:
+            raise TransientError("Strava answered 503")
         if self.fail_with:
             raise self.fail_with.pop(0)
         if activity_id not in self.activities:
@@ -358,9 +366,10 @@ def test_out_of_order_older_update_never_overwrites_newer(world: World) -> None:
     assert world.queue.depth() == 0
 
 
-def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) -> None:
-    """Failures back off 1 s then 2 s; the third attempt moves the event to dead letters."""
-    world.strava.fail_with = [TransientError("503"), TransientError("503"), TransientError("503")]
+def test_failure_retries_with_backoff_then_dead_letters(world: World) -> None:
+    """A failure that is no outage (Strava's 400) backs off 1 s then 2 s; the third
+    attempt moves the event to dead letters."""
+    world.strava.fail_with = [G2SError("Strava answered 400"), G2SError("400"), G2SError("400")]
     world.push(event("create", at=1))
     assert world.work() == 0
     assert world.work(advance=0.9) == 0  # not ready before 1 s
@@ -373,7 +382,7 @@ def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) 
     assert world.strava.fetches == [7, 7, 7]
     dead = world.queue.list_dead()
     assert [d.event.object_id for d in dead] == [7]
-    assert "TransientError" in dead[0].error
+    assert "G2SError" in dead[0].error
     assert dead[0].attempts == 3
     assert [a.kind for a in world.store.audit] == ["mirror.dead_letter"]
     assert world.stats.get("events_dead") == 1
@@ -381,7 +390,7 @@ def test_transient_failure_retries_with_backoff_then_dead_letters(world: World) 
 
 def test_dead_letter_retry_processes_event(world: World) -> None:
     """retry_dead puts a dead event back; the next run mirrors the activity."""
-    world.strava.fail_with = [TransientError("x")]
+    world.strava.fail_with = [G2SError("Strava answered 400")]
     world.push(event("create", at=1))
     world.work(max_attempts=1)
     (dead,) = world.queue.list_dead()
@@ -521,3 +530,77 @@ def test_late_title_after_newer_type_keeps_both_changes(world: World, tmp_path: 
     assert (row.name, row.sport_type) == ("Renamed", "Hike")
     assert row.updated_at == T0 + timedelta(seconds=200)
     assert world.strava.fetches == [7]
+
+
+# -- a Strava outage (issue 9) -----------------------------------------------------------
+def test_an_hour_of_strava_outage_dead_letters_none_of_its_events(world: World) -> None:
+    """Strava answers 503 for an hour while five creates arrive, one every 12 minutes;
+    the worker runs every 5 s. No event is dead-lettered; tries come at most 15 min
+    apart, one a pass at most (the groups behind a failed fetch wait unsent); once
+    Strava is back every event is mirrored within 15 minutes."""
+    outage_end = world.now + timedelta(hours=1)
+    world.strava.down = True
+    fetch_times: list[datetime] = []
+    arrivals = {world.now + timedelta(minutes=12 * i): 100 + i for i in range(5)}
+    while world.now < outage_end:
+        for at in [t for t in arrivals if t <= world.now]:
+            activity_id = arrivals.pop(at)
+            world.strava.activities[activity_id] = activity_json(activity_id)
+            world.push(event("create", activity_id, at=int((at - T0).total_seconds())))
+        before = len(world.strava.fetches)
+        world.work(advance=5)
+        assert len(world.strava.fetches) - before <= 1
+        fetch_times += [world.now] * (len(world.strava.fetches) - before)
+    assert world.queue.list_dead() == []
+    assert world.stats.get("events_dead") == 0
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fetch_times)]
+    assert max(gaps) <= OUTAGE_MAX_WAIT_SECONDS + 5
+    tries_in_outage = len(world.strava.fetches)
+
+    world.strava.down = False
+    mirrored_at = None
+    while world.now < outage_end + timedelta(minutes=16):
+        world.work(advance=5)
+        if all(world.store.get_workout("u1", 100 + i) for i in range(5)):
+            mirrored_at = world.now
+            break
+    assert mirrored_at is not None
+    assert mirrored_at - outage_end <= timedelta(seconds=OUTAGE_MAX_WAIT_SECONDS + 10)
+    assert world.queue.depth() == 0
+    assert world.queue.list_dead() == []
+    # Every request the hour cost, for five events (printed with -s for the record).
+    assert tries_in_outage <= 60, tries_in_outage
+    print(  # noqa: T201 - the figure
+        f"\noutage hour: {tries_in_outage} fetches for 5 events, longest gap {max(gaps):.0f} s, "
+        f"mirrored {(mirrored_at - outage_end).total_seconds():.0f} s after the outage"
+    )
+
+
+def test_a_permanent_error_after_an_outage_still_goes_dead(world: World) -> None:
+    """Outage tries do not shield an event from a permanent error: a token Strava
+    refuses dead-letters it at once, with its audit event."""
+    world.strava.down = True
+    world.push(event("create", at=1))
+    for _ in range(5):
+        world.work(advance=60)
+    assert world.queue.list_dead() == []
+    world.strava.down = False
+    world.strava.fail_with = [StravaAuthError("refresh refused")]
+    world.work(advance=OUTAGE_MAX_WAIT_SECONDS)
+    assert [d.event.object_id for d in world.queue.list_dead()] == [7]
+
+
+def test_an_inactive_application_defers_events_without_an_attempt(world: World) -> None:
+    """StravaAppInactive (the application's 403) puts the batch back until the next
+    window, every group unsent but the first, and never counts an attempt."""
+    until = world.now + timedelta(minutes=14)
+    world.strava.fail_with = [StravaAppInactive(until)]
+    world.strava.activities |= {7: activity_json(7), 8: activity_json(8)}
+    world.push(event("create", 7, at=1), event("create", 8, at=2))
+    assert world.work() == 0
+    assert world.strava.fetches == [7]
+    assert world.stats.get("events_deferred") == 2
+    assert world.stats.get("events_failed") == 0
+    world.now = until
+    assert world.work() == 2
+    assert world.queue.list_dead() == []

@@ -251,6 +251,34 @@ def test_sync_once_exits_1_when_an_account_failed(
     assert account["status"] == "needs_garmin_login"
 
 
+def test_an_inactive_strava_application_is_shown_and_sends_nobody_to_get_token(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strava refuses the application (403 Application Status Inactive): `sync --once`
+    exits 0 and names the cause, nothing is uploaded, the account stays active, and
+    `status` shows the application inactive with the owner's subscription named; with
+    G2S_STRAVA_ATHLETE_CAPACITY=0 refused by name."""
+    seed_demo(pair, NOW)
+    pair.strava.application_inactive = True
+    code, out, err = run_cli(capsys, "sync", "--once")
+    assert code == 0, err
+    assert "Strava application is inactive" in out
+    assert "Strava budget spent" not in out
+    assert pair.strava_counts()["uploads"] == 0
+
+    code, out, _err = run_cli(capsys, "status")
+    assert code == 0
+    assert f"account {USER}: active" in out
+    assert "Strava application: inactive since" in out
+    assert "warning: the Strava application is inactive" in out
+    assert "subscription" in out
+
+    monkeypatch.setenv("G2S_STRAVA_ATHLETE_CAPACITY", "0")
+    code, _out, err = run_cli(capsys, "status")
+    assert code == 2
+    assert "G2S_STRAVA_ATHLETE_CAPACITY" in err
+
+
 def test_dry_run_changes_nothing(pair: SandboxPair, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run names what it would upload, uploads nothing and records nothing."""
     seed_demo(pair, NOW)

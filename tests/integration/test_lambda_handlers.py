@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from garmin2strava.adapters.queue_sqs import FIRST_SENT_ATTRIBUTE
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
@@ -455,7 +456,14 @@ def test_a_requeued_event_is_the_same_message_and_is_mirrored_after_the_window(
     assert datetime.now(UTC) >= reopens
     assert [c["body"] for c in copies] == [original[0]["body"]]
     assert copies[0]["messageId"] != original[0]["messageId"]
-    assert copies[0]["messageAttributes"] == original[0]["messageAttributes"]
+    # The copy also carries the first send's time (the outage backoff grows with age).
+    first_sent = {
+        FIRST_SENT_ATTRIBUTE: {
+            "stringValue": original[0]["attributes"]["SentTimestamp"],
+            "dataType": "Number",
+        }
+    }
+    assert copies[0]["messageAttributes"] == original[0]["messageAttributes"] | first_sent
     assert copies[0]["messageAttributes"]["correlationId"]["stringValue"]
     assert copies[0]["attributes"]["ApproximateReceiveCount"] == "1"
     assert _settle(deployment, copies) == []
@@ -486,3 +494,33 @@ def test_a_failed_requeue_falls_back_to_a_batch_item_failure(
     # The original is still the queue's only copy (visibility timeout 0: visible again).
     assert _queue_counts(deployment) == (1, 0, 0)
     assert [r["body"] for r in _receive(deployment)] == [records[0]["body"]]
+
+
+# -- worker: a Strava outage ----------------------------------------------------------------
+def test_a_strava_outage_never_sends_an_event_to_the_dlq(deployment: Deployment) -> None:
+    """Strava answers 503 to every fetch: the deliveries before the last are reported
+    (SQS delivers them again), the last is sent again delayed instead of going to the
+    DLQ, carrying the first send's time; once Strava is back the copy is mirrored."""
+    pair = deployment.pair
+    activity_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=2), elapsed_s=1500
+    )
+    _post_create(activity_id, pair.athlete_id)
+    pair.strava.fail_next("activity", 503, times=MAX_RECEIVES)
+    first = _receive(deployment)
+    sent_at = first[0]["attributes"]["SentTimestamp"]
+    reported = [_settle(deployment, first)]
+    reported += [_deliver(deployment) for _ in range(MAX_RECEIVES - 1)]
+
+    assert [len(r) for r in reported] == [1] * (MAX_RECEIVES - 1) + [0]
+    assert pair.strava.requests["activity"] == MAX_RECEIVES
+    assert _queue_counts(deployment) == (0, 0, 1)  # the delayed copy, nothing else
+    assert deployment.queued_bodies(deployment.dlq_url) == []
+
+    copies = _receive(deployment, wait_s=10)  # Strava is back by now
+
+    assert copies[0]["messageAttributes"][FIRST_SENT_ATTRIBUTE]["stringValue"] == sent_at
+    assert _settle(deployment, copies) == []
+    assert pair.strava.requests["activity"] == MAX_RECEIVES + 1
+    assert deployment.store.get_workout(USER, activity_id) is not None
+    assert deployment.queued_bodies(deployment.dlq_url) == []

@@ -11,8 +11,10 @@ The login command (`interactive_login`) is the only place a password is used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from garminconnect.exceptions import GarminConnectNotFoundError
 
 from garmin2strava.domain.models import AuditEvent
 from garmin2strava.errors import (
+    ArchiveRejected,
     GarminAuthError,
     GarminNotFound,
     GarminRateLimited,
@@ -37,7 +40,7 @@ from garmin2strava.errors import (
 )
 from garmin2strava.ports import Store
 
-__all__ = ["GarminConnectAdapter", "interactive_login", "point_client_at"]
+__all__ = ["MAX_ORIGINAL_BYTES", "GarminConnectAdapter", "interactive_login", "point_client_at"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ _HTTP_SERVER_ERROR = 500
 # (the resource is being changed), too early. Any other 4xx repeats on every attempt.
 _HTTP_RETRYABLE_4XX = frozenset({408, 409, 425})
 _RELOGIN_HINT = "run `garmin2strava garmin login` again"
+# The largest ORIGINAL we download: the archive limit of fitfile.extract_original.
+MAX_ORIGINAL_BYTES = 64 * 1024 * 1024
+_DOWNLOAD_CHUNK = 64 * 1024
 
 # Private garminconnect attributes we set to reach the sandbox (or a mirror).
 # tests/integration/test_garmin_adapter.py fails if an upgrade renames them.
@@ -104,9 +110,11 @@ class GarminConnectAdapter:
         retry_attempts: int = 3,
         retry_min_wait: float = 1.0,
         retry_max_wait: float = 10.0,
+        max_download_bytes: int = MAX_ORIGINAL_BYTES,
         audit_retention_days: int = 7,
     ) -> None:
         self._store = store
+        self._max_download_bytes = max_download_bytes
         self._audit_retention_days = audit_retention_days
         self._user_id = user_id
         self._base_url = base_url
@@ -127,15 +135,35 @@ class GarminConnectAdapter:
 
     def download_original(self, activity_id: int) -> bytes:
         """The ORIGINAL zip. GarminNotFound for a manual activity (no file), GarminRefused
-        for another 4xx that retrying will not change, TransientError for 5xx/network."""
-        data = self._call(
-            lambda g: g.download_activity(
-                str(activity_id), dl_fmt=Garmin.ActivityDownloadFormat.ORIGINAL
+        for another 4xx that retrying will not change, TransientError for 5xx/network,
+        ArchiveRejected for a file over the size limit (stopped while it downloads).
+
+        `Garmin.download_activity` returns the whole body, however large; this sends
+        the same GET through the library's own authenticated request (its token
+        refresh and 401 retry included) with `stream=True`, and reads it in chunks.
+        A 5xx or network error is retried as the library retries its downloads
+        (`retry_attempts`, exponential waits between `retry_min_wait` and
+        `retry_max_wait`).
+        """
+        limit = self._max_download_bytes
+        attempts, min_wait, max_wait = self._retry
+
+        def fetch(garmin: Garmin) -> bytes:
+            path = f"{garmin.garmin_connect_fit_download}/{int(activity_id)}"
+            response = garmin.client.request(
+                "GET", "connectapi", path, stream=True, headers={"Accept": "*/*"}
             )
-        )
-        if not isinstance(data, bytes):
-            raise TransientError("Garmin download: unexpected response type")
-        return data
+            with contextlib.closing(response):
+                return _read_limited(response, limit)
+
+        for attempt in range(attempts + 1):
+            try:
+                return self._call(fetch)
+            except TransientError as exc:
+                if attempt >= attempts or not _library_would_retry(exc.__cause__):
+                    raise
+                time.sleep(min(max_wait, min_wait * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         """The activity detail (file format, manual flag). One request."""
@@ -246,6 +274,32 @@ class GarminConnectAdapter:
         )
         self._garmin = None
         self._blob = self._version = None
+
+
+def _library_would_retry(cause: BaseException | None) -> bool:
+    """A 5xx answer, or a network error on the request (not on the token refresh)."""
+    if isinstance(cause, GarminConnectConnectionError):
+        status = _status_of(cause)
+        return status is not None and status >= _HTTP_SERVER_ERROR
+    return isinstance(cause, requests.ConnectionError | requests.Timeout)
+
+
+def _read_limited(response: requests.Response, limit: int) -> bytes:
+    """The body, or ArchiveRejected as soon as it is known to be over `limit` bytes:
+    from its Content-Length before reading, else once that much has arrived."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        msg = f"ORIGINAL is {int(declared)} bytes, over the {limit}-byte limit; not downloaded"
+        raise ArchiveRejected(msg)
+    chunks: list[bytes] = []
+    received = 0
+    for chunk in response.iter_content(chunk_size=_DOWNLOAD_CHUNK):
+        received += len(chunk)
+        if received > limit:
+            msg = f"ORIGINAL is over the {limit}-byte limit; download stopped at {received} bytes"
+            raise ArchiveRejected(msg)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _status_from_refresh_message(message: str) -> int | None:

@@ -42,12 +42,21 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef
 
-__all__ = ["MAX_DELAY_SECONDS", "SqsBatch", "SqsEventQueue", "max_receive_count", "sqs_client"]
+__all__ = [
+    "FIRST_SENT_ATTRIBUTE",
+    "MAX_DELAY_SECONDS",
+    "SqsBatch",
+    "SqsEventQueue",
+    "max_receive_count",
+    "sqs_client",
+]
 
 log = logging.getLogger(__name__)
 
 # The longest DelaySeconds SQS accepts. A longer wait defers again on the next delivery.
 MAX_DELAY_SECONDS = 900
+# The message attribute a re-sent copy carries: the first send's SentTimestamp (ms).
+FIRST_SENT_ATTRIBUTE = "firstSentAt"
 
 
 def sqs_client() -> SQSClient:
@@ -218,12 +227,18 @@ class SqsBatch:
             return False
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
 
+        attributes = dict(message.attributes or {})
+        if message.queued is not None and FIRST_SENT_ATTRIBUTE not in attributes:
+            # The copy keeps the first send's time: the worker's outage backoff grows
+            # with the event's age, which a fresh SentTimestamp would reset.
+            first_ms = round(message.queued.enqueued_at.timestamp() * 1000)
+            attributes[FIRST_SENT_ATTRIBUTE] = {"dataType": "Number", "stringValue": str(first_ms)}
         try:
             self._client.send_message(
                 QueueUrl=self._queue_url,
                 MessageBody=message.body,
                 DelaySeconds=delay,
-                MessageAttributes=_send_attributes(message.attributes or {}),
+                MessageAttributes=_send_attributes(attributes),
             )
         except (BotoCoreError, ClientError) as exc:
             code = (
@@ -280,6 +295,9 @@ def _read_record(index: int, record: Mapping[str, Any]) -> _Message:
         return _Message(message_id, None, f"unreadable message: {reason}")
     receives = _int(attributes.get("ApproximateReceiveCount"), default=1)
     sent_ms = _int(attributes.get("SentTimestamp"), default=0)
+    first_sent = (record.get("messageAttributes") or {}).get(FIRST_SENT_ATTRIBUTE)
+    if isinstance(first_sent, Mapping):
+        sent_ms = _int(first_sent.get("stringValue"), default=sent_ms)
     queued = QueuedEvent(
         queue_id=index,
         event=event,

@@ -10,6 +10,11 @@ What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
   persisted with a conditional write; a lost write means another runner refreshed
   first, and its (newer) tokens are used;
 - uploads: one POST, never `.wait()` (which polls and then fetches the activity);
+- the application's access: Strava's 403 "Application Status Inactive" (the owner's
+  subscription lapsed) is kept application-wide in the store; while it holds, calls
+  raise StravaAppInactive without a request, except one probe per 15-minute window
+  (claimed with the store's conditional lease, so one in all processes); the first
+  call that succeeds clears it;
 - errors: translated into garmin2strava.errors.
 
 An adapter serves one account from one thread at a time. Strava's JSON is read in
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -36,11 +42,14 @@ from stravalib.client import Client
 from stravalib.util.limiter import RateLimiter
 
 from garmin2strava.adapters.strava_json import strava_activity_from_json, upload_status_from_json
-from garmin2strava.domain.budget import RateBudget
+from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
+from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import AuditEvent, StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.errors import (
+    APP_INACTIVE_CAUSE,
     G2SError,
     RateLimited,
+    StravaAppInactive,
     StravaAuthError,
     StravaNotFound,
     TransientError,
@@ -48,6 +57,7 @@ from garmin2strava.errors import (
 from garmin2strava.ports import Store
 
 __all__ = [
+    "PROBE_LEASE",
     "REAL_BASE_URL",
     "RewritingSession",
     "StravaAdapter",
@@ -59,6 +69,9 @@ log = logging.getLogger(__name__)
 REAL_BASE_URL = "https://www.strava.com"
 REFRESH_MARGIN_S = 300
 TIMEOUT_S = 30.0
+# The lease that holds an inactive application's probe for one window. Not a user: the
+# `~` is outside the characters a user id may have (settings.user_id).
+PROBE_LEASE = "~strava-app-probe"
 
 
 def rewrite_url(url: str, base_url: str) -> str:
@@ -135,6 +148,23 @@ def _json(response: requests.Response | None) -> Any:
         return None
 
 
+def _app_inactive_answer(response: requests.Response | None) -> bool:
+    """Strava's answer to an inactive application (stravalib issue #730): 403 with
+    `{"resource": "Application", "field": "Status", "code": "Inactive"}` in `errors`."""
+    if response is None or response.status_code != 403:  # noqa: PLR2004 - HTTP status
+        return False
+    body = _json(response)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return False
+    wanted = ("application", "status", "inactive")
+    return any(
+        isinstance(e, dict)
+        and tuple(str(e.get(k, "")).lower() for k in ("resource", "field", "code")) == wanted
+        for e in errors
+    )
+
+
 def _error_summary(response: requests.Response | None) -> str:
     """Strava's error fields (never a token: Strava does not echo them)."""
     body = _json(response)
@@ -155,17 +185,19 @@ class StravaAdapter:
         client_secret: str,
         base_url: str = REAL_BASE_URL,
         budget_key: str = "strava_budget",
+        access_key: str = APP_ACCESS_KEY,
         clock: Callable[[], datetime] | None = None,
         rotation_grace_s: float = 2.0,
         audit_retention_days: int = 7,
     ) -> None:
         self._store = store
-        self._audit_retention_days = audit_retention_days
         self._rotation_grace_s = rotation_grace_s
         self._user_id = user_id
         self._client_id = client_id
         self._client_secret = client_secret
         self._budget_key = budget_key
+        self._access_key = access_key
+        self._audit_retention_days = audit_retention_days
         self._clock = clock or (lambda: datetime.now(UTC))
         self._priority = False
         self._session = RewritingSession(
@@ -222,9 +254,9 @@ class StravaAdapter:
             raise StravaAuthError(msg)
         return tokens
 
-    def _usable_tokens(self) -> StravaTokens:
+    def _usable_tokens(self, margin_s: float = REFRESH_MARGIN_S) -> StravaTokens:
         tokens = self._stored_tokens()
-        return self._refresh(tokens) if self._expiring(tokens) else tokens
+        return self._refresh(tokens) if self._expiring(tokens, margin_s) else tokens
 
     def _refresh(self, stale: StravaTokens) -> StravaTokens:
         # One refresh at a time per account in this process; other processes are
@@ -235,8 +267,8 @@ class StravaAdapter:
                 return current  # refreshed by someone else while we waited
             return self._refresh_unlocked(current)
 
-    def _expiring(self, tokens: StravaTokens) -> bool:
-        return tokens.expires_at - self._clock().timestamp() < REFRESH_MARGIN_S
+    def _expiring(self, tokens: StravaTokens, margin_s: float = REFRESH_MARGIN_S) -> bool:
+        return tokens.expires_at - self._clock().timestamp() < margin_s
 
     def _newer_tokens(self, stale: StravaTokens) -> StravaTokens | None:
         """Tokens another runner stored after `stale`, waiting up to the grace period:
@@ -258,6 +290,8 @@ class StravaAdapter:
                 refresh_token=stale.refresh_token,
             )
         except exc.Fault as error:
+            if _app_inactive_answer(error.response):
+                raise self._app_inactive() from None
             status = error.response.status_code if error.response is not None else 0
             if status >= 500:  # noqa: PLR2004 - HTTP status
                 raise TransientError(f"Strava token endpoint answered {status}") from None
@@ -304,8 +338,13 @@ class StravaAdapter:
     # -- calls ---------------------------------------------------------------------------
     def _call(self, request: Callable[[], Any], *, priority: bool = False) -> Any:
         """Run one stravalib call with fresh tokens; after a 401, refresh once and retry
-        once. Answers with an HTTP error become garmin2strava errors."""
-        tokens = self._usable_tokens()
+        once. Answers with an HTTP error become garmin2strava errors.
+
+        While the application is inactive only the window's probe gets through (the
+        rest raise StravaAppInactive unsent); it uses a token that has not expired yet
+        as it is, so that the probe is one request."""
+        probing = self._pass_access_gate()
+        tokens = self._usable_tokens(0 if probing else REFRESH_MARGIN_S)
         for attempt in (1, 2):
             self._client.access_token = tokens.access_token
             self._session.forget_response()
@@ -327,6 +366,8 @@ class StravaAdapter:
                 continue
             if status >= 400 or response is None:  # noqa: PLR2004 - HTTP status
                 self._raise_for(response)
+            if probing:
+                self._app_recovered()
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -340,6 +381,8 @@ class StravaAdapter:
             budget = self.budget()
             until = budget.blocked_until or budget.next_reset(now)
             raise RateLimited(until, "Strava answered 429")
+        if _app_inactive_answer(response):
+            raise self._app_inactive()
         if status in {401, 403}:
             msg = f"Strava refused access for user {self._user_id} ({status}: {detail})"
             raise StravaAuthError(msg)
@@ -348,6 +391,79 @@ class StravaAdapter:
         if status >= 500 or status == 408:  # noqa: PLR2004 - HTTP status
             raise TransientError(f"Strava answered {status}")
         raise G2SError(f"Strava answered {status} ({detail})")
+
+    # -- the application's access ------------------------------------------------------
+    def app_access(self) -> StravaAppAccess:
+        return StravaAppAccess.from_dict(self._store.get_app_state(self._access_key))
+
+    def _pass_access_gate(self) -> bool:
+        """True when this call is the probe of an inactive application; raises
+        StravaAppInactive when it is inactive and the window's probe went already."""
+        access = self.app_access()
+        if not access.inactive:
+            return False
+        now = self._clock()
+        if not self._claim_probe(now):
+            raise StravaAppInactive(next_window_reset(now))
+        log.info(
+            "strava.app_probe",
+            extra={"userId": self._user_id, "inactiveSince": _iso(access.inactive_since)},
+        )
+        return True
+
+    def _claim_probe(self, now: datetime) -> bool:
+        # The store's conditional lease, held to the end of the window: whatever the
+        # number of threads, processes and Lambda functions, one of them probes.
+        ttl = max(1, math.ceil((next_window_reset(now) - now).total_seconds()))
+        return self._store.acquire_lease(PROBE_LEASE, uuid.uuid4().hex, now=now, ttl_seconds=ttl)
+
+    def _app_inactive(self) -> StravaAppInactive:
+        """Strava answered "Application Status Inactive": keep it, say it once."""
+        now = self._clock()
+        before = self.app_access()
+        after = before.deactivated(now, APP_INACTIVE_CAUSE)
+        self._store.put_app_state(self._access_key, after.to_dict())
+        self._claim_probe(now)  # this answer was the window's request
+        until = next_window_reset(now)
+        fields = {
+            "userId": self._user_id,
+            "inactiveSince": _iso(after.inactive_since),
+            "nextProbeAt": until.isoformat(),
+        }
+        if before.inactive:
+            log.info("strava.app_still_inactive", extra=fields | {"probes": after.probes})
+        else:
+            log.error("strava.app_inactive", extra=fields | {"cause": APP_INACTIVE_CAUSE})
+            self._audit_every_account("strava.app_inactive", fields | {"cause": APP_INACTIVE_CAUSE})
+        return StravaAppInactive(until)
+
+    def _app_recovered(self) -> None:
+        """The probe succeeded: Strava serves the application again."""
+        now = self._clock()
+        before = self.app_access()
+        if not before.inactive:
+            return  # another runner saw it first
+        self._store.put_app_state(self._access_key, before.recovered(now).to_dict())
+        fields = {
+            "userId": self._user_id,
+            "inactiveSince": _iso(before.inactive_since),
+            "probes": before.probes,
+        }
+        log.warning("strava.app_recovered", extra=fields)
+        self._audit_every_account("strava.app_recovered", fields)
+
+    def _audit_every_account(self, kind: str, detail: dict[str, Any]) -> None:
+        """Every account waits on the application: each one's audit says why."""
+        now = self._clock()
+        for account in self._store.list_accounts():
+            event = AuditEvent(
+                user_id=account.user_id,
+                at=now,
+                kind=kind,
+                event_id=uuid.uuid4().hex,
+                detail=detail,
+            )
+            self._store.add_audit(event, retention_days=self._audit_retention_days)
 
     # -- StravaPort ----------------------------------------------------------------------
     def list_activities(
@@ -457,3 +573,7 @@ class StravaAdapter:
             )
 
         return upload_status_from_json(self._call(request, priority=True))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

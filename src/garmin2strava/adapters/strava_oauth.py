@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import requests
@@ -14,12 +15,14 @@ from stravalib.protocol import Scope
 from garmin2strava.adapters.strava import (
     REAL_BASE_URL,
     RewritingSession,
+    _app_inactive_answer,
     _client,
     _json,
     rewrite_url,
 )
+from garmin2strava.domain.budget import next_window_reset
 from garmin2strava.domain.models import StravaTokens
-from garmin2strava.errors import G2SError, StravaAuthError, TransientError
+from garmin2strava.errors import G2SError, StravaAppInactive, StravaAuthError, TransientError
 
 __all__ = ["authorization_url", "bootstrap_tokens_from_refresh_token", "exchange_code"]
 
@@ -43,6 +46,9 @@ def authorization_url(
 
 
 def _token_error(error: exc.Fault, what: str) -> G2SError:
+    if _app_inactive_answer(error.response):
+        # Not the athlete's doing: authorizing again would not help.
+        return StravaAppInactive(next_window_reset(datetime.now(UTC)))
     status = error.response.status_code if error.response is not None else 0
     if status >= 500:  # noqa: PLR2004 - HTTP status
         return TransientError(f"Strava token endpoint answered {status}")

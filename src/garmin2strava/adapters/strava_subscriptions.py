@@ -6,13 +6,21 @@ Application calls: client id and secret, no athlete token, not counted in the bu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import requests
 from stravalib import exc
 
-from garmin2strava.adapters.strava import REAL_BASE_URL, RewritingSession, _client, _error_summary
-from garmin2strava.errors import G2SError, StravaAuthError, TransientError
+from garmin2strava.adapters.strava import (
+    REAL_BASE_URL,
+    RewritingSession,
+    _app_inactive_answer,
+    _client,
+    _error_summary,
+)
+from garmin2strava.domain.budget import next_window_reset
+from garmin2strava.errors import G2SError, StravaAppInactive, StravaAuthError, TransientError
 
 __all__ = ["create_subscription", "delete_subscription", "list_subscriptions"]
 
@@ -55,7 +63,10 @@ def list_subscriptions(
     session = RewritingSession(base_url)
     client = _client(session)
     try:
-        # Strava documents these two as query parameters of this GET.
+        # Strava documents these two as query parameters of this GET, and a GET that
+        # carries a body is refused before it reaches Strava (stravalib #740/#741):
+        # the one request whose URL holds the client secret. `webhook list` is run by
+        # hand; nothing in the daemon calls it.
         body = client.protocol.get(
             "/push_subscriptions", client_id=client_id, client_secret=client_secret
         )
@@ -88,6 +99,8 @@ def delete_subscription(
 
 
 def _subscription_error(response: requests.Response | None, callback_url: str | None) -> G2SError:
+    if _app_inactive_answer(response):
+        return StravaAppInactive(next_window_reset(datetime.now(UTC)))
     status = response.status_code if response is not None else 0
     detail = _error_summary(response)
     if status == 401 or "client_id" in detail:  # noqa: PLR2004 - HTTP status

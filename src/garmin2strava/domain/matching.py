@@ -5,11 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from garmin2strava.domain.activities import (
-    is_our_external_id,
-    sport_family,
-    strava_sport_family,
-)
+from garmin2strava.domain.activities import is_our_external_id, strava_sport_family
 from garmin2strava.domain.models import GarminActivity, StravaActivity, Workout
 
 __all__ = ["Match", "find_match", "workout_as_strava_activity"]
@@ -61,7 +57,7 @@ def _elapsed_agrees(activity: GarminActivity, strava: StravaActivity) -> bool:
 
 
 def _sport_agrees(activity: GarminActivity, strava: StravaActivity) -> bool:
-    return sport_family(activity.type_key) == strava_sport_family(strava.sport_type)
+    return activity.family == strava_sport_family(strava.sport_type)
 
 
 def workout_as_strava_activity(workout: Workout) -> StravaActivity:

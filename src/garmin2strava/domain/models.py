@@ -88,12 +88,15 @@ class GarminActivity:
     """One row of Garmin's activity list, parsed and checked."""
 
     activity_id: int
-    name: str
-    type_key: str
-    start_utc: datetime  # aware, UTC
+    name: str  # one line, no control characters, bounded (domain.text.clean_name)
+    type_key: str  # normalized: lower case, no `_v2` suffix
+    start_utc: datetime  # aware, UTC, within domain.activities' plausible bounds
     elapsed_seconds: float
     distance_m: float | None
     manual: bool
+    family: str  # "run", "ride", ... (domain.activity_types.FAMILIES)
+    indoor: bool  # uploaded with Strava's trainer flag
+    description: str = ""  # the Garmin description, cleaned; "" when it has none
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from garmin2strava.bootstrap import App, bootstrap, utc_now
 from garmin2strava.domain.models import LedgerEntry
+from garmin2strava.domain.text import shown
 from garmin2strava.entrypoints.console_commands import CONSOLE_COMMANDS, run_console_command
 from garmin2strava.entrypoints.mirror_commands import MIRROR_COMMANDS, run_mirror_command
 from garmin2strava.errors import ConfigError, G2SError
@@ -125,7 +126,7 @@ def format_report(report: Any, *, dry_run: bool = False) -> str:
     for outcome, garmin_id, detail in report.actions:
         label = "would upload" if outcome == "would_upload" else outcome
         lines.append(f"  {label:<12} garmin {garmin_id}  {detail}".rstrip())
-    if report.deferred_until:
+    if report.deferred_until and not report.error:
         lines.append(f"  Strava budget spent: the rest waits until {report.deferred_until}")
     if len(lines) == 1:
         lines.append("  nothing to do" + (" (dry run)" if dry_run else ""))
@@ -187,7 +188,8 @@ def cmd_uploads(settings: Settings, args: argparse.Namespace) -> int:
         strava = str(e.strava_activity_id or "-")
         print(
             f"{e.user_id:<10} {e.garmin_activity_id:>12} {start:<17} {e.outcome.value:<10} "
-            f"{strava:>12}  {e.activity_name} {('- ' + e.detail) if e.detail else ''}".rstrip()
+            f"{strava:>12}  {shown(e.activity_name)} "
+            f"{('- ' + shown(e.detail)) if e.detail else ''}".rstrip()
         )
     return 0
 
@@ -226,7 +228,9 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     app = _app(settings)
-    status = account_status(app.store)
+    status = account_status(
+        app.store, now=app.clock(), athlete_capacity=settings.strava_athlete_capacity
+    )
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -247,6 +251,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             )
     budget = status["stravaBudget"]
     print(f"Strava budget: {json.dumps(budget) if budget else 'no request made yet'}")
+    strava_app = status["stravaApp"]
+    since = f" since {strava_app['inactiveSince']}" if strava_app["inactiveSince"] else ""
+    print(f"Strava application: {strava_app['state']}{since}")
+    for warning in status["warnings"]:
+        print(f"warning: {warning}")
     return 0
 
 

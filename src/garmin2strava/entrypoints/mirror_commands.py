@@ -186,6 +186,8 @@ def workout_json(w: Workout) -> dict[str, Any]:
 
 
 def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
+    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
+
     app = _app(settings)
     user_id = args.user or settings.user_id
     rows = app.store.list_workouts(user_id, include_deleted=args.include_deleted)
@@ -200,8 +202,8 @@ def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
         km = f"{w.distance / 1000:.2f}" if w.distance is not None else "-"
         flags = (" [deleted]" if w.is_deleted else "") + (" [private]" if w.is_private else "")
         print(
-            f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {w.sport_type:<12} {km:>6}  "
-            f"{w.name}{flags}"
+            f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {shown(w.sport_type):<12} "
+            f"{km:>6}  {shown(w.name)}{flags}"
         )
     return 0
 

@@ -102,6 +102,10 @@ class _State:
         self.refresh: set[str] = set()
         self.records: dict[int, dict[str, Any]] = {}
         self.originals: dict[int, tuple[bytes, str] | None] = {}
+        # Huge ORIGINALs made up while they are sent: id -> (size, send Content-Length),
+        # and how many bytes of each the emulator managed to send.
+        self.huge: dict[int, tuple[int, bool]] = {}
+        self.huge_sent: Counter[int] = Counter()
         self.requests: Counter[str] = Counter()
         self.failures: dict[str, deque[int]] = {}
 
@@ -267,6 +271,10 @@ class _Handler(BaseHTTPRequestHandler):
             return record, state.originals.get(int(raw_id))
 
     def _download(self, raw_id: str) -> None:
+        huge = self.server.state.huge.get(int(raw_id)) if raw_id.isdigit() else None
+        if huge is not None:
+            self._send_huge(int(raw_id), *huge)
+            return
         found = self._lookup(raw_id)
         if found is None or found[1] is None:
             self._error(404)
@@ -278,6 +286,29 @@ class _Handler(BaseHTTPRequestHandler):
             content_type="application/x-zip-compressed",
             extra={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
+
+    def _send_huge(self, activity_id: int, size: int, declare_length: bool) -> None:
+        """`size` zero bytes, made up chunk by chunk (never held in memory), until the
+        client stops reading; without Content-Length the end is the connection's."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-zip-compressed")
+        if declare_length:
+            self.send_header("Content-Length", str(size))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        chunk = bytes(1024 * 1024)
+        left = size
+        try:
+            while left > 0:
+                piece = chunk[: min(left, len(chunk))]
+                self.wfile.write(piece)
+                left -= len(piece)
+                with self.server.state.lock:
+                    self.server.state.huge_sent[activity_id] += len(piece)
+        except OSError:  # the client hung up: what it wanted to show
+            self.close_connection = True
 
     def _activity(self, raw_id: str) -> None:
         found = self._lookup(raw_id)
@@ -417,6 +448,18 @@ class GarminSandbox:
             self._state.originals[activity_id] = (
                 None if original is None else (original, original_name or f"{activity_id}.zip")
             )
+
+    def add_huge_original(
+        self, record: dict[str, Any], size: int, *, declare_length: bool = True
+    ) -> None:
+        """Serve `record` with an ORIGINAL of `size` bytes, generated while it is sent."""
+        self.add_activity(record, b"")
+        with self._state.lock:
+            self._state.huge[int(record["activityId"])] = (size, declare_length)
+
+    def huge_bytes_sent(self, activity_id: int) -> int:
+        with self._state.lock:
+            return self._state.huge_sent[activity_id]
 
     make_record = staticmethod(make_record)
 

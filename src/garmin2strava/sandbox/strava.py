@@ -92,6 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: request lines carry tokens in query strings (stravalib 2.5 style)."""
 
     def _serve(self, method: str) -> None:
+        self.sandbox.record_request(method, self.path)
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)

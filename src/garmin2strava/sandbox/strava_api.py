@@ -27,6 +27,11 @@ class StravaApi(StravaState):
     def handle(  # noqa: PLR0911 - one dispatch table, read top to bottom
         self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, dict[str, Any] | list[Any], dict[str, str]]:
+        if self.application_inactive and path.startswith("/api/v3/"):
+            with self.lock:
+                self.requests["inactive"] += 1
+            # Strava's answer, shaped after stravalib issue #730.
+            return 403, _error_body("Forbidden", "Application", "Status", "Inactive"), {}
         found = _PUSH_SUBSCRIPTIONS.fullmatch(path.rstrip("/"))
         if found:
             # Outside the lock: creating one waits for the callback's handshake.

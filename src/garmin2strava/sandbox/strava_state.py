@@ -61,6 +61,12 @@ class StravaState:
         # rejects), and whether a POST's answer already carries the processing verdict.
         self.upload_errors: list[str] = []
         self.verdict_on_post = False
+        # The owner's subscription lapsed (Strava's developer program of 2026): every
+        # API call gets 403 "Application Status Inactive"; the token endpoint still
+        # answers, as it does for real (stravalib issue #730, dreeve issue #2562).
+        self.application_inactive = False
+        # Every request line (method and target, query included) as it arrived.
+        self.request_lines: list[str] = []
         self.activities: dict[int, SandboxActivity] = {}
         self.upload_records: dict[int, SandboxUpload] = {}
         self.requests: Counter[str] = Counter()
@@ -187,6 +193,10 @@ class StravaState:
         with self.lock:
             self._roll_windows()
             self._usage = [short_all, daily_all, short_read, daily_read]
+
+    def record_request(self, method: str, target: str) -> None:
+        with self.lock:
+            self.request_lines.append(f"{method} {target}")
 
     def fail_next(self, endpoint: str, status: int, times: int = 1) -> None:
         """The next `times` requests to `endpoint` ("list", "upload", ...) get `status`."""

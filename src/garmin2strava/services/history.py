@@ -28,6 +28,8 @@ _LABELS = {
     "strava.auth_failed": "Strava refused the token",
     "garmin.auth_failed": "Garmin refused the tokens",
     "strava.deauthorized": "Strava access revoked",
+    "strava.app_inactive": "Strava application inactive: waiting",
+    "strava.app_recovered": "Strava application active again",
     "upload.gave_up": "gave up an upload",
     "mirror.dead_letter": "webhook event dead-lettered",
     "account.paused": "paused",
@@ -124,5 +126,5 @@ def _lines(entry: HistoryEntry) -> Iterable[str]:
 
 
 def _event_detail(detail: dict[str, Any]) -> str:
-    keys = ("error", "until", "activityId", "athleteId", "by", "workoutsDeleted")
+    keys = ("error", "until", "activityId", "athleteId", "by", "workoutsDeleted", "cause")
     return " ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))

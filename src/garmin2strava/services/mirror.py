@@ -3,7 +3,8 @@
 `receive_webhook` runs inside Strava's 2-second budget: validate, enqueue, answer. It
 imports nothing heavy and never calls Strava. `process_events` is the worker: one
 claim of grouped events, one Strava fetch per activity at most, retries with backoff,
-dead letters after the last attempt.
+dead letters after the last attempt. A Strava outage (5xx, timeout, refused
+connection) is waited out however long it lasts, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from garmin2strava.domain.webhook import (
     parse_event,
 )
 from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_activity, soft_delete
-from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound
+from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
 from garmin2strava.ports import EventQueue, EventSink, Store, StravaPort
 
 __all__ = [
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 1.0  # 1 s, 2 s, 4 s, ...
 DEFAULT_MAX_ATTEMPTS = 3
+# After its last counted attempt an event that meets a Strava outage waits half its
+# age again (x1.5 each time), at most this long, and is never dead-lettered.
+OUTAGE_MAX_WAIT_SECONDS = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +179,12 @@ class _Run:
 
 
 class _Deferred(Exception):
-    """Internal: the Strava budget is spent until `until`."""
+    """Internal: no Strava request before `until` (the budget is spent, the
+    application is inactive, or a fetch of this batch met an outage)."""
 
-    def __init__(self, until: datetime) -> None:
+    def __init__(self, until: datetime, reason: str = "") -> None:
         self.until = until
+        self.reason = reason
         super().__init__(until.isoformat())
 
 
@@ -214,11 +220,20 @@ def process_events(
             queue.release(group, available_at=exc.until)
             counts.deferred += len(group)
             stats.add("events_deferred", len(group))
-            log.info("mirror.deferred", extra=fields | {"until": exc.until.isoformat()})
+            log.info(
+                "mirror.deferred",
+                extra=fields | {"until": exc.until.isoformat(), "reason": exc.reason},
+            )
         except _Permanent as exc:
             _bury(run, queue, group, str(exc))
             counts.dead += len(group)
             stats.add("events_dead", len(group))
+        except TransientError as exc:
+            retry_at = _wait_out_outage(queue, group, exc, now=now, max_attempts=max_attempts)
+            # The groups behind it would meet the same outage: they wait with it, unsent.
+            deferred_until = max(deferred_until or retry_at, retry_at)
+            counts.retried += len(group)
+            stats.add("events_failed", len(group))
         except Exception as exc:  # noqa: BLE001 (any failure is retried, then dead-lettered)
             error = f"{type(exc).__name__}: {exc}"[:500]
             attempts = max(r.attempts for r in group) + 1
@@ -243,6 +258,36 @@ def process_events(
             stats.add("strava_fetches", fetched)
             log.info("mirror.processed", extra=fields | {"durationMs": _ms_since(started)})
     return counts
+
+
+def _wait_out_outage(
+    queue: EventQueue,
+    group: Sequence[QueuedEvent],
+    exc: TransientError,
+    *,
+    now: datetime,
+    max_attempts: int,
+) -> datetime:
+    """Schedule the group's next try after a Strava outage met it; returns when.
+
+    Before the last attempt: a counted failure, 1 s, 2 s, 4 s, ... as any other. From
+    then on: put back without counting (in SQS a delayed copy, which SQS's redrive
+    never dead-letters), after half the event's age, at most OUTAGE_MAX_WAIT_SECONDS.
+    So an outage of an hour costs an event about a dozen tries and loses nothing."""
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    attempts = max(r.attempts for r in group) + 1
+    fields = _event_fields(group[0].event) | {"attempt": attempts, "error": error}
+    if attempts < max_attempts:
+        delay = BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
+        queue.fail(group, retry_at=now + timedelta(seconds=delay), error=error)
+        log.warning("mirror.retry_scheduled", extra=fields | {"delaySeconds": delay})
+        return now + timedelta(seconds=delay)
+    age = (now - min(r.enqueued_at for r in group)).total_seconds()
+    last_backoff = BACKOFF_BASE_SECONDS * 2 ** min(max_attempts - 1, 30)
+    delay = min(OUTAGE_MAX_WAIT_SECONDS, max(last_backoff, age / 2))
+    queue.release(group, available_at=now + timedelta(seconds=delay))
+    log.warning("mirror.outage_wait", extra=fields | {"delaySeconds": delay, "ageSeconds": age})
+    return now + timedelta(seconds=delay)
 
 
 def run_worker(
@@ -346,8 +391,8 @@ def _fetch(run: _Run, user_id: str, activity_id: int, as_of: datetime) -> Workou
     comes after every event of the group, so the row is stamped with the newest."""
     try:
         raw = run.strava_for(user_id).get_activity(activity_id)
-    except RateLimited as exc:
-        raise _Deferred(exc.until) from exc
+    except RateLimited as exc:  # StravaAppInactive too: no account is at fault
+        raise _Deferred(exc.until, str(exc)) from exc
     except StravaNotFound:
         return None
     except StravaAuthError as exc:

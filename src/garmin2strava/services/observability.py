@@ -9,6 +9,7 @@ from typing import Any
 
 from garmin2strava.ports import EventQueue, Store
 from garmin2strava.services.mirror import MirrorStats
+from garmin2strava.services.status import strava_app_status
 
 __all__ = ["HealthReport", "Sample", "check_health", "collect_metrics"]
 
@@ -39,9 +40,9 @@ def check_health(
     max_cycle_age: timedelta,
     max_worker_silence: timedelta = timedelta(seconds=60),
 ) -> HealthReport:
-    """Healthy when the worker ran lately without error and every enabled account's
-    last sync cycle succeeded and is recent. An account that never ran is not a fault
-    (the daemon just started)."""
+    """Healthy when the worker ran lately without error, Strava serves the application,
+    and every enabled account's last sync cycle succeeded and is recent. An account
+    that never ran is not a fault (the daemon just started)."""
     reasons: list[str] = []
     detail: dict[str, Any] = {}
     last_run, last_error = stats.worker_last_run, stats.worker_last_error
@@ -50,6 +51,13 @@ def check_health(
         reasons.append("mirror worker not running")
     elif last_error:
         reasons.append(f"mirror worker failing: {last_error}")
+    strava_app = strava_app_status(store, now=now)
+    detail["stravaApp"] = strava_app
+    if strava_app["state"] == "inactive":
+        reasons.append(
+            f"Strava application inactive since {strava_app['inactiveSince']}: "
+            f"{strava_app['cause']}; next probe at {strava_app['nextProbeAt']}"
+        )
     for account in store.list_accounts():
         if not account.enabled:
             continue
@@ -101,7 +109,10 @@ def collect_metrics(
         ("processed", "Events the worker settled."),
         ("failed", "Failed processing attempts."),
         ("dead", "Events moved to the dead-letter store."),
-        ("deferred", "Events put back because the Strava budget was spent."),
+        (
+            "deferred",
+            "Events put back unsent: Strava budget spent, application inactive or outage.",
+        ),
     ):
         samples.append(
             Sample(
@@ -135,6 +146,21 @@ def collect_metrics(
                 )
             )
     if store is not None:
+        strava_app = strava_app_status(store, now=now)
+        samples.append(
+            Sample(
+                "g2s_strava_app_inactive",
+                1 if strava_app["state"] == "inactive" else 0,
+                "1 while Strava refuses the application (403 Application Status Inactive).",
+            )
+        )
+        samples.append(
+            Sample(
+                "g2s_strava_app_inactive_probes",
+                strava_app["probes"],
+                "Requests answered 'inactive' in the current inactive spell (one a window).",
+            )
+        )
         outcomes: dict[str, int] = {}
         for account in store.list_accounts():
             for entry in store.list_uploads(account.user_id):

@@ -1,21 +1,68 @@
-"""What `garmin2strava status` reports, per account."""
+"""What `garmin2strava status` reports: per account, and for the Strava application
+(its access, its rate budget, its athlete capacity)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from garmin2strava.domain.models import UploadOutcome
+from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
+from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
+from garmin2strava.errors import APP_INACTIVE_CAUSE
 from garmin2strava.ports import Store
 
-__all__ = ["STRAVA_BUDGET_KEY", "account_status"]
+__all__ = [
+    "DEFAULT_ATHLETE_CAPACITY",
+    "STRAVA_BUDGET_KEY",
+    "account_status",
+    "strava_app_status",
+]
 
 STRAVA_BUDGET_KEY = "strava_budget"
+DEFAULT_ATHLETE_CAPACITY = 10  # Strava's Standard tier since June 2026
 
 
-def account_status(store: Store) -> dict[str, Any]:
+def strava_app_status(store: Store, *, now: datetime) -> dict[str, Any]:
+    """The application's access as `status`, /healthz and /metrics show it."""
+    access = StravaAppAccess.from_dict(store.get_app_state(APP_ACCESS_KEY))
+    next_probe = access.next_probe_at(now)
+    return {
+        "state": "inactive" if access.inactive else "active",
+        "inactiveSince": access.inactive_since.isoformat() if access.inactive_since else None,
+        "cause": APP_INACTIVE_CAUSE if access.inactive else None,
+        "probes": access.probes,
+        "lastProbeAt": access.last_probe_at.isoformat() if access.last_probe_at else None,
+        "nextProbeAt": next_probe.isoformat() if next_probe else None,
+        "recoveredAt": access.recovered_at.isoformat() if access.recovered_at else None,
+    }
+
+
+def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
+    # An athlete counts against the capacity from authorizing until revoking.
+    connected = [
+        a
+        for a in accounts
+        if a.strava_athlete_id is not None and a.status is not AccountStatus.DISCONNECTED
+    ]
+    if len(connected) <= capacity:
+        return []
+    warning = (
+        f"the Strava application holds {len(connected)} connected accounts but serves at "
+        f"most {capacity} athletes (G2S_STRAVA_ATHLETE_CAPACITY; 10 in Strava's Standard "
+        "tier): Strava refuses the athletes beyond it; disconnect some, or move the "
+        "application to the Extended tier and raise the setting"
+    )
+    return [warning]
+
+
+def account_status(
+    store: Store, *, now: datetime, athlete_capacity: int = DEFAULT_ATHLETE_CAPACITY
+) -> dict[str, Any]:
     accounts: list[dict[str, Any]] = []
-    for account in store.list_accounts():
+    listed = store.list_accounts()
+    for account in listed:
         entries = store.list_uploads(account.user_id, limit=3000)
         counts = Counter(e.outcome.value for e in entries)
         failing = [
@@ -46,4 +93,13 @@ def account_status(store: Store) -> dict[str, Any]:
                 "failures": failing,
             }
         )
-    return {"accounts": accounts, "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY)}
+    app = strava_app_status(store, now=now)
+    warnings = _capacity_warnings(listed, athlete_capacity)
+    if app["state"] == "inactive":
+        warnings.insert(0, f"{APP_INACTIVE_CAUSE}; next probe at {app['nextProbeAt']}")
+    return {
+        "accounts": accounts,
+        "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY),
+        "stravaApp": app | {"athleteCapacity": athlete_capacity},
+        "warnings": warnings,
+    }

@@ -31,6 +31,7 @@ from garmin2strava.errors import (
     GarminRateLimited,
     GarminRefused,
     RateLimited,
+    StravaAppInactive,
     StravaAuthError,
     TransientError,
 )
@@ -44,6 +45,8 @@ from garmin2strava.services.sync_uploads import StravaUploads
 __all__ = ["CycleReport", "SyncConfig", "SyncDeps", "sync_account"]
 
 log = logging.getLogger(__name__)
+
+_MAX_GARMIN_BACKOFF_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +250,14 @@ class _Cycle:
                 self._renew_lease()
                 self._handle(activity, ledger.get(activity.activity_id))
             self.uploads.poll()
+        except StravaAppInactive as exc:
+            # The application's state, said once by the adapter: no account is at fault.
+            self.report.deferred_until = exc.until
+            self.report.error = str(exc)
+            log.info(
+                "sync.strava_app_inactive",
+                extra={"userId": self.user_id, "until": exc.until.isoformat()},
+            )
         except RateLimited as exc:
             self.report.deferred_until = exc.until
             log.warning(
@@ -259,6 +270,11 @@ class _Cycle:
             self._needs_human(AccountStatus.NEEDS_GARMIN_LOGIN, "garmin.auth_failed", str(exc))
         except StravaAuthError as exc:
             self._needs_human(AccountStatus.NEEDS_STRAVA_AUTH, "strava.auth_failed", str(exc))
+        except TransientError as exc:
+            # An outage (Strava's existence check, Garmin's list): nothing was decided,
+            # nothing is lost; the next cycle asks again.
+            self.report.error = f"{exc}; retried next cycle"
+            log.warning("sync.transient", extra={"userId": self.user_id, "error": str(exc)})
 
     # -- one activity --------------------------------------------------------------------
     def _handle(self, activity: GarminActivity, entry: LedgerEntry | None) -> None:
@@ -270,20 +286,46 @@ class _Cycle:
         if self.dry_run:
             self.report.note("would_upload", garmin_id, activity.name)
             return
-        original = self._download(activity, entry)
-        if original is None:
-            return
-        with tempfile.TemporaryDirectory(prefix="g2s-") as workdir:
-            try:
-                prepared = self.deps.files.prepare(original, Path(workdir))
-            except FileRejected as exc:
-                self.records.settle(activity, entry, UploadOutcome.SKIPPED, f"file rejected: {exc}")
-                log.warning(
-                    "upload.file_rejected",
-                    extra={"userId": self.user_id, "activityId": garmin_id, "reason": str(exc)},
-                )
-                return
-            self.uploads.upload(activity, entry, prepared.path, prepared.data_type)
+        # The work directory first: when the disk is full or the directory unwritable,
+        # nothing is downloaded for nothing.
+        try:
+            with tempfile.TemporaryDirectory(prefix="g2s-") as workdir:
+                original = self._download(activity, entry)
+                if original is None:
+                    return
+                try:
+                    prepared = self.deps.files.prepare(original, Path(workdir))
+                except FileRejected as exc:
+                    self._rejected(activity, entry, exc)
+                    return
+                del original  # the extracted file is on disk; the zip's bytes can go
+                self.uploads.upload(activity, entry, prepared.path, prepared.data_type)
+        except OSError as exc:
+            self._local_failure(activity, entry, exc)
+
+    def _rejected(
+        self, activity: GarminActivity, entry: LedgerEntry | None, exc: Exception
+    ) -> None:
+        self.records.settle(activity, entry, UploadOutcome.SKIPPED, f"file rejected: {exc}")
+        log.warning(
+            "upload.file_rejected",
+            extra={
+                "userId": self.user_id,
+                "activityId": activity.activity_id,
+                "reason": str(exc),
+            },
+        )
+
+    def _local_failure(
+        self, activity: GarminActivity, entry: LedgerEntry | None, exc: OSError
+    ) -> None:
+        """The temporary directory cannot be written (full, unwritable, over a file size
+        limit): this machine's fault, not the run's. Failed with a retry time, as often
+        as it takes, never given up as `dead`."""
+        reason = f"temporary directory unusable ({tempfile.gettempdir()}): {exc.strerror or exc}"
+        attempt = self.records.entry(activity, entry, UploadOutcome.FAILED, "")
+        attempt = replace(attempt, attempts=attempt.attempts + 1)
+        self.records.fail(activity, attempt, reason, may_give_up=False)
 
     def _download(self, activity: GarminActivity, entry: LedgerEntry | None) -> bytes | None:
         """The ORIGINAL zip, or None once the ledger says why there is none."""
@@ -296,6 +338,9 @@ class _Cycle:
         except GarminRefused as exc:
             # The same answer on every attempt: settle now, go on with the others.
             self.records.settle(activity, entry, UploadOutcome.SKIPPED, f"download refused: {exc}")
+        except FileRejected as exc:
+            # Over the size limit: stopped while downloading, the same on every attempt.
+            self._rejected(activity, entry, exc)
         except TransientError as exc:
             # Garmin's outage, not this run's fault: retried at the capped backoff (up
             # to 6 h apart) however long it lasts, never given up as `dead`.
@@ -337,7 +382,9 @@ class _Cycle:
 
     # -- account-level outcomes ---------------------------------------------------------
     def _garmin_backoff(self) -> None:
-        until = self.deps.clock() + timedelta(seconds=self.config.garmin_backoff_s)
+        # Bounded here too: no setting may turn a 429 into an OverflowError.
+        backoff_s = min(self.config.garmin_backoff_s, _MAX_GARMIN_BACKOFF_S)
+        until = self.deps.clock() + timedelta(seconds=backoff_s)
         self.report.ok = False
         self.report.error = f"Garmin answered 429; no Garmin request before {until.isoformat()}"
         if not self.dry_run:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from garmin2strava.domain.activities import oldest_first, parse_activity
+from garmin2strava.domain.activities import (
+    is_indoor,
+    is_plausible_start,
+    oldest_first,
+    parse_activity,
+    sport_family,
+)
 from garmin2strava.domain.models import GarminActivity, LedgerEntry, UploadOutcome
 from garmin2strava.errors import InvalidActivity
 from garmin2strava.ports import GarminPort, Store
@@ -51,6 +57,8 @@ def choose_candidates(
             continue
         if entry.start_utc is None or entry.garmin_activity_id in {a.activity_id for a in listed}:
             continue
+        if not is_plausible_start(entry.start_utc):
+            continue  # an entry from before starts were checked; never a real run
         ledger[entry.garmin_activity_id] = entry
         chosen[entry.garmin_activity_id] = _activity_from_entry(entry)
     return oldest_first(chosen.values())
@@ -76,4 +84,6 @@ def _activity_from_entry(entry: LedgerEntry) -> GarminActivity:
         elapsed_seconds=0.0,
         distance_m=None,
         manual=False,
+        family=sport_family(entry.type_key),
+        indoor=is_indoor(entry.type_key),
     )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from garmin2strava.domain.activities import oldest_first
+from garmin2strava.domain.activities import EARLIEST_START, LATEST_START, oldest_first
 from garmin2strava.domain.matching import find_match, workout_as_strava_activity
 from garmin2strava.domain.models import (
     Account,
@@ -26,6 +26,9 @@ __all__ = ["StravaMatcher"]
 # within this span; wider gaps get a query of their own.
 _QUERY_SPAN = timedelta(days=3)
 _QUERY_PAGE = 200
+# Starts are within EARLIEST_START..LATEST_START (domain.activities), so a shift by at
+# most this much stays within datetime's range.
+_MAX_TOLERANCE_S = 366 * 24 * 3600
 _NEEDS_EXISTENCE_CHECK = frozenset({UploadOutcome.PENDING, UploadOutcome.FAILED})
 
 
@@ -51,27 +54,24 @@ class StravaMatcher:
             and not self._mirror_covers(a)
             and _needs_existence_check(ledger.get(a.activity_id))
         ]
-        tolerance = timedelta(seconds=self.tolerance_s + 1)
         for group in _groups_by_span(need, _QUERY_SPAN):
-            after = group[0].start_utc - tolerance
-            before = group[-1].start_utc + tolerance
+            after, before = _window(group[0].start_utc, group[-1].start_utc, self.tolerance_s + 1)
             found = list(self._list_strava(after, before))
             for activity in group:
                 self._strava_seen[activity.activity_id] = found
 
     def existing_on_strava(self, activity: GarminActivity) -> tuple[int, str] | None:
         """The Strava activity id that is `activity`, and how it matched; None if none."""
-        tolerance = timedelta(seconds=self.tolerance_s)
         if self._mirror_covers(activity):
-            rows = self.store.workouts_starting_between(
-                self.account.user_id, activity.start_utc - tolerance, activity.start_utc + tolerance
-            )
+            start, end = _window(activity.start_utc, activity.start_utc, self.tolerance_s)
+            rows = self.store.workouts_starting_between(self.account.user_id, start, end)
             pool = [workout_as_strava_activity(w) for w in rows if not w.is_deleted]
             how_prefix = "mirror"
         else:
             if activity.activity_id not in self._strava_seen:
-                after = activity.start_utc - tolerance - timedelta(seconds=1)
-                before = activity.start_utc + tolerance + timedelta(seconds=1)
+                after, before = _window(
+                    activity.start_utc, activity.start_utc, self.tolerance_s + 1
+                )
                 self._strava_seen[activity.activity_id] = list(self._list_strava(after, before))
             pool = self._strava_seen[activity.activity_id]
             how_prefix = "strava"
@@ -94,6 +94,13 @@ class StravaMatcher:
     def _mirror_covers(self, activity: GarminActivity) -> bool:
         since = self.account.mirror_covers_since
         return since is not None and activity.start_utc >= since
+
+
+def _window(first: datetime, last: datetime, tolerance_s: float) -> tuple[datetime, datetime]:
+    """[first - tolerance, last + tolerance], within the plausible starts: no query
+    window or tolerance can overflow a datetime, whatever the setting says."""
+    tolerance = timedelta(seconds=min(max(tolerance_s, 0), _MAX_TOLERANCE_S))
+    return max(first - tolerance, EARLIEST_START), min(last + tolerance, LATEST_START)
 
 
 def _groups_by_span(

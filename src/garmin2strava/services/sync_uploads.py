@@ -11,18 +11,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from garmin2strava.domain.activities import is_indoor
 from garmin2strava.domain.models import GarminActivity, LedgerEntry, UploadOutcome, UploadStatus
 from garmin2strava.domain.uploads import UploadState, read_upload_status
 from garmin2strava.errors import GarminAuthError, RateLimited, StoreConflict, StravaAuthError
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.sync_recording import CycleRecorder
 
-__all__ = ["StravaUploads"]
+__all__ = ["StravaUploads", "upload_description"]
 
 # The uploader's events keep the logger name they have always had, whichever of the
 # sync modules writes them ("logger" in the JSON log lines).
 log = logging.getLogger("garmin2strava.services.sync")
+
+
+def upload_description(garmin: str, configured: str | None) -> str | None:
+    """The activity's own Garmin description first, then G2S_UPLOAD_DESCRIPTION,
+    a blank line between them; None when there is neither."""
+    parts = [part.strip() for part in (garmin, configured or "") if part and part.strip()]
+    return "\n\n".join(parts) or None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -86,8 +92,8 @@ class StravaUploads:
                 data_type=data_type,
                 external_id=intent.external_id,
                 name=activity.name or "Run",
-                description=self.upload_description,
-                trainer=is_indoor(activity.type_key),
+                description=upload_description(activity.description, self.upload_description),
+                trainer=activity.indoor,
             )
         except RateLimited:
             # Refused before it was sent (or with a 429): nothing reached Strava.

@@ -60,6 +60,7 @@ def handler(
 def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     """Sync every account until done or until the margin before the timeout."""
     from garmin2strava.services.runner import sync_all  # noqa: PLC0415 (built with the app)
+    from garmin2strava.services.status import strava_app_status  # noqa: PLC0415 (as above)
 
     started = time.monotonic()
     remaining_ms = context.get_remaining_time_in_millis()
@@ -90,6 +91,8 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
         "skipped": sum(bool(r.skipped_reason) for r in reports),
         "outcomes": dict(sorted(outcomes.items())),
         "stoppedEarly": stopped_early,
+        # "inactive": Strava refuses the application (its owner's subscription).
+        "stravaApp": strava_app_status(app.store, now=app.clock())["state"],
     }
     duration_ms = round((time.monotonic() - started) * 1000, 2)
     log.info(
@@ -103,6 +106,7 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
             "AccountsSynced": summary["accounts"] - summary["skipped"],
             "CyclesFailed": summary["failed"],
             "StoppedEarly": int(stopped_early),
+            "StravaAppInactive": int(summary["stravaApp"] == "inactive"),
         },
         dimensions=dimensions,
     )
