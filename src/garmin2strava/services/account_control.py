@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from garmin2strava.domain.models import Account, AccountStatus, AuditEvent, UploadOutcome
 from garmin2strava.errors import G2SError
@@ -44,7 +44,8 @@ class AccountBusy(G2SError):
 
 def paused_reason_of(account: Account) -> str:
     if account.paused_at is not None:
-        return f"paused by the operator since {account.paused_at.isoformat(timespec='seconds')}"
+        since = account.paused_at.astimezone(UTC)
+        return f"paused by the operator since {since:%Y-%m-%d %H:%M:%S} UTC"
     return "account disabled"
 
 
