@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format test browser demo run get-token bench bench-webhook layer image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format test browser demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench: setup ## print API budgets and timings against the sandbox
 bench-webhook: setup ## webhook load (latency, exactly once) and SIGKILL under load
 	$(BIN)/python bench/webhook_load.py --runs 3
 	$(BIN)/python bench/webhook_crash.py
+
+bench-files: setup ## the file check on the real recordings: s/MiB per file, peak RSS of big GPX
+	$(BIN)/python bench/file_check.py
 
 clean: ## remove the virtual environments and caches
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -60,7 +60,7 @@ def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> in
     lock = threading.Lock()
 
     def send(activity_id: int) -> None:
-        outcome = post_event(port, bodies[activity_id])
+        outcome = post_event(port, bodies[activity_id], path=config.webhook_path)
         with lock:
             results[activity_id] = outcome
 
@@ -99,7 +99,9 @@ def run(pair: SandboxPair, tmp: Path, n: int, rate: float, kill_at: float) -> in
         f"restart took {figures.get('restart', 0):.2f} s (POSTs meanwhile got no answer)"
     )
     print(f"answered 200: {len(ok)}; no answer: {len(unanswered)}; other status: {len(other)}")
-    redelivered = {a for a in unanswered if post_event(port, bodies[a])[0] == 200}
+    redelivered = {
+        a for a in unanswered if post_event(port, bodies[a], path=config.webhook_path)[0] == 200
+    }
     print(f"redelivered the unanswered: {len(redelivered)}/{len(unanswered)} answered 200")
     accepted = ok | redelivered
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -88,8 +89,13 @@ def seed(pair: SandboxPair, n: int) -> tuple[list[bytes], dict[int, str]]:
     return bodies[:n], final
 
 
+_PATH_ENV = "G2S_BENCH_WEBHOOK_PATH"
+
+
 def fire(port: int, bodies_file: Path, rate: float, out: Path) -> None:
-    """The load generator's process: pace the POSTs, record (status, ms) for each."""
+    """The load generator's process: pace the POSTs to the webhook path (in the
+    environment, not on the command line: it carries the secret), record (status, ms)."""
+    path = os.environ[_PATH_ENV]
     bodies = [b.encode() for b in json.loads(bodies_file.read_text())]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=32) as pool:
@@ -98,7 +104,7 @@ def fire(port: int, bodies_file: Path, rate: float, out: Path) -> None:
             delay = started + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            futures.append(pool.submit(post_event, port, body))
+            futures.append(pool.submit(post_event, port, body, path=path))
         results = [f.result() for f in futures]
     elapsed = time.perf_counter() - started
     out.write_text(json.dumps({"results": results, "elapsed": elapsed}))
@@ -122,6 +128,7 @@ def one_run(pair: SandboxPair, tmp: Path, n: int, rate: float, command: str) -> 
                 *(str(bodies_file), str(out), "--rate", str(rate)),
             ],
             check=True,
+            env=os.environ | {_PATH_ENV: config.webhook_path},
         )
         fired = json.loads(out.read_text())
         results: list[tuple[int | None, float]] = [tuple(r) for r in fired["results"]]

@@ -13,12 +13,16 @@ resource "aws_apigatewayv2_integration" "webhook" {
   timeout_milliseconds   = 5000
 }
 
+# The callback path carries a secret (derived from the verify token, see README.md):
+# the handler compares {secret} in constant time and answers a wrong one exactly as
+# API Gateway answers a path without a route (404). No route exists for the bare
+# /webhooks/strava.
 resource "aws_apigatewayv2_route" "webhook" {
   for_each = toset(["GET", "POST"])
 
-  # checkov:skip=CKV_AWS_309:Strava calls this route without credentials; the handler checks hub.verify_token (GET) and our subscription_id (POST) instead.
+  # checkov:skip=CKV_AWS_309:Strava calls this route without credentials; the handler checks the path secret, then hub.verify_token (GET) or our subscription_id (POST).
   api_id    = aws_apigatewayv2_api.webhook.id
-  route_key = "${each.key} /webhooks/strava"
+  route_key = "${each.key} /webhooks/strava/{secret}"
   target    = "integrations/${aws_apigatewayv2_integration.webhook.id}"
 }
 
@@ -38,8 +42,9 @@ resource "aws_apigatewayv2_stage" "webhook" {
     throttling_burst_limit = var.api_throttle_burst_limit
   }
 
-  # The path and query string stay out of the access log: the handshake's query
-  # carries hub.verify_token.
+  # The path and query string stay out of the access log: the path carries the
+  # callback secret and the handshake's query hub.verify_token ($context.routeKey is
+  # the route's template, "/webhooks/strava/{secret}", never the secret).
   access_log_settings {
     destination_arn = aws_cloudwatch_log_group.api_access.arn
     format = jsonencode({
@@ -61,5 +66,5 @@ resource "aws_lambda_permission" "webhook_api" {
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.function["webhook"].function_name
   principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_apigatewayv2_api.webhook.execution_arn}/*/*/webhooks/strava"
+  source_arn    = "${aws_apigatewayv2_api.webhook.execution_arn}/*/*/webhooks/strava/{secret}"
 }

@@ -111,6 +111,19 @@ data "aws_iam_policy_document" "webhook" {
     actions   = ["ssm:GetParameter"]
     resources = ["${local.ssm_arn_prefix}${local.ssm_strava_verify_token}"]
   }
+
+  # The subscription id `webhook subscribe` stored: one GetItem of the APP items only.
+  statement {
+    sid       = "StoredSubscription"
+    actions   = ["dynamodb:GetItem"]
+    resources = [aws_dynamodb_table.main.arn]
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["APP"]
+    }
+  }
 }
 
 data "aws_iam_policy_document" "worker" {

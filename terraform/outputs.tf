@@ -1,6 +1,6 @@
 output "webhook_url" {
-  description = "Callback URL to register with Strava's push subscription API."
-  value       = "${trimsuffix(aws_apigatewayv2_stage.webhook.invoke_url, "/")}/webhooks/strava"
+  description = "Base URL for `garmin2strava webhook subscribe --url`, which appends /webhooks/strava/<secret>."
+  value       = trimsuffix(aws_apigatewayv2_stage.webhook.invoke_url, "/")
 }
 
 output "table_name" {

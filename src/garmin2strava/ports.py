@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from garmin2strava.domain.models import (
     Account,
@@ -21,6 +21,7 @@ from garmin2strava.domain.models import (
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
 __all__ = [
+    "AccessCheck",
     "ActivityFiles",
     "EventQueue",
     "EventSink",
@@ -120,8 +121,10 @@ class Store(Protocol):
     def workouts_starting_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[Workout]: ...
-    def delete_workouts(self, user_id: str) -> int:
-        """Delete every mirrored workout of the account (deleted ones too); the count."""
+    def forget_strava_data(self, user_id: str) -> int:
+        """Delete the account's mirrored Strava activities and its audit trail (what a
+        deauthorization requires); the upload ledger, tokens and account stay. Returns
+        the number of items deleted."""
         ...
 
     # -- application-wide state (Strava rate budget, backfill cursors, ...) -------------
@@ -170,6 +173,17 @@ class StravaPort(Protocol):
 
     def can_spend_reads(self, n: int = 1) -> bool:
         """Whether `n` more read requests fit in the current windows."""
+        ...
+
+
+@runtime_checkable
+class AccessCheck(Protocol):
+    """A Strava client that can prove a revocation (a deauthorization event)."""
+
+    def access_revoked(self) -> bool:
+        """One token refresh: True when Strava refuses the athlete's refresh token (access
+        revoked), False when it grants a new one (stored). Raises TransientError when
+        Strava cannot answer, StravaAuthError when it refuses the application itself."""
         ...
 
 

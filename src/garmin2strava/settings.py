@@ -10,12 +10,14 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from string import ascii_letters, digits
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from garmin2strava.domain.webhook import MIN_SECRET_LENGTH, derive_path_secret
 from garmin2strava.errors import ConfigError
 
 __all__ = ["RUNNING_TYPES", "Settings", "load_settings"]
@@ -72,6 +74,8 @@ class Settings(BaseSettings):
     strava_subscription_id: int | None = Field(
         None, validation_alias=_env("STRAVA_SUBSCRIPTION_ID")
     )
+    # The webhook callback path's secret; unset: derived from STRAVA_VERIFY_TOKEN.
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("G2S_WEBHOOK_SECRET"))
     garmin_tokens: SecretStr | None = Field(None, validation_alias=_env("GARMIN_TOKENS"))
     garmin_email: str | None = Field(None, validation_alias=_env("GARMIN_EMAIL"))
     garmin_password: SecretStr | None = Field(None, validation_alias=_env("GARMIN_PASSWORD"))
@@ -111,6 +115,9 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(
         7, ge=1, le=365, validation_alias=_env("G2S_AUDIT_RETENTION_DAYS")
     )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, le=3650, validation_alias=_env("G2S_DEAD_LETTER_RETENTION_DAYS")
+    )
 
     # Athletes one Strava application may serve: 10 in the Standard tier (2026);
     # raise it for an Extended-tier application. `status` warns above it.
@@ -141,6 +148,27 @@ class Settings(BaseSettings):
                 raise ValueError("give a comma-separated list of Garmin typeKeys, or *")
             return parts
         return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _url_safe_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        allowed = set(ascii_letters + digits + "-_")
+        if len(text) < MIN_SECRET_LENGTH or not set(text) <= allowed:
+            msg = f"use at least {MIN_SECRET_LENGTH} characters of A-Z, a-z, 0-9, - and _"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def webhook_path_secret(self) -> str | None:
+        """G2S_WEBHOOK_SECRET, else the secret derived from STRAVA_VERIFY_TOKEN."""
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value()
+        if self.strava_verify_token is None:
+            return None
+        return derive_path_secret(self.strava_verify_token.get_secret_value())
 
     @field_validator("strava_base_url", "garmin_base_url")
     @classmethod

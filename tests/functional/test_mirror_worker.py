@@ -5,6 +5,8 @@ Where rows must survive between claims exactly as stored, the real SQLite store 
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ from garmin2strava.domain.models import (
     LedgerEntry,
     StravaActivity,
     StravaTokens,
+    UploadOutcome,
     UploadStatus,
     Workout,
 )
@@ -37,8 +40,12 @@ from garmin2strava.errors import (
     TransientError,
 )
 from garmin2strava.services.mirror import (
+    NOT_READY,
     OUTAGE_MAX_WAIT_SECONDS,
+    RECEIVED,
     MirrorStats,
+    SubscriptionSource,
+    WebhookAnswer,
     WebhookReceiver,
     process_events,
 )
@@ -57,6 +64,7 @@ class FakeStore:
         self.tokens: dict[str, StravaTokens] = {}
         self.workouts: dict[tuple[str, int], Workout] = {}
         self.audit: list[AuditEvent] = []
+        self.app_state: dict[str, dict[str, Any]] = {}
 
     def get_account(self, user_id: str) -> Account | None:
         return self.accounts.get(user_id)
@@ -147,31 +155,42 @@ class FakeStore:
     ) -> list[Workout]:
         raise NotImplementedError
 
-    def delete_workouts(self, user_id: str) -> int:
+    def forget_strava_data(self, user_id: str) -> int:
         gone = [key for key in self.workouts if key[0] == user_id]
         for key in gone:
             del self.workouts[key]
-        return len(gone)
+        audit = [e for e in self.audit if e.user_id == user_id]
+        self.audit = [e for e in self.audit if e.user_id != user_id]
+        return len(gone) + len(audit)
 
     def delete_account(self, user_id: str) -> None:
         raise NotImplementedError
 
     def get_app_state(self, key: str) -> dict[str, Any] | None:
-        raise NotImplementedError
+        return self.app_state.get(key)
 
     def put_app_state(self, key: str, value: dict[str, Any]) -> None:
-        raise NotImplementedError
+        self.app_state[key] = dict(value)
 
 
 class FakeStrava:
     """Answers get_activity from `activities`; `fail_with` makes the next calls raise,
-    `down` every call (an outage: 503)."""
+    `down` every call (an outage: 503). `access_revoked` answers `revoked` and counts the
+    refreshes it stands for."""
 
     def __init__(self) -> None:
         self.activities: dict[int, dict[str, Any]] = {}
         self.fetches: list[int] = []
         self.fail_with: list[Exception] = []
         self.down = False
+        self.revoked = False
+        self.refreshes = 0
+
+    def access_revoked(self) -> bool:
+        self.refreshes += 1
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        return self.revoked
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         self.fetches.append(activity_id)
@@ -428,19 +447,111 @@ def test_rate_limit_does_not_block_updates_that_need_no_fetch(world: World) -> N
     assert world.row(7).name == "Renamed"
 
 
-def test_deauthorization_drops_tokens_and_disconnects_account(world: World) -> None:
-    """athlete/update authorized=false: tokens gone, account DISCONNECTED, rows kept, audited."""
+def test_genuine_deauthorization_deletes_strava_data_and_disconnects(world: World) -> None:
+    """Strava refuses the refresh (1 request): tokens, mirrored rows and audit trail gone,
+    backfill cursor reset, account DISCONNECTED without mirror coverage; later events of
+    the athlete are dropped without a Strava request."""
     world.strava.activities[7] = activity_json(7)
+    world.store.put_account(
+        replace(world.store.accounts["u1"], mirror_covers_since=T0 - timedelta(days=30))
+    )
+    world.store.app_state["mirror_backfill#u1"] = {"done": False, "stored": 3}
     world.push(event("create", at=1))
     world.work()
+    world.strava.revoked = True
     world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
     world.work()
+    assert world.strava.refreshes == 1
     assert "u1" not in world.store.tokens
     account = world.store.get_account("u1")
     assert account is not None
     assert account.status is AccountStatus.DISCONNECTED
-    assert world.row().is_deleted is False
+    assert account.mirror_covers_since is None
+    assert world.store.get_workout("u1", 7) is None
+    assert world.store.app_state["mirror_backfill#u1"] == {}
     assert [a.kind for a in world.store.audit] == ["strava.deauthorized"]
+    assert world.stats.get("deauthorizations") == 1
+
+    fetches = list(world.strava.fetches)
+    world.push(event("create", 8, at=10), event("update", ATHLETE, at=11, object_type="athlete"))
+    world.work()
+    assert world.strava.fetches == fetches
+    assert world.strava.refreshes == 1
+    assert world.stats.get("events_dropped_disconnected") == 2
+    assert world.queue.list_dead() == []
+
+
+def test_forged_deauthorization_changes_nothing_for_one_request(world: World) -> None:
+    """Strava grants the refresh: the event was forged; tokens, account and rows stay,
+    exactly one Strava request was spent, and the refutation is audited."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    before = (dict(world.store.tokens), world.store.get_account("u1"), world.row())
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    assert world.work() == 1
+    assert world.strava.refreshes == 1
+    assert (dict(world.store.tokens), world.store.get_account("u1"), world.row()) == before
+    assert [a.kind for a in world.store.audit] == ["strava.deauthorization_refuted"]
+    assert world.stats.get("deauthorizations_refuted") == 1
+
+
+def test_deauthorization_check_meeting_an_outage_is_retried(world: World) -> None:
+    """A 5xx on the refresh proves nothing: the event is retried, nothing is deleted."""
+    world.strava.revoked = True
+    world.strava.fail_with = [TransientError("Strava token endpoint answered 503")]
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    world.work()
+    assert "u1" in world.store.tokens
+    world.work(advance=5)
+    assert world.strava.refreshes == 2
+    assert "u1" not in world.store.tokens
+
+
+def test_deauthorization_without_tokens_is_not_obeyed(world: World) -> None:
+    """No tokens to ask Strava with: nothing proves the event, so nothing is deleted."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    del world.store.tokens["u1"]
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    world.work()
+    assert world.strava.refreshes == 0
+    account = world.store.get_account("u1")
+    assert account is not None
+    assert account.status is AccountStatus.ACTIVE
+    assert world.row().activity_id == 7
+
+
+def test_genuine_deauthorization_keeps_the_upload_ledger(world: World, tmp_path: Path) -> None:
+    """On the SQLite store: the ledger entry (Garmin id, uploaded Strava id) survives the
+    deletion, so a reconnect sees the run as uploaded; tokens and workouts are gone."""
+    world.strava.activities[7] = activity_json(7)
+    world.strava.revoked = True
+    entry = LedgerEntry(
+        user_id="u1",
+        garmin_activity_id=555,
+        external_id="garmin2strava_555",
+        outcome=UploadOutcome.UPLOADED,
+        updated_at=T0,
+        strava_activity_id=7,
+    )
+    with SqliteStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
+        store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
+        store.link_athlete(ATHLETE, "u1")
+        store.replace_strava_tokens("u1", StravaTokens("a", "r", 0), expected_version=None)
+        store.put_upload(entry)
+        world.push(event("create", at=1))
+        process_events(world.queue, store, world.strava_for, now=world.now, stats=world.stats)
+        assert store.get_workout("u1", 7) is not None
+        world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+        process_events(world.queue, store, world.strava_for, now=world.now, stats=world.stats)
+        assert store.get_strava_tokens("u1") is None
+        assert store.list_workouts("u1", include_deleted=True) == []
+        assert store.get_uploads("u1", [555]) == {555: entry}
+        account = store.get_account("u1")
+        assert account is not None
+        assert account.status is AccountStatus.DISCONNECTED
 
 
 def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
@@ -454,12 +565,34 @@ def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
     assert len(world.queue.list_dead()) == 1
 
 
-def test_unknown_athlete_goes_to_dead_letters(world: World) -> None:
-    """An event for an athlete we have no account for is dead-lettered, not dropped."""
-    world.push(replace(event("create", at=1), owner_id=999))
-    world.work()
+def test_unknown_athletes_are_dropped_counted_and_never_dead_letters(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,000 events of athletes we do not know (the issue's probe sent 5,000): 0 dead
+    letters, 0 Strava requests, all counted, one WARNING line (the rest suppressed) and no
+    ERROR line, where each used to add a dead letter and an ERROR line."""
+    caplog.set_level(logging.INFO)
+    n = 1000
+    for i in range(n):
+        world.queue.enqueue(
+            replace(event("create", 10 + i, at=1), owner_id=10_000 + i), now=world.now
+        )
+    dropped = 0
+    while True:
+        counts = process_events(
+            world.queue, world.store, world.strava_for, now=world.now, stats=world.stats, limit=500
+        )
+        if counts.claimed == 0:
+            break
+        dropped += counts.dropped
+    assert dropped == n
+    assert world.queue.list_dead() == []
+    assert world.queue.depth() == 0
     assert world.strava.fetches == []
-    assert "unknown athlete 999" in world.queue.list_dead()[0].error
+    assert world.stats.get("events_dropped_unknown_athlete") == n
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in loud] == ["mirror.event_dropped"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
@@ -472,8 +605,9 @@ def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
     assert world.strava.fetches == [7]
 
 
-def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
-    """The receiver answers 200 for new and redelivered events, 400/403 for bad/foreign."""
+def test_receiver_answers_valid_duplicate_and_foreign_events_alike(world: World) -> None:
+    """New, redelivered and foreign-subscription events get one answer (200, same body);
+    only the new one is queued; the difference is in the counters."""
     receiver = WebhookReceiver(
         world.queue,
         verify_token="tok",
@@ -482,11 +616,10 @@ def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
         clock=lambda: world.now,
     )
     good = event("update", at=1, title="x").to_json().encode()
-    assert receiver.receive(good).status == 200
-    assert receiver.receive(good).body == {"status": "duplicate"}
-    assert receiver.receive(b"{").status == 400
     foreign = replace(event("create"), subscription_id=SUB + 1).to_json().encode()
-    assert receiver.receive(foreign).status == 403
+    answers = [receiver.receive(good), receiver.receive(good), receiver.receive(foreign)]
+    assert answers == [RECEIVED, RECEIVED, RECEIVED]
+    assert receiver.receive(b"{").status == 400
     assert world.queue.depth() == 1
     assert world.stats.snapshot() == {
         "events_received": 1,
@@ -494,6 +627,91 @@ def test_receiver_queues_once_and_answers_by_kind(world: World) -> None:
         "events_rejected_bad": 1,
         "events_rejected_foreign": 1,
     }
+
+
+def test_receiver_refuses_every_event_while_no_subscription_is_known(world: World) -> None:
+    """No setting and nothing stored: every event gets 503, nothing is queued; once the
+    stored id is read, its events are queued."""
+    stored: list[int | None] = [None]
+    source = SubscriptionSource(read=lambda: stored[0])
+    source.load()
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscriptions=source,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    good = event("create", at=1).to_json().encode()
+    assert receiver.receive(good) == NOT_READY
+    assert world.queue.depth() == 0
+    assert world.stats.get("events_rejected_unconfigured") == 1
+    stored[0] = SUB
+    source.load()
+    assert receiver.receive(good) == RECEIVED
+    assert world.queue.depth() == 1
+
+
+def test_subscription_source_rereads_in_the_background_when_stale() -> None:
+    """A stale id starts one background re-read and is served meanwhile; the setting,
+    when given, wins over the store and is never read."""
+    clock = [0.0]
+    reads: list[float] = []
+    value = [SUB]
+
+    def read() -> int | None:
+        reads.append(clock[0])
+        return value[0]
+
+    source = SubscriptionSource(read=read, refresh_s=60, monotonic=lambda: clock[0])
+    assert source.load() == SUB
+    value[0] = SUB + 1
+    clock[0] = 30.0
+    assert source.current() == SUB
+    clock[0] = 61.0
+    assert source.current() == SUB  # served at once, the re-read runs meanwhile
+    deadline = time.monotonic() + 5
+    while source.current() != SUB + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.current() == SUB + 1
+    assert reads == [0.0, 61.0]
+    fixed = SubscriptionSource(fixed=SUB, read=read)
+    assert (fixed.load(), fixed.current(), fixed.source) == (SUB, SUB, "setting")
+    assert reads == [0.0, 61.0]
+
+
+def test_event_dated_far_in_the_future_is_refused_and_cannot_beat_real_renames(
+    world: World,
+) -> None:
+    """A forged title dated 2100 is a 400 and never queued; the real rename after it is
+    applied. An event_time of 2**62 is a 400, and the worker keeps running."""
+    world.strava.activities[7] = activity_json(7)
+    world.push(event("create", at=1))
+    world.work()
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscription_id=SUB,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    forged = replace(event("update", at=0, title="forged"), event_time=4_102_444_800)  # 2100
+    assert receiver.receive(forged.to_json().encode()) == WebhookAnswer(
+        400, {"error": "event_time is in the future"}
+    )
+    absurd = replace(event("update", at=0, title="absurd"), event_time=2**62)
+    assert receiver.receive(absurd.to_json().encode()) == WebhookAnswer(
+        400, {"error": "event_time out of range"}
+    )
+    skewed = event("update", at=60 + 290, title="skewed")  # 290 s ahead of the clock: allowed
+    assert receiver.receive(skewed.to_json().encode()) == RECEIVED
+    world.work()
+    assert world.row().name == "skewed"
+    world.now += timedelta(minutes=10)
+    real = replace(event("update", title="real"), event_time=int(world.now.timestamp()))
+    assert receiver.receive(real.to_json().encode()) == RECEIVED
+    world.work()
+    assert world.row().name == "real"
 
 
 def test_late_create_after_fetching_update_costs_no_second_fetch(world: World) -> None:

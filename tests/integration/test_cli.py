@@ -6,8 +6,11 @@ import argparse
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +18,13 @@ from pathlib import Path
 import pytest
 
 from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.bootstrap import bootstrap
+from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.entrypoints.cli import build_parser, main
+from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
+from garmin2strava.sandbox.serving import free_port
+from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +49,7 @@ HELP_OPTIONS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("accounts",): ("list", "pause", "resume", "remove", "sync"),
     ("accounts", "remove"): ("ID", "--yes"),
     ("disconnect",): ("--user", "--yes"),
+    ("webhook", "subscribe"): ("--url", "/webhooks/strava/<secret>"),
 }
 
 
@@ -172,6 +181,9 @@ def test_help_through_the_module_entry_point(tmp_path: Path) -> None:
         ("G2S_SYNC_INTERVAL_SECONDS", "5"),
         ("G2S_STRAVA_BASE_URL", "http://example.com"),
         ("G2S_STORE", "postgres"),
+        ("G2S_DEAD_LETTER_RETENTION_DAYS", "0"),
+        ("G2S_WEBHOOK_SECRET", "too-short"),
+        ("G2S_WEBHOOK_SECRET", "a/b" * 10),
     ],
 )
 def test_bad_setting_exits_2_with_one_line_naming_it(
@@ -368,3 +380,88 @@ def test_demo_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run_cli(capsys, "demo")
     assert code == 0
     assert "demo: OK" in out
+
+
+# -- webhook ---------------------------------------------------------------------------
+LONG_VERIFY = "a-long-random-verify-token-for-the-cli-test"
+
+
+@pytest.fixture
+def daemon_webhook(pair: SandboxPair, monkeypatch: pytest.MonkeyPatch) -> Iterator[MirrorRuntime]:
+    """The daemon's webhook server (MirrorRuntime, as `serve` builds it) on a free port,
+    with no STRAVA_SUBSCRIPTION_ID: it knows only what the store holds."""
+    monkeypatch.setenv("STRAVA_VERIFY_TOKEN", LONG_VERIFY)
+    monkeypatch.setenv("G2S_HTTP_PORT", str(free_port()))
+    runtime = MirrorRuntime(bootstrap(load_settings()))
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.serve_http, args=(stop,), daemon=True)
+    thread.start()
+    port = runtime.app.settings.http_port
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield runtime
+    stop.set()
+    thread.join(timeout=10)
+    runtime.queue.close()
+
+
+def test_webhook_subscribe_registers_the_secret_path_and_stores_the_id(
+    daemon_webhook: MirrorRuntime, pair: SandboxPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `status` says every event is refused and why. `webhook subscribe --url`
+    registers <url>/webhooks/strava/<secret> (Strava's handshake passes), stores the id,
+    which the running daemon picks up by itself within seconds; `webhook list` stores it
+    too and recognises the URL; `webhook delete` forgets it. Neither the secret nor the
+    verify token is printed."""
+    secret = derive_path_secret(LONG_VERIFY)
+    code, out, _err = run_cli(capsys, "status")
+    assert code == 0
+    assert "no webhook subscription id is known" in out
+    assert daemon_webhook.receiver.subscriptions.current() is None
+
+    port = daemon_webhook.app.settings.http_port
+    code, out, err = run_cli(capsys, "webhook", "subscribe", "--url", f"http://127.0.0.1:{port}/")
+    assert code == 0, err
+    subscription = pair.strava.webhooks.subscription
+    assert subscription is not None
+    assert subscription.callback_url == f"http://127.0.0.1:{port}/webhooks/strava/{secret}"
+    assert f"subscription {subscription.subscription_id}" in out
+    assert "/webhooks/strava/<secret>" in out
+    deadline = time.monotonic() + 10
+    while daemon_webhook.receiver.subscriptions.current() != subscription.subscription_id:
+        assert time.monotonic() < deadline, "the daemon did not learn the stored id"
+        time.sleep(0.1)
+
+    code, status_out, _err = run_cli(capsys, "status")
+    assert f"webhook: accepts subscription {subscription.subscription_id} (from store" in status_out
+    code, list_out, list_err = run_cli(capsys, "webhook", "list")
+    assert code == 0
+    assert "(this configuration)" in list_out
+    for text in (out, err, status_out, list_out, list_err):
+        assert secret not in text
+        assert secret[:12] not in text
+        assert LONG_VERIFY not in text
+
+    code, _out, err = run_cli(capsys, "webhook", "delete", str(subscription.subscription_id))
+    assert code == 0, err
+    _code, status_out, _err = run_cli(capsys, "status")
+    assert "no webhook subscription id is known" in status_out
+
+
+def test_webhook_subscribe_refuses_a_verify_token_too_short_to_derive_a_secret(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short STRAVA_VERIFY_TOKEN (without G2S_WEBHOOK_SECRET) would make a guessable
+    path: exit 2, one line naming the setting, no request to Strava."""
+    monkeypatch.setenv("STRAVA_VERIFY_TOKEN", "STRAVA")
+    code, out, err = run_cli(capsys, "webhook", "subscribe", "--url", "https://example.org")
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "STRAVA_VERIFY_TOKEN" in err
+    assert pair.strava.webhooks.subscription is None

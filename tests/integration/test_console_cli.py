@@ -164,14 +164,17 @@ def test_accounts_pause_resume_and_sync_now(
     assert kinds.index("account.resumed") < kinds.index("account.paused")  # newest first
 
 
-def test_accounts_remove_asks_then_keeps_only_ledger_and_audit(
+def test_accounts_remove_asks_then_keeps_only_the_ledger(
     pair: SandboxPair, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Without --yes (and no terminal to ask) nothing is removed; with it, what is left
-    of the account is its upload ledger and audit events (and the tokens' tombstones,
-    which keep no secret)."""
+    of the account is its upload ledger (and the tokens' tombstones, which keep no
+    secret): no account, token, mirrored activity or audit event."""
     seed_run(pair, 4_000_003, start_utc=START, name="Long run")
     assert run_cli(capsys, "sync")[0] == 0
+    assert run_cli(capsys, "mirror", "backfill")[0] == 0
+    before = {sk.split("#")[0] for sk, _body in _items_of(pair, tmp_path)}
+    assert {"ACCOUNT", "TOKEN", "UPLOAD", "WORKOUT", "AUDIT"} <= before
     code, _out, err = run_cli(capsys, "accounts", "remove", USER)
     assert code == 1
     assert "--yes" in err
@@ -182,8 +185,7 @@ def test_accounts_remove_asks_then_keeps_only_ledger_and_audit(
     assert "removed" in out
     left = _items_of(pair, tmp_path)
     kinds = {sk.split("#")[0] for sk, _body in left}
-    assert kinds <= {"UPLOAD", "AUDIT", "TOKEN"}
-    assert {"UPLOAD", "AUDIT"} <= kinds
+    assert kinds == {"UPLOAD", "TOKEN"}
     assert all("ciphertext" not in body for sk, body in left if sk.startswith("TOKEN#"))
     code, out, _ = run_cli(capsys, "accounts", "list", "--json")
     # The settings would create the account again: without them it stays gone.

@@ -8,15 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 from garmin2strava.sandbox.serving import free_port
 
@@ -56,14 +60,43 @@ def daemon_env(pair: SandboxPair, db_path: Path, token_key: str) -> dict[str, st
             "G2S_HTTP_PORT": str(free_port()),
             "G2S_LOG_LEVEL": "INFO",
             "G2S_LOG_FORMAT": "json",
+            "STRAVA_VERIFY_TOKEN": VERIFY,
         }
     )
     return env
 
 
+VERIFY = "daemon-test-verify-token-0123456789"
+PATH_SECRET = derive_path_secret(VERIFY)
+
+
+def poke_webhook(port: int) -> list[int]:
+    """A handshake and events on the secret path and a wrong one, as Strava and a
+    stranger would send them; returns the statuses."""
+    base = f"http://127.0.0.1:{port}/webhooks/strava/"
+    query = urlencode({"hub.mode": "subscribe", "hub.challenge": "c", "hub.verify_token": VERIFY})
+    event = json.dumps({"object_type": "activity", "object_id": 1, "aspect_type": "create",
+                        "owner_id": 1, "subscription_id": 1, "event_time": 1}).encode()  # fmt: skip
+    # S310: loopback http URLs built here, no other scheme.
+    requests = [
+        urllib.request.Request(base + PATH_SECRET + "?" + query),  # noqa: S310 - as above
+        urllib.request.Request(base + PATH_SECRET, data=event, method="POST"),  # noqa: S310
+        urllib.request.Request(base + PATH_SECRET, data=b"{", method="POST"),  # noqa: S310
+        urllib.request.Request(base + PATH_SECRET[:-1], data=event, method="POST"),  # noqa: S310
+    ]
+    statuses = []
+    for request in requests:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - loopback
+                statuses.append(answer.status)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+    return statuses
+
+
 def secrets_in_play(pair: SandboxPair, db_path: Path, token_key: str) -> list[str]:
     """Every token the daemon held: the settings' ones and the rotated ones it stored."""
-    found = [pair.strava.client_secret, pair.strava_refresh_token, token_key]
+    found = [pair.strava.client_secret, pair.strava_refresh_token, token_key, VERIFY, PATH_SECRET]
     garmin_blobs = [pair.garmin_tokens]
     with SqliteStore(db_path, AesGcmCipher(parse_token_key(token_key))) as store:
         strava = store.get_strava_tokens(USER)
@@ -87,11 +120,12 @@ def test_run_syncs_logs_json_and_stops_cleanly_on_sigterm(
     db_path = tmp_path / "data" / "g2s.sqlite3"
     token_key = generate_token_key()
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    env = daemon_env(pair, db_path, token_key)
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "garmin2strava.entrypoints.cli", "run"],
             cwd=tmp_path,  # no developer .env
-            env=daemon_env(pair, db_path, token_key),
+            env=env,
             stdout=out,
             stderr=err,
         )
@@ -105,6 +139,9 @@ def test_run_syncs_logs_json_and_stops_cleanly_on_sigterm(
                 time.sleep(0.2)
             assert process.poll() is None, "the daemon exited by itself"
             assert expected <= on_strava, "the seeded runs did not reach Strava in time"
+            # No subscription id known yet: events are refused (503) and logged as such.
+            port = int(env["G2S_HTTP_PORT"])
+            assert poke_webhook(port) == [200, 503, 400, 404]
             process.send_signal(signal.SIGTERM)
             exit_code = process.wait(timeout=EXIT_WAIT_S)
         finally:

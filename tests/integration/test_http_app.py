@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Account
+from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.mirror import MirrorStats, WebhookReceiver, process_events
@@ -27,6 +29,7 @@ from garmin2strava.services.observability import check_health, collect_metrics
 
 SUB = 120475
 TOKEN = "verify-me"
+PATH = callback_path(derive_path_secret(TOKEN))
 NOW = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
@@ -78,7 +81,7 @@ def event(**changes: Any) -> dict[str, Any]:
 def test_handshake_echoes_challenge_as_json(h: Harness) -> None:
     """Right mode and token: 200 with {"hub.challenge": ...} as application/json."""
     params = {"hub.mode": "subscribe", "hub.challenge": "15f7d1a9", "hub.verify_token": TOKEN}
-    answer = h.client.get("/webhooks/strava", params=params)
+    answer = h.client.get(PATH, params=params)
     assert answer.status_code == 200
     assert answer.headers["content-type"] == "application/json"
     assert answer.json() == {"hub.challenge": "15f7d1a9"}
@@ -94,7 +97,7 @@ def test_handshake_echoes_challenge_as_json(h: Harness) -> None:
 )
 def test_bad_handshake_is_403_and_echoes_nothing(h: Harness, params: dict[str, str]) -> None:
     """Any other handshake: 403, and neither the challenge nor a token is in the answer."""
-    answer = h.client.get("/webhooks/strava", params=params)
+    answer = h.client.get(PATH, params=params)
     assert answer.status_code == 403
     assert "c4ll" not in answer.text
     assert TOKEN not in answer.text
@@ -102,11 +105,11 @@ def test_bad_handshake_is_403_and_echoes_nothing(h: Harness, params: dict[str, s
 
 def test_event_is_queued_once_even_when_redelivered(h: Harness) -> None:
     """Two deliveries of one event: both 200, one queue row."""
-    first = h.client.post("/webhooks/strava", json=event())
-    second = h.client.post("/webhooks/strava", json=event())
+    first = h.client.post(PATH, json=event())
+    second = h.client.post(PATH, json=event())
     assert (first.status_code, second.status_code) == (200, 200)
     assert h.queue.depth() == 1
-    h.client.post("/webhooks/strava", json=event(aspect_type="update", updates={"title": "x"}))
+    h.client.post(PATH, json=event(aspect_type="update", updates={"title": "x"}))
     assert h.queue.depth() == 2
 
 
@@ -116,7 +119,10 @@ def test_event_is_queued_once_even_when_redelivered(h: Harness) -> None:
         (b"{oops", 400),
         (json.dumps(event(object_type="club")).encode(), 400),
         (json.dumps(event(object_id="12")).encode(), 400),
-        (json.dumps(event(subscription_id=SUB + 1)).encode(), 403),
+        (json.dumps(event(subscription_id=SUB + 1)).encode(), 200),
+        (json.dumps(event(event_time=2**62)).encode(), 400),
+        (json.dumps(event(event_time=4_102_444_800)).encode(), 400),
+        (b"[" * 2000 + b"]" * 2000, 400),
         (
             json.dumps(
                 event(
@@ -127,12 +133,12 @@ def test_event_is_queued_once_even_when_redelivered(h: Harness) -> None:
             413,
         ),
     ],
+    ids=["not-json", "club", "string-id", "foreign", "2**62", "year-2100", "deep", "big"],
 )
 def test_rejected_events_are_not_queued(h: Harness, payload: bytes, status: int) -> None:
-    """Malformed 400, foreign subscription 403, over 4 KiB 413; nothing reaches the queue."""
-    answer = h.client.post(
-        "/webhooks/strava", content=payload, headers={"content-type": "application/json"}
-    )
+    """Malformed, absurd or future event_time, 2,000-deep JSON: 400; foreign
+    subscription: 200 as if valid; over 4 KiB 413; nothing reaches the queue."""
+    answer = h.client.post(PATH, content=payload, headers={"content-type": "application/json"})
     assert answer.status_code == status
     assert len(answer.content) < 100
     assert h.queue.depth() == 0
@@ -145,9 +151,78 @@ def test_oversized_body_without_content_length_is_413(h: Harness) -> None:
         for _ in range(10):
             yield b" " * 1000
 
-    answer = h.client.post("/webhooks/strava", content=chunks())
+    answer = h.client.post(PATH, content=chunks())
     assert answer.status_code == 413
     assert h.queue.depth() == 0
+
+
+WRONG_PATHS = [
+    "/webhooks/strava",
+    "/webhooks/strava/",
+    "/webhooks/strava/wrong",
+    PATH[:-1],
+    PATH + "x",
+    PATH.upper(),
+    PATH + "/extra",
+    "/webhooks/strava/%2e%2e",
+    "/nothing-here",
+]
+
+
+def test_every_path_but_the_secret_one_gets_the_same_404(h: Harness) -> None:
+    """Wrong secrets (the bare old path included) get, for GET, POST and PUT alike, the
+    very answer of a path that never existed: status, body and headers; nothing queued,
+    no handshake answered."""
+    params = {"hub.mode": "subscribe", "hub.challenge": "c4ll", "hub.verify_token": TOKEN}
+    reference = h.client.get("/nothing-here")
+    expected = (404, reference.content, dict(reference.headers))
+    for path in WRONG_PATHS:
+        for method in ("GET", "POST", "PUT"):
+            answer = h.client.request(method, path, params=params, json=event())
+            assert (answer.status_code, answer.content, dict(answer.headers)) == expected, path
+    assert h.queue.depth() == 0
+    # The four that reach the route (a secret segment that is wrong), for 3 methods each.
+    assert h.stats.get("requests_wrong_path") == 4 * 3
+    assert h.client.get(PATH, params=params).json() == {"hub.challenge": "c4ll"}
+    assert h.client.put(PATH).status_code == 405
+
+
+def test_no_oracle_for_the_subscription_id(h: Harness) -> None:
+    """2,000 guessed subscription ids, ours among them, plus an unknown athlete: one and
+    the same answer (status, body, headers) for all; only ours is queued."""
+    answers = set()
+    for guess in range(SUB - 1000, SUB + 1000):
+        answer = h.client.post(PATH, json=event(subscription_id=guess, object_id=guess))
+        answers.add((answer.status_code, answer.content, tuple(sorted(answer.headers.items()))))
+    stranger = h.client.post(PATH, json=event(owner_id=999_999))
+    answers.add((stranger.status_code, stranger.content, tuple(sorted(stranger.headers.items()))))
+    assert len(answers) == 1
+    assert next(iter(answers))[:2] == (200, b'{"status":"received"}')
+    assert h.queue.depth() == 2  # our subscription's event and the stranger's
+    assert h.stats.get("events_rejected_foreign") == 1999
+
+
+def test_the_path_secret_reaches_no_log_record(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Handshakes, events and wrong paths at DEBUG: neither the path secret nor the
+    verify token is in any log message or field."""
+    caplog.set_level(logging.DEBUG)
+    secret = derive_path_secret(TOKEN)
+    params = {"hub.mode": "subscribe", "hub.challenge": "c", "hub.verify_token": TOKEN}
+    h.client.get(PATH, params=params)
+    h.client.get(PATH, params=params | {"hub.verify_token": "no"})
+    h.client.post(PATH, json=event())
+    h.client.post(PATH, content=b"{")
+    h.client.post(PATH[:-1], json=event())
+    h.client.post(PATH, json=event(subscription_id=1))
+    # The server's records (httpx's are the test client's: Strava's side).
+    ours = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    assert ours
+    text = "\n".join(f"{r.getMessage()} {vars(r)}" for r in ours)
+    assert secret not in text
+    assert secret[:12] not in text
+    assert TOKEN not in text
 
 
 def test_healthz_503_until_worker_runs_then_200(h: Harness) -> None:
@@ -170,8 +245,8 @@ def test_healthz_503_when_last_sync_cycle_failed(h: Harness) -> None:
 
 def test_metrics_text_counts_events_and_queue(h: Harness) -> None:
     """/metrics is Prometheus text with received/rejected counters and queue gauges."""
-    h.client.post("/webhooks/strava", json=event())
-    h.client.post("/webhooks/strava", content=b"nope")
+    h.client.post(PATH, json=event())
+    h.client.post(PATH, content=b"nope")
     text = h.client.get("/metrics").text
     assert "# TYPE g2s_webhook_events_received_total counter" in text
     assert "g2s_webhook_events_received_total 1\n" in text

@@ -60,7 +60,8 @@ _TABLE = {
 ALLOWED_ACTIONS: dict[str, set[str]] = {
     "sync": _LOGS_AND_TRACES | _TABLE | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter"},
     "webhook": _LOGS_AND_TRACES
-    | {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt", "ssm:GetParameter"},
+    | {"sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt", "ssm:GetParameter"}
+    | {"dynamodb:GetItem"},  # the stored subscription id, APP items only
     "worker": _LOGS_AND_TRACES
     | _TABLE
     | {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "ssm:GetParameter"}
@@ -366,6 +367,36 @@ def test_function_role_grants_exactly_its_contract(
             assert actions <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
         if "sqs:SendMessage" in actions:
             assert resources == {SEND_QUEUES[function]}, resources
+
+
+def test_webhook_reads_only_the_app_items_of_the_table(modules: dict[str, dict[str, Any]]) -> None:
+    """The webhook's one table action, GetItem, is bound to the leading key APP (the
+    stored subscription id): no account, token or workout item is readable."""
+    document = _labelled(modules, "data")["aws_iam_policy_document", "webhook"]
+    table = [s for s in _blocks(document["statement"]) if "dynamodb:GetItem" in _strings(s)]
+    assert len(table) == 1
+    assert set(_strings(table[0]["actions"])) == {"dynamodb:GetItem"}
+    (condition,) = _blocks(table[0]["condition"])
+    assert _unquote(str(_value(condition["test"]))) == "ForAllValues:StringEquals"
+    assert _unquote(str(_value(condition["variable"]))) == "dynamodb:LeadingKeys"
+    assert set(_strings(condition["values"])) == {"APP"}
+
+
+def test_webhook_routes_take_the_secret_path_only(modules: dict[str, dict[str, Any]]) -> None:
+    """API Gateway routes GET and POST /webhooks/strava/{secret} and nothing else to the
+    webhook (the bare path has no route), and the invoke permission matches."""
+    resources = _labelled(modules, "resource")
+    route = resources["aws_apigatewayv2_route", "webhook"]
+    assert list(_strings(route["for_each"])) == ['${toset(["GET", "POST"])}']
+    assert _unquote(str(_value(route["route_key"]))) == "${each.key} /webhooks/strava/{secret}"
+    keys = [
+        _unquote(str(_value(body["route_key"])))
+        for (kind, _name), body in resources.items()
+        if kind == "aws_apigatewayv2_route"
+    ]
+    assert not [key for key in keys if key.endswith("/webhooks/strava")]
+    permission = resources["aws_lambda_permission", "webhook_api"]
+    assert _unquote(str(_value(permission["source_arn"]))).endswith("/webhooks/strava/{secret}")
 
 
 def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]]) -> None:

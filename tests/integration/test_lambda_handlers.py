@@ -21,17 +21,19 @@ import pytest
 
 from garmin2strava.adapters.queue_sqs import FIRST_SENT_ATTRIBUTE
 from garmin2strava.domain.budget import RateBudget
-from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.domain.webhook import WebhookEvent, derive_path_secret
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
 from garmin2strava.ports import Store
 from garmin2strava.sandbox.aws_lambda import USER, Deployment, FakeContext
 from garmin2strava.sandbox.scenario import seed_run
+from garmin2strava.services.mirror import remember_subscription
 
 pytestmark = pytest.mark.integration
 
 EVENTS_DIR = Path(__file__).parent / "aws_events"
 SUBSCRIPTION_ID = 120475
 VERIFY_TOKEN = "STRAVA"  # what aws_events/apigw_v2_handshake_get.json sends
+PATH_SECRET = derive_path_secret(VERIFY_TOKEN)
 MAX_RECEIVES = 3
 
 
@@ -183,14 +185,63 @@ def test_webhook_refuses_malformed_events(deployment: Deployment, body: str, sta
         assert _emf(emf, "EventsRejectedBad", function="webhook") == 1
 
 
-def test_webhook_refuses_a_foreign_subscription(deployment: Deployment) -> None:
-    """An event for another subscription id is 403 and not enqueued."""
-    event = load_aws_event("apigw_v2_event_post")
-    data = json.loads(event["body"])
-    event["body"] = json.dumps(data | {"subscription_id": SUBSCRIPTION_ID + 1})
-    answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
-    assert answer["statusCode"] == 403
+def test_webhook_answers_a_foreign_subscription_as_a_valid_event(deployment: Deployment) -> None:
+    """An event for another subscription id gets the valid event's answer (status, body,
+    headers) and is not enqueued; the EMF counter tells them apart."""
+    valid = load_aws_event("apigw_v2_event_post")
+    foreign = load_aws_event("apigw_v2_event_post")
+    data = json.loads(foreign["body"])
+    foreign["body"] = json.dumps(data | {"subscription_id": SUBSCRIPTION_ID + 1})
+    answer, emf = _invoke(webhook_handler.handler, foreign, FakeContext())
     assert deployment.queued_bodies() == []
+    assert _emf(emf, "EventsRejectedForeign", function="webhook") == 1
+    assert answer == _invoke(webhook_handler.handler, valid, FakeContext())[0]
+    assert len(deployment.queued_bodies()) == 1
+
+
+@pytest.mark.parametrize(
+    "path", ["/webhooks/strava", "/webhooks/strava/wrong", f"/webhooks/strava/{PATH_SECRET}x"]
+)
+@pytest.mark.parametrize("name", ["apigw_v2_event_post", "apigw_v2_handshake_get"])
+def test_webhook_answers_a_wrong_secret_as_api_gateway_answers_no_route(
+    deployment: Deployment, name: str, path: str
+) -> None:
+    """A wrong {secret} (or none) gets API Gateway's own 404 `{"message":"Not Found"}`;
+    no handshake is answered, nothing is enqueued."""
+    event = load_aws_event(name)
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    secret = path.removeprefix("/webhooks/strava").removeprefix("/")
+    event["pathParameters"] = {"secret": secret} if secret else None
+    answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+    assert (answer["statusCode"], _body(answer)) == (404, {"message": "Not Found"})
+    assert "15f7d1a9" not in answer["body"]
+    assert deployment.queued_bodies() == []
+
+
+def test_sample_events_carry_the_secret_derived_from_their_verify_token() -> None:
+    """The API Gateway samples use the path secret derived from VERIFY_TOKEN, on the
+    route terraform declares."""
+    for name in ("apigw_v2_event_post", "apigw_v2_handshake_get"):
+        event = load_aws_event(name)
+        assert event["pathParameters"] == {"secret": derive_path_secret(VERIFY_TOKEN)}
+        assert event["routeKey"].endswith(" /webhooks/strava/{secret}")
+
+
+def test_webhook_checks_events_against_the_stored_subscription_id(
+    lambda_deployment: Callable[..., AbstractContextManager[Deployment]],
+) -> None:
+    """STRAVA_SUBSCRIPTION_ID unset: with nothing stored every event is a 503; with the
+    id `webhook subscribe` stored in the table, its events are enqueued, others not."""
+    with lambda_deployment(verify_token=VERIFY_TOKEN, subscription_id=None) as deployed:
+        event = load_aws_event("apigw_v2_event_post")
+        answer, emf = _invoke(webhook_handler.handler, event, FakeContext())
+        assert (answer["statusCode"], _body(answer)) == (503, {"error": "not accepting events yet"})
+        assert _emf(emf, "EventsRejectedUnconfigured", function="webhook") == 1
+        remember_subscription(deployed.store, SUBSCRIPTION_ID, now=datetime.now(UTC))
+        assert webhook_handler.runtime().receiver.subscriptions.load() == SUBSCRIPTION_ID
+        answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
+        assert (answer["statusCode"], _body(answer)) == (200, {"status": "received"})
+        assert len(deployed.queued_bodies()) == 1
 
 
 @pytest.mark.parametrize("encoded", [False, True])
@@ -203,7 +254,7 @@ def test_webhook_enqueues_a_valid_event_to_sqs(deployment: Deployment, encoded: 
         event["isBase64Encoded"] = True
     answer, emf = _invoke(webhook_handler.handler, event, FakeContext())
     assert answer["statusCode"] == 200
-    assert _body(answer) == {"status": "queued"}
+    assert _body(answer) == {"status": "received"}
     assert [WebhookEvent.from_json(b) for b in deployment.queued_bodies()] == [expected]
     assert _emf(emf, "EventsReceived", function="webhook") == 1
 
@@ -267,7 +318,8 @@ def test_worker_mirrors_a_create_with_one_strava_fetch(deployment: Deployment) -
 
 
 def test_worker_reports_only_the_failing_records(deployment: Deployment) -> None:
-    """An unreadable message and an unknown athlete's event are returned; the rest is not."""
+    """An unreadable message is returned; an unknown athlete's event is dropped (counted,
+    never a DLQ message), and the rest is mirrored."""
     pair = deployment.pair
     activity_id = pair.strava.add_activity(
         pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=1), elapsed_s=900
@@ -282,9 +334,10 @@ def test_worker_reports_only_the_failing_records(deployment: Deployment) -> None
     answer, emf = _invoke(worker_handler.handler, batch, FakeContext())
 
     failed = [item["itemIdentifier"] for item in answer["batchItemFailures"]]
-    assert failed == ["garbled", "stranger"]
+    assert failed == ["garbled"]
     assert deployment.store.get_workout(USER, activity_id) is not None
-    assert _emf(emf, "MessagesFailed", function="worker") == 2
+    assert _emf(emf, "MessagesFailed", function="worker") == 1
+    assert _emf(emf, "EventsDroppedUnknownAthlete", function="worker") == 1
 
 
 def test_worker_returns_everything_unfinished_when_the_store_fails(
@@ -385,7 +438,9 @@ def test_failing_event_reaches_the_dlq_after_the_last_delivery(deployment: Deplo
     activity_id = pair.strava.add_activity(
         pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=4), elapsed_s=1200
     )
-    # The second event's athlete is nobody we know.
+    # The second event's athlete belongs to an account without Strava tokens: its fetch
+    # can never succeed. (An athlete we do not know at all is dropped, not dead.)
+    deployment.store.link_athlete(424_242, "ghost")
     for object_id, owner in ((activity_id, pair.athlete_id), (activity_id + 1, 424_242)):
         event = load_aws_event("apigw_v2_event_post")
         event["body"] = _create_event(object_id, owner)

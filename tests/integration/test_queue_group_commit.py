@@ -19,7 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
-from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.domain.webhook import WebhookEvent, callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
 from garmin2strava.services.observability import HealthReport
@@ -138,7 +138,7 @@ def test_app_startup_warms_the_request_path_without_queueing(
 ) -> None:
     """The lifespan runs the receiver once before serving (with our subscription id or
     none known yet): startup succeeds, nothing is queued, and the first POST is then
-    queued as usual."""
+    queued as usual (or, with no id known, refused with 503 and not queued)."""
     receiver = WebhookReceiver(
         queue,
         verify_token="t",
@@ -151,10 +151,15 @@ def test_app_startup_warms_the_request_path_without_queueing(
         health=lambda: HealthReport(ok=True, reasons=[], detail={}),
         metrics=list,
     )
+    path = callback_path(derive_path_secret("t"))
     with TestClient(app) as client:
         assert queue.depth() == 0
-        answer = client.post("/webhooks/strava", content=activity_event(1).to_json())
+        answer = client.post(path, content=activity_event(1).to_json())
+        if subscription_id is None:
+            assert answer.status_code == 503
+            assert queue.depth() == 0
+            return
         assert answer.status_code == 200
-        assert answer.json() == {"status": "queued"}
+        assert answer.json() == {"status": "received"}
     assert queue.depth() == 1
     assert queue.oldest_age(now=NOW + timedelta(seconds=5)) == 5.0

@@ -374,3 +374,45 @@ def test_a_file_from_before_the_cap_gains_the_column(db: Path, clock: Monotonic)
         assert rows(db)[1001] == ("pending", 1, 0, 0)
     finally:
         queue.close()
+
+
+# -- dead letters: retention and bound -----------------------------------------------
+def test_dead_letters_expire_after_their_retention(db: Path, clock: Monotonic) -> None:
+    """With dead_retention=30 days: a dead letter 31 days old goes at the next due
+    claim, one 29 days old stays (and a done row's one-day retention is unchanged)."""
+    queue = SqliteEventQueue(db, monotonic=clock, dead_retention=timedelta(days=30))
+    try:
+        for n, age in ((1, 31), (2, 29)):
+            queue.enqueue(activity_event(n), now=NOW)
+            (group,) = claim(queue, NOW, limit=1)
+            queue.dead_letter(group, now=NOW - timedelta(days=age), error="permanent")
+        clock.t += 3600
+        claim(queue, NOW)
+        assert states(db) == {1002: "dead"}
+    finally:
+        queue.close()
+
+
+def test_dead_letters_are_bounded_the_oldest_dropping_first(
+    db: Path, clock: Monotonic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """max_dead=3: burying 5 keeps the 3 newest, the 2 oldest are deleted with a
+    WARNING naming how many; pending rows are never touched by the bound."""
+    queue = SqliteEventQueue(db, monotonic=clock, max_dead=3)
+    try:
+        for n in range(1, 6):
+            queue.enqueue(activity_event(n), now=NOW)
+            (group,) = claim(queue, NOW, limit=1)
+            queue.dead_letter(group, now=NOW + timedelta(minutes=n), error="permanent")
+        queue.enqueue(activity_event(9), now=NOW)
+        assert states(db) == {1003: "dead", 1004: "dead", 1005: "dead", 1009: "pending"}
+        dropped = [r for r in caplog.records if r.getMessage() == "queue.dead_letters_dropped"]
+        assert [getattr(r, "rows", None) for r in dropped] == [1, 1]
+    finally:
+        queue.close()
+
+
+def test_dead_letter_defaults_are_thirty_days_and_ten_thousand() -> None:
+    """The defaults README.md documents (G2S_DEAD_LETTER_RETENTION_DAYS=30)."""
+    assert timedelta(days=30) == queue_sqlite.DEFAULT_DEAD_RETENTION
+    assert queue_sqlite.DEFAULT_MAX_DEAD == 10_000

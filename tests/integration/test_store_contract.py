@@ -453,3 +453,28 @@ def test_app_state_round_trips_and_overwrites(store: Store) -> None:
     store.put_app_state("strava.budget", {"used": {}})
     assert store.get_app_state("strava.budget") == {"used": {}}
     assert store.get_app_state("backfill.u1") == {"cursor": "2025-05-01"}
+
+
+# -- deauthorization ----------------------------------------------------------------------
+def test_forget_strava_data_deletes_workouts_and_audit_of_one_user_only(store: Store) -> None:
+    """forget_strava_data deletes the user's workouts (60, past a batch of 25) and audit
+    events; the ledger, tokens, account and the other user's items stay."""
+    now = datetime.now(UTC)
+    for user in ("u1", "u2"):
+        store.put_account(Account(user_id=user, strava_athlete_id=42))
+        store.put_upload(_entry(1, user_id=user))
+        store.replace_strava_tokens(user, _tokens(f"a-{user}"), expected_version=None)
+        for activity_id in range(1, 61):
+            store.upsert_workout(_workout(activity_id, user_id=user))
+        store.add_audit(AuditEvent(user, now, "sync.cycle", f"e-{user}", {}))
+    deleted = store.forget_strava_data("u1")
+    assert deleted == 61
+    assert store.list_workouts("u1", include_deleted=True) == []
+    assert store.get_workout("u1", 1) is None
+    assert store.list_audit("u1") == []
+    assert [e.garmin_activity_id for e in store.list_uploads("u1")] == [1]
+    assert store.get_strava_tokens("u1") is not None
+    assert store.get_account("u1") is not None
+    assert len(store.list_workouts("u2", include_deleted=True)) == 60
+    assert len(store.list_audit("u2")) == 1
+    assert store.forget_strava_data("u1") == 0

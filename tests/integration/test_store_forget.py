@@ -1,5 +1,5 @@
 """What every ports.Store does for the operator's console: audit read back by time
-range, and forgetting an account (see conftest STORE_FACTORIES: SQLite and DynamoDB)."""
+range, and deleting an account (see conftest STORE_FACTORIES: SQLite and DynamoDB)."""
 
 from __future__ import annotations
 
@@ -72,16 +72,6 @@ def test_list_audit_since_reads_only_the_range(store: Store) -> None:
     assert [e.event_id for e in store.list_audit("u1", since=since, limit=1)] == ["h1"]
     assert [e.event_id for e in store.list_audit("u1")] == ["h1", "h2", "h3", "h4"]
     assert store.list_audit("u1", since=now + timedelta(seconds=1)) == []
-
-
-def test_delete_workouts_forgets_one_accounts_mirror(store: Store) -> None:
-    """Every mirrored workout of the account goes (soft-deleted ones too); others stay."""
-    _seed(store, "u1", 42)
-    _seed(store, "u2", 43)
-    assert store.delete_workouts("u1") == 3
-    assert store.list_workouts("u1", include_deleted=True) == []
-    assert len(store.list_workouts("u2", include_deleted=True)) == 3
-    assert store.delete_workouts("u1") == 0
 
 
 def test_delete_account_keeps_only_ledger_and_audit(store: Store) -> None:

@@ -23,7 +23,7 @@ from garmin2strava.adapters.strava_oauth import (
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.domain.uploads import UploadState, read_upload_status
-from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound
+from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
 from garmin2strava.sandbox.fitgen import build_activity_fit
 from garmin2strava.sandbox.strava import StravaSandbox
 
@@ -205,6 +205,54 @@ def test_revoked_access_raises_auth_error(sandbox: StravaSandbox, store: SqliteS
         list_window(adapter)
     assert sandbox.requests["list"] == 1
     assert sandbox.requests["token"] == 1
+
+
+def test_access_revoked_is_proven_by_one_refused_refresh(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """access_revoked: one token request each time; True after the sandbox revoked the
+    athlete, False while access stands (the rotated tokens are stored and work)."""
+    connect(sandbox, store)
+    adapter = adapter_for(sandbox, store, rotation_grace_s=0)
+    before = store.get_strava_tokens(USER)
+    assert adapter.access_revoked() is False
+    after = store.get_strava_tokens(USER)
+    assert before is not None
+    assert after is not None
+    assert after.refresh_token != before.refresh_token
+    assert dict(sandbox.requests) == {"token": 1}
+    sandbox.revoke(ATHLETE)
+    assert adapter.access_revoked() is True
+    assert dict(sandbox.requests) == {"token": 2}
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_access_revoked_proves_nothing_when_strava_cannot_answer(
+    sandbox: StravaSandbox, store: SqliteStore, status: int
+) -> None:
+    """A 5xx or 429 from the token endpoint raises (retry later), never answers True."""
+    connect(sandbox, store)
+    sandbox.revoke(ATHLETE)
+    sandbox.fail_next("token", status)
+    with pytest.raises(TransientError):
+        adapter_for(sandbox, store, rotation_grace_s=0).access_revoked()
+
+
+def test_access_revoked_does_not_blame_the_athlete_for_a_wrong_client_secret(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """Strava refusing the application's credentials is no proof of a revocation."""
+    connect(sandbox, store)
+    wrong = StravaAdapter(
+        store,
+        USER,
+        client_id=sandbox.client_id,
+        client_secret="not-the-secret",
+        base_url=sandbox.base_url,
+        rotation_grace_s=0,
+    )
+    with pytest.raises(StravaAuthError, match="application credentials"):
+        wrong.access_revoked()
 
 
 def test_stale_refresh_uses_the_token_another_runner_stored(

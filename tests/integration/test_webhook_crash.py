@@ -50,16 +50,17 @@ def pair() -> Iterator[SandboxPair]:
         yield sandboxes
 
 
-def post(port: int, body: bytes) -> int | None:
-    return post_event(port, body)[0]
+def post(port: int, path: str, body: bytes) -> int | None:
+    return post_event(port, body, path=path)[0]
 
 
 class Poster(threading.Thread):
     """Posts every body once, paced at RATE; records which ids were answered 200."""
 
-    def __init__(self, port: int, bodies: dict[int, bytes]) -> None:
+    def __init__(self, port: int, path: str, bodies: dict[int, bytes]) -> None:
         super().__init__(name="poster", daemon=True)
         self.port = port
+        self.path = path
         self.bodies = bodies
         self.ok: set[int] = set()
         self.unanswered: list[int] = []
@@ -72,7 +73,7 @@ class Poster(threading.Thread):
             delay = started + i / RATE - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            status = post(self.port, body)
+            status = post(self.port, self.path, body)
             with self.lock:
                 if status == 200:
                     self.ok.add(activity_id)
@@ -115,7 +116,7 @@ def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
 
     first = start_serve(env, log, wait_s=START_WAIT_S)
     second: subprocess.Popen[bytes] | None = None
-    poster = Poster(port, bodies)
+    poster = Poster(port, config.webhook_path, bodies)
     try:
         poster.start()
         deadline = time.monotonic() + START_WAIT_S
@@ -132,7 +133,7 @@ def test_events_answered_200_survive_sigkill_and_are_mirrored_once(
         assert not poster.other, poster.other
         # Strava redelivers what got no answer; the restarted server takes it.
         for activity_id in list(poster.unanswered):
-            assert post(port, bodies[activity_id]) == 200
+            assert post(port, config.webhook_path, bodies[activity_id]) == 200
             poster.ok.add(activity_id)
         assert poster.ok == set(bodies)
         counts = wait_settled(db)

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,7 @@ from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_to
 from garmin2strava.adapters.strava_subscriptions import create_subscription, list_subscriptions
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
+from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import StravaPort
@@ -34,10 +36,19 @@ from garmin2strava.sandbox.fitgen import build_activity_fit
 from garmin2strava.sandbox.scenario import running_sandboxes, seed_demo
 from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.mirror import MirrorStats, WebhookReceiver, process_events
+from garmin2strava.services.mirror import (
+    SUBSCRIPTION_STATE_KEY,
+    MirrorStats,
+    SubscriptionSource,
+    WebhookReceiver,
+    process_events,
+    remember_subscription,
+    subscription_from_state,
+)
 from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
 from garmin2strava.services.observability import check_health, collect_metrics
 from garmin2strava.services.runner import sync_all
+from garmin2strava.services.status import account_status
 
 pytestmark = pytest.mark.integration
 
@@ -72,16 +83,37 @@ def serve(app: ASGIApp) -> tuple[uvicorn.Server, threading.Thread, int]:
     return server, thread, port
 
 
+@dataclass
+class OurCallback:
+    """Our webhook under uvicorn: its URL (with the path secret) and the receiver's
+    subscription source, which reads the id `subscribe` stores as the CLI does."""
+
+    url: str
+    store: SqliteStore
+    subscriptions: SubscriptionSource
+
+    def subscribe(self, sandbox: StravaSandbox, verify: str = VERIFY) -> int:
+        sub_id = subscribe(sandbox, self.url, verify)
+        remember_subscription(self.store, sub_id, now=datetime.now(UTC))
+        self.subscriptions.load()
+        return sub_id
+
+
 @pytest.fixture
-def callback_url(store: SqliteStore, queue: SqliteEventQueue) -> Iterator[str]:
-    """Our HTTP app (WebhookReceiver over the SQLite queue) under uvicorn on loopback."""
+def callback(store: SqliteStore, queue: SqliteEventQueue) -> Iterator[OurCallback]:
+    """Our HTTP app (WebhookReceiver over the SQLite queue) under uvicorn on loopback,
+    no subscription id configured: it learns the one stored by `subscribe`."""
     stats = MirrorStats()
 
     def now() -> datetime:
         return datetime.now(UTC)
 
+    subscriptions = SubscriptionSource(
+        read=lambda: subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY))
+    )
+    subscriptions.load()
     receiver = WebhookReceiver(
-        queue, verify_token=VERIFY, subscription_id=None, stats=stats, clock=now
+        queue, verify_token=VERIFY, subscriptions=subscriptions, stats=stats, clock=now
     )
     app = create_app(
         receiver,
@@ -89,7 +121,8 @@ def callback_url(store: SqliteStore, queue: SqliteEventQueue) -> Iterator[str]:
         metrics=lambda: collect_metrics(queue, stats, now=now(), store=store),
     )
     server, thread, port = serve(app)
-    yield f"http://127.0.0.1:{port}/webhooks/strava"
+    url = f"http://127.0.0.1:{port}" + callback_path(derive_path_secret(VERIFY))
+    yield OurCallback(url, store, subscriptions)
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -137,11 +170,11 @@ def work(sandbox: StravaSandbox, queue: SqliteEventQueue, store: SqliteStore) ->
 
 
 def test_events_keep_the_mirror_with_one_fetch_per_create(
-    sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback_url: str
+    sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback: OurCallback
 ) -> None:
     """Create fetches once; a title update costs no request; a delete soft-deletes."""
     connect(sandbox, store)
-    sub_id = subscribe(sandbox, callback_url)
+    sub_id = callback.subscribe(sandbox)
     assert [
         s["id"]
         for s in list_subscriptions(sandbox.client_id, sandbox.client_secret, sandbox.base_url)
@@ -176,12 +209,12 @@ def test_an_upload_that_becomes_an_activity_sends_a_create(
     sandbox: StravaSandbox,
     store: SqliteStore,
     queue: SqliteEventQueue,
-    callback_url: str,
+    callback: OurCallback,
     tmp_path: Path,
 ) -> None:
     """An emulator upload, once processed, is announced and mirrored."""
     connect(sandbox, store)
-    subscribe(sandbox, callback_url)
+    callback.subscribe(sandbox)
     path = tmp_path / "run.fit"
     path.write_bytes(build_activity_fit(start_utc=START, duration_s=1200, distance_m=4000.0))
     status = adapter(sandbox, store).upload(
@@ -196,36 +229,77 @@ def test_an_upload_that_becomes_an_activity_sends_a_create(
     assert row.name == "Uploaded"
 
 
-def test_deauthorization_drops_tokens_and_disconnects(
-    sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback_url: str
+def test_genuine_deauthorization_deletes_the_athletes_strava_data(
+    sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback: OurCallback
 ) -> None:
-    """The athlete revoking access: tokens gone, account disconnected, rows kept."""
+    """The athlete revokes access on "Strava": one refused token refresh proves it, then
+    tokens and mirrored rows are gone, the ledger stays, the account is disconnected,
+    and a later event of the athlete makes no Strava request."""
     connect(sandbox, store)
-    subscribe(sandbox, callback_url)
+    callback.subscribe(sandbox)
     activity_id = sandbox.add_activity(ATHLETE, start_utc=START, elapsed_s=600)
     work(sandbox, queue, store)
+    assert store.get_workout(USER, activity_id) is not None
     sandbox.deauthorize(ATHLETE)
-    assert work(sandbox, queue, store) == 0
+    before = dict(sandbox.requests)
+    assert work(sandbox, queue, store) == 1
+    assert sandbox.requests["token"] - before.get("token", 0) == 1
     assert store.get_strava_tokens(USER) is None
+    assert store.list_workouts(USER, include_deleted=True) == []
     account = store.get_account(USER)
     assert account is not None
     assert account.status is AccountStatus.DISCONNECTED
+    assert account_status(store, now=START)["accounts"][0]["status"] == "disconnected"
+
+    before = dict(sandbox.requests)
+    sandbox.webhooks.publish(
+        object_type="activity", object_id=activity_id, aspect_type="update",
+        owner_id=ATHLETE, updates={"title": "x"},
+    )  # fmt: skip
+    assert work(sandbox, queue, store) == 0
+    assert dict(sandbox.requests) == before
+
+
+def test_forged_deauthorization_costs_one_request_and_changes_nothing(
+    sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback: OurCallback
+) -> None:
+    """A deauthorization event the athlete never caused (delivered to our secret path
+    with our subscription id): Strava grants the one refresh, so tokens still work and
+    the account, its mirrored rows and its access stay."""
+    connect(sandbox, store)
+    callback.subscribe(sandbox)
+    activity_id = sandbox.add_activity(ATHLETE, start_utc=START, elapsed_s=600)
+    work(sandbox, queue, store)
+    before = dict(sandbox.requests)
+    sandbox.webhooks.publish(
+        object_type="athlete", object_id=ATHLETE, aspect_type="update",
+        owner_id=ATHLETE, updates={"authorized": "false"},
+    )  # fmt: skip
+    assert work(sandbox, queue, store) == 1
+    spent = {k: v - before.get(k, 0) for k, v in sandbox.requests.items() if v != before.get(k, 0)}
+    assert spent == {"token": 1}
+    account = store.get_account(USER)
+    assert account is not None
+    assert account.status is AccountStatus.ACTIVE
     assert store.get_workout(USER, activity_id) is not None
+    assert adapter(sandbox, store).get_athlete_id() == ATHLETE  # the rotated tokens work
 
 
 def test_second_subscription_fails_with_already_exists(
-    sandbox: StravaSandbox, callback_url: str
+    sandbox: StravaSandbox, callback: OurCallback
 ) -> None:
     """One subscription per application: the second create says so clearly."""
-    subscribe(sandbox, callback_url)
+    callback.subscribe(sandbox)
     with pytest.raises(G2SError, match="already has a webhook subscription"):
-        subscribe(sandbox, callback_url)
+        callback.subscribe(sandbox)
 
 
-def test_wrong_verify_token_fails_the_handshake(sandbox: StravaSandbox, callback_url: str) -> None:
+def test_wrong_verify_token_fails_the_handshake(
+    sandbox: StravaSandbox, callback: OurCallback
+) -> None:
     """Our app refuses the handshake; the create fails clearly and nothing is stored."""
     with pytest.raises(G2SError, match="could not verify the callback URL"):
-        subscribe(sandbox, callback_url, verify="not-the-token")
+        callback.subscribe(sandbox, verify="not-the-token")
     assert list_subscriptions(sandbox.client_id, sandbox.client_secret, sandbox.base_url) == []
 
 

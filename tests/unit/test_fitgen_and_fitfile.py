@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import gzip
 import io
+import random
+import struct
+import tempfile
 import time
+import tracemalloc
+import warnings
 import zipfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from fitparse import FitFile
 
 from garmin2strava.adapters.fitfile import (
     ActivityFile,
+    FileSummary,
     extract_original,
+    fit_crc16,
     summarize_upload,
     validate_activity_file,
 )
@@ -24,6 +32,7 @@ from garmin2strava.sandbox import fitgen
 
 START = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
 ACTIVITY_ID = 18_345_678_901
+MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +336,252 @@ def test_unknown_data_type_rejected(tmp_path: Path) -> None:
     path.write_bytes(b"<kml/>")
     with pytest.raises(FileRejected, match="unsupported data_type"):
         validate_activity_file(ActivityFile(path=path, data_type="kml"))
+
+
+# -- CRC ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 1001, 32766, 32767, 32768, 65535, 65536, 100_003])
+def test_crc_equals_fitparse_crc_at_every_length(length: int) -> None:
+    """Our CRC (two bytes a step; folded past 32,767 bytes) equals fitparse's, from any start."""
+    from fitparse.records import Crc  # noqa: PLC0415 - only these tests need fitparse internals
+
+    payload = random.Random(length).randbytes(length)  # noqa: S311 - seeded: the same bytes every run
+    reference = Crc()
+    reference.update(payload)
+    assert fit_crc16(payload) == reference.value
+    assert fit_crc16(memoryview(payload)[1:]) == fit_crc16(payload[1:])
+    for split in {0, length // 3, length}:
+        assert fit_crc16(payload[split:], fit_crc16(payload[:split])) == reference.value
+
+
+# -- FIT files fitgen does not write ----------------------------------------------------
+
+_FIT_EPOCH = datetime(1989, 12, 31, tzinfo=UTC)
+
+
+def _definition(
+    local: int,
+    global_num: int,
+    fields: list[tuple[int, int, int]],
+    *,
+    big_endian: bool = False,
+    dev_fields: list[tuple[int, int, int]] | None = None,
+) -> bytes:
+    order: Literal["big", "little"] = "big" if big_endian else "little"
+    header = 0x40 | local | (0x20 if dev_fields is not None else 0)
+    out = bytes([header, 0, int(big_endian)]) + global_num.to_bytes(2, order)
+    out += bytes([len(fields)]) + b"".join(bytes(f) for f in fields)
+    if dev_fields is not None:
+        out += bytes([len(dev_fields)]) + b"".join(bytes(f) for f in dev_fields)
+    return out
+
+
+def _fit_file(messages: bytes) -> bytes:
+    header = bytearray(b"\x0e\x20\x00\x00" + len(messages).to_bytes(4, "little") + b".FIT\x00\x00")
+    header[12:14] = fit_crc16(bytes(header[:12])).to_bytes(2, "little")
+    body = bytes(header) + messages
+    return body + fit_crc16(body).to_bytes(2, "little")
+
+
+def _fit_seconds(when: datetime) -> int:
+    return int((when - _FIT_EPOCH).total_seconds())
+
+
+def _sessionless_fit(*, first: int, created: int, steps: int) -> tuple[bytes, list[int]]:
+    """file_id, then records: one full timestamp, then compressed-timestamp headers.
+
+    The records are big-endian and carry a developer field; there is no session."""
+    out = _definition(0, 0, [(0, 1, 0x00), (4, 4, 0x86)])
+    out += b"\x00" + bytes([4]) + created.to_bytes(4, "little")
+    # record: timestamp (253, uint32) and heart_rate (3, uint8), plus a 2-byte dev field.
+    out += _definition(
+        1, 20, [(253, 4, 0x86), (3, 1, 0x02)], big_endian=True, dev_fields=[(0, 2, 0)]
+    )
+    out += b"\x01" + first.to_bytes(4, "big") + b"\x78" + b"\x00\x01"
+    out += _definition(2, 20, [(3, 1, 0x02)], big_endian=True, dev_fields=[(0, 2, 0)])
+    times, now = [first], first
+    for step in range(steps):
+        now += 7 + step % 3  # crosses the 32-second rollover of the 5-bit offset many times
+        out += bytes([0x80 | (2 << 5) | (now & 0x1F)]) + b"\x79" + b"\x00\x02"
+        times.append(now)
+    return _fit_file(out), times
+
+
+def test_compressed_timestamps_big_endian_and_developer_fields_read_as_fitparse_reads_them() -> (
+    None
+):
+    """A session-less file of compressed-timestamp records starts and ends where fitparse says."""
+    first = _fit_seconds(START)
+    data, times = _sessionless_fit(first=first, created=first - 5, steps=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fitparse notes the developer field is undescribed
+        with FitFile(io.BytesIO(data), check_developer_data=False) as fit:
+            decoded = [m.get_raw_value("timestamp") for m in fit.get_messages("record")]
+    assert decoded == times  # the bytes say what the test means
+    summary = summarize_upload(data, "fit")
+    assert summary.start_utc == START
+    assert summary.elapsed_s == times[-1] - times[0]
+    assert (summary.records, summary.sessions, summary.sport) == (201, 0, None)
+
+
+def test_relative_record_times_fall_back_to_an_absolute_time_created() -> None:
+    """Records in device time and an absolute file_id.time_created: the file starts then."""
+    data, _ = _sessionless_fit(first=1_000, created=_fit_seconds(START), steps=20)
+    summary = validate_activity_file_bytes(data)
+    assert summary.start_utc == START
+    assert summary.elapsed_s is None  # device time says nothing about when it ended
+
+
+def test_fit_with_only_device_time_is_refused_before_upload(tmp_path: Path) -> None:
+    """Records and file_id in device time only: read, then refused before upload."""
+    data, _ = _sessionless_fit(first=1_000, created=900, steps=20)
+    summary = summarize_upload(data, "fit")
+    assert summary.start_utc is None
+    assert summary.no_start_reason is not None
+    assert "device-relative" in summary.no_start_reason
+    path = tmp_path / "a.fit"
+    path.write_bytes(data)
+    with pytest.raises(FileRejected, match="Strava cannot place it in time"):
+        validate_activity_file(ActivityFile(path=path, data_type="fit"))
+
+
+def validate_activity_file_bytes(data: bytes) -> FileSummary:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.fit"
+        path.write_bytes(data)
+        return validate_activity_file(ActivityFile(path=path, data_type="fit"))
+
+
+def test_data_message_before_its_definition_is_refused() -> None:
+    """A data message of a local type never defined is refused, not guessed."""
+    with pytest.raises(FileRejected, match="undefined local type"):
+        summarize_upload(_fit_file(b"\x03" + b"\x00" * 8), "fit")
+
+
+def test_definition_cut_by_the_end_of_the_data_is_refused() -> None:
+    """A definition that claims more fields than the data holds is refused."""
+    with pytest.raises(FileRejected, match="definition message runs past"):
+        summarize_upload(_fit_file(_definition(0, 0, [(0, 1, 0)])[:-2]), "fit")
+
+
+def test_two_chained_fitgen_runs_are_one_upload_of_the_first() -> None:
+    """Two runs chained: accepted, two segments, the summary is the first run's."""
+    first = fitgen.build_activity_fit(start_utc=START, duration_s=600)
+    second = fitgen.build_activity_fit(start_utc=START + timedelta(hours=2), duration_s=60)
+    summary = summarize_upload(first + second, "fit")
+    assert (summary.segments, summary.start_utc, summary.elapsed_s) == (2, START, 600.0)
+
+
+# -- nothing but FileRejected escapes ---------------------------------------------------
+
+
+def test_fuzzed_fitgen_file_gives_a_summary_or_file_rejected(hour_run: bytes) -> None:
+    """Cuts and flips of a generated run, CRCs recomputed, raise nothing but FileRejected."""
+    body = hour_run[: 14 + 6_000]  # header and the first few hundred messages
+    rng = random.Random(8)  # noqa: S311 - seeded: the same cases every run
+    outcomes: list[object] = []
+    mutants = [body[:cut] for cut in range(14, len(body), 37)]
+    for _ in range(400):
+        at = rng.randrange(14, len(body))
+        mutants.append(body[:at] + bytes([rng.randrange(256)]) + body[at + 1 :])
+    for mutant in mutants:
+        head = bytearray(mutant[:14])
+        head[4:8] = (len(mutant) - 14).to_bytes(4, "little")
+        head[12:14] = fit_crc16(bytes(head[:12])).to_bytes(2, "little")
+        framed = bytes(head) + mutant[14:]
+        try:
+            outcomes.append(
+                summarize_upload(framed + fit_crc16(framed).to_bytes(2, "little"), "fit")
+            )
+        except FileRejected as exc:
+            outcomes.append(exc)
+    assert any(isinstance(o, FileSummary) for o in outcomes)
+    assert any(str(o).startswith("FIT data is damaged") for o in outcomes)
+
+
+@pytest.mark.parametrize("data_type", ["fit", "gpx", "tcx", "fit.gz", "gpx.gz", "tcx.gz"])
+def test_random_bytes_are_refused_for_every_data_type(data_type: str) -> None:
+    """Noise of many lengths, as any data type, raises FileRejected and nothing else."""
+    rng = random.Random(data_type)  # noqa: S311 - seeded: the same cases every run
+    for length in [0, 1, 11, 12, 13, 14, 15, 100, 5000]:
+        noise = bytes(rng.randrange(256) for _ in range(length))
+        for payload in (noise, b"\x0e\x10\x00\x00\x10\x00\x00\x00.FIT" + noise):
+            with pytest.raises(FileRejected):
+                summarize_upload(payload, data_type)
+
+
+# -- GPX / TCX streaming ----------------------------------------------------------------
+
+
+def test_gpx_is_streamed_not_built_in_memory(tmp_path: Path) -> None:
+    """Checking a 4 MiB GPX peaks under 2 MiB of Python allocations (a tree would take 100s)."""
+    path = tmp_path / "big.gpx"
+    lines = [f'<trkpt lat="45.0" lon="13.0"><time>{START.isoformat()}</time></trkpt>'] * 60_000
+    path.write_bytes(fitgen.build_gpx(start_utc=START, duration_s=60).replace(
+        b"</trkseg>", "\n".join(lines).encode() + b"</trkseg>"
+    ))  # fmt: skip
+    assert path.stat().st_size > 4 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        summary = validate_activity_file(ActivityFile(path=path, data_type="gpx"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.records == 60_013
+    assert peak < 2 * 1024 * 1024
+
+
+def test_doctype_after_a_long_prefix_is_refused() -> None:
+    """A DOCTYPE that starts past the first read chunk is refused all the same."""
+    payload = b'<?xml version="1.0"?>' + b"<!--" + b"x" * 600_000 + b"-->"
+    payload += b'<!DOCTYPE gpx [<!ENTITY a "aaaa">]><gpx>&a;</gpx>'
+    with pytest.raises(FileRejected, match="DOCTYPE or ENTITY"):
+        summarize_upload(payload, "gpx")
+    with pytest.raises(FileRejected, match="DOCTYPE or ENTITY"):
+        summarize_upload(gzip.compress(payload), "gpx.gz")
+
+
+def test_tcx_without_an_activity_is_refused() -> None:
+    """A TCX course (no Activity) is not an activity."""
+    tcx = b'<TrainingCenterDatabase xmlns="x"><Courses><Course><Name>c</Name></Course></Courses>'
+    with pytest.raises(FileRejected, match="no Activity"):
+        summarize_upload(tcx + b"</TrainingCenterDatabase>", "tcx")
+
+
+def test_tcx_elapsed_runs_to_the_last_trackpoint_past_the_lap_time() -> None:
+    """A lap timer paused for a minute: elapsed is wall time to the last trackpoint."""
+    tcx = fitgen.build_tcx(start_utc=START, duration_s=300)
+    late = (START + timedelta(seconds=360)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tcx = tcx.replace(b"</Track>", f"<Trackpoint><Time>{late}</Time></Trackpoint></Track>".encode())
+    summary = summarize_upload(tcx, "tcx")
+    assert (summary.start_utc, summary.elapsed_s, summary.distance_m) == (START, 360.0, 1000.0)
+
+
+def test_session_fields_declared_as_floats_or_out_of_range_are_not_used() -> None:
+    """A session whose start is a float64 1e300 and distance a float32 inf reads, no overflow."""
+    first = _fit_seconds(START)
+    out = _definition(0, 0, [(0, 1, 0x00), (4, 4, 0x86)])
+    out += b"\x00" + bytes([4]) + first.to_bytes(4, "little")
+    out += _definition(1, 20, [(253, 4, 0x86)]) + b"\x01" + first.to_bytes(4, "little")
+    # session: start_time (2) float64, total_elapsed_time (7) uint32, total_distance (9) float32
+    out += _definition(2, 18, [(2, 8, 0x89), (7, 4, 0x86), (9, 4, 0x88)])
+    out += b"\x02" + struct.pack("<dIf", 1e300, 60_000, float("inf"))
+    summary = summarize_upload(_fit_file(out), "fit")
+    assert summary.start_utc == START  # from the record, the session's start being unusable
+    assert summary.distance_m is None
+
+
+def test_xml_nested_without_end_is_refused() -> None:
+    """GPX nested thousands deep is refused at a fixed depth, not followed."""
+    with pytest.raises(FileRejected, match="deeper than"):
+        summarize_upload(b"<gpx>" + b"<a>" * 5000 + b"</a>" * 5000 + b"</gpx>", "gpx")
+
+
+def test_xml_time_of_a_megabyte_is_refused() -> None:
+    """A point time 1 MiB long is refused instead of being gathered."""
+    payload = (
+        b"<gpx><trk><trkseg><trkpt><time>" + b"1" * MIB + b"</time></trkpt></trkseg></trk></gpx>"
+    )
+    with pytest.raises(FileRejected, match="longer than"):
+        summarize_upload(payload, "gpx")

@@ -2,17 +2,24 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.webhook import (
+    MAX_FUTURE_SECONDS,
     BadEvent,
     ForeignSubscription,
     WebhookEvent,
+    callback_path,
     check_handshake,
+    derive_path_secret,
+    is_valid_path_secret,
     parse_event,
+    path_secret_matches,
+    redact_callback_url,
 )
 from garmin2strava.domain.workouts import (
     BadActivity,
@@ -71,6 +78,88 @@ def test_rejects_malformed_events_with_short_reason(raw: bytes, reason: str) -> 
     with pytest.raises(BadEvent) as caught:
         parse_event(raw, subscription_id=SUB)
     assert caught.value.reason == reason
+
+
+def test_event_times_must_be_plausible() -> None:
+    """With `now`: over MAX_FUTURE_SECONDS ahead is refused, up to it is fine; 2**62 (past
+    year 9999) is out of range with or without `now`, so nothing downstream overflows."""
+    now = datetime.fromtimestamp(1516126040, UTC)
+    ahead = 1516126040 + MAX_FUTURE_SECONDS
+    assert parse_event(body(event_time=ahead), now=now).event_time == ahead
+    with pytest.raises(BadEvent) as caught:
+        parse_event(body(event_time=ahead + 1), now=now)
+    assert caught.value.reason == "event_time is in the future"
+    with pytest.raises(BadEvent) as caught:
+        parse_event(body(event_time=4_102_444_800), now=now)  # 2100-01-01
+    assert caught.value.reason == "event_time is in the future"
+    for absurd in (2**62, 253_402_300_800):
+        with pytest.raises(BadEvent) as caught:
+            parse_event(body(event_time=absurd))
+        assert caught.value.reason == "event_time out of range"
+    assert parse_event(body(event_time=253_402_300_799)).happened_at.year == 9999
+
+
+def test_legacy_string_subscription_id_parses_and_other_strings_do_not() -> None:
+    """Strava's 2017 events sent subscription_id as a digit string; nothing else is read
+    from a string."""
+    assert parse_event(body(subscription_id="1")).subscription_id == 1
+    for bad in ("x1", "", "-1", "\uff11", "9" * 30):  # U+FF11 is a fullwidth "1"
+        with pytest.raises(BadEvent):
+            parse_event(body(subscription_id=bad))
+
+
+def test_deeply_nested_json_is_a_bad_event() -> None:
+    """JSON nested 2,000 deep is refused as not JSON (no RecursionError escapes)."""
+    with pytest.raises(BadEvent):
+        parse_event(b"[" * 2000 + b"]" * 2000)
+    with pytest.raises(BadEvent):
+        parse_event(b'{"updates":' * 100_000 + b"1" + b"}" * 100_000)
+
+
+def test_path_secret_is_derived_stable_url_safe_and_compared_exactly() -> None:
+    """The derived secret is 32 URL-safe characters, the same for the same token, other
+    for another; it contains nothing of the token; only the exact secret matches."""
+    token = "a-long-random-verify-token-0123456789"
+    secret = derive_path_secret(token)
+    assert secret == derive_path_secret(token)
+    assert secret != derive_path_secret(token + "x")
+    assert len(secret) == 32
+    assert is_valid_path_secret(secret)
+    assert token[:8] not in secret
+    assert path_secret_matches(secret, secret)
+    for wrong in ("", secret[:-1], secret + "x", secret.upper(), "\udcff"):
+        assert not path_secret_matches(wrong, secret)
+    assert not path_secret_matches("", None)
+    assert not is_valid_path_secret("short")
+    assert not is_valid_path_secret("x" * 24 + "/")
+    url = "https://host.example/g2s" + callback_path(secret)
+    assert redact_callback_url(url) == "https://host.example/g2s/webhooks/strava/<secret>"
+    assert secret not in redact_callback_url(url)
+
+
+@pytest.mark.realdata
+def test_every_real_webhook_body_parses(realdata: Path) -> None:
+    """Every recorded Strava event (2017 string id, 2019-2026 captures, the docs' example,
+    the 2025 `visibility` key, deauthorizations) parses at its own time."""
+    files = sorted((realdata / "webhook").glob("*.json"))
+    events = {}
+    for path in files:
+        data = json.loads(path.read_text())
+        if "hub.mode" in data:  # the handshake's query, not an event
+            assert check_handshake(data, data["hub.verify_token"]) == data["hub.challenge"]
+            continue
+        raw = path.read_bytes()
+        at = datetime.fromtimestamp(int(data["event_time"]), UTC)
+        events[path.name] = parse_event(raw, now=at, subscription_id=int(data["subscription_id"]))
+    assert len(events) == len(files) - 1
+    assert events["legacy_2017_string_subscription_id.json"].subscription_id == 1
+    assert events["captured_update_private_visibility_2025.json"].updates == {
+        "private": "true",
+        "visibility": "only_me",
+    }
+    deauths = [name for name, e in events.items() if e.is_deauthorization]
+    assert deauths == ["captured_deauthorize_2022.json", "captured_deauthorize_2026.json"]
+    assert all(e.happened_at.year >= 2011 for e in events.values())
 
 
 def test_foreign_subscription_is_refused() -> None:

@@ -1,38 +1,86 @@
 """Activity files: unpack Garmin's ORIGINAL zip safely, then check what came out.
 
-The one module that uses `fitparse`. The zip comes from the network, so extraction
-trusts nothing in it: names, types, member count, sizes and compression ratio are
-checked before anything is inflated, and sizes again while inflating. The file we
-write gets a name of our choosing inside `workdir`; a failed extraction leaves
-nothing behind.
+The one module that uses `fitparse`, and only for the FIT profile (message, field and
+enum names, scales, base types), so the names we give match fitparse's. The zip comes
+from the network, so extraction trusts nothing in it: names, types, member count,
+sizes and compression ratio are checked before anything is inflated, and sizes again
+while inflating. The file we write gets a name of our choosing inside `workdir`; a
+failed extraction leaves nothing behind.
 
 Which member is the activity: members are classified by extension (.fit/.gpx/.tcx,
 case-insensitive). One candidate: that one. Several: the one named like Garmin's
 `{id}_ACTIVITY.fit` if exactly one is; otherwise the archive is refused rather than
 guessing which file to upload.
+
+The check never rewrites the file: what is uploaded is the file as Garmin gave it.
+
+FIT. A file may be a chain of FIT files (watches append a heart-rate strap's swim or
+triathlon data as chained `hr` segments). Every segment's header (size 12 or 14,
+".FIT", its CRC when non-zero) and CRC are checked, and every message of every
+segment is walked by its size; the first segment must be an activity file
+(`file_id.type` activity) and the summary is read from it alone. The walker decodes
+only `file_id`, `session`, `activity` and the timestamps of every message (compressed
+timestamp headers count from them, as the FIT protocol says); every other message is
+skipped by the size its definition gives, developer fields included.
+
+The summary of a FIT activity covers all its sessions (a triathlon has one per leg and
+transition):
+- start: the earliest session `start_time`; without sessions, the first absolute
+  record or event timestamp; else `file_id.time_created`;
+- elapsed: from that start to the end of the last session (its `start_time` plus
+  `total_elapsed_time`, else its `timestamp`); without sessions, to the last absolute
+  record/event timestamp or the `activity` message;
+- distance: the sum of the sessions' `total_distance`;
+- sport: the sessions' sport when they all share one (sub-sport likewise, else None),
+  otherwise "multisport" (transitions count as a sport of their own).
+
+Time. FIT date_time values below 0x10000000 are seconds of device uptime (the
+Forerunner 70 writes only those): they give durations, never a start. A file with no
+absolute time at all, a GPX whose points carry no time (a route, an untimed track) or
+a TCX without any lap, activity or trackpoint time cannot be placed in time by
+Strava: `summarize_upload` returns such a file with `start_utc` None and the reason in
+`no_start_reason`; `validate_activity_file`, the check before upload, refuses it with
+that reason. A GPX's metadata time is when the file was written, not the activity,
+and is not used.
+
+GPX and TCX are streamed through expat (memory stays bounded by what the summary
+keeps, not by the file): a DOCTYPE or ENTITY declaration anywhere is refused by the
+parser itself, and so is UTF-16/32 (activity XML is UTF-8). GPX: the track points
+(route points when there are none), first to last time; sport is the first track's
+`type`. TCX: start is the first lap's StartTime (else the activity Id, else the first
+trackpoint), elapsed runs to the latest of each lap's start plus TotalTimeSeconds and
+the last trackpoint time, distance is the sum of the laps' DistanceMeters, sport the
+Activity's Sport (lowercase; "multisport" when activities differ).
+
+Anything damaged is refused with FileRejected naming the defect; no other exception
+leaves `summarize_upload` or `validate_activity_file` for any input bytes.
 """
 
 from __future__ import annotations
 
-import contextlib
+import array
+import functools
 import gzip
 import io
 import logging
+import math
 import os
 import re
 import stat
 import struct
+import sys
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
-from xml.etree import ElementTree as ET
+from typing import IO, Any, Protocol
+from xml.parsers import expat
 
-from fitparse import FitFile
-from fitparse.utils import FitParseError
+from fitparse import profile
+from fitparse.records import BASE_TYPES
 
 from garmin2strava.errors import ArchiveRejected, FileRejected
 
@@ -52,7 +100,6 @@ MiB = 1024 * 1024
 DATA_TYPES = {".fit": "fit", ".gpx": "gpx", ".tcx": "tcx"}
 _GARMIN_MEMBER = re.compile(r"^\d+_ACTIVITY\.fit$", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_XML_DECLARATIONS = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _CHUNK = 64 * 1024
 
 
@@ -69,12 +116,15 @@ class FileSummary:
     """What a valid activity file says about itself."""
 
     data_type: str
-    start_utc: datetime | None  # aware, UTC
+    start_utc: datetime | None  # aware, UTC; None: nothing places the file in time
     sport: str | None
     sub_sport: str | None
     elapsed_s: float | None
     distance_m: float | None
-    records: int  # FIT record messages, GPX trkpt, TCX Trackpoint
+    records: int  # FIT record messages, GPX trkpt (or rtept), TCX Trackpoint
+    sessions: int = 0  # FIT session messages (a triathlon has several)
+    segments: int = 1  # FIT files in the chain (the activity and what is chained to it)
+    no_start_reason: str | None = None  # why start_utc is None
 
 
 # -- the ORIGINAL zip --------------------------------------------------------------
@@ -189,40 +239,82 @@ def _copy_limited(source: IO[bytes], out: IO[bytes], *, limit: int, ceiling: int
 
 
 def validate_activity_file(f: ActivityFile) -> FileSummary:
-    """Check an extracted file and summarise it. Raises FileRejected with the reason."""
-    return summarize_upload(f.path.read_bytes(), f.data_type)
+    """Check an extracted file before upload and summarise it.
+
+    Raises FileRejected with the reason: everything `summarize_upload` refuses, and a
+    file that carries no absolute time, which Strava cannot place.
+    """
+    if f.data_type in _XML_ROOTS:
+        with f.path.open("rb") as stream:
+            summary = _summarize_xml(stream, f.data_type)
+    else:
+        summary = summarize_upload(f.path.read_bytes(), f.data_type)
+    if summary.start_utc is None:
+        raise FileRejected(summary.no_start_reason or f"{f.data_type} file has no start time")
+    return summary
 
 
 def summarize_upload(data: bytes, data_type: str) -> FileSummary:
-    """Check activity file bytes as Strava's `data_type` names them (fit, gpx.gz, ...)."""
+    """Read activity file bytes as Strava's `data_type` names them (fit, gpx.gz, ...).
+
+    Refuses (FileRejected) what is damaged or not an activity. A file with no absolute
+    time comes back with `start_utc` None and the reason in `no_start_reason`.
+    """
     kind = data_type.lower()
-    if kind.endswith(".gz"):
-        data = _gunzip(data)
-        kind = kind.removesuffix(".gz")
+    gzipped = kind.endswith(".gz")
+    kind = kind.removesuffix(".gz")
     if kind == "fit":
-        return _summarize_fit(data)
-    if kind in ("gpx", "tcx"):
-        return _summarize_xml(data, kind)
+        return _summarize_fit(_gunzip(data) if gzipped else data)
+    if kind in _XML_ROOTS:
+        if not gzipped:
+            return _summarize_xml(io.BytesIO(data), kind)
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+                return _summarize_xml(_LimitedReader(stream, _GUNZIP_LIMIT), kind)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FileRejected(f"gzip data is damaged ({exc})") from None
     raise FileRejected(f"unsupported data_type {data_type!r}")
 
 
-def _gunzip(data: bytes, limit: int = 64 * MiB) -> bytes:
+_GUNZIP_LIMIT = 64 * MiB
+
+
+def _gunzip(data: bytes, limit: int = _GUNZIP_LIMIT) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
             inflated = stream.read(limit + 1)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise FileRejected(f"gzip data is damaged ({exc})") from None
     if len(inflated) > limit:
         raise FileRejected(f"gzip data inflates past {limit} bytes")
     return inflated
 
 
-# FIT ---------------------------------------------------------------------------------
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _LimitedReader:
+    """A binary stream that refuses to give more than `limit` bytes in all."""
+
+    def __init__(self, stream: _Readable, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._left = limit
+
+    def read(self, size: int) -> bytes:
+        chunk = self._stream.read(size)
+        self._left -= len(chunk)
+        if self._left < 0:
+            raise FileRejected(f"gzip data inflates past {self._limit} bytes")
+        return chunk
+
+
+# FIT: framing and CRC ------------------------------------------------------------------
 
 
 def _crc_table() -> tuple[int, ...]:
-    # FIT's CRC is CRC-16/ARC (reflected polynomial 0xA001, initial 0). A byte table
-    # checks an hour's run in a few milliseconds; fitparse's own check is far slower.
+    # FIT's CRC is CRC-16/ARC (reflected polynomial 0xA001, initial 0).
     table = []
     for byte in range(256):
         crc = byte
@@ -235,180 +327,627 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def fit_crc16(data: bytes, crc: int = 0) -> int:
+@functools.cache
+def _crc_word_table() -> list[int]:
+    # The CRC is linear and its register is 16 bits wide, so one step can take two
+    # bytes: once a little-endian word is XOR-ed into the register and 16 bits have
+    # shifted out, nothing of the old register is left, and the result depends on
+    # (crc ^ word) alone: the byte step applied twice with zero bytes. Half the Python
+    # iterations of the byte table; built on first use (65,536 entries, ~15 ms).
+    byte_table = _CRC_TABLE
+    table = []
+    for value in range(0x10000):
+        once = (value >> 8) ^ byte_table[value & 0xFF]
+        table.append((once >> 8) ^ byte_table[once & 0xFF])
+    return table
+
+
+# Feeding the CRC a zero byte is a linear map of the 16-bit register, and that map has
+# order 32767: the period of FIT's polynomial x^16+x^15+x^2+1 = (x+1)(x^15+x+1), whose
+# second factor is primitive. The CRC (from 0) of a message is the XOR, over its bytes,
+# of each byte's table entry pushed through that map once per byte that follows it; so
+# two bytes 32767 places apart count alike, and XOR-ing the message's 32767-byte
+# blocks together (aligned on its end, in C, as big integers) leaves a block with the
+# same CRC. The check of a 64 MiB file then costs one 32 KiB CRC in Python.
+_CRC_PERIOD = 32767
+
+
+def fit_crc16(data: bytes | memoryview, crc: int = 0) -> int:
     """The FIT CRC-16 of `data`, continuing from `crc` (the sandbox's encoder uses it too)."""
-    table = _CRC_TABLE
-    for byte in data:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
+    view = memoryview(data).cast("B")
+    size = len(view)
+    if size <= _CRC_PERIOD:
+        return _crc_words(view, crc)
+    head = size % _CRC_PERIOD  # a shorter first block is the same with leading zeros
+    folded = int.from_bytes(view[:head], "big")
+    for start in range(head, size, _CRC_PERIOD):
+        folded ^= int.from_bytes(view[start : start + _CRC_PERIOD], "big")
+    result = _crc_words(memoryview(folded.to_bytes(_CRC_PERIOD, "big")), 0)
+    if crc:
+        # Linearity again: a starting register adds what it becomes after `size` zero
+        # bytes, which is what it becomes after `size % 32767` of them.
+        result ^= _crc_words(memoryview(bytes(head)), crc)
+    return result
+
+
+def _crc_words(view: memoryview, crc: int) -> int:
+    """The CRC, sequentially, two bytes a step."""
+    even = len(view) & ~1
+    table = _crc_word_table()
+    words: Iterable[int]
+    if sys.byteorder == "little":
+        words = view[:even].cast("H")
+    else:
+        swapped = array.array("H", view[:even])
+        swapped.byteswap()
+        words = swapped
+    for word in words:
+        crc = table[crc ^ word]
+    if len(view) & 1:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ view[-1]) & 0xFF]
     return crc
 
 
-def _check_fit_framing(data: bytes) -> None:
-    if len(data) < 12 or data[8:12] != b".FIT":  # noqa: PLR2004 - the minimum header size
-        raise FileRejected("not a FIT file (no .FIT header)")
-    header_size = data[0]
-    if header_size not in (12, 14):
-        raise FileRejected(f"FIT header size {header_size} is neither 12 nor 14")
-    (data_size,) = struct.unpack_from("<I", data, 4)
-    expected = header_size + data_size + 2
-    if len(data) < expected:
-        raise FileRejected(f"FIT file truncated: {len(data)} of {expected} bytes")
-    if len(data) > expected:
-        # Chained FIT files exist in the spec, never in a watch's activity download.
-        raise FileRejected(f"FIT file has {len(data) - expected} bytes after its CRC")
-    if header_size == 14:  # noqa: PLR2004 - the header with a CRC
-        (header_crc,) = struct.unpack_from("<H", data, 12)
-        if header_crc and header_crc != fit_crc16(data[:12]):
-            raise FileRejected("FIT header CRC mismatch")
-    (file_crc,) = struct.unpack_from("<H", data, len(data) - 2)
-    if file_crc != fit_crc16(data[:-2]):
-        raise FileRejected("FIT file CRC mismatch")
+_HEADER_SIZES = (12, 14)
+
+
+def _fit_segments(data: bytes) -> list[tuple[int, int]]:
+    """Check the framing of every FIT file of a chain: (data start, data end) of each."""
+    segments: list[tuple[int, int]] = []
+    pos, total = 0, len(data)
+    while pos < total or not segments:
+        # The first file's defects read as they always have; a chained file's defect
+        # names its place in the chain.
+        where = "FIT" if not segments else f"chained FIT file {len(segments) + 1} (byte {pos}):"
+        left = total - pos
+        if segments and left < _HEADER_SIZES[0]:
+            raise FileRejected(f"FIT file has {left} bytes after its CRC")
+        if left < _HEADER_SIZES[0] or data[pos + 8 : pos + 12] != b".FIT":
+            raise FileRejected(
+                f"{where} no .FIT header" if segments else "not a FIT file (no .FIT header)"
+            )
+        header_size = data[pos]
+        if header_size not in _HEADER_SIZES:
+            raise FileRejected(f"{where} header size {header_size} is neither 12 nor 14")
+        (data_size,) = struct.unpack_from("<I", data, pos + 4)
+        end = pos + header_size + data_size
+        if end + 2 > total:
+            raise FileRejected(f"{where} file truncated: {left} of {end + 2 - pos} bytes")
+        if header_size == _HEADER_SIZES[1]:
+            (header_crc,) = struct.unpack_from("<H", data, pos + 12)
+            if header_crc and header_crc != fit_crc16(memoryview(data)[pos : pos + 12]):
+                raise FileRejected(f"{where} header CRC mismatch")
+        (file_crc,) = struct.unpack_from("<H", data, end)
+        if file_crc != fit_crc16(memoryview(data)[pos:end]):
+            raise FileRejected(f"{where} file CRC mismatch")
+        segments.append((pos + header_size, end))
+        pos = end + 2
+    return segments
+
+
+# FIT: the message walker ---------------------------------------------------------------
+
+_FIT_EPOCH = 631_065_600  # 1989-12-31T00:00:00Z, FIT's time zero, in Unix seconds
+_ABSOLUTE = 0x10000000  # date_time values below this count device uptime, not a date
+_FILE_ID, _SESSION, _RECORD, _EVENT, _ACTIVITY = 0, 18, 20, 21, 34
+_TIMESTAMP = 253
+# The fields decoded, by global message number; the rest of every message is skipped.
+_PICKED = {_FILE_ID: (0, 4), _SESSION: (2, 5, 6, 7, 9, _TIMESTAMP), _ACTIVITY: (_TIMESTAMP,)}
+# Base types a timestamp may be declared with, and their invalid value.
+_TIMESTAMP_TYPES = {0x86: ("I", 0xFFFFFFFF), 0x8C: ("I", 0), 0x85: ("i", 0x7FFFFFFF)}
+_TIMESTAMP_SIZE = 4
+_FIT_MAX = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    """One field to decode from a message: where, how, and its name in the profile."""
+
+    offset: int
+    unpack: Callable[[bytes, int], tuple[Any, ...]]
+    parse: Callable[[Any], Any]  # fitparse's: None for the base type's invalid value
+    name: str
+    scale: float | None
+    enum: dict[int, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A definition message compiled once: the size of its data and what to read."""
+
+    size: int
+    global_num: int
+    ts_at: int  # offset of a 4-byte timestamp field, -1 if none
+    ts_unpack: Callable[[bytes, int], tuple[int]]
+    ts_invalid: int
+    picks: tuple[_Pick, ...]
+
+
+@dataclass(slots=True)
+class _FitContent:
+    """What one FIT file of a chain holds for a summary (FIT times: raw seconds)."""
+
+    file_type: str | None = None
+    time_created: int | None = None
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    activity_ts: int | None = None
+    records: int = 0
+    first_abs: int | None = None  # first absolute record/event timestamp
+    last_abs: int | None = None  # last one
+    stamped: bool = False  # any timestamp at all, device-relative ones included
+
+
+def _damaged(what: str, pos: int) -> FileRejected:
+    return FileRejected(f"FIT data is damaged: {what} at byte {pos}")
+
+
+@functools.cache
+def _profile_field(global_num: int, number: int) -> tuple[str, float | None, dict[int, str] | None]:
+    found = profile.MESSAGE_TYPES[global_num].fields[number]
+    return found.name, found.scale, getattr(found.type, "values", None)
+
+
+def _compile(fields: bytes, *, big_endian: bool, global_num: int, dev: bool) -> _Layout:
+    # `fields` is the definition from its field count on: the field triples, then with
+    # `dev` the developer field count and triples. Sizes are all a skip needs.
+    endian = ">" if big_endian else "<"
+    count = fields[0]
+    wanted = _PICKED.get(global_num, ())
+    offset, ts_at, (ts_fmt, ts_invalid) = 0, -1, _TIMESTAMP_TYPES[0x86]
+    picks = []
+    for i in range(count):
+        number, size, base = fields[1 + 3 * i : 4 + 3 * i]
+        if number == _TIMESTAMP and size == _TIMESTAMP_SIZE and base in _TIMESTAMP_TYPES:
+            ts_at = offset
+            ts_fmt, ts_invalid = _TIMESTAMP_TYPES[base]
+        base_type = BASE_TYPES.get(base)
+        # A field sized unlike its base type (the COROS file has some) does not decode
+        # to a number in fitparse either: here it counts as absent.
+        if number in wanted and base_type is not None and base_type.fmt != "s":
+            fmt = endian + base_type.fmt
+            if struct.calcsize(fmt) == size:
+                name, scale, enum = _profile_field(global_num, number)
+                unpack = struct.Struct(fmt).unpack_from
+                picks.append(_Pick(offset, unpack, base_type.parse, name, scale, enum))
+        offset += size
+    if dev:
+        dev_at = 1 + 3 * count
+        offset += sum(fields[dev_at + 2 + 3 * i] for i in range(fields[dev_at]))
+    return _Layout(
+        size=offset,
+        global_num=global_num,
+        ts_at=ts_at,
+        ts_unpack=struct.Struct(endian + ts_fmt).unpack_from,
+        ts_invalid=ts_invalid,
+        picks=tuple(picks),
+    )
+
+
+def _read_definition(
+    data: bytes, pos: int, end: int, cache: dict[bytes, _Layout]
+) -> tuple[_Layout, int]:
+    """The definition message at `pos`, compiled, and where the next message starts."""
+    dev = bool(data[pos] & 0x20)
+    stop = pos + 6  # header, reserved, architecture, global number (2), field count
+    if stop <= end:
+        stop += 3 * data[stop - 1]
+        if dev and stop < end:
+            stop += 1 + 3 * data[stop]
+        elif dev:
+            stop = end + 1
+    if stop > end:
+        raise _damaged("definition message runs past the end of the data", pos)
+    key = data[pos + 2 : stop] + (b"\x01" if dev else b"\x00")
+    layout = cache.get(key)
+    if layout is None:
+        big_endian = data[pos + 2] != 0  # fitparse reads any non-zero byte as big-endian
+        global_num = int.from_bytes(data[pos + 3 : pos + 5], "big" if big_endian else "little")
+        layout = _compile(
+            data[pos + 5 : stop], big_endian=big_endian, global_num=global_num, dev=dev
+        )
+        cache[key] = layout
+    return layout, stop
+
+
+def _walk_messages(data: bytes, pos: int, end: int) -> _FitContent:  # noqa: C901, PLR0912 - the per-message loop stays whole: a call per message would cost more than the walk
+    """Walk every message of one FIT file of a chain, decoding only what a summary needs."""
+    content = _FitContent()
+    layouts: list[_Layout | None] = [None] * 16
+    cache: dict[bytes, _Layout] = {}
+    last_ts = 0  # what compressed timestamps count from: the last timestamp seen
+    records = 0
+    first_abs: int | None = None
+    last_abs: int | None = None
+    while pos < end:
+        header = data[pos]
+        ts: int | None = None
+        if header & 0x80:  # compressed timestamp header: local type 0-3, 5-bit offset
+            layout = layouts[(header >> 5) & 0x03]
+            offset = header & 0x1F
+            ts = (last_ts & ~0x1F) + offset + (0x20 if offset < (last_ts & 0x1F) else 0)
+            last_ts = ts
+        elif header & 0x40:
+            layouts[header & 0x0F], pos = _read_definition(data, pos, end, cache)
+            continue
+        else:
+            layout = layouts[header & 0x0F]
+        if layout is None:
+            raise _damaged("data message of an undefined local type", pos)
+        body = pos + 1
+        pos = body + layout.size
+        if pos > end:
+            raise _damaged("data message runs past the end of the data", body - 1)
+        if layout.ts_at >= 0:
+            (value,) = layout.ts_unpack(data, body + layout.ts_at)
+            if value != layout.ts_invalid:
+                last_ts = ts = value
+        kind = layout.global_num
+        if kind in (_RECORD, _EVENT):
+            if kind == _RECORD:
+                records += 1
+            if ts is not None and ts >= _ABSOLUTE:
+                if first_abs is None:
+                    first_abs = ts
+                last_abs = ts
+        elif layout.picks:
+            _take(content, kind, _decode(data, body, layout.picks), ts)
+    content.records, content.first_abs, content.last_abs = records, first_abs, last_abs
+    content.stamped = last_ts != 0
+    return content
+
+
+def _decode(data: bytes, body: int, picks: tuple[_Pick, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pick in picks:
+        raw = pick.parse(pick.unpack(data, body + pick.offset)[0])
+        if raw is None:
+            values.pop(pick.name, None)  # fitparse keeps the last of repeated fields
+        elif pick.enum is not None:
+            values[pick.name] = pick.enum.get(raw, str(raw))
+        else:
+            value = raw / pick.scale if pick.scale else raw
+            # A definition may declare any base type for a field (float64, sint64): only
+            # finite numbers in FIT's unsigned 32-bit range are used, as times or sizes.
+            if isinstance(value, (int, float)) and 0 <= value <= _FIT_MAX:
+                values[pick.name] = value
+            else:
+                values.pop(pick.name, None)
+    return values
+
+
+def _take(content: _FitContent, kind: int, values: dict[str, Any], ts: int | None) -> None:
+    if ts is not None:
+        values.setdefault("timestamp", ts)
+    if kind == _FILE_ID:
+        if content.file_type is None:
+            content.file_type = str(values.get("type"))
+            content.time_created = values.get("time_created")
+    elif kind == _SESSION:
+        content.sessions.append(values)
+    elif "timestamp" in values:
+        content.activity_ts = values["timestamp"]
+
+
+# FIT: the summary ----------------------------------------------------------------------
 
 
 def _summarize_fit(data: bytes) -> FileSummary:
-    _check_fit_framing(data)
-    file_id: dict[str, Any] | None = None
-    session: dict[str, Any] | None = None
-    first_record_time: Any = None
-    records = 0
-    try:
-        # CRCs are checked above, faster; fitparse would compute them again in Python.
-        # With check_crc=False fitparse does not consume the trailing CRC and reads it as
-        # the header of a chained file, so it gets the bytes without it.
-        with FitFile(io.BytesIO(data[:-2]), check_crc=False) as fit:
-            for message in fit.get_messages(["file_id", "session", "record"]):
-                if message.name == "record":
-                    records += 1
-                    if first_record_time is None:
-                        first_record_time = message.get_value("timestamp")
-                elif message.name == "file_id" and file_id is None:
-                    file_id = message.get_values()
-                elif message.name == "session" and session is None:
-                    session = message.get_values()
-    except (FitParseError, struct.error, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise FileRejected(f"FIT file cannot be parsed ({type(exc).__name__}: {exc})") from None
-    if file_id is None:
+    segments = _fit_segments(data)
+    contents = [_walk_messages(data, start, end) for start, end in segments]
+    activity = contents[0]
+    if activity.file_type is None:
         raise FileRejected("FIT file has no file_id message")
-    if file_id.get("type") != "activity":
-        raise FileRejected(f"FIT file is not an activity (type {file_id.get('type')!r})")
-    session = session or {}
-    start = (
-        _fit_datetime(session.get("start_time"))
-        or _fit_datetime(first_record_time)
-        or _fit_datetime(file_id.get("time_created"))
-    )
+    if activity.file_type != "activity":
+        raise FileRejected(f"FIT file is not an activity (type {activity.file_type!r})")
+    start, elapsed = _fit_span(activity)
+    sessions = activity.sessions
+    distances = [s["total_distance"] for s in sessions if "total_distance" in s]
+    sport, sub_sport = _fit_sport(sessions)
+    reason = None
+    if start is None:
+        relative = activity.stamped or any(
+            t is not None for t in (activity.time_created, *_session_starts(sessions))
+        )
+        reason = (
+            "FIT file has only device-relative times (no absolute timestamp); "
+            "Strava cannot place it in time"
+            if relative
+            else "FIT file has no timestamp at all; Strava cannot place it in time"
+        )
     return FileSummary(
         data_type="fit",
-        start_utc=start,
-        sport=_name(session.get("sport")),
-        sub_sport=_name(session.get("sub_sport")),
-        elapsed_s=_number(session.get("total_elapsed_time")),
-        distance_m=_number(session.get("total_distance")),
-        records=records,
+        start_utc=_fit_datetime(start),
+        sport=sport,
+        sub_sport=sub_sport,
+        elapsed_s=elapsed,
+        distance_m=math.fsum(distances) if distances else None,
+        records=activity.records,
+        sessions=len(sessions),
+        segments=len(segments),
+        no_start_reason=reason,
     )
 
 
-def _fit_datetime(value: Any) -> datetime | None:
-    # fitparse gives naive datetimes that are UTC; values below 0x10000000 (device
-    # uptime, not a date) stay ints and mean nothing to us.
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _session_starts(sessions: list[dict[str, Any]]) -> list[float]:
+    return [s["start_time"] for s in sessions if "start_time" in s]
 
 
-def _name(value: Any) -> str | None:
-    # An enum value newer than fitparse's profile comes back as its number.
-    return None if value is None else str(value)
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-# GPX / TCX ---------------------------------------------------------------------------
-
-_ROOTS = {"gpx": "gpx", "tcx": "TrainingCenterDatabase"}
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
-def _summarize_xml(data: bytes, kind: str) -> FileSummary:
-    # UTF-16/32 would hide a DOCTYPE from the byte scan below; activity XML is UTF-8.
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
-        raise FileRejected(f"{kind.upper()} file is not UTF-8 XML")
-    if _XML_DECLARATIONS.search(data):
-        raise FileRejected(f"{kind.upper()} file declares a DOCTYPE or ENTITY; refused")
-    try:
-        root = ET.fromstring(data)  # noqa: S314 - DOCTYPE/ENTITY declarations are refused above
-    except ET.ParseError as exc:
-        raise FileRejected(f"{kind.upper()} file is not well-formed XML ({exc})") from None
-    if _local(root.tag) != _ROOTS[kind]:
-        raise FileRejected(f"{kind.upper()} file has root element {_local(root.tag)!r}")
-    return _summarize_gpx(root) if kind == "gpx" else _summarize_tcx(root)
-
-
-def _children(root: ET.Element, name: str) -> list[ET.Element]:
-    return [el for el in root.iter() if _local(el.tag) == name]
-
-
-def _child_text(el: ET.Element, name: str) -> str | None:
-    for child in el:
-        if _local(child.tag) == name and child.text:
-            return child.text.strip()
+def _session_span(session: dict[str, Any]) -> tuple[float, float] | None:
+    """(start, end) of a session in FIT seconds, from whichever fields it has."""
+    start, elapsed, stamp = (
+        session.get("start_time"),
+        session.get("total_elapsed_time"),
+        session.get("timestamp"),
+    )
+    if start is not None and elapsed is not None:
+        return start, start + elapsed
+    if start is not None and stamp is not None and stamp >= start:
+        return start, stamp
+    if elapsed is not None and stamp is not None:
+        return stamp - elapsed, stamp
     return None
 
 
-def _xml_time(text: str | None, kind: str) -> datetime | None:
-    if text is None:
+def _fit_span(content: _FitContent) -> tuple[float | None, float | None]:
+    """(absolute start in FIT seconds or None, elapsed seconds or None)."""
+    spans = [span for s in content.sessions if (span := _session_span(s)) is not None]
+    absolute = [span for span in spans if span[0] >= _ABSOLUTE]
+    if absolute:
+        spans = absolute
+    if spans:
+        first = min(span[0] for span in spans)
+        # Offsets from the first start keep a single session's elapsed time exact.
+        elapsed = max((span[0] - first) + (span[1] - span[0]) for span in spans)
+        return (first if first >= _ABSOLUTE else _fallback_start(content)), elapsed
+    start = _fallback_start(content)
+    ends = [t for t in (content.last_abs, content.activity_ts) if t is not None and t >= _ABSOLUTE]
+    if start is None or not ends or max(ends) <= start:
+        return start, None
+    return start, float(max(ends) - start)
+
+
+def _fallback_start(content: _FitContent) -> float | None:
+    for candidate in (content.first_abs, content.time_created):
+        if candidate is not None and candidate >= _ABSOLUTE:
+            return float(candidate)
+    return None
+
+
+def _fit_sport(sessions: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    sports = {s.get("sport") for s in sessions} - {None}
+    if len(sports) > 1:
+        return "multisport", None
+    sub_sports = {s.get("sub_sport") for s in sessions}
+    sport = next(iter(sports), None)
+    return sport, next(iter(sub_sports)) if len(sub_sports) == 1 else None
+
+
+def _fit_datetime(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(_FIT_EPOCH + seconds, UTC)
+
+
+# GPX / TCX -----------------------------------------------------------------------------
+
+_XML_ROOTS = {"gpx": "gpx", "tcx": "TrainingCenterDatabase"}
+_XML_CHUNK = 256 * 1024
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_MAX_SECONDS = 10 * 366 * 86_400  # a lap or track longer than ten years is not a number we use
+# What a hostile file could make us keep: GPX and TCX nest about ten deep, and the texts
+# read (times, numbers, a sport) are short.
+_MAX_DEPTH = 64
+_MAX_TEXT = 1024
+
+
+class _XmlActivity:
+    """The expat handlers of one GPX or TCX file; keeps only what the summary needs."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.label = kind.upper()
+        self.path: list[str] = []
+        self.text: list[str] | None = None  # collecting an element's text when a list
+        self.text_length = 0
+        # GPX
+        self.points = {"trkpt": 0, "rtept": 0}
+        self.point_times: dict[str, list[datetime]] = {"trkpt": [], "rtept": []}
+        self.point_time: datetime | None = None
+        self.track_type: str | None = None
+        self.tracks = 0
+        # TCX
+        self.sports: list[str] = []
+        self.activity_id: datetime | None = None
+        self.lap_starts: list[datetime] = []
+        self.lap_ends: list[float] = []
+        self.lap: dict[str, float] = {}
+        self.lap_distances: list[float] = []
+        self.trackpoints = 0
+        self.trackpoint_times: list[datetime] = []  # first and last only
+
+    def refuse_declaration(self, *_: object) -> None:
+        raise FileRejected(f"{self.label} file declares a DOCTYPE or ENTITY; refused")
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        name = tag.rpartition("}")[2]
+        parent = self.path[-1] if self.path else None
+        if len(self.path) >= _MAX_DEPTH:
+            raise FileRejected(f"{self.label} file nests elements deeper than {_MAX_DEPTH}")
+        self.path.append(name)
+        if parent is None:
+            if name != _XML_ROOTS[self.kind]:
+                raise FileRejected(f"{self.label} file has root element {name!r}")
+            return
+        if self.kind == "gpx":
+            self._start_gpx(name, parent)
+        else:
+            self._start_tcx(name, parent, attrs)
+
+    def _start_gpx(self, name: str, parent: str) -> None:
+        if name in self.points:
+            self.points[name] += 1
+            self.point_time = None
+        elif name == "trk":
+            self.tracks += 1
+        elif (name == "time" and parent in self.points) or (
+            name == "type" and parent == "trk" and self.tracks == 1
+        ):
+            self.text = []
+
+    def _start_tcx(self, name: str, parent: str, attrs: dict[str, str]) -> None:
+        if name == "Activity":
+            self.sports.append((attrs.get("Sport") or "").strip().lower())
+        elif name == "Lap":
+            self.lap = {}
+            started = _xml_time(attrs.get("StartTime"), self.label)
+            if started is not None:
+                self.lap_starts.append(started)
+                self.lap["start"] = started.timestamp()
+        elif name == "Trackpoint":
+            self.trackpoints += 1
+        elif (
+            (name == "Id" and parent == "Activity" and self.activity_id is None)
+            or (name in ("TotalTimeSeconds", "DistanceMeters") and parent == "Lap")
+            or (name == "Time" and parent == "Trackpoint")
+        ):
+            self.text = []
+
+    def chars(self, data: str) -> None:
+        if self.text is not None:
+            self.text.append(data)
+            self.text_length += len(data)
+            if self.text_length > _MAX_TEXT:
+                raise FileRejected(
+                    f"{self.label} file has a value longer than {_MAX_TEXT} characters"
+                )
+
+    def end(self, _tag: str) -> None:
+        name = self.path.pop()
+        text = None
+        if self.text is not None:
+            text, self.text, self.text_length = "".join(self.text).strip(), None, 0
+        if self.kind == "gpx":
+            self._end_gpx(name, text)
+        else:
+            self._end_tcx(name, text)
+
+    def _end_gpx(self, name: str, text: str | None) -> None:
+        if text is not None and name == "time":
+            self.point_time = _xml_time(text, self.label)
+        elif text is not None and name == "type":
+            self.track_type = text or None
+        elif name in self.points and self.point_time is not None:
+            _keep_ends(self.point_times[name], self.point_time)
+
+    def _end_tcx(self, name: str, text: str | None) -> None:
+        if text is not None and name == "Id":
+            self.activity_id = _xml_time(text, self.label)
+        elif text is not None and name == "Time":
+            _keep_ends(self.trackpoint_times, _xml_time(text, self.label))
+        elif text is not None and name in ("TotalTimeSeconds", "DistanceMeters"):
+            value = _xml_number(text)
+            if value is not None:
+                self.lap[name] = value
+        elif name == "Lap":
+            if "DistanceMeters" in self.lap:
+                self.lap_distances.append(self.lap["DistanceMeters"])
+            if "start" in self.lap and "TotalTimeSeconds" in self.lap:
+                self.lap_ends.append(self.lap["start"] + self.lap["TotalTimeSeconds"])
+
+    def summary(self) -> FileSummary:
+        return self._gpx_summary() if self.kind == "gpx" else self._tcx_summary()
+
+    def _gpx_summary(self) -> FileSummary:
+        which = "trkpt" if self.points["trkpt"] else "rtept"
+        times = self.point_times[which]
+        start = times[0] if times else None
+        elapsed = (times[-1] - times[0]).total_seconds() if times else 0.0
+        return FileSummary(
+            data_type="gpx",
+            start_utc=start,
+            sport=self.track_type,
+            sub_sport=None,
+            elapsed_s=elapsed if elapsed > 0 else None,
+            distance_m=None,
+            records=self.points[which],
+            no_start_reason=None
+            if start
+            else "GPX file has no point with a time (a route or an untimed track); "
+            "Strava cannot place it in time",
+        )
+
+    def _tcx_summary(self) -> FileSummary:
+        if not self.sports:
+            raise FileRejected("TCX file holds no Activity (a course?); not an activity")
+        points = self.trackpoint_times
+        start = self.lap_starts[0] if self.lap_starts else self.activity_id
+        if start is None and points:
+            start = points[0]
+        elapsed = None
+        if start is not None:
+            ends = [*self.lap_ends, *(p.timestamp() for p in points[-1:])]
+            longest = max(ends, default=start.timestamp()) - start.timestamp()
+            elapsed = longest if longest > 0 else None
+        sports = set(self.sports)
+        return FileSummary(
+            data_type="tcx",
+            start_utc=start,
+            sport=("multisport" if len(sports) > 1 else self.sports[0]) or None,
+            sub_sport=None,
+            elapsed_s=elapsed,
+            distance_m=math.fsum(self.lap_distances) if self.lap_distances else None,
+            records=self.trackpoints,
+            no_start_reason=None
+            if start
+            else "TCX file has no lap, activity or trackpoint time; Strava cannot place it in time",
+        )
+
+
+def _keep_ends(ends: list[datetime], when: datetime | None) -> None:
+    # Only the first and the last time are kept: memory does not grow with the file.
+    if when is None:
+        return
+    if len(ends) < 2:  # noqa: PLR2004 - first and last
+        ends.append(when)
+    else:
+        ends[1] = when
+
+
+def _xml_time(text: str | None, label: str) -> datetime | None:
+    if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        value = datetime.fromisoformat(text.strip())
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise FileRejected(f"{label} file has a bad time {text[:40]!r}") from None
+
+
+def _xml_number(text: str) -> float | None:
+    try:
+        value = float(text)
     except ValueError:
-        raise FileRejected(f"{kind} file has a bad time {text[:40]!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None
+    return value if math.isfinite(value) and 0 <= value <= _MAX_SECONDS * 1000 else None
 
 
-def _summarize_gpx(root: ET.Element) -> FileSummary:
-    points = _children(root, "trkpt") or _children(root, "rtept")
-    times = [_xml_time(_child_text(p, "time"), "GPX") for p in points]
-    stamped = [t for t in times if t is not None]
-    if not stamped:
-        metadata = _children(root, "metadata")
-        stamped = [t for t in (_xml_time(_child_text(m, "time"), "GPX") for m in metadata) if t]
-    track = _children(root, "trk")
-    return FileSummary(
-        data_type="gpx",
-        start_utc=stamped[0] if stamped else None,
-        sport=_child_text(track[0], "type") if track else None,
-        sub_sport=None,
-        elapsed_s=(stamped[-1] - stamped[0]).total_seconds() if len(stamped) > 1 else None,
-        distance_m=None,
-        records=len(points),
-    )
-
-
-def _summarize_tcx(root: ET.Element) -> FileSummary:
-    activities = _children(root, "Activity")
-    laps = _children(root, "Lap")
-    start = None
-    if laps:
-        start = _xml_time(laps[0].get("StartTime"), "TCX")
-    if start is None and activities:
-        start = _xml_time(_child_text(activities[0], "Id"), "TCX")
-    elapsed = distance = None
-    with contextlib.suppress(TypeError, ValueError):
-        elapsed = sum(float(_child_text(lap, "TotalTimeSeconds") or "") for lap in laps) or None
-    with contextlib.suppress(TypeError, ValueError):
-        distance = sum(float(_child_text(lap, "DistanceMeters") or "") for lap in laps) or None
-    sport = activities[0].get("Sport") if activities else None
-    return FileSummary(
-        data_type="tcx",
-        start_utc=start,
-        sport=sport.lower() if sport else None,
-        sub_sport=None,
-        elapsed_s=elapsed,
-        distance_m=distance,
-        records=len(_children(root, "Trackpoint")),
-    )
+def _summarize_xml(stream: _Readable, kind: str) -> FileSummary:
+    handlers = _XmlActivity(kind)
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True
+    parser.StartDoctypeDeclHandler = handlers.refuse_declaration
+    parser.EntityDeclHandler = handlers.refuse_declaration
+    parser.StartElementHandler = handlers.start
+    parser.EndElementHandler = handlers.end
+    parser.CharacterDataHandler = handlers.chars
+    label = kind.upper()
+    first = True
+    try:
+        while chunk := stream.read(_XML_CHUNK):
+            # Activity XML is UTF-8 (Garmin's, every device's): UTF-16/32 is refused, not guessed.
+            if (first and chunk.startswith(_WIDE_BOMS)) or b"\x00" in chunk:
+                raise FileRejected(f"{label} file is not UTF-8 XML")
+            first = False
+            parser.Parse(chunk, False)  # noqa: FBT003 - expat's positional isfinal
+        parser.Parse(b"", True)  # noqa: FBT003 - expat's positional isfinal
+    except expat.ExpatError as exc:
+        raise FileRejected(f"{label} file is not well-formed XML ({exc})") from None
+    return handlers.summary()

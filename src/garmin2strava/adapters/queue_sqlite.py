@@ -47,8 +47,13 @@ Housekeeping happens inside `claim`, so nothing else has to remember it:
   A done row is what makes a redelivery a duplicate: Strava redelivers within minutes,
   so a day is ample, and the file holds about a day of events instead of every event
   ever. A redelivery after that would be mirrored again, which is harmless (the
-  mirror's writes are idempotent). 'dead' rows are never pruned: they are the
-  dead-letter store (`status`, `events list-dead`, `events retry`).
+  mirror's writes are idempotent). 'dead' rows are the dead-letter store (`status`,
+  `events list-dead`, `events retry`): they are kept `dead_retention` (default 30
+  days, G2S_DEAD_LETTER_RETENTION_DAYS), deleted by the same prune, and at most
+  `max_dead` (default 10,000) are kept: a dead letter beyond the bound deletes the
+  oldest ones, in the transaction that buries it, with a WARNING
+  (`queue.dead_letters_dropped`). A flood of poison events therefore costs the oldest
+  dead letters, never the disk.
 - Reclaim cap: a claim whose lease runs out unsettled (the worker died holding it) is
   counted in `lapsed_claims` when the event is claimed again. An event claimed
   `max_unsettled_claims` times (default 5) without being settled is made 'dead' by the
@@ -78,12 +83,20 @@ from pathlib import Path
 from garmin2strava.adapters.queue_claimants import Claimant
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
-__all__ = ["DEFAULT_DONE_RETENTION", "DEFAULT_MAX_UNSETTLED_CLAIMS", "SqliteEventQueue"]
+__all__ = [
+    "DEFAULT_DEAD_RETENTION",
+    "DEFAULT_DONE_RETENTION",
+    "DEFAULT_MAX_DEAD",
+    "DEFAULT_MAX_UNSETTLED_CLAIMS",
+    "SqliteEventQueue",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DONE_RETENTION = timedelta(days=1)  # Strava redelivers within minutes
 DEFAULT_MAX_UNSETTLED_CLAIMS = 5
+DEFAULT_DEAD_RETENTION = timedelta(days=30)  # time enough to notice and retry them
+DEFAULT_MAX_DEAD = 10_000  # about 3 MB of rows
 _PRUNE_EVERY_S = 3600.0  # monotonic seconds between two prunes of one instance
 _PRUNE_BATCH = 1000  # rows deleted per transaction
 
@@ -175,6 +188,16 @@ _PRUNE_SOME = (
     "DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue"
     " WHERE state = 'done' AND finished_at < ? LIMIT ?)"
 )
+_PRUNE_DEAD_SOME = (
+    "DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue"
+    " WHERE state = 'dead' AND finished_at < ? LIMIT ?)"
+)
+# The oldest dead letters beyond the bound (parameter: the bound).
+_DROP_DEAD_OVER_BOUND = (
+    "DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue"
+    " WHERE state = 'dead' ORDER BY finished_at, id LIMIT max(0,"
+    " (SELECT COUNT(*) FROM webhook_queue WHERE state = 'dead') - ?))"
+)
 
 
 class SqliteEventQueue:
@@ -194,9 +217,15 @@ class SqliteEventQueue:
         done_retention: timedelta = DEFAULT_DONE_RETENTION,
         max_unsettled_claims: int = DEFAULT_MAX_UNSETTLED_CLAIMS,
         monotonic: Callable[[], float] = time.monotonic,
+        dead_retention: timedelta = DEFAULT_DEAD_RETENTION,
+        max_dead: int = DEFAULT_MAX_DEAD,
     ) -> None:
-        if done_retention <= timedelta(0):
-            raise ValueError("done_retention must be positive")
+        if done_retention <= timedelta(0) or dead_retention <= timedelta(0):
+            raise ValueError("done_retention and dead_retention must be positive")
+        if max_dead < 1:
+            raise ValueError("max_dead must be at least 1")
+        self._dead_retention = dead_retention
+        self._max_dead = int(max_dead)
         if max_unsettled_claims < 1:
             raise ValueError("max_unsettled_claims must be at least 1")
         self._done_retention = done_retention
@@ -321,7 +350,15 @@ class SqliteEventQueue:
         self._settle(records, _FAIL, (retry_at.timestamp(), error[:1000]))
 
     def dead_letter(self, records: Sequence[QueuedEvent], *, now: datetime, error: str) -> None:
-        self._settle(records, _DEAD, (now.timestamp(), error[:1000]))
+        with self._transaction() as db:
+            db.executemany(
+                _DEAD, [(now.timestamp(), error[:1000], r.queue_id, r.claim_token) for r in records]
+            )
+            dropped = db.execute(_DROP_DEAD_OVER_BOUND, (self._max_dead,)).rowcount
+        if dropped:
+            log.warning(
+                "queue.dead_letters_dropped", extra={"rows": dropped, "maxDead": self._max_dead}
+            )
 
     # -- dead letters and gauges ---------------------------------------------------
     def list_dead(self, *, limit: int = 100) -> list[DeadEvent]:
@@ -392,17 +429,24 @@ class SqliteEventQueue:
         if self._monotonic() < self._next_prune:
             return
         cutoff = (now - self._done_retention).timestamp()
+        dead_cutoff = (now - self._dead_retention).timestamp()
         with self._transaction() as db:
             deleted = db.execute(_PRUNE_SOME, (cutoff, _PRUNE_BATCH)).rowcount
+            expired = db.execute(_PRUNE_DEAD_SOME, (dead_cutoff, _PRUNE_BATCH)).rowcount
             holding = db.execute(
                 "SELECT DISTINCT claimed_by FROM webhook_queue"
                 " WHERE state = 'pending' AND claim_token IS NOT NULL"
             ).fetchall()
             self._claimant.sweep(keep={str(row[0]) for row in holding})
-        if deleted < _PRUNE_BATCH:
+        if max(deleted, expired) < _PRUNE_BATCH:  # a full batch of either: go on next claim
             self._next_prune = self._monotonic() + _PRUNE_EVERY_S
         if deleted:
             log.info("queue.pruned", extra={"rows": deleted, "before": _dt(cutoff).isoformat()})
+        if expired:
+            log.info(
+                "queue.dead_letters_expired",
+                extra={"rows": expired, "before": _dt(dead_cutoff).isoformat()},
+            )
 
     def _end_leases_of_dead_claimants(self, db: sqlite3.Connection, ts: float, me: str) -> int:
         """In the claim's transaction: the leases of claimants proven dead end now."""

@@ -16,8 +16,8 @@ do at enqueue, so the worker must be idempotent anyway, and it is: a create alre
 reflected by a fetch costs no second request, updates are applied from the event
 itself, deletes are soft, and the store keeps the newest row (DESIGN.md "Mirror", 4).
 A conditional put of the dedupe key in DynamoDB would add a table write to Strava's
-2-second path and table access to the webhook's role (terraform/iam.tf gives it
-none) to save, at most, one duplicate message. `enqueue` therefore always answers
+2-second path and write access to the webhook's role (terraform/iam.tf lets it read
+only the `APP` items) to save, at most, one duplicate message. `enqueue` therefore always answers
 True ("queued"); redeliveries of one event that meet in one batch are grouped and
 served together.
 

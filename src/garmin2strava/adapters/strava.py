@@ -302,6 +302,10 @@ class StravaAdapter:
             raise StravaAuthError(msg) from None
         except requests.RequestException as error:
             raise TransientError(f"Strava token refresh failed: {type(error).__name__}") from None
+        return self._keep_refreshed(stale, info)
+
+    def _keep_refreshed(self, stale: StravaTokens, info: Any) -> StravaTokens:
+        """Store the tokens a refresh granted (conditionally on `stale`'s version)."""
         fresh = StravaTokens(
             access_token=info["access_token"],
             refresh_token=info["refresh_token"],
@@ -334,6 +338,39 @@ class StravaAdapter:
         # the ones the next refresh must start from, so use them.
         newer = self._store.get_strava_tokens(self._user_id)
         return newer if newer is not None else fresh
+
+    def access_revoked(self) -> bool:
+        """ports.AccessCheck: one token refresh. Strava refuses the refresh token of an
+        athlete who revoked access; a refusal naming the application (client id or
+        secret) proves nothing and raises StravaAuthError, a 5xx raises TransientError.
+        A granted refresh is stored like any other."""
+        with _refresh_lock(self._session.base_url, self._user_id):
+            stale = self._stored_tokens()
+            self._session.forget_response()
+            try:
+                info = self._client.refresh_access_token(
+                    client_id=self._client_id,
+                    client_secret=self._client_secret,
+                    refresh_token=stale.refresh_token,
+                )
+            except exc.Fault:
+                response = self._session.last_response
+                status = response.status_code if response is not None else 0
+                if status not in {400, 401}:  # a 5xx or 429 proves nothing: ask again later
+                    raise TransientError(f"Strava token endpoint answered {status}") from None
+                detail = _error_summary(response)
+                if "client_id" in detail or "client_secret" in detail:
+                    msg = "Strava refused the application credentials (STRAVA_CLIENT_ID/SECRET)"
+                    raise StravaAuthError(msg) from None
+                if self._newer_tokens(stale) is not None:
+                    # Another runner rotated the refresh token meanwhile: ask again later.
+                    raise TransientError("the Strava tokens changed meanwhile") from None
+                return True
+            except requests.RequestException as error:
+                msg = f"Strava token refresh failed: {type(error).__name__}"
+                raise TransientError(msg) from None
+            self._keep_refreshed(stale, info)
+            return False
 
     # -- calls ---------------------------------------------------------------------------
     def _call(self, request: Callable[[], Any], *, priority: bool = False) -> Any:

@@ -20,6 +20,7 @@ from garmin2strava.adapters.strava import (
     _error_summary,
 )
 from garmin2strava.domain.budget import next_window_reset
+from garmin2strava.domain.webhook import redact_callback_url
 from garmin2strava.errors import G2SError, StravaAppInactive, StravaAuthError, TransientError
 
 __all__ = ["create_subscription", "delete_subscription", "list_subscriptions"]
@@ -116,7 +117,8 @@ def _subscription_error(response: requests.Response | None, callback_url: str | 
         )
     if "not verifiable" in detail or "verif" in detail.lower():
         return G2SError(
-            f"Strava could not verify the callback URL {callback_url}: it must answer "
+            f"Strava could not verify the callback URL {redact_callback_url(callback_url or '')}: "
+            "it must answer "
             "Strava's GET ?hub.mode=subscribe&hub.challenge=...&hub.verify_token=... with "
             "200 and the challenge within 2 seconds. Is the daemon running and reachable "
             "there, with the same STRAVA_VERIFY_TOKEN?"

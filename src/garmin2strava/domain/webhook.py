@@ -1,11 +1,19 @@
-"""Strava webhook events: parsing, validation, the dedupe key, the handshake check.
+"""Strava webhook events: parsing, validation, the dedupe key, the handshake check,
+and the secret callback path.
 
-Pure: no I/O. The entrypoint turns `BadEvent` into 400 and `ForeignSubscription` into
-403; Strava never learns more than a short reason.
+Pure: no I/O. The entrypoint turns `BadEvent` into 400 with a short reason. Whether an
+event names our subscription is decided by the receiver (services.mirror), which
+answers foreign and valid events alike: the answer is no oracle for our id.
+
+Strava does not sign events, so the callback URL carries a secret:
+`/webhooks/strava/{secret}`. The secret is `G2S_WEBHOOK_SECRET` when set, else derived
+from STRAVA_VERIFY_TOKEN with HMAC-SHA256 (`derive_path_secret`), so the container, the
+CLI and the Lambda agree on it without one more setting or parameter.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -16,15 +24,23 @@ from typing import Any
 
 __all__ = [
     "ASPECT_TYPES",
+    "MAX_FUTURE_SECONDS",
+    "MIN_SECRET_LENGTH",
     "OBJECT_TYPES",
+    "WEBHOOK_PATH_PREFIX",
     "BadEvent",
     "DeadEvent",
     "ForeignSubscription",
     "QueuedEvent",
     "WebhookError",
     "WebhookEvent",
+    "callback_path",
     "check_handshake",
+    "derive_path_secret",
+    "is_valid_path_secret",
     "parse_event",
+    "path_secret_matches",
+    "redact_callback_url",
 ]
 
 OBJECT_TYPES = frozenset({"activity", "athlete"})
@@ -32,6 +48,16 @@ ASPECT_TYPES = frozenset({"create", "update", "delete"})
 _MAX_UPDATES = 16  # Strava sends at most title/type/private/authorized
 _MAX_VALUE_LEN = 512
 _MAX_ID = 2**63 - 1  # what SQLite and DynamoDB numbers hold without loss
+# The last second `datetime` can hold (9999-12-31T23:59:59Z): an event_time past it
+# would crash every later use of the event.
+_MAX_EVENT_TIME = 253_402_300_799
+# Strava stamps an event when the change happens and delivers it at once; a few minutes
+# allow for clock skew. A later stamp would make a forged update win over every real one.
+MAX_FUTURE_SECONDS = 300
+WEBHOOK_PATH_PREFIX = "/webhooks/strava/"
+MIN_SECRET_LENGTH = 20  # a path secret (or the verify token it derives from) at least this long
+_PATH_SECRET_CONTEXT = b"garmin2strava webhook callback path v1"
+_PATH_SECRET_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class WebhookError(Exception):
@@ -118,8 +144,9 @@ class WebhookEvent:
 
     @classmethod
     def from_json(cls, text: str) -> WebhookEvent:
-        """Read back what `to_json` wrote (trusted: it passed `parse_event` once)."""
-        return _event_from_mapping(json.loads(text), subscription_id=None)
+        """Read back what `to_json` wrote (trusted: it passed `parse_event` once). Rows
+        queued before event times were bounded still read (and fail in the worker)."""
+        return _event_from_mapping(json.loads(text), subscription_id=None, max_time=_MAX_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +173,51 @@ class DeadEvent:
     died_at: datetime
 
 
-def parse_event(body: bytes, *, subscription_id: int | None) -> WebhookEvent:
-    """Validate one POSTed event. `subscription_id` None accepts any subscription
-    (only until ours is known: the handshake precedes it)."""
+def parse_event(
+    body: bytes, *, subscription_id: int | None = None, now: datetime | None = None
+) -> WebhookEvent:
+    """Validate one POSTed event. With `subscription_id`, another subscription's event
+    raises ForeignSubscription; with `now`, an event dated more than MAX_FUTURE_SECONDS
+    after it is a BadEvent."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise BadEvent("body is not JSON") from None
     if not isinstance(data, dict):
         raise BadEvent("body is not a JSON object")
-    return _event_from_mapping(data, subscription_id=subscription_id)
+    event = _event_from_mapping(data, subscription_id=subscription_id)
+    if now is not None and event.event_time > now.timestamp() + MAX_FUTURE_SECONDS:
+        raise BadEvent("event_time is in the future")
+    return event
+
+
+def derive_path_secret(verify_token: str) -> str:
+    """The callback path's secret derived from the verify token: 32 URL-safe characters
+    (192 bits) that tell nothing about the token."""
+    digest = hmac.new(verify_token.encode(), _PATH_SECRET_CONTEXT, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:32]
+
+
+def is_valid_path_secret(secret: str) -> bool:
+    """Long enough and made of URL-safe characters only (it is one path segment)."""
+    return len(secret) >= MIN_SECRET_LENGTH and set(secret) <= _PATH_SECRET_CHARS
+
+
+def path_secret_matches(given: str, expected: str | None) -> bool:
+    """Constant-time comparison; no secret configured matches nothing."""
+    if not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
+def callback_path(secret: str) -> str:
+    return WEBHOOK_PATH_PREFIX + secret
+
+
+def redact_callback_url(url: str) -> str:
+    """The URL with whatever follows the webhook path prefix hidden, for printing."""
+    head, found, _secret = url.partition(WEBHOOK_PATH_PREFIX)
+    return f"{head}{WEBHOOK_PATH_PREFIX}<secret>" if found else url
 
 
 def check_handshake(params: Mapping[str, str], verify_token: str | None) -> str | None:
@@ -173,7 +235,9 @@ def check_handshake(params: Mapping[str, str], verify_token: str | None) -> str 
     return challenge
 
 
-def _event_from_mapping(data: Mapping[str, Any], *, subscription_id: int | None) -> WebhookEvent:
+def _event_from_mapping(
+    data: Mapping[str, Any], *, subscription_id: int | None, max_time: int = _MAX_EVENT_TIME
+) -> WebhookEvent:
     object_type = _known(data, "object_type", OBJECT_TYPES)
     aspect_type = _known(data, "aspect_type", ASPECT_TYPES)
     event = WebhookEvent(
@@ -181,8 +245,8 @@ def _event_from_mapping(data: Mapping[str, Any], *, subscription_id: int | None)
         object_id=_positive_int(data, "object_id"),
         aspect_type=aspect_type,
         owner_id=_positive_int(data, "owner_id"),
-        subscription_id=_positive_int(data, "subscription_id"),
-        event_time=_positive_int(data, "event_time"),
+        subscription_id=_subscription_id(data.get("subscription_id")),
+        event_time=_positive_int(data, "event_time", maximum=max_time),
         updates=_updates(data.get("updates")),
     )
     if subscription_id is not None and event.subscription_id != subscription_id:
@@ -199,14 +263,21 @@ def _known(data: Mapping[str, Any], name: str, allowed: frozenset[str]) -> str:
     return value
 
 
-def _positive_int(data: Mapping[str, Any], name: str) -> int:
+def _positive_int(data: Mapping[str, Any], name: str, *, maximum: int = _MAX_ID) -> int:
     value = data.get(name)
     # bool is an int subclass; `true` is not an id.
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadEvent(f"{name} must be an integer")
-    if not 0 < value <= _MAX_ID:
+    if not 0 < value <= maximum:
         raise BadEvent(f"{name} out of range")
     return value
+
+
+def _subscription_id(value: Any) -> int:
+    # Strava's 2017 events carried the id as a string ("subscription_id": "1").
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:  # noqa: PLR2004 - digits of 2**63
+        value = int(value)
+    return _positive_int({"subscription_id": value}, "subscription_id")
 
 
 def _updates(value: Any) -> dict[str, str]:

@@ -229,7 +229,10 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     app = _app(settings)
     status = account_status(
-        app.store, now=app.clock(), athlete_capacity=settings.strava_athlete_capacity
+        app.store,
+        now=app.clock(),
+        athlete_capacity=settings.strava_athlete_capacity,
+        subscription_id_setting=settings.strava_subscription_id,
     )
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -256,6 +259,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"Strava application: {strava_app['state']}{since}")
     for warning in status["warnings"]:
         print(f"warning: {warning}")
+    hook = status["webhook"]
+    if hook["subscriptionId"] is None:
+        print(f"webhook: {hook['problem']}")
+    else:
+        print(f"webhook: accepts subscription {hook['subscriptionId']} (from {hook['source']})")
     return 0
 
 

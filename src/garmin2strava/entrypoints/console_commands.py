@@ -150,8 +150,8 @@ def cmd_accounts(app: App, args: argparse.Namespace) -> int:
                 return 1
             done = control.remove(user_id)
             print(
-                f"account {user_id} removed ({done['workoutsDeleted']} mirrored activities "
-                "deleted; the upload ledger is kept)"
+                f"account {user_id} removed ({done['itemsDeleted']} mirrored activities and "
+                "audit events deleted; the upload ledger is kept)"
             )
         else:
             return _sync_now(app, control, user_id)
@@ -245,6 +245,7 @@ def cmd_disconnect(app: App, args: argparse.Namespace) -> int:
         return 1
     print(
         f"account {user_id} disconnected ({revoked['answer']}; "
-        f"{done['workoutsDeleted']} mirrored activities deleted; the upload ledger is kept)"
+        f"{done['itemsDeleted']} mirrored activities and audit events deleted; "
+        "the upload ledger is kept)"
     )
     return 0

@@ -20,8 +20,10 @@ from pydantic import SecretStr
 from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_subscriptions import create_subscription
 from garmin2strava.bootstrap import App, bootstrap
+from garmin2strava.domain.webhook import callback_path, derive_path_secret, redact_callback_url
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.sandbox.scenario import SandboxPair
+from garmin2strava.services.mirror import remember_subscription
 from garmin2strava.services.mirror_backfill import backfill_mirror
 
 __all__ = ["show_mirror"]
@@ -60,12 +62,16 @@ def _mirror_steps(
     pair: SandboxPair, app: App, runtime: MirrorRuntime, *, port: int, verify: str, since: datetime
 ) -> bool:
     strava_sb = pair.strava
-    callback = f"http://127.0.0.1:{port}/webhooks/strava"
+    callback = f"http://127.0.0.1:{port}" + callback_path(derive_path_secret(verify))
     user_id = app.settings.user_id
     sub_id = create_subscription(
         strava_sb.client_id, strava_sb.client_secret, callback, verify, strava_sb.base_url
     )
-    print(f"\nMirror: webhook subscription {sub_id} -> {callback} (handshake verified)")
+    # What `webhook subscribe` does: the receiver accepts this subscription's events.
+    remember_subscription(app.store, sub_id, now=app.clock())
+    runtime.receiver.subscriptions.load()
+    shown = redact_callback_url(callback)
+    print(f"\nMirror: webhook subscription {sub_id} -> {shown} (handshake verified)")
 
     before = pair.strava_counts()
     strava = app.strava_for(user_id)

@@ -1,5 +1,8 @@
 """The HTTP app (ASGI, starlette): Strava's webhook, /healthz, /metrics.
 
+The webhook lives at `/webhooks/strava/{secret}` only: a wrong secret gets the very
+404 any unknown path gets (the bare `/webhooks/strava` included), for every method.
+
 Thin: parse the request, call the service, answer. Its import stays small (starlette,
 sqlite-backed queue, domain), because a cold start is part of Strava's 2-second
 budget: no stravalib, garminconnect, boto3 or fitparse on this path.
@@ -13,10 +16,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX
 from garmin2strava.services.mirror import WebhookReceiver
 from garmin2strava.services.observability import HealthReport, Sample
 
@@ -36,23 +42,9 @@ def create_app(
     *,
     health: Callable[[], HealthReport],
     metrics: Callable[[], Iterable[Sample]],
-    webhook_path: str = "/webhooks/strava",
     max_body: int = MAX_EVENT_BYTES,
 ) -> Starlette:
-    """The app. `webhook_path` may be made unguessable (Strava does not sign events)."""
-
-    async def handshake(request: Request) -> Response:
-        answer = receiver.handshake(dict(request.query_params))
-        return JSONResponse(dict(answer.body), status_code=answer.status)
-
-    async def event(request: Request) -> Response:
-        try:
-            body = await _read_capped(request, max_body)
-        except _TooLarge:
-            return JSONResponse({"error": "body too large"}, status_code=413)
-        # SQLite commits (fsync) block; keep them off the event loop.
-        answer = await run_in_threadpool(receiver.receive, body)
-        return JSONResponse(dict(answer.body), status_code=answer.status)
+    """The app. The receiver decides which webhook path secret is ours."""
 
     async def healthz(_: Request) -> Response:
         report = await run_in_threadpool(health)
@@ -72,12 +64,41 @@ def create_app(
     return Starlette(
         lifespan=warm_up,
         routes=[
-            Route(webhook_path, handshake, methods=["GET"]),
-            Route(webhook_path, event, methods=["POST"]),
+            # An ASGI endpoint, so the route takes every method: the secret is checked
+            # before the method, and a wrong one is a 404 whatever the method.
+            Route(WEBHOOK_PATH_PREFIX + "{secret}", _WebhookEndpoint(receiver, max_body)),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
         ],
     )
+
+
+class _WebhookEndpoint:
+    def __init__(self, receiver: WebhookReceiver, max_body: int) -> None:
+        self._receiver = receiver
+        self._max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await _webhook(self._receiver, request, self._max_body)
+        await response(scope, receive, send)
+
+
+async def _webhook(receiver: WebhookReceiver, request: Request, max_body: int) -> Response:
+    if not receiver.accepts_path(request.path_params["secret"]):
+        raise HTTPException(404)  # starlette's answer to any path it does not know
+    if request.method == "GET":
+        answer = receiver.handshake(dict(request.query_params))
+    elif request.method == "POST":
+        try:
+            body = await _read_capped(request, max_body)
+        except _TooLarge:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        # SQLite commits (fsync) block; keep them off the event loop.
+        answer = await run_in_threadpool(receiver.receive, body)
+    else:
+        raise HTTPException(405, headers={"Allow": "GET, POST"})
+    return JSONResponse(dict(answer.body), status_code=answer.status)
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:

@@ -33,12 +33,22 @@ def add_mirror_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> 
         "webhook",
         "the application's Strava webhook subscription (one per application)",
         "Subscribe the application to Strava's webhook, list or delete the subscription.\n"
-        "Uses STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET and STRAVA_VERIFY_TOKEN. Strava checks\n"
-        "the callback URL before it answers, so the daemon must be running and reachable.",
+        "Uses STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET and STRAVA_VERIFY_TOKEN. The callback\n"
+        "URL is --url followed by /webhooks/strava/<secret>, the secret being\n"
+        "G2S_WEBHOOK_SECRET or derived from STRAVA_VERIFY_TOKEN; it is never printed.\n"
+        "Strava checks the callback URL before it answers, so the daemon must be running\n"
+        "and reachable. subscribe and list store the subscription id: the daemon then\n"
+        "accepts only that subscription's events.",
     ).add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
     p = webhook.add_parser("subscribe", help="create the subscription (Strava verifies the URL)")
-    p.add_argument("--callback-url", required=True, metavar="URL", help="max 255 characters")
-    webhook.add_parser("list", help="show the subscription, if any")
+    p.add_argument(
+        "--url",
+        required=True,
+        metavar="URL",
+        help="the daemon's public base URL, e.g. https://your.host; Strava is given "
+        "URL/webhooks/strava/<secret> (at most 255 characters)",
+    )
+    webhook.add_parser("list", help="show the subscription, if any, and store its id")
     p = webhook.add_parser("delete", help="delete the subscription")
     p.add_argument("subscription_id", type=int, metavar="ID")
 
@@ -93,36 +103,103 @@ def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
         delete_subscription,
         list_subscriptions,
     )
+    from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
     from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.mirror import (  # noqa: PLC0415 (light top level)
+        SUBSCRIPTION_STATE_KEY,
+        remember_subscription,
+        subscription_from_state,
+    )
 
     if settings.strava_client_id is None or settings.strava_client_secret is None:
         raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
     client_id = settings.strava_client_id
     secret = settings.strava_client_secret.get_secret_value()
     base_url = settings.strava_base_url
+    store = build_store(settings)
+    now = datetime.now(tz=UTC)
     if args.webhook_command == "subscribe":
-        if settings.strava_verify_token is None:
-            raise ConfigError(
-                "setting STRAVA_VERIFY_TOKEN is required: the daemon answers Strava's "
-                "handshake with it (use a long random string)"
-            )
-        verify = settings.strava_verify_token.get_secret_value()
-        sub_id = create_subscription(
-            client_id, secret, args.callback_url, verify, base_url=base_url
-        )
-        print(f"subscribed: subscription {sub_id} delivers events to {args.callback_url}")
-        print(f"set STRAVA_SUBSCRIPTION_ID={sub_id} so the daemon accepts only its events")
+        verify, path_secret = _webhook_secrets(settings)
+        callback_url = _callback_url(args.url, path_secret)
+        sub_id = create_subscription(client_id, secret, callback_url, verify, base_url=base_url)
+        remember_subscription(store, sub_id, now=now)
+        print(f"subscribed: subscription {sub_id} delivers events to {_shown(callback_url)}")
+        print(f"subscription {sub_id} is stored: the daemon accepts only its events")
         return 0
     if args.webhook_command == "list":
         subs = list_subscriptions(client_id, secret, base_url=base_url)
+        ids = [sub["id"] for sub in subs if isinstance(sub.get("id"), int)]
+        remember_subscription(store, ids[0] if len(ids) == 1 else None, now=now)
         if not subs:
-            print("no webhook subscription")
+            print("no webhook subscription (the daemon refuses every event until there is one)")
         for sub in subs:
-            print(f"{sub.get('id')}  {sub.get('callback_url')}  created {sub.get('created_at')}")
+            url = str(sub.get("callback_url") or "")
+            ours = _is_our_callback(url, settings.webhook_path_secret)
+            print(
+                f"{sub.get('id')}  {_shown(url)}  created {sub.get('created_at')}"
+                f"  ({'this configuration' if ours else 'NOT this configuration: subscribe again'})"
+            )
         return 0
     delete_subscription(args.subscription_id, client_id, secret, base_url=base_url)
+    if subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY)) in {
+        args.subscription_id,
+        None,
+    }:
+        remember_subscription(store, None, now=now)
     print(f"deleted webhook subscription {args.subscription_id}")
     return 0
+
+
+def _webhook_secrets(settings: Settings) -> tuple[str, str]:
+    """The verify token and the callback path's secret, refusing a guessable one."""
+    from garmin2strava.domain.webhook import MIN_SECRET_LENGTH  # noqa: PLC0415 (light top level)
+    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+
+    if settings.strava_verify_token is None:
+        raise ConfigError(
+            "setting STRAVA_VERIFY_TOKEN is required: the daemon answers Strava's "
+            "handshake with it (use a long random string)"
+        )
+    verify = settings.strava_verify_token.get_secret_value()
+    if settings.webhook_secret is None and len(verify) < MIN_SECRET_LENGTH:
+        msg = (
+            "setting STRAVA_VERIFY_TOKEN: the callback path's secret is derived from it, so "
+            f"use a random string of at least {MIN_SECRET_LENGTH} characters (or set "
+            "G2S_WEBHOOK_SECRET)"
+        )
+        raise ConfigError(msg)
+    path_secret = settings.webhook_path_secret
+    assert path_secret is not None  # a verify token is set
+    return verify, path_secret
+
+
+def _callback_url(base: str, path_secret: str) -> str:
+    from urllib.parse import urlsplit  # noqa: PLC0415 (light top level)
+
+    from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX, callback_path  # noqa: PLC0415
+    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+
+    parts = urlsplit(base)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query:
+        raise ConfigError("--url: give the daemon's public base URL, e.g. https://your.host")
+    trimmed = base.rstrip("/").removesuffix(WEBHOOK_PATH_PREFIX.rstrip("/"))
+    return trimmed + callback_path(path_secret)
+
+
+def _is_our_callback(url: str, path_secret: str | None) -> bool:
+    from garmin2strava.domain.webhook import (  # noqa: PLC0415 (light top level)
+        WEBHOOK_PATH_PREFIX,
+        path_secret_matches,
+    )
+
+    _head, found, given = url.partition(WEBHOOK_PATH_PREFIX)
+    return bool(found) and path_secret_matches(given.rstrip("/"), path_secret)
+
+
+def _shown(url: str) -> str:
+    from garmin2strava.domain.webhook import redact_callback_url  # noqa: PLC0415 (light)
+
+    return redact_callback_url(url)
 
 
 # -- mirror backfill -----------------------------------------------------------------------

@@ -11,7 +11,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from garmin2strava.bootstrap import App
-from garmin2strava.services.mirror import MirrorStats, WebhookReceiver, run_worker
+from garmin2strava.services.mirror import (
+    SUBSCRIPTION_STATE_KEY,
+    MirrorStats,
+    SubscriptionSource,
+    WebhookReceiver,
+    run_worker,
+    subscription_from_state,
+)
 from garmin2strava.services.observability import check_health, collect_metrics
 
 if TYPE_CHECKING:
@@ -29,6 +36,28 @@ _BUDGET_FIELDS = {
     "read_15min": "read_short_usage",
     "read_daily": "read_daily_usage",
 }
+
+
+def build_receiver(app: App, queue: SqliteEventQueue, stats: MirrorStats) -> WebhookReceiver:
+    """The receiver on the secret path, checking events against STRAVA_SUBSCRIPTION_ID
+    or else the id `webhook subscribe` stored (read now, then in the background)."""
+    settings = app.settings
+    verify = settings.strava_verify_token
+    subscriptions = SubscriptionSource(
+        fixed=settings.strava_subscription_id,
+        read=lambda: subscription_from_state(app.store.get_app_state(SUBSCRIPTION_STATE_KEY)),
+    )
+    subscriptions.load()
+    if subscriptions.source is None:
+        log.warning("webhook.subscription_unknown", extra={"hint": "webhook subscribe"})
+    return WebhookReceiver(
+        queue,
+        verify_token=verify.get_secret_value() if verify else None,
+        path_secret=settings.webhook_path_secret,
+        subscriptions=subscriptions,
+        stats=stats,
+        clock=app.clock,
+    )
 
 
 class MirrorRuntime:
@@ -49,15 +78,11 @@ class MirrorRuntime:
             raise ValueError("the container's webhook queue lives in the SQLite store")
         self.app = app
         self.stats = MirrorStats()
-        self.queue: SqliteEventQueue = SqliteEventQueue(app.settings.db_path)
-        verify = app.settings.strava_verify_token
-        self.receiver = WebhookReceiver(
-            self.queue,
-            verify_token=verify.get_secret_value() if verify else None,
-            subscription_id=app.settings.strava_subscription_id,
-            stats=self.stats,
-            clock=app.clock,
+        self.queue = SqliteEventQueue(
+            app.settings.db_path,
+            dead_retention=timedelta(days=app.settings.dead_letter_retention_days),
         )
+        self.receiver = build_receiver(app, self.queue, self.stats)
 
     def asgi_app(self) -> Starlette:
         from garmin2strava.entrypoints.http_app import create_app  # noqa: PLC0415

@@ -75,7 +75,7 @@ def deployed(
     tmp_path: Path,
     *,
     verify_token: str = "sandbox-verify-token",  # noqa: S107 - a fake
-    subscription_id: int = 1,
+    subscription_id: int | None = 1,
     max_receives: int = 3,
     garmin_token_lifetime_s: float | None = None,
 ) -> Iterator[Deployment]:
@@ -133,6 +133,8 @@ def deployed(
             "STRAVA_VERIFY_TOKEN": "not-the-verify-token",
             "STRAVA_CLIENT_SECRET": "not-the-client-secret",
         }
+        if subscription_id is None:  # none set: the webhook reads the one in the table
+            del env["STRAVA_SUBSCRIPTION_ID"]
         for name, value in env.items():
             setenv(name, value)
         garmin_tokens = (

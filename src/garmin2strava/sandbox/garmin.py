@@ -2,7 +2,11 @@
 
 It serves the few endpoints garmin2strava uses, with the real paths and field
 layout (docs/garmin-connect.md): the activity list, the ORIGINAL download, the
-activity detail and the DI OAuth2 token refresh. Tokens are JWT-shaped so
+activity detail and the DI OAuth2 token refresh. Records are shaped after real
+answers of 2018, 2021 and 2026 (`make_record(..., shape=...)`): local time in the
+activity's own time zone, type ids and parent type ids from Garmin's type list,
+`elapsedDuration` in milliseconds in the older shapes, no `manualActivity` in 2018,
+null fields left out in 2026, a multisport parent without `beginTimestamp`. Tokens are JWT-shaped so
 garminconnect's expiry logic works; refresh tokens rotate and die once used.
 Anything that looks like a login (SSO paths) is counted and refused, so a test
 can prove that nothing ever logs in.
@@ -21,7 +25,7 @@ from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["ENDPOINTS", "GarminSandbox", "make_record"]
@@ -37,21 +41,57 @@ _TOKEN_PATH = "/di-oauth2-service/oauth/token"
 _LOGIN_SEGMENTS = frozenset({"sso", "connect", "gcm", "mobile", "portal", "signin", "services"})
 _MAX_LIMIT = 1000
 
+# typeKey -> (typeId, parentTypeId) as Garmin's activity type list gives them (17 is
+# the root of the tree; 1 running, 2 cycling, 26 swimming, 29 fitness equipment).
 _TYPE_IDS = {
     "running": (1, 17),
     "trail_running": (6, 1),
+    "street_running": (7, 1),
+    "track_running": (8, 1),
     "treadmill_running": (18, 1),
-    "track_running": (153, 1),
-    "indoor_running": (18, 1),
     "virtual_run": (153, 1),
+    "obstacle_run": (154, 1),
+    "indoor_running": (156, 1),
+    "ultra_run": (181, 1),
     "cycling": (2, 17),
+    "mountain_biking": (5, 2),
+    "road_biking": (10, 2),
+    "cyclocross": (19, 2),
+    "indoor_cycling": (25, 2),
+    "gravel_cycling": (143, 2),
+    "virtual_ride": (152, 2),
+    "e_bike_mountain": (175, 2),
+    "e_bike_fitness": (176, 2),
+    "enduro_mtb": (256, 2),
+    "hiking": (3, 17),
+    "other": (4, 17),
     "walking": (9, 17),
+    "strength_training": (13, 29),
+    "swimming": (26, 17),
     "lap_swimming": (27, 26),
+    "open_water_swimming": (28, 26),
+    "fitness_equipment": (29, 17),
+    "indoor_rowing": (32, 29),
+    "multi_sport": (89, 17),
+    "yoga": (163, 29),
+    "stand_up_paddleboarding_v2": (239, 228),
 }
+_OTHER = _TYPE_IDS["other"]
+# (timeZoneId, offset from UTC in hours) of the real answers: America/Mexico_City,
+# an UTC-5 zone in January, Europe/Paris in winter. Each seeded activity gets one.
+_ZONES = ((150, -6.0), (148, -5.0), (124, 1.0))
+_MS_PER_S = 1000
+
+Shape = Literal["2026", "2021", "2018"]
 
 
 def _fmt(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _detail_time(list_time: str) -> str:
+    """ "2026-01-08 14:10:21" -> "2026-01-08T14:10:21.0", as the detail answer has it."""
+    return list_time.replace(" ", "T") + ".0"
 
 
 def make_record(  # noqa: PLR0917  one positional per record column, as tests read naturally
@@ -62,28 +102,73 @@ def make_record(  # noqa: PLR0917  one positional per record column, as tests re
     elapsed_s: float,
     distance_m: float | None,
     manual: bool = False,
+    *,
+    description: str | None = None,
+    utc_offset_h: float | None = None,
+    shape: Shape = "2026",
 ) -> dict[str, Any]:
-    """An activity-list record in Garmin's real field layout (local time = UTC here)."""
+    """An activity-list record in the field layout of Garmin's answers of `shape`.
+
+    Local time is `utc_offset_h` (by default one of the real answers' zones, picked by
+    the activity id) ahead of UTC. 2021 and 2018 carry `elapsedDuration` in
+    milliseconds; 2018 has no `manualActivity`; 2026 leaves null fields out. A
+    `multi_sport` parent has `beginTimestamp: null`, as a real 2021 answer does.
+    """
     start = start_utc.astimezone(UTC)
-    type_id, parent_id = _TYPE_IDS.get(type_key, (4, 17))
-    return {
+    type_id, parent_type_id = _TYPE_IDS.get(type_key, _OTHER)
+    zone_id, offset_h = _ZONES[activity_id % len(_ZONES)]
+    if utc_offset_h is not None:
+        offset_h = utc_offset_h
+    multisport_parent = type_key == "multi_sport"
+    record: dict[str, Any] = {
         "activityId": activity_id,
         "activityName": name,
-        "startTimeLocal": _fmt(start),
+        "description": description,
+        "startTimeLocal": _fmt(start + timedelta(hours=offset_h)),
         "startTimeGMT": _fmt(start),
-        "activityType": {"typeId": type_id, "typeKey": type_key, "parentTypeId": parent_id},
+        "activityType": {
+            "typeId": type_id,
+            "typeKey": type_key,
+            "parentTypeId": parent_type_id,
+        },
         "distance": distance_m,
         "duration": elapsed_s,
-        "elapsedDuration": elapsed_s,
-        "movingDuration": elapsed_s,
+        "elapsedDuration": elapsed_s if shape == "2026" else elapsed_s * _MS_PER_S,
+        "movingDuration": None if multisport_parent else elapsed_s,
         "hasPolyline": not manual,
-        "beginTimestamp": int(start.timestamp() * 1000),
+        "beginTimestamp": None if multisport_parent else int(start.timestamp() * 1000),
         "sportTypeId": 1,
         "deviceId": None if manual else 3618356072,
         "manufacturer": None if manual else "GARMIN",
-        "endTimeGMT": _fmt(start + timedelta(seconds=elapsed_s)),
+        "timeZoneId": zone_id if utc_offset_h is None else None,
+        "parent": multisport_parent,
+        "parentId": None,
         "manualActivity": manual,
     }
+    if shape == "2026":
+        record["endTimeGMT"] = _fmt(start + timedelta(seconds=elapsed_s))
+        # 2026 answers leave null fields out; the multisport parent's null start is
+        # the one the issue quotes, so it stays.
+        return {k: v for k, v in record.items() if v is not None or k == "beginTimestamp"}
+    if shape == "2018":
+        del record["manualActivity"], record["manufacturer"]
+    return record
+
+
+def _seconds(record: dict[str, Any], key: str) -> Any:
+    """A duration of `record` in seconds: list answers of 2018 and 2021 carry
+    `elapsedDuration` in milliseconds (a thousand times `duration`), details never."""
+    value = record.get(key)
+    duration = record.get("duration")
+    if (
+        key == "elapsedDuration"
+        and isinstance(value, int | float)
+        and isinstance(duration, int | float)
+        and duration > 0
+        and value > 100 * duration
+    ):
+        return value / _MS_PER_S
+    return value
 
 
 def _b64url(raw: bytes) -> str:
@@ -253,9 +338,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         state = self.server.state
         with state.lock:
+            # By startTimeGMT ("YYYY-MM-DD HH:MM:SS" sorts as text): a multisport
+            # parent has no beginTimestamp. A record seeded without one (a test's
+            # hostile input) sorts as a string too, never as an error.
             newest_first = sorted(
                 state.records.values(),
-                key=lambda r: (r["beginTimestamp"], r["activityId"]),
+                key=lambda r: (str(r.get("startTimeGMT") or ""), r["activityId"]),
                 reverse=True,
             )
         self._json(200, newest_first[start : start + limit])
@@ -318,25 +406,30 @@ class _Handler(BaseHTTPRequestHandler):
         record, original = found
         manual = original is None
         format_key = "manual" if manual else _format_key(original[1] if original else "")
-        self._json(
-            200,
-            {
-                "activityId": record["activityId"],
-                "activityName": record["activityName"],
-                "activityTypeDTO": record["activityType"],
-                "metadataDTO": {
-                    "manualActivity": manual,
-                    "fileFormat": None if manual else {"formatKey": format_key},
-                },
-                "summaryDTO": {
-                    "startTimeGMT": record["startTimeGMT"].replace(" ", "T") + ".0",
-                    "distance": record["distance"],
-                    "duration": record["duration"],
-                    "elapsedDuration": record["elapsedDuration"],
-                    "movingDuration": record["movingDuration"],
-                },
+        detail: dict[str, Any] = {
+            "activityId": record["activityId"],
+            "activityName": record["activityName"],
+            "isMultiSportParent": bool(record.get("parent")),
+            "activityTypeDTO": record["activityType"],
+            "metadataDTO": {
+                "isOriginal": not manual,
+                "manualActivity": manual,
+                "fileFormat": None if manual else {"formatKey": format_key},
             },
-        )
+            "summaryDTO": {
+                "startTimeLocal": _detail_time(
+                    record.get("startTimeLocal", record["startTimeGMT"])
+                ),
+                "startTimeGMT": _detail_time(record["startTimeGMT"]),
+                "distance": record.get("distance"),
+                "duration": record.get("duration"),
+                "elapsedDuration": _seconds(record, "elapsedDuration"),
+                "movingDuration": record.get("movingDuration"),
+            },
+        }
+        if record.get("description"):
+            detail["description"] = record["description"]
+        self._json(200, detail)
 
     def _token_refresh(self, body: bytes) -> None:
         form = parse_qs(body.decode("utf-8", "replace"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
@@ -42,7 +43,7 @@ __all__ = [
     "stop_serve",
 ]
 
-WEBHOOK_PATH = "/webhooks/strava"
+WEBHOOK_PATH_PREFIX = "/webhooks/strava/"
 
 
 class ServeFailedError(RuntimeError):
@@ -59,6 +60,11 @@ class ServeConfig:
     user_id: str
     subscription_id: int
     verify_token: str
+    webhook_secret: str  # G2S_WEBHOOK_SECRET: the callback path's secret
+
+    @property
+    def webhook_path(self) -> str:
+        return WEBHOOK_PATH_PREFIX + self.webhook_secret
 
     @classmethod
     def fresh(
@@ -72,6 +78,7 @@ class ServeConfig:
             user_id=user_id,
             subscription_id=subscription_id,
             verify_token=verify_token,
+            webhook_secret=secrets.token_urlsafe(24),
         )
 
     def env(self, pair: SandboxPair) -> dict[str, str]:
@@ -87,6 +94,7 @@ class ServeConfig:
             "STRAVA_REFRESH_TOKEN": pair.strava_refresh_token,
             "STRAVA_VERIFY_TOKEN": self.verify_token,
             "STRAVA_SUBSCRIPTION_ID": str(self.subscription_id),
+            "G2S_WEBHOOK_SECRET": self.webhook_secret,
             "GARMIN_TOKENS": pair.garmin_tokens,
             "G2S_USER_ID": self.user_id,
             "G2S_DB_PATH": str(self.db),
@@ -150,8 +158,11 @@ def stop_serve(proc: subprocess.Popen[bytes] | None, *, wait_s: float = 30.0) ->
 _local = threading.local()
 
 
-def post_event(port: int, body: bytes, *, timeout: float = 5.0) -> tuple[int | None, float]:
-    """POST one event as Strava does: (status, or None when no answer came; ms).
+def post_event(
+    port: int, body: bytes, *, path: str, timeout: float = 5.0
+) -> tuple[int | None, float]:
+    """POST one event to `path` (ServeConfig.webhook_path) as Strava does: (status, or
+    None when no answer came; ms).
 
     One keep-alive connection per calling thread; a failed one is dropped, so the
     next call (after a restart, say) connects afresh."""
@@ -160,7 +171,7 @@ def post_event(port: int, body: bytes, *, timeout: float = 5.0) -> tuple[int | N
     if conn is None or conn.port != port:
         conn = _local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", WEBHOOK_PATH, body, {"Content-Type": "application/json"})
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
         answer = conn.getresponse()
         answer.read()
     except (OSError, http.client.HTTPException):

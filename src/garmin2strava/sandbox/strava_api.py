@@ -24,6 +24,27 @@ def _error_body(message: str, resource: str, fld: str, code: str) -> dict[str, A
 class StravaApi(StravaState):
     """The emulator's answers to requests, given as (method, path, query, headers, body)."""
 
+    def _oauth(
+        self, path: str, query: dict[str, str], headers: Any, body: bytes
+    ) -> tuple[int, dict[str, Any] | list[Any], dict[str, str]]:
+        """POST /oauth/token and /oauth/deauthorize (the caller holds the lock)."""
+        if path == "/oauth/token":
+            self.requests["token"] += 1
+            injected = self._injected_failure("token")
+            if injected is not None:
+                return injected, _error_body("Injected failure", "Sandbox", "token", "x"), {}
+            form = {**query, **_parse_form(headers, body)}
+            token_status, token_payload = self._token(form)
+            return token_status, token_payload, {}
+        if path == "/oauth/deauthorize":
+            self.requests["deauthorize"] += 1
+            athlete = self._athlete_for(_bearer(headers) or query.get("access_token"))
+            if athlete is None:
+                return 401, _error_body("Authorization Error", "Athlete", "", "invalid"), {}
+            self.deauthorize(athlete.athlete_id)
+            return 200, {"access_token": ""}, {}
+        return 404, _error_body("Record Not Found", "Path", path, "invalid"), {}
+
     def handle(  # noqa: PLR0911 - one dispatch table, read top to bottom
         self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, dict[str, Any] | list[Any], dict[str, str]]:
@@ -43,18 +64,8 @@ class StravaApi(StravaState):
             return sub_status, sub_payload, {}
         with self.lock:
             self.settle()
-            if path == "/oauth/token" and method == "POST":
-                self.requests["token"] += 1
-                form = {**query, **_parse_form(headers, body)}
-                token_status, token_payload = self._token(form)
-                return token_status, token_payload, {}
-            if path == "/oauth/deauthorize" and method == "POST":
-                self.requests["deauthorize"] += 1
-                athlete = self._athlete_for(_bearer(headers) or query.get("access_token"))
-                if athlete is None:
-                    return 401, _error_body("Authorization Error", "Athlete", "", "invalid"), {}
-                self.deauthorize(athlete.athlete_id)
-                return 200, {"access_token": ""}, {}
+            if path.startswith("/oauth/") and method == "POST":
+                return self._oauth(path, query, headers, body)
             if not path.startswith("/api/v3/"):
                 return 404, _error_body("Record Not Found", "Path", path, "invalid"), {}
             endpoint, arg = _route(method, path.removeprefix("/api/v3"))

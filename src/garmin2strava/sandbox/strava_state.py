@@ -1,6 +1,7 @@
 """The Strava emulator's state and what changes it: seeding and test control, tokens,
-the application's rate limits and the processing of uploads. Stdlib only (the uploaded
-file is read with our own `fitfile.summarize_upload`)."""
+the application's rate limits and the processing of uploads. The uploaded file is read
+by the sandbox's own reader (sandbox/activity_files.py, fitdecode for FIT), never by
+the daemon's file check it is there to judge."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from garmin2strava.adapters.fitfile import summarize_upload
+from garmin2strava.sandbox.activity_files import (
+    ActivityReading,
+    RefusedFile,
+    read_activity,
+    require_fit_reader,
+)
 from garmin2strava.sandbox.strava_records import (
     DELETED,
     ERROR,
@@ -26,16 +32,26 @@ from garmin2strava.sandbox.strava_webhooks import WebhookHub
 
 __all__ = ["StravaState"]
 
+# (sport, sub_sport) as the file names them (FIT profile names; TCX Sport and GPX
+# <type>, lower-cased) -> Strava sport_type; (sport, None) is the sport's default.
 _SPORTS = {
     ("running", "treadmill"): "Run",
     ("running", "trail"): "TrailRun",
     ("running", "virtual_activity"): "VirtualRun",
     ("running", None): "Run",
+    ("run", None): "Run",
+    ("cycling", "mountain"): "MountainBikeRide",
+    ("cycling", "gravel_cycling"): "GravelRide",
+    ("cycling", "virtual_activity"): "VirtualRide",
     ("cycling", None): "Ride",
+    ("biking", None): "Ride",
     ("walking", None): "Walk",
     ("hiking", None): "Hike",
     ("swimming", None): "Swim",
+    ("fitness_equipment", "indoor_rowing"): "Rowing",
 }
+# Sub-sports recorded indoors: Strava marks the activity as done on a trainer.
+_INDOOR = frozenset({"treadmill", "indoor_cycling", "indoor_running", "virtual_activity"})
 
 
 class StravaState:
@@ -60,6 +76,9 @@ class StravaState:
         # Faults: the next uploads' processing fails with these messages (a file Strava
         # rejects), and whether a POST's answer already carries the processing verdict.
         self.upload_errors: list[str] = []
+        # Why the emulator refused an upload's file (upload id -> reason), for tests;
+        # the upload's `error` carries only Strava's wording.
+        self.refusals: dict[int, str] = {}
         self.verdict_on_post = False
         # The owner's subscription lapsed (Strava's developer program of 2026): every
         # API call gets 403 "Application Status Inactive"; the token endpoint still
@@ -73,6 +92,7 @@ class StravaState:
         self.reads = 0
         self.uploads = 0
         self.lock = threading.RLock()
+        require_fit_reader()  # fail at start, in one line, rather than at the first upload
         self._athletes: dict[int, SandboxAthlete] = {}
         self._codes: dict[str, tuple[int, str]] = {}
         self._failures: dict[str, list[int]] = {}
@@ -310,16 +330,13 @@ class StravaState:
             upload.error = self.upload_errors.pop(0)
             return
         try:
-            summary = summarize_upload(upload.data, upload.data_type)
-        except Exception:  # noqa: BLE001 - any parse failure is Strava's "error processing"
+            reading = read_activity(upload.data, upload.data_type)
+        except RefusedFile as refused:
             upload.status = ERROR
-            upload.error = "Improperly formatted data."
+            upload.error = refused.strava_error
+            self.refusals[upload.upload_id] = refused.reason
             return
-        if summary.start_utc is None:
-            upload.status = ERROR
-            upload.error = "Time information is missing from file."
-            return
-        start = summary.start_utc.astimezone(UTC).replace(microsecond=0)
+        start = reading.start_utc.astimezone(UTC).replace(microsecond=0)
         for other in self.activities.values():
             if (
                 other.athlete_id == upload.athlete_id
@@ -329,9 +346,7 @@ class StravaState:
                 upload.status = ERROR
                 upload.error = self._duplicate_message(upload, other)
                 return
-        sport = _SPORTS.get((summary.sport or "", summary.sub_sport)) or _SPORTS.get(
-            (summary.sport or "", None), "Workout"
-        )
+        sport = _sport_type(reading)
         activity_id = self._new_id()
         self.activities[activity_id] = SandboxActivity(
             activity_id=activity_id,
@@ -339,11 +354,11 @@ class StravaState:
             name=upload.name or f"{sport} upload",
             sport_type=sport,
             start_utc=start,
-            elapsed_s=round(summary.elapsed_s or 0),
-            distance_m=summary.distance_m or 0.0,
+            elapsed_s=round(reading.elapsed_s or 0),
+            distance_m=reading.distance_m or 0.0,
             external_id=upload.external_id,
             upload_id=upload.upload_id,
-            trainer=upload.trainer or summary.sub_sport == "treadmill",
+            trainer=upload.trainer or reading.sub_sport in _INDOOR,
             description=upload.description,
         )
         upload.status = READY
@@ -357,3 +372,8 @@ class StravaState:
                 f"target='_blank'>{other.name}</a>"
             )
         return f"{upload.file_name} duplicate of activity {other.activity_id}"
+
+
+def _sport_type(reading: ActivityReading) -> str:
+    sport = reading.sport or ""
+    return _SPORTS.get((sport, reading.sub_sport)) or _SPORTS.get((sport, None), "Workout")

@@ -4,7 +4,8 @@ Pause is a flag on the account (`enabled=False`, `paused_at`): the scheduler and
 Lambda sync skip the account, and a running cycle reads it before each activity and
 stops (`pause_reason`). Remove and disconnect first stop the account the same way,
 then take its sync lease, so no cycle is writing while they delete: what they forget
-stays forgotten.
+stays forgotten. Both forget what a verified deauthorization forgets (the Strava
+tokens, the mirrored activities and the audit trail); the upload ledger stays.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from garmin2strava.domain.models import Account, AccountStatus, AuditEvent, UploadOutcome
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import Store
+from garmin2strava.services.mirror_backfill import cursor_key
 
 __all__ = [
     "AccountBusy",
@@ -124,17 +126,17 @@ class AccountControl:
         return resumed
 
     def remove(self, user_id: str) -> dict[str, int]:
-        """Delete the account, its tokens (Strava and Garmin) and its mirrored workouts.
-        The upload ledger stays (re-adding the account never uploads a run twice) and
-        so do the audit events, until their retention ends."""
+        """Delete the account, its tokens (Strava and Garmin), its mirrored workouts and
+        its audit trail. Only the upload ledger stays (re-adding the account never
+        uploads a run twice), with the tokens' tombstones (version counters, no secret)."""
         self.pause(user_id)
         self._take_lease(user_id)
-        workouts = self.store.delete_workouts(user_id)
         self.store.delete_strava_tokens(user_id)
+        removed = self.store.forget_strava_data(user_id)
+        self.store.put_app_state(cursor_key(user_id), {})
         self.store.delete_account(user_id)  # the lease goes with it
-        self._audit(user_id, "account.removed", {"workoutsDeleted": workouts})
-        log.warning("account.removed", extra={"userId": user_id, "workoutsDeleted": workouts})
-        return {"workoutsDeleted": workouts}
+        log.warning("account.removed", extra={"userId": user_id, "itemsDeleted": removed})
+        return {"itemsDeleted": removed}
 
     def disconnect(self, user_id: str, revoke: Callable[[], None]) -> dict[str, int]:
         """Revoke our Strava authorization (`revoke` calls Strava's deauthorize
@@ -158,20 +160,24 @@ class AccountControl:
                 replace(current, status=before.status, status_detail=before.status_detail)
             )
             raise
-        workouts = self.store.delete_workouts(user_id)
+        # As a verified deauthorization does (services/mirror.py `_forget_athlete`):
+        # tokens first, then the mirror and the audit trail; the ledger stays.
         self.store.delete_strava_tokens(user_id)
+        removed = self.store.forget_strava_data(user_id)
+        self.store.put_app_state(cursor_key(user_id), {})  # a later backfill starts afresh
         current = self.store.get_account(user_id) or before
         self.store.put_account(
             replace(
                 current,
                 status=AccountStatus.DISCONNECTED,
-                status_detail="disconnected by the operator (Strava access revoked); "
-                "run `garmin2strava get-token` to connect again",
+                status_detail="disconnected by the operator (Strava access revoked, mirrored "
+                "Strava data deleted); run `garmin2strava get-token` to connect again",
+                mirror_covers_since=None,
             )
         )
-        self._audit(user_id, "strava.deauthorized", {"by": "operator", "workoutsDeleted": workouts})
-        log.warning("account.disconnected", extra={"userId": user_id, "workoutsDeleted": workouts})
-        return {"workoutsDeleted": workouts}
+        self._audit(user_id, "strava.deauthorized", {"by": "operator", "itemsDeleted": removed})
+        log.warning("account.disconnected", extra={"userId": user_id, "itemsDeleted": removed})
+        return {"itemsDeleted": removed}
 
     def _take_lease(self, user_id: str) -> None:
         """Wait for a running cycle to finish its activity in hand and release."""

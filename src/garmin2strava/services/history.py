@@ -27,7 +27,8 @@ _LABELS = {
     "garmin.rate_limited": "Garmin backoff",
     "strava.auth_failed": "Strava refused the token",
     "garmin.auth_failed": "Garmin refused the tokens",
-    "strava.deauthorized": "Strava access revoked",
+    "strava.deauthorized": "Strava access revoked (mirror and audit trail deleted)",
+    "strava.deauthorization_refuted": "deauthorization event refuted by Strava",
     "strava.app_inactive": "Strava application inactive: waiting",
     "strava.app_recovered": "Strava application active again",
     "upload.gave_up": "gave up an upload",
@@ -126,5 +127,5 @@ def _lines(entry: HistoryEntry) -> Iterable[str]:
 
 
 def _event_detail(detail: dict[str, Any]) -> str:
-    keys = ("error", "until", "activityId", "athleteId", "by", "workoutsDeleted", "cause")
+    keys = ("error", "until", "activityId", "athleteId", "by", "itemsDeleted", "cause")
     return " ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))

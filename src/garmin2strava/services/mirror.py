@@ -1,16 +1,26 @@
 """The mirror: take Strava's webhook events, keep `WORKOUT#STRAVA#{id}` rows current.
 
-`receive_webhook` runs inside Strava's 2-second budget: validate, enqueue, answer. It
-imports nothing heavy and never calls Strava. `process_events` is the worker: one
-claim of grouped events, one Strava fetch per activity at most, retries with backoff,
-dead letters after the last attempt. A Strava outage (5xx, timeout, refused
-connection) is waited out however long it lasts, never dead-lettered.
+`WebhookReceiver` runs inside Strava's 2-second budget: check the path secret,
+validate, enqueue, answer. It imports nothing heavy and never calls Strava or waits
+for the store (the stored subscription id is re-read in the background). Every
+well-formed event gets the same answer, whether it names our subscription or not, so
+the answer tells a stranger nothing; the difference is logged and counted.
+
+`process_events` is the worker: one claim of grouped events, one Strava fetch per
+activity at most, retries with backoff, dead letters after the last attempt. Events of
+athletes we do not know, or of a disconnected account, are dropped (counted, never
+dead letters). A deauthorization is obeyed only once Strava refused a token refresh:
+then the athlete's tokens, mirrored activities and audit trail are deleted (Strava's
+API Agreement), the upload ledger is kept so a reconnect never uploads twice, and the
+account is disconnected. A Strava outage (5xx, timeout, refused connection) is waited
+out however long it lasts, never dead-lettered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -22,23 +32,31 @@ from typing import Any
 from garmin2strava.domain.models import AccountStatus, AuditEvent, Workout
 from garmin2strava.domain.webhook import (
     BadEvent,
-    ForeignSubscription,
     QueuedEvent,
     WebhookEvent,
     check_handshake,
+    derive_path_secret,
     parse_event,
+    path_secret_matches,
 )
 from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_activity, soft_delete
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
-from garmin2strava.ports import EventQueue, EventSink, Store, StravaPort
+from garmin2strava.ports import AccessCheck, EventQueue, EventSink, Store, StravaPort
+from garmin2strava.services.mirror_backfill import cursor_key
 
 __all__ = [
+    "NOT_READY",
+    "RECEIVED",
+    "SUBSCRIPTION_STATE_KEY",
     "MirrorCounts",
     "MirrorStats",
+    "SubscriptionSource",
     "WebhookAnswer",
     "WebhookReceiver",
     "process_events",
+    "remember_subscription",
     "run_worker",
+    "subscription_from_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +66,9 @@ DEFAULT_MAX_ATTEMPTS = 3
 # After its last counted attempt an event that meets a Strava outage waits half its
 # age again (x1.5 each time), at most this long, and is never dead-lettered.
 OUTAGE_MAX_WAIT_SECONDS = 900.0
+# App state written by `webhook subscribe` / `webhook list`: {"subscriptionId": int}.
+SUBSCRIPTION_STATE_KEY = "webhook_subscription"
+_LOG_EVERY_S = 60.0  # an attacker's flood of one kind costs one log line a minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +77,110 @@ class WebhookAnswer:
 
     status: int
     body: Mapping[str, Any]
+
+
+# The one answer to every well-formed event: queued, duplicate, foreign subscription
+# and unknown athlete alike.
+RECEIVED = WebhookAnswer(200, {"status": "received"})
+# No subscription id known at all: refuse every event alike; Strava retries later.
+NOT_READY = WebhookAnswer(503, {"error": "not accepting events yet"})
+
+
+def subscription_from_state(value: Mapping[str, Any] | None) -> int | None:
+    """The subscription id in the app state `webhook subscribe` wrote, or None."""
+    found = (value or {}).get("subscriptionId")
+    if isinstance(found, int) and not isinstance(found, bool) and found > 0:
+        return found
+    return None
+
+
+def remember_subscription(store: Store, subscription_id: int | None, *, now: datetime) -> None:
+    """Store the application's subscription id (None: there is none)."""
+    store.put_app_state(
+        SUBSCRIPTION_STATE_KEY, {"subscriptionId": subscription_id, "recordedAt": now.isoformat()}
+    )
+
+
+class SubscriptionSource:
+    """Our subscription id as the receiver checks it: the setting when given
+    (STRAVA_SUBSCRIPTION_ID), else what `read` returns (the id `webhook subscribe` and
+    `webhook list` stored). `load` reads synchronously (at start-up); afterwards
+    `current` never waits: a stale value starts a background re-read, every
+    `refresh_s` while an id is known and every `retry_s` while none is."""
+
+    def __init__(
+        self,
+        *,
+        fixed: int | None = None,
+        read: Callable[[], int | None] | None = None,
+        refresh_s: float = 60.0,
+        retry_s: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fixed = fixed
+        self._read = read
+        self._refresh_s = refresh_s
+        self._retry_s = retry_s
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._value: int | None = None
+        self._loaded_at = -math.inf
+        self._refreshing = False
+
+    @property
+    def source(self) -> str | None:
+        """ "setting", "store", or None when no id is known."""
+        if self._fixed is not None:
+            return "setting"
+        return "store" if self._value is not None else None
+
+    def load(self) -> int | None:
+        """Read the stored id now; a failed read keeps the last value (logged)."""
+        if self._fixed is not None or self._read is None:
+            return self._fixed
+        try:
+            value = self._read()
+        except Exception as exc:  # noqa: BLE001 (a broken store must not break the webhook)
+            log.warning("webhook.subscription_unreadable", extra={"error": type(exc).__name__})
+            value = self._value
+        with self._lock:
+            self._value = value
+            self._loaded_at = self._monotonic()
+            self._refreshing = False
+        return value
+
+    def current(self) -> int | None:
+        if self._fixed is not None or self._read is None:
+            return self._fixed
+        with self._lock:
+            due = self._refresh_s if self._value is not None else self._retry_s
+            start = not self._refreshing and self._monotonic() - self._loaded_at >= due
+            if start:
+                self._refreshing = True
+            value = self._value
+        if start:
+            threading.Thread(target=self.load, name="webhook-subscription", daemon=True).start()
+        return value
+
+
+class _Throttle:
+    """At most one log line per `every_s` for one kind of event; counts the rest."""
+
+    def __init__(self, every_s: float = _LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def due(self, kind: str) -> int | None:
+        """None: stay silent. Else log now, with this many lines suppressed before."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next.get(kind, -math.inf):
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return None
+            self._next[kind] = now + self._every_s
+            return self._suppressed.pop(kind, 0)
 
 
 class MirrorStats:
@@ -86,22 +211,43 @@ class MirrorStats:
 
 
 class WebhookReceiver:
-    """The two webhook requests: the subscription handshake and event delivery."""
+    """The two webhook requests on the secret path: the subscription handshake and
+    event delivery. `path_secret` defaults to the one derived from `verify_token`;
+    with neither, no path is ours. `subscription_id` (a fixed id) or `subscriptions`
+    (a SubscriptionSource) tell our subscription; with neither, every event is refused."""
 
     def __init__(
         self,
         queue: EventSink,
         *,
         verify_token: str | None,
-        subscription_id: int | None,
         stats: MirrorStats,
         clock: Callable[[], datetime],
+        subscription_id: int | None = None,
+        subscriptions: SubscriptionSource | None = None,
+        path_secret: str | None = None,
     ) -> None:
         self._queue = queue
         self._verify_token = verify_token
-        self._subscription_id = subscription_id
+        if path_secret is None and verify_token:
+            path_secret = derive_path_secret(verify_token)
+        self._path_secret = path_secret
+        self._subscriptions = subscriptions or SubscriptionSource(fixed=subscription_id)
         self._stats = stats
         self._clock = clock
+        self._throttle = _Throttle()
+
+    @property
+    def subscriptions(self) -> SubscriptionSource:
+        return self._subscriptions
+
+    def accepts_path(self, secret: str) -> bool:
+        """Whether `secret` (the path segment after /webhooks/strava/) is ours; constant
+        time. Every other path gets the server's ordinary 404."""
+        ok = path_secret_matches(secret, self._path_secret)
+        if not ok:
+            self._stats.add("requests_wrong_path")
+        return ok
 
     def handshake(self, params: Mapping[str, str]) -> WebhookAnswer:
         challenge = check_handshake(params, self._verify_token)
@@ -124,33 +270,47 @@ class WebhookReceiver:
             "object_id": 1,
             "object_type": "activity",
             "owner_id": 1,
-            "subscription_id": self._subscription_id or 1,
+            "subscription_id": 1,
             "updates": {},
         }
-        event = parse_event(json.dumps(sample).encode(), subscription_id=self._subscription_id)
+        event = parse_event(json.dumps(sample).encode(), now=self._clock())
         _event_fields(event)
+        self._subscriptions.current()
 
     def receive(self, body: bytes) -> WebhookAnswer:
         started = time.perf_counter()
         try:
-            event = parse_event(body, subscription_id=self._subscription_id)
+            event = parse_event(body, now=self._clock())
         except BadEvent as exc:
             self._stats.add("events_rejected_bad")
             log.warning("webhook.event_rejected", extra={"reason": exc.reason})
             return WebhookAnswer(400, {"error": exc.reason})
-        except ForeignSubscription as exc:
-            self._stats.add("events_rejected_foreign")
-            log.warning(
-                "webhook.foreign_subscription", extra={"subscriptionId": exc.subscription_id}
+        ours = self._subscriptions.current()
+        if ours is None:
+            self._stats.add("events_rejected_unconfigured")
+            self._log_throttled(
+                "webhook.subscription_unknown",
+                {"hint": "run `garmin2strava webhook subscribe` (or `webhook list`)"},
             )
-            return WebhookAnswer(403, {"error": "unknown subscription"})
+            return NOT_READY
+        if event.subscription_id != ours:
+            self._stats.add("events_rejected_foreign")
+            self._log_throttled(
+                "webhook.foreign_subscription", {"subscriptionId": event.subscription_id}
+            )
+            return RECEIVED
         new = self._queue.enqueue(event, now=self._clock())
         self._stats.add("events_received" if new else "events_duplicate")
         log.info(
             "webhook.event_queued" if new else "webhook.event_duplicate",
             extra=_event_fields(event) | {"durationMs": _ms_since(started)},
         )
-        return WebhookAnswer(200, {"status": "queued" if new else "duplicate"})
+        return RECEIVED
+
+    def _log_throttled(self, name: str, extra: dict[str, Any]) -> None:
+        suppressed = self._throttle.due(name)
+        if suppressed is not None:
+            log.warning(name, extra=extra | {"suppressedSinceLast": suppressed})
 
 
 @dataclass(slots=True)
@@ -161,11 +321,12 @@ class MirrorCounts:
     retried: int = 0
     dead: int = 0
     deferred: int = 0
+    dropped: int = 0  # unknown athlete or disconnected account: settled, not applied
     fetches: int = 0
 
     @property
     def claimed(self) -> int:
-        return self.processed + self.retried + self.dead + self.deferred
+        return self.processed + self.retried + self.dead + self.deferred + self.dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +337,7 @@ class _Run:
     strava_for: Callable[[str], StravaPort]
     now: datetime
     retention_days: int
+    stats: MirrorStats
 
 
 class _Deferred(Exception):
@@ -189,7 +351,19 @@ class _Deferred(Exception):
 
 
 class _Permanent(Exception):
-    """Internal: retrying cannot help (unknown athlete, revoked token, bad JSON)."""
+    """Internal: retrying cannot help (revoked token, bad JSON)."""
+
+
+class _Dropped(Exception):
+    """Internal: the events are settled without effect (`reason` names why)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+# Throttles the worker's "dropped" lines: a flood of unknown athletes logs once a minute.
+_DROP_THROTTLE = _Throttle()
 
 
 def process_events(
@@ -207,7 +381,7 @@ def process_events(
     """Claim one batch of event groups and settle every one of them."""
     counts = MirrorCounts()
     stats = stats or MirrorStats()
-    run = _Run(store, strava_for, now, audit_retention_days)
+    run = _Run(store, strava_for, now, audit_retention_days, stats)
     deferred_until: datetime | None = None
     for group in queue.claim(now=now, limit=limit, visibility_seconds=visibility_seconds):
         first = group[0].event
@@ -224,6 +398,16 @@ def process_events(
                 "mirror.deferred",
                 extra=fields | {"until": exc.until.isoformat(), "reason": exc.reason},
             )
+        except _Dropped as exc:
+            queue.complete(group, now=now)
+            counts.dropped += len(group)
+            stats.add(f"events_dropped_{exc.reason}", len(group))
+            suppressed = _DROP_THROTTLE.due(exc.reason)
+            if suppressed is not None:
+                log.warning(
+                    "mirror.event_dropped",
+                    extra=fields | {"reason": exc.reason, "suppressedSinceLast": suppressed},
+                )
         except _Permanent as exc:
             _bury(run, queue, group, str(exc))
             counts.dead += len(group)
@@ -235,21 +419,9 @@ def process_events(
             counts.retried += len(group)
             stats.add("events_failed", len(group))
         except Exception as exc:  # noqa: BLE001 (any failure is retried, then dead-lettered)
-            error = f"{type(exc).__name__}: {exc}"[:500]
-            attempts = max(r.attempts for r in group) + 1
-            stats.add("events_failed", len(group))
-            if attempts >= max_attempts:
-                _bury(run, queue, group, error)
-                counts.dead += len(group)
-                stats.add("events_dead", len(group))
-            else:
-                delay = BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
-                queue.fail(group, retry_at=now + timedelta(seconds=delay), error=error)
-                counts.retried += len(group)
-                log.warning(
-                    "mirror.retry_scheduled",
-                    extra=fields | {"attempt": attempts, "error": error, "delaySeconds": delay},
-                )
+            _retry_or_bury(
+                run, queue, group, exc, counts=counts, fields=fields, max_attempts=max_attempts
+            )
         else:
             queue.complete(group, now=now)
             counts.processed += len(group)
@@ -258,6 +430,34 @@ def process_events(
             stats.add("strava_fetches", fetched)
             log.info("mirror.processed", extra=fields | {"durationMs": _ms_since(started)})
     return counts
+
+
+def _retry_or_bury(
+    run: _Run,
+    queue: EventQueue,
+    group: Sequence[QueuedEvent],
+    exc: Exception,
+    *,
+    counts: MirrorCounts,
+    fields: dict[str, Any],
+    max_attempts: int,
+) -> None:
+    """A failure that is not an outage: retried at 1 s, 2 s, 4 s ..., then dead."""
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    attempts = max(r.attempts for r in group) + 1
+    run.stats.add("events_failed", len(group))
+    if attempts >= max_attempts:
+        _bury(run, queue, group, error)
+        counts.dead += len(group)
+        run.stats.add("events_dead", len(group))
+        return
+    delay = BACKOFF_BASE_SECONDS * 2 ** (attempts - 1)
+    queue.fail(group, retry_at=run.now + timedelta(seconds=delay), error=error)
+    counts.retried += len(group)
+    log.warning(
+        "mirror.retry_scheduled",
+        extra=fields | {"attempt": attempts, "error": error, "delaySeconds": delay},
+    )
 
 
 def _wait_out_outage(
@@ -313,7 +513,7 @@ def run_worker(
             stop.wait(idle_seconds * 4)
             continue
         stats.beat(clock(), None)
-        if counts.processed + counts.retried + counts.dead == 0:
+        if counts.processed + counts.retried + counts.dead + counts.dropped == 0:
             stop.wait(idle_seconds)
 
 
@@ -323,30 +523,61 @@ def _process_group(run: _Run, group: Sequence[QueuedEvent], deferred_until: date
     events = [record.event for record in group]
     user_id = run.store.user_for_athlete(events[0].owner_id)
     if user_id is None:
-        msg = f"unknown athlete {events[0].owner_id}"
-        raise _Permanent(msg)
+        raise _Dropped("unknown_athlete")
+    account = run.store.get_account(user_id)
+    if account is not None and account.status is AccountStatus.DISCONNECTED:
+        raise _Dropped("disconnected")  # no Strava request for it until it reconnects
     if events[0].object_type == "athlete":
-        _apply_athlete_events(run, user_id, events)
-        return 0
+        return _apply_athlete_events(run, user_id, events)
     return _apply_activity_events(run, user_id, events, deferred_until)
 
 
-def _apply_athlete_events(run: _Run, user_id: str, events: Sequence[WebhookEvent]) -> None:
+def _apply_athlete_events(run: _Run, user_id: str, events: Sequence[WebhookEvent]) -> int:
+    """A deauthorization is obeyed only when Strava confirms it: one token refresh,
+    which Strava refuses once the athlete revoked access. Returns the requests made."""
     deauth = [e for e in events if e.is_deauthorization]
     if not deauth:
-        return  # other athlete updates carry nothing the mirror keeps
+        return 0  # other athlete updates carry nothing the mirror keeps
+    fields = _event_fields(deauth[-1]) | {"userId": user_id}
+    strava = run.strava_for(user_id)
+    if run.store.get_strava_tokens(user_id) is None or not isinstance(strava, AccessCheck):
+        # Nothing to ask Strava with: nothing proves the event, so it changes nothing.
+        run.stats.add("deauthorizations_unverifiable")
+        log.warning("mirror.deauthorization_unverifiable", extra=fields)
+        return 0
+    if not strava.access_revoked():
+        run.stats.add("deauthorizations_refuted")
+        _audit(run, user_id, "strava.deauthorization_refuted", {"athleteId": deauth[-1].owner_id})
+        log.warning("mirror.deauthorization_refuted", extra=fields)
+        return 1
+    _forget_athlete(run, user_id, deauth[-1].owner_id)
+    run.stats.add("deauthorizations")
+    log.warning("mirror.deauthorized", extra=fields)
+    return 1
+
+
+def _forget_athlete(run: _Run, user_id: str, athlete_id: int) -> None:
+    """Strava's API Agreement: the athlete revoked access, so their Strava data goes.
+    Tokens first (no request can follow), then the mirror and the audit trail; the
+    upload ledger stays (Garmin ids and the ids of what we uploaded), so a reconnect
+    never uploads an activity twice."""
     run.store.delete_strava_tokens(user_id)
+    removed = run.store.forget_strava_data(user_id)
+    run.store.put_app_state(cursor_key(user_id), {})  # a later backfill starts afresh
     account = run.store.get_account(user_id)
     if account is not None:
         run.store.put_account(
             replace(
                 account,
                 status=AccountStatus.DISCONNECTED,
-                status_detail="the athlete revoked garmin2strava's access on Strava",
+                status_detail=(
+                    "the athlete revoked garmin2strava's access on Strava; their mirrored "
+                    "Strava data was deleted. Run get-token to reconnect"
+                ),
+                mirror_covers_since=None,  # the mirror is empty now
             )
         )
-    _audit(run, user_id, "strava.deauthorized", {"athleteId": deauth[-1].owner_id})
-    log.warning("mirror.deauthorized", extra=_event_fields(deauth[-1]) | {"userId": user_id})
+    _audit(run, user_id, "strava.deauthorized", {"athleteId": athlete_id, "itemsDeleted": removed})
 
 
 def _apply_activity_events(

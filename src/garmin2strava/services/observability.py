@@ -99,11 +99,45 @@ def collect_metrics(
         Sample(
             "g2s_webhook_events_rejected_total",
             counters.get(f"events_rejected_{reason}", 0),
-            "Webhook events refused (400 malformed, 403 foreign subscription).",
+            "Webhook events not queued (bad: 400; unconfigured: 503, no subscription id "
+            "known; foreign: another subscription, answered as a valid one).",
             "counter",
             {"reason": reason},
         )
-        for reason in ("bad", "foreign")
+        for reason in ("bad", "foreign", "unconfigured")
+    )
+    samples.append(
+        Sample(
+            "g2s_webhook_wrong_path_total",
+            counters.get("requests_wrong_path", 0),
+            "Requests to /webhooks/strava/<secret> with a wrong secret (answered 404).",
+            "counter",
+        )
+    )
+    samples.extend(
+        Sample(
+            "g2s_mirror_events_dropped_total",
+            counters.get(f"events_dropped_{reason}", 0),
+            "Events settled without effect (unknown athlete, disconnected account).",
+            "counter",
+            {"reason": reason},
+        )
+        for reason in ("unknown_athlete", "disconnected")
+    )
+    samples.extend(
+        Sample(
+            "g2s_mirror_deauthorizations_total",
+            counters.get(key, 0),
+            "Deauthorization events: obeyed (Strava refused a refresh), refuted (Strava "
+            "granted one: forged), unverifiable (no tokens to ask with).",
+            "counter",
+            {"verdict": verdict},
+        )
+        for verdict, key in (
+            ("obeyed", "deauthorizations"),
+            ("refuted", "deauthorizations_refuted"),
+            ("unverifiable", "deauthorizations_unverifiable"),
+        )
     )
     for name, text in (
         ("processed", "Events the worker settled."),

@@ -18,6 +18,7 @@ __all__ = [
     "STRAVA_BUDGET_KEY",
     "account_status",
     "strava_app_status",
+    "webhook_status",
 ]
 
 STRAVA_BUDGET_KEY = "strava_budget"
@@ -57,8 +58,34 @@ def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
     return [warning]
 
 
+def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict[str, Any]:
+    """Which subscription the webhook accepts, and why it refuses every event if none."""
+    from garmin2strava.services.mirror import (  # noqa: PLC0415 (status stays light)
+        SUBSCRIPTION_STATE_KEY,
+        subscription_from_state,
+    )
+
+    stored = subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY))
+    if subscription_id_setting is not None:
+        return {"subscriptionId": subscription_id_setting, "source": "STRAVA_SUBSCRIPTION_ID"}
+    if stored is not None:
+        return {"subscriptionId": stored, "source": "store (webhook subscribe / webhook list)"}
+    return {
+        "subscriptionId": None,
+        "source": None,
+        "problem": (
+            "no webhook subscription id is known, so the webhook refuses every event: run "
+            "`garmin2strava webhook subscribe --url ...` (or `webhook list` if one exists)"
+        ),
+    }
+
+
 def account_status(
-    store: Store, *, now: datetime, athlete_capacity: int = DEFAULT_ATHLETE_CAPACITY
+    store: Store,
+    *,
+    now: datetime,
+    athlete_capacity: int = DEFAULT_ATHLETE_CAPACITY,
+    subscription_id_setting: int | None = None,
 ) -> dict[str, Any]:
     accounts: list[dict[str, Any]] = []
     listed = store.list_accounts()
@@ -102,4 +129,5 @@ def account_status(
         "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY),
         "stravaApp": app | {"athleteCapacity": athlete_capacity},
         "warnings": warnings,
+        "webhook": webhook_status(store, subscription_id_setting=subscription_id_setting),
     }

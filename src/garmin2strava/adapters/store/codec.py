@@ -54,6 +54,7 @@ __all__ = [
     "ledger_lsi1sk",
     "ledger_to_item",
     "parse_time",
+    "prefix_range",
     "strava_tokens_from_plain",
     "strava_tokens_to_plain",
     "unsettled_gsi1pk",
@@ -126,6 +127,11 @@ def intent_refused(garmin_activity_id: int) -> StoreConflict:
         "settled; not recording a new upload intent"
     )
     return StoreConflict(msg)
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """[low, high) of the sort keys that start with `prefix` (its last character bumped)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def unsettled_gsi1pk(user_id: str) -> str:

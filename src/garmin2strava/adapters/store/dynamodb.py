@@ -231,19 +231,19 @@ class DynamoDBStore(TokenItems):
         reading at most MAX_WORKOUTS items."""
         return self._workouts.workouts_starting_between(user_id, start, end, max_read=MAX_WORKOUTS)
 
-    def delete_workouts(self, user_id: str) -> int:
+    def forget_strava_data(self, user_id: str) -> int:
+        """Query the account's workout and audit keys, then delete them in batches (not
+        one transaction: a retry after a partial failure deletes the rest)."""
         pk = codec.user_pk(user_id)
-        found = self._table.query(
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues={
-                ":pk": {"S": pk},
-                ":prefix": {"S": codec.WORKOUT_PREFIX},
-            },
-            ProjectionExpression="SK",
-        )
-        keys = [(pk, str(item["SK"])) for item in found]
-        self._table.batch_delete(keys)
-        return len(keys)
+        keys: list[tuple[str, str]] = []
+        for prefix in (codec.WORKOUT_PREFIX, codec.AUDIT_PREFIX):
+            items = self._table.query(
+                KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+                ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": prefix}},
+                ProjectionExpression="PK, SK",
+            )
+            keys.extend((str(item["PK"]), str(item["SK"])) for item in items)
+        return self._table.batch_delete(keys)
 
     # -- application-wide state -------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:

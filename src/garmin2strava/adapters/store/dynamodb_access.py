@@ -122,8 +122,9 @@ class TableAccess:
             found.extend(self._batch_get_chunk(request))
         return found
 
-    def batch_delete(self, keys: Sequence[tuple[str, str]]) -> None:
-        """BatchWriteItem deletes in chunks of 25, retrying UnprocessedItems with backoff."""
+    def batch_delete(self, keys: Sequence[tuple[str, str]]) -> int:
+        """Delete the items, 25 a BatchWriteItem, retrying UnprocessedItems with backoff.
+        Returns the number of keys given (deleting a missing item is no error)."""
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _BATCH_WRITE_MAX):
             chunk = unique[start : start + _BATCH_WRITE_MAX]
@@ -144,6 +145,7 @@ class TableAccess:
             else:
                 msg = "DynamoDB batch_write_item: items still unprocessed after retries"
                 raise TransientError(msg)
+        return len(unique)
 
     def _batch_get_chunk(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

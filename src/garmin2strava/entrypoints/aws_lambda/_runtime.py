@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING
 from garmin2strava.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_ssm import SSMClient
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # The names terraform/main.tf gives the functions.
 ENV_QUEUE_URL = "G2S_QUEUE_URL"
+ENV_TABLE = "G2S_DYNAMODB_TABLE"
 ENV_SSM_STRAVA_CLIENT_SECRET = "G2S_SSM_STRAVA_CLIENT_SECRET"  # noqa: S105 (a variable name)
 ENV_SSM_STRAVA_VERIFY_TOKEN = "G2S_SSM_STRAVA_VERIFY_TOKEN"  # noqa: S105 (a variable name)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -87,15 +91,45 @@ class WebhookRuntime:
     stats: MirrorStats
 
 
+def _stored_subscription(
+    table_name: str, client: DynamoDBClient | None
+) -> Callable[[], int | None]:
+    """Reads the subscription id `webhook subscribe` stored in the table."""
+    from garmin2strava.adapters.store.dynamodb_app_state import (  # noqa: PLC0415 (cold start)
+        dynamodb_client,
+        read_app_state,
+    )
+    from garmin2strava.services.mirror import (  # noqa: PLC0415 (cold start)
+        SUBSCRIPTION_STATE_KEY,
+        subscription_from_state,
+    )
+
+    built = client if client is not None else dynamodb_client()
+
+    def read() -> int | None:
+        return subscription_from_state(read_app_state(built, table_name, SUBSCRIPTION_STATE_KEY))
+
+    return read
+
+
 def build_webhook_runtime(
-    *, sqs: SQSClient | None = None, ssm: SSMClient | None = None
+    *,
+    sqs: SQSClient | None = None,
+    ssm: SSMClient | None = None,
+    dynamodb: DynamoDBClient | None = None,
 ) -> WebhookRuntime:
-    """The receiver on SQS. Reads its four settings from the environment directly:
-    pydantic-settings alone would cost the cold start more than everything else."""
+    """The receiver on SQS. Reads its settings from the environment directly:
+    pydantic-settings alone would cost the cold start more than everything else. The
+    subscription id is STRAVA_SUBSCRIPTION_ID, else the one stored in the table (one
+    GetItem now, re-read in the background)."""
     from garmin2strava.adapters.queue_sqs import SqsEventQueue  # noqa: PLC0415 (cold start)
     from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415 (cold start)
     from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.services.mirror import MirrorStats, WebhookReceiver  # noqa: PLC0415
+    from garmin2strava.services.mirror import (  # noqa: PLC0415 (cold start)
+        MirrorStats,
+        SubscriptionSource,
+        WebhookReceiver,
+    )
 
     configure_logging(
         _choice_env("G2S_LOG_LEVEL", _LOG_LEVELS, "INFO"),
@@ -104,11 +138,15 @@ def build_webhook_runtime(
     queue_url = required_env(ENV_QUEUE_URL)
     subscription_id = _optional_positive_int_env("STRAVA_SUBSCRIPTION_ID")
     verify_token = read_secure_parameter(required_env(ENV_SSM_STRAVA_VERIFY_TOKEN), client=ssm)
+    subscriptions = SubscriptionSource(
+        fixed=subscription_id, read=_stored_subscription(required_env(ENV_TABLE), dynamodb)
+    )
+    subscriptions.load()
     stats = MirrorStats()
     receiver = WebhookReceiver(
         SqsEventQueue(queue_url, client=sqs),
-        verify_token=verify_token,
-        subscription_id=subscription_id,
+        verify_token=verify_token,  # the path secret is derived from it
+        subscriptions=subscriptions,
         stats=stats,
         clock=_utc_now,
     )

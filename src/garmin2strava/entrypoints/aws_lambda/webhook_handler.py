@@ -1,10 +1,13 @@
 """Lambda: Strava's webhook behind API Gateway (HTTP API, payload format 2.0).
 
-The same handshake and validation as the container's HTTP app (services.mirror's
-WebhookReceiver); accepted events go to SQS. Strava allows 2 seconds, cold start
-included, so this module imports only the receiver and the domain; botocore and the
-settings are loaded by the first invocation (`_runtime.build_webhook_runtime`), and
-stravalib, garminconnect, fitparse and boto3's s3transfer never are.
+The same path secret, handshake and validation as the container's HTTP app
+(services.mirror's WebhookReceiver); accepted events go to SQS. The routes are
+`GET` and `POST /webhooks/strava/{secret}`; a wrong secret gets exactly what API
+Gateway answers for a path it has no route for (404, `{"message":"Not Found"}`).
+Strava allows 2 seconds, cold start included, so this module imports only the
+receiver and the domain; botocore and the settings are loaded by the first
+invocation (`_runtime.build_webhook_runtime`), and stravalib, garminconnect, fitparse
+and boto3's s3transfer never are.
 `bench/lambda_cold_import.py` keeps the import under 400 ms.
 """
 
@@ -25,6 +28,8 @@ __all__ = ["MAX_EVENT_BYTES", "answer_request", "handler", "runtime"]
 
 # Strava's events are ~250 bytes; anything near this limit is not from Strava.
 MAX_EVENT_BYTES = 4096
+# API Gateway's (HTTP API) own answer to a request that matches no route.
+NOT_FOUND = WebhookAnswer(404, {"message": "Not Found"})
 
 
 @cache
@@ -49,7 +54,11 @@ def handler(
 
 
 def answer_request(receiver: WebhookReceiver, event: Mapping[str, Any]) -> WebhookAnswer:
-    """GET is the subscription handshake, POST an event; anything else is refused."""
+    """GET is the subscription handshake, POST an event; anything else is refused.
+    Nothing happens, and nothing is logged, before the path secret is checked."""
+    params_in_path = event.get("pathParameters") or {}
+    if not receiver.accepts_path(str(params_in_path.get("secret", ""))):
+        return NOT_FOUND
     method = str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
     if method == "GET":
         params = event.get("queryStringParameters") or {}
