@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from garmin2strava.bootstrap import App
 from garmin2strava.domain.activities import external_id_for
+from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome
 from garmin2strava.entrypoints.console import (
     Console,
@@ -118,6 +119,19 @@ def test_the_page_lists_accounts_runs_budget_and_escapes_names(app: App) -> None
     ledger = app.store.list_uploads("demo") + app.store.list_uploads(SECOND)
     assert len(ledger) > len(TRAIL_RUNS)
     assert html.count("<circle ") == len(ledger)  # one mark per Garmin run
+
+
+def test_the_page_says_when_strava_refuses_the_application(app: App) -> None:
+    """The application-wide inactive state (as the Strava adapter stores it) is shown
+    above everything; without it there is no such banner."""
+    client = TestClient(create_console_app(_console(app)), base_url=LOCAL)
+    assert 'id="app-inactive"' not in client.get("/").text
+    since = datetime.now(UTC) - timedelta(hours=2)
+    inactive = StravaAppAccess().deactivated(since, "Application Status Inactive")
+    app.store.put_app_state(APP_ACCESS_KEY, inactive.to_dict())
+    html = client.get("/").text
+    assert 'id="app-inactive"' in html
+    assert "Application Status Inactive" in html
 
 
 def test_a_form_needs_the_pages_csrf_token_and_its_origin(app: App) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.budget import RateBudget, next_day_reset, next_window_reset
 from garmin2strava.domain.models import Account, AccountStatus, LedgerEntry, UploadOutcome
 from garmin2strava.domain.webhook import DeadEvent
@@ -99,6 +100,7 @@ class ConsoleView:
     counts: dict[str, int]  # marks per kind
     gauges: list[Gauge]
     budget_blocked_until: datetime | None
+    app_inactive: StravaAppAccess | None  # Strava refuses the application itself
     queue_depth: int | None  # None: no queue in this process
     oldest_event_age_s: float | None
     dead_events: list[DeadEvent]
@@ -128,6 +130,7 @@ def build_view(
     marks.sort(key=lambda m: m.start, reverse=True)
     counts = {kind: sum(m.kind == kind for m in marks) for kind in KINDS}
     budget = RateBudget.from_dict(store.get_app_state(STRAVA_BUDGET_KEY))
+    access = StravaAppAccess.from_dict(store.get_app_state(APP_ACCESS_KEY))
     return ConsoleView(
         now=now,
         window_start=start,
@@ -139,6 +142,7 @@ def build_view(
         budget_blocked_until=budget.blocked_until
         if budget.blocked_until and budget.blocked_until > now
         else None,
+        app_inactive=access if access.inactive else None,
         queue_depth=None if queue is None else queue.depth(),
         oldest_event_age_s=None if queue is None else queue.oldest_age(now=now),
         dead_events=[] if queue is None else queue.list_dead(limit=50),
