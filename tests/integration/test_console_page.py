@@ -15,10 +15,12 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from starlette.testclient import TestClient
 
+from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.bootstrap import App
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome
+from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.entrypoints.console import (
     Console,
     check_admin_exposure,
@@ -170,6 +172,33 @@ def test_retry_a_dead_upload_from_the_page(app: App) -> None:
     assert f"Garmin activity {dead_id} of {SECOND} will be retried" in answer.text
     entry = app.store.get_uploads(SECOND, [dead_id])[dead_id]
     assert (entry.outcome.value, entry.attempts) == ("failed", 0)
+
+
+def test_the_queue_and_a_dead_event_retried_from_the_page(app: App, tmp_path: Path) -> None:
+    """With the container's SQLite queue: depth, oldest age and the dead letter are
+    shown; its Retry form puts it back in the queue."""
+    queue = SqliteEventQueue(tmp_path / "queue.sqlite3")
+    try:
+        now = datetime.now(UTC)
+        for object_id in (1, 2):
+            event = WebhookEvent("activity", object_id, "create", 99, 1, int(now.timestamp()))
+            queue.enqueue(event, now=now - timedelta(minutes=object_id))
+        ((dead,),) = [g for g in queue.claim(now=now) if g[0].event.object_id == 2]
+        queue.dead_letter([dead], now=now, error="Strava answered 404 three times")
+        client = TestClient(
+            create_console_app(console_for_app(app, queue, interval_s=60, admin_token=None)),
+            base_url=LOCAL,
+        )
+        html = client.get("/").text
+        assert "waiting: <strong>1</strong>" in html
+        assert "dead letters: <strong>1</strong>" in html
+        assert "Strava answered 404 three times" in html
+        answer = client.post(f"/events/{dead.queue_id}/retry", data={"csrf": _csrf(html)})
+        assert f"Webhook event {dead.queue_id} is back in the queue" in answer.text
+        assert queue.depth() == 2
+        assert queue.list_dead() == []
+    finally:
+        queue.close()
 
 
 def test_without_a_token_only_a_loopback_host_is_served(app: App) -> None:
