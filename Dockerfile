@@ -38,16 +38,23 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     G2S_DB_PATH=/data/garmin2strava.sqlite3 \
     G2S_HTTP_HOST=0.0.0.0 \
-    G2S_HTTP_PORT=8080
+    G2S_HTTP_PORT=8080 \
+    G2S_ADMIN_HOST=127.0.0.1 \
+    G2S_ADMIN_PORT=8081
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 WORKDIR /data
 VOLUME /data
-EXPOSE 8080
+# 8080: the public port (the webhook and a bare /healthz). 8081: the admin port (the
+# detailed /healthz, /metrics), on the container's loopback unless G2S_ADMIN_HOST says
+# otherwise (compose.example.yaml publishes it on the host's loopback only).
+EXPOSE 8080 8081
 
-# slim has no curl; the standard library is enough. A non-2xx answer raises.
+# slim has no curl; the standard library is enough. A non-2xx answer raises. It asks
+# the admin port, inside the container; the answer says why when it is unhealthy
+# (`docker inspect --format '{{json .State.Health}}'`).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('G2S_HTTP_PORT', '8080'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; print(urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('G2S_ADMIN_PORT', '8081'), timeout=4).read().decode())"]
 
 CMD ["garmin2strava", "run"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from string import ascii_letters, digits
 from typing import Annotated, Any, Literal
@@ -41,6 +42,11 @@ REAL_GARMIN_BASE_URL = "https://connectapi.garmin.com"
 REAL_GARMIN_DI_TOKEN_URL = "https://diauth.garmin.com/di-oauth2-service/oauth/token"  # noqa: S105
 
 
+# Strava's ids are positive 64-bit integers.
+_MAX_ID = 2**63 - 1
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "garmin2strava"
@@ -61,7 +67,9 @@ class Settings(BaseSettings):
     )
 
     # -- credentials -----------------------------------------------------------------
-    strava_client_id: int | None = Field(None, validation_alias=_env("STRAVA_CLIENT_ID"))
+    strava_client_id: int | None = Field(
+        None, ge=1, le=_MAX_ID, validation_alias=_env("STRAVA_CLIENT_ID")
+    )
     strava_client_secret: SecretStr | None = Field(
         None, validation_alias=_env("STRAVA_CLIENT_SECRET")
     )
@@ -72,7 +80,7 @@ class Settings(BaseSettings):
         None, validation_alias=_env("STRAVA_VERIFY_TOKEN")
     )
     strava_subscription_id: int | None = Field(
-        None, validation_alias=_env("STRAVA_SUBSCRIPTION_ID")
+        None, ge=1, le=_MAX_ID, validation_alias=_env("STRAVA_SUBSCRIPTION_ID")
     )
     # The webhook callback path's secret; unset: derived from STRAVA_VERIFY_TOKEN.
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("G2S_WEBHOOK_SECRET"))
@@ -106,7 +114,7 @@ class Settings(BaseSettings):
         120, ge=0, le=3600, validation_alias=_env("G2S_MATCH_TOLERANCE_SECONDS")
     )
     garmin_backoff_seconds: int = Field(
-        6 * 3600, ge=60, validation_alias=_env("G2S_GARMIN_BACKOFF_SECONDS")
+        6 * 3600, ge=60, le=7 * 86_400, validation_alias=_env("G2S_GARMIN_BACKOFF_SECONDS")
     )
     upload_poll_delay_seconds: float = Field(
         2.0, ge=0, le=30, validation_alias=_env("G2S_UPLOAD_POLL_DELAY_SECONDS")
@@ -130,6 +138,10 @@ class Settings(BaseSettings):
     garmin_base_url: str = Field(REAL_GARMIN_BASE_URL, validation_alias=_env("G2S_GARMIN_BASE_URL"))
     http_host: str = Field("127.0.0.1", validation_alias=_env("G2S_HTTP_HOST"))
     http_port: int = Field(8080, ge=1, le=65535, validation_alias=_env("G2S_HTTP_PORT"))
+    # The operators' listener (the status page, /metrics, the detailed /healthz):
+    # loopback by default.
+    admin_host: str = Field("127.0.0.1", validation_alias=_env("G2S_ADMIN_HOST"))
+    admin_port: int = Field(8081, ge=1, le=65535, validation_alias=_env("G2S_ADMIN_PORT"))
     # Required when the admin listener (the status page and its actions) is not loopback.
     admin_token: SecretStr | None = Field(None, validation_alias=_env("G2S_ADMIN_TOKEN"))
 
@@ -180,6 +192,30 @@ class Settings(BaseSettings):
             raise ValueError("http:// is allowed only for loopback hosts; use https://")
         return value.rstrip("/")
 
+    @field_validator("http_host", "admin_host")
+    @classmethod
+    def _a_host(cls, value: str) -> str:
+        host = value.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            pass
+        if not _HOSTNAME.fullmatch(host) or len(host) > 253:  # noqa: PLR2004 (RFC 1035)
+            msg = "must be an IP address or a host name (0.0.0.0 for every interface)"
+            raise ValueError(msg)
+        return host.lower()
+
+    @field_validator("db_path")
+    @classmethod
+    def _not_a_link(cls, value: Path) -> Path:
+        # The store chmods and rewrites this file: through a link it would be another.
+        if value.is_symlink():
+            msg = "is a symbolic link; give the path of the database file itself"
+            raise ValueError(msg)
+        return value
+
     @property
     def garmin_di_token_url(self) -> str:
         if self.garmin_base_url == REAL_GARMIN_BASE_URL:
@@ -222,5 +258,6 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         name = env_name(field) if field in _ENV_NAMES else field
-        msg = f"setting {name}: {first['msg']}"
+        text = str(first["msg"]).removeprefix("Value error, ")
+        msg = f"setting {name}: {text}"
         raise ConfigError(msg) from None

@@ -58,6 +58,7 @@ def daemon_env(pair: SandboxPair, db_path: Path, token_key: str) -> dict[str, st
             "G2S_SYNC_INTERVAL_SECONDS": "10",
             "G2S_HTTP_HOST": "127.0.0.1",
             "G2S_HTTP_PORT": str(free_port()),
+            "G2S_ADMIN_PORT": str(free_port()),
             "G2S_LOG_LEVEL": "INFO",
             "G2S_LOG_FORMAT": "json",
             "STRAVA_VERIFY_TOKEN": VERIFY,

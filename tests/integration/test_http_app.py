@@ -9,12 +9,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from garmin2strava.adapters.crypto import AesGcmCipher
@@ -22,10 +27,10 @@ from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Account
 from garmin2strava.domain.webhook import callback_path, derive_path_secret
-from garmin2strava.entrypoints.http_app import create_app
+from garmin2strava.entrypoints.http_app import HEALTH_TIMEOUT_S, create_admin_app, create_app
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.mirror import MirrorStats, WebhookReceiver, process_events
-from garmin2strava.services.observability import check_health, collect_metrics
+from garmin2strava.services.observability import HealthReport, check_health, collect_metrics
 
 SUB = 120475
 TOKEN = "verify-me"
@@ -46,14 +51,17 @@ class Harness:
             stats=self.stats,
             clock=lambda: NOW,
         )
-        app = create_app(
-            receiver,
-            health=lambda: check_health(
-                self.store, self.stats, now=NOW, max_cycle_age=timedelta(minutes=5)
-            ),
-            metrics=lambda: collect_metrics(self.queue, self.stats, now=NOW, store=self.store),
+
+        def health() -> HealthReport:
+            return check_health(self.store, self.stats, now=NOW, max_cycle_age=timedelta(minutes=5))
+
+        self.client = TestClient(create_app(receiver, health=health))
+        self.admin = TestClient(
+            create_admin_app(
+                health=health,
+                metrics=lambda: collect_metrics(self.queue, self.stats, now=NOW, store=self.store),
+            )
         )
-        self.client = TestClient(app)
 
 
 @pytest.fixture
@@ -61,6 +69,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     harness = Harness(tmp_path)
     yield harness
     harness.client.close()
+    harness.admin.close()
     harness.queue.close()
     harness.store.close()
 
@@ -123,6 +132,7 @@ def test_event_is_queued_once_even_when_redelivered(h: Harness) -> None:
         (json.dumps(event(event_time=2**62)).encode(), 400),
         (json.dumps(event(event_time=4_102_444_800)).encode(), 400),
         (b"[" * 2000 + b"]" * 2000, 400),
+        (b'{"updates":' + b"[" * 2000 + b"]" * 2000 + b"}", 400),
         (
             json.dumps(
                 event(
@@ -133,7 +143,17 @@ def test_event_is_queued_once_even_when_redelivered(h: Harness) -> None:
             413,
         ),
     ],
-    ids=["not-json", "club", "string-id", "foreign", "2**62", "year-2100", "deep", "big"],
+    ids=[
+        "not-json",
+        "club",
+        "string-id",
+        "foreign",
+        "2**62",
+        "year-2100",
+        "deep",
+        "deep-in",
+        "big",
+    ],
 )
 def test_rejected_events_are_not_queued(h: Harness, payload: bytes, status: int) -> None:
     """Malformed, absurd or future event_time, 2,000-deep JSON: 400; foreign
@@ -226,28 +246,100 @@ def test_the_path_secret_reaches_no_log_record(
 
 
 def test_healthz_503_until_worker_runs_then_200(h: Harness) -> None:
-    """No worker heartbeat: 503 with the reason; after a worker run: 200."""
-    answer = h.client.get("/healthz")
+    """No worker heartbeat: 503 (the admin app gives the reason); after a worker run: 200."""
+    assert h.client.get("/healthz").status_code == 503
+    answer = h.admin.get("/healthz")
     assert answer.status_code == 503
     assert "mirror worker not running" in answer.json()["reasons"]
     h.stats.beat(NOW, None)
+    time.sleep(1.1)  # a health answer is reused for a second
     assert h.client.get("/healthz").status_code == 200
+    assert h.admin.get("/healthz").status_code == 200
 
 
 def test_healthz_503_when_last_sync_cycle_failed(h: Harness) -> None:
-    """An account whose last cycle failed makes /healthz answer 503 naming it."""
+    """An account whose last cycle failed: both apps answer 503; only the admin one
+    names the account and the reason, the public one says {"ok": false} and no more."""
     h.stats.beat(NOW, None)
     h.store.put_account(Account(user_id="u1", last_cycle_at=NOW, last_cycle_ok=False))
-    answer = h.client.get("/healthz")
+    answer = h.admin.get("/healthz")
     assert answer.status_code == 503
     assert answer.json()["reasons"] == ["last sync cycle of u1 failed"]
+    public = h.client.get("/healthz")
+    assert public.status_code == 503
+    assert public.json() == {"ok": False}
+    assert "u1" not in public.text
+
+
+def test_public_app_serves_only_the_webhook_and_the_bare_health(h: Harness) -> None:
+    """/metrics and anything else is 404 on the public app; /metrics is on the admin one."""
+    h.client.post(PATH, json=event())
+    for path in ("/metrics", "/", "/admin", "/healthz/detail"):
+        assert h.client.get(path).status_code == 404, path
+    assert "g2s_webhook_events_received_total 1" in h.admin.get("/metrics").text
+    assert h.admin.post(PATH, json=event()).status_code in {404, 405}
+
+
+def test_admin_app_takes_more_routes(h: Harness) -> None:
+    """Routes given to create_admin_app are served beside /healthz and /metrics."""
+
+    async def status(_: Request) -> Response:
+        return PlainTextResponse("status page")
+
+    app = create_admin_app(
+        health=lambda: HealthReport(ok=True), metrics=list, routes=[Route("/status", status)]
+    )
+    with TestClient(app) as client:
+        assert client.get("/status").text == "status page"
+        assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("admin", [False, True], ids=["public", "admin"])
+def test_health_that_hangs_is_a_quick_503(h: Harness, admin: bool) -> None:
+    """A health check stuck behind a locked store (it waits 10 s here): /healthz
+    answers 503 within HEALTH_TIMEOUT_S and a margin, each time, and the checks do
+    not pile up (one runs at a time)."""
+    running, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def stuck() -> HealthReport:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(10)
+        with lock:
+            running -= 1
+        return HealthReport(ok=True)
+
+    receiver = WebhookReceiver(
+        h.queue, verify_token=TOKEN, subscription_id=SUB, stats=h.stats, clock=lambda: NOW
+    )
+    app = (
+        create_admin_app(health=stuck, metrics=list)
+        if admin
+        else create_app(receiver, health=stuck)
+    )
+    took: list[float] = []
+    with TestClient(app) as client:
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                answer = client.get("/healthz")
+                took.append(time.monotonic() - started)
+                assert answer.status_code == 503
+        finally:
+            release.set()  # the stuck check ends; the client's loop can stop
+    assert max(took) < HEALTH_TIMEOUT_S + 1.0, took
+    assert most == 1
 
 
 def test_metrics_text_counts_events_and_queue(h: Harness) -> None:
     """/metrics is Prometheus text with received/rejected counters and queue gauges."""
     h.client.post(PATH, json=event())
     h.client.post(PATH, content=b"nope")
-    text = h.client.get("/metrics").text
+    text = h.admin.get("/metrics").text
     assert "# TYPE g2s_webhook_events_received_total counter" in text
     assert "g2s_webhook_events_received_total 1\n" in text
     assert 'g2s_webhook_events_rejected_total{reason="bad"} 1\n' in text

@@ -171,11 +171,13 @@ def test_webhook_refuses_a_wrong_verify_token(deployment: Deployment, token: str
         ('{"object_type":"club"}', 400),
         ("[]", 400),
         (json.dumps({"object_type": "activity", "object_id": "12"}), 400),
+        ("[" * 2000 + "]" * 2000, 400),  # deeper than json's recursion limit
         ("x" * 5000, 413),
     ],
 )
 def test_webhook_refuses_malformed_events(deployment: Deployment, body: str, status: int) -> None:
-    """Malformed or oversized bodies are refused and nothing is enqueued."""
+    """Malformed (nested 2,000 deep included) or oversized bodies are refused and
+    nothing is enqueued."""
     event = load_aws_event("apigw_v2_event_post")
     event["body"] = body
     answer, emf = _invoke(webhook_handler.handler, event, FakeContext())

@@ -46,7 +46,7 @@ from garmin2strava.services.mirror import (
     subscription_from_state,
 )
 from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
-from garmin2strava.services.observability import check_health, collect_metrics
+from garmin2strava.services.observability import check_health
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.status import account_status
 
@@ -118,7 +118,6 @@ def callback(store: SqliteStore, queue: SqliteEventQueue) -> Iterator[OurCallbac
     app = create_app(
         receiver,
         health=lambda: check_health(store, stats, now=now(), max_cycle_age=timedelta(hours=1)),
-        metrics=lambda: collect_metrics(queue, stats, now=now(), store=store),
     )
     server, thread, port = serve(app)
     url = f"http://127.0.0.1:{port}" + callback_path(derive_path_secret(VERIFY))

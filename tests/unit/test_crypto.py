@@ -108,13 +108,30 @@ def test_existing_key_file_is_not_overwritten(tmp_path: Path) -> None:
     """A key file written by someone else is read, never replaced."""
     path = tmp_path / "token.key"
     path.write_text(base64.b64encode(KEY).decode())
+    path.chmod(0o600)
     assert load_or_create_key_file(path) == KEY
     assert path.read_text() == base64.b64encode(KEY).decode()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_key_file_open_to_others_is_refused_and_left_alone(tmp_path: Path, mode: int) -> None:
+    """Readable or writable by the group or others: a ConfigError that says how to
+    fix it (and not the key), the file's mode and bytes unchanged."""
+    path = tmp_path / "token.key"
+    text = base64.b64encode(KEY).decode()
+    path.write_text(text)
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match="chmod 600") as caught:
+        load_or_create_key_file(path)
+    assert text not in str(caught.value)
+    assert path.stat().st_mode & 0o777 == mode
+    assert path.read_text() == text
 
 
 def test_corrupt_key_file_is_a_config_error(tmp_path: Path) -> None:
     """A key file that holds no valid key stops start-up with a clear error."""
     path = tmp_path / "token.key"
     path.write_text("garbage")
+    path.chmod(0o600)
     with pytest.raises(ConfigError, match="token key file"):
         load_or_create_key_file(path)

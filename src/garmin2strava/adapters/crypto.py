@@ -15,6 +15,7 @@ import binascii
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -105,12 +106,26 @@ def load_or_create_key_file(path: Path) -> bytes:
 
     Creation is atomic and never clobbers: the key is written to a private temporary
     file and hard-linked into place, so two processes starting together end up with
-    the same key (the loser of the race reads the winner's file).
+    the same key (the loser of the race reads the winner's file). An existing file
+    that other users may read or write is refused, not fixed: it may have been copied.
     """
     if not path.exists():
-        _create_key_file(path)
+        try:
+            _create_key_file(path)
+        except OSError as exc:
+            msg = f"token key file {path} cannot be created: {exc.strerror or type(exc).__name__}"
+            raise ConfigError(msg) from None
     try:
-        text = path.read_text(encoding="ascii")
+        with path.open(encoding="ascii") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if mode & 0o077:
+                # Like ssh with a private key: whoever could read it may have a copy.
+                msg = (
+                    f"token key file {path} is open to other users (mode "
+                    f"{stat.S_IMODE(mode):04o}); make it private: chmod 600 {path}"
+                )
+                raise ConfigError(msg)
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"token key file {path} is unreadable: {type(exc).__name__}"
         raise ConfigError(msg) from None

@@ -38,6 +38,11 @@ next transaction instead of one fsync each, so the backlog clears in one commit.
 `bench/webhook_load.py` (real `serve`, 2,000 POSTs at 200/s), 5 alternating runs each
 gave a p99 of 12-53 ms without it and 9-31 ms with it.
 
+An enqueue waits at most `enqueue_timeout_ms` in all (for the connection's lock and
+for SQLite's write lock), then raises TransientError: the webhook answers 503 at once
+and Strava delivers again, instead of holding the request for the busy timeout while
+another process keeps the file locked (10 s, then a 500, before this).
+
 Housekeeping happens inside `claim`, so nothing else has to remember it:
 
 - Finished ('done') rows are deleted once `done_retention` old (default one day), at
@@ -82,6 +87,7 @@ from pathlib import Path
 
 from garmin2strava.adapters.queue_claimants import Claimant
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
+from garmin2strava.errors import TransientError
 
 __all__ = [
     "DEFAULT_DEAD_RETENTION",
@@ -214,6 +220,7 @@ class SqliteEventQueue:
         path: Path | str,
         *,
         busy_timeout_ms: int = 10_000,
+        enqueue_timeout_ms: int | None = None,
         done_retention: timedelta = DEFAULT_DONE_RETENTION,
         max_unsettled_claims: int = DEFAULT_MAX_UNSETTLED_CLAIMS,
         monotonic: Callable[[], float] = time.monotonic,
@@ -240,6 +247,9 @@ class SqliteEventQueue:
         self._waiting_lock = threading.Lock()
         self._waiting: list[_Enqueue] = []
         self._busy_timeout_ms = int(busy_timeout_ms)
+        self._enqueue_timeout_s = (
+            busy_timeout_ms if enqueue_timeout_ms is None else enqueue_timeout_ms
+        ) / 1000
         self._db = sqlite3.connect(
             self._path,
             timeout=busy_timeout_ms / 1000,
@@ -270,23 +280,38 @@ class SqliteEventQueue:
         commit holding its row is done. A backlog built up behind a slow commit (or
         a worker's transaction) is then cleared by one commit, not one each."""
         ts = now.timestamp()
+        deadline = time.monotonic() + self._enqueue_timeout_s
         mine = _Enqueue((event.dedupe_key, event.object_key, event.to_json(), ts, ts))
         with self._waiting_lock:
             self._waiting.append(mine)
-        with self._lock:
+        if not self._lock.acquire(timeout=self._enqueue_timeout_s):
+            with self._waiting_lock:
+                gave_up = mine in self._waiting
+                if gave_up:
+                    self._waiting.remove(mine)
+            if gave_up:
+                raise TransientError(_BUSY)
+            # An enqueue holding the lock took ours into its commit, which ends by
+            # its own deadline: wait for it.
+            self._lock.acquire()
+        try:
             if not mine.settled:  # no earlier caller took it into its commit
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
-                self._insert(batch)
+                self._insert(batch, deadline)
+        finally:
+            self._lock.release()
         if mine.error is not None:
+            if _busy(mine.error):
+                raise TransientError(_BUSY) from None
             raise mine.error
         return mine.new
 
-    def _insert(self, batch: list[_Enqueue]) -> None:
+    def _insert(self, batch: list[_Enqueue], deadline: float) -> None:
         """Under `_lock`: one transaction for the batch; every member learns how it
         ended (a failure fails them all, and nothing of the batch is kept)."""
         try:
-            with self._transaction_held() as db:
+            with self._transaction_held(deadline) as db:
                 for item in batch:
                     cur = db.execute(
                         "INSERT OR IGNORE INTO webhook_queue"
@@ -476,9 +501,10 @@ class SqliteEventQueue:
             yield db
 
     @contextmanager
-    def _transaction_held(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; the caller holds `_lock`."""
-        self._begin_immediate()
+    def _transaction_held(self, deadline: float | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction; the caller holds `_lock`. `deadline` (monotonic):
+        when to give up waiting for the write lock; default the busy timeout."""
+        self._begin_immediate(deadline)
         try:
             yield self._db
         except BaseException:
@@ -486,9 +512,10 @@ class SqliteEventQueue:
             raise
         self._db.execute("COMMIT")
 
-    def _begin_immediate(self) -> None:
+    def _begin_immediate(self, deadline: float | None = None) -> None:
         """BEGIN IMMEDIATE, retried every 0.5-2 ms while another connection writes."""
-        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        if deadline is None:
+            deadline = time.monotonic() + self._busy_timeout_ms / 1000
         delay = 0.0005
         self._db.execute("PRAGMA busy_timeout=0")
         try:
@@ -507,7 +534,7 @@ class SqliteEventQueue:
             self._db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: two callers may send one row
 class _Enqueue:
     """One caller's row in a group commit, and how its commit ended."""
 
@@ -515,6 +542,16 @@ class _Enqueue:
     settled: bool = False
     new: bool = False
     error: Exception | None = None
+
+
+_BUSY = "the event queue is busy (its SQLite file is locked by another writer)"
+
+
+def _busy(exc: Exception) -> bool:
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+    )
 
 
 def _dt(ts: float) -> datetime:

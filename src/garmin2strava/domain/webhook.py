@@ -182,6 +182,7 @@ def parse_event(
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: nested deeper than the parser's limit (2,000 "[" fit in 4 KiB).
         raise BadEvent("body is not JSON") from None
     if not isinstance(data, dict):
         raise BadEvent("body is not a JSON object")

@@ -66,8 +66,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     app = _app(settings)
     if settings.store != "sqlite" or getattr(args, "no_http", False):
         return run_daemon(app)
+    mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
     _link_settings_athlete(app)
-    mirror = MirrorRuntime(app)
     return run_daemon(
         app, extra_threads=[mirror.serve_http, mirror.work], preload=MirrorRuntime.MODULES
     )
@@ -78,8 +78,8 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
 
     app = _app(settings)
+    mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
     _link_settings_athlete(app)
-    mirror = MirrorRuntime(app)
     return run_daemon(
         app,
         extra_threads=[mirror.serve_http, mirror.work],

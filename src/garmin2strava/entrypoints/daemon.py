@@ -1,6 +1,8 @@
 """`garmin2strava run`: the scheduler, the webhook server and the event worker in one
 process. SIGTERM/SIGINT set the shared stop event: the cycle finishes the activity in
-hand, the threads wind down, and the process exits 0."""
+hand, the threads wind down, and the process exits 0. A thread that ends by itself
+with an error (the HTTP server could not serve, say) stops the daemon too, and the
+process exits 1 with one line naming it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from garmin2strava.bootstrap import App
+from garmin2strava.errors import G2SError
 from garmin2strava.services.runner import sync_all
 
 __all__ = ["freeze_heap", "run_daemon", "schedule_sync"]
@@ -59,8 +62,13 @@ def run_daemon(
         schedule_sync(app, scheduler)
     if install_signals:
         _stop_on_signals(app.stop)
+    failures: list[str] = []
     threads = [
-        threading.Thread(target=target, args=(app.stop,), name=target.__name__, daemon=True)
+        threading.Thread(
+            target=_guarded(target, app.stop, failures),
+            name=target.__name__,
+            daemon=True,
+        )
         for target in (extra_threads or [])
     ]
     log.info(
@@ -81,7 +89,29 @@ def run_daemon(
     for thread in threads:
         thread.join(timeout=30)
     log.info("daemon.stopped")
+    if failures:
+        raise G2SError(failures[0])
     return 0
+
+
+def _guarded(
+    target: Callable[[threading.Event], None], stop: threading.Event, failures: list[str]
+) -> Callable[[], None]:
+    """The thread body: an error (SystemExit included) is recorded and stops all."""
+
+    def body() -> None:
+        try:
+            target(stop)
+        except BaseException as exc:  # noqa: BLE001 (reported, then the daemon stops)
+            if not stop.is_set():
+                log.error(  # noqa: TRY400 (one line; the message says what failed)
+                    "daemon.thread_failed",
+                    extra={"component": target.__name__, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                failures.append(f"{target.__name__} failed: {str(exc) or type(exc).__name__}")
+                stop.set()
+
+    return body
 
 
 # What a sync cycle imports on first use (the builders in bootstrap import lazily).

@@ -36,7 +36,11 @@ def show_mirror(pair: SandboxPair, app: App, *, since: datetime) -> bool:
     port = _free_port()
     verify = secrets.token_urlsafe(24)
     settings = app.settings.model_copy(
-        update={"http_port": port, "strava_verify_token": SecretStr(verify)}
+        update={
+            "http_port": port,
+            "admin_port": _free_port(),
+            "strava_verify_token": SecretStr(verify),
+        }
     )
     runtime = MirrorRuntime(bootstrap(settings, store=app.store))
     stop = threading.Event()

@@ -1,16 +1,31 @@
-"""The HTTP app (ASGI, starlette): Strava's webhook, /healthz, /metrics.
+"""The HTTP apps (ASGI, starlette). Two of them, on two listeners:
 
-The webhook lives at `/webhooks/strava/{secret}` only: a wrong secret gets the very
-404 any unknown path gets (the bare `/webhooks/strava` included), for every method.
+- `create_app`, the public one: Strava's webhook and a bare /healthz (200 or 503,
+  `{"ok": ...}` and nothing else: no account, no reason, for anyone who asks). The
+  webhook lives at `/webhooks/strava/{secret}` only: a wrong secret gets the very 404
+  any unknown path gets (the bare `/webhooks/strava` included), for every method.
+- `create_admin_app`, the operators' one (loopback by default): the detailed
+  /healthz with its reasons, /metrics, and whatever else is for operators; pass more
+  routes in `routes`.
 
 Thin: parse the request, call the service, answer. Its import stays small (starlette,
 sqlite-backed queue, domain), because a cold start is part of Strava's 2-second
 budget: no stravalib, garminconnect, boto3 or fitparse on this path.
+
+Answers stay quick while the store is not: an event meets at most the queue's
+enqueue timeout and then gets 503 (Strava delivers again), more than
+`MAX_EVENTS_IN_FLIGHT` events waiting at once get 503 at once (so a locked store
+cannot queue requests behind the thread pool), and a health check that has not
+answered within `HEALTH_TIMEOUT_S` is a 503 (one check runs at a time, and its
+answer is reused for a second).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,18 +34,34 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX
+from garmin2strava.errors import TransientError
 from garmin2strava.services.mirror import WebhookReceiver
 from garmin2strava.services.observability import HealthReport, Sample
 
-__all__ = ["MAX_EVENT_BYTES", "create_app", "render_prometheus"]
+__all__ = [
+    "HEALTH_TIMEOUT_S",
+    "MAX_EVENTS_IN_FLIGHT",
+    "MAX_EVENT_BYTES",
+    "create_admin_app",
+    "create_app",
+    "render_prometheus",
+]
+
+log = logging.getLogger(__name__)
 
 # Strava's events are ~250 bytes; anything near this limit is not from Strava.
 MAX_EVENT_BYTES = 4096
+# Events being written at once; the thread pool has 40 threads.
+MAX_EVENTS_IN_FLIGHT = 24
+# Under the Docker HEALTHCHECK's 5 s timeout, with room for the request itself.
+HEALTH_TIMEOUT_S = 3.0
+_HEALTH_FRESH_S = 1.0
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_BUSY = {"error": "busy, deliver again later"}
 
 
 class _TooLarge(Exception):
@@ -41,19 +72,15 @@ def create_app(
     receiver: WebhookReceiver,
     *,
     health: Callable[[], HealthReport],
-    metrics: Callable[[], Iterable[Sample]],
     max_body: int = MAX_EVENT_BYTES,
 ) -> Starlette:
-    """The app. The receiver decides which webhook path secret is ours."""
+    """The public app. The receiver decides which webhook path secret is ours. `health`
+    is asked for ok/not ok only: its reasons stay on the admin app."""
+    probe = _HealthProbe(health)
 
     async def healthz(_: Request) -> Response:
-        report = await run_in_threadpool(health)
-        body: dict[str, Any] = {"ok": report.ok, "reasons": report.reasons, **report.detail}
-        return JSONResponse(body, status_code=200 if report.ok else 503)
-
-    async def metrics_text(_: Request) -> Response:
-        samples = await run_in_threadpool(lambda: list(metrics()))
-        return PlainTextResponse(render_prometheus(samples), media_type=_PROMETHEUS)
+        report = await probe.report()
+        return JSONResponse({"ok": report.ok}, status_code=200 if report.ok else 503)
 
     @asynccontextmanager
     async def warm_up(_: Starlette) -> AsyncIterator[None]:
@@ -68,37 +95,117 @@ def create_app(
             # before the method, and a wrong one is a 404 whatever the method.
             Route(WEBHOOK_PATH_PREFIX + "{secret}", _WebhookEndpoint(receiver, max_body)),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics_text, methods=["GET"]),
         ],
     )
 
 
 class _WebhookEndpoint:
+    """Strava's handshake (GET) and events (POST) on the secret path."""
+
     def __init__(self, receiver: WebhookReceiver, max_body: int) -> None:
         self._receiver = receiver
         self._max_body = max_body
+        self._in_flight = 0  # events being written; lives on one event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = await _webhook(self._receiver, request, self._max_body)
+        response = await self._answer(request)
         await response(scope, receive, send)
 
-
-async def _webhook(receiver: WebhookReceiver, request: Request, max_body: int) -> Response:
-    if not receiver.accepts_path(request.path_params["secret"]):
-        raise HTTPException(404)  # starlette's answer to any path it does not know
-    if request.method == "GET":
-        answer = receiver.handshake(dict(request.query_params))
-    elif request.method == "POST":
+    async def _answer(self, request: Request) -> Response:
+        if not self._receiver.accepts_path(request.path_params["secret"]):
+            raise HTTPException(404)  # starlette's answer to any path it does not know
+        if request.method == "GET":
+            answer = self._receiver.handshake(dict(request.query_params))
+            return JSONResponse(dict(answer.body), status_code=answer.status)
+        if request.method != "POST":
+            raise HTTPException(405, headers={"Allow": "GET, POST"})
         try:
-            body = await _read_capped(request, max_body)
+            body = await _read_capped(request, self._max_body)
         except _TooLarge:
             return JSONResponse({"error": "body too large"}, status_code=413)
-        # SQLite commits (fsync) block; keep them off the event loop.
-        answer = await run_in_threadpool(receiver.receive, body)
-    else:
-        raise HTTPException(405, headers={"Allow": "GET, POST"})
-    return JSONResponse(dict(answer.body), status_code=answer.status)
+        if self._in_flight >= MAX_EVENTS_IN_FLIGHT:
+            log.warning("webhook.shed", extra={"inFlight": self._in_flight})
+            return JSONResponse(_BUSY, status_code=503)
+        self._in_flight += 1
+        try:
+            # SQLite commits (fsync) block; keep them off the event loop.
+            answer = await run_in_threadpool(self._receiver.receive, body)
+        except TransientError as exc:
+            log.warning("webhook.busy", extra={"error": str(exc)})
+            return JSONResponse(_BUSY, status_code=503)
+        finally:
+            self._in_flight -= 1
+        return JSONResponse(dict(answer.body), status_code=answer.status)
+
+
+def create_admin_app(
+    *,
+    health: Callable[[], HealthReport],
+    metrics: Callable[[], Iterable[Sample]],
+    routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The operators' app: the detailed /healthz, /metrics, and `routes`."""
+    probe = _HealthProbe(health)
+
+    async def healthz(_: Request) -> Response:
+        report = await probe.report()
+        body: dict[str, Any] = {"ok": report.ok, "reasons": report.reasons, **report.detail}
+        return JSONResponse(body, status_code=200 if report.ok else 503)
+
+    async def metrics_text(_: Request) -> Response:
+        samples = await run_in_threadpool(lambda: list(metrics()))
+        return PlainTextResponse(render_prometheus(samples), media_type=_PROMETHEUS)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
+            *routes,
+        ],
+    )
+
+
+class _HealthProbe:
+    """One health check at a time, its answer reused for `fresh_s`, and a 503 report
+    when it has not answered within `timeout_s` (a store locked by another process
+    must not hang the Docker HEALTHCHECK). Lives on one event loop."""
+
+    def __init__(
+        self,
+        check: Callable[[], HealthReport],
+        *,
+        timeout_s: float = HEALTH_TIMEOUT_S,
+        fresh_s: float = _HEALTH_FRESH_S,
+    ) -> None:
+        self._check = check
+        self._timeout_s = timeout_s
+        self._fresh_s = fresh_s
+        self._running: asyncio.Task[HealthReport] | None = None
+        self._last: tuple[float, HealthReport] | None = None
+
+    async def report(self) -> HealthReport:
+        if self._last is not None and time.monotonic() - self._last[0] < self._fresh_s:
+            return self._last[1]
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._running), self._timeout_s)
+        except TimeoutError:
+            log.warning("health.timeout", extra={"timeoutSeconds": self._timeout_s})
+            reason = f"health check did not answer within {self._timeout_s:g} s (store busy?)"
+            return HealthReport(ok=False, reasons=[reason])
+
+    async def _run(self) -> HealthReport:
+        try:
+            report = await run_in_threadpool(self._check)
+        except Exception as exc:  # noqa: BLE001 (a failing check is an unhealthy answer)
+            log.warning("health.failed", extra={"error": type(exc).__name__})
+            report = HealthReport(ok=False, reasons=[f"health check failed: {type(exc).__name__}"])
+        finally:
+            self._running = None
+        self._last = (time.monotonic(), report)
+        return report
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:

@@ -1,7 +1,12 @@
 """The container's webhook server and mirror worker, built from the App.
 
 `garmin2strava run` starts both beside the scheduler; `garmin2strava serve` starts
-them alone. uvicorn runs in a thread and stops when the shared stop event is set."""
+them alone. Two listeners: the public one (G2S_HTTP_HOST:G2S_HTTP_PORT) serves only
+the webhook and a bare /healthz; the admin one (G2S_ADMIN_HOST:G2S_ADMIN_PORT,
+loopback by default) the detailed /healthz and /metrics. Both are bound when the
+runtime is built, before any thread starts (a port that is taken is a ConfigError
+then); uvicorn serves them on one event loop in the `serve_http` thread until the
+shared stop event is set (entrypoints/listeners.py has the connection limits)."""
 
 from __future__ import annotations
 
@@ -19,16 +24,27 @@ from garmin2strava.services.mirror import (
     run_worker,
     subscription_from_state,
 )
-from garmin2strava.services.observability import check_health, collect_metrics
+from garmin2strava.services.observability import (
+    HealthReport,
+    Sample,
+    check_health,
+    collect_metrics,
+)
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
+    from garmin2strava.entrypoints.listeners import Listener
 
-__all__ = ["MirrorRuntime"]
+__all__ = ["ENQUEUE_TIMEOUT_MS", "MirrorRuntime"]
 
 log = logging.getLogger(__name__)
+
+# A webhook request waits this long for the store at most, then answers 503.
+ENQUEUE_TIMEOUT_MS = 1000
+# Connections the admin listener may hold; the public one has the rest of the budget.
+_ADMIN_CONNECTIONS = 32
 
 _BUDGET_FIELDS = {
     "15min": "short_usage",
@@ -61,80 +77,157 @@ def build_receiver(app: App, queue: SqliteEventQueue, stats: MirrorStats) -> Web
 
 
 class MirrorRuntime:
-    """The queue, the counters, the ASGI app and the two thread bodies."""
+    """The queue, the counters, the listeners, the two ASGI apps and the two thread
+    bodies. Building it binds both listeners (ConfigError when one cannot be)."""
 
     # What the two threads import on first use: preloaded before the heap is frozen.
     MODULES = (
         "uvicorn",
         "garmin2strava.entrypoints.http_app",
+        "garmin2strava.entrypoints.console",
         "garmin2strava.adapters.strava",
     )
 
     def __init__(self, app: App) -> None:
         from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
+        from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
+        from garmin2strava.entrypoints.console import check_admin_exposure  # noqa: PLC0415
 
-        if app.settings.store != "sqlite":
+        settings = app.settings
+        if settings.store != "sqlite":
             # In AWS the webhook and the worker are Lambda functions over SQS.
             raise ValueError("the container's webhook queue lives in the SQLite store")
         self.app = app
         self.stats = MirrorStats()
-        self.queue = SqliteEventQueue(
-            app.settings.db_path,
-            dead_retention=timedelta(days=app.settings.dead_letter_retention_days),
+        self.public: Listener = listeners.bind(
+            "public",
+            settings.http_host,
+            settings.http_port,
+            settings="G2S_HTTP_HOST/G2S_HTTP_PORT",
+            max_connections=listeners.connection_budget(reserve_for_others=_ADMIN_CONNECTIONS),
         )
+        try:
+            self.admin: Listener = listeners.bind(
+                "admin",
+                settings.admin_host,
+                settings.admin_port,
+                settings="G2S_ADMIN_HOST/G2S_ADMIN_PORT",
+                max_connections=_ADMIN_CONNECTIONS,
+            )
+            # The status page's actions: no admin listener beyond loopback without a token.
+            token = settings.admin_token
+            check_admin_exposure(settings.admin_host, token.get_secret_value() if token else None)
+            self.queue: SqliteEventQueue = SqliteEventQueue(
+                settings.db_path,
+                enqueue_timeout_ms=ENQUEUE_TIMEOUT_MS,
+                dead_retention=timedelta(days=settings.dead_letter_retention_days),
+            )
+        except BaseException:
+            self.public.close()
+            if hasattr(self, "admin"):
+                self.admin.close()
+            raise
         self.receiver = build_receiver(app, self.queue, self.stats)
 
+    def _health(self) -> HealthReport:
+        interval = self.app.settings.sync_interval_seconds
+        return check_health(
+            self.app.store,
+            self.stats,
+            now=self.app.clock(),
+            max_cycle_age=timedelta(seconds=max(3 * interval, 300)),
+        )
+
     def asgi_app(self) -> Starlette:
+        """The public app: the webhook and the bare /healthz."""
         from garmin2strava.entrypoints.http_app import create_app  # noqa: PLC0415
 
-        interval = self.app.settings.sync_interval_seconds
-        return create_app(
-            self.receiver,
-            health=lambda: check_health(
-                self.app.store,
-                self.stats,
-                now=self.app.clock(),
-                max_cycle_age=timedelta(seconds=max(3 * interval, 300)),
-            ),
-            metrics=lambda: collect_metrics(
-                self.queue,
-                self.stats,
-                now=self.app.clock(),
-                store=self.app.store,
-                budget_used=self._budget_used,
-            ),
+        return create_app(self.receiver, health=self._health)
+
+    def admin_app(self) -> Starlette:
+        """The operators' app: the status page at `/` (entrypoints/console.py), the
+        detailed /healthz and /metrics."""
+        from garmin2strava.entrypoints.console import (  # noqa: PLC0415
+            console_for_app,
+            console_routes,
         )
+        from garmin2strava.entrypoints.http_app import create_admin_app  # noqa: PLC0415
+
+        settings = self.app.settings
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        console = console_for_app(
+            self.app, self.queue, interval_s=settings.sync_interval_seconds, admin_token=token
+        )
+        return create_admin_app(
+            health=self._health, metrics=self._metrics, routes=console_routes(console)
+        )
+
+    def _metrics(self) -> list[Sample]:
+        samples = collect_metrics(
+            self.queue,
+            self.stats,
+            now=self.app.clock(),
+            store=self.app.store,
+            budget_used=self._budget_used,
+        )
+        for listener in (self.public, self.admin):
+            guard = listener.guard
+            labels = {"listener": listener.name}
+            samples.append(
+                Sample(
+                    "g2s_http_connections_open",
+                    len(guard.open),
+                    "Open HTTP connections.",
+                    labels=labels,
+                )
+            )
+            samples.append(
+                Sample(
+                    "g2s_http_connections_limit",
+                    guard.max_open,
+                    "HTTP connections a listener holds before it drops the idlest.",
+                    labels=labels,
+                )
+            )
+            samples.extend(
+                Sample(
+                    "g2s_http_connections_dropped_total",
+                    guard.dropped.get(reason, 0),
+                    "HTTP connections closed by the server: idle or slow past the "
+                    "request deadline, head too large, evicted or refused at the limit.",
+                    "counter",
+                    labels | {"reason": reason},
+                )
+                for reason in ("idle", "timedOut", "headTooLarge", "evicted", "refused")
+            )
+        return samples
 
     def _budget_used(self) -> dict[str, int]:
         state = self.app.store.get_app_state("strava_budget") or {}
         return {window: int(state.get(field) or 0) for window, field in _BUDGET_FIELDS.items()}
 
     def serve_http(self, stop: threading.Event) -> None:
-        import uvicorn  # noqa: PLC0415 (only the container serves HTTP)
+        """Serve both listeners until `stop`; raises when they end by themselves."""
+        from garmin2strava.entrypoints.listeners import serve_listeners  # noqa: PLC0415
 
-        settings = self.app.settings
-        config = uvicorn.Config(
-            self.asgi_app(),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,  # our JSON logging stays in charge
-            access_log=False,
-            lifespan="on",  # the app warms its request path before listening
-        )
-        # Off the main thread uvicorn leaves signals alone: they are the daemon's.
-        server = uvicorn.Server(config)
+        for listener in (self.public, self.admin):
+            log.info(
+                "http.start",
+                extra={
+                    "listener": listener.name,
+                    "host": listener.host,
+                    "port": listener.bound_port,
+                    "maxConnections": listener.guard.max_open,
+                },
+            )
+        try:
+            serve_listeners([(self.public, self.asgi_app()), (self.admin, self.admin_app())], stop)
+        finally:
+            self.close_listeners()
 
-        def stop_server() -> None:
-            stop.wait()
-            server.should_exit = True
-
-        threading.Thread(target=stop_server, name="http-stop", daemon=True).start()
-        log.info("http.start", extra={"host": settings.http_host, "port": settings.http_port})
-        server.run()
-        if not stop.is_set():
-            # uvicorn exits by itself only when it cannot serve (port taken, ...).
-            log.error("http.stopped_unexpectedly", extra={"port": settings.http_port})
-            stop.set()
+    def close_listeners(self) -> None:
+        self.public.close()
+        self.admin.close()
 
     def work(self, stop: threading.Event) -> None:
         run_worker(

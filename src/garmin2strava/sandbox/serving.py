@@ -103,6 +103,7 @@ class ServeConfig:
             "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
             "G2S_HTTP_HOST": "127.0.0.1",
             "G2S_HTTP_PORT": str(self.port),
+            "G2S_ADMIN_PORT": str(free_port()),
             "G2S_LOG_LEVEL": "WARNING",
         }
         return env

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import math
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +52,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.errors import ConfigError, TransientError
 from garmin2strava.ports import TokenCipher
 
 __all__ = ["SqliteStore"]
@@ -98,6 +101,34 @@ def _loads(text: str) -> dict[str, Any]:
     return value
 
 
+def _create_private(path: Path) -> None:
+    """Create the file (and its directory) so it is private from its first byte; SQLite
+    gives the -wal and -shm files the same mode. A symbolic link is refused, not
+    followed: the chmod would land on whatever it points at."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            msg = f"setting G2S_DB_PATH: {path} is a symbolic link; give the file itself"
+        else:
+            msg = f"setting G2S_DB_PATH: cannot open {path}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            msg = f"setting G2S_DB_PATH: {path} is not a regular file"
+            raise ConfigError(msg)
+        with contextlib.suppress(PermissionError):  # not ours: leave the owner's choice
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
 class SqliteStore(TokenItems):
     """ports.Store on a local SQLite file (created with its directory, mode 0600)."""
 
@@ -105,22 +136,33 @@ class SqliteStore(TokenItems):
         self._path = path
         self._cipher = cipher
         self._lock = threading.RLock()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file ourselves so it is private from its first byte; SQLite gives the
-        # -wal and -shm files the same mode.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        with contextlib.suppress(PermissionError):  # not ours: leave the owner's choice
-            path.chmod(0o600)
-        self._conn = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        with self._write() as conn:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        _create_private(path)
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            msg = f"setting G2S_DB_PATH: cannot open {path}: {exc}"
+            raise ConfigError(msg) from None
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            # A read first: a store that has its schema opens while another process
+            # holds the write lock (the schema write would wait the busy timeout).
+            (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            if version != SCHEMA_VERSION:
+                with self._write() as conn:
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self._conn.close()
+            if _is_busy(exc):
+                msg = f"the store {path} is locked by another process"
+                raise TransientError(msg) from None
+            msg = f"setting G2S_DB_PATH: {path} is not a usable SQLite store: {exc}"
+            raise ConfigError(msg) from None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"

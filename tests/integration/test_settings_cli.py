@@ -1,0 +1,209 @@
+"""Wrong settings and unsafe files through the real `garmin2strava` process: every
+command refuses with one line naming the setting or the file, exits non-zero, and
+prints no traceback and no secret; nothing on disk is changed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.entrypoints.cli import build_parser
+
+pytestmark = pytest.mark.integration
+
+# Secrets the process is given: none may appear in what it prints.
+SECRETS = {
+    "STRAVA_CLIENT_SECRET": "sekrit-client-3f9a1c",
+    "STRAVA_REFRESH_TOKEN": "sekrit-refresh-77b2e0",
+    "GARMIN_TOKENS": '{"di_token": "sekrit-garmin-5d1e"}',
+    "GARMIN_PASSWORD": "sekrit-password-a0c4",
+}
+
+
+def leaf_commands() -> list[list[str]]:
+    """Every command of the parser (but `demo`, which reads no setting), with its
+    required arguments filled in."""
+    found: list[list[str]] = []
+
+    def fill(action: argparse.Action) -> list[str]:
+        kind = getattr(action.type, "__name__", "")
+        value = "1" if action.type is int else "2024-01-01" if kind == "_date" else "x"
+        if action.choices:
+            value = str(next(iter(action.choices)))
+        return [value] if not action.option_strings else [action.option_strings[-1], value]
+
+    def walk(prefix: list[str], parser: argparse.ArgumentParser) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            args = [
+                word
+                for a in parser._actions
+                if not a.option_strings or a.required
+                for word in fill(a)
+            ]
+            found.append([*prefix, *args])
+            return
+        for name, sub in subs[0].choices.items():
+            if name != "demo":
+                walk([*prefix, name], sub)
+
+    walk([], build_parser())
+    return found
+
+
+COMMANDS = leaf_commands()
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("G2S_", "STRAVA_", "GARMIN_"))
+    }
+    env |= SECRETS | {
+        "STRAVA_CLIENT_ID": "4242",
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+        "G2S_DB_PATH": str(tmp_path / "data" / "g2s.sqlite3"),
+        "G2S_TOKEN_KEY": generate_token_key(),
+        "G2S_HTTP_PORT": "1",  # never reached: every command here must stop before
+        "G2S_LOG_FORMAT": "text",
+    }
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (our interpreter and module)
+        [sys.executable, "-m", "garmin2strava.entrypoints.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def assert_one_line(done: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Non-zero, one line on stderr holding every needle, nothing on stdout, no secret."""
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, output
+    assert done.stdout == "", output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    for secret in SECRETS.values():
+        assert secret not in output
+    return lines[0]
+
+
+def test_every_command_refuses_a_wrong_setting_with_one_line(tmp_path: Path) -> None:
+    """STRAVA_SUBSCRIPTION_ID=0: each of the commands (every one the parser has but
+    demo) exits 2 with one line naming the setting, and writes no store."""
+    assert len(COMMANDS) > 15, COMMANDS
+    env = base_env(tmp_path) | {"STRAVA_SUBSCRIPTION_ID": "0"}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda args: run_cli(args, env, tmp_path), COMMANDS))
+    for args, done in zip(COMMANDS, results, strict=True):
+        assert done.returncode == 2, (args, done.stderr)
+        assert_one_line(done, "STRAVA_SUBSCRIPTION_ID", "greater than or equal to 1")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("G2S_GARMIN_BACKOFF_SECONDS", "1000000000000", "less than or equal to"),
+        ("G2S_GARMIN_BACKOFF_SECONDS", "1e12", "valid integer"),
+        ("STRAVA_SUBSCRIPTION_ID", "-1", "greater than or equal to 1"),
+        ("STRAVA_SUBSCRIPTION_ID", "99999999999999999999", "less than or equal to"),
+        ("STRAVA_CLIENT_ID", "0", "greater than or equal to 1"),
+        ("G2S_SYNC_INTERVAL_SECONDS", "1" + "0" * 30, "less than or equal to"),
+        ("G2S_UPLOAD_POLL_DELAY_SECONDS", "nan", "G2S_UPLOAD_POLL_DELAY_SECONDS"),
+        ("G2S_UPLOAD_POLL_DELAY_SECONDS", "inf", "less than or equal to"),
+        ("G2S_HTTP_PORT", "70000", "less than or equal to 65535"),
+        ("G2S_ADMIN_PORT", "0", "greater than or equal to 1"),
+        ("G2S_HTTP_HOST", "bad host", "IP address or a host name"),
+        ("G2S_ADMIN_HOST", "-x.example", "IP address or a host name"),
+        ("G2S_HTTP_HOST", "a" * 64 + ".example", "IP address or a host name"),
+    ],
+)
+def test_a_wrong_number_or_host_is_one_line(
+    tmp_path: Path, setting: str, value: str, says: str
+) -> None:
+    """Out of bounds, not a number, not a host: `status` exits 2 with one line naming it."""
+    done = run_cli(["status"], base_env(tmp_path) | {setting: value}, tmp_path)
+    assert done.returncode == 2
+    assert_one_line(done, setting, says)
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_a_db_path_that_is_a_symlink_is_refused_and_its_target_untouched(
+    tmp_path: Path,
+    dangling: bool,
+) -> None:
+    """G2S_DB_PATH a symbolic link: one line naming it, exit 2; the file it points at
+    keeps its mode and its bytes (before this it was chmod'ed to 0600 and a
+    traceback followed), and no key file appears beside the link."""
+    target = tmp_path / "elsewhere" / "precious.txt"
+    target.parent.mkdir()
+    if not dangling:
+        target.write_text("not a database\n")
+        target.chmod(0o644)
+    link = tmp_path / "data" / "g2s.sqlite3"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    env = base_env(tmp_path) | {"G2S_DB_PATH": str(link)}
+    del env["G2S_TOKEN_KEY"]
+    for args in (["status"], ["serve"], ["uploads", "list"]):
+        done = run_cli(args, env, tmp_path)
+        assert done.returncode == 2
+        assert_one_line(done, "G2S_DB_PATH", "symbolic link")
+    if dangling:
+        assert not target.exists()
+    else:
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+        assert target.read_text() == "not a database\n"
+    assert sorted(p.name for p in link.parent.iterdir()) == ["g2s.sqlite3"]
+
+
+def test_a_token_key_file_open_to_others_is_refused(tmp_path: Path) -> None:
+    """An existing token.key readable by others (0644): refused with one line that
+    says how to fix it, exit 2, the file unchanged; once it is 0600 the command runs."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    key_file = data / "token.key"
+    key = generate_token_key()
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o644)
+    env = base_env(tmp_path)
+    del env["G2S_TOKEN_KEY"]
+    done = run_cli(["status"], env, tmp_path)
+    assert done.returncode == 2
+    line = assert_one_line(done, str(key_file), "chmod 600", "0644")
+    assert key not in line
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o644
+    assert key_file.read_text() == key + "\n"
+    key_file.chmod(0o600)
+    no_account = {name: value for name, value in env.items() if name not in SECRETS}
+    done = run_cli(["status"], no_account, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert key_file.read_text() == key + "\n"
+
+
+def test_a_db_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
+    """G2S_DB_PATH naming a directory: one line naming the setting, no traceback."""
+    folder = tmp_path / "data" / "g2s.sqlite3"
+    folder.mkdir(parents=True)
+    done = run_cli(["status"], base_env(tmp_path) | {"G2S_DB_PATH": str(folder)}, tmp_path)
+    assert_one_line(done, "G2S_DB_PATH")
