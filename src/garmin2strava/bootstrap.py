@@ -9,11 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 from garmin2strava.errors import ConfigError
 from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort, TokenCipher
 from garmin2strava.services.sync import SyncConfig, SyncDeps
 from garmin2strava.settings import Settings
+
+if TYPE_CHECKING:
+    from garmin2strava.adapters.strava import StravaAdapter
 
 __all__ = ["App", "bootstrap", "build_cipher", "build_store", "utc_now"]
 
@@ -94,6 +98,25 @@ class App:
             base_url=settings.strava_base_url,
             clock=self.clock,
             audit_retention_days=settings.audit_retention_days,
+        )
+
+    def strava_background_for(self, user_id: str) -> StravaAdapter:
+        """An adapter whose every read waits while the uploader's reserve is reached
+        (reconciliation, stream backfills): see domain.streams.BACKGROUND_RESERVE."""
+        from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
+
+        settings = self.settings
+        if settings.strava_client_id is None or settings.strava_client_secret is None:
+            raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
+        return StravaAdapter(
+            self.store,
+            user_id,
+            client_id=settings.strava_client_id,
+            client_secret=settings.strava_client_secret.get_secret_value(),
+            base_url=settings.strava_base_url,
+            clock=self.clock,
+            audit_retention_days=settings.audit_retention_days,
+            background=True,
         )
 
     def sync_config(self) -> SyncConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +18,7 @@ from garmin2strava.domain.models import (
     UploadStatus,
     Workout,
 )
+from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
 __all__ = [
@@ -121,10 +122,40 @@ class Store(Protocol):
     def workouts_starting_between(
         self, user_id: str, start: datetime, end: datetime
     ) -> list[Workout]: ...
+
+    def iter_workouts(
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        include_deleted: bool = False,
+        page_size: int = 500,
+    ) -> Iterator[Workout]:
+        """Every workout starting at or after `since`, oldest first, read a page at a
+        time: memory stays the same however long the mirror (exports)."""
+        ...
+
+    # -- streams (`STREAMS#STRAVA#{id}#{part}`; SQLite: its own tables) ---------------
+    def put_streams(self, streams: ActivityStreams) -> None:
+        """Keep an activity's streams (empty: Strava has none) and clear its pending mark."""
+        ...
+
+    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
+        """None when never fetched (or a write was interrupted before it finished)."""
+        ...
+
+    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
+        """Remember that this activity's streams are still to be fetched."""
+        ...
+
+    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+        """Activity ids marked pending, lowest first."""
+        ...
+
     def forget_strava_data(self, user_id: str) -> int:
-        """Delete the account's mirrored Strava activities and its audit trail (what a
-        deauthorization requires); the upload ledger, tokens and account stay. Returns
-        the number of items deleted."""
+        """Delete the account's mirrored Strava activities (with their streams and
+        pending marks) and its audit trail (what a deauthorization requires); the
+        upload ledger, tokens and account stay. Returns the number of items deleted."""
         ...
 
     # -- application-wide state (Strava rate budget, backfill cursors, ...) -------------
@@ -169,6 +200,15 @@ class StravaPort(Protocol):
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         """The raw DetailedActivity JSON. Raises StravaNotFound."""
+        ...
+
+    def get_activity_streams(
+        self, activity_id: int, types: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """One read: {type: {data, series_type, original_size, resolution}} for the types
+        Strava has. Raises StravaNotFound (no streams, or no activity). A read that can
+        wait: it leaves domain.streams.BACKGROUND_RESERVE of the budget to the uploader
+        (RateLimited otherwise)."""
         ...
 
     def can_spend_reads(self, n: int = 1) -> bool:

@@ -1,4 +1,4 @@
-"""Settings from the environment and an optional `.env` (DESIGN.md "Settings").
+"""Settings from the environment and an optional `.env` (README.md "Settings").
 
 Credentials use the names the ecosystem already uses; the daemon's own knobs use the
 `G2S_` prefix. `load_settings()` turns any validation error into one ConfigError line
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from garmin2strava.domain.streams import parse_stream_types
 from garmin2strava.domain.webhook import MIN_SECRET_LENGTH, derive_path_secret
 from garmin2strava.errors import ConfigError
 
@@ -133,6 +134,14 @@ class Settings(BaseSettings):
         10, ge=1, le=1_000_000, validation_alias=_env("G2S_STRAVA_ATHLETE_CAPACITY")
     )
 
+    # -- mirror ----------------------------------------------------------------------
+    mirror_streams: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("G2S_MIRROR_STREAMS")
+    )
+    mirror_reconcile_hours: float = Field(
+        24.0, ge=0, le=24 * 30, validation_alias=_env("G2S_MIRROR_RECONCILE_HOURS")
+    )
+
     # -- endpoints -------------------------------------------------------------------
     strava_base_url: str = Field(REAL_STRAVA_BASE_URL, validation_alias=_env("G2S_STRAVA_BASE_URL"))
     garmin_base_url: str = Field(REAL_GARMIN_BASE_URL, validation_alias=_env("G2S_GARMIN_BASE_URL"))
@@ -160,6 +169,11 @@ class Settings(BaseSettings):
                 raise ValueError("give a comma-separated list of Garmin typeKeys, or *")
             return parts
         return value
+
+    @field_validator("mirror_streams", mode="before")
+    @classmethod
+    def _stream_types(cls, value: Any) -> Any:
+        return parse_stream_types(value) if isinstance(value, str | list | tuple) else value
 
     @field_validator("webhook_secret")
     @classmethod

@@ -30,6 +30,7 @@ from garmin2strava.domain.models import (
     UploadStatus,
     Workout,
 )
+from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import (
     G2SError,
@@ -49,6 +50,7 @@ from garmin2strava.services.mirror import (
     WebhookReceiver,
     process_events,
 )
+from garmin2strava.services.streams import catch_up_streams
 
 SUB = 42
 ATHLETE = 134815
@@ -64,6 +66,8 @@ class FakeStore:
         self.tokens: dict[str, StravaTokens] = {}
         self.workouts: dict[tuple[str, int], Workout] = {}
         self.audit: list[AuditEvent] = []
+        self.streams: dict[tuple[str, int], ActivityStreams] = {}
+        self.pending_streams: set[tuple[str, int]] = set()
         self.app_state: dict[str, dict[str, Any]] = {}
 
     def get_account(self, user_id: str) -> Account | None:
@@ -155,6 +159,31 @@ class FakeStore:
     ) -> list[Workout]:
         raise NotImplementedError
 
+    def iter_workouts(
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        include_deleted: bool = False,
+        page_size: int = 500,
+    ) -> Iterator[Workout]:
+        raise NotImplementedError
+
+    def put_streams(self, streams: ActivityStreams) -> None:
+        key = (streams.user_id, streams.activity_id)
+        self.streams[key] = streams
+        self.pending_streams.discard(key)
+
+    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
+        return self.streams.get((user_id, activity_id))
+
+    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
+        if (user_id, activity_id) not in self.streams:
+            self.pending_streams.add((user_id, activity_id))
+
+    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+        return sorted(a for u, a in self.pending_streams if u == user_id)[:limit]
+
     def forget_strava_data(self, user_id: str) -> int:
         gone = [key for key in self.workouts if key[0] == user_id]
         for key in gone:
@@ -182,6 +211,11 @@ class FakeStrava:
         self.activities: dict[int, dict[str, Any]] = {}
         self.fetches: list[int] = []
         self.fail_with: list[Exception] = []
+        # Streams: what Strava holds per activity, the reads made, and what the
+        # (background) budget does to the next stream reads.
+        self.streams: dict[int, dict[str, dict[str, Any]]] = {}
+        self.stream_reads: list[int] = []
+        self.stream_budget_until: datetime | None = None
         self.down = False
         self.revoked = False
         self.refreshes = 0
@@ -221,6 +255,16 @@ class FakeStrava:
 
     def get_upload(self, upload_id: int) -> UploadStatus:
         raise NotImplementedError
+
+    def get_activity_streams(
+        self, activity_id: int, types: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        if self.stream_budget_until is not None:
+            raise RateLimited(self.stream_budget_until)
+        self.stream_reads.append(activity_id)
+        if activity_id not in self.streams:
+            raise StravaNotFound(str(activity_id))
+        return {k: v for k, v in self.streams[activity_id].items() if k in types}
 
     def can_spend_reads(self, n: int = 1) -> bool:
         return n <= 1 and not self.fail_with
@@ -267,6 +311,7 @@ class World:
         self.strava = FakeStrava()
         self.stats = MirrorStats()
         self.now = T0 + timedelta(minutes=1)
+        self.stream_types: tuple[str, ...] = ()
 
     def push(self, *events: WebhookEvent) -> None:
         for e in events:
@@ -285,6 +330,7 @@ class World:
             now=self.now,
             max_attempts=max_attempts,
             stats=self.stats,
+            stream_types=self.stream_types,
         )
         return counts.processed
 
@@ -822,3 +868,108 @@ def test_an_inactive_application_defers_events_without_an_attempt(world: World) 
     world.now = until
     assert world.work() == 2
     assert world.queue.list_dead() == []
+
+
+# -- streams (G2S_MIRROR_STREAMS) --------------------------------------------------------
+STREAMS = ("time", "heartrate")
+
+
+def recorded(activity_id: int, *, manual: bool = False) -> dict[str, Any]:
+    """An activity from a device file (or entered by hand), as Strava's JSON has it."""
+    return activity_json(activity_id) | {
+        "manual": manual,
+        "upload_id": None if manual else 9000 + activity_id,
+        "external_id": None if manual else f"garmin2strava-{activity_id}.fit",
+    }
+
+
+def strava_streams(points: int) -> dict[str, dict[str, Any]]:
+    def stream(data: list[Any]) -> dict[str, Any]:
+        return {
+            "data": data,
+            "series_type": "distance",
+            "original_size": points,
+            "resolution": "high",
+        }
+
+    return {
+        "time": stream(list(range(points))),
+        "heartrate": stream([120 + n % 7 for n in range(points)]),
+        "distance": stream([n * 2.5 for n in range(points)]),
+        "watts": stream([200] * points),
+    }
+
+
+def test_created_activity_gets_its_streams_in_one_read_once(world: World) -> None:
+    """With streams on, a create brings the activity and its wanted streams (one read
+    after the fetch); a later create event for it reads neither again."""
+    world.stream_types = STREAMS
+    world.strava.activities[7] = recorded(7)
+    world.strava.streams[7] = strava_streams(5)
+    world.push(event("create"))
+    assert world.work() == 1
+    assert world.strava.fetches == [7]
+    assert world.strava.stream_reads == [7]
+    kept = world.store.get_streams("u1", 7)
+    assert kept is not None
+    assert sorted(kept.streams) == ["heartrate", "time"]  # only what was asked for
+    assert kept.streams["heartrate"]["data"] == [120, 121, 122, 123, 124]
+    world.push(event("create", at=30))  # a second create (a redelivery with a new time)
+    world.work()
+    assert world.strava.stream_reads == [7]
+
+
+def test_manual_activities_and_streams_off_spend_no_stream_read(world: World) -> None:
+    """A manual activity has no file: no stream read. Without G2S_MIRROR_STREAMS no
+    activity gets one."""
+    world.strava.activities[8] = recorded(8)
+    world.strava.streams[8] = strava_streams(3)
+    world.push(event("create", 8))
+    world.work()
+    world.stream_types = STREAMS
+    world.strava.activities[9] = recorded(9, manual=True)
+    world.push(event("create", 9))
+    world.work()
+    assert world.strava.fetches == [8, 9]
+    assert world.strava.stream_reads == []
+    assert world.store.streams == {}
+    assert world.store.pending_streams == set()
+
+
+def test_activity_without_streams_is_recorded_and_never_asked_again(world: World) -> None:
+    """Strava's 404 for the streams is kept as 'none': a catch-up reads nothing more."""
+    world.stream_types = STREAMS
+    world.strava.activities[7] = recorded(7)
+    world.push(event("create"))
+    world.work()
+    kept = world.store.get_streams("u1", 7)
+    assert kept is not None
+    assert not kept.found
+    catch_up_streams(world.store, world.strava, "u1", STREAMS, now=world.now)
+    assert world.strava.stream_reads == [7]
+
+
+def test_short_budget_defers_streams_and_catch_up_reads_them_all(world: World) -> None:
+    """While the budget is kept for the uploader, creates still settle (the activity is
+    stored) and their streams are marked pending; once it reopens, a catch-up reads
+    each pending one once, and none is lost."""
+    world.stream_types = STREAMS
+    reopens = world.now + timedelta(minutes=15)
+    world.strava.stream_budget_until = reopens
+    for activity_id in (7, 8, 9):
+        world.strava.activities[activity_id] = recorded(activity_id)
+        world.strava.streams[activity_id] = strava_streams(4)
+        world.push(event("create", activity_id))
+    assert world.work() == 3
+    assert sorted(a for _, a in world.store.workouts) == [7, 8, 9]
+    assert world.store.list_pending_streams("u1") == [7, 8, 9]
+    early = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=world.now)
+    assert (early.stored, early.until) == (0, reopens)
+    assert world.strava.stream_reads == []
+
+    world.strava.stream_budget_until = None
+    later = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=reopens)
+    assert later.stored == 3
+    assert world.strava.stream_reads == [7, 8, 9]
+    assert world.store.list_pending_streams("u1") == []
+    assert all(world.store.get_streams("u1", a) is not None for a in (7, 8, 9))

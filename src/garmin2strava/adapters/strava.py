@@ -1,7 +1,7 @@
 """ports.StravaPort on stravalib (with strava_oauth and strava_subscriptions, the only
 modules that import it).
 
-What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
+What this adds to stravalib 2.x:
 - the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
 - the rate budget: application-wide, kept in the store from Strava's headers and
   checked before every request; a spent budget or a 429 raises RateLimited instead of
@@ -30,7 +30,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -45,6 +45,7 @@ from garmin2strava.adapters.strava_json import strava_activity_from_json, upload
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import AuditEvent, StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.streams import BACKGROUND_RESERVE
 from garmin2strava.errors import (
     APP_INACTIVE_CAUSE,
     G2SError,
@@ -189,8 +190,13 @@ class StravaAdapter:
         clock: Callable[[], datetime] | None = None,
         rotation_grace_s: float = 2.0,
         audit_retention_days: int = 7,
+        background: bool = False,
     ) -> None:
         self._store = store
+        # Background adapters (reconciliation) read only while BACKGROUND_RESERVE of
+        # the budget is left for the uploader; stream reads always do.
+        self._background_all = background
+        self._background = False
         self._rotation_grace_s = rotation_grace_s
         self._user_id = user_id
         self._client_id = client_id
@@ -223,6 +229,14 @@ class StravaAdapter:
         reads = 1 - uploads
         now = self._clock()
         budget = self.budget()
+        spare = budget.can_spend_background(reads, now, reserve=BACKGROUND_RESERVE)
+        if reads and self._background and not spare:
+            until = budget.next_background_reset(now, reads, reserve=BACKGROUND_RESERVE)
+            log.info(
+                "strava.background_budget_short",
+                extra={"userId": self._user_id, "until": until.isoformat()},
+            )
+            raise RateLimited(until, "Strava read budget kept for the uploader")
         if not budget.can_spend(reads, uploads, now, priority=self._priority):
             until = budget.next_reset(now, reads, uploads, priority=self._priority)
             log.info("strava.budget_spent user_id=%s until=%s", self._user_id, until.isoformat())
@@ -373,7 +387,9 @@ class StravaAdapter:
             return False
 
     # -- calls ---------------------------------------------------------------------------
-    def _call(self, request: Callable[[], Any], *, priority: bool = False) -> Any:
+    def _call(
+        self, request: Callable[[], Any], *, priority: bool = False, background: bool = False
+    ) -> Any:
         """Run one stravalib call with fresh tokens; after a 401, refresh once and retry
         once. Answers with an HTTP error become garmin2strava errors.
 
@@ -386,6 +402,7 @@ class StravaAdapter:
             self._client.access_token = tokens.access_token
             self._session.forget_response()
             self._priority = priority
+            self._background = background or self._background_all
             try:
                 result = request()
             except G2SError:
@@ -396,6 +413,7 @@ class StravaAdapter:
                 raise TransientError(f"Strava request failed: {type(error).__name__}") from None
             finally:
                 self._priority = False
+                self._background = False
             response = self._session.last_response
             status = response.status_code if response is not None else 0
             if status == 401 and attempt == 1:  # noqa: PLR2004 - HTTP status
@@ -570,6 +588,28 @@ class StravaAdapter:
         if not isinstance(body, dict):
             raise TransientError("Strava's activity is not an object")
         return cast("dict[str, Any]", body)
+
+    def get_activity_streams(
+        self, activity_id: int, types: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """One GET /activities/{id}/streams (key_by_type), within the background budget.
+        Strava leaves out what it does not have; a 404 raises StravaNotFound."""
+
+        def request() -> Any:
+            return self._client.get_activity_streams(activity_id, types=cast("Any", list(types)))
+
+        found = self._call(request, background=True)
+        if not isinstance(found, dict):
+            raise TransientError("Strava's streams are not an object")
+        return {
+            str(kind): {
+                "data": list(stream.data or []),
+                "series_type": stream.series_type,
+                "original_size": stream.original_size,
+                "resolution": stream.resolution,
+            }
+            for kind, stream in found.items()
+        }
 
     def upload(
         self,

@@ -12,6 +12,7 @@ current time is always passed in.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,36 @@ class RateBudget:
                 self.daily_limit - daily,
             ),
         )
+
+    def _background_ok(self, reads: int, now: datetime, reserve: float) -> tuple[bool, bool]:
+        """(short windows ok, daily windows ok) for background reads keeping `reserve`."""
+        short, daily, read_short, read_daily = self._usage(now)
+
+        def room(limit: int, used: int) -> bool:
+            kept = max(self.read_reserve, math.ceil(limit * reserve))
+            return used + reads <= limit - kept
+
+        short_ok = room(self.read_short_limit, read_short) and room(self.short_limit, short)
+        daily_ok = room(self.read_daily_limit, read_daily) and room(self.daily_limit, daily)
+        return short_ok, daily_ok
+
+    def can_spend_background(self, reads: int, now: datetime, *, reserve: float) -> bool:
+        """Whether `reads` reads that can wait (streams, reconciliation) fit while a
+        `reserve` share of every window stays for the uploader."""
+        if self.blocked_until is not None and now < self.blocked_until:
+            return False
+        return all(self._background_ok(reads, now, reserve))
+
+    def next_background_reset(self, now: datetime, reads: int = 1, *, reserve: float) -> datetime:
+        """The earliest time background reads may fit again (see `can_spend_background`):
+        the daily reset when the day's figures refuse, else the next quarter hour; never
+        earlier than a 429's block, and that block's end when only the block refuses."""
+        short_ok, daily_ok = self._background_ok(reads, now, reserve)
+        blocked = self.blocked_until if self.blocked_until and self.blocked_until > now else None
+        if blocked is not None and short_ok and daily_ok:
+            return blocked
+        at = next_window_reset(now) if daily_ok else next_day_reset(now)
+        return max(at, blocked) if blocked is not None else at
 
     def next_reset(
         self, now: datetime, reads: int = 1, uploads: int = 0, *, priority: bool = False

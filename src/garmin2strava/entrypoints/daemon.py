@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -21,7 +22,7 @@ from garmin2strava.bootstrap import App
 from garmin2strava.errors import G2SError
 from garmin2strava.services.runner import sync_all
 
-__all__ = ["freeze_heap", "run_daemon", "schedule_sync"]
+__all__ = ["freeze_heap", "run_daemon", "schedule_mirror_jobs", "schedule_sync"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,85 @@ def schedule_sync(app: App, scheduler: BackgroundScheduler) -> None:
     )
 
 
+RECONCILE_CHECK = timedelta(hours=1)  # how often the daemon looks for a due pass
+STREAMS_CATCH_UP = timedelta(minutes=5)
+FIRST_MIRROR_JOB = timedelta(minutes=10)  # start-up and the first sync cycles go first
+
+
+def schedule_mirror_jobs(app: App, scheduler: BackgroundScheduler) -> None:
+    """The mirror's periodic work: reconciliation (each account every
+    G2S_MIRROR_RECONCILE_HOURS, 0 = never; the job looks hourly for a due pass, so a
+    restarted daemon keeps the rhythm from the store) and the catch-up of pending
+    streams (when G2S_MIRROR_STREAMS names any)."""
+    settings = app.settings
+    first = app.clock() + FIRST_MIRROR_JOB
+    common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
+    if settings.mirror_reconcile_hours > 0:
+        every = timedelta(hours=settings.mirror_reconcile_hours)
+
+        def reconcile() -> None:
+            from garmin2strava.services.reconcile import reconcile_all  # noqa: PLC0415
+
+            if not app.stop.is_set():
+                reconcile_all(
+                    app.store,
+                    app.strava_background_for,
+                    now=app.clock(),
+                    every=every,
+                    stream_types=settings.mirror_streams,
+                )
+
+        check = min(RECONCILE_CHECK, every)
+        scheduler.add_job(
+            _guarded(reconcile, "reconcile"),
+            "interval",
+            seconds=check.total_seconds(),
+            id="reconcile",
+            next_run_time=first,
+            **common,
+        )
+    if settings.mirror_streams:
+
+        def catch_up() -> None:
+            from garmin2strava.services.streams import catch_up_streams  # noqa: PLC0415
+
+            for account in app.store.list_accounts():
+                if app.stop.is_set() or app.store.get_strava_tokens(account.user_id) is None:
+                    continue
+                result = catch_up_streams(
+                    app.store,
+                    app.strava_for(account.user_id),
+                    account.user_id,
+                    settings.mirror_streams,
+                    now=app.clock(),
+                )
+                if result.until is not None:
+                    return  # the budget is the application's: every account waits
+
+        scheduler.add_job(
+            _guarded(catch_up, "streams_catch_up"),
+            "interval",
+            seconds=STREAMS_CATCH_UP.total_seconds(),
+            id="streams",
+            next_run_time=first,
+            **common,
+        )
+
+
+def _guarded(job: Callable[[], None], name: str) -> Callable[[], None]:
+    """A job whose failure is logged and waits for its next run (the store or Strava
+    may be down for a while; the daemon goes on)."""
+
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("daemon.job_failed", extra={"job": name})
+
+    run.__name__ = name
+    return run
+
+
 def run_daemon(
     app: App,
     *,
@@ -60,12 +140,13 @@ def run_daemon(
     scheduler = BackgroundScheduler(timezone="UTC")
     if sync:
         schedule_sync(app, scheduler)
+    schedule_mirror_jobs(app, scheduler)
     if install_signals:
         _stop_on_signals(app.stop)
     failures: list[str] = []
     threads = [
         threading.Thread(
-            target=_guarded(target, app.stop, failures),
+            target=_thread_body(target, app.stop, failures),
             name=target.__name__,
             daemon=True,
         )
@@ -94,7 +175,7 @@ def run_daemon(
     return 0
 
 
-def _guarded(
+def _thread_body(
     target: Callable[[threading.Event], None], stop: threading.Event, failures: list[str]
 ) -> Callable[[], None]:
     """The thread body: an error (SystemExit included) is recorded and stops all."""

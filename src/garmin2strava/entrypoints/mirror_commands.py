@@ -1,4 +1,5 @@
-"""The mirror's commands: `webhook`, `mirror backfill`, `workouts list`, `events`.
+"""The mirror's commands: `webhook`, `mirror backfill|reconcile`, `workouts
+list|show|export`, `events`.
 
 `add_mirror_parsers` is imported by cli.py for every invocation, so this module's
 top level stays light (argparse and the standard library); what a command needs is
@@ -68,6 +69,22 @@ def add_mirror_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> 
     )
     p.add_argument("--since", type=date_type, metavar="YYYY-MM-DD", help="default: everything")
     p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
+    p.add_argument(
+        "--streams",
+        action="store_true",
+        help="then read the streams (G2S_MIRROR_STREAMS) of every mirrored activity that\n"
+        "has none yet, one read each, leaving 20%% of each read window to the uploader",
+    )
+    p = mirror.add_parser(
+        "reconcile",
+        help="repair what the webhook missed (the daemon does it every G2S_MIRROR_RECONCILE_HOURS)",
+        description="List the activities that started since the last pass (less 7 days),\n"
+        "one read per 200: fetch those the mirror lacks, check (and soft-delete) those\n"
+        "Strava no longer lists, apply changed names, types and visibility; then read\n"
+        "pending streams. Runs now, whatever the schedule.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--user", metavar="USER_ID", help="default: every account")
 
     workouts = add("workouts", "the mirrored Strava activities").add_subparsers(
         dest="workouts_command", metavar="ACTION", required=True
@@ -75,6 +92,26 @@ def add_mirror_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> 
     p = workouts.add_parser("list", help="list mirrored activities, newest first")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.add_argument("--include-deleted", action="store_true", help="also activities deleted")
+    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
+    p = workouts.add_parser("show", help="one mirrored activity (and its streams)")
+    p.add_argument("activity_id", type=int, metavar="ID", help="the Strava activity id")
+    p.add_argument("--streams", action="store_true", help="also the stored streams")
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
+    p = workouts.add_parser(
+        "export",
+        help="the mirror as JSON Lines or CSV, oldest first (to stdout or --output)",
+        description="Write every mirrored activity (from --since on) as JSON Lines or CSV.\n"
+        "Streamed: memory stays flat however long the mirror. With --streams, JSON Lines\n"
+        "adds each activity's streams; CSV writes one row per sample instead.\n"
+        "--output writes the file atomically (a temporary file renamed when complete).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", dest="fmt")
+    p.add_argument("--since", type=date_type, metavar="YYYY-MM-DD", help="default: everything")
+    p.add_argument("--streams", action="store_true", help="include the stored streams")
+    p.add_argument("--include-deleted", action="store_true", help="also activities deleted")
+    p.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
     p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
 
     events = add(
@@ -213,12 +250,16 @@ def _app(settings: Settings) -> App:
 
 
 def cmd_mirror(settings: Settings, args: argparse.Namespace) -> int:
+    if args.mirror_command == "reconcile":
+        return _reconcile(settings, args)
     from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
     from garmin2strava.services.mirror_backfill import (  # noqa: PLC0415 (light top level)
         ActivityLister,
         backfill_mirror,
     )
 
+    if args.streams and not settings.mirror_streams:
+        raise ConfigError("--streams needs G2S_MIRROR_STREAMS (e.g. time,heartrate,latlng)")
     app = _app(settings)
     user_id = args.user or settings.user_id
     if app.store.get_account(user_id) is None:
@@ -238,7 +279,61 @@ def cmd_mirror(settings: Settings, args: argparse.Namespace) -> int:
     print(f"mirror backfill: {result.stored} activities stored, {result.skipped} unreadable")
     if result.complete and result.covers_since is not None:
         print(f"the mirror covers activities from {result.covers_since:%Y-%m-%d %H:%M} UTC on")
+    if not result.complete:
+        return 1
+    return _backfill_streams(app, user_id, args, wait_until) if args.streams else 0
+
+
+def _backfill_streams(
+    app: App, user_id: str, args: argparse.Namespace, wait_until: Callable[[datetime], bool]
+) -> int:
+    from garmin2strava.services.streams import backfill_streams  # noqa: PLC0415 (light top level)
+
+    result = backfill_streams(
+        app.store,
+        app.strava_for(user_id),
+        user_id,
+        app.settings.mirror_streams,
+        since=args.since,
+        clock=app.clock,
+        wait_until=wait_until,
+    )
+    print(
+        f"mirror backfill --streams: {result.stored} with streams, {result.none} without, "
+        f"{result.already} read before"
+    )
     return 0 if result.complete else 1
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta  # noqa: PLC0415 (light top level)
+
+    from garmin2strava.services.reconcile import reconcile_all  # noqa: PLC0415
+
+    app = _app(settings)
+    reports = reconcile_all(
+        app.store,
+        app.strava_background_for,
+        now=app.clock(),
+        every=timedelta(hours=settings.mirror_reconcile_hours),
+        stream_types=settings.mirror_streams,
+        only=args.user,
+        force=True,
+    )
+    if not reports:
+        print("mirror reconcile: no account with Strava tokens")
+    for r in reports:
+        print(
+            f"{r.user_id}: since {r.since:%Y-%m-%d %H:%M} UTC, {r.listed} listed, "
+            f"{len(r.added)} added, {len(r.deleted)} deleted, {len(r.changed)} changed, "
+            f"{r.reads} Strava reads"
+        )
+        if r.deferred_until is not None:
+            print(
+                f"{r.user_id}: stopped, the read budget is kept for the uploader until "
+                f"{r.deferred_until:%H:%M} UTC; run again then"
+            )
+    return 0 if all(r.complete for r in reports) else 1
 
 
 # -- workouts ------------------------------------------------------------------------------
@@ -263,6 +358,10 @@ def workout_json(w: Workout) -> dict[str, Any]:
 
 
 def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workouts_command == "show":
+        return _show_workout(settings, args)
+    if args.workouts_command == "export":
+        return _export(settings, args)
     from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
 
     app = _app(settings)
@@ -282,6 +381,67 @@ def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
             f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {shown(w.sport_type):<12} "
             f"{km:>6}  {shown(w.name)}{flags}"
         )
+    return 0
+
+
+def _show_workout(settings: Settings, args: argparse.Namespace) -> int:
+    app = _app(settings)
+    user_id = args.user or settings.user_id
+    workout = app.store.get_workout(user_id, args.activity_id)
+    if workout is None:
+        print(f"no mirrored activity {args.activity_id} for {user_id}", file=sys.stderr)
+        return 1
+    streams = app.store.get_streams(user_id, args.activity_id) if args.streams else None
+    if args.json:
+        record: dict[str, Any] = workout_json(workout)
+        if args.streams:
+            record["streams"] = None if streams is None else streams.streams
+        print(json.dumps(record, indent=2))
+        return 0
+    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
+
+    for name, value in workout_json(workout).items():
+        print(f"{name:>20}  {shown(value) if isinstance(value, str) else value}")
+    if not args.streams:
+        return 0
+    if streams is None:
+        print(f"{'streams':>20}  not read yet (G2S_MIRROR_STREAMS; mirror backfill --streams)")
+    elif not streams.found:
+        print(f"{'streams':>20}  none on Strava (read {streams.fetched_at:%Y-%m-%d %H:%M} UTC)")
+    for kind, stream in sorted((streams.streams if streams else {}).items()):
+        data = stream.get("data") or []
+        head = ", ".join(json.dumps(v) for v in data[:5])
+        more = ", ..." if len(data) > 5 else ""  # noqa: PLR2004 - the samples shown
+        print(f"{kind:>20}  {len(data)} samples: [{head}{more}]")
+    return 0
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415 (light top level)
+
+    from garmin2strava.services.export import (  # noqa: PLC0415 (light top level)
+        atomic_output,
+        export_workouts,
+    )
+
+    app = _app(settings)
+    user_id = args.user or settings.user_id
+    options = {
+        "fmt": args.fmt,
+        "since": args.since,
+        "streams": args.streams,
+        "include_deleted": args.include_deleted,
+    }
+    if args.output is None:
+        result = export_workouts(app.store, user_id, sys.stdout, **options)
+    else:
+        with atomic_output(Path(args.output)) as out:
+            result = export_workouts(app.store, user_id, out, **options)
+    print(
+        f"workouts export: {result.activities} activities"
+        + (f", {result.samples} stream samples" if args.streams else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

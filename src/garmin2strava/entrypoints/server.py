@@ -237,4 +237,5 @@ class MirrorRuntime:
             stop=stop,
             clock=self.app.clock,
             stats=self.stats,
+            stream_types=self.app.settings.mirror_streams,
         )

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 from garmin2strava.sandbox.strava_records import SandboxAthlete, SandboxUpload
 from garmin2strava.sandbox.strava_state import StravaState
+from garmin2strava.sandbox.strava_streams import activity_streams
 
 __all__ = ["StravaApi"]
 
@@ -148,11 +149,8 @@ class StravaApi(StravaState):
                     "Authorization Error", "AccessToken", "activity:read_permission", "missing"
                 )
             return 200, self._list(athlete, query, private="activity:read_all" in scopes)
-        if endpoint == "activity" and arg is not None:
-            found = self.activities.get(arg)
-            if found is None or found.deleted or found.athlete_id != athlete.athlete_id:
-                return 404, _error_body("Record Not Found", "Activity", "id", "invalid")
-            return 200, found.detail()
+        if endpoint in {"activity", "streams"} and arg is not None:
+            return self._activity(endpoint, arg, athlete, query)
         if endpoint == "upload":
             if "activity:write" not in scopes:
                 return 401, _error_body(
@@ -165,6 +163,18 @@ class StravaApi(StravaState):
                 return 404, _error_body("Record Not Found", "Upload", "id", "invalid")
             return 200, upload.as_json()
         return 404, _error_body("Record Not Found", "Path", endpoint, "invalid")
+
+    def _activity(
+        self, endpoint: str, activity_id: int, athlete: SandboxAthlete, query: dict[str, str]
+    ) -> tuple[int, dict[str, Any] | list[Any]]:
+        """GET /activities/{id} and GET /activities/{id}/streams."""
+        found = self.activities.get(activity_id)
+        if found is None or found.deleted or found.athlete_id != athlete.athlete_id:
+            return 404, _error_body("Record Not Found", "Activity", "id", "invalid")
+        if endpoint == "streams":
+            by_type = query.get("key_by_type", "").lower() == "true"
+            return activity_streams(found, query.get("keys", ""), key_by_type=by_type)
+        return 200, found.detail()
 
     def _list(self, athlete: SandboxAthlete, query: dict[str, str], *, private: bool) -> list[Any]:
         before = int(query["before"]) if query.get("before") else None
@@ -222,6 +232,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/athlete"), "athlete"),
     ("GET", re.compile(r"/athlete/activities"), "list"),
     ("GET", re.compile(r"/activities/(\d+)"), "activity"),
+    ("GET", re.compile(r"/activities/(\d+)/streams"), "streams"),
     ("POST", re.compile(r"/uploads"), "upload"),
     ("GET", re.compile(r"/uploads/(\d+)"), "upload_status"),
 ]

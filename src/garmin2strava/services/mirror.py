@@ -43,6 +43,7 @@ from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_a
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
 from garmin2strava.ports import AccessCheck, EventQueue, EventSink, Store, StravaPort
 from garmin2strava.services.mirror_backfill import cursor_key
+from garmin2strava.services.streams import take_after_fetch
 
 __all__ = [
     "NOT_READY",
@@ -338,6 +339,7 @@ class _Run:
     now: datetime
     retention_days: int
     stats: MirrorStats
+    stream_types: tuple[str, ...] = ()  # G2S_MIRROR_STREAMS: read after a create's fetch
 
 
 class _Deferred(Exception):
@@ -377,11 +379,12 @@ def process_events(
     visibility_seconds: float = 60.0,
     stats: MirrorStats | None = None,
     audit_retention_days: int = 7,
+    stream_types: Sequence[str] = (),
 ) -> MirrorCounts:
     """Claim one batch of event groups and settle every one of them."""
     counts = MirrorCounts()
     stats = stats or MirrorStats()
-    run = _Run(store, strava_for, now, audit_retention_days, stats)
+    run = _Run(store, strava_for, now, audit_retention_days, stats, tuple(stream_types))
     deferred_until: datetime | None = None
     for group in queue.claim(now=now, limit=limit, visibility_seconds=visibility_seconds):
         first = group[0].event
@@ -500,12 +503,19 @@ def run_worker(
     stats: MirrorStats,
     idle_seconds: float = 0.5,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    stream_types: Sequence[str] = (),
 ) -> None:
     """Process events until `stop` is set; sleep only while the queue has nothing ready."""
     while not stop.is_set():
         try:
             counts = process_events(
-                queue, store, strava_for, now=clock(), max_attempts=max_attempts, stats=stats
+                queue,
+                store,
+                strava_for,
+                now=clock(),
+                max_attempts=max_attempts,
+                stats=stats,
+                stream_types=stream_types,
             )
         except Exception as exc:  # the worker survives a broken store; /healthz says so
             stats.beat(clock(), f"{type(exc).__name__}: {exc}"[:200])
@@ -601,7 +611,13 @@ def _apply_activity_events(
         workout = _fetch(run, user_id, activity_id, newest)
         if workout is not None:
             run.store.upsert_workout(workout)
-        elif stored is not None:
+            # Streams right after the fetch that brought the activity in: at most one
+            # read, never again once recorded; marked pending when the budget is short.
+            streams = take_after_fetch(
+                run.store, run.strava_for(user_id), workout, run.stream_types, now=run.now
+            )
+            return 1 + streams.reads
+        if stored is not None:
             run.store.upsert_workout(soft_delete(stored, newest))
         return 1
     assert stored is not None

@@ -1,4 +1,4 @@
-"""ports.Store on one DynamoDB table: the items of DESIGN.md "Data model", no Scan.
+"""ports.Store on one DynamoDB table: the items of docs/architecture.md, "Data model", no Scan.
 
 Keys and attribute bodies come from codec.py, shared with the SQLite store, so both
 hold the same items. What this module adds:
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,12 @@ from garmin2strava.adapters.store.dynamodb_items import key, projection
 from garmin2strava.adapters.store.dynamodb_leases import SyncLeases
 from garmin2strava.adapters.store.dynamodb_ledger import UploadLedger
 from garmin2strava.adapters.store.dynamodb_secrets import SecretItems
+from garmin2strava.adapters.store.dynamodb_streams import STREAM_PREFIXES, StreamItems
 from garmin2strava.adapters.store.dynamodb_table import create_table
 from garmin2strava.adapters.store.dynamodb_workouts import WorkoutMirror
 from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import Account, AuditEvent, LedgerEntry, Workout
+from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.ports import TokenCipher
 
 if TYPE_CHECKING:
@@ -84,6 +86,7 @@ class DynamoDBStore(TokenItems):
         self._ledger = UploadLedger(self._table)
         self._leases = SyncLeases(self._table)
         self._workouts = WorkoutMirror(self._table)
+        self._streams = StreamItems(self._table)
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self._table_name!r})"
@@ -231,12 +234,39 @@ class DynamoDBStore(TokenItems):
         reading at most MAX_WORKOUTS items."""
         return self._workouts.workouts_starting_between(user_id, start, end, max_read=MAX_WORKOUTS)
 
+    def iter_workouts(
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        include_deleted: bool = False,
+        page_size: int = 500,
+    ) -> Iterator[Workout]:
+        """Oldest start first, page by page: no MAX_WORKOUTS cap, memory stays flat."""
+        return self._workouts.iter_workouts(
+            user_id, since=since, include_deleted=include_deleted, page_size=page_size
+        )
+
+    # -- streams (dynamodb_streams.py) ------------------------------------------------------
+    def put_streams(self, streams: ActivityStreams) -> None:
+        self._streams.put_streams(streams)
+
+    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
+        return self._streams.get_streams(user_id, activity_id)
+
+    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
+        self._streams.mark_streams_pending(user_id, activity_id)
+
+    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+        return self._streams.list_pending_streams(user_id, limit=limit)
+
     def forget_strava_data(self, user_id: str) -> int:
         """Query the account's workout and audit keys, then delete them in batches (not
         one transaction: a retry after a partial failure deletes the rest)."""
         pk = codec.user_pk(user_id)
         keys: list[tuple[str, str]] = []
-        for prefix in (codec.WORKOUT_PREFIX, codec.AUDIT_PREFIX):
+        # WORKOUT# covers the split raw activities' parts too.
+        for prefix in (codec.WORKOUT_PREFIX, codec.AUDIT_PREFIX, *STREAM_PREFIXES):
             items = self._table.query(
                 KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
                 ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": prefix}},

@@ -1,7 +1,7 @@
 """The embedded store: ports.Store over one SQLite file that mirrors the DynamoDB items.
 
 One table `items(pk, sk, body JSON, version, expires_at, lsi1sk, gsi1pk, gsi1sk)` holds
-exactly the items of DESIGN.md "Data model"; codec.py builds keys and bodies for both
+exactly the items of docs/architecture.md, "Data model"; codec.py builds keys and bodies for both
 stores. Secondary columns exist only where a query needs them, and each one is
 something DynamoDB can index the same way (no scans):
 - `lsi1sk`: workouts by start time (`workouts_starting_between`, `list_workouts`) and
@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from garmin2strava.adapters.store import codec
+from garmin2strava.adapters.store.sqlite_streams import STREAMS_SCHEMA, StreamTables
 from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import (
     Account,
@@ -52,12 +53,13 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.domain.streams import ActivityStreams
 from garmin2strava.errors import ConfigError, TransientError
 from garmin2strava.ports import TokenCipher
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the streams tables
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     pk TEXT NOT NULL,
@@ -155,6 +157,8 @@ class SqliteStore(TokenItems):
                 with self._write() as conn:
                     for statement in filter(str.strip, _SCHEMA.split(";")):
                         conn.execute(statement)
+                    for statement in STREAMS_SCHEMA:
+                        conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             self._conn.close()
@@ -163,6 +167,7 @@ class SqliteStore(TokenItems):
                 raise TransientError(msg) from None
             msg = f"setting G2S_DB_PATH: {path} is not a usable SQLite store: {exc}"
             raise ConfigError(msg) from None
+        self._streams = StreamTables(self._write, self._query)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
@@ -500,8 +505,45 @@ class SqliteStore(TokenItems):
         )
         return [codec.workout_from_item(_loads(row[0])) for row in rows]
 
+    def iter_workouts(
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        include_deleted: bool = False,
+        page_size: int = 500,
+    ) -> Iterator[Workout]:
+        """Oldest start first, `page_size` rows a query (keyset paging on the start index)."""
+        after = codec.workout_lsi1sk(since) if since is not None else "WORKOUT#"
+        while True:
+            rows = self._query(
+                "SELECT lsi1sk, body FROM items WHERE pk = ? AND lsi1sk >= ? "
+                "AND lsi1sk < 'WORKOUT$' AND (? OR json_extract(body, '$.isDeleted') = 0) "
+                "ORDER BY lsi1sk LIMIT ?",
+                (codec.user_pk(user_id), after, include_deleted, page_size),
+            )
+            for _, body in rows:
+                yield codec.workout_from_item(_loads(body))
+            if len(rows) < page_size:
+                return
+            after = str(rows[-1][0]) + "\x00"  # just past the last key read
+
+    # -- streams (sqlite_streams.py) -----------------------------------------------------------
+    def put_streams(self, streams: ActivityStreams) -> None:
+        self._streams.put_streams(streams)
+
+    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
+        return self._streams.get_streams(user_id, activity_id)
+
+    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
+        self._streams.mark_streams_pending(user_id, activity_id)
+
+    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+        return self._streams.list_pending_streams(user_id, limit=limit)
+
     def forget_strava_data(self, user_id: str) -> int:
-        """The workouts and audit items of the account, in one transaction."""
+        """The workouts, their streams and the audit items of the account, in one
+        transaction."""
         pk = codec.user_pk(user_id)
         with self._write() as conn:
             cursor = conn.execute(
@@ -512,7 +554,7 @@ class SqliteStore(TokenItems):
                     *codec.prefix_range(codec.AUDIT_PREFIX),
                 ),
             )
-            return cursor.rowcount
+            return cursor.rowcount + self._streams.forget(conn, user_id)
 
     # -- application-wide state ---------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:

@@ -60,6 +60,7 @@ def process_sqs_batch(event: Mapping[str, Any], built: _runtime.WorkerRuntime) -
             limit=max(len(batch), 1),
             stats=stats,
             audit_retention_days=app.settings.audit_retention_days,
+            stream_types=app.settings.mirror_streams,
         )
     except Exception:
         # The store or the network failed under the whole batch: what was completed

@@ -1,0 +1,297 @@
+"""Reconciliation: notice what the webhook never said, and repair the mirror.
+
+Strava may drop an event, and an event sent while the server was down is gone. Every
+`G2S_MIRROR_RECONCILE_HOURS` (daily by default) a pass lists the athlete's activities
+that started since the previous pass (less `OVERLAP`, for activities synced from a
+watch days late and edits to the past week): one read per 200 activities. Then:
+- an activity Strava lists and the mirror lacks is fetched (one read) and stored, and
+  its streams taken when they are wanted (domain.streams);
+- a live mirrored activity in the window that Strava does not list is checked (one
+  read): a 404 soft-deletes it, an answer refreshes it;
+- a listed activity whose name, type or visibility differs from the mirror's takes
+  Strava's, at no cost (the list carries them).
+The reads are background reads (the uploader's reserve is kept): when the budget is
+short the pass stops where it is, keeps what it repaired, and is done again later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from garmin2strava.domain.models import Workout
+from garmin2strava.domain.workouts import (
+    BadActivity,
+    apply_update,
+    normalize_activity,
+    soft_delete,
+)
+from garmin2strava.errors import RateLimited, StravaNotFound
+from garmin2strava.ports import Store
+from garmin2strava.services.mirror_backfill import ActivityLister
+from garmin2strava.services.streams import catch_up_streams, take_after_fetch
+
+__all__ = [
+    "LIST_PAGE",
+    "OVERLAP",
+    "ReconcileClient",
+    "ReconcileReport",
+    "reconcile_account",
+    "reconcile_all",
+    "reconcile_due",
+    "state_key",
+]
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE = 200  # activities a list read returns (Strava's maximum)
+OVERLAP = timedelta(days=7)
+
+
+class ReconcileClient(ActivityLister, Protocol):
+    """What a pass needs from Strava (adapters.strava.StravaAdapter has it)."""
+
+    def get_activity(self, activity_id: int) -> dict[str, Any]: ...
+    def get_activity_streams(
+        self, activity_id: int, types: Sequence[str]
+    ) -> dict[str, dict[str, Any]]: ...
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    user_id: str
+    since: datetime
+    listed: int = 0
+    reads: int = 0  # Strava requests this pass made (list pages, fetches, streams)
+    added: list[int] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    confirmed: list[int] = field(default_factory=list)  # unlisted, but still on Strava
+    deferred_until: datetime | None = None  # the budget stopped the pass
+    complete: bool = False
+
+
+def state_key(user_id: str) -> str:
+    return f"mirror_reconcile#{user_id}"
+
+
+def reconcile_due(store: Store, user_id: str, *, now: datetime, every: timedelta) -> bool:
+    """Whether the last complete pass of `user_id` is `every` old (or there was none)."""
+    last = _last_started(store, user_id)
+    return last is None or now - last >= every
+
+
+def reconcile_all(
+    store: Store,
+    strava_for: Callable[[str], ReconcileClient],
+    *,
+    now: datetime,
+    every: timedelta,
+    stream_types: Sequence[str] = (),
+    only: str | None = None,
+    force: bool = False,
+) -> list[ReconcileReport]:
+    """One pass for every enabled account with Strava tokens whose pass is due."""
+    reports = []
+    for account in store.list_accounts():
+        if only is not None and account.user_id != only:
+            continue
+        if not account.enabled or store.get_strava_tokens(account.user_id) is None:
+            continue
+        if not force and not reconcile_due(store, account.user_id, now=now, every=every):
+            continue
+        report = reconcile_account(
+            store, strava_for(account.user_id), account.user_id, now=now, stream_types=stream_types
+        )
+        reports.append(report)
+        if report.deferred_until is not None:
+            break  # the budget is the application's: the other accounts wait too
+    return reports
+
+
+def reconcile_account(
+    store: Store,
+    strava: ReconcileClient,
+    user_id: str,
+    *,
+    now: datetime,
+    stream_types: Sequence[str] = (),
+) -> ReconcileReport:
+    """One pass over the activities that started since the last pass (less OVERLAP)."""
+    last = _last_started(store, user_id)
+    since = (last or now) - OVERLAP
+    report = ReconcileReport(user_id=user_id, since=since)
+    # Whole seconds, like webhook event times: an update event from the same second
+    # as this listing must still apply over what the listing wrote.
+    listed_at = now.replace(microsecond=0)
+    try:
+        listed = _apply_listing(store, strava, report, listed_at, stream_types)
+        _check_unlisted(store, strava, report, listed, listed_at)
+        if stream_types:
+            caught = catch_up_streams(store, strava, user_id, stream_types, now=now)
+            report.reads += caught.reads
+    except RateLimited as exc:
+        report.deferred_until = exc.until
+        log.info(
+            "reconcile.deferred",
+            extra={"userId": user_id, "until": exc.until.isoformat(), "reads": report.reads},
+        )
+        return report
+    report.complete = True
+    store.put_app_state(
+        state_key(user_id),
+        {
+            "startedAt": now.isoformat(),
+            "since": since.isoformat(),
+            "listed": report.listed,
+            "reads": report.reads,
+            "added": len(report.added),
+            "deleted": len(report.deleted),
+            "changed": len(report.changed),
+        },
+    )
+    log.info(
+        "reconcile.done",
+        extra={
+            "userId": user_id,
+            "since": since.isoformat(),
+            "listed": report.listed,
+            "reads": report.reads,
+            "added": report.added,
+            "deleted": report.deleted,
+            "changed": report.changed,
+        },
+    )
+    return report
+
+
+def _apply_listing(
+    store: Store,
+    strava: ReconcileClient,
+    report: ReconcileReport,
+    listed_at: datetime,
+    stream_types: Sequence[str],
+) -> set[int]:
+    user_id = report.user_id
+    seen: set[int] = set()
+    report.reads += 1  # the first page; the adapter reads one more after each full page
+    # Strava's `after` is exclusive: one second back lists an activity starting at `since`.
+    for raw in strava.list_all_activities(
+        after=report.since - timedelta(seconds=1), per_page=LIST_PAGE
+    ):
+        report.listed += 1
+        if report.listed % LIST_PAGE == 0:
+            report.reads += 1
+        activity_id = raw.get("id")
+        if not isinstance(activity_id, int):
+            continue
+        seen.add(activity_id)
+        stored = store.get_workout(user_id, activity_id)
+        if stored is None:
+            _add(store, strava, report, activity_id, listed_at=listed_at, types=stream_types)
+        elif not stored.is_deleted:
+            _apply_changes(store, report, stored, raw, listed_at)
+    return seen
+
+
+def _add(
+    store: Store,
+    strava: ReconcileClient,
+    report: ReconcileReport,
+    activity_id: int,
+    *,
+    listed_at: datetime,
+    types: Sequence[str],
+) -> None:
+    """A dropped create: fetch the activity (and its streams) as the worker would."""
+    report.reads += 1
+    try:
+        raw = strava.get_activity(activity_id)
+        workout = normalize_activity(raw, user_id=report.user_id, updated_at=listed_at)
+    except StravaNotFound:
+        return  # deleted between the list and the fetch: its delete event follows
+    except BadActivity as exc:
+        log.warning(
+            "reconcile.unreadable_activity",
+            extra={"userId": report.user_id, "activityId": activity_id, "error": str(exc)},
+        )
+        return
+    store.upsert_workout(workout)
+    report.added.append(activity_id)
+    streams = take_after_fetch(store, strava, workout, types, now=listed_at)
+    report.reads += streams.reads
+
+
+def _apply_changes(
+    store: Store,
+    report: ReconcileReport,
+    stored: Workout,
+    listed: dict[str, Any],
+    listed_at: datetime,
+) -> None:
+    """Name, type and visibility as Strava lists them, where the mirror differs."""
+    updates: dict[str, str] = {}
+    name = listed.get("name")
+    if isinstance(name, str) and name != stored.name:
+        updates["title"] = name
+    sport = listed.get("sport_type") or listed.get("type")
+    if isinstance(sport, str) and sport != stored.sport_type:
+        updates["type"] = sport
+    private = listed.get("private")
+    if isinstance(private, bool) and private != stored.is_private:
+        updates["private"] = "true" if private else "false"
+    visibility = listed.get("visibility")
+    raw = stored.raw or {}
+    new_visibility = isinstance(visibility, str) and raw.get("visibility") != visibility
+    if not updates and not new_visibility:
+        return
+    workout = apply_update(stored, updates, listed_at) if updates else stored
+    if new_visibility:
+        workout = replace(
+            workout,
+            raw={**(workout.raw or {}), "visibility": visibility},
+            updated_at=max(workout.updated_at, listed_at),
+        )
+    if workout is not stored and store.upsert_workout(workout):
+        report.changed.append(stored.activity_id)
+
+
+def _check_unlisted(
+    store: Store,
+    strava: ReconcileClient,
+    report: ReconcileReport,
+    listed: set[int],
+    listed_at: datetime,
+) -> None:
+    """A live mirrored activity in the window that Strava did not list: a dropped
+    delete when Strava answers 404 (one read each)."""
+    for workout in store.workouts_starting_between(report.user_id, report.since, listed_at):
+        if workout.activity_id in listed:
+            continue
+        report.reads += 1
+        try:
+            raw = strava.get_activity(workout.activity_id)
+        except StravaNotFound:
+            store.upsert_workout(soft_delete(workout, listed_at))
+            report.deleted.append(workout.activity_id)
+            continue
+        try:
+            fresh = normalize_activity(raw, user_id=report.user_id, updated_at=listed_at)
+        except BadActivity:
+            continue
+        store.upsert_workout(fresh)
+        report.confirmed.append(workout.activity_id)
+
+
+def _last_started(store: Store, user_id: str) -> datetime | None:
+    state = store.get_app_state(state_key(user_id)) or {}
+    started = state.get("startedAt")
+    if not isinstance(started, str):
+        return None
+    try:
+        return datetime.fromisoformat(started)
+    except ValueError:
+        return None

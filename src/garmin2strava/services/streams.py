@@ -1,0 +1,223 @@
+"""Activity streams in the mirror: read once per activity, when the budget can spare it.
+
+The webhook worker takes an activity's streams right after the fetch that brought the
+activity in (`take_after_fetch`): one read, never a second one (a fetched activity is
+recorded even when Strava has no streams). Stream reads wait behind the uploader: the
+adapter refuses them once less than `BACKGROUND_RESERVE` of a read window is left, and
+then the activity is marked pending. `catch_up_streams` (the daemon every few minutes,
+`mirror reconcile`) and `backfill_streams` (`mirror backfill --streams`) read the
+pending and the past ones later, so none is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from garmin2strava.domain.models import Workout
+from garmin2strava.domain.streams import ActivityStreams, has_recorded_file
+from garmin2strava.errors import G2SError, RateLimited, StravaNotFound
+from garmin2strava.ports import Store
+
+__all__ = [
+    "CatchUpResult",
+    "StreamOutcome",
+    "StreamReader",
+    "backfill_streams",
+    "catch_up_streams",
+    "take_after_fetch",
+    "take_streams",
+]
+
+log = logging.getLogger(__name__)
+
+
+class StreamReader(Protocol):
+    """What stream reads need from Strava (ports.StravaPort has it)."""
+
+    def get_activity_streams(
+        self, activity_id: int, types: Sequence[str]
+    ) -> dict[str, dict[str, Any]]: ...
+
+
+class StreamOutcome(enum.Enum):
+    STORED = "stored"  # streams kept
+    NONE = "none"  # Strava has none: recorded, never asked again
+    PENDING = "pending"  # not read now (budget, an error): marked for later
+    SKIPPED = "skipped"  # nothing to read (no streams wanted, manual, already read)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    outcome: StreamOutcome
+    reads: int = 0
+    until: datetime | None = None  # when PENDING for the budget: when it reopens
+
+
+def take_streams(
+    store: Store,
+    strava: StreamReader,
+    user_id: str,
+    activity_id: int,
+    types: Sequence[str],
+    *,
+    now: datetime,
+) -> StreamRead:
+    """One read of the activity's streams, kept in the store; marked pending when the
+    read cannot be made now. Never raises for Strava's sake: the activity itself is
+    already stored, and its event must not be retried for its streams."""
+    fields = {"userId": user_id, "activityId": activity_id}
+    try:
+        found = strava.get_activity_streams(activity_id, types)
+    except RateLimited as exc:
+        store.mark_streams_pending(user_id, activity_id)
+        log.info("streams.deferred", extra=fields | {"until": exc.until.isoformat()})
+        return StreamRead(StreamOutcome.PENDING, until=exc.until)
+    except StravaNotFound:
+        found = {}
+    except G2SError as exc:  # transient, auth: the pending mark brings it back later
+        store.mark_streams_pending(user_id, activity_id)
+        log.warning("streams.fetch_failed", extra=fields | {"error": str(exc)[:200]})
+        return StreamRead(StreamOutcome.PENDING, reads=1)
+    kept = {kind: stream for kind, stream in found.items() if kind in types}
+    store.put_streams(
+        ActivityStreams(user_id=user_id, activity_id=activity_id, fetched_at=now, streams=kept)
+    )
+    outcome = StreamOutcome.STORED if kept else StreamOutcome.NONE
+    log.info("streams.stored", extra=fields | {"types": sorted(kept), "outcome": outcome.value})
+    return StreamRead(outcome, reads=1)
+
+
+def take_after_fetch(
+    store: Store, strava: StreamReader, workout: Workout, types: Sequence[str], *, now: datetime
+) -> StreamRead:
+    """The streams of an activity just fetched into the mirror, if they are wanted, it
+    has a recorded file, and they were never read."""
+    if not types or not has_recorded_file(workout.raw or {}) or workout.is_deleted:
+        return StreamRead(StreamOutcome.SKIPPED)
+    if store.get_streams(workout.user_id, workout.activity_id) is not None:
+        return StreamRead(StreamOutcome.SKIPPED)
+    return take_streams(store, strava, workout.user_id, workout.activity_id, types, now=now)
+
+
+@dataclass(slots=True)
+class CatchUpResult:
+    stored: int = 0
+    none: int = 0
+    reads: int = 0
+    left: int = 0  # still pending when the pass stopped
+    until: datetime | None = None  # the budget stopped the pass until then
+    done: list[int] = field(default_factory=list)
+
+
+def catch_up_streams(
+    store: Store,
+    strava: StreamReader,
+    user_id: str,
+    types: Sequence[str],
+    *,
+    now: datetime,
+    limit: int = 100,
+) -> CatchUpResult:
+    """Read the pending streams of `user_id`, lowest id first, until none is left, the
+    budget says wait, or `limit` reads were made."""
+    result = CatchUpResult()
+    pending = store.list_pending_streams(user_id, limit=limit)
+    for n, activity_id in enumerate(pending):
+        read = _catch_up_one(store, strava, user_id, activity_id, types, now=now)
+        result.reads += read.reads
+        if read.outcome is StreamOutcome.PENDING:
+            if read.until is None:
+                continue  # this one failed (logged); it stays pending, the rest go on
+            result.left = len(pending) - n
+            result.until = read.until
+            break
+        if read.outcome is StreamOutcome.STORED:
+            result.stored += 1
+        elif read.outcome is StreamOutcome.NONE:
+            result.none += 1
+        result.done.append(activity_id)
+    if result.done or result.until:
+        log.info(
+            "streams.caught_up",
+            extra={
+                "userId": user_id,
+                "stored": result.stored,
+                "none": result.none,
+                "left": result.left,
+                "until": result.until.isoformat() if result.until else None,
+            },
+        )
+    return result
+
+
+def _catch_up_one(
+    store: Store,
+    strava: StreamReader,
+    user_id: str,
+    activity_id: int,
+    types: Sequence[str],
+    *,
+    now: datetime,
+) -> StreamRead:
+    existing = store.get_streams(user_id, activity_id)
+    if existing is not None:  # read meanwhile: writing it again clears the mark, no read
+        store.put_streams(existing)
+        return StreamRead(StreamOutcome.SKIPPED)
+    workout = store.get_workout(user_id, activity_id)
+    if workout is None or workout.is_deleted or not has_recorded_file(workout.raw or {}):
+        # Gone from Strava (or never had a file): nothing to read, so none is kept.
+        store.put_streams(ActivityStreams(user_id=user_id, activity_id=activity_id, fetched_at=now))
+        return StreamRead(StreamOutcome.NONE)
+    return take_streams(store, strava, user_id, activity_id, types, now=now)
+
+
+@dataclass(slots=True)
+class StreamBackfillResult:
+    stored: int = 0
+    none: int = 0
+    already: int = 0
+    waits: list[datetime] = field(default_factory=list)
+    complete: bool = False
+
+
+def backfill_streams(
+    store: Store,
+    strava: StreamReader,
+    user_id: str,
+    types: Sequence[str],
+    *,
+    since: datetime | None,
+    clock: Callable[[], datetime],
+    wait_until: Callable[[datetime], bool],
+) -> StreamBackfillResult:
+    """Read the streams of every mirrored activity starting at or after `since` that
+    has none yet, oldest first, paced by the background budget: when it refuses,
+    `wait_until(t)` waits for it (False stops; a rerun goes on, as fetched activities
+    are recorded)."""
+    result = StreamBackfillResult()
+    for workout in store.iter_workouts(user_id, since=since):
+        if not has_recorded_file(workout.raw or {}):
+            continue
+        if store.get_streams(user_id, workout.activity_id) is not None:
+            result.already += 1
+            continue
+        while True:
+            read = take_streams(store, strava, user_id, workout.activity_id, types, now=clock())
+            if read.outcome is not StreamOutcome.PENDING:
+                break
+            if read.until is None:
+                break  # an error, not the budget: left pending for the catch-up
+            result.waits.append(read.until)
+            if not wait_until(read.until):
+                return result
+        if read.outcome is StreamOutcome.STORED:
+            result.stored += 1
+        elif read.outcome is StreamOutcome.NONE:
+            result.none += 1
+    result.complete = True
+    return result

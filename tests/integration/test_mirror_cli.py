@@ -1,0 +1,129 @@
+"""The mirror's commands through `main()` against both sandboxes: `mirror backfill
+--streams`, `workouts show --streams`, `workouts export`, `mirror reconcile`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.entrypoints.cli import main
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
+
+pytestmark = pytest.mark.integration
+
+USER = "me"
+NOW = datetime.now(tz=UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No setting of the developer's (environment or ./.env) reaches the command."""
+    for name in list(os.environ):
+        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPair]:
+    with running_sandboxes() as sandboxes:
+        settings = {
+            "STRAVA_CLIENT_ID": str(sandboxes.strava.client_id),
+            "STRAVA_CLIENT_SECRET": sandboxes.strava.client_secret,
+            "STRAVA_REFRESH_TOKEN": sandboxes.strava_refresh_token,
+            "GARMIN_TOKENS": sandboxes.garmin_tokens,
+            "G2S_USER_ID": USER,
+            "G2S_DB_PATH": str(tmp_path / "data" / "g2s.sqlite3"),
+            "G2S_TOKEN_KEY": generate_token_key(),
+            "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
+            "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
+            "G2S_LOG_LEVEL": "WARNING",
+            "G2S_MIRROR_STREAMS": "time,heartrate,latlng",
+        }
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        yield sandboxes
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_streams_backfill_show_and_export(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """After a sync, `mirror backfill --streams` mirrors every Strava activity and
+    reads each one's streams once; `workouts show --streams` prints them; `workouts
+    export` writes CSV atomically to a file and JSON Lines with streams to stdout."""
+    seed_demo(pair, NOW)
+    assert run_cli(capsys, "sync", "--once")[0] == 0
+    with pair.strava.lock:
+        on_strava = sorted(a.activity_id for a in pair.strava.activities.values())
+    pair.reset_counts()
+
+    code, out, _ = run_cli(capsys, "mirror", "backfill", "--streams")
+    assert code == 0, out
+    assert f"{len(on_strava)} with streams" in out
+    assert pair.strava.requests["streams"] == len(on_strava)
+    assert run_cli(capsys, "mirror", "backfill", "--streams")[0] == 0
+    assert pair.strava.requests["streams"] == len(on_strava)  # read once, never again
+
+    code, out, _ = run_cli(capsys, "workouts", "show", str(on_strava[0]), "--streams")
+    assert code == 0
+    assert "heartrate" in out
+    assert "samples: [" in out
+    code, out, _ = run_cli(capsys, "workouts", "show", str(on_strava[0]), "--streams", "--json")
+    shown = json.loads(out)
+    assert sorted(shown["streams"]) == ["heartrate", "latlng", "time"]  # what is kept
+    assert run_cli(capsys, "workouts", "show", "999999")[0] == 1
+
+    target = tmp_path / "out" / "workouts.csv"
+    code, _, err = run_cli(capsys, "workouts", "export", "--format", "csv", "--output", str(target))
+    assert code == 0
+    assert f"{len(on_strava)} activities" in err
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert sorted(int(r["activityId"]) for r in rows) == on_strava
+    assert [p.name for p in target.parent.iterdir()] == ["workouts.csv"]  # no temp file left
+
+    code, out, _ = run_cli(capsys, "workouts", "export", "--streams")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert sorted(line["activityId"] for line in lines) == on_strava
+    starts = [line["startDate"] for line in lines]
+    assert starts == sorted(starts)  # oldest first
+    assert all(len(line["streams"]["time"]) > 1 for line in lines)
+
+
+def test_reconcile_command_repairs_and_counts_reads(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mirror reconcile` mirrors what no event announced and prints the reads spent."""
+    seed_demo(pair, NOW)
+    assert run_cli(capsys, "sync", "--once")[0] == 0
+    with pair.strava.lock:
+        count = len(pair.strava.activities)
+    code, out, _ = run_cli(capsys, "mirror", "reconcile")
+    assert code == 0, out
+    assert f"{count} listed, {count} added, 0 deleted, 0 changed" in out
+    code, out, _ = run_cli(capsys, "mirror", "reconcile")
+    assert f"{count} listed, 0 added, 0 deleted, 0 changed, 1 Strava reads" in out

@@ -1,0 +1,116 @@
+"""Reconciliation through the real stravalib against the Strava sandbox, on both
+stores (conftest STORE_FACTORIES): what the webhook never said is repaired at the
+counted read cost. The sandbox has no webhook subscription here, so every event is
+dropped, as Strava may drop one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from garmin2strava.adapters.strava import StravaAdapter
+from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
+from garmin2strava.domain.models import Account
+from garmin2strava.ports import Store
+from garmin2strava.sandbox.strava import StravaSandbox
+from garmin2strava.services.reconcile import reconcile_account, reconcile_all, reconcile_due
+
+pytestmark = pytest.mark.integration
+
+ATHLETE = 601
+USER = "u1"
+
+
+def connected(sandbox: StravaSandbox, store: Store) -> StravaAdapter:
+    refresh = sandbox.add_athlete(ATHLETE)
+    tokens = bootstrap_tokens_from_refresh_token(
+        sandbox.client_id, sandbox.client_secret, refresh, sandbox.base_url
+    )
+    assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
+    store.put_account(Account(user_id=USER, strava_athlete_id=ATHLETE))
+    return StravaAdapter(
+        store,
+        USER,
+        client_id=sandbox.client_id,
+        client_secret=sandbox.client_secret,
+        base_url=sandbox.base_url,
+        background=True,
+    )
+
+
+def test_pass_repairs_dropped_create_delete_and_rename_at_the_counted_cost(
+    sandbox: StravaSandbox, store: Store
+) -> None:
+    """After a first pass mirrored three activities, Strava gets a new one, loses one
+    and renames (and hides) one, all without an event: the next pass adds, soft-deletes
+    and renames them for 1 list read + 1 fetch (the new one) + 1 check (the lost one)."""
+    strava = connected(sandbox, store)
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [
+        sandbox.add_activity(ATHLETE, start_utc=now - timedelta(days=d), elapsed_s=1800)
+        for d in (3, 2, 1)
+    ]
+    first = reconcile_account(store, strava, USER, now=now)
+    assert first.complete
+    assert sorted(first.added) == sorted(ids)
+    assert {w.activity_id for w in store.list_workouts(USER)} == set(ids)
+    assert not reconcile_due(store, USER, now=now + timedelta(hours=23), every=timedelta(days=1))
+
+    kept, lost, renamed = ids
+    new = sandbox.add_activity(ATHLETE, start_utc=now - timedelta(hours=5), elapsed_s=2400)
+    sandbox.delete_activity(lost)
+    sandbox.update_activity(renamed, title="Renamed on strava.com", private=True)
+    sandbox.requests.clear()
+
+    later = now + timedelta(days=1)
+    (report,) = reconcile_all(store, lambda _: strava, now=later, every=timedelta(days=1))
+    assert report.complete
+    assert (report.added, report.deleted, report.changed) == ([new], [lost], [renamed])
+    assert report.reads == 3
+    assert dict(sandbox.requests) == {"list": 1, "activity": 2}
+
+    gone = store.get_workout(USER, lost)
+    assert gone is not None
+    assert gone.is_deleted
+    row = store.get_workout(USER, renamed)
+    assert row is not None
+    assert (row.name, row.is_private) == ("Renamed on strava.com", True)
+    assert row.raw is not None
+    assert row.raw["visibility"] == "only_me"
+    assert store.get_workout(USER, new) is not None
+    untouched = store.get_workout(USER, kept)
+    assert untouched is not None
+    assert not untouched.is_deleted
+
+    # Nothing left to repair: the next pass costs its one list read.
+    sandbox.requests.clear()
+    (quiet,) = reconcile_all(
+        store, lambda _: strava, now=later + timedelta(days=1), every=timedelta(days=1)
+    )
+    assert (quiet.added, quiet.deleted, quiet.changed, quiet.reads) == ([], [], [], 1)
+    assert dict(sandbox.requests) == {"list": 1}
+
+
+def test_pass_stops_at_the_uploaders_reserve_and_is_done_again(
+    sandbox: StravaSandbox, store: Store
+) -> None:
+    """With 85 of 100 reads spent, a pass sends nothing, records no pass (it stays
+    due) and says when the budget reopens."""
+    strava = connected(sandbox, store)
+    now = datetime.now(UTC)
+    sandbox.add_activity(ATHLETE, start_utc=now - timedelta(days=1), elapsed_s=1800)
+    sandbox.set_usage(short_all=85, daily_all=85, short_read=85, daily_read=85)
+    StravaAdapter(
+        store,
+        USER,
+        client_id=sandbox.client_id,
+        client_secret=sandbox.client_secret,
+        base_url=sandbox.base_url,
+    ).get_athlete_id()  # an ordinary read: the budget learns the figures
+    sandbox.requests.clear()
+    report = reconcile_account(store, strava, USER, now=now)
+    assert not report.complete
+    assert report.deferred_until is not None
+    assert dict(sandbox.requests) == {}
+    assert reconcile_due(store, USER, now=now, every=timedelta(days=1))
