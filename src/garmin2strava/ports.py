@@ -29,6 +29,7 @@ __all__ = [
     "GarminPort",
     "Store",
     "StravaPort",
+    "StravaUploads",
     "TokenCipher",
 ]
 
@@ -167,8 +168,8 @@ class GarminPort(Protocol):
         ...
 
 
-class StravaPort(Protocol):
-    """One Strava athlete's API, within the application's shared rate budget.
+class StravaUploads(Protocol):
+    """What the uploader asks of one Strava athlete's API: is it there, upload, status.
 
     Every method raises RateLimited instead of sleeping when the budget is spent.
     """
@@ -189,6 +190,11 @@ class StravaPort(Protocol):
     ) -> UploadStatus: ...
 
     def get_upload(self, upload_id: int) -> UploadStatus: ...
+
+
+class StravaPort(StravaUploads, Protocol):
+    """One Strava athlete's API, within the application's shared rate budget: the
+    uploader's calls and the mirror's reads."""
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         """The raw DetailedActivity JSON. Raises StravaNotFound."""

@@ -20,9 +20,9 @@ from garmin2strava.adapters.strava_oauth import (
     bootstrap_tokens_from_refresh_token,
     exchange_code,
 )
+from garmin2strava.domain.activities import UploadState, read_upload_status
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
-from garmin2strava.domain.uploads import UploadState, read_upload_status
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
 from garmin2strava.sandbox.fitgen import build_activity_fit
 from garmin2strava.sandbox.strava import StravaSandbox
