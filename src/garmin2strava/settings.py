@@ -1,4 +1,4 @@
-"""Settings from the environment and an optional `.env` (DESIGN.md "Settings").
+"""Settings from the environment and an optional `.env` (README.md "Settings").
 
 Credentials use the names the ecosystem already uses; the daemon's own knobs use the
 `G2S_` prefix. `load_settings()` turns any validation error into one ConfigError line

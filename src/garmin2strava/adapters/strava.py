@@ -1,7 +1,7 @@
 """ports.StravaPort on stravalib (with strava_oauth and strava_subscriptions, the only
 modules that import it).
 
-What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
+What this adds to stravalib 2.x:
 - the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
 - the rate budget: application-wide, kept in the store from Strava's headers and
   checked before every request; a spent budget or a 429 raises RateLimited instead of

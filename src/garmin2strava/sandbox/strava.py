@@ -4,7 +4,7 @@ Stdlib only, but for `fitdecode`: uploaded files are judged by the sandbox's own
 reader (sandbox/activity_files.py), never by the daemon's file check, so the two can
 disagree and a test can see it. Chained FIT files are accepted; corrupt files and files
 without time information end as upload errors in Strava's words. It emulates what
-this project depends on (docs/strava-api.md), including the traps: rotating refresh
+this project depends on (docs/architecture.md), including the traps: rotating refresh
 tokens, per-application rate limits with the real headers and 429
 body, uploads that are "still being processed" first, duplicates reported as an upload
 error in the plain or the HTML form, and tokens accepted as a Bearer header or as the

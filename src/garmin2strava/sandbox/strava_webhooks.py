@@ -1,6 +1,6 @@
 """The Strava emulator's push subscriptions and webhook event delivery.
 
-Stdlib only. As Strava does (docs/strava-api.md, "Webhooks"): one subscription per
+Stdlib only. As Strava does (developers.strava.com/docs/webhooks): one subscription per
 application; creating it calls the callback with the `hub.*` handshake first and
 succeeds only on a 200 with the echoed challenge within 2 s; every change then POSTs
 an event to the callback, three attempts in all when the answer is not a 200 within

@@ -1,6 +1,6 @@
 """Item keys and model <-> plain-dict codecs shared by the SQLite and DynamoDB stores.
 
-Attribute names are the DynamoDB ones (DESIGN.md "Data model"): camelCase, datetimes
+Attribute names are the DynamoDB ones (docs/architecture.md, "Data model"): camelCase, datetimes
 as fixed-width ISO 8601 UTC strings (`2024-05-01T07:00:00.000000Z`) so that string
 order is time order, which the sort keys rely on. Values are plain JSON types; the
 DynamoDB adapter converts floats to Decimal itself.

@@ -1,4 +1,4 @@
-"""ports.Store on one DynamoDB table: the items of DESIGN.md "Data model", no Scan.
+"""ports.Store on one DynamoDB table: the items of docs/architecture.md, "Data model", no Scan.
 
 Keys and attribute bodies come from codec.py, shared with the SQLite store, so both
 hold the same items. What this module adds:

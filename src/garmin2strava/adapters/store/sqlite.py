@@ -1,7 +1,7 @@
 """The embedded store: ports.Store over one SQLite file that mirrors the DynamoDB items.
 
 One table `items(pk, sk, body JSON, version, expires_at, lsi1sk, gsi1pk, gsi1sk)` holds
-exactly the items of DESIGN.md "Data model"; codec.py builds keys and bodies for both
+exactly the items of docs/architecture.md, "Data model"; codec.py builds keys and bodies for both
 stores. Secondary columns exist only where a query needs them, and each one is
 something DynamoDB can index the same way (no scans):
 - `lsi1sk`: workouts by start time (`workouts_starting_between`, `list_workouts`) and
