@@ -344,7 +344,7 @@ def test_spent_budget_refuses_reads_but_keeps_the_reserve_for_polls(
     status = upload_run(adapter, tmp_path)
     sandbox.set_usage(short_all=96, daily_all=96, short_read=96, daily_read=96)
     list_window(adapter)  # 97 of 100, reserve 5
-    assert not adapter.can_spend_reads()
+    assert not adapter.budget().can_spend(1, 0, datetime.now(UTC))
     with pytest.raises(RateLimited):
         list_window(adapter)
     assert sandbox.requests["list"] == 1

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from garmin2strava.domain import activities as rules
 from garmin2strava.domain.models import (
@@ -55,9 +56,18 @@ from garmin2strava.errors import (
     StravaAuthError,
     TransientError,
 )
-from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaUploads
+from garmin2strava.ports import (
+    Accounts,
+    ActivityFiles,
+    AuditLog,
+    GarminPort,
+    StravaUploads,
+    SyncLeases,
+    UploadLedger,
+    WorkoutQueries,
+)
 
-__all__ = ["CycleReport", "SyncConfig", "SyncDeps", "sync_account"]
+__all__ = ["CycleReport", "SyncConfig", "SyncDeps", "SyncStore", "sync_account"]
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +92,17 @@ class SyncConfig:
     audit_retention_days: int = 7
 
 
+class SyncStore(Accounts, UploadLedger, SyncLeases, AuditLog, WorkoutQueries, Protocol):
+    """What one cycle keeps: the account, its ledger, its lease, its audit trail; it
+    reads the mirror to find what is already on Strava."""
+
+
 @dataclass(slots=True)
 class SyncDeps:
     """What one account's cycle works with. `strava` is built only when first needed,
     so a cycle with nothing to do makes no Strava request and reads no Strava token."""
 
-    store: Store
+    store: SyncStore
     garmin: Callable[[], GarminPort]
     strava: Callable[[], StravaUploads]
     files: ActivityFiles
@@ -142,7 +157,7 @@ class _Cycle:
         return self.deps.config
 
     @property
-    def store(self) -> Store:
+    def store(self) -> SyncStore:
         return self.deps.store
 
     def garmin(self) -> GarminPort:
