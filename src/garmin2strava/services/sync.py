@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from garmin2strava.domain import activities as rules
 from garmin2strava.domain.models import (
@@ -66,12 +66,16 @@ from garmin2strava.ports import (
     UploadLedger,
     WorkoutQueries,
 )
+from garmin2strava.services.account_control import pause_reason, paused_reason_of
 
-__all__ = ["CycleReport", "SyncConfig", "SyncDeps", "SyncStore", "sync_account"]
+__all__ = ["MAX_CYCLE_ITEMS", "CycleReport", "SyncConfig", "SyncDeps", "SyncStore", "sync_account"]
 
 log = logging.getLogger(__name__)
 
 _MAX_GARMIN_BACKOFF_S = 30 * 24 * 3600
+# What one `sync.cycle` audit event lists at most (a DynamoDB item stays far below its
+# 400 KB); a backfill cycle beyond this counts the rest in `itemsOmitted`.
+MAX_CYCLE_ITEMS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,8 @@ class _Cycle:
     strava_seen: dict[int, list[StravaActivity]] = field(default_factory=dict)
     # This cycle's uploads that Strava was still processing when they were accepted.
     awaiting: list[tuple[GarminActivity, LedgerEntry]] = field(default_factory=list)
+    # What this cycle did to each activity, for its `sync.cycle` audit event.
+    items: list[dict[str, Any]] = field(default_factory=list)
     garmin_client: GarminPort | None = None
     strava_client: StravaUploads | None = None
 
@@ -217,14 +223,16 @@ def sync_account(
         pass
     finally:
         if not dry_run:
-            store.release_lease(user_id, owner)
-            _record_cycle(cycle, started)  # 6.
+            try:  # 6. recorded under the lease: `accounts remove` waits for it
+                _record_cycle(cycle, started)
+            finally:
+                store.release_lease(user_id, owner)
     return report
 
 
 def _not_syncable(account: Account, now: datetime) -> str:
     if not account.enabled:
-        return "account disabled"
+        return paused_reason_of(account)
     if account.status is not AccountStatus.ACTIVE:
         detail = f": {account.status_detail}" if account.status_detail else ""
         return f"account {account.status.value}{detail}"
@@ -255,12 +263,7 @@ def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         todo = [a for a in todo if not rules.is_settled(cycle.ledger.get(a.activity_id))]
         # 4. per activity, after one Strava query per group of nearby candidates.
         _query_strava_for(cycle, todo)
-        for activity in todo:
-            if cycle.deps.stop.is_set():
-                log.info("sync.stopping", extra={"userId": cycle.user_id})
-                break
-            _renew_lease(cycle)
-            _sync_activity(cycle, activity)
+        _sync_activities(cycle, todo)
         # 5. poll once.
         _poll(cycle)
     except StravaAppInactive as exc:
@@ -310,6 +313,7 @@ def _reject_record(cycle: _Cycle, record: object, reason: str) -> None:
     if garmin_id is None:
         return
     cycle.report.note(UploadOutcome.SKIPPED, garmin_id, reason)
+    _item(cycle, garmin_id, UploadOutcome.SKIPPED, f"invalid activity record: {reason}")
     if cycle.dry_run:
         return
     if garmin_id not in cycle.store.get_uploads(cycle.user_id, [garmin_id]):
@@ -365,6 +369,19 @@ def _list_strava(cycle: _Cycle, after: datetime, before: datetime) -> Iterator[S
         if len(batch) < rules.QUERY_PAGE:
             return
         page += 1
+
+
+def _sync_activities(cycle: _Cycle, todo: Sequence[GarminActivity]) -> None:
+    """Oldest first, each under a renewed lease, until stopped or paused."""
+    for activity in todo:
+        if cycle.deps.stop.is_set():
+            log.info("sync.stopping", extra={"userId": cycle.user_id})
+            return
+        if (paused := pause_reason(cycle.store, cycle.user_id)) is not None:
+            cycle.report.skipped_reason = paused  # paused, removed or disconnected
+            return
+        _renew_lease(cycle)
+        _sync_activity(cycle, activity)
 
 
 def _sync_activity(cycle: _Cycle, activity: GarminActivity) -> None:
@@ -565,6 +582,7 @@ def _settle(
         strava_id=strava_id,
     )
     cycle.report.note(outcome, activity.activity_id, detail)
+    _item(cycle, activity.activity_id, outcome, detail, activity, stravaActivityId=strava_id)
     if not cycle.dry_run:
         cycle.store.put_upload(settled)
     cycle.ledger[activity.activity_id] = settled
@@ -613,6 +631,7 @@ def _fail(
     cycle.ledger[activity.activity_id] = failed
     cycle.report.note(failed.outcome, activity.activity_id, message)
     if failed.outcome is UploadOutcome.DEAD:
+        _item(cycle, activity.activity_id, failed.outcome, message, activity)
         _audit(cycle, "upload.gave_up", {"activityId": activity.activity_id, "error": message})
         log.error(
             "upload.gave_up",
@@ -624,6 +643,7 @@ def _fail(
             },
         )
         return
+    _item(cycle, activity.activity_id, failed.outcome, message, activity, attempts=failed.attempts)
     log.warning(
         "upload.failed",
         extra={
@@ -694,8 +714,21 @@ def _record_cycle(cycle: _Cycle, started: float) -> None:
             last_cycle_summary=summary,
         )
     )
-    if report.outcomes or not report.ok:
-        _audit(cycle, "sync.cycle", {"ok": report.ok, "outcomes": summary, "error": report.error})
+    # The cycle's own audit event, idle cycles included: what `garmin2strava history`
+    # and the status page read back.
+    items = cycle.items[:MAX_CYCLE_ITEMS]
+    detail: dict[str, object] = {
+        "ok": report.ok,
+        "durationMs": duration_ms,
+        "outcomes": summary,
+        "error": report.error,
+        "stopped": report.skipped_reason,
+        "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
+        "items": items,
+    }
+    if len(cycle.items) > len(items):
+        detail["itemsOmitted"] = len(cycle.items) - len(items)
+    _audit(cycle, "sync.cycle", detail)
     log.info(
         "sync.cycle",
         extra={
@@ -705,6 +738,26 @@ def _record_cycle(cycle: _Cycle, started: float) -> None:
             "outcomes": summary,
             "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
         },
+    )
+
+
+def _item(
+    cycle: _Cycle,
+    garmin_id: int,
+    outcome: str,
+    detail: str,
+    activity: GarminActivity | None = None,
+    **more: object,
+) -> None:
+    cycle.items.append(
+        {
+            "garminActivityId": garmin_id,
+            "outcome": outcome,
+            "name": activity.name if activity else "",
+            "startUtc": activity.start_utc.isoformat() if activity else None,
+            "detail": detail[:300],
+            **more,
+        }
     )
 
 
