@@ -27,6 +27,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from moto.server import ThreadedMotoServer
+
+from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
+from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome, Workout
+from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.sandbox.aws_lambda import deployed
+from garmin2strava.sandbox.scenario import seed_run
+
 COMMANDS: tuple[tuple[str, ...], ...] = (
     ("--help",),
     ("status",),
@@ -47,11 +57,6 @@ def _cli() -> list[str]:
 
 def seed(folder: Path) -> dict[str, str]:
     """A store the list commands have something to print from; the environment for it."""
-    from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
-    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
-    from garmin2strava.adapters.store.sqlite import SqliteStore
-    from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome, Workout
-    from garmin2strava.domain.webhook import WebhookEvent
 
     key = generate_token_key()
     db = folder / "g2s.sqlite3"
@@ -168,10 +173,6 @@ def _import_times(stderr: str) -> tuple[float, list[tuple[str, float]]]:
 
 
 def cold_idle_sync(folder: Path) -> None:
-    from moto.server import ThreadedMotoServer
-
-    from garmin2strava.sandbox.aws_lambda import deployed
-    from garmin2strava.sandbox.scenario import seed_run
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per moto request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -240,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="g2s-startup-") as tmp:
         folder = Path(tmp)
         env = seed(folder)
-        print(
-            f"cold start, median of {args.runs} (fresh interpreter each, seeded SQLite; load {os.getloadavg()[0]:.1f}):"
-        )
+        load = os.getloadavg()[0]
+        print(f"cold start, median of {args.runs} (fresh interpreter each; load {load:.1f}):")
         for command in COMMANDS:
             times, cpu = time_command(command, env, folder, args.runs)
             median = statistics.median(times)
