@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from garmin2strava.entrypoints import mirror_commands
+from garmin2strava.entrypoints import console_commands, mirror_commands
 from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
 from garmin2strava.errors import ConfigError, G2SError
 
@@ -302,9 +302,7 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
 def uploads_retry(garmin_activity_id: int, user: str | None) -> int:
     """Put a failed, dead or skipped activity back in the queue: the next cycle tries
     it again (its attempts start over). Local: no request now."""
-    from dataclasses import replace  # noqa: PLC0415 (light top level)
-
-    from garmin2strava.domain.models import UploadOutcome  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.account_control import retry_upload  # noqa: PLC0415
 
     settings = load()
     app = load_app(settings)
@@ -315,20 +313,9 @@ def uploads_retry(garmin_activity_id: int, user: str | None) -> int:
             f"no ledger entry for Garmin activity {garmin_activity_id} ({user_id})", file=sys.stderr
         )
         return 1
-    if entry.outcome not in {UploadOutcome.DEAD, UploadOutcome.SKIPPED, UploadOutcome.FAILED}:
+    if not retry_upload(app.store, user_id, garmin_activity_id, app.clock()):
         print(f"Garmin activity {garmin_activity_id} is {entry.outcome.value}: nothing to retry")
         return 1
-    now = app.clock()
-    app.store.put_upload(
-        replace(
-            entry,
-            outcome=UploadOutcome.FAILED,
-            attempts=0,
-            next_retry_at=now,
-            detail="retry requested",
-            updated_at=now,
-        )
-    )
     print(f"Garmin activity {garmin_activity_id} will be retried by the next cycle")
     return 0
 
@@ -487,7 +474,10 @@ def store_init() -> int:
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the temporary store and say where")
-def demo(keep: bool) -> int:
+@click.option(
+    "--serve", is_flag=True, help="keep the status page up after the demo (Ctrl-C ends it)"
+)
+def demo(keep: bool, serve: bool) -> int:
     """The real sync against local emulators of Garmin and Strava (no account needed).
 
     Runs the real garminconnect and stravalib clients against emulators on 127.0.0.1
@@ -495,7 +485,7 @@ def demo(keep: bool) -> int:
     """
     from garmin2strava.entrypoints.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(keep=keep)
+    return run_demo(keep=keep, serve=serve)
 
 
 for _command in (
@@ -503,6 +493,9 @@ for _command in (
     mirror_commands.mirror,
     mirror_commands.workouts,
     mirror_commands.events,
+    console_commands.history,
+    console_commands.accounts,
+    console_commands.disconnect,
 ):
     cli.add_command(_command)
 
