@@ -155,7 +155,7 @@ class _OriginalFilesOnUse:
     fitparse) cost nothing to the commands that never upload (`status`, the lists)."""
 
     def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
-        from garmin2strava.adapters.files import OriginalFiles  # noqa: PLC0415 (on use)
+        from garmin2strava.adapters.fitfile import OriginalFiles  # noqa: PLC0415 (on use)
 
         return OriginalFiles().prepare(original_zip, workdir)
 

@@ -420,7 +420,7 @@ def workout_as_strava_activity(workout: Workout) -> StravaActivity:
         athlete_id=workout.athlete_id,
         name=workout.name,
         sport_type=workout.sport_type,
-        start_utc=workout.start_date,
+        start_utc=workout.start_utc,
         elapsed_seconds=workout.elapsed_time,
         moving_seconds=workout.moving_time,
         distance_m=workout.distance,

@@ -39,8 +39,14 @@ from garmin2strava.domain.webhook import (
     parse_event,
     path_secret_matches,
 )
-from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_activity, soft_delete
-from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
+from garmin2strava.domain.workouts import apply_update, normalize_activity, soft_delete
+from garmin2strava.errors import (
+    InvalidActivity,
+    RateLimited,
+    StravaAuthError,
+    StravaNotFound,
+    TransientError,
+)
 from garmin2strava.ports import (
     AccessCheck,
     Accounts,
@@ -668,7 +674,7 @@ def _fetch(run: _Run, user_id: str, activity_id: int, as_of: datetime) -> Workou
         raise _Permanent(msg) from exc
     try:
         return normalize_activity(raw, user_id=user_id, updated_at=as_of)
-    except BadActivity as exc:
+    except InvalidActivity as exc:
         msg = f"activity {activity_id}: {exc}"
         raise _Permanent(msg) from exc
 
