@@ -140,7 +140,12 @@ class MirrorRuntime:
         """The webhook is live and the mirror healthy: a subscription id is known, the
         receiver has a path, and the worker ran without error within the last
         WORKER_FRESH_S. Otherwise the uploader polls, as without a webhook."""
-        if self.receiver.subscriptions.source is None or not self.receiver.has_path:
+        if not self.receiver.has_path:
+            return False
+        subscriptions = self.receiver.subscriptions
+        # The sync thread may read the store (once a cycle): a subscription made since
+        # the receiver last looked counts at once.
+        if subscriptions.current() is None and subscriptions.load() is None:
             return False
         last, error = self.stats.worker_last_run, self.stats.worker_last_error
         if last is None or error is not None:
