@@ -67,7 +67,7 @@ def seed(path: Path, activities: int, *, streams: bool) -> None:
                     athlete_id=42,
                     name=f"Morning Run {n}",
                     sport_type="Run",
-                    start_date=start,
+                    start_utc=start,
                     elapsed_time=3600,
                     moving_time=3500,
                     distance=10_000.0 + n,

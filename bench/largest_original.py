@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
     from garmin2strava.services.runner import sync_all
     from garmin2strava.settings import Settings
     import garmin2strava.adapters.garmin, garmin2strava.adapters.strava
-    import garmin2strava.adapters.fitfile, garmin2strava.adapters.files
+    import garmin2strava.adapters.fitfile
 
     values = json.loads(sys.argv[1])
     settings = Settings(_env_file=None, **values)

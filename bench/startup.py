@@ -86,7 +86,7 @@ def seed(folder: Path) -> dict[str, str]:
                     athlete_id=4242,
                     name=f"Run {i}",
                     sport_type="Run",
-                    start_date=start,
+                    start_utc=start,
                     elapsed_time=1800,
                     moving_time=1750,
                     distance=5000.0 + i,

@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garmin2strava.adapters.files import OriginalFiles
+from garmin2strava.adapters.fitfile import OriginalFiles
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, bootstrap, build_cipher
 from garmin2strava.logs import configure_logging

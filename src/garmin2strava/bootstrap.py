@@ -74,6 +74,9 @@ class App:
     stop: threading.Event = field(default_factory=threading.Event)
     poll_delay_s: float | None = None  # None: settings.upload_poll_delay_seconds
     garmin_retry_min_wait_s: float = 1.0
+    # Does the webhook settle uploads now? The daemon's `run` sets it (MirrorRuntime);
+    # elsewhere (plain `sync`, Lambda) every upload is polled.
+    webhook_settles: Callable[[], bool] = field(default=lambda: False)
 
     def garmin_for(self, user_id: str) -> GarminPort:
         from garmin2strava.adapters.garmin import GarminConnectAdapter  # noqa: PLC0415
@@ -147,6 +150,7 @@ class App:
             clock=self.clock,
             sleep=self.sleep,
             stop=self.stop,
+            webhook_settles=self.webhook_settles,
         )
 
 
@@ -155,7 +159,7 @@ class _OriginalFilesOnUse:
     fitparse) cost nothing to the commands that never upload (`status`, the lists)."""
 
     def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
-        from garmin2strava.adapters.files import OriginalFiles  # noqa: PLC0415 (on use)
+        from garmin2strava.adapters.fitfile import OriginalFiles  # noqa: PLC0415 (on use)
 
         return OriginalFiles().prepare(original_zip, workdir)
 

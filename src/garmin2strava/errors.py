@@ -95,7 +95,8 @@ class GarminRefused(G2SError):
 
 
 class InvalidActivity(G2SError):
-    """A Garmin activity-list record lacks a field we need or has a wrong type."""
+    """An activity record (a Garmin list record, a Strava activity's JSON) lacks a field
+    we need or has a wrong type; the message names it."""
 
 
 class FileRejected(G2SError):

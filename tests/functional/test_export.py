@@ -28,7 +28,7 @@ def workout(n: int) -> Workout:
         athlete_id=42,
         name=f'Run, "number" {n}',
         sport_type="Run",
-        start_date=T0 + timedelta(days=n),
+        start_utc=T0 + timedelta(days=n),
         elapsed_time=1800,
         moving_time=1700,
         distance=5000.0 + n,

@@ -66,6 +66,14 @@ class FakeStore:
         self.streams: dict[tuple[str, int], ActivityStreams] = {}
         self.pending_streams: set[tuple[str, int]] = set()
         self.app_state: dict[str, dict[str, Any]] = {}
+        self.uploads: dict[tuple[str, int], LedgerEntry] = {}
+
+    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
+        found = ((gid, self.uploads.get((user_id, gid))) for gid in garmin_ids)
+        return {gid: entry for gid, entry in found if entry is not None}
+
+    def put_upload(self, entry: LedgerEntry) -> None:
+        self.uploads[(entry.user_id, entry.garmin_activity_id)] = entry
 
     def get_account(self, user_id: str) -> Account | None:
         return self.accounts.get(user_id)

@@ -111,7 +111,7 @@ def test_stored_escape_sequences_and_surrogates_are_shown_escaped(
                 athlete_id=pair.athlete_id,
                 name="\x1b[31mRed\rtitle \ud800",
                 sport_type="Run",
-                start_date=START,
+                start_utc=START,
                 elapsed_time=1800,
                 moving_time=1700,
                 distance=5000.0,

@@ -68,7 +68,7 @@ def _raw(size: int) -> dict[str, Any]:
 def _workout(raw: dict[str, Any], updated_at: datetime) -> Workout:
     return Workout(
         user_id="u1", activity_id=7, athlete_id=42, name="Long Ride", sport_type="Ride",
-        start_date=T0, elapsed_time=21600, moving_time=None, distance=None,
+        start_utc=T0, elapsed_time=21600, moving_time=None, distance=None,
         total_elevation_gain=None, external_id=None, upload_id=None, is_private=False,
         is_deleted=False, updated_at=updated_at, raw=raw,
     )  # fmt: skip

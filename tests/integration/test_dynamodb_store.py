@@ -10,6 +10,7 @@ import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import boto3
 import pytest
 
 from garmin2strava.adapters.crypto import AesGcmCipher
-from garmin2strava.adapters.store import dynamodb
+from garmin2strava.adapters.store import dynamodb_workouts
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.domain.models import (
     Account,
@@ -79,7 +80,7 @@ def _workout(activity_id: int, *, start: datetime = T0, deleted: bool = False) -
         athlete_id=42,
         name="Morning Run",
         sport_type="Run",
-        start_date=start,
+        start_utc=start,
         elapsed_time=1800,
         moving_time=1750,
         distance=5012.5,
@@ -147,10 +148,14 @@ def test_no_operation_scans(client: DynamoDBClient, table: str) -> None:
 
 
 def test_source_has_no_scan() -> None:
-    """The store module never calls scan (a grep, so no future code path adds one)."""
-    source = inspect.getsource(dynamodb).lower()
-    assert "scan(" not in source
-    assert '"scan"' not in source
+    """No module of the DynamoDB store calls scan (a grep, so no future code path adds
+    one): the store and every mixin and helper it is made of."""
+    modules = sorted(Path(inspect.getfile(dynamodb_workouts)).parent.glob("dynamodb*.py"))
+    assert len(modules) >= 8
+    for module in modules:
+        source = module.read_text().lower()
+        assert "scan(" not in source, module.name
+        assert '"scan"' not in source, module.name
 
 
 def test_tokens_are_encrypted_in_the_raw_item(
@@ -297,7 +302,7 @@ def test_throttling_becomes_transient(client: DynamoDBClient, table: str) -> Non
 
 def test_workout_reads_are_capped(store: DynamoDBStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """No workout read returns more than MAX_WORKOUTS items (3,000; lowered here)."""
-    monkeypatch.setattr(dynamodb, "MAX_WORKOUTS", 4)
+    monkeypatch.setattr(dynamodb_workouts, "MAX_WORKOUTS", 4)
     for activity_id in range(6):
         store.upsert_workout(_workout(activity_id, start=T0 + timedelta(minutes=activity_id)))
     assert len(store.list_workouts("u1", limit=100)) == 4
@@ -309,7 +314,7 @@ def test_deleted_workouts_count_towards_the_read_cap(
     store: DynamoDBStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The cap bounds items read, not items returned: filtered-out rows count too."""
-    monkeypatch.setattr(dynamodb, "MAX_WORKOUTS", 4)
+    monkeypatch.setattr(dynamodb_workouts, "MAX_WORKOUTS", 4)
     for activity_id in range(6):
         start = T0 + timedelta(minutes=activity_id)
         store.upsert_workout(_workout(activity_id, start=start, deleted=activity_id < 2))

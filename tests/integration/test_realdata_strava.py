@@ -208,7 +208,7 @@ def test_real_detailed_activities_are_mirrored_as_they_are(
     raw = adapter.get_activity(activity_id)
     workout = normalize_activity(raw, user_id=USER, updated_at=datetime.now(UTC))
     assert workout.activity_id == activity_id
-    assert workout.start_date == datetime.fromisoformat(expected.start).replace(tzinfo=UTC)
+    assert workout.start_utc == datetime.fromisoformat(expected.start).replace(tzinfo=UTC)
     assert workout.elapsed_time == expected.elapsed
     assert workout.distance == pytest.approx(expected.distance)
     assert workout.sport_type == expected.sport

@@ -72,7 +72,7 @@ def _workout(
         athlete_id=42,
         name=name,
         sport_type="Run",
-        start_date=start,
+        start_utc=start,
         elapsed_time=1800,
         moving_time=1750,
         distance=5012.5,

@@ -25,7 +25,7 @@ def _workout(activity_id: int, user_id: str = "u1", *, deleted: bool = False) ->
         athlete_id=42 if user_id == "u1" else 43,
         name="Run",
         sport_type="Run",
-        start_date=T0 + timedelta(hours=activity_id),
+        start_utc=T0 + timedelta(hours=activity_id),
         elapsed_time=1800,
         moving_time=None,
         distance=5000.0,

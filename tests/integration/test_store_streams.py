@@ -37,7 +37,7 @@ def _workout(
         athlete_id=42,
         name="Long Ride",
         sport_type="Ride",
-        start_date=start,
+        start_utc=start,
         elapsed_time=21600,
         moving_time=21000,
         distance=180_000.0,
@@ -162,7 +162,7 @@ def test_iter_workouts_pages_through_everything_oldest_first(store: Store) -> No
         store.upsert_workout(_workout(n + 1, start=T0 + timedelta(hours=n), deleted=n % 100 == 5))
     live = list(store.iter_workouts("u1", page_size=50))
     assert len(live) == 130 - 2
-    starts = [w.start_date for w in live]
+    starts = [w.start_utc for w in live]
     assert starts == sorted(starts)
     with_deleted = list(store.iter_workouts("u1", include_deleted=True, page_size=50))
     assert len(with_deleted) == 130

@@ -6,7 +6,7 @@ import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
-from garmin2strava.adapters.files import OriginalFiles
+from garmin2strava.adapters.fitfile import OriginalFiles
 from garmin2strava.sandbox.fitgen import build_activity_fit, build_gpx, zip_original
 
 START = datetime(2025, 6, 2, 6, 30, tzinfo=UTC)

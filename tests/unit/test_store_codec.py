@@ -70,7 +70,7 @@ def _workout(**changes: Any) -> Workout:
         athlete_id=42,
         name="Morning Run",
         sport_type="Run",
-        start_date=at,
+        start_utc=at,
         elapsed_time=1800,
         moving_time=None,
         distance=5000.0,

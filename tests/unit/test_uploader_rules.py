@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from garmin2strava.domain import activities as rules
 from garmin2strava.domain.activities import (
     EARLIEST_START,
     LATEST_START,
@@ -363,3 +364,67 @@ def test_upload_description_joins_garmin_and_configured() -> None:
     assert upload_description(" Legs ", "via g2s") == "Legs\n\nvia g2s"
     assert upload_description("", "via g2s") == "via g2s"
     assert upload_description("  ", None) is None
+
+
+# -- webhook-settled uploads -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("external_id", "garmin_id"),
+    [
+        ("garmin2strava_123", 123),
+        ("garmin2strava_20495000001.fit", 20495000001),  # Strava appends the extension
+        ("garmin2strava_7.fit.gz", 7),
+        ("garmin_ping_492266071674", None),  # Garmin's own sync
+        ("garmin2strava_", None),
+        ("garmin2strava_0123", None),
+        ("xgarmin2strava_12", None),
+        ("garmin2strava_12/../x", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_garmin_id_of_reads_only_our_external_ids(
+    external_id: str | None, garmin_id: int | None
+) -> None:
+    """Only an external_id we sent gives a Garmin id; anyone else's gives None."""
+    assert rules.garmin_id_of(external_id) == garmin_id
+
+
+@pytest.mark.parametrize(
+    ("outcome", "settles"),
+    [
+        (UploadOutcome.PENDING, True),
+        (UploadOutcome.PROCESSING, True),
+        (UploadOutcome.FAILED, True),
+        (UploadOutcome.UPLOADED, False),
+        (UploadOutcome.DUPLICATE, False),
+        (UploadOutcome.EXISTS, False),
+        (UploadOutcome.SKIPPED, False),
+        (UploadOutcome.DEAD, False),
+    ],
+)
+def test_a_create_settles_only_what_is_not_settled(outcome: UploadOutcome, settles: bool) -> None:
+    """The webhook's `create` of our upload settles a pending, processing or failed
+    entry as uploaded with the activity id; a settled one is left as it is."""
+    now = datetime(2025, 6, 2, 7, 0, tzinfo=UTC)
+    entry = LedgerEntry(
+        user_id="u1",
+        garmin_activity_id=5,
+        external_id="garmin2strava_5",
+        outcome=outcome,
+        updated_at=now - timedelta(minutes=1),
+        next_retry_at=now + timedelta(minutes=2) if outcome is UploadOutcome.FAILED else None,
+        upload_id=900,
+    )
+    settled = rules.settled_by_webhook(entry, 4242, now=now)
+    if not settles:
+        assert settled is None
+        return
+    assert settled is not None
+    assert (settled.outcome, settled.strava_activity_id, settled.upload_id) == (
+        UploadOutcome.UPLOADED,
+        4242,
+        900,
+    )
+    assert (settled.next_retry_at, settled.updated_at) == (None, now)

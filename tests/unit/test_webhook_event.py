@@ -22,11 +22,11 @@ from garmin2strava.domain.webhook import (
     redact_callback_url,
 )
 from garmin2strava.domain.workouts import (
-    BadActivity,
     apply_update,
     normalize_activity,
     soft_delete,
 )
+from garmin2strava.errors import InvalidActivity
 
 SUB = 120475
 STRAVA_EXAMPLE = {
@@ -265,7 +265,7 @@ def test_normalize_detailed_activity() -> None:
         athlete_id=134815,
         name="Morning Run",
         sport_type="TrailRun",
-        start_date=datetime(2018, 2, 16, 14, 52, 54, tzinfo=UTC),
+        start_utc=datetime(2018, 2, 16, 14, 52, 54, tzinfo=UTC),
         elapsed_time=4500,
         moving_time=4410,
         distance=12345.6,
@@ -301,8 +301,8 @@ def test_normalize_falls_back_to_legacy_type_and_nulls() -> None:
     ],
 )
 def test_normalize_rejects_broken_activity(broken: dict[str, Any]) -> None:
-    """A missing or mistyped field raises BadActivity instead of storing garbage."""
-    with pytest.raises(BadActivity):
+    """A missing or mistyped field raises InvalidActivity instead of storing garbage."""
+    with pytest.raises(InvalidActivity):
         normalize_activity(DETAILED | broken, user_id="u1", updated_at=T0)
 
 

@@ -13,6 +13,11 @@ case-insensitive). One candidate: that one. Several: the one named like Garmin's
 guessing which file to upload.
 
 The check never rewrites the file: what is uploaded is the file as Garmin gave it.
+`OriginalFiles.prepare` (extract, check, and gzip what is large) is what the uploader
+calls: a checked file over `GZIP_ABOVE_BYTES` goes to Strava gzipped (`fit.gz`,
+`gpx.gz`, `tcx.gz`), because the HTTP client builds the multipart body in memory at
+twice the file's size; the gzip stream is written from disk in chunks, and Strava
+inflates it to the file's own bytes.
 
 FIT. A file may be a chain of FIT files (watches append a heart-rate strap's swim or
 triathlon data as chained `hr` segments). Every segment's header (size 12 or 14,
@@ -66,6 +71,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import stat
 import struct
 import sys
@@ -82,12 +88,15 @@ from xml.parsers import expat
 from fitparse import profile
 from fitparse.records import BASE_TYPES
 
+from garmin2strava.domain.models import PreparedFile
 from garmin2strava.errors import ArchiveRejected, FileRejected
 
 __all__ = [
     "DATA_TYPES",
+    "GZIP_ABOVE_BYTES",
     "ActivityFile",
     "FileSummary",
+    "OriginalFiles",
     "extract_original",
     "fit_crc16",
     "summarize_upload",
@@ -162,7 +171,7 @@ def extract_original(
         target = workdir / f"activity.{data_type}"
         limit = min(chosen.file_size, max_total_bytes)
         _inflate(archive, chosen, target, limit=limit, max_ratio=max_ratio)
-    log.debug("original_extracted member_bytes=%s data_type=%s", chosen.file_size, data_type)
+    log.debug("original_extracted", extra={"memberBytes": chosen.file_size, "dataType": data_type})
     return ActivityFile(path=target, data_type=data_type)
 
 
@@ -951,3 +960,33 @@ def _summarize_xml(stream: _Readable, kind: str) -> FileSummary:
     except expat.ExpatError as exc:
         raise FileRejected(f"{label} file is not well-formed XML ({exc})") from None
     return handlers.summary()
+
+
+# -- what goes to Strava ------------------------------------------------------------------
+
+GZIP_ABOVE_BYTES = 8 * MiB  # a 6-hour ride's FIT is under 1 MiB
+
+
+class OriginalFiles:
+    """The uploader's ActivityFiles: extract the ORIGINAL, check it, gzip it when large."""
+
+    def __init__(self, *, gzip_above_bytes: int = GZIP_ABOVE_BYTES) -> None:
+        self._gzip_above = gzip_above_bytes
+
+    def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
+        extracted = extract_original(original_zip, workdir)
+        summary = validate_activity_file(extracted)
+        path, data_type = extracted.path, extracted.data_type
+        if path.stat().st_size > self._gzip_above:
+            path, data_type = _gzipped(path), f"{data_type}.gz"
+        return PreparedFile(
+            path=path, data_type=data_type, start_utc=summary.start_utc, sport=summary.sport
+        )
+
+
+def _gzipped(path: Path) -> Path:
+    target = path.with_name(path.name + ".gz")
+    with path.open("rb") as source, gzip.open(target, "wb", compresslevel=6) as out:
+        shutil.copyfileobj(source, out, _CHUNK)
+    path.unlink()
+    return target

@@ -236,7 +236,9 @@ class StravaAdapter:
             raise RateLimited(until, "Strava read budget kept for the uploader")
         if not budget.can_spend(reads, uploads, now, priority=self._priority):
             until = budget.next_reset(now, reads, uploads, priority=self._priority)
-            log.info("strava.budget_spent user_id=%s until=%s", self._user_id, until.isoformat())
+            log.info(
+                "strava.budget_spent", extra={"userId": self._user_id, "until": until.isoformat()}
+            )
             raise RateLimited(until)
 
     def _record_budget(
@@ -250,11 +252,8 @@ class StravaAdapter:
         budget = stored.observe(response.headers, now).merge(stored, now)
         if response.status_code == 429:  # noqa: PLR2004 - HTTP status
             budget = budget.rate_limited(now)
-            log.warning(
-                "strava.rate_limited user_id=%s until=%s",
-                self._user_id,
-                budget.blocked_until.isoformat() if budget.blocked_until else "",
-            )
+            until = budget.blocked_until.isoformat() if budget.blocked_until else None
+            log.warning("strava.rate_limited", extra={"userId": self._user_id, "until": until})
         self._store.put_app_state(self._budget_key, budget.to_dict())
 
     # -- tokens --------------------------------------------------------------------------
@@ -329,10 +328,12 @@ class StravaAdapter:
         )
         if stored is not None:
             log.info(
-                "strava.token_refreshed user_id=%s athlete_id=%s expires_at=%s",
-                self._user_id,
-                stale.athlete_id,
-                fresh.expires_at,
+                "strava.token_refreshed",
+                extra={
+                    "userId": self._user_id,
+                    "athleteId": stale.athlete_id,
+                    "expiresAt": fresh.expires_at,
+                },
             )
             self._store.add_audit(  # the sync history shows each refresh
                 AuditEvent(

@@ -58,6 +58,7 @@ __all__ = [
     "external_id_for",
     "failed",
     "find_match",
+    "garmin_id_of",
     "group_by_span",
     "intent",
     "is_due",
@@ -78,6 +79,7 @@ __all__ = [
     "retry_delay",
     "settle_known",
     "settled",
+    "settled_by_webhook",
     "sport_family",
     "strava_sport_family",
     "upload_description",
@@ -247,6 +249,35 @@ def is_our_external_id(value: str | None, garmin_activity_id: int) -> bool:
         return False
     ours = external_id_for(garmin_activity_id)
     return value == ours or value.startswith(ours + ".")
+
+
+_OUR_EXTERNAL_ID = re.compile(
+    re.escape(EXTERNAL_ID_PREFIX) + r"([1-9][0-9]{0,18})(?:\.[A-Za-z0-9.]{1,10})?"
+)
+
+
+def garmin_id_of(external_id: str | None) -> int | None:
+    """The Garmin activity id in an external_id we sent (`garmin2strava_{id}`, perhaps
+    with the file extension Strava appends); None for anyone else's."""
+    found = _OUR_EXTERNAL_ID.fullmatch(external_id or "")
+    return int(found.group(1)) if found else None
+
+
+def settled_by_webhook(
+    entry: LedgerEntry, strava_activity_id: int, *, now: datetime
+) -> LedgerEntry | None:
+    """The ledger entry once the webhook's `create` showed our upload as an activity;
+    None when there is nothing to settle (already settled, or never uploaded)."""
+    if entry.outcome not in (UploadOutcome.PENDING, UploadOutcome.PROCESSING, UploadOutcome.FAILED):
+        return None
+    return replace(
+        entry,
+        outcome=UploadOutcome.UPLOADED,
+        strava_activity_id=strava_activity_id,
+        detail="settled by the webhook's create event",
+        next_retry_at=None,
+        updated_at=now,
+    )
 
 
 def oldest_first(activities: Iterable[GarminActivity]) -> list[GarminActivity]:
@@ -420,7 +451,7 @@ def workout_as_strava_activity(workout: Workout) -> StravaActivity:
         athlete_id=workout.athlete_id,
         name=workout.name,
         sport_type=workout.sport_type,
-        start_utc=workout.start_date,
+        start_utc=workout.start_utc,
         elapsed_seconds=workout.elapsed_time,
         moving_seconds=workout.moving_time,
         distance_m=workout.distance,

@@ -194,7 +194,7 @@ class Workout:
     athlete_id: int
     name: str
     sport_type: str
-    start_date: datetime  # aware, UTC
+    start_utc: datetime  # aware, UTC
     elapsed_time: int
     moving_time: int | None
     distance: float | None

@@ -8,16 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from garmin2strava.domain.models import Workout
+from garmin2strava.errors import InvalidActivity
 
-__all__ = ["BadActivity", "apply_update", "normalize_activity", "soft_delete"]
+__all__ = ["apply_update", "normalize_activity", "soft_delete"]
 
 
 # The Workout fields an update event can carry (`title`, `type`, `private`).
 _UPDATE_FIELDS = ("name", "sport_type", "is_private")
-
-
-class BadActivity(ValueError):
-    """Strava's activity JSON lacks a field the mirror needs, or has a wrong type."""
 
 
 def normalize_activity(raw: Mapping[str, Any], *, user_id: str, updated_at: datetime) -> Workout:
@@ -31,7 +28,7 @@ def normalize_activity(raw: Mapping[str, Any], *, user_id: str, updated_at: date
         name=_str(raw, "name"),
         # `type` is the legacy coarse field; older payloads carry only that one.
         sport_type=_str(raw, "sport_type") if raw.get("sport_type") else _str(raw, "type"),
-        start_date=_utc(raw.get("start_date")),
+        start_utc=_utc(raw.get("start_date")),
         elapsed_time=_int(raw, "elapsed_time"),
         moving_time=_opt_int(raw, "moving_time"),
         distance=_opt_float(raw, "distance"),
@@ -104,7 +101,7 @@ def _changed_before(times: Mapping[str, datetime], updated_at: datetime) -> dict
 
 def _as_int(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise BadActivity(f"{name} must be an integer")
+        raise InvalidActivity(f"{name} must be an integer")
     return value
 
 
@@ -122,14 +119,14 @@ def _opt_float(raw: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise BadActivity(f"{name} must be a number")
+        raise InvalidActivity(f"{name} must be a number")
     return float(value)
 
 
 def _str(raw: Mapping[str, Any], name: str) -> str:
     value = raw.get(name)
     if not isinstance(value, str):
-        raise BadActivity(f"{name} must be a string")
+        raise InvalidActivity(f"{name} must be a string")
     return value
 
 
@@ -140,11 +137,11 @@ def _opt_str(raw: Mapping[str, Any], name: str) -> str | None:
 
 def _utc(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise BadActivity("start_date must be an ISO 8601 string")
+        raise InvalidActivity("start_date must be an ISO 8601 string")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise BadActivity("start_date is not ISO 8601") from None
+        raise InvalidActivity("start_date is not ISO 8601") from None
     if parsed.tzinfo is None:
-        raise BadActivity("start_date has no time zone")
+        raise InvalidActivity("start_date has no time zone")
     return parsed.astimezone(UTC)

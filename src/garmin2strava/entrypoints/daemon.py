@@ -199,7 +199,6 @@ def _thread_body(
 _SYNC_MODULES = (
     "garmin2strava.adapters.garmin",
     "garmin2strava.adapters.strava",
-    "garmin2strava.adapters.files",
 )
 
 

@@ -105,9 +105,9 @@ def _mirror_steps(
 
     rows = app.store.list_workouts(user_id, include_deleted=True)
     print(f"\nThe mirror ({len(rows)} rows):")
-    for w in sorted(rows, key=lambda w: w.start_date):
+    for w in sorted(rows, key=lambda w: w.start_utc):
         flag = "  [deleted]" if w.is_deleted else ""
-        print(f"  {w.start_date:%a %d %b %H:%M}  {w.sport_type:<10} {w.name}{flag}")
+        print(f"  {w.start_utc:%a %d %b %H:%M}  {w.sport_type:<10} {w.name}{flag}")
     by_id = {w.activity_id: w for w in rows}
     renamed_row, deleted_row = by_id.get(renamed.activity_id), by_id.get(deleted.activity_id)
     return (

@@ -326,7 +326,7 @@ def workout_json(w: Workout) -> dict[str, Any]:
         "athleteId": w.athlete_id,
         "name": w.name,
         "sportType": w.sport_type,
-        "startDate": w.start_date.isoformat(),
+        "startDate": w.start_utc.isoformat(),
         "elapsedTime": w.elapsed_time,
         "movingTime": w.moving_time,
         "distance": w.distance,
@@ -362,7 +362,7 @@ def workouts_list(as_json: bool, include_deleted: bool, user: str | None) -> int
         km = f"{w.distance / 1000:.2f}" if w.distance is not None else "-"
         flags = (" [deleted]" if w.is_deleted else "") + (" [private]" if w.is_private else "")
         print(
-            f"{w.activity_id:>12}  {w.start_date:%Y-%m-%d %H:%M}  {shown(w.sport_type):<12} "
+            f"{w.activity_id:>12}  {w.start_utc:%Y-%m-%d %H:%M}  {shown(w.sport_type):<12} "
             f"{km:>6}  {shown(w.name)}{flags}"
         )
     return 0

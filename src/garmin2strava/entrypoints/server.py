@@ -76,6 +76,10 @@ def build_receiver(app: App, queue: SqliteEventQueue, stats: MirrorStats) -> Web
     )
 
 
+# The worker runs every second or so; a minute without a pass means it is stuck.
+WORKER_FRESH_S = 60.0
+
+
 class MirrorRuntime:
     """The queue, the counters, the listeners, the two ASGI apps and the two thread
     bodies. Building it binds both listeners (ConfigError when one cannot be)."""
@@ -128,6 +132,25 @@ class MirrorRuntime:
                 self.admin.close()
             raise
         self.receiver = build_receiver(app, self.queue, self.stats)
+        # From now on the worker's fetch of each `create` settles our uploads, as long
+        # as the webhook is live (see webhook_settles).
+        app.webhook_settles = self.webhook_settles
+
+    def webhook_settles(self) -> bool:
+        """The webhook is live and the mirror healthy: a subscription id is known, the
+        receiver has a path, and the worker ran without error within the last
+        WORKER_FRESH_S. Otherwise the uploader polls, as without a webhook."""
+        if not self.receiver.has_path:
+            return False
+        subscriptions = self.receiver.subscriptions
+        # The sync thread may read the store (once a cycle): a subscription made since
+        # the receiver last looked counts at once.
+        if subscriptions.current() is None and subscriptions.load() is None:
+            return False
+        last, error = self.stats.worker_last_run, self.stats.worker_last_error
+        if last is None or error is not None:
+            return False
+        return (self.app.clock() - last).total_seconds() <= WORKER_FRESH_S
 
     def _health(self) -> HealthReport:
         interval = self.app.settings.sync_interval_seconds

@@ -65,7 +65,7 @@ def workout_record(workout: Workout) -> dict[str, Any]:
     return {
         "activityId": workout.activity_id,
         "athleteId": workout.athlete_id,
-        "startDate": workout.start_date.isoformat(),
+        "startDate": workout.start_utc.isoformat(),
         "name": workout.name,
         "sportType": workout.sport_type,
         "elapsedTime": workout.elapsed_time,
@@ -144,7 +144,7 @@ def _csv_samples(store: Store, rows: Iterator[Workout], out: TextIO) -> ExportRe
             continue
         data = {kind: kept.streams.get(kind, {}).get("data") or [] for kind in STREAM_TYPES}
         for n in range(kept.samples()):
-            cells: list[str] = [str(workout.activity_id), workout.start_date.isoformat()]
+            cells: list[str] = [str(workout.activity_id), workout.start_utc.isoformat()]
             for kind in STREAM_TYPES:
                 value = data[kind][n] if n < len(data[kind]) else None
                 if kind == "latlng":

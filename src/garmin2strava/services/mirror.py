@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from garmin2strava.domain.models import AccountStatus, AuditEvent, Workout
+from garmin2strava.domain import activities as rules
+from garmin2strava.domain.models import AccountStatus, AuditEvent, LedgerEntry, Workout
 from garmin2strava.domain.webhook import (
     BadEvent,
     QueuedEvent,
@@ -39,8 +40,14 @@ from garmin2strava.domain.webhook import (
     parse_event,
     path_secret_matches,
 )
-from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_activity, soft_delete
-from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
+from garmin2strava.domain.workouts import apply_update, normalize_activity, soft_delete
+from garmin2strava.errors import (
+    InvalidActivity,
+    RateLimited,
+    StravaAuthError,
+    StravaNotFound,
+    TransientError,
+)
 from garmin2strava.ports import (
     AccessCheck,
     Accounts,
@@ -83,11 +90,26 @@ SUBSCRIPTION_STATE_KEY = "webhook_subscription"
 _LOG_EVERY_S = 60.0  # an attacker's flood of one kind costs one log line a minute
 
 
+class OurUploads(Protocol):
+    """The two ledger operations of a `create` that shows our upload as an activity."""
+
+    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]: ...
+    def put_upload(self, entry: LedgerEntry) -> None: ...
+
+
 class MirrorStore(
-    Accounts, StravaTokenStore, AuditLog, WorkoutMirror, StreamStore, AppState, Protocol
+    Accounts,
+    StravaTokenStore,
+    AuditLog,
+    WorkoutMirror,
+    StreamStore,
+    AppState,
+    OurUploads,
+    Protocol,
 ):
     """What the mirror keeps: accounts and their athletes, the Strava tokens a
-    deauthorization deletes, the workouts and their streams, the subscription id."""
+    deauthorization deletes, the workouts and their streams, the subscription id; and
+    the upload ledger entries a `create` of our own upload settles."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +281,11 @@ class WebhookReceiver:
     @property
     def subscriptions(self) -> SubscriptionSource:
         return self._subscriptions
+
+    @property
+    def has_path(self) -> bool:
+        """A path secret is known: Strava can reach this receiver at all."""
+        return self._path_secret is not None
 
     def accepts_path(self, secret: str) -> bool:
         """Whether `secret` (the path segment after /webhooks/strava/) is ours; constant
@@ -629,6 +656,7 @@ def _apply_activity_events(
         workout = _fetch(run, user_id, activity_id, newest)
         if workout is not None:
             run.store.upsert_workout(workout)
+            _settle_our_upload(run, user_id, workout)
             # Streams right after the fetch that brought the activity in: at most one
             # read, never again once recorded; marked pending when the budget is short.
             streams = take_after_fetch(
@@ -651,6 +679,26 @@ def _apply_activity_events(
     return 0
 
 
+def _settle_our_upload(run: _Run, user_id: str, workout: Workout) -> None:
+    """An activity made from our upload (our external_id) settles its ledger entry: the
+    uploader then needs no status poll, and this fetch was to be made anyway."""
+    garmin_id = rules.garmin_id_of(workout.external_id)
+    if garmin_id is None:
+        return
+    entry = run.store.get_uploads(user_id, [garmin_id]).get(garmin_id)
+    settled = (
+        None if entry is None else rules.settled_by_webhook(entry, workout.activity_id, now=run.now)
+    )
+    if settled is None:
+        return
+    run.store.put_upload(settled)
+    run.stats.add("uploads_settled_by_webhook")
+    log.info(
+        "upload.settled_by_webhook",
+        extra={"userId": user_id, "activityId": garmin_id, "stravaId": workout.activity_id},
+    )
+
+
 def _fetch(run: _Run, user_id: str, activity_id: int, as_of: datetime) -> Workout | None:
     """The activity as Strava has it now; None when Strava says it is gone. The fetch
     comes after every event of the group, so the row is stamped with the newest."""
@@ -668,7 +716,7 @@ def _fetch(run: _Run, user_id: str, activity_id: int, as_of: datetime) -> Workou
         raise _Permanent(msg) from exc
     try:
         return normalize_activity(raw, user_id=user_id, updated_at=as_of)
-    except BadActivity as exc:
+    except InvalidActivity as exc:
         msg = f"activity {activity_id}: {exc}"
         raise _Permanent(msg) from exc
 

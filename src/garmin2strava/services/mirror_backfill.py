@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from garmin2strava.domain.workouts import BadActivity, normalize_activity
-from garmin2strava.errors import G2SError, RateLimited
+from garmin2strava.domain.workouts import normalize_activity
+from garmin2strava.errors import G2SError, InvalidActivity, RateLimited
 from garmin2strava.ports import Store
 
 __all__ = ["ActivityLister", "MirrorBackfillResult", "backfill_mirror", "cursor_key"]
@@ -150,7 +150,7 @@ def _copy_pages(
         listed_at = clock().replace(microsecond=0)
         try:
             workout = normalize_activity(raw, user_id=user_id, updated_at=listed_at)
-        except BadActivity as exc:
+        except InvalidActivity as exc:
             result.skipped += 1
             log.warning(
                 "mirror_backfill.unreadable_activity",
@@ -163,11 +163,11 @@ def _copy_pages(
         if store.upsert_workout(workout):
             result.stored += 1
             cursor.stored += 1
-        if cursor.first_start is None or workout.start_date < cursor.first_start:
-            cursor.first_start = workout.start_date
+        if cursor.first_start is None or workout.start_utc < cursor.first_start:
+            cursor.first_start = workout.start_utc
         # Starts are whole seconds: one second back re-lists this start (an idempotent
         # upsert) and never skips another activity that shares it.
-        cursor.after = max(cursor.after, workout.start_date - timedelta(seconds=1))
+        cursor.after = max(cursor.after, workout.start_utc - timedelta(seconds=1))
         if n % _CHECKPOINT_EVERY == 0:
             _save_cursor(store, user_id, cursor)
 

@@ -24,12 +24,11 @@ from typing import Any, Protocol
 
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.workouts import (
-    BadActivity,
     apply_update,
     normalize_activity,
     soft_delete,
 )
-from garmin2strava.errors import RateLimited, StravaNotFound
+from garmin2strava.errors import InvalidActivity, RateLimited, StravaNotFound
 from garmin2strava.ports import Store
 from garmin2strava.services.mirror_backfill import ActivityLister
 from garmin2strava.services.streams import catch_up_streams, take_after_fetch
@@ -213,7 +212,7 @@ def _add(
         workout = normalize_activity(raw, user_id=report.user_id, updated_at=listed_at)
     except StravaNotFound:
         return  # deleted between the list and the fetch: its delete event follows
-    except BadActivity as exc:
+    except InvalidActivity as exc:
         log.warning(
             "reconcile.unreadable_activity",
             extra={"userId": report.user_id, "activityId": activity_id, "error": str(exc)},
@@ -280,7 +279,7 @@ def _check_unlisted(
             continue
         try:
             fresh = normalize_activity(raw, user_id=report.user_id, updated_at=listed_at)
-        except BadActivity:
+        except InvalidActivity:
             continue
         store.upsert_workout(fresh)
         report.confirmed.append(workout.activity_id)

@@ -94,6 +94,10 @@ class SyncConfig:
     # settled by a later cycle.
     poll_delay_s: float = 2.0
     audit_retention_days: int = 7
+    # While the webhook settles uploads, how long an upload waits for its `create`
+    # before a status poll settles it anyway (Strava may drop an event, a duplicate
+    # never creates one).
+    webhook_wait_s: float = 300.0
 
 
 class SyncStore(Accounts, UploadLedger, SyncLeases, AuditLog, WorkoutQueries, Protocol):
@@ -117,6 +121,10 @@ class SyncDeps:
     # Test hook for crash injection: called with the name of each step just before
     # it happens ("intent", "upload", "record", ...). Production passes None.
     checkpoint: Callable[[str], None] | None = None
+    # True while the webhook is live and the mirror worker healthy (the daemon's
+    # `run`): the worker's fetch of each `create` settles our uploads, so the cycle
+    # polls only what has waited `webhook_wait_s` for one.
+    webhook_settles: Callable[[], bool] = lambda: False
 
 
 @dataclass(slots=True)
@@ -153,6 +161,8 @@ class _Cycle:
     items: list[dict[str, Any]] = field(default_factory=list)
     garmin_client: GarminPort | None = None
     strava_client: StravaUploads | None = None
+    # Asked once, when the cycle starts: does the webhook settle this cycle's uploads?
+    webhook_settles: bool = False
 
     @property
     def user_id(self) -> str:
@@ -243,6 +253,7 @@ def _not_syncable(account: Account, now: datetime) -> str:
 
 def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
     """Steps 2-5; what ends the cycle for the whole account is decided here."""
+    cycle.webhook_settles = cycle.deps.webhook_settles()
     try:
         # 2. list: Garmin's newest activities, what the ledger says about them, and the
         # ledger's unsettled entries that have scrolled out of the listing.
@@ -328,12 +339,15 @@ def _settle_processing(cycle: _Cycle, todo: Sequence[GarminActivity]) -> None:
     """Read the status of earlier cycles' uploads that Strava was still processing."""
     if cycle.dry_run:
         return
+    waited_since = cycle.deps.clock() - timedelta(seconds=cycle.config.webhook_wait_s)
     for activity in todo:
         entry = cycle.ledger.get(activity.activity_id)
         if entry is None or entry.outcome is not UploadOutcome.PROCESSING:
             continue
         if entry.upload_id is None:
             continue
+        if cycle.webhook_settles and entry.updated_at > waited_since:
+            continue  # its `create` is still expected: the mirror worker settles it
         status = cycle.strava().get_upload(entry.upload_id)
         _apply_upload_status(cycle, activity, entry, status)
 
@@ -527,6 +541,14 @@ def _poll(cycle: _Cycle) -> None:
     """One wait for the whole batch, then one status read per upload; what is still
     processing then is settled by a later cycle, never by waiting longer."""
     if not cycle.awaiting or cycle.deps.stop.is_set():
+        return
+    if cycle.webhook_settles:
+        # The worker's fetch of each `create` settles them (0 more reads); what gets
+        # no event is polled by a cycle after `webhook_wait_s`.
+        log.info(
+            "upload.awaiting_webhook",
+            extra={"userId": cycle.user_id, "uploads": len(cycle.awaiting)},
+        )
         return
     cycle.deps.sleep(cycle.config.poll_delay_s)
     _renew_lease(cycle)

@@ -32,19 +32,21 @@ hold the same items. What this module adds:
 Errors: throttling, 5xx and network failures raise TransientError; messages carry the
 operation and AWS error code, never attribute values.
 
-DynamoDBStore keeps the accounts, audit and application state itself and hands each
-other concern to one collaborator: TableAccess (dynamodb_access.py: calls, errors, paging,
-batches; attribute values in dynamodb_items.py), SecretItems (dynamodb_secrets.py:
-token items), UploadLedger (dynamodb_ledger.py), SyncLeases (dynamodb_leases.py) and
-WorkoutMirror (dynamodb_workouts.py).
+DynamoDBStore keeps the accounts, audit and application state itself; each other port
+is a mixin of its own module that it inherits, with no forwarding: the ledger
+(dynamodb_ledger.py `LedgerItems`), the lease (dynamodb_leases.py `LeaseItems`), the
+mirror (dynamodb_workouts.py `WorkoutItems`), the streams (dynamodb_streams.py
+`StreamItems`), the token items (tokens.py `TokenItems`, over SecretItems in
+dynamodb_secrets.py). All of them reach the table through TableAccess
+(dynamodb_access.py: calls, errors, paging, batches; attribute values in
+dynamodb_items.py).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -52,15 +54,14 @@ import boto3
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
 from garmin2strava.adapters.store.dynamodb_items import key, projection
-from garmin2strava.adapters.store.dynamodb_leases import SyncLeases
-from garmin2strava.adapters.store.dynamodb_ledger import UploadLedger
+from garmin2strava.adapters.store.dynamodb_leases import LeaseItems
+from garmin2strava.adapters.store.dynamodb_ledger import LedgerItems
 from garmin2strava.adapters.store.dynamodb_secrets import SecretItems
 from garmin2strava.adapters.store.dynamodb_streams import STREAM_PREFIXES, StreamItems
 from garmin2strava.adapters.store.dynamodb_table import create_table
-from garmin2strava.adapters.store.dynamodb_workouts import WorkoutMirror
+from garmin2strava.adapters.store.dynamodb_workouts import MAX_WORKOUTS, WorkoutItems
 from garmin2strava.adapters.store.tokens import TokenItems
-from garmin2strava.domain.models import Account, AuditEvent, LedgerEntry, Workout
-from garmin2strava.domain.streams import ActivityStreams
+from garmin2strava.domain.models import Account, AuditEvent
 from garmin2strava.ports import TokenCipher
 
 if TYPE_CHECKING:
@@ -68,25 +69,25 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_WORKOUTS", "DynamoDBStore", "create_table"]
 
-MAX_WORKOUTS = 3000  # the guardrail on workouts one operation may read
 
-
-class DynamoDBStore(TokenItems):
+class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamItems):
     """ports.Store on one table; `client=None` builds a default boto3 client (which
     honours AWS_ENDPOINT_URL_DYNAMODB)."""
 
     def __init__(
-        self, table_name: str, cipher: TokenCipher, *, client: DynamoDBClient | None = None
+        self,
+        table_name: str,
+        cipher: TokenCipher,
+        *,
+        client: DynamoDBClient | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._table_name = table_name
+        self._clock = clock  # what has expired (audit events' TTL) is decided by it
         self._table = TableAccess(
             client if client is not None else boto3.client("dynamodb"), table_name
         )
         self._secrets = SecretItems(self._table, cipher)
-        self._ledger = UploadLedger(self._table)
-        self._leases = SyncLeases(self._table)
-        self._workouts = WorkoutMirror(self._table)
-        self._streams = StreamItems(self._table)
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self._table_name!r})"
@@ -156,27 +157,6 @@ class DynamoDBStore(TokenItems):
         """Forget the tokens, leaving a tombstone that keeps the version counter."""
         self._secrets.delete(codec.user_pk(user_id), codec.STRAVA_TOKEN_SK)
 
-    # -- upload ledger --------------------------------------------------------------------
-    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
-        return self._ledger.get_uploads(user_id, garmin_ids)
-
-    def put_upload(self, entry: LedgerEntry) -> None:
-        """Raises StoreConflict when an intent (pending) would overwrite a settled entry."""
-        self._ledger.put_upload(entry)
-
-    def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
-        return self._ledger.list_uploads(user_id, limit=limit)
-
-    def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
-        return self._ledger.list_unsettled_uploads(user_id)
-
-    # -- sync lease -----------------------------------------------------------------------
-    def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
-        return self._leases.acquire_lease(user_id, owner, now=now, ttl_seconds=ttl_seconds)
-
-    def release_lease(self, user_id: str, owner: str) -> None:
-        self._leases.release_lease(user_id, owner)
-
     # -- audit ----------------------------------------------------------------------------
     def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None:
         item = {
@@ -206,60 +186,13 @@ class DynamoDBStore(TokenItems):
                 ":pk": {"S": codec.user_pk(user_id)},
                 ":prefix": {"S": lower},
                 ":end": {"S": "AUDIT$"},  # '$' sorts right after '#'
-                ":now": {"N": str(int(time.time()))},
+                ":now": {"N": str(math.floor(self._clock().timestamp()))},
             },
             ScanIndexForward=False,
         )
         return [codec.audit_from_item(item) for item in items]
 
-    # -- mirror (the cap is read here, per call: MAX_WORKOUTS is this module's) -------------
-    def upsert_workout(self, workout: Workout) -> bool:
-        return self._workouts.upsert_workout(workout)
-
-    def get_workout(self, user_id: str, activity_id: int) -> Workout | None:
-        return self._workouts.get_workout(user_id, activity_id)
-
-    def list_workouts(
-        self, user_id: str, *, include_deleted: bool = False, limit: int = MAX_WORKOUTS
-    ) -> list[Workout]:
-        """Newest start first, at most `limit`, reading at most MAX_WORKOUTS items."""
-        return self._workouts.list_workouts(
-            user_id, include_deleted=include_deleted, limit=limit, max_read=MAX_WORKOUTS
-        )
-
-    def workouts_starting_between(
-        self, user_id: str, start: datetime, end: datetime
-    ) -> list[Workout]:
-        """Live (not deleted) workouts with start <= startDate <= end, oldest first,
-        reading at most MAX_WORKOUTS items."""
-        return self._workouts.workouts_starting_between(user_id, start, end, max_read=MAX_WORKOUTS)
-
-    def iter_workouts(
-        self,
-        user_id: str,
-        *,
-        since: datetime | None = None,
-        include_deleted: bool = False,
-        page_size: int = 500,
-    ) -> Iterator[Workout]:
-        """Oldest start first, page by page: no MAX_WORKOUTS cap, memory stays flat."""
-        return self._workouts.iter_workouts(
-            user_id, since=since, include_deleted=include_deleted, page_size=page_size
-        )
-
-    # -- streams (dynamodb_streams.py) ------------------------------------------------------
-    def put_streams(self, streams: ActivityStreams) -> None:
-        self._streams.put_streams(streams)
-
-    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
-        return self._streams.get_streams(user_id, activity_id)
-
-    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
-        self._streams.mark_streams_pending(user_id, activity_id)
-
-    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
-        return self._streams.list_pending_streams(user_id, limit=limit)
-
+    # -- deletion of an athlete's Strava data ----------------------------------------------
     def forget_strava_data(self, user_id: str) -> int:
         """Query the account's workout and audit keys, then delete them in batches (not
         one transaction: a retry after a partial failure deletes the rest)."""

@@ -10,12 +10,13 @@ from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
 from garmin2strava.adapters.store.dynamodb_items import key
 
-__all__ = ["SyncLeases"]
+__all__ = ["LeaseItems"]
 
 
-class SyncLeases:
-    def __init__(self, table: TableAccess) -> None:
-        self._table = table
+class LeaseItems:
+    """ports.SyncLeases, mixed into DynamoDBStore (which gives `_table`)."""
+
+    _table: TableAccess
 
     def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
         until = now + timedelta(seconds=ttl_seconds)

@@ -12,12 +12,13 @@ from garmin2strava.adapters.store.dynamodb_access import TableAccess
 from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 
-__all__ = ["UploadLedger"]
+__all__ = ["LedgerItems"]
 
 
-class UploadLedger:
-    def __init__(self, table: TableAccess) -> None:
-        self._table = table
+class LedgerItems:
+    """ports.UploadLedger, mixed into DynamoDBStore (which gives `_table`)."""
+
+    _table: TableAccess
 
     def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
         pk = codec.user_pk(user_id)

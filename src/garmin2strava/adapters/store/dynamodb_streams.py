@@ -41,10 +41,9 @@ def _pending_sk(activity_id: int) -> str:
 
 
 class StreamItems:
-    """put/get streams and the pending marks, on one table."""
+    """ports.StreamStore, mixed into DynamoDBStore (which gives `_table`)."""
 
-    def __init__(self, table: TableAccess) -> None:
-        self._table = table
+    _table: TableAccess
 
     def put_streams(self, streams: ActivityStreams) -> None:
         pk = codec.user_pk(streams.user_id)

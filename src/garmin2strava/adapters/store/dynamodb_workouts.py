@@ -25,24 +25,24 @@ from garmin2strava.adapters.store.dynamodb_streams import PART_BYTES
 from garmin2strava.adapters.store.dynamodb_table import LSI1
 from garmin2strava.domain.models import Workout
 
-__all__ = ["RAW_INLINE_BYTES", "WorkoutMirror"]
+__all__ = ["MAX_WORKOUTS", "RAW_INLINE_BYTES", "WorkoutItems"]
 
 RAW_INLINE_BYTES = 256 * 1024  # raw JSON up to this stays a readable map
+MAX_WORKOUTS = 3000  # the guardrail on workouts one read may inspect (read at each call)
 
 
-class WorkoutMirror:
-    """Reads take `max_read`, the guardrail on items one read may inspect (counting
-    rows a filter drops), from the caller."""
+class WorkoutItems:
+    """ports.WorkoutMirror and WorkoutQueries, mixed into DynamoDBStore (which gives
+    `_table`). Reads inspect at most MAX_WORKOUTS items, counting rows a filter drops."""
 
-    def __init__(self, table: TableAccess) -> None:
-        self._table = table
+    _table: TableAccess
 
     def upsert_workout(self, workout: Workout) -> bool:
         item = {
             "PK": codec.user_pk(workout.user_id),
             "SK": codec.workout_sk(workout.activity_id),
             **codec.workout_to_item(workout),
-            "LSI1SK": codec.workout_lsi1sk(workout.start_date, workout.activity_id),
+            "LSI1SK": codec.workout_lsi1sk(workout.start_utc, workout.activity_id),
         }
         self._shrink_raw(item)
         # Events arrive out of order: an older event or fetch never overwrites a newer
@@ -110,9 +110,10 @@ class WorkoutMirror:
         return None if item is None else self._workout(item)
 
     def list_workouts(
-        self, user_id: str, *, include_deleted: bool, limit: int, max_read: int
+        self, user_id: str, *, include_deleted: bool = False, limit: int = 3000
     ) -> list[Workout]:
-        """Newest start first, at most `limit`, reading at most `max_read` items."""
+        """Newest start first, at most `limit`, reading at most MAX_WORKOUTS items."""
+        max_read = MAX_WORKOUTS
         limit = min(limit, max_read)
         if limit <= 0:
             return []
@@ -132,12 +133,12 @@ class WorkoutMirror:
         return [self._workout(item) for item in items]
 
     def workouts_starting_between(
-        self, user_id: str, start: datetime, end: datetime, *, max_read: int
+        self, user_id: str, start: datetime, end: datetime
     ) -> list[Workout]:
         """Live (not deleted) workouts with start <= startDate <= end, oldest first,
-        reading at most `max_read` items."""
+        reading at most MAX_WORKOUTS items."""
         items = self._table.query(
-            inspect=max_read,
+            inspect=MAX_WORKOUTS,
             IndexName=LSI1,
             KeyConditionExpression="PK = :pk AND LSI1SK BETWEEN :low AND :high",
             FilterExpression="isDeleted = :false",
@@ -151,9 +152,15 @@ class WorkoutMirror:
         return [self._workout(item) for item in items]
 
     def iter_workouts(
-        self, user_id: str, *, since: datetime | None, include_deleted: bool, page_size: int
+        self,
+        user_id: str,
+        *,
+        since: datetime | None = None,
+        include_deleted: bool = False,
+        page_size: int = 500,
     ) -> Iterator[Workout]:
-        """Oldest start first, one Query page (`page_size` items, at most 1 MB) at a time."""
+        """Oldest start first, one Query page (`page_size` items, at most 1 MB) at a time:
+        no MAX_WORKOUTS cap, memory stays flat."""
         kwargs: dict[str, Any] = {
             "Limit": page_size,
             "IndexName": LSI1,

@@ -36,9 +36,8 @@ import os
 import sqlite3
 import stat
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -134,9 +133,17 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 class SqliteStore(TokenItems):
     """ports.Store on a local SQLite file (created with its directory, mode 0600)."""
 
-    def __init__(self, path: Path, cipher: TokenCipher, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cipher: TokenCipher,
+        *,
+        busy_timeout_s: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._path = path
         self._cipher = cipher
+        self._clock = clock  # what has expired (audit events' retention) is decided by it
         self._lock = threading.RLock()
         _create_private(path)
         try:
@@ -440,7 +447,7 @@ class SqliteStore(TokenItems):
             conn.execute(
                 "DELETE FROM items WHERE pk = ? AND sk >= 'AUDIT#' AND sk < 'AUDIT$' "
                 "AND expires_at <= ?",
-                (pk, int(time.time())),
+                (pk, math.floor(self._clock().timestamp())),
             )
 
     def list_audit(
@@ -450,7 +457,7 @@ class SqliteStore(TokenItems):
         rows = self._query(
             "SELECT body FROM items WHERE pk = ? AND sk >= ? AND sk < 'AUDIT$' "
             "AND (expires_at IS NULL OR expires_at > ?) ORDER BY sk DESC LIMIT ?",
-            (codec.user_pk(user_id), lower, int(time.time()), limit),
+            (codec.user_pk(user_id), lower, math.floor(self._clock().timestamp()), limit),
         )
         return [codec.audit_from_item(_loads(row[0])) for row in rows]
 
@@ -470,7 +477,7 @@ class SqliteStore(TokenItems):
                 pk,
                 sk,
                 codec.workout_to_item(workout),
-                lsi1sk=codec.workout_lsi1sk(workout.start_date, workout.activity_id),
+                lsi1sk=codec.workout_lsi1sk(workout.start_utc, workout.activity_id),
             )
             return True
 
