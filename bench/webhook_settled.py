@@ -91,6 +91,34 @@ def _on_strava(pair: SandboxPair, garmin_ids: list[int]) -> dict[int, int]:
     return found
 
 
+def _seed_and_watch(
+    pair: SandboxPair, args: argparse.Namespace
+) -> tuple[list[int], dict[int, float], dict[int, float]]:
+    """Make the runs appear on Garmin at random moments; note when each appeared and
+    when its Strava activity first existed (monotonic seconds)."""
+    rng = random.Random(7)  # noqa: S311 - when runs appear, not a secret
+    horizon = args.cycles * args.interval
+    moments = sorted(rng.uniform(0, horizon) for _ in range(args.runs))
+    garmin_ids = [1000 + i for i in range(args.runs)]
+    appeared: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    began = time.monotonic()
+    pending = list(zip(moments, garmin_ids, strict=True))
+    deadline = began + horizon + 4 * args.interval + 120
+    while time.monotonic() < deadline and len(seen) < args.runs:
+        now = time.monotonic() - began
+        while pending and pending[0][0] <= now:
+            _, garmin_id = pending.pop(0)
+            start = FIRST_START + timedelta(minutes=40 * (garmin_id - 1000))
+            seed_run(pair, garmin_id, start_utc=start, name=f"Run {garmin_id}")
+            appeared[garmin_id] = time.monotonic()
+        for garmin_id, count in _on_strava(pair, list(appeared)).items():
+            if count and garmin_id not in seen:
+                seen[garmin_id] = time.monotonic()
+        time.sleep(0.25)
+    return garmin_ids, appeared, seen
+
+
 def run_mode(args: argparse.Namespace, *, webhook: bool) -> Outcome:
     mode = "webhook live" if webhook else "no webhook"
     with (
@@ -115,26 +143,7 @@ def run_mode(args: argparse.Namespace, *, webhook: bool) -> Outcome:
                 time.sleep(6)  # the daemon re-reads the stored subscription id every 5 s
             setup = _requests(pair) - before_setup
             start_counts = _requests(pair)
-            rng = random.Random(7)  # noqa: S311 - when runs appear, not a secret
-            horizon = args.cycles * args.interval
-            moments = sorted(rng.uniform(0, horizon) for _ in range(args.runs))
-            garmin_ids = [1000 + i for i in range(args.runs)]
-            appeared: dict[int, float] = {}
-            seen: dict[int, float] = {}
-            began = time.monotonic()
-            pending = list(zip(moments, garmin_ids, strict=True))
-            deadline = began + horizon + 4 * args.interval + 120
-            while time.monotonic() < deadline and len(seen) < args.runs:
-                now = time.monotonic() - began
-                while pending and pending[0][0] <= now:
-                    _, garmin_id = pending.pop(0)
-                    start = FIRST_START + timedelta(minutes=40 * (garmin_id - 1000))
-                    seed_run(pair, garmin_id, start_utc=start, name=f"Run {garmin_id}")
-                    appeared[garmin_id] = time.monotonic()
-                for garmin_id, count in _on_strava(pair, list(appeared)).items():
-                    if count and garmin_id not in seen:
-                        seen[garmin_id] = time.monotonic()
-                time.sleep(0.25)
+            garmin_ids, appeared, seen = _seed_and_watch(pair, args)
             # Let the last events, polls and webhook settles land before counting.
             settle_until = time.monotonic() + (args.interval + 30 if not webhook else 30)
             settled = mirrored = 0
