@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format test demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format test test-fast demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,7 +42,10 @@ format: setup ## ruff format + autofix
 	$(BIN)/ruff check --fix src tests bench
 
 test: setup $(CHECKOV) ## the whole test suite (unit, functional, integration on loopback)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	G2S_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the edit loop: the suite without the tests marked slow (README says which)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup ## the real sync against the local emulators, on a temporary SQLite store
 	$(BIN)/garmin2strava demo
