@@ -56,6 +56,7 @@ def daemon_env(pair: SandboxPair, db_path: Path, token_key: str) -> dict[str, st
             "G2S_STRAVA_BASE_URL": pair.strava.base_url,
             "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
             "G2S_SYNC_INTERVAL_SECONDS": "10",
+            "G2S_UPLOAD_POLL_DELAY_SECONDS": "0",  # the emulator processes in 0 s
             "G2S_HTTP_HOST": "127.0.0.1",
             "G2S_HTTP_PORT": str(free_port()),
             "G2S_ADMIN_PORT": str(free_port()),
