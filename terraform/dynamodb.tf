@@ -1,4 +1,4 @@
-# The one table of DESIGN.md "Data model": string keys PK/SK, queried by key only.
+# The one table of docs/architecture.md, "Data model": string keys PK/SK, queried by key only.
 resource "aws_dynamodb_table" "main" {
   name                        = var.name
   billing_mode                = "PAY_PER_REQUEST"

@@ -36,7 +36,7 @@ locals {
     }
   }
 
-  # Settings every function reads (DESIGN.md "Settings"); never a secret value.
+  # Settings every function reads (README.md "Settings"); never a secret value.
   common_environment = merge(
     {
       G2S_STORE                = "dynamodb"

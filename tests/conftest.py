@@ -8,8 +8,8 @@ are skipped, with the reason shown by `-ra`, when the folder is absent.
 
 `installed_tool` is the same for the tools only `make` installs (checkov in
 `.tools/checkov`): a test run by plain `pytest` skips, with the reason, when the tool
-is absent; under `make test` and CI (`G2S_REQUIRE_TOOLS=1`, which the Makefile
-exports) an absent tool fails the test instead.
+is absent; under `make test` (which sets `G2S_REQUIRE_TOOLS=1`) and in CI (`CI=true`)
+an absent tool fails the test instead.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ REQUIRE_TOOLS_ENV = "G2S_REQUIRE_TOOLS"
 @pytest.fixture
 def installed_tool() -> Callable[[Path, str], Path]:
     """`installed_tool(path, how)`: the tool's path when it exists; otherwise the test
-    skips saying `how` to install it, or fails where G2S_REQUIRE_TOOLS is set."""
+    skips saying `how` to install it, or fails under `make test` and CI."""
 
     def find(path: Path, how: str) -> Path:
         if path.exists():
             return path
         reason = f"{path} is not installed ({how})"
-        if os.environ.get(REQUIRE_TOOLS_ENV):
-            pytest.fail(f"{reason}; {REQUIRE_TOOLS_ENV} is set, so it is required")
+        if os.environ.get(REQUIRE_TOOLS_ENV) or os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; required under `make test` ({REQUIRE_TOOLS_ENV}) and CI")
         pytest.skip(reason)
 
     return find

@@ -81,6 +81,7 @@ class App:
             base_url=self.settings.garmin_base_url,
             di_token_url=self.settings.garmin_di_token_url,
             retry_min_wait=self.garmin_retry_min_wait_s,
+            audit_retention_days=self.settings.audit_retention_days,
         )
 
     def strava_for(self, user_id: str) -> StravaPort:

@@ -1,4 +1,4 @@
-"""JSON log lines (DESIGN.md "Observability"): one line per event, stable event names
+"""JSON log lines: one line per event, stable event names
 as the message, structured fields from `extra`. Nothing secret is ever passed in."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings from the environment and an optional `.env` (DESIGN.md "Settings").
+"""Settings from the environment and an optional `.env` (README.md "Settings").
 
 Credentials use the names the ecosystem already uses; the daemon's own knobs use the
 `G2S_` prefix. `load_settings()` turns any validation error into one ConfigError line
@@ -147,9 +147,12 @@ class Settings(BaseSettings):
     garmin_base_url: str = Field(REAL_GARMIN_BASE_URL, validation_alias=_env("G2S_GARMIN_BASE_URL"))
     http_host: str = Field("127.0.0.1", validation_alias=_env("G2S_HTTP_HOST"))
     http_port: int = Field(8080, ge=1, le=65535, validation_alias=_env("G2S_HTTP_PORT"))
-    # The operators' listener (/metrics, the detailed /healthz): loopback by default.
+    # The operators' listener (the status page, /metrics, the detailed /healthz):
+    # loopback by default.
     admin_host: str = Field("127.0.0.1", validation_alias=_env("G2S_ADMIN_HOST"))
     admin_port: int = Field(8081, ge=1, le=65535, validation_alias=_env("G2S_ADMIN_PORT"))
+    # Required when the admin listener (the status page and its actions) is not loopback.
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("G2S_ADMIN_TOKEN"))
 
     # -- logging ---------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -131,8 +131,12 @@ class FakeStore:
         assert retention_days > 0
         self.audit.append(event)
 
-    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
-        return [e for e in self.audit if e.user_id == user_id][:limit]
+    def list_audit(
+        self, user_id: str, *, limit: int = 100, since: datetime | None = None
+    ) -> list[AuditEvent]:
+        return [e for e in self.audit if e.user_id == user_id and (since is None or e.at >= since)][
+            :limit
+        ]
 
     def upsert_workout(self, workout: Workout) -> bool:
         key = (workout.user_id, workout.activity_id)
@@ -187,6 +191,9 @@ class FakeStore:
         audit = [e for e in self.audit if e.user_id == user_id]
         self.audit = [e for e in self.audit if e.user_id != user_id]
         return len(gone) + len(audit)
+
+    def delete_account(self, user_id: str) -> None:
+        raise NotImplementedError
 
     def get_app_state(self, key: str) -> dict[str, Any] | None:
         return self.app_state.get(key)

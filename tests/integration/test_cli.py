@@ -44,7 +44,11 @@ HELP_OPTIONS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("get-token",): ("--port", "--user", "--timeout", "--open", "activity:read_all"),
     ("garmin",): ("login",),
     ("garmin", "login"): ("--email", "--user"),
-    ("demo",): ("--keep",),
+    ("demo",): ("--keep", "--serve"),
+    ("history",): ("--user", "--since", "--json"),
+    ("accounts",): ("list", "pause", "resume", "remove", "sync"),
+    ("accounts", "remove"): ("ID", "--yes"),
+    ("disconnect",): ("--user", "--yes"),
     ("webhook", "subscribe"): ("--url", "/webhooks/strava/<secret>"),
 }
 

@@ -96,6 +96,7 @@ def test_account_round_trips_every_field(store: Store) -> None:
         status_detail="Garmin refused the tokens",
         strava_athlete_id=42,
         enabled=False,
+        paused_at=T0 - timedelta(hours=1),
         garmin_backoff_until=datetime(2025, 5, 1, 12, 0, tzinfo=plus2),
         mirror_covers_since=T0,
         created_at=T0 - timedelta(days=3),

@@ -36,7 +36,7 @@ def test_naive_time_is_refused() -> None:
 
 
 def test_keys_follow_the_data_model() -> None:
-    """Keys are spelled exactly as DESIGN.md's data model table."""
+    """Keys are spelled exactly as docs/architecture.md's data model table."""
     at = datetime(2025, 5, 1, 7, 0, tzinfo=UTC)
     assert codec.user_pk("u1") == "USER#u1"
     assert codec.athlete_pk(42) == "ATHLETE#42"

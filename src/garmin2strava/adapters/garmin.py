@@ -15,7 +15,9 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
@@ -27,6 +29,7 @@ from garminconnect import (
 )
 from garminconnect.exceptions import GarminConnectNotFoundError
 
+from garmin2strava.domain.models import AuditEvent
 from garmin2strava.errors import (
     ArchiveRejected,
     GarminAuthError,
@@ -108,9 +111,11 @@ class GarminConnectAdapter:
         retry_min_wait: float = 1.0,
         retry_max_wait: float = 10.0,
         max_download_bytes: int = MAX_ORIGINAL_BYTES,
+        audit_retention_days: int = 7,
     ) -> None:
         self._store = store
         self._max_download_bytes = max_download_bytes
+        self._audit_retention_days = audit_retention_days
         self._user_id = user_id
         self._base_url = base_url
         self._di_token_url = di_token_url
@@ -246,6 +251,16 @@ class GarminConnectAdapter:
             logger.info(
                 "garmin.tokens_saved",
                 extra={"userId": self._user_id, "tokenVersion": written.version},
+            )
+            self._store.add_audit(  # the sync history shows each refresh
+                AuditEvent(
+                    user_id=self._user_id,
+                    at=datetime.now(UTC),
+                    kind="garmin.tokens_refreshed",
+                    event_id=uuid.uuid4().hex,
+                    detail={"tokenVersion": written.version},
+                ),
+                retention_days=self._audit_retention_days,
             )
             return
         # Another process refreshed first; its tokens are the live ones.

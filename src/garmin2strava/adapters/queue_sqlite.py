@@ -19,29 +19,26 @@ claimant whose file is absent here (another host, a claim older than this column
 lock is held keeps its claim until the lease ends, as does everything where no lock can
 be held (no fcntl). SQLite's WAL already needs every process on one host, which is
 what flock needs too. Lock files of dead claimants that hold no claim are swept by the
-prune. In `bench/webhook_crash.py --events 400 --rate 100` the queue settled 56.4 s
-after the load before this (the killed worker's batch waited out the lease), 1.0 and
-1.4 s after (two runs).
+prune. (docs/benchmarks.md: what this did to recovery after a SIGKILL.)
 
 Waiting for the write lock: SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25,
 25, 25, 50, 50, 100 ms between tries and does not wake when the lock is freed, so a
 webhook enqueue that meets one worker transaction could sleep tens of milliseconds,
-and every request behind it in `_lock` with it (the load bench's p99 went past 100 ms
-while the commits themselves took under 7 ms). BEGIN IMMEDIATE is therefore retried
+and every request behind it in `_lock` with it, while the commits themselves are a few
+milliseconds. BEGIN IMMEDIATE is therefore retried
 here every 0.5 to 2 ms up to the busy timeout; statements inside a transaction keep
 SQLite's handler. The commit is unchanged: synchronous=FULL stays (the fsync is not
 what the tail was made of).
 
 Enqueues are group-committed: when one is held up (by a worker's transaction, a slow
 fsync or a checkpoint), the requests arriving meanwhile are written together in the
-next transaction instead of one fsync each, so the backlog clears in one commit. In
-`bench/webhook_load.py` (real `serve`, 2,000 POSTs at 200/s), 5 alternating runs each
-gave a p99 of 12-53 ms without it and 9-31 ms with it.
+next transaction instead of one fsync each, so the backlog clears in one commit
+(docs/benchmarks.md has the webhook's latency with and without it).
 
 An enqueue waits at most `enqueue_timeout_ms` in all (for the connection's lock and
 for SQLite's write lock), then raises TransientError: the webhook answers 503 at once
 and Strava delivers again, instead of holding the request for the busy timeout while
-another process keeps the file locked (10 s, then a 500, before this).
+another process keeps the file locked.
 
 Housekeeping happens inside `claim`, so nothing else has to remember it:
 

@@ -14,7 +14,7 @@
 No dedupe at enqueue, on purpose. A standard queue delivers at least once whatever we
 do at enqueue, so the worker must be idempotent anyway, and it is: a create already
 reflected by a fetch costs no second request, updates are applied from the event
-itself, deletes are soft, and the store keeps the newest row (DESIGN.md "Mirror", 4).
+itself, deletes are soft, and the store keeps the newest row (docs/architecture.md, "The mirror").
 A conditional put of the dedupe key in DynamoDB would add a table write to Strava's
 2-second path and write access to the webhook's role (terraform/iam.tf lets it read
 only the `APP` items) to save, at most, one duplicate message. `enqueue` therefore always answers

@@ -1,7 +1,7 @@
 """ports.StravaPort on stravalib (with strava_oauth and strava_subscriptions, the only
 modules that import it).
 
-What this adds to stravalib (docs/strava-api.md, "stravalib 2.x"):
+What this adds to stravalib 2.x:
 - the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
 - the rate budget: application-wide, kept in the store from Strava's headers and
   checked before every request; a spent budget or a 429 raises RateLimited instead of
@@ -337,6 +337,16 @@ class StravaAdapter:
                 stale.athlete_id,
                 fresh.expires_at,
             )
+            self._store.add_audit(  # the sync history shows each refresh
+                AuditEvent(
+                    user_id=self._user_id,
+                    at=self._clock(),
+                    kind="strava.token_refreshed",
+                    event_id=uuid.uuid4().hex,
+                    detail={"expiresAt": fresh.expires_at},
+                ),
+                retention_days=self._audit_retention_days,
+            )
             return stored
         # Lost the conditional write: another runner stored tokens meanwhile. Those are
         # the ones the next refresh must start from, so use them.
@@ -564,6 +574,14 @@ class StravaAdapter:
         if not isinstance(athlete_id, int) or isinstance(athlete_id, bool):
             raise TransientError("Strava's athlete has no id")
         return athlete_id
+
+    def deauthorize(self) -> None:
+        """Revoke the application's access for this athlete: `POST /oauth/deauthorize`
+        on Strava's host (stravalib's `Client.deauthorize` posts under /api/v3), the
+        access token in the Authorization header, never in the URL."""
+        url = f"{REAL_BASE_URL}/oauth/deauthorize"  # the session rewrites the host
+        self._call(lambda: self._client.protocol.post(url))
+        log.info("strava.deauthorized", extra={"userId": self._user_id})
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         body = self._call(lambda: self._client.protocol.get("/activities/{id}", id=activity_id))

@@ -1,4 +1,4 @@
-"""The application's webhook subscription on stravalib (docs/strava-api.md, "Webhooks").
+"""The application's webhook subscription on stravalib (Strava's push subscriptions API).
 
 Application calls: client id and secret, no athlete token, not counted in the budget
 (run by hand, a few times in the life of a deployment).

@@ -1,6 +1,6 @@
 """Garmin activity-list records -> GarminActivity.
 
-Garmin's list answers changed shape over the years (docs/garmin-connect.md): older
+Garmin's list answers changed shape over the years: older
 ones carry `elapsedDuration` in milliseconds, newer ones in seconds, while
 `duration` and `movingDuration` have always been seconds. Every value read here is
 checked against the others and against plausible bounds, so a hostile or odd record

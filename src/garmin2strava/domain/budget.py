@@ -89,6 +89,17 @@ class RateBudget:
         read_short = self.read_short_usage if same_window else 0
         return short, daily, read_short, read_daily
 
+    def usage(self, now: datetime) -> dict[str, tuple[int, int]]:
+        """(used, limit) that still count at `now`, per window: `short` and `daily`
+        for all requests, `read_short` and `read_daily` for reads (the status page)."""
+        short, daily, read_short, read_daily = self._usage(now)
+        return {
+            "short": (short, self.short_limit),
+            "daily": (daily, self.daily_limit),
+            "read_short": (read_short, self.read_short_limit),
+            "read_daily": (read_daily, self.read_daily_limit),
+        }
+
     def _short_ok(self, reads: int, uploads: int, now: datetime, reserve: int) -> bool:
         short, _, read_short, _ = self._usage(now)
         return (

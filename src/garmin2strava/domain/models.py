@@ -39,7 +39,10 @@ class Account:
     status: AccountStatus = AccountStatus.ACTIVE
     status_detail: str = ""
     strava_athlete_id: int | None = None
+    # False while an operator has paused the account (`accounts pause`): no cycle
+    # starts, and a running one stops before its next activity.
     enabled: bool = True
+    paused_at: datetime | None = None
     # Garmin answered 429: no Garmin request for this account before this time.
     garmin_backoff_until: datetime | None = None
     # Strava activities starting at or after this time are all in the local mirror,

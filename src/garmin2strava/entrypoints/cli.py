@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from garmin2strava.entrypoints.console_commands import add_console_parsers
 from garmin2strava.entrypoints.mirror_commands import add_mirror_parsers
 from garmin2strava.errors import ConfigError, G2SError
 
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
 
     add_mirror_parsers(add, _date)
+    add_console_parsers(add, _date)
 
     store = add("store", "the store itself").add_subparsers(
         dest="store_command", metavar="ACTION", required=True
@@ -153,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the real sync against local emulators of Garmin and Strava (no account needed)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary store and say where")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the status page up after the demo (Ctrl-C ends it)",
+    )
     return parser
 
 

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from garmin2strava.bootstrap import App, bootstrap, utc_now
-from garmin2strava.domain.models import LedgerEntry, UploadOutcome
+from garmin2strava.domain.models import LedgerEntry
 from garmin2strava.domain.text import shown
+from garmin2strava.entrypoints.console_commands import CONSOLE_COMMANDS, run_console_command
 from garmin2strava.entrypoints.mirror_commands import MIRROR_COMMANDS, run_mirror_command
 from garmin2strava.errors import ConfigError, G2SError
 from garmin2strava.logs import configure_logging
@@ -31,11 +32,13 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from garmin2strava.entrypoints.demo import run_demo  # noqa: PLC0415
 
-        return run_demo(keep=args.keep)
+        return run_demo(keep=args.keep, serve=args.serve)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     if args.command in MIRROR_COMMANDS:
         return run_mirror_command(settings, args)
+    if args.command in CONSOLE_COMMANDS:
+        return run_console_command(settings, args)
     handlers = {
         "run": cmd_run,
         "serve": cmd_serve,
@@ -192,23 +195,15 @@ def cmd_uploads(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _retry_upload(app: App, user_id: str, garmin_id: int) -> int:
+    from garmin2strava.services.account_control import retry_upload  # noqa: PLC0415
+
     entry = app.store.get_uploads(user_id, [garmin_id]).get(garmin_id)
     if entry is None:
         print(f"no ledger entry for Garmin activity {garmin_id} ({user_id})", file=sys.stderr)
         return 1
-    if entry.outcome not in {UploadOutcome.DEAD, UploadOutcome.SKIPPED, UploadOutcome.FAILED}:
+    if not retry_upload(app.store, user_id, garmin_id, app.clock()):
         print(f"Garmin activity {garmin_id} is {entry.outcome.value}: nothing to retry")
         return 1
-    app.store.put_upload(
-        replace(
-            entry,
-            outcome=UploadOutcome.FAILED,
-            attempts=0,
-            next_retry_at=app.clock(),
-            detail="retry requested",
-            updated_at=app.clock(),
-        )
-    )
     print(f"Garmin activity {garmin_id} will be retried by the next cycle")
     return 0
 

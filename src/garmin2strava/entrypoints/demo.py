@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from garmin2strava.bootstrap import bootstrap
+from garmin2strava.entrypoints.demo_console import show_status_page
 from garmin2strava.entrypoints.demo_mirror import show_mirror
 from garmin2strava.logs import configure_logging
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
@@ -19,12 +20,12 @@ from garmin2strava.services.sync import CycleReport
 __all__ = ["run_demo"]
 
 
-def run_demo(*, keep: bool = False) -> int:
+def run_demo(*, keep: bool = False, serve: bool = False) -> int:
     configure_logging("WARNING", "text")
     workdir = Path(tempfile.mkdtemp(prefix="garmin2strava-demo-"))
     try:
         with running_sandboxes(processing_delay_s=0.2) as pair:
-            return _demo(pair, workdir)
+            return _demo(pair, workdir, serve=serve)
     finally:
         if keep:
             print(f"\nThe demo store is kept in {workdir}")
@@ -32,7 +33,7 @@ def run_demo(*, keep: bool = False) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _demo(pair: SandboxPair, workdir: Path) -> int:
+def _demo(pair: SandboxPair, workdir: Path, *, serve: bool) -> int:
     now = datetime.now(tz=UTC)
     seeded = seed_demo(pair, now)
     settings = pair.settings(workdir / "garmin2strava.sqlite3")
@@ -68,6 +69,7 @@ def _demo(pair: SandboxPair, workdir: Path) -> int:
     mirrored = show_mirror(pair, app, since=min(r.start_utc for r in seeded) - timedelta(days=1))
     ok = all(r.ok for r in first + second) and uploaded_again == 0 and mirrored
     print("\ndemo: OK" if ok else "\ndemo: FAILED")
+    show_status_page(app, serve=serve)
     return 0 if ok else 1
 
 

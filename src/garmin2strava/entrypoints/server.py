@@ -84,12 +84,14 @@ class MirrorRuntime:
     MODULES = (
         "uvicorn",
         "garmin2strava.entrypoints.http_app",
+        "garmin2strava.entrypoints.console",
         "garmin2strava.adapters.strava",
     )
 
     def __init__(self, app: App) -> None:
         from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
         from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
+        from garmin2strava.entrypoints.console import check_admin_exposure  # noqa: PLC0415
 
         settings = app.settings
         if settings.store != "sqlite":
@@ -112,6 +114,9 @@ class MirrorRuntime:
                 settings="G2S_ADMIN_HOST/G2S_ADMIN_PORT",
                 max_connections=_ADMIN_CONNECTIONS,
             )
+            # The status page's actions: no admin listener beyond loopback without a token.
+            token = settings.admin_token
+            check_admin_exposure(settings.admin_host, token.get_secret_value() if token else None)
             self.queue: SqliteEventQueue = SqliteEventQueue(
                 settings.db_path,
                 enqueue_timeout_ms=ENQUEUE_TIMEOUT_MS,
@@ -140,10 +145,22 @@ class MirrorRuntime:
         return create_app(self.receiver, health=self._health)
 
     def admin_app(self) -> Starlette:
-        """The operators' app: the detailed /healthz and /metrics."""
+        """The operators' app: the status page at `/` (entrypoints/console.py), the
+        detailed /healthz and /metrics."""
+        from garmin2strava.entrypoints.console import (  # noqa: PLC0415
+            console_for_app,
+            console_routes,
+        )
         from garmin2strava.entrypoints.http_app import create_admin_app  # noqa: PLC0415
 
-        return create_admin_app(health=self._health, metrics=self._metrics)
+        settings = self.app.settings
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        console = console_for_app(
+            self.app, self.queue, interval_s=settings.sync_interval_seconds, admin_token=token
+        )
+        return create_admin_app(
+            health=self._health, metrics=self._metrics, routes=console_routes(console)
+        )
 
     def _metrics(self) -> list[Sample]:
         samples = collect_metrics(

@@ -1,7 +1,7 @@
 """A local Garmin Connect emulator on loopback (stdlib only).
 
 It serves the few endpoints garmin2strava uses, with the real paths and field
-layout (docs/garmin-connect.md): the activity list, the ORIGINAL download, the
+layout: the activity list, the ORIGINAL download, the
 activity detail and the DI OAuth2 token refresh. Records are shaped after real
 answers of 2018, 2021 and 2026 (`make_record(..., shape=...)`): local time in the
 activity's own time zone, type ids and parent type ids from Garmin's type list,

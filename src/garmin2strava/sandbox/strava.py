@@ -4,7 +4,7 @@ Stdlib only, but for `fitdecode`: uploaded files are judged by the sandbox's own
 reader (sandbox/activity_files.py), never by the daemon's file check, so the two can
 disagree and a test can see it. Chained FIT files are accepted; corrupt files and files
 without time information end as upload errors in Strava's words. It emulates what
-this project depends on (docs/strava-api.md), including the traps: rotating refresh
+this project depends on (docs/architecture.md), including the traps: rotating refresh
 tokens, per-application rate limits with the real headers and 429
 body, uploads that are "still being processed" first, duplicates reported as an upload
 error in the plain or the HTML form, and tokens accepted as a Bearer header or as the
@@ -14,7 +14,10 @@ Listing order: Strava answers `/athlete/activities` newest first, except when `a
 is given: then oldest first (ascending start). The emulator does the same; callers must
 not rely on either order.
 
-Time comes from `clock` (epoch seconds), so tests can move it.
+Time comes from `clock` (epoch seconds), so tests can move it. Uploads are processed
+in the background, as Strava does: a processing thread finishes each one once
+`processing_delay_s` has passed, and its `create` event goes to the subscribed
+callback, whether or not anyone polls.
 
 The parts: strava_records (activities, uploads, athletes), strava_state (the state and
 what changes it), strava_api (the answers to requests), strava_webhooks (push
@@ -42,6 +45,9 @@ class StravaSandbox(StravaApi):
 
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _processing: threading.Thread | None = None
+    _stopping: threading.Event | None = None
+    PROCESSING_TICK_S = 0.05
 
     # -- life cycle --------------------------------------------------------------------
     def start(self) -> Self:
@@ -56,9 +62,24 @@ class StravaSandbox(StravaApi):
         )
         self._thread.start()
         self.webhooks.start()
+        stopping = self._stopping = threading.Event()
+
+        def process() -> None:
+            while not stopping.wait(self.PROCESSING_TICK_S):
+                self.settle()
+
+        self._processing = threading.Thread(
+            target=process, name="strava-sandbox-processing", daemon=True
+        )
+        self._processing.start()
         return self
 
     def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._processing is not None:
+            self._processing.join(timeout=10)
+            self._processing = None
         self.webhooks.stop()
         if self._server is not None:
             self._server.shutdown()

@@ -1,10 +1,12 @@
 """The Strava emulator's push subscriptions and webhook event delivery.
 
-Stdlib only. As Strava does (docs/strava-api.md, "Webhooks"): one subscription per
+Stdlib only. As Strava does (developers.strava.com/docs/webhooks): one subscription per
 application; creating it calls the callback with the `hub.*` handshake first and
 succeeds only on a 200 with the echoed challenge within 2 s; every change then POSTs
 an event to the callback, three attempts in all when the answer is not a 200 within
-2 s. Delivery runs on its own thread, so no API request of the emulator waits for it.
+2 s. Delivery runs on its own thread, so no API request of the emulator waits for it;
+`delivery_delay_s` holds each event back that long after the change (real Strava
+delivers within seconds, not at once).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class WebhookHub:
         timeout_s: float = 2.0,
         max_attempts: int = 3,
         retry_delay_s: float = 0.05,
+        delivery_delay_s: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -73,6 +76,7 @@ class WebhookHub:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.retry_delay_s = retry_delay_s  # Strava waits longer; tests need not
+        self.delivery_delay_s = delivery_delay_s
         self.subscription: PushSubscription | None = None
         self.webhook_deliveries = 0
         self.webhook_attempts = 0
@@ -80,7 +84,8 @@ class WebhookHub:
         self.delivered: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._next_id = 120_000
-        self._outbox: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()  # None: stop
+        # (due on the monotonic clock, callback URL, event); None: stop
+        self._outbox: queue.Queue[tuple[float, str, dict[str, Any]] | None] = queue.Queue()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -188,14 +193,16 @@ class WebhookHub:
             "subscription_id": current.subscription_id,
             "updates": dict(updates or {}),
         }
-        self._outbox.put((current.callback_url, event))
+        due = time.monotonic() + self.delivery_delay_s
+        self._outbox.put((due, current.callback_url, event))
 
     def _deliver_forever(self) -> None:
         while True:
             item = self._outbox.get()
             if item is None:
                 return
-            callback_url, event = item
+            due, callback_url, event = item
+            time.sleep(max(0.0, due - time.monotonic()))
             delivered = self._deliver(callback_url, event)
             with self._idle:
                 if delivered:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from garmin2strava.ports import Store
+from garmin2strava.services.account_control import paused_reason_of
 from garmin2strava.services.sync import CycleReport, SyncDeps, sync_account
 
 __all__ = ["sync_all"]
@@ -20,11 +21,15 @@ def sync_all(
     dry_run: bool = False,
     only: str | None = None,
 ) -> list[CycleReport]:
-    """One cycle per enabled account (or only `only`); one account's crash is
-    reported and the others still run."""
+    """One cycle per enabled account (or only `only`); a paused account gets a
+    skipped report and no cycle; one account's crash is reported and the others
+    still run."""
     reports: list[CycleReport] = []
     for account in store.list_accounts():
         if only is not None and account.user_id != only:
+            continue
+        if not account.enabled:  # paused: no lease taken, no client built, nothing written
+            reports.append(CycleReport(account.user_id, skipped_reason=paused_reason_of(account)))
             continue
         deps = deps_for(account.user_id)
         if deps.stop.is_set():

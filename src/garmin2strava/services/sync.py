@@ -36,6 +36,7 @@ from garmin2strava.errors import (
     TransientError,
 )
 from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort
+from garmin2strava.services.account_control import pause_reason, paused_reason_of
 from garmin2strava.services.sync_candidates import choose_candidates, is_settled, list_garmin
 from garmin2strava.services.sync_matching import StravaMatcher
 from garmin2strava.services.sync_recording import CycleRecorder
@@ -138,14 +139,16 @@ def sync_account(
         pass
     finally:
         if not dry_run:
-            store.release_lease(user_id, owner)
-            cycle.record_cycle(started)
+            try:  # recorded under the lease: `accounts remove` waits for it
+                cycle.record_cycle(started)
+            finally:
+                store.release_lease(user_id, owner)
     return report
 
 
 def _not_syncable(account: Account, now: datetime) -> str:
     if not account.enabled:
-        return "account disabled"
+        return paused_reason_of(account)
     if account.status is not AccountStatus.ACTIVE:
         detail = f": {account.status_detail}" if account.status_detail else ""
         return f"account {account.status.value}{detail}"
@@ -240,6 +243,9 @@ class _Cycle:
             for activity in todo:
                 if self.deps.stop.is_set():
                     log.info("sync.stopping", extra={"userId": self.user_id})
+                    break
+                if (paused := pause_reason(self.store, self.user_id)) is not None:
+                    self.report.skipped_reason = paused
                     break
                 self._renew_lease()
                 self._handle(activity, ledger.get(activity.activity_id))
@@ -414,10 +420,7 @@ class _Cycle:
                 last_cycle_summary=summary,
             )
         )
-        if report.outcomes or not report.ok:
-            self.records.audit(
-                "sync.cycle", {"ok": report.ok, "outcomes": summary, "error": report.error}
-            )
+        self.records.cycle(report, duration_ms=duration_ms)
         log.info(
             "sync.cycle",
             extra={

@@ -5,16 +5,34 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any, Protocol
 
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import AuditEvent, GarminActivity, LedgerEntry, UploadOutcome
 from garmin2strava.domain.uploads import next_retry_at
 from garmin2strava.ports import Store
 
-__all__ = ["CycleRecorder"]
+__all__ = ["MAX_CYCLE_ITEMS", "CycleRecorder"]
+
+# What one `sync.cycle` audit event lists at most (a DynamoDB item stays far below its
+# 400 KB); a backfill cycle beyond this counts the rest in `itemsOmitted`.
+MAX_CYCLE_ITEMS = 100
+
+
+class _Report(Protocol):
+    """The part of a cycle's report that its audit event keeps."""
+
+    ok: bool
+    skipped_reason: str
+    error: str
+    deferred_until: datetime | None
+
+    @property
+    def outcomes(self) -> Mapping[str, int]: ...
+
 
 # The uploader's events keep the logger name they have always had, whichever of the
 # sync modules writes them ("logger" in the JSON log lines).
@@ -33,6 +51,21 @@ class CycleRecorder:
     dry_run: bool
     max_attempts: int
     audit_retention_days: int
+    # What this cycle did to each activity, for its `sync.cycle` audit event.
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def _item(
+        self, garmin_id: int, outcome: str, detail: str, activity: GarminActivity | None = None
+    ) -> None:
+        self.items.append(
+            {
+                "garminActivityId": garmin_id,
+                "outcome": outcome,
+                "name": activity.name if activity else "",
+                "startUtc": activity.start_utc.isoformat() if activity else None,
+                "detail": detail[:300],
+            }
+        )
 
     def reject_record(self, record: object, reason: str) -> None:
         """A Garmin listing record that is no activity: skipped, and recorded as such
@@ -41,6 +74,7 @@ class CycleRecorder:
         log.warning("garmin.bad_record", extra={"userId": self.user_id, "reason": reason})
         if isinstance(garmin_id, int) and not isinstance(garmin_id, bool) and garmin_id > 0:
             self.note(UploadOutcome.SKIPPED, garmin_id, reason)
+            self._item(garmin_id, UploadOutcome.SKIPPED, f"invalid activity record: {reason}")
             if not self.dry_run:
                 existing = self.store.get_uploads(self.user_id, [garmin_id]).get(garmin_id)
                 if existing is None:
@@ -76,6 +110,7 @@ class CycleRecorder:
             )
             self.put(dead)
             self.note(UploadOutcome.DEAD, activity.activity_id, message)
+            self._item(activity.activity_id, UploadOutcome.DEAD, message, activity)
             self.audit("upload.gave_up", {"activityId": activity.activity_id, "error": message})
             log.error(
                 "upload.gave_up",
@@ -95,6 +130,8 @@ class CycleRecorder:
         )
         self.put(failed)
         self.note(UploadOutcome.FAILED, activity.activity_id, message)
+        self._item(activity.activity_id, UploadOutcome.FAILED, message, activity)
+        self.items[-1]["attempts"] = attempts
         log.warning(
             "upload.failed",
             extra={
@@ -122,6 +159,8 @@ class CycleRecorder:
             next_retry_at=None,
         )
         self.note(outcome, activity.activity_id, detail)
+        self._item(activity.activity_id, outcome, detail, activity)
+        self.items[-1]["stravaActivityId"] = strava_id
         if not self.dry_run:
             self.put(settled)
         log.info(
@@ -175,3 +214,20 @@ class CycleRecorder:
             ),
             retention_days=self.audit_retention_days,
         )
+
+    def cycle(self, report: _Report, *, duration_ms: int) -> None:
+        """The cycle's own audit event (`sync.cycle`), idle cycles included: what
+        `garmin2strava history` and the status page read back."""
+        items = self.items[:MAX_CYCLE_ITEMS]
+        detail: dict[str, object] = {
+            "ok": report.ok,
+            "durationMs": duration_ms,
+            "outcomes": {k: int(v) for k, v in report.outcomes.items()},
+            "error": report.error,
+            "stopped": report.skipped_reason,
+            "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
+            "items": items,
+        }
+        if len(self.items) > len(items):
+            detail["itemsOmitted"] = len(self.items) - len(items)
+        self.audit("sync.cycle", detail)

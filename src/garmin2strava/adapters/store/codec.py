@@ -1,6 +1,6 @@
 """Item keys and model <-> plain-dict codecs shared by the SQLite and DynamoDB stores.
 
-Attribute names are the DynamoDB ones (DESIGN.md "Data model"): camelCase, datetimes
+Attribute names are the DynamoDB ones (docs/architecture.md, "Data model"): camelCase, datetimes
 as fixed-width ISO 8601 UTC strings (`2024-05-01T07:00:00.000000Z`) so that string
 order is time order, which the sort keys rely on. Values are plain JSON types; the
 DynamoDB adapter converts floats to Decimal itself.
@@ -175,6 +175,7 @@ def account_to_item(account: Account) -> dict[str, Any]:
         "statusDetail": account.status_detail,
         "stravaAthleteId": account.strava_athlete_id,
         "enabled": account.enabled,
+        "pausedAt": _opt_time(account.paused_at),
         "garminBackoffUntil": _opt_time(account.garmin_backoff_until),
         "mirrorCoversSince": _opt_time(account.mirror_covers_since),
         "createdAt": _opt_time(account.created_at),
@@ -192,6 +193,7 @@ def account_from_item(item: dict[str, Any]) -> Account:
         status_detail=str(item.get("statusDetail", "")),
         strava_athlete_id=_opt_int(item.get("stravaAthleteId")),
         enabled=bool(item.get("enabled", True)),
+        paused_at=_parse_opt_time(item.get("pausedAt")),
         garmin_backoff_until=_parse_opt_time(item.get("garminBackoffUntil")),
         mirror_covers_since=_parse_opt_time(item.get("mirrorCoversSince")),
         created_at=_parse_opt_time(item.get("createdAt")),

@@ -1,4 +1,4 @@
-"""ports.Store on one DynamoDB table: the items of DESIGN.md "Data model", no Scan.
+"""ports.Store on one DynamoDB table: the items of docs/architecture.md, "Data model", no Scan.
 
 Keys and attribute bodies come from codec.py, shared with the SQLite store, so both
 hold the same items. What this module adds:
@@ -51,7 +51,7 @@ import boto3
 
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
-from garmin2strava.adapters.store.dynamodb_items import projection
+from garmin2strava.adapters.store.dynamodb_items import key, projection
 from garmin2strava.adapters.store.dynamodb_leases import SyncLeases
 from garmin2strava.adapters.store.dynamodb_ledger import UploadLedger
 from garmin2strava.adapters.store.dynamodb_secrets import SecretItems
@@ -113,6 +113,23 @@ class DynamoDBStore(TokenItems):
         accounts = [codec.account_from_item(item) for item in self._table.batch_get(keys)]
         return sorted(accounts, key=lambda a: codec.user_pk(a.user_id))
 
+    def delete_account(self, user_id: str) -> None:
+        pk = codec.user_pk(user_id)
+        item = self._table.get(pk, codec.ACCOUNT_SK, ["stravaAthleteId"])
+        athlete_id = None if item is None else item.get("stravaAthleteId")
+        if athlete_id is not None:
+            # Only this account's link: the athlete may have been linked to another since.
+            self._table.call_if(
+                "delete_item",
+                Key=key(codec.athlete_pk(int(athlete_id)), codec.ATHLETE_USER_SK),
+                ConditionExpression="userId = :user",
+                ExpressionAttributeValues={":user": {"S": user_id}},
+            )
+        self._secrets.delete(pk, codec.GARMIN_TOKEN_SK)
+        self._table.batch_delete(
+            [(pk, codec.ACCOUNT_SK), (pk, codec.LEASE_SK), (codec.ACCOUNTS_PK, pk)]
+        )
+
     def link_athlete(self, athlete_id: int, user_id: str) -> None:
         item = {
             "PK": codec.athlete_pk(athlete_id),
@@ -171,19 +188,24 @@ class DynamoDBStore(TokenItems):
         }
         self._table.put(item)
 
-    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
-        """Newest first; expired events that TTL has not deleted yet are filtered out."""
+    def list_audit(
+        self, user_id: str, *, limit: int = 100, since: datetime | None = None
+    ) -> list[AuditEvent]:
+        """Newest first, from `since` on (an SK range); expired events that TTL has not
+        deleted yet are filtered out."""
         if limit <= 0:
             return []
+        lower = codec.AUDIT_PREFIX + ("" if since is None else codec.format_time(since))
         items = self._table.query(
             limit=limit,
-            KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :prefix AND :end",
             FilterExpression="attribute_not_exists(expiresAt) OR expiresAt > :now",
             # The event without its keys and TTL (names aliased: some are reserved words).
             **projection(["userId", "at", "kind", "eventId", "detail"]),
             ExpressionAttributeValues={
                 ":pk": {"S": codec.user_pk(user_id)},
-                ":prefix": {"S": codec.AUDIT_PREFIX},
+                ":prefix": {"S": lower},
+                ":end": {"S": "AUDIT$"},  # '$' sorts right after '#'
                 ":now": {"N": str(int(time.time()))},
             },
             ScanIndexForward=False,

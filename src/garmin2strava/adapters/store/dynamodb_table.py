@@ -1,4 +1,4 @@
-"""The DynamoDB table of DESIGN.md "Data model": `create_table` builds it with the
+"""The DynamoDB table of docs/architecture.md, "Data model": `create_table` builds it with the
 indexes and TTL the store relies on (`garmin2strava store init`, the tests).
 
 - `LSI1`: PK + `LSI1SK` (workouts by start time, ledger newest first), projection ALL.

@@ -1,7 +1,7 @@
 """The embedded store: ports.Store over one SQLite file that mirrors the DynamoDB items.
 
 One table `items(pk, sk, body JSON, version, expires_at, lsi1sk, gsi1pk, gsi1sk)` holds
-exactly the items of DESIGN.md "Data model"; codec.py builds keys and bodies for both
+exactly the items of docs/architecture.md, "Data model"; codec.py builds keys and bodies for both
 stores. Secondary columns exist only where a query needs them, and each one is
 something DynamoDB can index the same way (no scans):
 - `lsi1sk`: workouts by start time (`workouts_starting_between`, `list_workouts`) and
@@ -259,6 +259,29 @@ class SqliteStore(TokenItems):
         )
         return [codec.account_from_item(_loads(row[0])) for row in rows]
 
+    def delete_account(self, user_id: str) -> None:
+        pk = codec.user_pk(user_id)
+        with self._write() as conn:
+            body = self._get_body_in(conn, pk, codec.ACCOUNT_SK)
+            athlete_id = None if body is None else body.get("stravaAthleteId")
+            if athlete_id is not None:
+                conn.execute(
+                    "DELETE FROM items WHERE pk = ? AND sk = ? "
+                    "AND json_extract(body, '$.userId') = ?",
+                    (codec.athlete_pk(int(athlete_id)), codec.ATHLETE_USER_SK, user_id),
+                )
+            conn.execute(
+                "DELETE FROM items WHERE (pk = ? AND sk IN (?, ?)) OR (pk = ? AND sk = ?)",
+                (pk, codec.ACCOUNT_SK, codec.LEASE_SK, codec.ACCOUNTS_PK, pk),
+            )
+            row = self._get_row(conn, pk, codec.GARMIN_TOKEN_SK)
+            if row is not None:
+                self._put(conn, pk, codec.GARMIN_TOKEN_SK, {"deleted": True}, version=row[1] + 1)
+
+    def _get_body_in(self, conn: sqlite3.Connection, pk: str, sk: str) -> dict[str, Any] | None:
+        row = self._get_row(conn, pk, sk)
+        return None if row is None else _loads(row[0])
+
     def link_athlete(self, athlete_id: int, user_id: str) -> None:
         with self._write() as conn:
             self._put(
@@ -420,11 +443,14 @@ class SqliteStore(TokenItems):
                 (pk, int(time.time())),
             )
 
-    def list_audit(self, user_id: str, *, limit: int = 100) -> list[AuditEvent]:
+    def list_audit(
+        self, user_id: str, *, limit: int = 100, since: datetime | None = None
+    ) -> list[AuditEvent]:
+        lower = codec.AUDIT_PREFIX + ("" if since is None else codec.format_time(since))
         rows = self._query(
-            "SELECT body FROM items WHERE pk = ? AND sk >= 'AUDIT#' AND sk < 'AUDIT$' "
+            "SELECT body FROM items WHERE pk = ? AND sk >= ? AND sk < 'AUDIT$' "
             "AND (expires_at IS NULL OR expires_at > ?) ORDER BY sk DESC LIMIT ?",
-            (codec.user_pk(user_id), int(time.time()), limit),
+            (codec.user_pk(user_id), lower, int(time.time()), limit),
         )
         return [codec.audit_from_item(_loads(row[0])) for row in rows]
 

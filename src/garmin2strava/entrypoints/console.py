@@ -1,0 +1,402 @@
+"""The status page at `/` of the admin listener, and its actions (plain HTML forms).
+
+Server-side templates (Jinja2, templates/console.html) and an inline SVG time line;
+no JavaScript is needed (a `<meta http-equiv="refresh">` reloads it every 30 s, and
+not right after an action). Protection:
+
+- The admin listener is loopback by default. When it is opened (`G2S_ADMIN_HOST` not
+  a loopback address), `G2S_ADMIN_TOKEN` is required (`check_admin_exposure`:
+  nothing starts without it) and every request must carry it, as HTTP Basic's
+  password (the browser asks once) or as a Bearer token.
+- Without a token, requests must name a loopback host in `Host`, so a web page in
+  the operator's browser cannot reach the page through DNS rebinding.
+- Every POST carries the page's CSRF token (an HMAC from a key made at start-up)
+  and, when the browser sends one, an `Origin` of this host.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from garmin2strava.errors import ConfigError, G2SError
+from garmin2strava.ports import EventQueue, Store
+from garmin2strava.services.account_control import AccountControl, retry_upload
+from garmin2strava.services.console_view import KINDS, ConsoleView, build_view
+
+__all__ = [
+    "Console",
+    "ServedConsole",
+    "check_admin_exposure",
+    "console_for_app",
+    "console_routes",
+    "create_console_app",
+    "is_loopback_host",
+    "serve_console",
+]
+
+if TYPE_CHECKING:
+    from garmin2strava.bootstrap import App
+
+log = logging.getLogger(__name__)
+
+_TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+_REFRESH_S = 30
+# What an action may say on the page it redirects to (codes, never free text).
+_NOTES = {
+    "sync": "A cycle for {user} has started; this page shows its outcome when done.",
+    "sync-paused": "{user} is paused: resume it first.",
+    "pause": "{user} is paused: a running cycle stops before its next activity.",
+    "resume": "{user} is resumed: the next cycle syncs it.",
+    "retry-upload": "Garmin activity {item} of {user} will be retried by the next cycle.",
+    "retry-upload-none": "Garmin activity {item} of {user} has nothing to retry.",
+    "retry-event": "Webhook event {item} is back in the queue.",
+    "retry-event-none": "Webhook event {item} is not dead any more.",
+    "unknown": "No account {user}.",
+}
+_SVG_WIDTH = 960
+_SVG_LEFT = 120
+_LANE_HEIGHT = 34
+
+
+def is_loopback_host(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_exposure(host: str, token: str | None) -> None:
+    """Refuse to serve the admin listener on a non-loopback host without a token."""
+    if not is_loopback_host(host) and not token:
+        msg = (
+            f"setting G2S_ADMIN_TOKEN is required: the admin listener (G2S_ADMIN_HOST={host}) "
+            "is not loopback, and it serves the status page and its actions"
+        )
+        raise ConfigError(msg)
+
+
+@dataclass(slots=True, kw_only=True)
+class Console:
+    """What the page reads and does. `sync_now(user_id)` starts one cycle for the
+    account and returns at once (the caller runs it in the background)."""
+
+    store: Store
+    queue: EventQueue | None
+    clock: Callable[[], datetime]
+    sync_now: Callable[[str], None]
+    interval_s: int | None = None
+    audit_retention_days: int = 7
+    admin_token: str | None = None
+    _csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+
+    @property
+    def csrf_token(self) -> str:
+        return hmac.new(self._csrf_key, b"garmin2strava-console", hashlib.sha256).hexdigest()
+
+    def control(self) -> AccountControl:
+        return AccountControl(
+            store=self.store, clock=self.clock, audit_retention_days=self.audit_retention_days
+        )
+
+    def view(self) -> ConsoleView:
+        return build_view(self.store, self.queue, now=self.clock(), interval_s=self.interval_s)
+
+
+def console_for_app(
+    app: App, queue: EventQueue | None, *, interval_s: int | None, admin_token: str | None
+) -> Console:
+    """The page of a process that runs `app`: "Sync now" runs one cycle in a thread
+    of its own (the account's lease keeps it from running beside the scheduler's)."""
+    from garmin2strava.services.runner import sync_all  # noqa: PLC0415 (the sync's imports)
+
+    def sync_now(user_id: str) -> None:
+        def run() -> None:
+            for report in sync_all(app.store, app.sync_deps, only=user_id):
+                log.info(
+                    "console.sync_done",
+                    extra={"userId": report.user_id, "ok": report.ok, "outcomes": report.outcomes},
+                )
+
+        threading.Thread(target=run, name=f"sync-now-{user_id}", daemon=True).start()
+        log.info("console.sync_requested", extra={"userId": user_id})
+
+    return Console(
+        store=app.store,
+        queue=queue,
+        clock=app.clock,
+        sync_now=sync_now,
+        interval_s=interval_s,
+        audit_retention_days=app.settings.audit_retention_days,
+        admin_token=admin_token,
+    )
+
+
+@dataclass(slots=True)
+class ServedConsole:
+    """The page served by uvicorn in a thread (the demo's, the tests')."""
+
+    url: str
+    stop: Callable[[], None]
+
+
+def serve_console(console: Console, *, host: str = "127.0.0.1", port: int = 0) -> ServedConsole:
+    """Bind now (port 0: a free one), serve in a daemon thread until `stop()`."""
+    import uvicorn  # noqa: PLC0415 (only a process that serves HTTP)
+
+    check_admin_exposure(host, console.admin_token)
+    sock = socket.create_server((host, port))
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_console_app(console), log_config=None, access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="console-http", daemon=True
+    )
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    shown = f"[{host}]" if ":" in host else host
+    return ServedConsole(url=f"http://{shown}:{bound}/", stop=stop)
+
+
+def console_routes(console: Console) -> list[Route]:
+    """The page and its actions, for the admin app to mount at its root."""
+    guard = _Guard(console)
+
+    async def page(request: Request) -> Response:
+        view = await run_in_threadpool(console.view)
+        note = _note(request)
+        context = {
+            "view": view,
+            "kinds": KINDS,
+            "svg": _timeline(view),
+            "csrf": console.csrf_token,
+            "note": note,
+            "refresh_s": None if note else _REFRESH_S,
+        }
+        return _TEMPLATES.TemplateResponse(request, "console.html", context)
+
+    async def account_action(request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        action = request.path_params["action"]
+        note = await run_in_threadpool(_account_action, console, user_id, action)
+        return _back(note, user=user_id)
+
+    async def retry_upload_action(request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        garmin_id = int(request.path_params["garmin_id"])
+        done = await run_in_threadpool(
+            retry_upload, console.store, user_id, garmin_id, console.clock()
+        )
+        return _back("retry-upload" if done else "retry-upload-none", user=user_id, item=garmin_id)
+
+    async def retry_event_action(request: Request) -> Response:
+        queue_id = int(request.path_params["queue_id"])
+        queue = console.queue
+        done = queue is not None and await run_in_threadpool(
+            lambda: queue.retry_dead(queue_id, now=console.clock())
+        )
+        return _back("retry-event" if done else "retry-event-none", item=queue_id)
+
+    return [
+        Route("/", guard(page), methods=["GET"]),
+        Route(
+            "/accounts/{user_id:str}/{action:str}",
+            guard(account_action, post=True),
+            methods=["POST"],
+        ),
+        Route(
+            "/uploads/{user_id:str}/{garmin_id:int}/retry",
+            guard(retry_upload_action, post=True),
+            methods=["POST"],
+        ),
+        Route(
+            "/events/{queue_id:int}/retry", guard(retry_event_action, post=True), methods=["POST"]
+        ),
+    ]
+
+
+def create_console_app(console: Console) -> Starlette:
+    """The page alone, as an app (tests, `demo --serve`)."""
+    return Starlette(routes=console_routes(console))
+
+
+def _account_action(console: Console, user_id: str, action: str) -> str:
+    control = console.control()
+    account = console.store.get_account(user_id)
+    if account is None:
+        return "unknown"
+    if action == "pause":
+        control.pause(user_id)
+        return "pause"
+    if action == "resume":
+        control.resume(user_id)
+        return "resume"
+    if action == "sync":
+        if not account.enabled:
+            return "sync-paused"
+        console.sync_now(user_id)
+        return "sync"
+    raise _NotFound
+
+
+class _NotFound(G2SError):
+    pass
+
+
+def _back(note: str, **values: object) -> Response:
+    query = urlencode({"note": note, **{k: str(v) for k, v in values.items()}})
+    return RedirectResponse(f"/?{query}", status_code=303)
+
+
+def _note(request: Request) -> str | None:
+    template = _NOTES.get(request.query_params.get("note", ""))
+    if template is None:
+        return None
+    return template.format(
+        user=request.query_params.get("user", ""), item=request.query_params.get("item", "")
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Guard:
+    """Authentication, Host and CSRF checks in front of every route."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def __call__(self, handler: Handler, *, post: bool = False) -> Handler:
+        async def guarded(request: Request) -> Response:
+            refused = self._refuse(request)
+            if refused is not None:
+                return refused
+            if post:
+                sent = await _form_csrf(request)
+                if not hmac.compare_digest(sent, self._console.csrf_token) or not _same_origin(
+                    request
+                ):
+                    log.warning("console.csrf_refused", extra={"path": request.url.path})
+                    return PlainTextResponse(
+                        "This form is stale or not from this page: reload the page.",
+                        status_code=403,
+                    )
+            try:
+                return await handler(request)
+            except _NotFound:
+                return PlainTextResponse("Not Found", status_code=404)
+
+        return guarded
+
+    def _refuse(self, request: Request) -> Response | None:
+        token = self._console.admin_token
+        if token is None:
+            host = request.headers.get("host", "")
+            if not is_loopback_host(urlsplit(f"//{host}").hostname or ""):
+                return PlainTextResponse("Misdirected Request", status_code=421)
+            return None
+        presented = _presented_token(request.headers.get("authorization", ""))
+        if presented is None or not hmac.compare_digest(presented.encode(), token.encode()):
+            return PlainTextResponse(
+                "Unauthorized: the admin token is the password (any user name).",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="garmin2strava", charset="UTF-8"'},
+            )
+        return None
+
+
+_MAX_FORM_BYTES = 4096  # the forms carry the CSRF token and nothing else
+
+
+async def _form_csrf(request: Request) -> str:
+    """The `csrf` field of an urlencoded form (parsed here: no multipart library)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            return ""
+    values = parse_qs(body.decode("ascii", errors="replace"))
+    return values.get("csrf", [""])[0]
+
+
+def _presented_token(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None  # a sandboxed or privacy-stripped origin is not ours
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+# -- the time line's geometry (the template draws it) ---------------------------------------
+def _timeline(view: ConsoleView) -> dict[str, Any]:
+    lanes = {a.user_id: i for i, a in enumerate(view.accounts)}
+    for mark in view.marks:  # a removed account's runs stay in its own lane
+        lanes.setdefault(mark.user_id, len(lanes))
+    plot = _SVG_WIDTH - _SVG_LEFT - 20
+    height = 30 + _LANE_HEIGHT * max(1, len(lanes))
+    ticks = []
+    for day in range(0, view.days + 1, 5):
+        at = view.window_start + timedelta(days=day)
+        ticks.append({"x": _SVG_LEFT + plot * day / view.days, "label": f"{at:%d %b}"})
+    dots = [
+        {
+            "mark": mark,
+            "x": round(_SVG_LEFT + plot * mark.x, 1),
+            "y": 20 + _LANE_HEIGHT * lanes[mark.user_id] + _LANE_HEIGHT / 2,
+        }
+        for mark in view.marks
+    ]
+    return {
+        "width": _SVG_WIDTH,
+        "height": height,
+        "left": _SVG_LEFT,
+        "right": _SVG_WIDTH - 20,
+        "lanes": [
+            {"user_id": user, "y": 20 + _LANE_HEIGHT * i + _LANE_HEIGHT / 2}
+            for user, i in lanes.items()
+        ],
+        "ticks": ticks,
+        "dots": dots,
+    }

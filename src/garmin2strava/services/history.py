@@ -1,0 +1,131 @@
+"""The sync history: the audit events read back, per account, newest first.
+
+Every cycle writes one `sync.cycle` event (idle ones too) with its duration, outcome
+counts and what it did to each activity (the Strava id of what it uploaded or
+matched, the reason of what failed); the adapters and the mirror add token refreshes,
+backoffs, deauthorizations and dead letters; the operator's actions add theirs. The
+store keeps them `G2S_AUDIT_RETENTION_DAYS` and reads them with a key-range query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from garmin2strava.domain.models import AuditEvent
+from garmin2strava.ports import Store
+
+__all__ = ["HistoryEntry", "format_history", "read_history"]
+
+# Audit kinds and how a line of history names them.
+_LABELS = {
+    "sync.cycle": "cycle",
+    "strava.token_refreshed": "Strava token refreshed",
+    "garmin.tokens_refreshed": "Garmin tokens refreshed",
+    "garmin.rate_limited": "Garmin backoff",
+    "strava.auth_failed": "Strava refused the token",
+    "garmin.auth_failed": "Garmin refused the tokens",
+    "strava.deauthorized": "Strava access revoked (mirror and audit trail deleted)",
+    "strava.deauthorization_refuted": "deauthorization event refuted by Strava",
+    "strava.app_inactive": "Strava application inactive: waiting",
+    "strava.app_recovered": "Strava application active again",
+    "upload.gave_up": "gave up an upload",
+    "mirror.dead_letter": "webhook event dead-lettered",
+    "account.paused": "paused",
+    "account.resumed": "resumed",
+    "account.removed": "removed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One audit event, as history shows it."""
+
+    user_id: str
+    at: datetime
+    kind: str
+    detail: dict[str, Any]
+
+    @property
+    def started_at(self) -> datetime:
+        """A cycle's start (its event is written at its end); other events: `at`."""
+        duration = self.detail.get("durationMs")
+        if self.kind == "sync.cycle" and isinstance(duration, int | float):
+            return self.at - timedelta(milliseconds=duration)
+        return self.at
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "userId": self.user_id,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+        }
+        if self.kind == "sync.cycle":
+            body["startedAt"] = self.started_at.isoformat()
+        return body | self.detail
+
+
+def read_history(
+    store: Store,
+    user_ids: Sequence[str],
+    *,
+    since: datetime,
+    limit: int = 500,
+) -> dict[str, list[HistoryEntry]]:
+    """Each account's events from `since` on, newest first, at most `limit` each."""
+    return {
+        user_id: [_entry(e) for e in store.list_audit(user_id, limit=limit, since=since)]
+        for user_id in user_ids
+    }
+
+
+def _entry(event: AuditEvent) -> HistoryEntry:
+    return HistoryEntry(event.user_id, event.at, event.kind, dict(event.detail))
+
+
+def format_history(history: dict[str, list[HistoryEntry]]) -> str:
+    """The text of `garmin2strava history`."""
+    lines: list[str] = []
+    for user_id, entries in history.items():
+        lines.append(f"account {user_id}:")
+        if not entries:
+            lines.append("  nothing recorded in this period")
+        for entry in entries:
+            lines.extend(_lines(entry))
+    return "\n".join(lines)
+
+
+def _lines(entry: HistoryEntry) -> Iterable[str]:
+    when = entry.started_at.strftime("%Y-%m-%d %H:%M:%S")
+    detail = entry.detail
+    if entry.kind != "sync.cycle":
+        label = _LABELS.get(entry.kind, entry.kind)
+        extra = _event_detail(detail)
+        yield f"  {when}  {label}{(': ' + extra) if extra else ''}"
+        return
+    seconds = float(detail.get("durationMs") or 0) / 1000
+    outcomes = detail.get("outcomes") or {}
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "idle"
+    state = "ok" if detail.get("ok") else "FAILED"
+    yield f"  {when}  cycle {seconds:.1f} s  {state}  {counts}"
+    if detail.get("error"):
+        yield f"      error: {detail['error']}"
+    if detail.get("stopped"):
+        yield f"      stopped: {detail['stopped']}"
+    if detail.get("deferredUntil"):
+        yield f"      Strava budget spent: the rest waits until {detail['deferredUntil']}"
+    for item in detail.get("items") or []:
+        strava = item.get("stravaActivityId")
+        target = f" -> Strava {strava}" if strava else ""
+        name = f" {item['name']!r}" if item.get("name") else ""
+        reason = f"  ({item['detail']})" if item.get("detail") else ""
+        yield f"      {item['outcome']:<9} garmin {item['garminActivityId']}{name}{target}{reason}"
+    if detail.get("itemsOmitted"):
+        yield f"      ... and {detail['itemsOmitted']} more"
+
+
+def _event_detail(detail: dict[str, Any]) -> str:
+    keys = ("error", "until", "activityId", "athleteId", "by", "itemsDeleted", "cause")
+    return " ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))
