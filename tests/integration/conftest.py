@@ -13,12 +13,12 @@ each test gets a fresh table with a unique name.
 `crash_world` is the crash-injection harness shared by test_crash_injection.py (SQLite)
 and test_dynamodb_acceptance.py: seeded sandboxes, the crash child (forked by
 crash_child.py's fork server, which has imported the client libraries once per
-session), the restart and the exactly-once checks. Each of those modules provides its store as a `crash_store`
-fixture (a CrashStore). Test modules cannot import this file at run time
+session), the restart and the exactly-once checks. Each of those modules provides its
+store as a `crash_store` fixture (a CrashStore). Test modules cannot import this file at run time
 (--import-mode=importlib), so they import its types under TYPE_CHECKING only.
 
 `lambda_deployment` opens the Lambda functions' deployment on moto
-(garmin2strava.sandbox.aws_lambda) for test_lambda_handlers.py and
+(g2s_harness.aws_lambda) for test_lambda_handlers.py and
 test_lambda_cold_warm.py.
 """
 
@@ -52,6 +52,7 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from g2s_harness.aws_lambda import Deployment, deployed
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
@@ -60,7 +61,6 @@ from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.aws_lambda import Deployment, deployed
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
@@ -176,7 +176,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def lambda_deployment(
     aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Callable[..., AbstractContextManager[Deployment]]:
-    """Opens the Lambda functions' deployment (sandbox.aws_lambda.deployed, keyword
+    """Opens the Lambda functions' deployment (g2s_harness.aws_lambda.deployed, keyword
     arguments as there) on the session's moto server, its variables set for this test."""
     return functools.partial(deployed, monkeypatch.setenv, tmp_path)
 

@@ -70,11 +70,11 @@ def _preload() -> None:
     pays for it; nothing here opens a connection or starts a thread."""
     import boto3  # noqa: PLC0415, F401 (preloaded for the DynamoDB children)
 
-    import garmin2strava.adapters.crypto  # noqa: PLC0415, F401 (as above)
-    import garmin2strava.adapters.files  # noqa: PLC0415, F401 (as above)
-    import garmin2strava.adapters.garmin  # noqa: PLC0415, F401 (as above)
-    import garmin2strava.adapters.store.dynamodb  # noqa: PLC0415, F401 (as above)
-    import garmin2strava.adapters.store.sqlite  # noqa: PLC0415, F401 (as above)
+    import garmin2strava.adapters.crypto  # noqa: PLC0415 (as above)
+    import garmin2strava.adapters.files  # noqa: PLC0415 (as above)
+    import garmin2strava.adapters.garmin  # noqa: PLC0415 (as above)
+    import garmin2strava.adapters.store.dynamodb  # noqa: PLC0415 (as above)
+    import garmin2strava.adapters.store.sqlite  # noqa: PLC0415 (as above)
     import garmin2strava.adapters.strava  # noqa: PLC0415, F401 (as above)
 
 
@@ -101,6 +101,11 @@ def _run_forked(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
+def _answer(message: dict[str, int]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
 def serve() -> None:
     """The fork server: one child at a time, one request line each."""
     _preload()
@@ -109,9 +114,9 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             _run_forked(request)
-        print(json.dumps({"pid": pid}), flush=True)
+        _answer({"pid": pid})
         _, status = os.waitpid(pid, 0)
-        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+        _answer({"returncode": os.waitstatus_to_exitcode(status)})
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.entrypoints.cli import build_parser, main
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
-from garmin2strava.sandbox.serving import free_port
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
