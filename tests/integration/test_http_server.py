@@ -25,7 +25,7 @@ import pytest
 from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FD_LIMIT = 1024
 HALF_OPEN = 1100

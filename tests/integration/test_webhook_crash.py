@@ -25,7 +25,7 @@ from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 USER = "runner"
 SUB = 7001

@@ -158,6 +158,7 @@ def _fitparse_expectation(data: bytes) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # fitparse decodes every message of every file
 @pytest.mark.parametrize("name", WITH_SESSIONS)
 def test_fit_summary_agrees_with_fitparse(realdata: Path, name: str) -> None:
     """Start (UTC), elapsed, distance, sport, sessions and records match fitparse's decode."""
