@@ -103,7 +103,7 @@ def _extract(data: bytes, workdir: Path, name: str = "11998957007_ACTIVITY.fit")
 # -- the oracle --------------------------------------------------------------------------
 
 
-class _SessionOracle(FitFileDecoder):
+class _SessionOracle(FitFileDecoder):  # type: ignore[misc]  # fitparse ships no type information
     """fitparse's FitFile, its data processing (datetimes, units) kept to the session
     messages the oracle reads values from: every message is still decoded in full
     (fields, subfields, components, accumulated and compressed timestamps), but the
