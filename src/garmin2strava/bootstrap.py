@@ -17,7 +17,10 @@ from garmin2strava.services.sync import SyncConfig, SyncDeps
 from garmin2strava.settings import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from garmin2strava.adapters.strava import StravaAdapter
+    from garmin2strava.domain.models import PreparedFile
 
 __all__ = ["App", "bootstrap", "build_cipher", "build_store", "utc_now"]
 
@@ -147,7 +150,15 @@ class App:
         )
 
 
-def bootstrap(settings: Settings, *, store: Store | None = None) -> App:
-    from garmin2strava.adapters.files import OriginalFiles  # noqa: PLC0415
+class _OriginalFilesOnUse:
+    """OriginalFiles, imported by the first download: the file checks (our FIT reader,
+    fitparse) cost nothing to the commands that never upload (`status`, the lists)."""
 
-    return App(settings=settings, store=store or build_store(settings), files=OriginalFiles())
+    def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
+        from garmin2strava.adapters.files import OriginalFiles  # noqa: PLC0415 (on use)
+
+        return OriginalFiles().prepare(original_zip, workdir)
+
+
+def bootstrap(settings: Settings, *, store: Store | None = None) -> App:
+    return App(settings=settings, store=store or build_store(settings), files=_OriginalFilesOnUse())

@@ -23,13 +23,25 @@ from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
 __all__ = [
     "AccessCheck",
+    "Accounts",
     "ActivityFiles",
+    "AppState",
+    "AuditLog",
     "EventQueue",
     "EventSink",
     "GarminPort",
+    "GarminTokenStore",
     "Store",
     "StravaPort",
+    "StravaReads",
+    "StravaTokenStore",
+    "StravaUploads",
+    "StreamStore",
+    "SyncLeases",
     "TokenCipher",
+    "UploadLedger",
+    "WorkoutMirror",
+    "WorkoutQueries",
 ]
 
 
@@ -44,14 +56,9 @@ class TokenCipher(Protocol):
     def decrypt(self, ciphertext: bytes, *, context: str) -> bytes: ...
 
 
-class Store(Protocol):
-    """Everything garmin2strava keeps, one item model (DESIGN.md "Data model").
+class Accounts(Protocol):
+    """Accounts (`USER#{id}`/`ACCOUNT`) and the athlete links (`ATHLETE#{id}`/`USER`)."""
 
-    Conditional writes return False (or raise StoreConflict where stated) when they
-    lose; they never overwrite newer data.
-    """
-
-    # -- accounts (`USER#{id}`/`ACCOUNT`, `ATHLETE#{id}`/`USER`) -------------------------
     def get_account(self, user_id: str) -> Account | None: ...
     def put_account(self, account: Account) -> None: ...
     def list_accounts(self) -> list[Account]: ...
@@ -64,7 +71,10 @@ class Store(Protocol):
     def link_athlete(self, athlete_id: int, user_id: str) -> None: ...
     def user_for_athlete(self, athlete_id: int) -> str | None: ...
 
-    # -- tokens (encrypted at rest) ----------------------------------------------------
+
+class StravaTokenStore(Protocol):
+    """One account's Strava tokens, encrypted at rest."""
+
     def get_strava_tokens(self, user_id: str) -> StravaTokens | None: ...
     def replace_strava_tokens(
         self, user_id: str, new: StravaTokens, *, expected_version: int | None
@@ -75,12 +85,20 @@ class Store(Protocol):
         ...
 
     def delete_strava_tokens(self, user_id: str) -> None: ...
+
+
+class GarminTokenStore(Protocol):
+    """One account's Garmin tokens, encrypted at rest."""
+
     def get_garmin_tokens(self, user_id: str) -> GarminTokens | None: ...
     def replace_garmin_tokens(
         self, user_id: str, blob: str, *, expected_version: int | None
     ) -> GarminTokens | None: ...
 
-    # -- upload ledger (`UPLOAD#GARMIN#{id}`) --------------------------------------------
+
+class UploadLedger(Protocol):
+    """What became of each Garmin activity (`UPLOAD#GARMIN#{id}`)."""
+
     def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]: ...
     def put_upload(self, entry: LedgerEntry) -> None:
         """Write the entry; a `pending` one (the intent written before an upload) never
@@ -95,14 +113,20 @@ class Store(Protocol):
         """Entries that are pending, processing or failed (not settled)."""
         ...
 
-    # -- sync lease (`LEASE#SYNC`) -------------------------------------------------------
+
+class SyncLeases(Protocol):
+    """One runner per account at a time (`LEASE#SYNC`)."""
+
     def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
         """Take or renew the lease if it is free, expired, or already `owner`'s."""
         ...
 
     def release_lease(self, user_id: str, owner: str) -> None: ...
 
-    # -- audit (`AUDIT#{iso}#{id}`, with TTL) ---------------------------------------------
+
+class AuditLog(Protocol):
+    """Per-account audit events with a retention (`AUDIT#{iso}#{id}`, TTL)."""
+
     def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None: ...
     def list_audit(
         self, user_id: str, *, limit: int = 100, since: datetime | None = None
@@ -110,12 +134,26 @@ class Store(Protocol):
         """Newest first, from `since` on (a key range); expired events are not returned."""
         ...
 
-    # -- mirror (`WORKOUT#STRAVA#{id}`) -------------------------------------------------
+
+class WorkoutMirror(Protocol):
+    """The mirror's writes (`WORKOUT#STRAVA#{id}`): newer wins; a deauthorization
+    forgets the account's Strava data."""
+
     def upsert_workout(self, workout: Workout) -> bool:
         """Write unless the stored row has a newer `updated_at`. True when written."""
         ...
 
     def get_workout(self, user_id: str, activity_id: int) -> Workout | None: ...
+    def forget_strava_data(self, user_id: str) -> int:
+        """Delete the account's mirrored Strava activities (with their streams and
+        pending marks) and its audit trail (what a deauthorization requires); the
+        upload ledger, tokens and account stay. Returns the number of items deleted."""
+        ...
+
+
+class WorkoutQueries(Protocol):
+    """Reading the mirror: by start time, a bounded list, or paged through."""
+
     def list_workouts(
         self, user_id: str, *, include_deleted: bool = False, limit: int = 3000
     ) -> list[Workout]: ...
@@ -135,7 +173,10 @@ class Store(Protocol):
         time: memory stays the same however long the mirror (exports)."""
         ...
 
-    # -- streams (`STREAMS#STRAVA#{id}#{part}`; SQLite: its own tables) ---------------
+
+class StreamStore(Protocol):
+    """Activity streams (`STREAMS#STRAVA#{id}#{part}`; SQLite: its own tables)."""
+
     def put_streams(self, streams: ActivityStreams) -> None:
         """Keep an activity's streams (empty: Strava has none) and clear its pending mark."""
         ...
@@ -152,15 +193,33 @@ class Store(Protocol):
         """Activity ids marked pending, lowest first."""
         ...
 
-    def forget_strava_data(self, user_id: str) -> int:
-        """Delete the account's mirrored Strava activities (with their streams and
-        pending marks) and its audit trail (what a deauthorization requires); the
-        upload ledger, tokens and account stay. Returns the number of items deleted."""
-        ...
 
-    # -- application-wide state (Strava rate budget, backfill cursors, ...) -------------
+class AppState(Protocol):
+    """Application-wide state (the Strava rate budget, backfill cursors, ...)."""
+
     def get_app_state(self, key: str) -> dict[str, Any] | None: ...
     def put_app_state(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class Store(
+    Accounts,
+    StravaTokenStore,
+    GarminTokenStore,
+    UploadLedger,
+    SyncLeases,
+    AuditLog,
+    WorkoutMirror,
+    WorkoutQueries,
+    StreamStore,
+    AppState,
+    Protocol,
+):
+    """Everything garmin2strava keeps, one item model (docs/architecture.md): what the
+    store adapters implement and bootstrap wires. Services depend on the narrow ports.
+
+    Conditional writes return False (or raise StoreConflict where stated) when they
+    lose; they never overwrite newer data.
+    """
 
 
 class GarminPort(Protocol):
@@ -175,8 +234,8 @@ class GarminPort(Protocol):
         ...
 
 
-class StravaPort(Protocol):
-    """One Strava athlete's API, within the application's shared rate budget.
+class StravaUploads(Protocol):
+    """What the uploader asks of one Strava athlete's API: is it there, upload, status.
 
     Every method raises RateLimited instead of sleeping when the budget is spent.
     """
@@ -198,6 +257,10 @@ class StravaPort(Protocol):
 
     def get_upload(self, upload_id: int) -> UploadStatus: ...
 
+
+class StravaReads(Protocol):
+    """What the mirror reads of one Strava athlete's API, within the shared budget."""
+
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         """The raw DetailedActivity JSON. Raises StravaNotFound."""
         ...
@@ -211,9 +274,10 @@ class StravaPort(Protocol):
         (RateLimited otherwise)."""
         ...
 
-    def can_spend_reads(self, n: int = 1) -> bool:
-        """Whether `n` more read requests fit in the current windows."""
-        ...
+
+class StravaPort(StravaUploads, StravaReads, Protocol):
+    """One Strava athlete's API, within the application's shared rate budget: what the
+    Strava adapter implements and bootstrap wires."""
 
 
 @runtime_checkable

@@ -22,12 +22,9 @@ from garmin2strava.domain.models import (
     Account,
     AccountStatus,
     AuditEvent,
-    GarminTokens,
     LedgerEntry,
-    StravaActivity,
     StravaTokens,
     UploadOutcome,
-    UploadStatus,
     Workout,
 )
 from garmin2strava.domain.streams import ActivityStreams
@@ -58,7 +55,7 @@ T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
 class FakeStore:
-    """The Store methods the mirror uses, kept in dicts; the rest are not needed here."""
+    """The narrow store ports the mirror uses (services.mirror.MirrorStore), in dicts."""
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
@@ -100,33 +97,6 @@ class FakeStore:
     def delete_strava_tokens(self, user_id: str) -> None:
         self.tokens.pop(user_id, None)
 
-    def get_garmin_tokens(self, user_id: str) -> GarminTokens | None:
-        raise NotImplementedError
-
-    def replace_garmin_tokens(
-        self, user_id: str, blob: str, *, expected_version: int | None
-    ) -> GarminTokens | None:
-        raise NotImplementedError
-
-    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
-        raise NotImplementedError
-
-    def put_upload(self, entry: LedgerEntry) -> None:
-        raise NotImplementedError
-
-    def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
-        del user_id, limit  # the mirror's tests keep no upload ledger
-        return []
-
-    def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
-        raise NotImplementedError
-
-    def acquire_lease(self, user_id: str, owner: str, *, now: datetime, ttl_seconds: int) -> bool:
-        raise NotImplementedError
-
-    def release_lease(self, user_id: str, owner: str) -> None:
-        raise NotImplementedError
-
     def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None:
         assert retention_days > 0
         self.audit.append(event)
@@ -148,26 +118,6 @@ class FakeStore:
 
     def get_workout(self, user_id: str, activity_id: int) -> Workout | None:
         return self.workouts.get((user_id, activity_id))
-
-    def list_workouts(
-        self, user_id: str, *, include_deleted: bool = False, limit: int = 3000
-    ) -> list[Workout]:
-        raise NotImplementedError
-
-    def workouts_starting_between(
-        self, user_id: str, start: datetime, end: datetime
-    ) -> list[Workout]:
-        raise NotImplementedError
-
-    def iter_workouts(
-        self,
-        user_id: str,
-        *,
-        since: datetime | None = None,
-        include_deleted: bool = False,
-        page_size: int = 500,
-    ) -> Iterator[Workout]:
-        raise NotImplementedError
 
     def put_streams(self, streams: ActivityStreams) -> None:
         key = (streams.user_id, streams.activity_id)
@@ -236,26 +186,6 @@ class FakeStrava:
             raise StravaNotFound(str(activity_id))
         return self.activities[activity_id]
 
-    def list_activities(
-        self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
-    ) -> list[StravaActivity]:
-        raise NotImplementedError
-
-    def upload(
-        self,
-        path: Path,
-        *,
-        data_type: str,
-        external_id: str,
-        name: str,
-        description: str | None,
-        trainer: bool,
-    ) -> UploadStatus:
-        raise NotImplementedError
-
-    def get_upload(self, upload_id: int) -> UploadStatus:
-        raise NotImplementedError
-
     def get_activity_streams(
         self, activity_id: int, types: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
@@ -265,9 +195,6 @@ class FakeStrava:
         if activity_id not in self.streams:
             raise StravaNotFound(str(activity_id))
         return {k: v for k, v in self.streams[activity_id].items() if k in types}
-
-    def can_spend_reads(self, n: int = 1) -> bool:
-        return n <= 1 and not self.fail_with
 
 
 def activity_json(activity_id: int, name: str = "Morning Run") -> dict[str, Any]:

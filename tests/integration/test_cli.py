@@ -1,8 +1,8 @@
-"""The `garmin2strava` command line, run through `main()` against both sandboxes."""
+"""The `garmin2strava` command line, run in-process through click's CliRunner against
+both sandboxes."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -15,13 +15,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
-from garmin2strava.entrypoints.cli import build_parser, main
+from garmin2strava.entrypoints.cli import cli
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
 from garmin2strava.settings import load_settings
@@ -39,7 +41,7 @@ HELP_OPTIONS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("backfill",): ("--since", "--until", "--user", "--no-progress"),
     ("uploads",): ("list", "retry"),
     ("uploads", "list"): ("--json", "--user", "--limit"),
-    ("uploads", "retry"): ("garmin_activity_id", "--user"),
+    ("uploads", "retry"): ("GARMIN_ID", "--user"),
     ("status",): ("--json",),
     ("get-token",): ("--port", "--user", "--timeout", "--open", "activity:read_all"),
     ("garmin",): ("login",),
@@ -54,24 +56,20 @@ HELP_OPTIONS: dict[tuple[str, ...], tuple[str, ...]] = {
 
 
 def _commands() -> dict[tuple[str, ...], tuple[str, ...]]:
-    """Every command path in the parser, with the options and arguments it declares."""
+    """Every command path of the click group, with the options and arguments it declares
+    (an option by its longest name, an argument by its metavar)."""
     found: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-    def walk(prefix: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
-        for action in parser._actions:  # argparse has no public list of subcommands
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    declared = tuple(
-                        max(a.option_strings, key=len)
-                        if a.option_strings
-                        else str(a.metavar or a.dest)
-                        for a in sub._actions
-                        if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)
-                    )
-                    found[(*prefix, name)] = declared
-                    walk((*prefix, name), sub)
+    def walk(prefix: tuple[str, ...], group: click.Group) -> None:
+        for name, command in group.commands.items():
+            found[(*prefix, name)] = tuple(
+                max(p.opts, key=len) if isinstance(p, click.Option) else str(p.metavar or p.name)
+                for p in command.params
+            )
+            if isinstance(command, click.Group):
+                walk((*prefix, name), command)
 
-    walk((), build_parser())
+    walk((), cli)
     return found
 
 
@@ -118,14 +116,13 @@ def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPai
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`garmin2strava argv...` in this process: (exit code, stdout, stderr)."""
+    """`garmin2strava argv...` in this process, through click's CliRunner: (exit code,
+    stdout, stderr)."""
     capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse: --help and usage errors
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = CliRunner().invoke(cli, list(argv), prog_name="garmin2strava")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
 
 
 def uploads_json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
@@ -158,6 +155,25 @@ def test_command_help_mentions_its_options(
     assert code == 0
     for option in COMMANDS[command] + HELP_OPTIONS.get(command, ()):
         assert option in out, f"{' '.join(command)} --help does not mention {option}"
+
+
+def test_every_command_help_says_what_it_costs() -> None:
+    """Each command's --help says what it costs in requests (or that it makes none)."""
+    runner = CliRunner()
+    leaves = [c for c in COMMANDS if not isinstance(_command(c), click.Group)]
+    assert len(leaves) > 15
+    for command in leaves:
+        result = runner.invoke(cli, [*command, "--help"])
+        assert result.exit_code == 0
+        assert "request" in result.stdout, f"{' '.join(command)} --help names no cost"
+
+
+def _command(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    return command
 
 
 def test_help_through_the_module_entry_point(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ prints no traceback and no secret; nothing on disk is changed."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 import subprocess
@@ -12,10 +11,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import click
 import pytest
 
 from garmin2strava.adapters.crypto import generate_token_key
-from garmin2strava.entrypoints.cli import build_parser
+from garmin2strava.entrypoints.cli import cli
+from garmin2strava.entrypoints.cli_common import IsoDate
 
 pytestmark = pytest.mark.integration
 
@@ -29,33 +30,28 @@ SECRETS = {
 
 
 def leaf_commands() -> list[list[str]]:
-    """Every command of the parser (but `demo`, which reads no setting), with its
-    required arguments filled in."""
+    """Every command of the click group (but `demo`, which reads no setting), with its
+    required arguments and options filled in."""
     found: list[list[str]] = []
 
-    def fill(action: argparse.Action) -> list[str]:
-        kind = getattr(action.type, "__name__", "")
-        value = "1" if action.type is int else "2024-01-01" if kind == "_date" else "x"
-        if action.choices:
-            value = str(next(iter(action.choices)))
-        return [value] if not action.option_strings else [action.option_strings[-1], value]
+    def fill(param: click.Parameter) -> list[str]:
+        kind = param.type
+        value = "1" if isinstance(kind, click.types.IntParamType) else "x"
+        if isinstance(kind, IsoDate):
+            value = "2024-01-01"
+        if isinstance(kind, click.Choice):
+            value = str(kind.choices[0])
+        return [value] if isinstance(param, click.Argument) else [param.opts[-1], value]
 
-    def walk(prefix: list[str], parser: argparse.ArgumentParser) -> None:
-        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subs:
-            args = [
-                word
-                for a in parser._actions
-                if not a.option_strings or a.required
-                for word in fill(a)
-            ]
-            found.append([*prefix, *args])
-            return
-        for name, sub in subs[0].choices.items():
-            if name != "demo":
-                walk([*prefix, name], sub)
+    def walk(prefix: list[str], group: click.Group) -> None:
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                walk([*prefix, name], command)
+            elif name != "demo":
+                args = [word for p in command.params if p.required for word in fill(p)]
+                found.append([*prefix, name, *args])
 
-    walk([], build_parser())
+    walk([], cli)
     return found
 
 

@@ -20,9 +20,9 @@ from garmin2strava.adapters.strava_oauth import (
     bootstrap_tokens_from_refresh_token,
     exchange_code,
 )
+from garmin2strava.domain.activities import UploadState, read_upload_status
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
-from garmin2strava.domain.uploads import UploadState, read_upload_status
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
 from garmin2strava.sandbox.fitgen import build_activity_fit
 from garmin2strava.sandbox.strava import StravaSandbox
@@ -344,7 +344,7 @@ def test_spent_budget_refuses_reads_but_keeps_the_reserve_for_polls(
     status = upload_run(adapter, tmp_path)
     sandbox.set_usage(short_all=96, daily_all=96, short_read=96, daily_read=96)
     list_window(adapter)  # 97 of 100, reserve 5
-    assert not adapter.can_spend_reads()
+    assert not adapter.budget().can_spend(1, 0, datetime.now(UTC))
     with pytest.raises(RateLimited):
         list_window(adapter)
     assert sandbox.requests["list"] == 1

@@ -165,13 +165,6 @@ class GarminConnectAdapter:
                 time.sleep(min(max_wait, min_wait * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get_activity(self, activity_id: int) -> dict[str, Any]:
-        """The activity detail (file format, manual flag). One request."""
-        data = self._call(lambda g: g.get_activity(str(activity_id)))
-        if not isinstance(data, dict):
-            raise TransientError("Garmin activity detail: unexpected response shape")
-        return data
-
     # -- machinery ----------------------------------------------------------------
     def _call(self, operation: Callable[[Garmin], T]) -> T:
         with self._lock:

@@ -218,9 +218,6 @@ class StravaAdapter:
     def budget(self) -> RateBudget:
         return RateBudget.from_dict(self._store.get_app_state(self._budget_key))
 
-    def can_spend_reads(self, n: int = 1) -> bool:
-        return self.budget().can_spend(n, 0, self._clock())
-
     def _check_budget(self, request: requests.PreparedRequest) -> None:
         path = urlsplit(str(request.url)).path
         if path.startswith("/oauth/"):

@@ -1,4 +1,12 @@
-"""Garmin activity-list records -> GarminActivity.
+"""A Garmin activity's rules in the uploader, in the order a cycle meets them.
+
+1. A Garmin activity-list record -> GarminActivity (`parse_activity`).
+2. Is it a candidate: unsettled in the ledger, of a wanted type, due (`choose_candidates`).
+3. Is it already on Strava: the query windows around a group of candidates
+   (`group_by_span`, `query_window`) and the match among what they answer (`find_match`).
+4. The ledger's transitions: the intent before an upload, settled, failed with its
+   retry time, dead after the last attempt (`intent`, `settled`, `failed`).
+5. What Strava's upload answer means, duplicates included (`read_upload_status`).
 
 Garmin's list answers changed shape over the years: older
 ones carry `elapsedDuration` in milliseconds, newer ones in seconds, while
@@ -10,8 +18,11 @@ is refused with its reason (InvalidActivity) instead of breaking a later step.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from garmin2strava.domain.activity_types import (
@@ -20,7 +31,15 @@ from garmin2strava.domain.activity_types import (
     sport_family,
     strava_sport_family,
 )
-from garmin2strava.domain.models import GarminActivity
+from garmin2strava.domain.models import (
+    Account,
+    GarminActivity,
+    LedgerEntry,
+    StravaActivity,
+    UploadOutcome,
+    UploadStatus,
+    Workout,
+)
 from garmin2strava.domain.text import clean_description, clean_name
 from garmin2strava.errors import InvalidActivity
 
@@ -28,16 +47,41 @@ __all__ = [
     "EARLIEST_START",
     "LATEST_START",
     "MAX_ELAPSED_S",
+    "QUERY_PAGE",
+    "QUERY_SPAN",
+    "Match",
+    "UploadState",
+    "UploadVerdict",
+    "activity_from_entry",
+    "choose_candidates",
     "elapsed_seconds",
     "external_id_for",
+    "failed",
+    "find_match",
+    "group_by_span",
+    "intent",
+    "is_due",
     "is_indoor",
     "is_our_external_id",
     "is_plausible_start",
+    "is_settled",
+    "ledger_entry",
+    "listing_record_id",
+    "mirror_covers",
+    "needs_existence_check",
     "normalize_type_key",
     "oldest_first",
     "parse_activity",
+    "query_window",
+    "read_upload_status",
+    "rejected_record",
+    "retry_delay",
+    "settle_known",
+    "settled",
     "sport_family",
     "strava_sport_family",
+    "upload_description",
+    "workout_as_strava_activity",
 ]
 
 EXTERNAL_ID_PREFIX = "garmin2strava_"
@@ -207,3 +251,351 @@ def is_our_external_id(value: str | None, garmin_activity_id: int) -> bool:
 
 def oldest_first(activities: Iterable[GarminActivity]) -> list[GarminActivity]:
     return sorted(activities, key=lambda a: (a.start_utc, a.activity_id))
+
+
+def listing_record_id(record: object) -> int | None:
+    """The usable activity id of a listing record that is no activity, if it has one."""
+    garmin_id = record.get("activityId") if isinstance(record, Mapping) else None
+    if isinstance(garmin_id, int) and not isinstance(garmin_id, bool) and garmin_id > 0:
+        return garmin_id
+    return None
+
+
+# -- 2. candidates ---------------------------------------------------------------------
+
+
+def is_settled(entry: LedgerEntry | None) -> bool:
+    return entry is not None and entry.outcome.settled
+
+
+def is_due(entry: LedgerEntry, now: datetime) -> bool:
+    """A failed entry waits for its retry time; every other unsettled one is due."""
+    if entry.outcome is UploadOutcome.FAILED and entry.next_retry_at:
+        return entry.next_retry_at <= now
+    return True
+
+
+def choose_candidates(
+    listed: Sequence[GarminActivity],
+    ledger: Mapping[int, LedgerEntry],
+    unsettled: Iterable[LedgerEntry],
+    *,
+    wants_type: Callable[[str], bool],
+    now: datetime,
+) -> list[GarminActivity]:
+    """Unsettled and due activities of the wanted types, plus the due `unsettled` ledger
+    entries that have scrolled out of the listing. Oldest first."""
+    chosen: dict[int, GarminActivity] = {}
+    for activity in listed:
+        entry = ledger.get(activity.activity_id)
+        if is_settled(entry) or not wants_type(activity.type_key):
+            continue
+        if entry is None or is_due(entry, now):
+            chosen[activity.activity_id] = activity
+    listed_ids = {a.activity_id for a in listed}
+    for entry in unsettled:
+        if entry.garmin_activity_id in chosen or not is_due(entry, now):
+            continue
+        if entry.start_utc is None or entry.garmin_activity_id in listed_ids:
+            continue
+        if not is_plausible_start(entry.start_utc):
+            continue  # an entry from before starts were checked; never a real run
+        chosen[entry.garmin_activity_id] = activity_from_entry(entry)
+    return oldest_first(chosen.values())
+
+
+def activity_from_entry(entry: LedgerEntry) -> GarminActivity:
+    """The activity an unsettled ledger entry stands for, once out of the listing."""
+    if entry.start_utc is None:
+        msg = f"ledger entry {entry.garmin_activity_id} has no start"
+        raise ValueError(msg)
+    return GarminActivity(
+        activity_id=entry.garmin_activity_id,
+        name=entry.activity_name,
+        type_key=entry.type_key,
+        start_utc=entry.start_utc,
+        elapsed_seconds=0.0,
+        distance_m=None,
+        manual=False,
+        family=sport_family(entry.type_key),
+        indoor=is_indoor(entry.type_key),
+    )
+
+
+# -- 3. already on Strava? ---------------------------------------------------------------
+
+# A Strava activity list query covers a group of candidates whose start times lie
+# within this span; wider gaps get a query of their own.
+QUERY_SPAN = timedelta(days=3)
+QUERY_PAGE = 200
+# Starts are within EARLIEST_START..LATEST_START, so a shift by at most this much stays
+# within datetime's range.
+_MAX_TOLERANCE_S = 366 * 24 * 3600
+_NEEDS_EXISTENCE_CHECK = frozenset({UploadOutcome.PENDING, UploadOutcome.FAILED})
+GARMIN_SYNC_PREFIXES = ("garmin_ping_", "garmin_push_")
+
+
+def mirror_covers(account: Account, activity: GarminActivity) -> bool:
+    """The local mirror answers for starts since it has covered the account."""
+    since = account.mirror_covers_since
+    return since is not None and activity.start_utc >= since
+
+
+def needs_existence_check(entry: LedgerEntry | None) -> bool:
+    """New, an interrupted intent or a failure: Strava may have it already."""
+    return entry is None or entry.outcome in _NEEDS_EXISTENCE_CHECK
+
+
+def query_window(first: datetime, last: datetime, tolerance_s: float) -> tuple[datetime, datetime]:
+    """[first - tolerance, last + tolerance], within the plausible starts: no query
+    window or tolerance can overflow a datetime, whatever the setting says."""
+    tolerance = timedelta(seconds=min(max(tolerance_s, 0), _MAX_TOLERANCE_S))
+    return max(first - tolerance, EARLIEST_START), min(last + tolerance, LATEST_START)
+
+
+def group_by_span(
+    activities: Iterable[GarminActivity], span: timedelta = QUERY_SPAN
+) -> list[list[GarminActivity]]:
+    """Oldest first, in groups whose starts lie within `span` of the group's first."""
+    groups: list[list[GarminActivity]] = []
+    for activity in oldest_first(activities):
+        if groups and activity.start_utc - groups[-1][0].start_utc <= span:
+            groups[-1].append(activity)
+        else:
+            groups.append([activity])
+    return groups
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    strava_activity_id: int
+    how: str  # "external_id" | "garmin_sync" | "start_time"
+
+
+def find_match(
+    activity: GarminActivity,
+    candidates: Iterable[StravaActivity],
+    *,
+    tolerance_s: int,
+) -> Match | None:
+    """The Strava activity that is this Garmin activity, if any.
+
+    Our own external_id wins; then a copy made by Garmin's own Strava sync
+    (`garmin_ping_*`/`garmin_push_*`, whose number is not the Garmin id, so it is
+    matched by start time); then any activity with the same start (within the
+    tolerance), the same elapsed time (within max(60 s, 5 %)) and the same sport.
+    """
+    pool = list(candidates)
+    for strava in pool:
+        if is_our_external_id(strava.external_id, activity.activity_id):
+            return Match(strava.activity_id, "external_id")
+    near = [s for s in pool if _start_gap(activity, s) <= tolerance_s]
+    near.sort(key=lambda s: _start_gap(activity, s))
+    for strava in near:
+        if (strava.external_id or "").startswith(GARMIN_SYNC_PREFIXES):
+            return Match(strava.activity_id, "garmin_sync")
+    for strava in near:
+        if _elapsed_agrees(activity, strava) and _sport_agrees(activity, strava):
+            return Match(strava.activity_id, "start_time")
+    return None
+
+
+def _start_gap(activity: GarminActivity, strava: StravaActivity) -> float:
+    return abs((strava.start_utc - activity.start_utc).total_seconds())
+
+
+def _elapsed_agrees(activity: GarminActivity, strava: StravaActivity) -> bool:
+    allowed = max(60.0, 0.05 * activity.elapsed_seconds)
+    return abs(strava.elapsed_seconds - activity.elapsed_seconds) <= allowed
+
+
+def _sport_agrees(activity: GarminActivity, strava: StravaActivity) -> bool:
+    return activity.family == strava_sport_family(strava.sport_type)
+
+
+def workout_as_strava_activity(workout: Workout) -> StravaActivity:
+    """Mirror rows take part in matching like listed activities."""
+    return StravaActivity(
+        activity_id=workout.activity_id,
+        athlete_id=workout.athlete_id,
+        name=workout.name,
+        sport_type=workout.sport_type,
+        start_utc=workout.start_date,
+        elapsed_seconds=workout.elapsed_time,
+        moving_seconds=workout.moving_time,
+        distance_m=workout.distance,
+        total_elevation_gain=workout.total_elevation_gain,
+        external_id=workout.external_id,
+        upload_id=workout.upload_id,
+        private=workout.is_private,
+        manual=False,
+    )
+
+
+def settle_known(entry: LedgerEntry | None, how: str) -> tuple[UploadOutcome, str]:
+    """The outcome of an activity found on Strava: `exists`, or `uploaded` when it is our
+    own upload, made by a cycle that died before recording it."""
+    if (
+        entry is not None
+        and entry.outcome is UploadOutcome.PENDING
+        and how.endswith(":external_id")
+    ):
+        return (
+            UploadOutcome.UPLOADED,
+            "reconciled: found our external_id after an interrupted cycle",
+        )
+    return UploadOutcome.EXISTS, how
+
+
+# -- 4. the ledger's transitions ----------------------------------------------------------
+
+
+def ledger_entry(
+    user_id: str,
+    activity: GarminActivity,
+    entry: LedgerEntry | None,
+    outcome: UploadOutcome,
+    detail: str,
+    *,
+    now: datetime,
+) -> LedgerEntry:
+    """`entry` (or a new one for `activity`) with this outcome, detail and time."""
+    base = entry or LedgerEntry(
+        user_id=user_id,
+        garmin_activity_id=activity.activity_id,
+        external_id=external_id_for(activity.activity_id),
+        outcome=outcome,
+        updated_at=now,
+    )
+    return replace(
+        base,
+        outcome=outcome,
+        detail=detail,
+        updated_at=now,
+        activity_name=activity.name,
+        type_key=activity.type_key,
+        start_utc=activity.start_utc,
+    )
+
+
+def rejected_record(user_id: str, garmin_id: int, reason: str, *, now: datetime) -> LedgerEntry:
+    """A listing record that is no activity, skipped for good."""
+    return LedgerEntry(
+        user_id=user_id,
+        garmin_activity_id=garmin_id,
+        external_id=external_id_for(garmin_id),
+        outcome=UploadOutcome.SKIPPED,
+        updated_at=now,
+        detail=f"invalid activity record: {reason}",
+    )
+
+
+def intent(
+    user_id: str, activity: GarminActivity, entry: LedgerEntry | None, *, now: datetime
+) -> LedgerEntry:
+    """Written before the upload request, counting one more attempt: a crash after the
+    request is reconciled by the next cycle, which finds our external_id on Strava."""
+    pending = ledger_entry(
+        user_id, activity, entry, UploadOutcome.PENDING, "upload requested", now=now
+    )
+    return replace(pending, attempts=(entry.attempts if entry else 0) + 1, next_retry_at=None)
+
+
+def settled(
+    user_id: str,
+    activity: GarminActivity,
+    entry: LedgerEntry | None,
+    outcome: UploadOutcome,
+    detail: str,
+    *,
+    now: datetime,
+    strava_id: int | None = None,
+) -> LedgerEntry:
+    return replace(
+        ledger_entry(user_id, activity, entry, outcome, detail, now=now),
+        strava_activity_id=strava_id,
+        next_retry_at=None,
+    )
+
+
+def failed(
+    user_id: str,
+    activity: GarminActivity,
+    entry: LedgerEntry,
+    message: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    may_give_up: bool = True,
+) -> LedgerEntry:
+    """`failed` with its retry time after `entry.attempts` attempts (at least one), or
+    `dead` once that was the last one. What is not the run's fault (`may_give_up`
+    False: an outage, this machine's disk) is never given up."""
+    attempts = max(entry.attempts, 1)
+    if may_give_up and attempts >= max_attempts:
+        return replace(
+            ledger_entry(user_id, activity, entry, UploadOutcome.DEAD, message, now=now),
+            attempts=attempts,
+            next_retry_at=None,
+        )
+    return replace(
+        ledger_entry(user_id, activity, entry, UploadOutcome.FAILED, message, now=now),
+        attempts=attempts,
+        next_retry_at=now + retry_delay(attempts),
+        upload_id=None,
+    )
+
+
+def retry_delay(attempts: int, *, base_s: int = 120, cap_s: int = 6 * 3600) -> timedelta:
+    """Exponential backoff after `attempts` failed attempts: 2, 4, 8 ... min, capped."""
+    exponent = max(0, attempts - 1)
+    return timedelta(seconds=min(cap_s, base_s * (2**exponent)))
+
+
+# -- 5. Strava's upload answers --------------------------------------------------------
+
+# "123.fit duplicate of activity 8319193780" or the HTML variant
+# "... duplicate of <a href='/activities/18106372042' ...>".
+_DUPLICATE = re.compile(
+    r"duplicate of\s+(?:activity\s+(\d+)|.*?/activities/(\d+))", re.IGNORECASE | re.DOTALL
+)
+_DELETED = "has been deleted"
+
+
+class UploadState(StrEnum):
+    PROCESSING = "processing"
+    READY = "ready"
+    DUPLICATE = "duplicate"
+    ERROR = "error"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadVerdict:
+    state: UploadState
+    activity_id: int | None
+    message: str
+
+
+def read_upload_status(status: UploadStatus) -> UploadVerdict:
+    if status.error:
+        found = _DUPLICATE.search(status.error)
+        if found:
+            return UploadVerdict(
+                UploadState.DUPLICATE, int(found.group(1) or found.group(2)), status.error
+            )
+        return UploadVerdict(UploadState.ERROR, None, status.error)
+    if status.activity_id:
+        return UploadVerdict(UploadState.READY, status.activity_id, status.status)
+    if _DELETED in status.status.lower():
+        return UploadVerdict(UploadState.DELETED, None, status.status)
+    if "error" in status.status.lower():
+        return UploadVerdict(UploadState.ERROR, None, status.status)
+    return UploadVerdict(UploadState.PROCESSING, None, status.status)
+
+
+def upload_description(garmin: str, configured: str | None) -> str | None:
+    """The activity's own Garmin description first, then G2S_UPLOAD_DESCRIPTION,
+    a blank line between them; None when there is neither."""
+    parts = [part.strip() for part in (garmin, configured or "") if part and part.strip()]
+    return "\n\n".join(parts) or None

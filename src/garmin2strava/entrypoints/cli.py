@@ -1,188 +1,520 @@
-"""`garmin2strava`: the command line. Thin: parse, build the app, call a service, print.
+"""`garmin2strava`: the command line (click). Each command is one function: its
+options, its help and its work side by side. Thin: read the settings, build the app,
+call a service, print.
+
+The top level imports click and the standard library only: `--help` and the local
+commands (`status`, `uploads list`, ...) never load a client library, and what a
+command needs is imported when it runs.
 
 Exit codes: 0 success, 1 a sync or command failed, 2 bad settings or usage.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from garmin2strava.entrypoints.console_commands import add_console_parsers
-from garmin2strava.entrypoints.mirror_commands import add_mirror_parsers
+import click
+
+from garmin2strava.entrypoints import console_commands, mirror_commands
+from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
 from garmin2strava.errors import ConfigError, G2SError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from garmin2strava.bootstrap import App
+    from garmin2strava.domain.models import LedgerEntry
+    from garmin2strava.services.sync import CycleReport
 
-EPILOG = """\
-Settings come from the environment or a .env file (see README.md, "Settings").
-Single-user mode needs STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET, STRAVA_REFRESH_TOKEN
-and GARMIN_TOKENS; the account G2S_USER_ID is created on first use.
-Try it without any account: `garmin2strava demo`.
-"""
+__all__ = ["cli", "format_report", "ledger_json", "main"]
+
+log = logging.getLogger(__name__)
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _date(text: str) -> datetime:
+class _Commands(click.Group):
+    """The group: a command's int result is the exit code, and our errors are one line
+    on stderr (ConfigError: a bad setting, exit 2; any other G2SError: exit 1). Here
+    rather than in main() so that click's CliRunner sees what the process does."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            code = super().invoke(ctx)
+        except ConfigError as exc:
+            print(f"garmin2strava: {exc}", file=sys.stderr)
+            ctx.exit(2)
+        except G2SError as exc:
+            print(f"garmin2strava: {exc}", file=sys.stderr)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            print("garmin2strava: interrupted", file=sys.stderr)
+            ctx.exit(130)
+        ctx.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=_Commands,
+    context_settings=CONTEXT,
+    epilog='Settings come from the environment or a .env file (README.md, "Settings"). '
+    "Every command but demo reads the store's: G2S_STORE (sqlite), G2S_DB_PATH, "
+    "G2S_TOKEN_KEY (else a key file beside the database), G2S_DYNAMODB_TABLE, "
+    "G2S_KMS_KEY_ID; and G2S_LOG_LEVEL, G2S_LOG_FORMAT. Single-user mode needs "
+    "STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET, STRAVA_REFRESH_TOKEN and GARMIN_TOKENS; "
+    "the account G2S_USER_ID is created on first use, without a request. "
+    "Try it without any account: `garmin2strava demo`. "
+    "Exit codes: 0 success, 1 a sync or command failed, 2 a bad setting or usage.",
+)
+def cli() -> None:
+    """Every Garmin run on Strava exactly once, and a mirror of your Strava activities in a
+    database you own."""
+
+
+# -- the daemon ----------------------------------------------------------------------------
+@cli.command()
+@click.option("--no-http", is_flag=True, help="no webhook/health server, no mirror worker")
+def run(no_http: bool) -> int:
+    """The daemon: sync every G2S_SYNC_INTERVAL_SECONDS, serve the webhook, process events.
+
+    Every G2S_SYNC_INTERVAL_SECONDS (default 60) each enabled account gets one sync
+    cycle (never two at once; missed runs are coalesced). The webhook is served on
+    G2S_HTTP_HOST:G2S_HTTP_PORT, /healthz and /metrics on G2S_ADMIN_HOST:G2S_ADMIN_PORT
+    (SQLite store; DynamoDB runs the sync alone). SIGTERM or Ctrl-C finishes the
+    activity in hand and exits 0. Logs are JSON lines on stderr.
+
+    Costs: an idle cycle is 1 Garmin request and 0 Strava; a new run adds 1 Garmin
+    download, 1 Strava upload and 1 status poll (at most one list query per group of
+    nearby runs); each webhook `create` is 1 Strava read (2 with G2S_MIRROR_STREAMS).
+    Reads also G2S_ACTIVITY_TYPES, G2S_LOOKBACK, G2S_MAX_ATTEMPTS,
+    G2S_UPLOAD_POLL_DELAY_SECONDS, G2S_MIRROR_RECONCILE_HOURS, STRAVA_VERIFY_TOKEN.
+    """
+    from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
+    from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
+
+    app = load_app(load())
+    if app.settings.store != "sqlite" or no_http:
+        return run_daemon(app)
+    mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
+    _link_settings_athlete(app)
+    return run_daemon(
+        app, extra_threads=[mirror.serve_http, mirror.work], preload=MirrorRuntime.MODULES
+    )
+
+
+@cli.command()
+def serve() -> int:
+    """The webhook server and the mirror worker alone (no sync).
+
+    Serves GET/POST /webhooks/strava/<secret> on G2S_HTTP_HOST:G2S_HTTP_PORT and
+    /healthz, /metrics on G2S_ADMIN_HOST:G2S_ADMIN_PORT, and processes queued webhook
+    events. No sync cycles. Costs: 1 Strava request (a read) per `create` event (2
+    with G2S_MIRROR_STREAMS); updates and deletes none. Reads also STRAVA_VERIFY_TOKEN,
+    G2S_WEBHOOK_SECRET, STRAVA_SUBSCRIPTION_ID.
+    """
+    from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
+    from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
+
+    app = load_app(load())
+    mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
+    _link_settings_athlete(app)
+    return run_daemon(
+        app,
+        extra_threads=[mirror.serve_http, mirror.work],
+        sync=False,
+        preload=MirrorRuntime.MODULES,
+    )
+
+
+def _link_settings_athlete(app: App) -> None:
+    """The mirror needs athlete -> account; a failure here must not stop the daemon."""
+    from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
+    from garmin2strava.services.accounts import ensure_athlete_linked  # noqa: PLC0415
+
+    user_id = app.settings.user_id
+    if app.store.get_account(user_id) is None or app.store.get_strava_tokens(user_id) is None:
+        return
     try:
-        return datetime.combine(date.fromisoformat(text), time.min, tzinfo=UTC)
-    except ValueError:
-        msg = f"not a date (YYYY-MM-DD): {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+        strava = app.strava_for(user_id)
+        assert isinstance(strava, StravaAdapter)
+        ensure_athlete_linked(app.store, user_id, strava.get_athlete_id)
+    except G2SError as exc:
+        log.warning("account.athlete_link_failed", extra={"userId": user_id, "error": str(exc)})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="garmin2strava",
-        description="Every Garmin run on Strava exactly once, and a mirror of your "
-        "Strava activities in a database you own.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+# -- the uploader --------------------------------------------------------------------------
+@cli.command()
+@click.option("--once", is_flag=True, help="one cycle (the only mode; for clarity)")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="say what would be uploaded; download, upload and record nothing",
+)
+@user_option("only this account")
+def sync(once: bool, dry_run: bool, user: str | None) -> int:  # noqa: ARG001 (--once: the only mode)
+    """One sync cycle for every account, then exit (non-zero if any account failed).
 
-    def add(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name,
-            help=help_text,
-            description=description or help_text,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+    Costs per account: 1 Garmin request when there is nothing new, and 0 Strava; each
+    new run adds 1 Garmin download, 1 Strava upload and 1 status poll after
+    G2S_UPLOAD_POLL_DELAY_SECONDS (at most one list query per group of nearby runs).
+    --dry-run still lists Garmin and may query Strava. Reads also G2S_ACTIVITY_TYPES,
+    G2S_LOOKBACK, G2S_MAX_ATTEMPTS, G2S_MATCH_TOLERANCE_SECONDS, G2S_UPLOAD_DESCRIPTION.
+    """
+    from garmin2strava.services.runner import sync_all  # noqa: PLC0415
+
+    app = load_app(load())
+    if not app.store.list_accounts():
+        raise ConfigError(
+            "no account: set STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET, STRAVA_REFRESH_TOKEN "
+            "and GARMIN_TOKENS (or run `garmin2strava get-token` and `garmin2strava garmin login`)"
         )
+    reports = sync_all(app.store, app.sync_deps, dry_run=dry_run, only=user)
+    for report in reports:
+        print(format_report(report, dry_run=dry_run))
+    return 0 if all(r.ok for r in reports) else 1
 
-    p = add(
-        "run",
-        "the daemon: sync every G2S_SYNC_INTERVAL_SECONDS, serve the webhook, process events",
-        "Run the daemon. Every G2S_SYNC_INTERVAL_SECONDS (default 60) each enabled account\n"
-        "gets one sync cycle (never two at once; missed runs are coalesced). The webhook,\n"
-        "/healthz and /metrics are served on G2S_HTTP_HOST:G2S_HTTP_PORT. SIGTERM or Ctrl-C\n"
-        "finishes the activity in hand and exits 0. Logs are JSON lines on stderr.",
-    )
-    p.add_argument(
-        "--no-http", action="store_true", help="no webhook/health server, no mirror worker"
-    )
-    add(
-        "serve",
-        "the webhook server and the mirror worker alone (no sync)",
-        "Serve GET/POST /webhooks/strava, /healthz and /metrics on\n"
-        "G2S_HTTP_HOST:G2S_HTTP_PORT and process queued webhook events. No sync cycles.",
-    )
-    p = add(
-        "sync",
-        "one sync cycle for every account, then exit (non-zero if any account failed)",
-    )
-    p.add_argument("--once", action="store_true", help="one cycle (the only mode; for clarity)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="say what would be uploaded; download, upload and record nothing",
-    )
-    p.add_argument("--user", metavar="USER_ID", help="only this account")
 
-    p = add(
-        "backfill",
-        "upload older Garmin history, paced by the Strava budget (resumable)",
-        "Walk Garmin history between --since and --until (default: now), oldest first,\n"
-        "and upload what Strava does not have. When the Strava budget is spent it waits\n"
-        "for the next window. Interrupt it at any time: a rerun skips what is done.",
-    )
-    p.add_argument("--since", type=_date, required=True, metavar="YYYY-MM-DD")
-    p.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="exclusive; default now")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+def format_report(report: CycleReport, *, dry_run: bool = False) -> str:
+    lines = [f"account {report.user_id}:"]
+    if report.skipped_reason:
+        lines.append(f"  skipped: {report.skipped_reason}")
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for outcome, garmin_id, detail in report.actions:
+        label = "would upload" if outcome == "would_upload" else outcome
+        lines.append(f"  {label:<12} garmin {garmin_id}  {detail}".rstrip())
+    if report.deferred_until and not report.error:
+        lines.append(f"  Strava budget spent: the rest waits until {report.deferred_until}")
+    if len(lines) == 1:
+        lines.append("  nothing to do" + (" (dry run)" if dry_run else ""))
+    return "\n".join(lines)
 
-    uploads = add("uploads", "the upload ledger").add_subparsers(
-        dest="uploads_command", metavar="ACTION", required=True
-    )
-    p = uploads.add_parser("list", help="list ledger entries, newest first")
-    p.add_argument("--json", action="store_true", help="JSON instead of a table")
-    p.add_argument("--user", metavar="USER_ID", help="only this account")
-    p.add_argument("--limit", type=int, default=50, help="entries per account (default 50)")
-    p = uploads.add_parser("retry", help="put a failed, dead or skipped activity back in the queue")
-    p.add_argument("garmin_activity_id", type=int)
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
 
-    p = add("status", "per account: last cycle, outcome counts, failures, backoffs, budget")
-    p.add_argument("--json", action="store_true", help="JSON instead of text")
+@cli.command()
+@click.option("--since", type=ISO_DATE, required=True, metavar="YYYY-MM-DD", help="inclusive")
+@click.option("--until", type=ISO_DATE, metavar="YYYY-MM-DD", help="exclusive; default now")
+@user_option()
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def backfill(since: datetime, until: datetime | None, user: str | None, no_progress: bool) -> int:
+    """Upload older Garmin history, paced by the Strava budget (resumable).
 
-    p = add(
-        "get-token",
-        "Strava OAuth for your own app: store the tokens, print the refresh token",
-        "Prints the authorization URL (scopes activity:read_all,activity:write), waits for\n"
-        "Strava's redirect on http://localhost:PORT, exchanges the code, stores the tokens\n"
-        "for G2S_USER_ID and prints the refresh token (for STRAVA_REFRESH_TOKEN).\n"
-        "Set your Strava app's 'Authorization Callback Domain' to localhost.",
+    Walks Garmin history between --since and --until (default: now), oldest first, and
+    uploads what Strava does not have. When the Strava budget is spent it waits for the
+    next window. Interrupt it at any time: a rerun skips what is done. Costs: 1 Garmin
+    request per page of history, then per run 1 Garmin download, 1 Strava upload and 1
+    status poll (list queries for groups of nearby runs). Reads also
+    G2S_ACTIVITY_TYPES, G2S_MATCH_TOLERANCE_SECONDS.
+    """
+    from tqdm import tqdm  # noqa: PLC0415 (only this command draws a progress bar)
+
+    from garmin2strava.services.backfill import BackfillProgress, backfill_account  # noqa: PLC0415
+
+    settings = load()
+    app = load_app(settings)
+    user_id = user or settings.user_id
+    until = until or datetime.now(tz=UTC)
+    if since >= until:
+        raise ConfigError("--since must be before --until")
+    bar = tqdm(total=0, unit="activity", disable=no_progress or not sys.stderr.isatty())
+
+    def on_progress(progress: BackfillProgress) -> None:
+        bar.total = progress.total
+        bar.n = progress.done
+        note = (
+            f"waiting for Strava until {progress.waiting_until:%H:%M}"
+            if progress.waiting_until
+            else ""
+        )
+        bar.set_postfix_str(note)
+        bar.refresh()
+
+    try:
+        progress = backfill_account(
+            app.sync_deps(user_id), user_id, since=since, until=until, on_progress=on_progress
+        )
+    finally:
+        bar.close()
+    for report in progress.reports:
+        if report.actions or report.error or report.skipped_reason:
+            print(format_report(report))
+    print(f"backfill: {progress.done} of {progress.total} activities handled")
+    return 0 if progress.done == progress.total else 1
+
+
+@cli.group()
+def uploads() -> None:
+    """The upload ledger (local: no request)."""
+
+
+@uploads.command("list")
+@json_option("JSON instead of a table")
+@user_option("only this account")
+@click.option("--limit", type=int, default=50, show_default=True, help="entries per account")
+def uploads_list(as_json: bool, user: str | None, limit: int) -> int:
+    """List ledger entries, newest first. Local: no Garmin or Strava request."""
+    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
+
+    app = load_app(load())
+    users = [user] if user else [a.user_id for a in app.store.list_accounts()]
+    entries = [e for u in users for e in app.store.list_uploads(u, limit=limit)]
+    if as_json:
+        print(json.dumps([ledger_json(e) for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no uploads recorded yet")
+        return 0
+    header = ("user", "garmin id", "start (UTC)", "outcome", "strava id")
+    print("{:<10} {:>12} {:<17} {:<10} {:>12}  detail".format(*header))
+    for e in entries:
+        start = e.start_utc.strftime("%Y-%m-%d %H:%M") if e.start_utc else "-"
+        strava = str(e.strava_activity_id or "-")
+        print(
+            f"{e.user_id:<10} {e.garmin_activity_id:>12} {start:<17} {e.outcome.value:<10} "
+            f"{strava:>12}  {shown(e.activity_name)} "
+            f"{('- ' + shown(e.detail)) if e.detail else ''}".rstrip()
+        )
+    return 0
+
+
+def ledger_json(e: LedgerEntry) -> dict[str, Any]:
+    return {
+        "userId": e.user_id,
+        "garminActivityId": e.garmin_activity_id,
+        "externalId": e.external_id,
+        "outcome": e.outcome.value,
+        "name": e.activity_name,
+        "typeKey": e.type_key,
+        "startUtc": e.start_utc.isoformat() if e.start_utc else None,
+        "attempts": e.attempts,
+        "stravaActivityId": e.strava_activity_id,
+        "uploadId": e.upload_id,
+        "detail": e.detail,
+        "nextRetryAt": e.next_retry_at.isoformat() if e.next_retry_at else None,
+        "updatedAt": e.updated_at.isoformat(),
+    }
+
+
+@uploads.command("retry")
+@click.argument("garmin_activity_id", type=int, metavar="GARMIN_ID")
+@user_option()
+def uploads_retry(garmin_activity_id: int, user: str | None) -> int:
+    """Put a failed, dead or skipped activity back in the queue: the next cycle tries
+    it again (its attempts start over). Local: no request now."""
+    from garmin2strava.services.account_control import retry_upload  # noqa: PLC0415
+
+    settings = load()
+    app = load_app(settings)
+    user_id = user or settings.user_id
+    entry = app.store.get_uploads(user_id, [garmin_activity_id]).get(garmin_activity_id)
+    if entry is None:
+        print(
+            f"no ledger entry for Garmin activity {garmin_activity_id} ({user_id})", file=sys.stderr
+        )
+        return 1
+    if not retry_upload(app.store, user_id, garmin_activity_id, app.clock()):
+        print(f"Garmin activity {garmin_activity_id} is {entry.outcome.value}: nothing to retry")
+        return 1
+    print(f"Garmin activity {garmin_activity_id} will be retried by the next cycle")
+    return 0
+
+
+@cli.command()
+@json_option()
+def status(as_json: bool) -> int:
+    """Per account: last cycle, outcome counts, failures, backoffs; the Strava budget, the
+    application's state and the webhook subscription.
+
+    Local: no Garmin or Strava request (it reads what the last requests recorded).
+    Reads also G2S_STRAVA_ATHLETE_CAPACITY and STRAVA_SUBSCRIPTION_ID.
+    """
+    from garmin2strava.services.status import account_status  # noqa: PLC0415
+
+    settings = load()
+    app = load_app(settings)
+    report = account_status(
+        app.store,
+        now=app.clock(),
+        athlete_capacity=settings.strava_athlete_capacity,
+        subscription_id_setting=settings.strava_subscription_id,
     )
-    p.add_argument("--port", type=int, default=9321, help="local redirect port (default 9321)")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
-    p.add_argument(
-        "--open", action="store_true", help="also open the URL in the default web browser"
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    if not report["accounts"]:
+        print("no accounts yet (see README.md: get-token, garmin login)")
+    for acc in report["accounts"]:
+        detail = f" - {acc['statusDetail']}" if acc["statusDetail"] else ""
+        print(f"account {acc['userId']}: {acc['status']}{detail}")
+        last = acc["lastCycleAt"] or "never"
+        print(f"  last cycle: {last} ok={acc['lastCycleOk']} {acc['lastCycle']}")
+        print(f"  uploads: {acc['uploads'] or 'none'}")
+        if acc["garminBackoffUntil"]:
+            print(f"  Garmin backoff until {acc['garminBackoffUntil']}")
+        for f in acc["failures"]:
+            print(
+                f"  {f['outcome']}: garmin {f['garminActivityId']} "
+                f"after {f['attempts']} attempts: {f['error']}"
+            )
+    budget = report["stravaBudget"]
+    print(f"Strava budget: {json.dumps(budget) if budget else 'no request made yet'}")
+    strava_app = report["stravaApp"]
+    since = f" since {strava_app['inactiveSince']}" if strava_app["inactiveSince"] else ""
+    print(f"Strava application: {strava_app['state']}{since}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    hook = report["webhook"]
+    if hook["subscriptionId"] is None:
+        print(f"webhook: {hook['problem']}")
+    else:
+        print(f"webhook: accepts subscription {hook['subscriptionId']} (from {hook['source']})")
+    return 0
+
+
+# -- accounts' credentials -----------------------------------------------------------------
+@cli.command("get-token")
+@click.option("--port", type=int, default=9321, show_default=True, help="local redirect port")
+@user_option()
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds to wait")
+@click.option("--open", "open_browser", is_flag=True, help="also open the URL in a web browser")
+def get_token(port: int, user: str | None, timeout: float, open_browser: bool) -> int:
+    """Strava OAuth for your own app: store the tokens, print the refresh token.
+
+    Prints the authorization URL (scopes activity:read_all,activity:write), waits for
+    Strava's redirect on http://localhost:PORT, exchanges the code (1 Strava request),
+    stores the tokens for G2S_USER_ID and prints the refresh token (for
+    STRAVA_REFRESH_TOKEN). Set your Strava app's 'Authorization Callback Domain' to
+    localhost. Reads STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET.
+    """
+    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
+    from garmin2strava.entrypoints.oauth import get_token as run_flow  # noqa: PLC0415
+
+    settings = load()
+    return run_flow(
+        bootstrap(settings),
+        user_id=user or settings.user_id,
+        port=port,
+        timeout=timeout,
+        open_browser=open_browser,
     )
 
-    garmin = add("garmin", "Garmin Connect account commands").add_subparsers(
-        dest="garmin_command", metavar="ACTION", required=True
-    )
-    p = garmin.add_parser(
-        "login",
-        help="interactive Garmin login (MFA prompt); stores the tokens",
-        description="Log in to Garmin Connect once, interactively (asks for an MFA code\n"
-        "if your account has one), and store the tokens for G2S_USER_ID. This is the only\n"
-        "place a password is used; the daemon never logs in by itself.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--email", help="default: GARMIN_EMAIL, else asked")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
 
-    add_mirror_parsers(add, _date)
-    add_console_parsers(add, _date)
+@cli.group()
+def garmin() -> None:
+    """Garmin Connect account commands."""
 
-    store = add("store", "the store itself").add_subparsers(
-        dest="store_command", metavar="ACTION", required=True
+
+@garmin.command("login")
+@click.option("--email", help="default: GARMIN_EMAIL, else asked")
+@user_option()
+def garmin_login(email: str | None, user: str | None) -> int:
+    """Interactive Garmin login (MFA prompt); stores the tokens.
+
+    Logs in to Garmin Connect once, interactively (asks for an MFA code if your account
+    has one), and stores the tokens for G2S_USER_ID. This is the only place a password
+    is used; the daemon never logs in by itself. Costs: Garmin's login requests (a
+    handful, once). Reads GARMIN_EMAIL and GARMIN_PASSWORD (else asks).
+    """
+    import getpass  # noqa: PLC0415 (light top level)
+    from dataclasses import replace  # noqa: PLC0415 (light top level)
+
+    from garmin2strava.adapters.garmin import interactive_login  # noqa: PLC0415
+    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
+    from garmin2strava.domain.models import Account, AccountStatus  # noqa: PLC0415
+
+    settings = load()
+    app = bootstrap(settings)
+    user_id = user or settings.user_id
+    email = email or settings.garmin_email or input("Garmin email: ")
+    password = (
+        settings.garmin_password.get_secret_value()
+        if settings.garmin_password
+        else getpass.getpass("Garmin password: ")
     )
-    store.add_parser(
-        "init",
-        help="create the DynamoDB table G2S_DYNAMODB_TABLE (local use; terraform does it in AWS)",
-        description="Create the DynamoDB table named by G2S_DYNAMODB_TABLE, with its indexes\n"
-        "and TTL, at boto3's endpoint (AWS_ENDPOINT_URL_DYNAMODB for a local server).\n"
-        "An existing table is left as it is. The SQLite store needs no init.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    blob = interactive_login(email, password, lambda: input("Garmin MFA code: ").strip())
+    current = app.store.get_garmin_tokens(user_id)
+    app.store.replace_garmin_tokens(
+        user_id, blob, expected_version=current.version if current else None
     )
-    p = add(
-        "demo",
-        "the real sync against local emulators of Garmin and Strava (no account needed)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the temporary store and say where")
-    p.add_argument(
-        "--serve",
-        action="store_true",
-        help="keep the status page up after the demo (Ctrl-C ends it)",
-    )
-    return parser
+    account = app.store.get_account(user_id) or Account(user_id=user_id, created_at=app.clock())
+    if account.status is AccountStatus.NEEDS_GARMIN_LOGIN:
+        account = replace(account, status=AccountStatus.ACTIVE, status_detail="")
+    app.store.put_account(account)
+    print(f"Garmin tokens stored for account {user_id}; the daemon will use them from now on.")
+    return 0
+
+
+# -- the store and the demo ----------------------------------------------------------------
+@cli.group()
+def store() -> None:
+    """The store itself."""
+
+
+@store.command("init")
+def store_init() -> int:
+    """Create the DynamoDB table G2S_DYNAMODB_TABLE (local use; terraform does it in AWS).
+
+    Creates the table named by G2S_DYNAMODB_TABLE, with its indexes and TTL, at boto3's
+    endpoint (AWS_ENDPOINT_URL_DYNAMODB for a local server). An existing table is left
+    as it is. The SQLite store needs no init. No Garmin or Strava request.
+    """
+    settings = load()
+    if settings.store != "dynamodb":
+        print(f"G2S_STORE is {settings.store}: nothing to initialise (SQLite creates itself)")
+        return 0
+    import boto3  # noqa: PLC0415 (only this command and the DynamoDB adapter need it)
+
+    from garmin2strava.adapters.store.dynamodb_table import create_table  # noqa: PLC0415
+
+    create_table(boto3.client("dynamodb"), settings.dynamodb_table)
+    print(f"DynamoDB table {settings.dynamodb_table} is ready")
+    return 0
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="keep the temporary store and say where")
+@click.option(
+    "--serve", is_flag=True, help="keep the status page up after the demo (Ctrl-C ends it)"
+)
+def demo(keep: bool, serve: bool) -> int:
+    """The real sync against local emulators of Garmin and Strava (no account needed).
+
+    Runs the real garminconnect and stravalib clients against emulators on 127.0.0.1
+    and a temporary SQLite store: no request leaves 127.0.0.1, and no setting is read.
+    """
+    from garmin2strava.entrypoints.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(keep=keep, serve=serve)
+
+
+for _command in (
+    mirror_commands.webhook,
+    mirror_commands.mirror,
+    mirror_commands.workouts,
+    mirror_commands.events,
+    console_commands.history,
+    console_commands.accounts,
+    console_commands.disconnect,
+):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from garmin2strava.entrypoints import commands  # noqa: PLC0415 (keeps --help fast)
-
+    """Run the command line; the exit code (never raises SystemExit itself)."""
     try:
-        return commands.dispatch(args)
-    except ConfigError as exc:
-        print(f"garmin2strava: {exc}", file=sys.stderr)
-        return 2
-    except G2SError as exc:
-        print(f"garmin2strava: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="garmin2strava",
+            standalone_mode=False,
+        )
+    except click.ClickException as exc:  # usage errors: exit 2, click's message
+        exc.show()
+        return exc.exit_code
+    except click.Abort:  # Ctrl-C at a prompt (click turns it into Abort)
         print("garmin2strava: interrupted", file=sys.stderr)
         return 130
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

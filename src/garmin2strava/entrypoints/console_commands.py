@@ -1,178 +1,63 @@
 """The operator's commands: `history`, `accounts list|pause|resume|remove|sync`,
 `disconnect`. They work on either store (G2S_STORE=dynamodb from a workstation too).
 
-`add_console_parsers` is imported by cli.py for every invocation, so this module's top
-level stays light; what a command needs is imported when it runs.
+cli.py imports this module for every invocation, so its top level stays light (click
+and the standard library); what a command needs is imported when it runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+import click
+
+from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
     from garmin2strava.services.account_control import AccountControl
-    from garmin2strava.settings import Settings
 
-__all__ = ["CONSOLE_COMMANDS", "add_console_parsers", "run_console_command"]
-
-CONSOLE_COMMANDS = frozenset({"history", "accounts", "disconnect"})
-
-AddParser = Callable[..., argparse.ArgumentParser]
+__all__ = ["account_rows", "accounts", "disconnect", "history"]
 
 
-def add_console_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> None:
-    """Register the commands with cli.py's `add(name, help, description)`."""
-    p = add(
-        "history",
-        "what each sync cycle did, per account, newest first",
-        "Per account, newest first: each cycle (start, duration, outcome counts, what was\n"
-        "uploaded or matched with its Strava id, failures with their reasons), token\n"
-        "refreshes, backoffs, deauthorizations and the operator's actions. Kept for\n"
-        "G2S_AUDIT_RETENTION_DAYS (default 7); read with key-range queries on SQLite and\n"
-        "DynamoDB alike.",
-    )
-    p.add_argument("--user", metavar="USER_ID", help="only this account")
-    p.add_argument(
-        "--since", type=date_type, metavar="YYYY-MM-DD", help="default: the retention period"
-    )
-    p.add_argument("--limit", type=int, default=500, help="events per account (default 500)")
-    p.add_argument("--json", action="store_true", help="JSON instead of text")
+@click.command()
+@user_option("only this account")
+@click.option("--since", type=ISO_DATE, metavar="YYYY-MM-DD", help="default: the retention period")
+@click.option("--limit", type=int, default=500, show_default=True, help="events per account")
+@json_option()
+def history(user: str | None, since: datetime | None, limit: int, as_json: bool) -> int:
+    """What each sync cycle did, per account, newest first.
 
-    accounts = add("accounts", "list, pause, resume, remove or sync accounts").add_subparsers(
-        dest="accounts_command", metavar="ACTION", required=True
-    )
-    p = accounts.add_parser("list", help="every account with its state and last cycle")
-    p.add_argument("--json", action="store_true", help="JSON instead of a table")
-    p = accounts.add_parser(
-        "pause",
-        help="stop the account's running cycle before its next activity; no cycle until resumed",
-    )
-    p.add_argument("user_id", metavar="ID")
-    p = accounts.add_parser("resume", help="let a paused account sync again")
-    p.add_argument("user_id", metavar="ID")
-    p = accounts.add_parser(
-        "remove",
-        help="delete the account, its tokens and its mirrored activities (asks first)",
-        description="Delete the account, its Strava and Garmin tokens and its mirrored Strava\n"
-        "activities. The upload ledger stays, so adding the account again never uploads a\n"
-        "run twice; its audit events expire with G2S_AUDIT_RETENTION_DAYS. A running cycle\n"
-        "is stopped before its next activity first.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("user_id", metavar="ID")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p = accounts.add_parser("sync", help="one cycle for this account now")
-    p.add_argument("user_id", metavar="ID")
-
-    p = add(
-        "disconnect",
-        "revoke garmin2strava's Strava access, then forget the tokens and mirrored activities",
-        "Revoke our Strava authorization through Strava's own endpoint (POST\n"
-        "/oauth/deauthorize), then forget the Strava tokens and the mirrored activities, as\n"
-        "a deauthorization does. The account and its upload ledger stay; `get-token`\n"
-        "connects it again.",
-    )
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-
-def run_console_command(settings: Settings, args: argparse.Namespace) -> int:
-    from garmin2strava.bootstrap import bootstrap, utc_now  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.accounts import ensure_settings_account  # noqa: PLC0415
-
-    app = bootstrap(settings)
-    ensure_settings_account(app.store, settings, utc_now)
-    if args.command == "history":
-        return cmd_history(app, args)
-    if args.command == "accounts":
-        return cmd_accounts(app, args)
-    return cmd_disconnect(app, args)
-
-
-def _control(app: App) -> AccountControl:
-    from garmin2strava.services.account_control import AccountControl  # noqa: PLC0415
-
-    return AccountControl(
-        store=app.store, clock=app.clock, audit_retention_days=app.settings.audit_retention_days
-    )
-
-
-def _confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
-        print(f"{question} Not confirmed: run again with --yes.", file=sys.stderr)
-        return False
-    return input(f"{question} Type 'yes' to go on: ").strip().lower() == "yes"
-
-
-def cmd_history(app: App, args: argparse.Namespace) -> int:
+    Per account, newest first: each cycle (start, duration, outcome counts, what was
+    uploaded or matched with its Strava id, failures with their reasons), token
+    refreshes, backoffs, deauthorizations and the operator's actions. Kept for
+    G2S_AUDIT_RETENTION_DAYS (default 7); read with key-range queries on SQLite and
+    DynamoDB alike. Local: no Garmin or Strava request.
+    """
     from garmin2strava.services.history import format_history, read_history  # noqa: PLC0415
 
+    app = load_app(load())
     retention = timedelta(days=app.settings.audit_retention_days)
-    since = args.since or datetime.now(tz=UTC) - retention
-    users = [args.user] if args.user else [a.user_id for a in app.store.list_accounts()]
-    history = read_history(app.store, users, since=since, limit=args.limit)
-    if args.json:
-        body = {user: [e.to_json() for e in entries] for user, entries in history.items()}
+    since = since or datetime.now(tz=UTC) - retention
+    users = [user] if user else [a.user_id for a in app.store.list_accounts()]
+    found = read_history(app.store, users, since=since, limit=limit)
+    if as_json:
+        body = {u: [e.to_json() for e in entries] for u, entries in found.items()}
         print(json.dumps(body, indent=2, default=str))
         return 0
-    if not history:
+    if not found:
         print("no accounts yet")
         return 0
-    print(format_history(history))
+    print(format_history(found))
     return 0
 
 
-def cmd_accounts(app: App, args: argparse.Namespace) -> int:
-    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
-
-    action = args.accounts_command
-    if action == "list":
-        return _list_accounts(app, as_json=args.json)
-    control = _control(app)
-    user_id = args.user_id
-    try:
-        if action == "pause":
-            control.pause(user_id)
-            print(f"account {user_id} paused: no new cycle; a running one stops before its next")
-        elif action == "resume":
-            control.resume(user_id)
-            print(f"account {user_id} resumed: the next cycle syncs it")
-        elif action == "remove":
-            if not args.yes and not _confirm(
-                f"Remove account {user_id}: its tokens and mirrored activities are deleted."
-            ):
-                return 1
-            done = control.remove(user_id)
-            print(
-                f"account {user_id} removed ({done['itemsDeleted']} mirrored activities and "
-                "audit events deleted; the upload ledger is kept)"
-            )
-        else:
-            return _sync_now(app, control, user_id)
-    except NoSuchAccount as exc:
-        print(f"garmin2strava: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _sync_now(app: App, control: AccountControl, user_id: str) -> int:
-    from garmin2strava.entrypoints.commands import format_report  # noqa: PLC0415
-    from garmin2strava.services.runner import sync_all  # noqa: PLC0415
-
-    account = control.account(user_id)
-    if not account.enabled:
-        print(f"account {user_id} is paused: `accounts resume {user_id}` first", file=sys.stderr)
-        return 1
-    reports = sync_all(app.store, app.sync_deps, only=user_id)
-    for report in reports:
-        print(format_report(report))
-    return 0 if all(r.ok for r in reports) else 1
+@click.group()
+def accounts() -> None:
+    """List, pause, resume, remove or sync accounts."""
 
 
 def account_rows(app: App) -> list[dict[str, Any]]:
@@ -215,12 +100,130 @@ def _list_accounts(app: App, *, as_json: bool) -> int:
     return 0
 
 
-def cmd_disconnect(app: App, args: argparse.Namespace) -> int:
+@accounts.command("list")
+@json_option("JSON instead of a table")
+def accounts_list(as_json: bool) -> int:
+    """Every account with its state and last cycle. Local: no request."""
+    app = load_app(load())
+    rows = account_rows(app)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no accounts yet (see README.md: get-token, garmin login)")
+        return 0
+    print(f"{'account':<16} {'state':<20} {'last cycle (UTC)':<20} why")
+    for row in rows:
+        last = row["lastCycleAt"][:19].replace("T", " ") if row["lastCycleAt"] else "never"
+        ok = "" if row["lastCycleOk"] in (None, True) else " FAILED"
+        print(f"{row['userId']:<16} {row['state']:<20} {last + ok:<20} {row['why']}".rstrip())
+    return 0
+
+
+@accounts.command("pause")
+@click.argument("user_id", metavar="ID")
+def accounts_pause(user_id: str) -> int:
+    """Stop the account's running cycle before its next activity; no cycle until
+    resumed. Local: no request."""
+    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
+
+    try:
+        _control(load_app(load())).pause(user_id)
+    except NoSuchAccount as exc:
+        print(f"garmin2strava: {exc}", file=sys.stderr)
+        return 1
+    print(f"account {user_id} paused: no new cycle; a running one stops before its next")
+    return 0
+
+
+@accounts.command("resume")
+@click.argument("user_id", metavar="ID")
+def accounts_resume(user_id: str) -> int:
+    """Let a paused account sync again. Local: no request."""
+    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
+
+    try:
+        _control(load_app(load())).resume(user_id)
+    except NoSuchAccount as exc:
+        print(f"garmin2strava: {exc}", file=sys.stderr)
+        return 1
+    print(f"account {user_id} resumed: the next cycle syncs it")
+    return 0
+
+
+@accounts.command("remove")
+@click.argument("user_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def accounts_remove(user_id: str, yes: bool) -> int:
+    """Delete the account, its tokens and its mirrored activities (asks first).
+
+    Deletes the account, its Strava and Garmin tokens and its mirrored Strava
+    activities. The upload ledger stays, so adding the account again never uploads a
+    run twice; its audit events expire with G2S_AUDIT_RETENTION_DAYS. A running cycle is
+    stopped before its next activity first. Local: no Garmin or Strava request.
+    """
+    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
+
+    app = load_app(load())
+    if not yes and not _confirm(
+        f"Remove account {user_id}: its tokens and mirrored activities are deleted."
+    ):
+        return 1
+    try:
+        done = _control(app).remove(user_id)
+    except NoSuchAccount as exc:
+        print(f"garmin2strava: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"account {user_id} removed ({done['itemsDeleted']} mirrored activities and "
+        "audit events deleted; the upload ledger is kept)"
+    )
+    return 0
+
+
+@accounts.command("sync")
+@click.argument("user_id", metavar="ID")
+def accounts_sync(user_id: str) -> int:
+    """One cycle for this account now: 1 Garmin request when there is nothing new and 0
+    Strava; each new run adds 1 Garmin download, 1 Strava upload and 1 status poll."""
+    from garmin2strava.entrypoints.cli import format_report  # noqa: PLC0415 (cli imports us)
+    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
+    from garmin2strava.services.runner import sync_all  # noqa: PLC0415
+
+    app = load_app(load())
+    try:
+        account = _control(app).account(user_id)
+    except NoSuchAccount as exc:
+        print(f"garmin2strava: {exc}", file=sys.stderr)
+        return 1
+    if not account.enabled:
+        print(f"account {user_id} is paused: `accounts resume {user_id}` first", file=sys.stderr)
+        return 1
+    reports = sync_all(app.store, app.sync_deps, only=user_id)
+    for report in reports:
+        print(format_report(report))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+@click.command()
+@user_option()
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def disconnect(user: str | None, yes: bool) -> int:
+    """Revoke garmin2strava's Strava access, then forget the tokens and mirrored
+    activities.
+
+    Revokes our Strava authorization through Strava's own endpoint (POST
+    /oauth/deauthorize: 1 Strava request, and a token refresh first when the access
+    token expired), then forgets the Strava tokens and the mirrored activities, as a
+    deauthorization does. The account and its upload ledger stay; `get-token` connects
+    it again.
+    """
     from garmin2strava.errors import StravaAuthError  # noqa: PLC0415
     from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
 
-    user_id = args.user or app.settings.user_id
-    if not args.yes and not _confirm(
+    app = load_app(load())
+    user_id = user or app.settings.user_id
+    if not yes and not _confirm(
         f"Disconnect account {user_id} from Strava: access is revoked, tokens and "
         "mirrored activities are deleted."
     ):
@@ -249,3 +252,18 @@ def cmd_disconnect(app: App, args: argparse.Namespace) -> int:
         "the upload ledger is kept)"
     )
     return 0
+
+
+def _control(app: App) -> AccountControl:
+    from garmin2strava.services.account_control import AccountControl  # noqa: PLC0415
+
+    return AccountControl(
+        store=app.store, clock=app.clock, audit_retention_days=app.settings.audit_retention_days
+    )
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        print(f"{question} Not confirmed: run again with --yes.", file=sys.stderr)
+        return False
+    return input(f"{question} Type 'yes' to go on: ").strip().lower() == "yes"

@@ -1,19 +1,21 @@
-"""The mirror's commands: `webhook`, `mirror backfill|reconcile`, `workouts
-list|show|export`, `events`.
+"""The mirror's commands: `webhook subscribe|list|delete`, `mirror backfill|reconcile`,
+`workouts list|show|export`, `events list-dead|retry`.
 
-`add_mirror_parsers` is imported by cli.py for every invocation, so this module's
-top level stays light (argparse and the standard library); what a command needs is
-imported when it runs.
+cli.py imports this module for every invocation, so its top level stays light (click
+and the standard library); what a command needs is imported when it runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import click
+
+from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
 
 if TYPE_CHECKING:
     from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
@@ -21,169 +23,119 @@ if TYPE_CHECKING:
     from garmin2strava.domain.models import Workout
     from garmin2strava.settings import Settings
 
-__all__ = ["MIRROR_COMMANDS", "add_mirror_parsers", "run_mirror_command"]
-
-MIRROR_COMMANDS = frozenset({"webhook", "mirror", "workouts", "events"})
-
-AddParser = Callable[..., argparse.ArgumentParser]
-
-
-def add_mirror_parsers(add: AddParser, date_type: Callable[[str], datetime]) -> None:
-    """Register the mirror's commands with cli.py's `add(name, help, description)`."""
-    webhook = add(
-        "webhook",
-        "the application's Strava webhook subscription (one per application)",
-        "Subscribe the application to Strava's webhook, list or delete the subscription.\n"
-        "Uses STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET and STRAVA_VERIFY_TOKEN. The callback\n"
-        "URL is --url followed by /webhooks/strava/<secret>, the secret being\n"
-        "G2S_WEBHOOK_SECRET or derived from STRAVA_VERIFY_TOKEN; it is never printed.\n"
-        "Strava checks the callback URL before it answers, so the daemon must be running\n"
-        "and reachable. subscribe and list store the subscription id: the daemon then\n"
-        "accepts only that subscription's events.",
-    ).add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
-    p = webhook.add_parser("subscribe", help="create the subscription (Strava verifies the URL)")
-    p.add_argument(
-        "--url",
-        required=True,
-        metavar="URL",
-        help="the daemon's public base URL, e.g. https://your.host; Strava is given "
-        "URL/webhooks/strava/<secret> (at most 255 characters)",
-    )
-    webhook.add_parser("list", help="show the subscription, if any, and store its id")
-    p = webhook.add_parser("delete", help="delete the subscription")
-    p.add_argument("subscription_id", type=int, metavar="ID")
-
-    mirror = add("mirror", "the local mirror of Strava activities").add_subparsers(
-        dest="mirror_command", metavar="ACTION", required=True
-    )
-    p = mirror.add_parser(
-        "backfill",
-        help="fill the mirror from Strava's activity list (paced, resumable)",
-        description="Copy Strava activities starting at or after --since (default: all)\n"
-        "into the mirror, 200 a request, within the read budget (it waits for the next\n"
-        "window when the budget is spent). Interrupt it at any time: a rerun goes on from\n"
-        "where it stopped. Once complete, the uploader answers its existence check from\n"
-        "the mirror for activities from then on. Subscribe the webhook first, so the\n"
-        "mirror stays current after the backfill.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--since", type=date_type, metavar="YYYY-MM-DD", help="default: everything")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-    p.add_argument(
-        "--streams",
-        action="store_true",
-        help="then read the streams (G2S_MIRROR_STREAMS) of every mirrored activity that\n"
-        "has none yet, one read each, leaving 20%% of each read window to the uploader",
-    )
-    p = mirror.add_parser(
-        "reconcile",
-        help="repair what the webhook missed (the daemon does it every G2S_MIRROR_RECONCILE_HOURS)",
-        description="List the activities that started since the last pass (less 7 days),\n"
-        "one read per 200: fetch those the mirror lacks, check (and soft-delete) those\n"
-        "Strava no longer lists, apply changed names, types and visibility; then read\n"
-        "pending streams. Runs now, whatever the schedule.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--user", metavar="USER_ID", help="default: every account")
-
-    workouts = add("workouts", "the mirrored Strava activities").add_subparsers(
-        dest="workouts_command", metavar="ACTION", required=True
-    )
-    p = workouts.add_parser("list", help="list mirrored activities, newest first")
-    p.add_argument("--json", action="store_true", help="JSON instead of a table")
-    p.add_argument("--include-deleted", action="store_true", help="also activities deleted")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-    p = workouts.add_parser("show", help="one mirrored activity (and its streams)")
-    p.add_argument("activity_id", type=int, metavar="ID", help="the Strava activity id")
-    p.add_argument("--streams", action="store_true", help="also the stored streams")
-    p.add_argument("--json", action="store_true", help="JSON instead of text")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-    p = workouts.add_parser(
-        "export",
-        help="the mirror as JSON Lines or CSV, oldest first (to stdout or --output)",
-        description="Write every mirrored activity (from --since on) as JSON Lines or CSV.\n"
-        "Streamed: memory stays flat however long the mirror. With --streams, JSON Lines\n"
-        "adds each activity's streams; CSV writes one row per sample instead.\n"
-        "--output writes the file atomically (a temporary file renamed when complete).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", dest="fmt")
-    p.add_argument("--since", type=date_type, metavar="YYYY-MM-DD", help="default: everything")
-    p.add_argument("--streams", action="store_true", help="include the stored streams")
-    p.add_argument("--include-deleted", action="store_true", help="also activities deleted")
-    p.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
-    p.add_argument("--user", metavar="USER_ID", help="default: G2S_USER_ID")
-
-    events = add(
-        "events", "webhook events that used up their attempts (dead letters)"
-    ).add_subparsers(dest="events_command", metavar="ACTION", required=True)
-    events.add_parser("list-dead", help="list dead events with their last error")
-    p = events.add_parser("retry", help="put dead events back in the queue")
-    p.add_argument("queue_id", type=int, nargs="?", metavar="ID")
-    p.add_argument("--all", action="store_true", help="every dead event")
-
-
-def run_mirror_command(settings: Settings, args: argparse.Namespace) -> int:
-    handlers: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-        "webhook": cmd_webhook,
-        "mirror": cmd_mirror,
-        "workouts": cmd_workouts,
-        "events": cmd_events,
-    }
-    return handlers[args.command](settings, args)
+__all__ = ["events", "mirror", "webhook", "workout_json", "workouts"]
 
 
 # -- webhook -------------------------------------------------------------------------------
-def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
-    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib only when used)
+@click.group()
+def webhook() -> None:
+    """The application's Strava webhook subscription (one per application).
+
+    Subscribe the application to Strava's webhook, list or delete the subscription:
+    1 Strava request each. Uses STRAVA_CLIENT_ID, STRAVA_CLIENT_SECRET and
+    STRAVA_VERIFY_TOKEN. The callback URL is --url followed by
+    /webhooks/strava/<secret>, the secret being G2S_WEBHOOK_SECRET or derived from
+    STRAVA_VERIFY_TOKEN; it is never printed. Strava checks the callback URL before it
+    answers, so the daemon must be running and reachable. subscribe and list store the
+    subscription id: the daemon then accepts only that subscription's events.
+    """
+
+
+def _strava_app(settings: Settings) -> tuple[int, str]:
+    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+
+    if settings.strava_client_id is None or settings.strava_client_secret is None:
+        raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
+    return settings.strava_client_id, settings.strava_client_secret.get_secret_value()
+
+
+@webhook.command("subscribe")
+@click.option(
+    "--url",
+    required=True,
+    metavar="URL",
+    help="the daemon's public base URL, e.g. https://your.host; Strava is given "
+    "URL/webhooks/strava/<secret> (at most 255 characters)",
+)
+def webhook_subscribe(url: str) -> int:
+    """Create the subscription (Strava verifies the URL): 1 Strava request, during which
+    Strava calls the daemon's callback once. Stores the subscription id.
+
+    The callback is URL/webhooks/strava/<secret>; the secret is G2S_WEBHOOK_SECRET or
+    derived from STRAVA_VERIFY_TOKEN, and never printed.
+    """
+    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib when used)
         create_subscription,
-        delete_subscription,
+    )
+    from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.mirror import remember_subscription  # noqa: PLC0415
+
+    settings = load()
+    client_id, secret = _strava_app(settings)
+    store = build_store(settings)
+    verify, path_secret = _webhook_secrets(settings)
+    callback_url = _callback_url(url, path_secret)
+    sub_id = create_subscription(
+        client_id, secret, callback_url, verify, base_url=settings.strava_base_url
+    )
+    remember_subscription(store, sub_id, now=datetime.now(tz=UTC))
+    print(f"subscribed: subscription {sub_id} delivers events to {_shown(callback_url)}")
+    print(f"subscription {sub_id} is stored: the daemon accepts only its events")
+    return 0
+
+
+@webhook.command("list")
+def webhook_list() -> int:
+    """Show the subscription, if any, and store its id: 1 Strava request."""
+    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib when used)
         list_subscriptions,
     )
     from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.mirror import remember_subscription  # noqa: PLC0415
+
+    settings = load()
+    client_id, secret = _strava_app(settings)
+    store = build_store(settings)
+    subs = list_subscriptions(client_id, secret, base_url=settings.strava_base_url)
+    ids = [sub["id"] for sub in subs if isinstance(sub.get("id"), int)]
+    remember_subscription(store, ids[0] if len(ids) == 1 else None, now=datetime.now(tz=UTC))
+    if not subs:
+        print("no webhook subscription (the daemon refuses every event until there is one)")
+    for sub in subs:
+        callback = str(sub.get("callback_url") or "")
+        ours = _is_our_callback(callback, settings.webhook_path_secret)
+        print(
+            f"{sub.get('id')}  {_shown(callback)}  created {sub.get('created_at')}"
+            f"  ({'this configuration' if ours else 'NOT this configuration: subscribe again'})"
+        )
+    return 0
+
+
+@webhook.command("delete")
+@click.argument("subscription_id", type=int, metavar="ID")
+def webhook_delete(subscription_id: int) -> int:
+    """Delete the subscription ID: 1 Strava request. Forgets the stored id when it is
+    this one."""
+    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib when used)
+        delete_subscription,
+    )
+    from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
     from garmin2strava.services.mirror import (  # noqa: PLC0415 (light top level)
         SUBSCRIPTION_STATE_KEY,
         remember_subscription,
         subscription_from_state,
     )
 
-    if settings.strava_client_id is None or settings.strava_client_secret is None:
-        raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
-    client_id = settings.strava_client_id
-    secret = settings.strava_client_secret.get_secret_value()
-    base_url = settings.strava_base_url
+    settings = load()
+    client_id, secret = _strava_app(settings)
     store = build_store(settings)
-    now = datetime.now(tz=UTC)
-    if args.webhook_command == "subscribe":
-        verify, path_secret = _webhook_secrets(settings)
-        callback_url = _callback_url(args.url, path_secret)
-        sub_id = create_subscription(client_id, secret, callback_url, verify, base_url=base_url)
-        remember_subscription(store, sub_id, now=now)
-        print(f"subscribed: subscription {sub_id} delivers events to {_shown(callback_url)}")
-        print(f"subscription {sub_id} is stored: the daemon accepts only its events")
-        return 0
-    if args.webhook_command == "list":
-        subs = list_subscriptions(client_id, secret, base_url=base_url)
-        ids = [sub["id"] for sub in subs if isinstance(sub.get("id"), int)]
-        remember_subscription(store, ids[0] if len(ids) == 1 else None, now=now)
-        if not subs:
-            print("no webhook subscription (the daemon refuses every event until there is one)")
-        for sub in subs:
-            url = str(sub.get("callback_url") or "")
-            ours = _is_our_callback(url, settings.webhook_path_secret)
-            print(
-                f"{sub.get('id')}  {_shown(url)}  created {sub.get('created_at')}"
-                f"  ({'this configuration' if ours else 'NOT this configuration: subscribe again'})"
-            )
-        return 0
-    delete_subscription(args.subscription_id, client_id, secret, base_url=base_url)
+    delete_subscription(subscription_id, client_id, secret, base_url=settings.strava_base_url)
     if subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY)) in {
-        args.subscription_id,
+        subscription_id,
         None,
     }:
-        remember_subscription(store, None, now=now)
-    print(f"deleted webhook subscription {args.subscription_id}")
+        remember_subscription(store, None, now=datetime.now(tz=UTC))
+    print(f"deleted webhook subscription {subscription_id}")
     return 0
 
 
@@ -239,29 +191,43 @@ def _shown(url: str) -> str:
     return redact_callback_url(url)
 
 
-# -- mirror backfill -----------------------------------------------------------------------
-def _app(settings: Settings) -> App:
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.accounts import ensure_settings_account  # noqa: PLC0415
-
-    app = bootstrap(settings)
-    ensure_settings_account(app.store, settings, app.clock)
-    return app
+# -- mirror --------------------------------------------------------------------------------
+@click.group()
+def mirror() -> None:
+    """The local mirror of Strava activities."""
 
 
-def cmd_mirror(settings: Settings, args: argparse.Namespace) -> int:
-    if args.mirror_command == "reconcile":
-        return _reconcile(settings, args)
+@mirror.command("backfill")
+@click.option("--since", type=ISO_DATE, metavar="YYYY-MM-DD", help="default: everything")
+@user_option()
+@click.option(
+    "--streams",
+    is_flag=True,
+    help="then read the streams (G2S_MIRROR_STREAMS) of every mirrored activity that has "
+    "none yet, one read each, leaving 20% of each read window to the uploader",
+)
+def mirror_backfill(since: datetime | None, user: str | None, streams: bool) -> int:
+    """Fill the mirror from Strava's activity list (paced, resumable).
+
+    Copies Strava activities starting at or after --since (default: all) into the
+    mirror: 1 Strava request (a read) per 200 activities, within the read budget (it
+    waits for the next window when the budget is spent). Interrupt it at any time: a
+    rerun goes on from where it stopped. Once complete, the uploader answers its
+    existence check from the mirror for activities from then on. Subscribe the webhook
+    first, so the mirror stays current after the backfill. Reads also
+    G2S_MIRROR_STREAMS.
+    """
     from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
     from garmin2strava.services.mirror_backfill import (  # noqa: PLC0415 (light top level)
         ActivityLister,
         backfill_mirror,
     )
 
-    if args.streams and not settings.mirror_streams:
+    settings = load()
+    if streams and not settings.mirror_streams:
         raise ConfigError("--streams needs G2S_MIRROR_STREAMS (e.g. time,heartrate,latlng)")
-    app = _app(settings)
-    user_id = args.user or settings.user_id
+    app = load_app(settings)
+    user_id = user or settings.user_id
     if app.store.get_account(user_id) is None:
         raise ConfigError(f"no account {user_id!r} (see README.md: get-token)")
     strava = app.strava_for(user_id)
@@ -274,18 +240,18 @@ def cmd_mirror(settings: Settings, args: argparse.Namespace) -> int:
         return not app.stop.is_set()
 
     result = backfill_mirror(
-        app.store, strava, user_id, since=args.since, clock=app.clock, wait_until=wait_until
+        app.store, strava, user_id, since=since, clock=app.clock, wait_until=wait_until
     )
     print(f"mirror backfill: {result.stored} activities stored, {result.skipped} unreadable")
     if result.complete and result.covers_since is not None:
         print(f"the mirror covers activities from {result.covers_since:%Y-%m-%d %H:%M} UTC on")
     if not result.complete:
         return 1
-    return _backfill_streams(app, user_id, args, wait_until) if args.streams else 0
+    return _backfill_streams(app, user_id, since, wait_until) if streams else 0
 
 
 def _backfill_streams(
-    app: App, user_id: str, args: argparse.Namespace, wait_until: Callable[[datetime], bool]
+    app: App, user_id: str, since: datetime | None, wait_until: Callable[[datetime], bool]
 ) -> int:
     from garmin2strava.services.streams import backfill_streams  # noqa: PLC0415 (light top level)
 
@@ -294,7 +260,7 @@ def _backfill_streams(
         app.strava_for(user_id),
         user_id,
         app.settings.mirror_streams,
-        since=args.since,
+        since=since,
         clock=app.clock,
         wait_until=wait_until,
     )
@@ -305,19 +271,30 @@ def _backfill_streams(
     return 0 if result.complete else 1
 
 
-def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+@mirror.command("reconcile")
+@user_option("default: every account")
+def mirror_reconcile(user: str | None) -> int:
+    """Repair what the webhook missed (the daemon does it every G2S_MIRROR_RECONCILE_HOURS).
+
+    Lists the activities that started since the last pass (less 7 days), 1 Strava
+    request (a read) per 200: fetches those the mirror lacks and checks (and
+    soft-deletes) those Strava no longer lists, 1 read each; applies changed names,
+    types and visibility; then reads pending streams (G2S_MIRROR_STREAMS). It keeps 20%
+    of each read window for the uploader. Runs now, whatever the schedule.
+    """
     from datetime import timedelta  # noqa: PLC0415 (light top level)
 
     from garmin2strava.services.reconcile import reconcile_all  # noqa: PLC0415
 
-    app = _app(settings)
+    settings = load()
+    app = load_app(settings)
     reports = reconcile_all(
         app.store,
         app.strava_background_for,
         now=app.clock(),
         every=timedelta(hours=settings.mirror_reconcile_hours),
         stream_types=settings.mirror_streams,
-        only=args.user,
+        only=user,
         force=True,
     )
     if not reports:
@@ -337,6 +314,11 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # -- workouts ------------------------------------------------------------------------------
+@click.group()
+def workouts() -> None:
+    """The mirrored Strava activities (local: no request)."""
+
+
 def workout_json(w: Workout) -> dict[str, Any]:
     return {
         "userId": w.user_id,
@@ -357,17 +339,19 @@ def workout_json(w: Workout) -> dict[str, Any]:
     }
 
 
-def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
-    if args.workouts_command == "show":
-        return _show_workout(settings, args)
-    if args.workouts_command == "export":
-        return _export(settings, args)
+@workouts.command("list")
+@json_option("JSON instead of a table")
+@click.option("--include-deleted", is_flag=True, help="also activities deleted")
+@user_option()
+def workouts_list(as_json: bool, include_deleted: bool, user: str | None) -> int:
+    """List mirrored activities, newest first. Local: no Strava request."""
     from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
 
-    app = _app(settings)
-    user_id = args.user or settings.user_id
-    rows = app.store.list_workouts(user_id, include_deleted=args.include_deleted)
-    if args.json:
+    settings = load()
+    app = load_app(settings)
+    user_id = user or settings.user_id
+    rows = app.store.list_workouts(user_id, include_deleted=include_deleted)
+    if as_json:
         print(json.dumps([workout_json(w) for w in rows], indent=2))
         return 0
     if not rows:
@@ -384,31 +368,39 @@ def cmd_workouts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_workout(settings: Settings, args: argparse.Namespace) -> int:
-    app = _app(settings)
-    user_id = args.user or settings.user_id
-    workout = app.store.get_workout(user_id, args.activity_id)
-    if workout is None:
-        print(f"no mirrored activity {args.activity_id} for {user_id}", file=sys.stderr)
-        return 1
-    streams = app.store.get_streams(user_id, args.activity_id) if args.streams else None
-    if args.json:
-        record: dict[str, Any] = workout_json(workout)
-        if args.streams:
-            record["streams"] = None if streams is None else streams.streams
-        print(json.dumps(record, indent=2))
-        return 0
+@workouts.command("show")
+@click.argument("activity_id", type=int, metavar="ID")
+@click.option("--streams", is_flag=True, help="also the stored streams")
+@json_option()
+@user_option()
+def workouts_show(activity_id: int, streams: bool, as_json: bool, user: str | None) -> int:
+    """One mirrored activity, ID being its Strava activity id (and its stored streams).
+    Local: no Strava request."""
     from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
 
+    settings = load()
+    app = load_app(settings)
+    user_id = user or settings.user_id
+    workout = app.store.get_workout(user_id, activity_id)
+    if workout is None:
+        print(f"no mirrored activity {activity_id} for {user_id}", file=sys.stderr)
+        return 1
+    stored = app.store.get_streams(user_id, activity_id) if streams else None
+    if as_json:
+        record: dict[str, Any] = workout_json(workout)
+        if streams:
+            record["streams"] = None if stored is None else stored.streams
+        print(json.dumps(record, indent=2))
+        return 0
     for name, value in workout_json(workout).items():
         print(f"{name:>20}  {shown(value) if isinstance(value, str) else value}")
-    if not args.streams:
+    if not streams:
         return 0
-    if streams is None:
+    if stored is None:
         print(f"{'streams':>20}  not read yet (G2S_MIRROR_STREAMS; mirror backfill --streams)")
-    elif not streams.found:
-        print(f"{'streams':>20}  none on Strava (read {streams.fetched_at:%Y-%m-%d %H:%M} UTC)")
-    for kind, stream in sorted((streams.streams if streams else {}).items()):
+    elif not stored.found:
+        print(f"{'streams':>20}  none on Strava (read {stored.fetched_at:%Y-%m-%d %H:%M} UTC)")
+    for kind, stream in sorted((stored.streams if stored else {}).items()):
         data = stream.get("data") or []
         head = ", ".join(json.dumps(v) for v in data[:5])
         more = ", ..." if len(data) > 5 else ""  # noqa: PLR2004 - the samples shown
@@ -416,7 +408,30 @@ def _show_workout(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(settings: Settings, args: argparse.Namespace) -> int:
+@workouts.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option("--since", type=ISO_DATE, metavar="YYYY-MM-DD", help="default: everything")
+@click.option("--streams", is_flag=True, help="include the stored streams")
+@click.option("--include-deleted", is_flag=True, help="also activities deleted")
+@click.option("--output", "-o", metavar="FILE", help="default: standard output")
+@user_option()
+def workouts_export(  # noqa: PLR0917 (click passes one keyword per option)
+    fmt: str,
+    since: datetime | None,
+    streams: bool,
+    include_deleted: bool,
+    output: str | None,
+    user: str | None,
+) -> int:
+    """The mirror as JSON Lines or CSV, oldest first (to stdout or --output).
+
+    Writes every mirrored activity (from --since on). Streamed: memory stays flat
+    however long the mirror. With --streams, JSON Lines adds each activity's streams;
+    CSV writes one row per sample instead. --output writes the file atomically (a
+    temporary file renamed when complete). Local: no Strava request.
+    """
     from pathlib import Path  # noqa: PLC0415 (light top level)
 
     from garmin2strava.services.export import (  # noqa: PLC0415 (light top level)
@@ -424,30 +439,36 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
         export_workouts,
     )
 
-    app = _app(settings)
-    user_id = args.user or settings.user_id
-    options = {
-        "fmt": args.fmt,
-        "since": args.since,
-        "streams": args.streams,
-        "include_deleted": args.include_deleted,
+    settings = load()
+    app = load_app(settings)
+    user_id = user or settings.user_id
+    options: dict[str, Any] = {
+        "fmt": fmt,
+        "since": since,
+        "streams": streams,
+        "include_deleted": include_deleted,
     }
-    if args.output is None:
+    if output is None:
         result = export_workouts(app.store, user_id, sys.stdout, **options)
     else:
-        with atomic_output(Path(args.output)) as out:
+        with atomic_output(Path(output)) as out:
             result = export_workouts(app.store, user_id, out, **options)
     print(
         f"workouts export: {result.activities} activities"
-        + (f", {result.samples} stream samples" if args.streams else ""),
+        + (f", {result.samples} stream samples" if streams else ""),
         file=sys.stderr,
     )
     return 0
 
 
 # -- events (dead letters of the SQLite queue) ---------------------------------------------
-def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
-    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415 (as above)
+@click.group()
+def events() -> None:
+    """Webhook events that used up their attempts (dead letters; SQLite store)."""
+
+
+def _dead_letters(settings: Settings) -> SqliteEventQueue:
+    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
     from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
 
     if settings.store != "sqlite":
@@ -455,17 +476,17 @@ def cmd_events(settings: Settings, args: argparse.Namespace) -> int:
             "the events commands read the SQLite queue (G2S_STORE=sqlite); on AWS the "
             "dead events are in the SQS dead-letter queue"
         )
-    queue = SqliteEventQueue(settings.db_path)
+    return SqliteEventQueue(settings.db_path)
+
+
+@events.command("list-dead")
+def events_list_dead() -> int:
+    """List dead events with their last error. Local: no request."""
+    queue = _dead_letters(load())
     try:
-        if args.events_command == "list-dead":
-            return _list_dead(queue)
-        return _retry_dead(queue, args)
+        dead = queue.list_dead()
     finally:
         queue.close()
-
-
-def _list_dead(queue: SqliteEventQueue) -> int:
-    dead = queue.list_dead()
     if not dead:
         print("no dead events")
     for d in dead:
@@ -478,14 +499,23 @@ def _list_dead(queue: SqliteEventQueue) -> int:
     return 0
 
 
-def _retry_dead(queue: SqliteEventQueue, args: argparse.Namespace) -> int:
-    if (args.queue_id is None) == (not args.all):
-        print("garmin2strava: events retry takes an ID or --all (not both)", file=sys.stderr)
-        return 2
-    now = datetime.now(tz=UTC)
-    ids = [d.queue_id for d in queue.list_dead(limit=100_000)] if args.all else [args.queue_id]
-    retried = [i for i in ids if queue.retry_dead(i, now=now)]
-    missing = sorted(set(ids) - set(retried))
+@events.command("retry")
+@click.argument("queue_id", type=int, required=False, metavar="ID")
+@click.option("--all", "retry_all", is_flag=True, help="every dead event")
+def events_retry(queue_id: int | None, retry_all: bool) -> int:
+    """Put dead event ID (or --all of them) back in the queue: the worker processes
+    them next (1 Strava request, a read, per `create`)."""
+    queue = _dead_letters(load())
+    try:
+        if (queue_id is None) == (not retry_all):
+            print("garmin2strava: events retry takes an ID or --all (not both)", file=sys.stderr)
+            return 2
+        now = datetime.now(tz=UTC)
+        ids = [d.queue_id for d in queue.list_dead(limit=100_000)] if retry_all else [queue_id]
+        retried = [i for i in ids if i is not None and queue.retry_dead(i, now=now)]
+    finally:
+        queue.close()
+    missing = sorted({i for i in ids if i is not None} - set(retried))
     if retried:
         print(f"{len(retried)} event(s) back in the queue; the worker processes them next")
     if missing:

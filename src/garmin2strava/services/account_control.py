@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from garmin2strava.domain.models import Account, AccountStatus, AuditEvent, UploadOutcome
 from garmin2strava.errors import G2SError
-from garmin2strava.ports import Store
+from garmin2strava.ports import Accounts, Store
 from garmin2strava.services.mirror_backfill import cursor_key
 
 __all__ = [
@@ -51,7 +51,7 @@ def paused_reason_of(account: Account) -> str:
     return "account disabled"
 
 
-def pause_reason(store: Store, user_id: str) -> str | None:
+def pause_reason(store: Accounts, user_id: str) -> str | None:
     """Why the account's running cycle must stop now (paused, removed, disconnected),
     or None when it may go on. One store read: the cycle asks before each activity."""
     account = store.get_account(user_id)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from garmin2strava.domain.models import AccountStatus, AuditEvent, Workout
 from garmin2strava.domain.webhook import (
@@ -41,7 +41,18 @@ from garmin2strava.domain.webhook import (
 )
 from garmin2strava.domain.workouts import BadActivity, apply_update, normalize_activity, soft_delete
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
-from garmin2strava.ports import AccessCheck, EventQueue, EventSink, Store, StravaPort
+from garmin2strava.ports import (
+    AccessCheck,
+    Accounts,
+    AppState,
+    AuditLog,
+    EventQueue,
+    EventSink,
+    StravaReads,
+    StravaTokenStore,
+    StreamStore,
+    WorkoutMirror,
+)
 from garmin2strava.services.mirror_backfill import cursor_key
 from garmin2strava.services.streams import take_after_fetch
 
@@ -72,6 +83,13 @@ SUBSCRIPTION_STATE_KEY = "webhook_subscription"
 _LOG_EVERY_S = 60.0  # an attacker's flood of one kind costs one log line a minute
 
 
+class MirrorStore(
+    Accounts, StravaTokenStore, AuditLog, WorkoutMirror, StreamStore, AppState, Protocol
+):
+    """What the mirror keeps: accounts and their athletes, the Strava tokens a
+    deauthorization deletes, the workouts and their streams, the subscription id."""
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookAnswer:
     """What the HTTP entrypoint sends back; nothing in `body` comes from a secret."""
@@ -95,7 +113,7 @@ def subscription_from_state(value: Mapping[str, Any] | None) -> int | None:
     return None
 
 
-def remember_subscription(store: Store, subscription_id: int | None, *, now: datetime) -> None:
+def remember_subscription(store: AppState, subscription_id: int | None, *, now: datetime) -> None:
     """Store the application's subscription id (None: there is none)."""
     store.put_app_state(
         SUBSCRIPTION_STATE_KEY, {"subscriptionId": subscription_id, "recordedAt": now.isoformat()}
@@ -334,8 +352,8 @@ class MirrorCounts:
 class _Run:
     """What every step of one `process_events` call needs."""
 
-    store: Store
-    strava_for: Callable[[str], StravaPort]
+    store: MirrorStore
+    strava_for: Callable[[str], StravaReads]
     now: datetime
     retention_days: int
     stats: MirrorStats
@@ -370,8 +388,8 @@ _DROP_THROTTLE = _Throttle()
 
 def process_events(
     queue: EventQueue,
-    store: Store,
-    strava_for: Callable[[str], StravaPort],
+    store: MirrorStore,
+    strava_for: Callable[[str], StravaReads],
     *,
     now: datetime,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -495,8 +513,8 @@ def _wait_out_outage(
 
 def run_worker(
     queue: EventQueue,
-    store: Store,
-    strava_for: Callable[[str], StravaPort],
+    store: MirrorStore,
+    strava_for: Callable[[str], StravaReads],
     *,
     stop: threading.Event,
     clock: Callable[[], datetime],

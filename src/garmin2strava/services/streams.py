@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.streams import ActivityStreams, has_recorded_file
 from garmin2strava.errors import G2SError, RateLimited, StravaNotFound
-from garmin2strava.ports import Store
+from garmin2strava.ports import StreamStore, WorkoutMirror, WorkoutQueries
 
 __all__ = [
     "CatchUpResult",
@@ -58,8 +58,16 @@ class StreamRead:
     until: datetime | None = None  # when PENDING for the budget: when it reopens
 
 
+class _MirroredStreams(StreamStore, WorkoutMirror, Protocol):
+    """Catching up pending streams reads the workout they belong to."""
+
+
+class _WalkedStreams(StreamStore, WorkoutQueries, Protocol):
+    """A streams backfill walks the mirror's workouts."""
+
+
 def take_streams(
-    store: Store,
+    store: StreamStore,
     strava: StreamReader,
     user_id: str,
     activity_id: int,
@@ -93,7 +101,12 @@ def take_streams(
 
 
 def take_after_fetch(
-    store: Store, strava: StreamReader, workout: Workout, types: Sequence[str], *, now: datetime
+    store: StreamStore,
+    strava: StreamReader,
+    workout: Workout,
+    types: Sequence[str],
+    *,
+    now: datetime,
 ) -> StreamRead:
     """The streams of an activity just fetched into the mirror, if they are wanted, it
     has a recorded file, and they were never read."""
@@ -115,7 +128,7 @@ class CatchUpResult:
 
 
 def catch_up_streams(
-    store: Store,
+    store: _MirroredStreams,
     strava: StreamReader,
     user_id: str,
     types: Sequence[str],
@@ -156,7 +169,7 @@ def catch_up_streams(
 
 
 def _catch_up_one(
-    store: Store,
+    store: _MirroredStreams,
     strava: StreamReader,
     user_id: str,
     activity_id: int,
@@ -186,7 +199,7 @@ class StreamBackfillResult:
 
 
 def backfill_streams(
-    store: Store,
+    store: _WalkedStreams,
     strava: StreamReader,
     user_id: str,
     types: Sequence[str],

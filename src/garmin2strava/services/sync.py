@@ -1,4 +1,18 @@
-"""One sync cycle for one account (DESIGN.md "Uploader").
+"""One sync cycle for one account, top-down: the README's steps, in order.
+
+    sync_account
+      1. lease            take the account's lease (renewed before every activity)
+      2. list             the newest Garmin activities, and the ledger's unsettled entries
+      3. settle           read the status of uploads Strava was still processing
+      4. per activity     already on Strava? (mirror, or one query per group of
+                          candidates) -> download the ORIGINAL and check it -> intent,
+                          upload, record
+      5. poll once        one wait for the batch, one status read per upload
+      6. record the cycle on the account, in the audit trail and the log; release
+
+The rules each step applies (candidates, query windows, matching, the ledger's
+transitions, Strava's answers) are in domain.activities; this module does the I/O
+and holds the cycle's state in one `_Cycle` passed to every step.
 
 The cycle never sleeps on a budget and never waits for Strava's processing: what
 cannot be finished now stays in the ledger and is settled by a later cycle.
@@ -12,17 +26,22 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
+from garmin2strava.domain import activities as rules
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
+    AuditEvent,
     GarminActivity,
     LedgerEntry,
+    StravaActivity,
     UploadOutcome,
+    UploadStatus,
 )
 from garmin2strava.errors import (
     FileRejected,
@@ -30,23 +49,33 @@ from garmin2strava.errors import (
     GarminNotFound,
     GarminRateLimited,
     GarminRefused,
+    InvalidActivity,
     RateLimited,
+    StoreConflict,
     StravaAppInactive,
     StravaAuthError,
     TransientError,
 )
-from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort
+from garmin2strava.ports import (
+    Accounts,
+    ActivityFiles,
+    AuditLog,
+    GarminPort,
+    StravaUploads,
+    SyncLeases,
+    UploadLedger,
+    WorkoutQueries,
+)
 from garmin2strava.services.account_control import pause_reason, paused_reason_of
-from garmin2strava.services.sync_candidates import choose_candidates, is_settled, list_garmin
-from garmin2strava.services.sync_matching import StravaMatcher
-from garmin2strava.services.sync_recording import CycleRecorder
-from garmin2strava.services.sync_uploads import StravaUploads
 
-__all__ = ["CycleReport", "SyncConfig", "SyncDeps", "sync_account"]
+__all__ = ["MAX_CYCLE_ITEMS", "CycleReport", "SyncConfig", "SyncDeps", "SyncStore", "sync_account"]
 
 log = logging.getLogger(__name__)
 
 _MAX_GARMIN_BACKOFF_S = 30 * 24 * 3600
+# What one `sync.cycle` audit event lists at most (a DynamoDB item stays far below its
+# 400 KB); a backfill cycle beyond this counts the rest in `itemsOmitted`.
+MAX_CYCLE_ITEMS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +96,19 @@ class SyncConfig:
     audit_retention_days: int = 7
 
 
+class SyncStore(Accounts, UploadLedger, SyncLeases, AuditLog, WorkoutQueries, Protocol):
+    """What one cycle keeps: the account, its ledger, its lease, its audit trail; it
+    reads the mirror to find what is already on Strava."""
+
+
 @dataclass(slots=True)
 class SyncDeps:
     """What one account's cycle works with. `strava` is built only when first needed,
     so a cycle with nothing to do makes no Strava request and reads no Strava token."""
 
-    store: Store
+    store: SyncStore
     garmin: Callable[[], GarminPort]
-    strava: Callable[[], StravaPort]
+    strava: Callable[[], StravaUploads]
     files: ActivityFiles
     config: SyncConfig
     clock: Callable[[], datetime]
@@ -100,8 +134,55 @@ class CycleReport:
         self.actions.append((outcome, garmin_id, detail))
 
 
+@dataclass(slots=True)
+class _Cycle:
+    """Everything one account's cycle knows, in one place; every step takes it."""
+
+    deps: SyncDeps
+    account: Account
+    report: CycleReport
+    owner: str
+    dry_run: bool
+    # The ledger entries of the cycle's activities, updated as they change.
+    ledger: dict[int, LedgerEntry] = field(default_factory=dict)
+    # What a Strava activity-list query answered, per candidate it covered.
+    strava_seen: dict[int, list[StravaActivity]] = field(default_factory=dict)
+    # This cycle's uploads that Strava was still processing when they were accepted.
+    awaiting: list[tuple[GarminActivity, LedgerEntry]] = field(default_factory=list)
+    # What this cycle did to each activity, for its `sync.cycle` audit event.
+    items: list[dict[str, Any]] = field(default_factory=list)
+    garmin_client: GarminPort | None = None
+    strava_client: StravaUploads | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.account.user_id
+
+    @property
+    def config(self) -> SyncConfig:
+        return self.deps.config
+
+    @property
+    def store(self) -> SyncStore:
+        return self.deps.store
+
+    def garmin(self) -> GarminPort:
+        if self.garmin_client is None:
+            self.garmin_client = self.deps.garmin()
+        return self.garmin_client
+
+    def strava(self) -> StravaUploads:
+        if self.strava_client is None:
+            self.strava_client = self.deps.strava()
+        return self.strava_client
+
+    def checkpoint(self, step: str) -> None:
+        if self.deps.checkpoint is not None:
+            self.deps.checkpoint(step)
+
+
 class _StopCycle(Exception):
-    """Ends the cycle early (budget spent, account needs a human)."""
+    """Ends the cycle early (the lease was lost)."""
 
 
 def sync_account(
@@ -111,9 +192,11 @@ def sync_account(
     dry_run: bool = False,
     activities: Sequence[GarminActivity] | None = None,
 ) -> CycleReport:
-    """Run one cycle for `user_id`: lease, list, diff, check, upload, record, release.
+    """Run one cycle for `user_id`: lease, list, settle, per activity, poll, record.
 
-    `activities` replaces the Garmin listing (backfill walks older history itself)."""
+    `activities` replaces the Garmin listing (backfill walks older history itself).
+    A dry run takes no lease, writes nothing and uploads nothing: it reports what it
+    would do."""
     report = CycleReport(user_id)
     store, now = deps.store, deps.clock()
     account = store.get_account(user_id)
@@ -125,6 +208,7 @@ def sync_account(
         report.skipped_reason = reason
         report.ok = account.status is AccountStatus.ACTIVE  # a backoff is not a failure
         return report
+    # 1. lease
     owner = f"{uuid.uuid4().hex[:12]}"
     if not dry_run and not store.acquire_lease(
         user_id, owner, now=now, ttl_seconds=deps.config.lease_ttl_s
@@ -132,15 +216,15 @@ def sync_account(
         report.skipped_reason = "another runner holds this account's lease"
         return report
     started = time.monotonic()
-    cycle = _Cycle(deps, account, report, owner, dry_run=dry_run)
+    cycle = _Cycle(deps, account, report, owner, dry_run)
     try:
-        cycle.run(activities)
+        _run(cycle, activities)
     except _StopCycle:
         pass
     finally:
         if not dry_run:
-            try:  # recorded under the lease: `accounts remove` waits for it
-                cycle.record_cycle(started)
+            try:  # 6. recorded under the lease: `accounts remove` waits for it
+                _record_cycle(cycle, started)
             finally:
                 store.release_lease(user_id, owner)
     return report
@@ -157,279 +241,534 @@ def _not_syncable(account: Account, now: datetime) -> str:
     return ""
 
 
-class _Cycle:
-    """One account's cycle: the orchestration of its steps, its lease and what happens
-    to the account; the steps' work is done by the collaborators it builds."""
-
-    def __init__(
-        self,
-        deps: SyncDeps,
-        account: Account,
-        report: CycleReport,
-        owner: str,
-        *,
-        dry_run: bool,
-    ) -> None:
-        self.deps = deps
-        self.store = deps.store
-        self.config = deps.config
-        self.account = account
-        self.user_id = account.user_id
-        self.report = report
-        self.owner = owner
-        self.dry_run = dry_run
-        self._garmin: GarminPort | None = None
-        self._strava: StravaPort | None = None
-        self.records = CycleRecorder(
-            store=deps.store,
-            user_id=account.user_id,
-            clock=deps.clock,
-            note=report.note,
-            dry_run=dry_run,
-            max_attempts=deps.config.max_attempts,
-            audit_retention_days=deps.config.audit_retention_days,
+def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
+    """Steps 2-5; what ends the cycle for the whole account is decided here."""
+    try:
+        # 2. list: Garmin's newest activities, what the ledger says about them, and the
+        # ledger's unsettled entries that have scrolled out of the listing.
+        listed = _list_garmin(cycle) if activities is None else list(activities)
+        cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
+        unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
+        todo = rules.choose_candidates(
+            listed,
+            cycle.ledger,
+            unsettled,
+            wants_type=cycle.config.wants_type,
+            now=cycle.deps.clock(),
         )
-        self.matcher = StravaMatcher(
-            store=deps.store,
-            strava=self.strava,
-            account=account,
-            tolerance_s=deps.config.match_tolerance_s,
-        )
-        self.uploads = StravaUploads(
-            strava=self.strava,
-            records=self.records,
-            renew_lease=self._renew_lease,
-            sleep=deps.sleep,
-            stop=deps.stop,
-            checkpoint=deps.checkpoint,
-            upload_description=deps.config.upload_description,
-            poll_delay_s=deps.config.poll_delay_s,
-            dry_run=dry_run,
-        )
-
-    # -- lazily built clients ----------------------------------------------------------
-    def garmin(self) -> GarminPort:
-        if self._garmin is None:
-            self._garmin = self.deps.garmin()
-        return self._garmin
-
-    def strava(self) -> StravaPort:
-        if self._strava is None:
-            self._strava = self.deps.strava()
-        return self._strava
-
-    # -- the cycle ---------------------------------------------------------------------
-    def run(self, activities: Sequence[GarminActivity] | None) -> None:
-        try:
-            listed = (
-                list_garmin(
-                    self.garmin(), limit=self.config.lookback, reject=self.records.reject_record
-                )
-                if activities is None
-                else list(activities)
-            )
-            ledger = self.store.get_uploads(self.user_id, [a.activity_id for a in listed])
-            todo = choose_candidates(
-                listed,
-                ledger,
-                store=self.store,
-                user_id=self.user_id,
-                wants_type=self.config.wants_type,
-                now=self.deps.clock(),
-            )
-            self.uploads.settle_processing(todo, ledger)
-            todo = [a for a in todo if not is_settled(ledger.get(a.activity_id))]
-            self.matcher.prefetch(todo, ledger)
-            for activity in todo:
-                if self.deps.stop.is_set():
-                    log.info("sync.stopping", extra={"userId": self.user_id})
-                    break
-                if (paused := pause_reason(self.store, self.user_id)) is not None:
-                    self.report.skipped_reason = paused
-                    break
-                self._renew_lease()
-                self._handle(activity, ledger.get(activity.activity_id))
-            self.uploads.poll()
-        except StravaAppInactive as exc:
-            # The application's state, said once by the adapter: no account is at fault.
-            self.report.deferred_until = exc.until
-            self.report.error = str(exc)
-            log.info(
-                "sync.strava_app_inactive",
-                extra={"userId": self.user_id, "until": exc.until.isoformat()},
-            )
-        except RateLimited as exc:
-            self.report.deferred_until = exc.until
-            log.warning(
-                "strava.budget_spent",
-                extra={"userId": self.user_id, "until": exc.until.isoformat()},
-            )
-        except GarminRateLimited:
-            self._garmin_backoff()
-        except GarminAuthError as exc:
-            self._needs_human(AccountStatus.NEEDS_GARMIN_LOGIN, "garmin.auth_failed", str(exc))
-        except StravaAuthError as exc:
-            self._needs_human(AccountStatus.NEEDS_STRAVA_AUTH, "strava.auth_failed", str(exc))
-        except TransientError as exc:
-            # An outage (Strava's existence check, Garmin's list): nothing was decided,
-            # nothing is lost; the next cycle asks again.
-            self.report.error = f"{exc}; retried next cycle"
-            log.warning("sync.transient", extra={"userId": self.user_id, "error": str(exc)})
-
-    # -- one activity --------------------------------------------------------------------
-    def _handle(self, activity: GarminActivity, entry: LedgerEntry | None) -> None:
-        garmin_id = activity.activity_id
-        if entry is not None and entry.outcome is UploadOutcome.PROCESSING:
-            return  # still processing on Strava: a later cycle polls it again
-        if self._settle_if_known(activity, entry):
-            return
-        if self.dry_run:
-            self.report.note("would_upload", garmin_id, activity.name)
-            return
-        # The work directory first: when the disk is full or the directory unwritable,
-        # nothing is downloaded for nothing.
-        try:
-            with tempfile.TemporaryDirectory(prefix="g2s-") as workdir:
-                original = self._download(activity, entry)
-                if original is None:
-                    return
-                try:
-                    prepared = self.deps.files.prepare(original, Path(workdir))
-                except FileRejected as exc:
-                    self._rejected(activity, entry, exc)
-                    return
-                del original  # the extracted file is on disk; the zip's bytes can go
-                self.uploads.upload(activity, entry, prepared.path, prepared.data_type)
-        except OSError as exc:
-            self._local_failure(activity, entry, exc)
-
-    def _rejected(
-        self, activity: GarminActivity, entry: LedgerEntry | None, exc: Exception
-    ) -> None:
-        self.records.settle(activity, entry, UploadOutcome.SKIPPED, f"file rejected: {exc}")
-        log.warning(
-            "upload.file_rejected",
-            extra={
-                "userId": self.user_id,
-                "activityId": activity.activity_id,
-                "reason": str(exc),
-            },
-        )
-
-    def _local_failure(
-        self, activity: GarminActivity, entry: LedgerEntry | None, exc: OSError
-    ) -> None:
-        """The temporary directory cannot be written (full, unwritable, over a file size
-        limit): this machine's fault, not the run's. Failed with a retry time, as often
-        as it takes, never given up as `dead`."""
-        reason = f"temporary directory unusable ({tempfile.gettempdir()}): {exc.strerror or exc}"
-        attempt = self.records.entry(activity, entry, UploadOutcome.FAILED, "")
-        attempt = replace(attempt, attempts=attempt.attempts + 1)
-        self.records.fail(activity, attempt, reason, may_give_up=False)
-
-    def _download(self, activity: GarminActivity, entry: LedgerEntry | None) -> bytes | None:
-        """The ORIGINAL zip, or None once the ledger says why there is none."""
-        try:
-            return self.garmin().download_original(activity.activity_id)
-        except GarminNotFound:
-            self.records.settle(
-                activity, entry, UploadOutcome.SKIPPED, "no original file (manual?)"
-            )
-        except GarminRefused as exc:
-            # The same answer on every attempt: settle now, go on with the others.
-            self.records.settle(activity, entry, UploadOutcome.SKIPPED, f"download refused: {exc}")
-        except FileRejected as exc:
-            # Over the size limit: stopped while downloading, the same on every attempt.
-            self._rejected(activity, entry, exc)
-        except TransientError as exc:
-            # Garmin's outage, not this run's fault: retried at the capped backoff (up
-            # to 6 h apart) however long it lasts, never given up as `dead`.
-            attempt = self.records.entry(activity, entry, UploadOutcome.FAILED, "")
-            attempt = replace(attempt, attempts=attempt.attempts + 1)
-            self.records.fail(activity, attempt, exc, may_give_up=False)
-        return None
-
-    def _settle_if_known(self, activity: GarminActivity, entry: LedgerEntry | None) -> bool:
-        """Settle without uploading: a manual activity, or one already on Strava."""
-        if activity.manual:
-            self.records.settle(activity, entry, UploadOutcome.SKIPPED, "manual activity: no file")
-            return True
-        existing = self.matcher.existing_on_strava(activity)
-        if existing is None:
-            return False
-        strava_id, how = existing
-        outcome = UploadOutcome.EXISTS
-        if (
-            entry is not None
-            and entry.outcome is UploadOutcome.PENDING
-            and how.endswith(":external_id")
-        ):
-            # Our own upload, made by a cycle that died before recording it.
-            outcome = UploadOutcome.UPLOADED
-            how = "reconciled: found our external_id after an interrupted cycle"
-        self.records.settle(activity, entry, outcome, how, strava_id=strava_id)
-        return True
-
-    def _renew_lease(self) -> None:
-        if self.dry_run:
-            return
-        renewed = self.store.acquire_lease(
-            self.user_id, self.owner, now=self.deps.clock(), ttl_seconds=self.config.lease_ttl_s
-        )
-        if not renewed:
-            self.report.skipped_reason = "lost the lease to another runner"
-            raise _StopCycle
-
-    # -- account-level outcomes ---------------------------------------------------------
-    def _garmin_backoff(self) -> None:
-        # Bounded here too: no setting may turn a 429 into an OverflowError.
-        backoff_s = min(self.config.garmin_backoff_s, _MAX_GARMIN_BACKOFF_S)
-        until = self.deps.clock() + timedelta(seconds=backoff_s)
-        self.report.ok = False
-        self.report.error = f"Garmin answered 429; no Garmin request before {until.isoformat()}"
-        if not self.dry_run:
-            self.account = replace(self.account, garmin_backoff_until=until)
-            self.store.put_account(self.account)
-            self.records.audit("garmin.rate_limited", {"until": until.isoformat()})
-        log.error("garmin.rate_limited", extra={"userId": self.user_id, "until": until.isoformat()})
-
-    def _needs_human(self, status: AccountStatus, kind: str, detail: str) -> None:
-        self.report.ok = False
-        self.report.error = detail
-        hint = (
-            "run `garmin2strava garmin login`"
-            if status is AccountStatus.NEEDS_GARMIN_LOGIN
-            else "run `garmin2strava get-token`"
-        )
-        if not self.dry_run:
-            self.account = replace(self.account, status=status, status_detail=f"{detail}; {hint}")
-            self.store.put_account(self.account)
-            self.records.audit(kind, {"error": detail})
-        log.error(kind, extra={"userId": self.user_id, "error": detail, "hint": hint})
-
-    def record_cycle(self, started: float) -> None:
-        report = self.report
-        duration_ms = round((time.monotonic() - started) * 1000)
-        summary = {k: int(v) for k, v in report.outcomes.items()}
-        fresh = self.store.get_account(self.user_id) or self.account
-        self.store.put_account(
-            replace(
-                fresh,
-                last_cycle_at=self.deps.clock(),
-                last_cycle_ok=report.ok,
-                last_cycle_summary=summary,
-            )
-        )
-        self.records.cycle(report, duration_ms=duration_ms)
+        for entry in unsettled:
+            cycle.ledger.setdefault(entry.garmin_activity_id, entry)
+        # 3. settle what Strava was processing at the end of an earlier cycle.
+        _settle_processing(cycle, todo)
+        todo = [a for a in todo if not rules.is_settled(cycle.ledger.get(a.activity_id))]
+        # 4. per activity, after one Strava query per group of nearby candidates.
+        _query_strava_for(cycle, todo)
+        _sync_activities(cycle, todo)
+        # 5. poll once.
+        _poll(cycle)
+    except StravaAppInactive as exc:
+        # The application's state, said once by the adapter: no account is at fault.
+        cycle.report.deferred_until = exc.until
+        cycle.report.error = str(exc)
         log.info(
-            "sync.cycle",
+            "sync.strava_app_inactive",
+            extra={"userId": cycle.user_id, "until": exc.until.isoformat()},
+        )
+    except RateLimited as exc:
+        cycle.report.deferred_until = exc.until
+        log.warning(
+            "strava.budget_spent", extra={"userId": cycle.user_id, "until": exc.until.isoformat()}
+        )
+    except GarminRateLimited:
+        _garmin_backoff(cycle)
+    except GarminAuthError as exc:
+        _needs_human(cycle, AccountStatus.NEEDS_GARMIN_LOGIN, "garmin.auth_failed", str(exc))
+    except StravaAuthError as exc:
+        _needs_human(cycle, AccountStatus.NEEDS_STRAVA_AUTH, "strava.auth_failed", str(exc))
+    except TransientError as exc:
+        # An outage (Strava's existence check, Garmin's list): nothing was decided,
+        # nothing is lost; the next cycle asks again.
+        cycle.report.error = f"{exc}; retried next cycle"
+        log.warning("sync.transient", extra={"userId": cycle.user_id, "error": str(exc)})
+
+
+# -- 2. list ---------------------------------------------------------------------------
+
+
+def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
+    """The newest `lookback` Garmin activities (one request); a record that is none is
+    skipped, and recorded as such when it carries an id the ledger does not know yet."""
+    parsed: list[GarminActivity] = []
+    for record in cycle.garmin().list_activities(start=0, limit=cycle.config.lookback):
+        try:
+            parsed.append(rules.parse_activity(record))
+        except InvalidActivity as exc:
+            _reject_record(cycle, record, str(exc))
+    return parsed
+
+
+def _reject_record(cycle: _Cycle, record: object, reason: str) -> None:
+    log.warning("garmin.bad_record", extra={"userId": cycle.user_id, "reason": reason})
+    garmin_id = rules.listing_record_id(record)
+    if garmin_id is None:
+        return
+    cycle.report.note(UploadOutcome.SKIPPED, garmin_id, reason)
+    _item(cycle, garmin_id, UploadOutcome.SKIPPED, f"invalid activity record: {reason}")
+    if cycle.dry_run:
+        return
+    if garmin_id not in cycle.store.get_uploads(cycle.user_id, [garmin_id]):
+        now = cycle.deps.clock()
+        cycle.store.put_upload(rules.rejected_record(cycle.user_id, garmin_id, reason, now=now))
+
+
+# -- 3. settle what is processing --------------------------------------------------------
+
+
+def _settle_processing(cycle: _Cycle, todo: Sequence[GarminActivity]) -> None:
+    """Read the status of earlier cycles' uploads that Strava was still processing."""
+    if cycle.dry_run:
+        return
+    for activity in todo:
+        entry = cycle.ledger.get(activity.activity_id)
+        if entry is None or entry.outcome is not UploadOutcome.PROCESSING:
+            continue
+        if entry.upload_id is None:
+            continue
+        status = cycle.strava().get_upload(entry.upload_id)
+        _apply_upload_status(cycle, activity, entry, status)
+
+
+# -- 4. per activity ---------------------------------------------------------------------
+
+
+def _query_strava_for(cycle: _Cycle, todo: Sequence[GarminActivity]) -> None:
+    """One activity-list query per group of nearby candidates that the mirror does not
+    cover (at most one per candidate, usually one for the whole batch)."""
+    need = [
+        a
+        for a in todo
+        if not a.manual
+        and not rules.mirror_covers(cycle.account, a)
+        and rules.needs_existence_check(cycle.ledger.get(a.activity_id))
+    ]
+    tolerance_s = cycle.config.match_tolerance_s + 1
+    for group in rules.group_by_span(need):
+        after, before = rules.query_window(group[0].start_utc, group[-1].start_utc, tolerance_s)
+        found = list(_list_strava(cycle, after, before))
+        for activity in group:
+            cycle.strava_seen[activity.activity_id] = found
+
+
+def _list_strava(cycle: _Cycle, after: datetime, before: datetime) -> Iterator[StravaActivity]:
+    page = 1
+    while True:
+        batch = cycle.strava().list_activities(
+            after=after, before=before, page=page, per_page=rules.QUERY_PAGE
+        )
+        yield from batch
+        if len(batch) < rules.QUERY_PAGE:
+            return
+        page += 1
+
+
+def _sync_activities(cycle: _Cycle, todo: Sequence[GarminActivity]) -> None:
+    """Oldest first, each under a renewed lease, until stopped or paused."""
+    for activity in todo:
+        if cycle.deps.stop.is_set():
+            log.info("sync.stopping", extra={"userId": cycle.user_id})
+            return
+        if (paused := pause_reason(cycle.store, cycle.user_id)) is not None:
+            cycle.report.skipped_reason = paused  # paused, removed or disconnected
+            return
+        _renew_lease(cycle)
+        _sync_activity(cycle, activity)
+
+
+def _sync_activity(cycle: _Cycle, activity: GarminActivity) -> None:
+    """Already on Strava? Otherwise download the ORIGINAL, check it and upload it."""
+    entry = cycle.ledger.get(activity.activity_id)
+    if entry is not None and entry.outcome is UploadOutcome.PROCESSING:
+        return  # still processing on Strava: a later cycle polls it again
+    if activity.manual:
+        _settle(cycle, activity, UploadOutcome.SKIPPED, "manual activity: no file")
+        return
+    existing = _existing_on_strava(cycle, activity)
+    if existing is not None:
+        strava_id, how = existing
+        outcome, detail = rules.settle_known(entry, how)
+        _settle(cycle, activity, outcome, detail, strava_id=strava_id)
+        return
+    if cycle.dry_run:
+        cycle.report.note("would_upload", activity.activity_id, activity.name)
+        return
+    # The work directory first: when the disk is full or the directory unwritable,
+    # nothing is downloaded for nothing.
+    try:
+        with tempfile.TemporaryDirectory(prefix="g2s-") as workdir:
+            original = _download(cycle, activity)
+            if original is None:
+                return
+            try:
+                prepared = cycle.deps.files.prepare(original, Path(workdir))
+            except FileRejected as exc:
+                _rejected(cycle, activity, exc)
+                return
+            del original  # the extracted file is on disk; the zip's bytes can go
+            _upload(cycle, activity, prepared.path, prepared.data_type)
+    except OSError as exc:
+        # This machine's fault (full, unwritable, over a file size limit), not the
+        # run's: failed with a retry time, as often as it takes, never `dead`.
+        reason = f"temporary directory unusable ({tempfile.gettempdir()}): {exc.strerror or exc}"
+        _fail(cycle, activity, _one_more_attempt(cycle, activity), reason, may_give_up=False)
+
+
+def _existing_on_strava(cycle: _Cycle, activity: GarminActivity) -> tuple[int, str] | None:
+    """The Strava activity id that is `activity`, and how it matched; None if none."""
+    tolerance_s = cycle.config.match_tolerance_s
+    if rules.mirror_covers(cycle.account, activity):
+        start, end = rules.query_window(activity.start_utc, activity.start_utc, tolerance_s)
+        rows = cycle.store.workouts_starting_between(cycle.user_id, start, end)
+        pool = [rules.workout_as_strava_activity(w) for w in rows if not w.is_deleted]
+        how_prefix = "mirror"
+    else:
+        if activity.activity_id not in cycle.strava_seen:
+            after, before = rules.query_window(
+                activity.start_utc, activity.start_utc, tolerance_s + 1
+            )
+            cycle.strava_seen[activity.activity_id] = list(_list_strava(cycle, after, before))
+        pool = cycle.strava_seen[activity.activity_id]
+        how_prefix = "strava"
+    match = rules.find_match(activity, pool, tolerance_s=tolerance_s)
+    if match is None:
+        return None
+    return match.strava_activity_id, f"{how_prefix}:{match.how}"
+
+
+def _download(cycle: _Cycle, activity: GarminActivity) -> bytes | None:
+    """The ORIGINAL zip, or None once the ledger says why there is none."""
+    try:
+        return cycle.garmin().download_original(activity.activity_id)
+    except GarminNotFound:
+        _settle(cycle, activity, UploadOutcome.SKIPPED, "no original file (manual?)")
+    except GarminRefused as exc:
+        # The same answer on every attempt: settle now, go on with the others.
+        _settle(cycle, activity, UploadOutcome.SKIPPED, f"download refused: {exc}")
+    except FileRejected as exc:
+        # Over the size limit: stopped while downloading, the same on every attempt.
+        _rejected(cycle, activity, exc)
+    except TransientError as exc:
+        # Garmin's outage, not this run's fault: retried at the capped backoff (up to
+        # 6 h apart) however long it lasts, never given up as `dead`.
+        _fail(cycle, activity, _one_more_attempt(cycle, activity), exc, may_give_up=False)
+    return None
+
+
+def _rejected(cycle: _Cycle, activity: GarminActivity, exc: Exception) -> None:
+    _settle(cycle, activity, UploadOutcome.SKIPPED, f"file rejected: {exc}")
+    log.warning(
+        "upload.file_rejected",
+        extra={"userId": cycle.user_id, "activityId": activity.activity_id, "reason": str(exc)},
+    )
+
+
+def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str) -> None:
+    """Intent, upload, record: a crash after the upload request is reconciled by the
+    next cycle, which finds our external_id on Strava before it uploads again."""
+    entry = cycle.ledger.get(activity.activity_id)
+    intent = rules.intent(cycle.user_id, activity, entry, now=cycle.deps.clock())
+    cycle.checkpoint("intent")
+    try:
+        cycle.store.put_upload(intent)
+    except StoreConflict:
+        # The store refuses an intent over a settled entry: another runner (one whose
+        # lease we outlived) settled this run since we read the ledger.
+        log.warning(
+            "upload.settled_elsewhere",
+            extra={"userId": cycle.user_id, "activityId": activity.activity_id},
+        )
+        return
+    cycle.checkpoint("upload")
+    try:
+        status = cycle.strava().upload(
+            path,
+            data_type=data_type,
+            external_id=intent.external_id,
+            name=activity.name or "Run",
+            description=rules.upload_description(
+                activity.description, cycle.config.upload_description
+            ),
+            trainer=activity.indoor,
+        )
+    except RateLimited:
+        # Refused before it was sent (or with a 429): nothing reached Strava.
+        cycle.store.put_upload(entry or replace(intent, attempts=intent.attempts - 1))
+        raise
+    except StravaAuthError:
+        raise  # the account needs a human: ends the cycle, not recorded as this run's failure
+    except Exception as exc:  # noqa: BLE001 (any failure of one upload is recorded and retried)
+        _fail(cycle, activity, intent, exc)
+        return
+    processing = replace(
+        intent, outcome=UploadOutcome.PROCESSING, upload_id=status.upload_id, detail=""
+    )
+    cycle.checkpoint("record")
+    cycle.store.put_upload(processing)
+    cycle.ledger[activity.activity_id] = processing
+    if rules.read_upload_status(status).state is rules.UploadState.PROCESSING:
+        cycle.awaiting.append((activity, processing))
+    else:
+        _apply_upload_status(cycle, activity, processing, status)
+
+
+# -- 5. poll once ---------------------------------------------------------------------------
+
+
+def _poll(cycle: _Cycle) -> None:
+    """One wait for the whole batch, then one status read per upload; what is still
+    processing then is settled by a later cycle, never by waiting longer."""
+    if not cycle.awaiting or cycle.deps.stop.is_set():
+        return
+    cycle.deps.sleep(cycle.config.poll_delay_s)
+    _renew_lease(cycle)
+    while cycle.awaiting:
+        activity, entry = cycle.awaiting[0]
+        assert entry.upload_id is not None  # set when the entry became PROCESSING
+        cycle.checkpoint("poll")
+        status = cycle.strava().get_upload(entry.upload_id)
+        _apply_upload_status(cycle, activity, entry, status)
+        cycle.awaiting.pop(0)
+
+
+def _apply_upload_status(
+    cycle: _Cycle, activity: GarminActivity, entry: LedgerEntry, status: UploadStatus
+) -> None:
+    verdict = rules.read_upload_status(status)
+    match verdict.state:
+        case rules.UploadState.READY:
+            _settle(cycle, activity, UploadOutcome.UPLOADED, "", strava_id=verdict.activity_id)
+        case rules.UploadState.DUPLICATE:
+            _settle(
+                cycle,
+                activity,
+                UploadOutcome.DUPLICATE,
+                verdict.message[:300],
+                strava_id=verdict.activity_id,
+            )
+        case rules.UploadState.PROCESSING:
+            pass
+        case rules.UploadState.ERROR | rules.UploadState.DELETED:
+            _fail(cycle, activity, entry, verdict.message)
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+def _settle(
+    cycle: _Cycle,
+    activity: GarminActivity,
+    outcome: UploadOutcome,
+    detail: str,
+    *,
+    strava_id: int | None = None,
+) -> None:
+    entry = cycle.ledger.get(activity.activity_id)
+    settled = rules.settled(
+        cycle.user_id,
+        activity,
+        entry,
+        outcome,
+        detail,
+        now=cycle.deps.clock(),
+        strava_id=strava_id,
+    )
+    cycle.report.note(outcome, activity.activity_id, detail)
+    _item(cycle, activity.activity_id, outcome, detail, activity, stravaActivityId=strava_id)
+    if not cycle.dry_run:
+        cycle.store.put_upload(settled)
+    cycle.ledger[activity.activity_id] = settled
+    log.info(
+        "upload.settled",
+        extra={
+            "outcome": outcome.value,
+            "userId": cycle.user_id,
+            "activityId": activity.activity_id,
+            "stravaActivityId": strava_id,
+            "detail": detail,
+        },
+    )
+
+
+def _one_more_attempt(cycle: _Cycle, activity: GarminActivity) -> LedgerEntry:
+    """The activity's entry counting one more attempt (one that never reached Strava)."""
+    entry = cycle.ledger.get(activity.activity_id)
+    base = rules.ledger_entry(
+        cycle.user_id, activity, entry, UploadOutcome.FAILED, "", now=cycle.deps.clock()
+    )
+    return replace(base, attempts=base.attempts + 1)
+
+
+def _fail(
+    cycle: _Cycle,
+    activity: GarminActivity,
+    entry: LedgerEntry,
+    error: object,
+    *,
+    may_give_up: bool = True,
+) -> None:
+    message = (f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error))[
+        :300
+    ]
+    failed = rules.failed(
+        cycle.user_id,
+        activity,
+        entry,
+        message,
+        now=cycle.deps.clock(),
+        max_attempts=cycle.config.max_attempts,
+        may_give_up=may_give_up,
+    )
+    cycle.store.put_upload(failed)
+    cycle.ledger[activity.activity_id] = failed
+    cycle.report.note(failed.outcome, activity.activity_id, message)
+    if failed.outcome is UploadOutcome.DEAD:
+        _item(cycle, activity.activity_id, failed.outcome, message, activity)
+        _audit(cycle, "upload.gave_up", {"activityId": activity.activity_id, "error": message})
+        log.error(
+            "upload.gave_up",
             extra={
-                "userId": self.user_id,
-                "durationMs": duration_ms,
-                "ok": report.ok,
-                "outcomes": summary,
-                "deferredUntil": report.deferred_until.isoformat()
-                if report.deferred_until
-                else None,
+                "userId": cycle.user_id,
+                "activityId": activity.activity_id,
+                "attempts": failed.attempts,
+                "error": message,
             },
         )
+        return
+    _item(cycle, activity.activity_id, failed.outcome, message, activity, attempts=failed.attempts)
+    log.warning(
+        "upload.failed",
+        extra={
+            "userId": cycle.user_id,
+            "activityId": activity.activity_id,
+            "attempts": failed.attempts,
+            "error": message,
+            "nextRetryAt": failed.next_retry_at.isoformat() if failed.next_retry_at else None,
+        },
+    )
+
+
+# -- the lease and the account ------------------------------------------------------------------
+
+
+def _renew_lease(cycle: _Cycle) -> None:
+    if cycle.dry_run:
+        return
+    renewed = cycle.store.acquire_lease(
+        cycle.user_id, cycle.owner, now=cycle.deps.clock(), ttl_seconds=cycle.config.lease_ttl_s
+    )
+    if not renewed:
+        cycle.report.skipped_reason = "lost the lease to another runner"
+        raise _StopCycle
+
+
+def _garmin_backoff(cycle: _Cycle) -> None:
+    # Bounded here too: no setting may turn a 429 into an OverflowError.
+    backoff_s = min(cycle.config.garmin_backoff_s, _MAX_GARMIN_BACKOFF_S)
+    until = cycle.deps.clock() + timedelta(seconds=backoff_s)
+    cycle.report.ok = False
+    cycle.report.error = f"Garmin answered 429; no Garmin request before {until.isoformat()}"
+    if not cycle.dry_run:
+        cycle.account = replace(cycle.account, garmin_backoff_until=until)
+        cycle.store.put_account(cycle.account)
+        _audit(cycle, "garmin.rate_limited", {"until": until.isoformat()})
+    log.error("garmin.rate_limited", extra={"userId": cycle.user_id, "until": until.isoformat()})
+
+
+def _needs_human(cycle: _Cycle, status: AccountStatus, kind: str, detail: str) -> None:
+    cycle.report.ok = False
+    cycle.report.error = detail
+    hint = (
+        "run `garmin2strava garmin login`"
+        if status is AccountStatus.NEEDS_GARMIN_LOGIN
+        else "run `garmin2strava get-token`"
+    )
+    if not cycle.dry_run:
+        cycle.account = replace(cycle.account, status=status, status_detail=f"{detail}; {hint}")
+        cycle.store.put_account(cycle.account)
+        _audit(cycle, kind, {"error": detail})
+    log.error(kind, extra={"userId": cycle.user_id, "error": detail, "hint": hint})
+
+
+# -- 6. record the cycle ---------------------------------------------------------------------
+
+
+def _record_cycle(cycle: _Cycle, started: float) -> None:
+    report = cycle.report
+    duration_ms = round((time.monotonic() - started) * 1000)
+    summary = {k: int(v) for k, v in report.outcomes.items()}
+    fresh = cycle.store.get_account(cycle.user_id) or cycle.account
+    cycle.store.put_account(
+        replace(
+            fresh,
+            last_cycle_at=cycle.deps.clock(),
+            last_cycle_ok=report.ok,
+            last_cycle_summary=summary,
+        )
+    )
+    # The cycle's own audit event, idle cycles included: what `garmin2strava history`
+    # and the status page read back.
+    items = cycle.items[:MAX_CYCLE_ITEMS]
+    detail: dict[str, object] = {
+        "ok": report.ok,
+        "durationMs": duration_ms,
+        "outcomes": summary,
+        "error": report.error,
+        "stopped": report.skipped_reason,
+        "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
+        "items": items,
+    }
+    if len(cycle.items) > len(items):
+        detail["itemsOmitted"] = len(cycle.items) - len(items)
+    _audit(cycle, "sync.cycle", detail)
+    log.info(
+        "sync.cycle",
+        extra={
+            "userId": cycle.user_id,
+            "durationMs": duration_ms,
+            "ok": report.ok,
+            "outcomes": summary,
+            "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
+        },
+    )
+
+
+def _item(
+    cycle: _Cycle,
+    garmin_id: int,
+    outcome: str,
+    detail: str,
+    activity: GarminActivity | None = None,
+    **more: object,
+) -> None:
+    cycle.items.append(
+        {
+            "garminActivityId": garmin_id,
+            "outcome": outcome,
+            "name": activity.name if activity else "",
+            "startUtc": activity.start_utc.isoformat() if activity else None,
+            "detail": detail[:300],
+            **more,
+        }
+    )
+
+
+def _audit(cycle: _Cycle, kind: str, detail: dict[str, object]) -> None:
+    cycle.store.add_audit(
+        AuditEvent(
+            user_id=cycle.user_id,
+            at=cycle.deps.clock(),
+            kind=kind,
+            event_id=uuid.uuid4().hex,
+            detail=dict(detail),
+        ),
+        retention_days=cycle.config.audit_retention_days,
+    )

@@ -1,0 +1,96 @@
+"""What the local commands and an idle sync import (issue 11, start-up): `status`
+loads neither client library, and an idle `sync --once` (nothing new on Garmin, so no
+Strava request) never loads stravalib. Each runs in a fresh interpreter, which
+reports the modules it ended with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = ("stravalib", "garminconnect", "garth")
+CHILD = (
+    "import json, sys\n"
+    "from garmin2strava.entrypoints.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    f"print(json.dumps([code, sorted(m for m in {CLIENTS!r} if m in sys.modules)]))\n"
+)
+
+
+@pytest.fixture
+def pair() -> Iterator[SandboxPair]:
+    with running_sandboxes() as sandboxes:
+        yield sandboxes
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str]]:
+    done = subprocess.run(  # noqa: S603 (our interpreter, fixed code)
+        [sys.executable, "-c", CHILD, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    return code, loaded
+
+
+def _env(pair: SandboxPair, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("G2S_", "STRAVA_", "GARMIN_"))}
+    return env | {
+        "STRAVA_CLIENT_ID": str(pair.strava.client_id),
+        "STRAVA_CLIENT_SECRET": pair.strava.client_secret,
+        "STRAVA_REFRESH_TOKEN": pair.strava_refresh_token,
+        "GARMIN_TOKENS": pair.garmin_tokens,
+        "G2S_USER_ID": "me",
+        "G2S_DB_PATH": str(tmp_path / "g2s.sqlite3"),
+        "G2S_TOKEN_KEY": generate_token_key(),
+        "G2S_STRAVA_BASE_URL": pair.strava.base_url,
+        "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
+        "G2S_LOG_LEVEL": "WARNING",
+        "XDG_DATA_HOME": str(tmp_path / "xdg"),
+    }
+
+
+def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_path: Path) -> None:
+    """`status` (and the lists) import neither stravalib nor garminconnect; `sync
+    --once` with only a ride on Garmin makes 1 Garmin request, 0 Strava, and imports
+    garminconnect but not stravalib. The control: a cycle that uploads loads both."""
+    env = _env(pair, tmp_path)
+    for command in (["status"], ["uploads", "list"], ["workouts", "list"], ["events", "list-dead"]):
+        assert _run(command, env, tmp_path) == (0, []), command
+
+    seed_run(
+        pair,
+        51_000_001,
+        start_utc=datetime.now(UTC) - timedelta(hours=3),
+        type_key="road_biking",
+        name="Commute",
+    )
+    pair.reset_counts()
+    code, loaded = _run(["sync", "--once"], env, tmp_path)
+    assert code == 0
+    assert pair.strava_total() == 0
+    assert pair.garmin.requests["list"] == 1
+    assert "stravalib" not in loaded
+    assert "garminconnect" in loaded
+
+    seed_run(pair, 51_000_002, start_utc=datetime.now(UTC) - timedelta(hours=2), name="Run")
+    code, loaded = _run(["sync", "--once"], env | {"G2S_UPLOAD_POLL_DELAY_SECONDS": "0"}, tmp_path)
+    assert code == 0
+    assert pair.strava_counts()["uploads"] == 1
+    assert {"stravalib", "garminconnect"} <= set(loaded)
