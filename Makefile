@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format test browser demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format test test-fast browser demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,10 +42,14 @@ format: setup ## ruff format + autofix
 	$(BIN)/ruff check --fix src tests bench
 
 test: setup $(CHECKOV) browser ## the whole test suite (unit, functional, integration on loopback)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	G2S_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the edit loop: the suite without the tests marked slow (README says which)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The status page's browser test drives Debian's chromium (headless). Installed as root
-# with apt when missing; elsewhere the test says why it is skipped (CI=true fails it).
+# with apt when missing; elsewhere plain pytest says why the test is skipped, and
+# `make test` (G2S_REQUIRE_TOOLS=1) or CI=true fails it.
 CHROMIUM ?= /usr/bin/chromium
 browser: ## Debian's chromium for the status page's browser test (apt-get, as root)
 	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \

@@ -29,10 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
-from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
-from garmin2strava.sandbox.serving import (
+from g2s_harness.serving import (
     ServeConfig,
     post_event,
     queue_counts,
@@ -41,6 +38,9 @@ from garmin2strava.sandbox.serving import (
     start_serve,
     stop_serve,
 )
+from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 
 USER = "bench"
 SUB = 7001

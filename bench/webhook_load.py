@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
-from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
-from garmin2strava.sandbox.serving import (
+from g2s_harness.serving import (
     ServeConfig,
     event_body,
     post_event,
@@ -45,6 +42,9 @@ from garmin2strava.sandbox.serving import (
     start_serve,
     stop_serve,
 )
+from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 
 USER = "bench"
 SUB = 7001

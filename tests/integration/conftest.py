@@ -11,13 +11,14 @@ reached through boto3's standard AWS_ENDPOINT_URL* variables with dummy credenti
 each test gets a fresh table with a unique name.
 
 `crash_world` is the crash-injection harness shared by test_crash_injection.py (SQLite)
-and test_dynamodb_acceptance.py: seeded sandboxes, the crash child, the restart and the
-exactly-once checks. Each of those modules provides its store as a `crash_store`
-fixture (a CrashStore). Test modules cannot import this file at run time
+and test_dynamodb_acceptance.py: seeded sandboxes, the crash child (forked by
+crash_child.py's fork server, which has imported the client libraries once per
+session), the restart and the exactly-once checks. Each of those modules provides its
+store as a `crash_store` fixture (a CrashStore). Test modules cannot import this file at run time
 (--import-mode=importlib), so they import its types under TYPE_CHECKING only.
 
 `lambda_deployment` opens the Lambda functions' deployment on moto
-(garmin2strava.sandbox.aws_lambda) for test_lambda_handlers.py and
+(g2s_harness.aws_lambda) for test_lambda_handlers.py and
 test_lambda_cold_warm.py.
 """
 
@@ -25,7 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -48,6 +52,7 @@ from moto.moto_server.werkzeug_app import (
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
+from g2s_harness.aws_lambda import Deployment, deployed
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
@@ -56,7 +61,6 @@ from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.aws_lambda import Deployment, deployed
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
@@ -172,7 +176,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def lambda_deployment(
     aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Callable[..., AbstractContextManager[Deployment]]:
-    """Opens the Lambda functions' deployment (sandbox.aws_lambda.deployed, keyword
+    """Opens the Lambda functions' deployment (g2s_harness.aws_lambda.deployed, keyword
     arguments as there) on the session's moto server, its variables set for this test."""
     return functools.partial(deployed, monkeypatch.setenv, tmp_path)
 
@@ -249,6 +253,91 @@ class CrashStore(Protocol):
         """The store a restarted process opens: the dead process's file or table."""
 
 
+class CrashChildren:
+    """crash_child.py's fork server (one per session): each child is forked from an
+    interpreter that has imported the client libraries once."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self._tmp_dir = tmp_dir
+        self._count = 0
+        self._running: CrashChild | None = None
+        self._server = subprocess.Popen(  # noqa: S603 (our own interpreter and script)
+            [sys.executable, str(CRASH_CHILD), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def start(self, argv: list[str], env: dict[str, str], cwd: Path) -> CrashChild:
+        if self._running is not None and self._running.returncode is None:
+            self._running.kill()  # a failed test left its child behind
+        self._count += 1
+        output = self._tmp_dir / f"child-{self._count}.log"
+        request = {"argv": argv, "env": env, "cwd": str(cwd), "output": str(output)}
+        assert self._server.stdin is not None
+        self._server.stdin.write(json.dumps(request) + "\n")
+        self._server.stdin.flush()
+        pid = int(self._answer(timeout=60)["pid"])
+        self._running = CrashChild(self, pid, output)
+        return self._running
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        """The server's next answer line; subprocess.TimeoutExpired after `timeout` s."""
+        stdout = self._server.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired(str(CRASH_CHILD), timeout)
+        line = stdout.readline()
+        if not line:
+            pytest.fail(f"the crash fork server exited ({self._server.poll()})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        if self._running is not None and self._running.returncode is None:
+            self._running.kill()
+        assert self._server.stdin is not None
+        self._server.stdin.close()
+        self._server.wait(timeout=30)
+
+
+@dataclass(slots=True)
+class CrashChild:
+    """One forked crash child: what the tests used of subprocess.Popen."""
+
+    server: CrashChildren
+    pid: int
+    output: Path
+    returncode: int | None = None
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def communicate(self, timeout: float) -> tuple[str, None]:
+        """Waits for the child's end: its output (stdout and stderr), as Popen does."""
+        if self.returncode is None:
+            try:
+                self.returncode = int(self.server._answer(timeout)["returncode"])
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise
+        return self.output.read_text(encoding="utf-8", errors="replace"), None
+
+    def kill(self) -> None:
+        """SIGKILL, then the server's word that the child is gone."""
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+        self.returncode = int(self.server._answer(30)["returncode"])
+
+
+@pytest.fixture(scope="session")
+def crash_children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashChildren]:
+    children = CrashChildren(tmp_path_factory.mktemp("crash-children"))
+    yield children
+    children.close()
+
+
 @dataclass(slots=True)
 class CrashWorld:
     """Seeded sandboxes and a store the crash child syncs into, then the restart."""
@@ -257,22 +346,18 @@ class CrashWorld:
     store: CrashStore
     settings: Settings
     child_env: dict[str, str]
+    children: CrashChildren
     runs: int = CRASH_RUNS
 
-    def start_child(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(  # noqa: S603 (our own interpreter and script)
-            [sys.executable, str(CRASH_CHILD), "--poll-delay", str(CHILD_POLL_DELAY_S), *args],
-            env=self.child_env,
-            cwd=self.settings.db_path.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    def start_child(self, *args: str) -> CrashChild:
+        argv = ["--poll-delay", str(CHILD_POLL_DELAY_S), *args]
+        return self.children.start(argv, self.child_env, self.settings.db_path.parent)
 
     def run_child(self, *args: str) -> tuple[int, str]:
         """The crash child run to its end (or its kill): its exit code and its output."""
         child = self.start_child(*args)
         output, _ = child.communicate(timeout=60)
+        assert child.returncode is not None
         return child.returncode, output
 
     def uploads(self) -> int:
@@ -374,7 +459,7 @@ def _crash_child_env(settings: Settings, store: CrashStore) -> dict[str, str]:
 
 @pytest.fixture
 def crash_world(
-    crash_store: CrashStore, tmp_path: Path
+    crash_store: CrashStore, crash_children: CrashChildren, tmp_path: Path
 ) -> Callable[[float], AbstractContextManager[CrashWorld]]:
     """Opens a world on the test module's `crash_store`, Strava processing each upload
     in the given seconds: CRASH_RUNS runs seeded on Garmin, none on Strava yet."""
@@ -392,7 +477,8 @@ def crash_world(
                     duration_s=1500 + 300 * i,
                 )
             settings = crash_store.settings(pair, tmp_path)
-            yield CrashWorld(pair, crash_store, settings, _crash_child_env(settings, crash_store))
+            env = _crash_child_env(settings, crash_store)
+            yield CrashWorld(pair, crash_store, settings, env, crash_children)
 
     return open_world
 

@@ -19,13 +19,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.entrypoints.cli import cli
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
-from garmin2strava.sandbox.serving import free_port
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -107,6 +107,8 @@ def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPai
             "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
             "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
             "G2S_LOG_LEVEL": "WARNING",
+            # The emulator processes an upload in 0 s: no 2 s wait before each poll.
+            "G2S_UPLOAD_POLL_DELAY_SECONDS": "0",
         }
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
@@ -348,7 +350,6 @@ def test_uploads_retry_requeues_a_dead_entry(
 
 
 # -- backfill --------------------------------------------------------------------------
-@pytest.mark.timeout(300)  # 23 real uploads, each polled once after the 2 s processing wait
 def test_backfill_uploads_history_beyond_the_lookback_once(
     pair: SandboxPair, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
-from garmin2strava.sandbox.serving import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     OpenWorld = Callable[[float], AbstractContextManager[CrashWorld]]
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 class SqliteCrashStore:

@@ -18,11 +18,11 @@ from urllib.parse import urlencode
 
 import pytest
 
+from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
-from garmin2strava.sandbox.serving import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,7 @@ def daemon_env(pair: SandboxPair, db_path: Path, token_key: str) -> dict[str, st
             "G2S_STRAVA_BASE_URL": pair.strava.base_url,
             "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
             "G2S_SYNC_INTERVAL_SECONDS": "10",
+            "G2S_UPLOAD_POLL_DELAY_SECONDS": "0",  # the emulator processes in 0 s
             "G2S_HTTP_HOST": "127.0.0.1",
             "G2S_HTTP_PORT": str(free_port()),
             "G2S_ADMIN_PORT": str(free_port()),

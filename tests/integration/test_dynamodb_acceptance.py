@@ -306,6 +306,7 @@ def crash_store(table: str, tmp_path: Path) -> Iterator[CrashStore]:
     assert not (tmp_path / NO_SQLITE_FILE).exists()  # nothing fell back to SQLite
 
 
+@pytest.mark.slow
 def test_killed_at_step_on_dynamodb_then_restarted(
     crash_world: OpenWorld, crash_step: str, strava_processing_delay_s: float
 ) -> None:
@@ -321,6 +322,7 @@ def test_killed_at_step_on_dynamodb_then_restarted(
         w.assert_exactly_once(resent=resent)
 
 
+@pytest.mark.slow
 def test_crash_child_on_dynamodb_without_a_kill_syncs_everything(crash_world: OpenWorld) -> None:
     """The child, left alone on DynamoDB, uploads every run and settles the ledger in
     the table (so the kills above land in a real DynamoDB cycle)."""

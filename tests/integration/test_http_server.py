@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
-from garmin2strava.sandbox.serving import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FD_LIMIT = 1024
 HALF_OPEN = 1100

@@ -21,7 +21,7 @@ from garmin2strava.adapters.fitfile import summarize_upload
 from garmin2strava.errors import FileRejected
 from garmin2strava.sandbox.activity_files import RefusedFile, read_activity
 
-pytestmark = [pytest.mark.integration, pytest.mark.realdata]
+pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.slow]
 
 _KINDS = {".fit": "fit", ".gpx": "gpx", ".tcx": "tcx"}
 

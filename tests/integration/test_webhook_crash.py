@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
-from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
-from garmin2strava.sandbox.serving import (
+from g2s_harness.serving import (
     ServeConfig,
     post_event,
     queue_counts,
@@ -24,8 +21,11 @@ from garmin2strava.sandbox.serving import (
     start_serve,
     stop_serve,
 )
+from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
+from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 USER = "runner"
 SUB = 7001

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
+import g2s_harness
 import garmin2strava.sandbox
 
 SANDBOX = Path(garmin2strava.sandbox.__file__).resolve().parent
-# Harnesses, not emulators: they start the daemon's own code against the emulators
-# (settings for it, its server process, its Lambda handlers on moto), so they import it.
-# No emulator may import them.
-HARNESSES = frozenset({"scenario", "serving", "aws_lambda"})
+# The harness, not an emulator: it builds the daemon's settings for the emulators (and
+# `garmin2strava demo` needs it), so it imports the daemon's code. No emulator may
+# import it. The test-only harnesses (its server process, its Lambda handlers on moto)
+# live outside the shipped package, in g2s_harness.
+HARNESSES = frozenset({"scenario"})
 
 
 def _imports(path: Path) -> set[str]:
@@ -65,3 +68,16 @@ def test_the_import_check_sees_a_production_import(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert {"garmin2strava.domain", "garmin2strava.adapters.fitfile"} <= _imports(module)
+
+
+def test_the_wheel_ships_no_test_harness() -> None:
+    """The harnesses only tests and benchmarks use are outside the package the wheel
+    ships ([tool.hatch.build.targets.wheel] packages), not in garmin2strava.sandbox."""
+    pyproject = tomllib.loads((SANDBOX.parents[2] / "pyproject.toml").read_text("utf-8"))
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
+        "src/garmin2strava"
+    ]
+    harnesses = Path(g2s_harness.__file__).resolve().parent
+    assert {p.stem for p in harnesses.glob("*.py")} >= {"serving", "aws_lambda"}
+    assert not harnesses.is_relative_to(SANDBOX.parent)
+    assert not {p.stem for p in SANDBOX.glob("*.py")} & {"serving", "aws_lambda"}
