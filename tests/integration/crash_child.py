@@ -69,9 +69,9 @@ def _preload() -> None:
     """Import what a child's cycle imports lazily (bootstrap's builders), so no child
     pays for it; nothing here opens a connection or starts a thread."""
     import boto3  # noqa: PLC0415, F401 (preloaded for the DynamoDB children)
-    import garmin2strava.adapters.files  # noqa: PLC0415 (as above)
 
     import garmin2strava.adapters.crypto  # noqa: PLC0415 (as above)
+    import garmin2strava.adapters.fitfile  # noqa: PLC0415 (as above)
     import garmin2strava.adapters.garmin  # noqa: PLC0415 (as above)
     import garmin2strava.adapters.store.dynamodb  # noqa: PLC0415 (as above)
     import garmin2strava.adapters.store.sqlite  # noqa: PLC0415 (as above)
