@@ -91,24 +91,14 @@ class App:
         )
 
     def strava_for(self, user_id: str) -> StravaPort:
-        from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
-
-        settings = self.settings
-        if settings.strava_client_id is None or settings.strava_client_secret is None:
-            raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
-        return StravaAdapter(
-            self.store,
-            user_id,
-            client_id=settings.strava_client_id,
-            client_secret=settings.strava_client_secret.get_secret_value(),
-            base_url=settings.strava_base_url,
-            clock=self.clock,
-            audit_retention_days=settings.audit_retention_days,
-        )
+        return self._strava_adapter(user_id, background=False)
 
     def strava_background_for(self, user_id: str) -> StravaAdapter:
         """An adapter whose every read waits while the uploader's reserve is reached
         (reconciliation, stream backfills): see domain.streams.BACKGROUND_RESERVE."""
+        return self._strava_adapter(user_id, background=True)
+
+    def _strava_adapter(self, user_id: str, *, background: bool) -> StravaAdapter:
         from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
 
         settings = self.settings
@@ -122,7 +112,7 @@ class App:
             base_url=settings.strava_base_url,
             clock=self.clock,
             audit_retention_days=settings.audit_retention_days,
-            background=True,
+            background=background,
         )
 
     def sync_config(self) -> SyncConfig:

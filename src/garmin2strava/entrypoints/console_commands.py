@@ -104,20 +104,7 @@ def _list_accounts(app: App, *, as_json: bool) -> int:
 @json_option("JSON instead of a table")
 def accounts_list(as_json: bool) -> int:
     """Every account with its state and last cycle. Local: no request."""
-    app = load_app(load())
-    rows = account_rows(app)
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no accounts yet (see README.md: get-token, garmin login)")
-        return 0
-    print(f"{'account':<16} {'state':<20} {'last cycle (UTC)':<20} why")
-    for row in rows:
-        last = row["lastCycleAt"][:19].replace("T", " ") if row["lastCycleAt"] else "never"
-        ok = "" if row["lastCycleOk"] in (None, True) else " FAILED"
-        print(f"{row['userId']:<16} {row['state']:<20} {last + ok:<20} {row['why']}".rstrip())
-    return 0
+    return _list_accounts(load_app(load()), as_json=as_json)
 
 
 @accounts.command("pause")
