@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import select
 import signal
@@ -188,6 +189,23 @@ def sandbox() -> Iterator[StravaSandbox]:
     test_garmin_adapter.py does for Garmin's)."""
     with StravaSandbox() as running:
         yield running
+
+
+# -- commands run in this process through the CLI (test_cli*.py, test_*_cli.py) -------
+@pytest.fixture
+def clean_cli_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No setting of the developer's (environment or ./.env) reaches the command; the
+    root logger, which main() points at the test's captured stderr, is put back."""
+    for name in list(os.environ):
+        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 # -- the app against both sandboxes (sync tests) ---------------------------------------

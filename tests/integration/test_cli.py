@@ -4,8 +4,6 @@ both sandboxes."""
 from __future__ import annotations
 
 import json
-import logging
-import os
 import socket
 import subprocess
 import sys
@@ -20,7 +18,6 @@ import pytest
 from click.testing import CliRunner
 
 from g2s_harness.serving import free_port
-from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.entrypoints.cli import cli
@@ -77,39 +74,20 @@ COMMANDS = _commands()
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No setting of the developer's (environment or ./.env) reaches the command."""
-    for name in list(os.environ):
-        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    # main() points the root logger at this test's captured stderr: put it back.
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def clean_environment(clean_cli_environment: None) -> None:
+    """conftest's clean_cli_environment for every test here."""
 
 
 @pytest.fixture
 def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPair]:
     """Both sandboxes, and the single-user settings pointing at them."""
     with running_sandboxes() as sandboxes:
-        settings = {
-            "STRAVA_CLIENT_ID": str(sandboxes.strava.client_id),
-            "STRAVA_CLIENT_SECRET": sandboxes.strava.client_secret,
-            "STRAVA_REFRESH_TOKEN": sandboxes.strava_refresh_token,
-            "GARMIN_TOKENS": sandboxes.garmin_tokens,
-            "G2S_USER_ID": USER,
-            "G2S_DB_PATH": str(tmp_path / "data" / "g2s.sqlite3"),
-            "G2S_TOKEN_KEY": generate_token_key(),
-            "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
-            "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
-            "G2S_LOG_LEVEL": "WARNING",
+        settings = sandboxes.environment(
+            user_id=USER,
+            db_path=tmp_path / "data" / "g2s.sqlite3",
             # The emulator processes an upload in 0 s: no 2 s wait before each poll.
-            "G2S_UPLOAD_POLL_DELAY_SECONDS": "0",
-        }
+            G2S_UPLOAD_POLL_DELAY_SECONDS="0",
+        )
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes

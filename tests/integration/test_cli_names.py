@@ -4,15 +4,12 @@ Run through `main()` against both sandboxes."""
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import build_cipher
 from garmin2strava.domain.models import Workout
@@ -28,33 +25,16 @@ HOSTILE = "\x1b]0;owned\x07\x1b[2J\x00Tempo\r\nrun\x9b31m \ud800 end"
 
 
 @pytest.fixture
-def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPair]:
+def pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_cli_environment: None
+) -> Iterator[SandboxPair]:
     """Both sandboxes and the single-user settings pointing at them; none of the
     developer's settings reach the command."""
-    for name in list(os.environ):
-        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
     with running_sandboxes() as sandboxes:
-        settings = {
-            "STRAVA_CLIENT_ID": str(sandboxes.strava.client_id),
-            "STRAVA_CLIENT_SECRET": sandboxes.strava.client_secret,
-            "STRAVA_REFRESH_TOKEN": sandboxes.strava_refresh_token,
-            "GARMIN_TOKENS": sandboxes.garmin_tokens,
-            "G2S_USER_ID": USER,
-            "G2S_DB_PATH": str(tmp_path / "g2s.sqlite3"),
-            "G2S_TOKEN_KEY": generate_token_key(),
-            "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
-            "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
-            "G2S_LOG_LEVEL": "WARNING",
-        }
+        settings = sandboxes.environment(user_id=USER, db_path=tmp_path / "g2s.sqlite3")
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -4,7 +4,6 @@ against the Garmin/Strava sandboxes: `history`, `accounts ...`, `disconnect`."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sqlite3
 import uuid
@@ -15,7 +14,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.adapters.store.dynamodb import create_table
 from garmin2strava.domain.activities import is_our_external_id
 from garmin2strava.entrypoints.cli import main
@@ -29,15 +27,12 @@ START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 def pair(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_cli_environment: None,
 ) -> Iterator[SandboxPair]:
     """Both sandboxes and single-user settings on the store named by the parameter."""
-    for name in list(os.environ):
-        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
     table = None
     if request.param == "dynamodb":
         request.getfixturevalue("aws_env")
@@ -46,24 +41,12 @@ def pair(
         monkeypatch.setenv("G2S_STORE", "dynamodb")
         monkeypatch.setenv("G2S_DYNAMODB_TABLE", table)
     with running_sandboxes() as sandboxes:
-        settings = {
-            "STRAVA_CLIENT_ID": str(sandboxes.strava.client_id),
-            "STRAVA_CLIENT_SECRET": sandboxes.strava.client_secret,
-            "STRAVA_REFRESH_TOKEN": sandboxes.strava_refresh_token,
-            "GARMIN_TOKENS": sandboxes.garmin_tokens,
-            "G2S_USER_ID": USER,
-            "G2S_DB_PATH": str(tmp_path / "g2s.sqlite3"),
-            "G2S_TOKEN_KEY": generate_token_key(),
-            "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
-            "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
-            "G2S_UPLOAD_POLL_DELAY_SECONDS": "0",
-            "G2S_LOG_LEVEL": "WARNING",
-        }
+        settings = sandboxes.environment(
+            user_id=USER, db_path=tmp_path / "g2s.sqlite3", G2S_UPLOAD_POLL_DELAY_SECONDS="0"
+        )
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes
-    root.handlers[:] = handlers
-    root.setLevel(level)
     if table is not None:
         boto3.client("dynamodb").delete_table(TableName=table)
 

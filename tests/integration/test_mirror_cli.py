@@ -6,15 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.entrypoints.cli import main
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 
@@ -25,36 +22,18 @@ NOW = datetime.now(tz=UTC).replace(microsecond=0)
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No setting of the developer's (environment or ./.env) reaches the command."""
-    for name in list(os.environ):
-        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def clean_environment(clean_cli_environment: None) -> None:
+    """conftest's clean_cli_environment for every test here."""
 
 
 @pytest.fixture
 def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPair]:
     with running_sandboxes() as sandboxes:
-        settings = {
-            "STRAVA_CLIENT_ID": str(sandboxes.strava.client_id),
-            "STRAVA_CLIENT_SECRET": sandboxes.strava.client_secret,
-            "STRAVA_REFRESH_TOKEN": sandboxes.strava_refresh_token,
-            "GARMIN_TOKENS": sandboxes.garmin_tokens,
-            "G2S_USER_ID": USER,
-            "G2S_DB_PATH": str(tmp_path / "data" / "g2s.sqlite3"),
-            "G2S_TOKEN_KEY": generate_token_key(),
-            "G2S_STRAVA_BASE_URL": sandboxes.strava.base_url,
-            "G2S_GARMIN_BASE_URL": sandboxes.garmin.base_url,
-            "G2S_LOG_LEVEL": "WARNING",
-            "G2S_MIRROR_STREAMS": "time,heartrate,latlng",
-        }
+        settings = sandboxes.environment(
+            user_id=USER,
+            db_path=tmp_path / "data" / "g2s.sqlite3",
+            G2S_MIRROR_STREAMS="time,heartrate,latlng",
+        )
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes

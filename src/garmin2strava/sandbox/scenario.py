@@ -57,6 +57,23 @@ class SandboxPair:
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
 
+    def environment(self, *, user_id: str, db_path: Path, **extra: str) -> dict[str, str]:
+        """The same single-user settings as environment variables, for a command run
+        through the CLI (in this process or a child); `extra` adds or replaces some."""
+        return {
+            "STRAVA_CLIENT_ID": str(self.strava.client_id),
+            "STRAVA_CLIENT_SECRET": self.strava.client_secret,
+            "STRAVA_REFRESH_TOKEN": self.strava_refresh_token,
+            "GARMIN_TOKENS": self.garmin_tokens,
+            "G2S_USER_ID": user_id,
+            "G2S_DB_PATH": str(db_path),
+            "G2S_TOKEN_KEY": generate_token_key(),
+            "G2S_STRAVA_BASE_URL": self.strava.base_url,
+            "G2S_GARMIN_BASE_URL": self.garmin.base_url,
+            "G2S_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
     def strava_counts(self) -> dict[str, int]:
         with self.strava.lock:
             return {"reads": self.strava.reads, "uploads": self.strava.uploads}
