@@ -88,24 +88,17 @@ class ServeConfig:
             for name, value in os.environ.items()
             if not name.startswith(("G2S_", "STRAVA_", "GARMIN_"))
         }
-        env |= {
-            "STRAVA_CLIENT_ID": str(pair.strava.client_id),
-            "STRAVA_CLIENT_SECRET": pair.strava.client_secret,
-            "STRAVA_REFRESH_TOKEN": pair.strava_refresh_token,
-            "STRAVA_VERIFY_TOKEN": self.verify_token,
-            "STRAVA_SUBSCRIPTION_ID": str(self.subscription_id),
-            "G2S_WEBHOOK_SECRET": self.webhook_secret,
-            "GARMIN_TOKENS": pair.garmin_tokens,
-            "G2S_USER_ID": self.user_id,
-            "G2S_DB_PATH": str(self.db),
-            "G2S_TOKEN_KEY": self.token_key,
-            "G2S_STRAVA_BASE_URL": pair.strava.base_url,
-            "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
-            "G2S_HTTP_HOST": "127.0.0.1",
-            "G2S_HTTP_PORT": str(self.port),
-            "G2S_ADMIN_PORT": str(free_port()),
-            "G2S_LOG_LEVEL": "WARNING",
-        }
+        env |= pair.environment(
+            user_id=self.user_id,
+            db_path=self.db,
+            G2S_TOKEN_KEY=self.token_key,  # the caller reads the store with this key
+            STRAVA_VERIFY_TOKEN=self.verify_token,
+            STRAVA_SUBSCRIPTION_ID=str(self.subscription_id),
+            G2S_WEBHOOK_SECRET=self.webhook_secret,
+            G2S_HTTP_HOST="127.0.0.1",
+            G2S_HTTP_PORT=str(self.port),
+            G2S_ADMIN_PORT=str(free_port()),
+        )
         return env
 
 
