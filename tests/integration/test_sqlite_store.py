@@ -50,6 +50,24 @@ def test_creates_private_file_and_parent_directory(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_a_linked_journal_file_is_refused_and_its_target_untouched(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A -wal, -shm or -journal beside the database that is a symbolic link stops the
+    store with one line naming it; the file it points at is neither written nor chmodded."""
+    path = tmp_path / "g2s.sqlite3"
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    target.chmod(0o644)
+    (tmp_path / f"g2s.sqlite3{suffix}").symlink_to(target)
+    with pytest.raises(ConfigError, match=f"g2s.sqlite3{suffix} is a symbolic link"):
+        _open(path)
+    assert target.read_text() == "keep me"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not path.exists()
+
+
 def test_tokens_are_encrypted_at_rest(tmp_path: Path) -> None:
     """No token string appears in the rows or anywhere in the database files."""
     path = tmp_path / "g2s.sqlite3"

@@ -102,10 +102,20 @@ def _loads(text: str) -> dict[str, Any]:
     return value
 
 
+# The files SQLite creates beside the database (WAL mode, and rollback journals).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
 def _create_private(path: Path) -> None:
     """Create the file (and its directory) so it is private from its first byte; SQLite
     gives the -wal and -shm files the same mode. A symbolic link is refused, not
-    followed: the chmod would land on whatever it points at."""
+    followed: the chmod would land on whatever it points at, and SQLite would write
+    its journal through a linked -wal, -shm or -journal file to wherever that points."""
+    for suffix in _COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.is_symlink():
+            msg = f"setting G2S_DB_PATH: {companion} is a symbolic link; remove it"
+            raise ConfigError(msg)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
