@@ -115,7 +115,8 @@ def _values(name: str, tmp: Path) -> Iterator[tuple[str, bool]]:  # noqa: C901, 
             link.symlink_to(tmp / "g2s.sqlite3")
         yield str(link), False
     elif kind in {str, Secret}:
-        for text in ("plain text", "s3cret/+=", "ünïcode"):
+        # GARMIN_TOKENS is token JSON: text for both readers, never decoded.
+        for text in ("plain text", "s3cret/+=", "ünïcode", '{"di_token": "x", "n": [1]}'):
             yield text, True
 
 
