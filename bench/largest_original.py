@@ -15,6 +15,7 @@ as `garmin2strava sync --once` does, and prints its own peak resident memory
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
 from garmin2strava.sandbox.scenario import running_sandboxes, seed_run
+from garmin2strava.settings import Secret
 
 MiB = 1024 * 1024
 GOAL_MIB = 200
@@ -43,12 +45,12 @@ CHILD = textwrap.dedent(
     from garmin2strava.bootstrap import bootstrap
     from garmin2strava.services.accounts import ensure_settings_account
     from garmin2strava.services.runner import sync_all
-    from garmin2strava.settings import Settings
+    from garmin2strava.settings import load_settings
     import garmin2strava.adapters.garmin, garmin2strava.adapters.strava
     import garmin2strava.adapters.fitfile
 
     values = json.loads(sys.argv[1])
-    settings = Settings(_env_file=None, **values)
+    settings = load_settings(env_file=None, **values)
     app = bootstrap(settings)
     app.poll_delay_s = 0.2
     ensure_settings_account(app.store, settings, app.clock)
@@ -107,9 +109,9 @@ def main() -> int:
         seed_run(pair, 1, start_utc=START, duration_s=record_s, original=original)
         settings = pair.settings(Path(tmp) / "g2s.sqlite3", activity_types="*")
         values = {
-            name: (value.get_secret_value() if hasattr(value, "get_secret_value") else value)
-            for name, value in settings.model_dump().items()
-            if value is not None
+            spec.name: (value.get_secret_value() if isinstance(value, Secret) else value)
+            for spec in dataclasses.fields(settings)
+            if (value := getattr(settings, spec.name)) is not None
         }
         values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
         done = subprocess.run(  # noqa: S603 - our interpreter, our script

@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--poll-delay", type=float, default=0.05)
     args = parser.parse_args(argv)
 
-    settings = load_settings(_env_file=None)  # the environment only, never a stray .env
+    settings = load_settings(env_file=None)  # the environment only, never a stray .env
     app = bootstrap(settings)
     app.poll_delay_s = args.poll_delay
     ensure_settings_account(app.store, settings, app.clock)

@@ -1,7 +1,7 @@
 """What the local commands and an idle sync import (issue 11, start-up): `status`
-loads neither client library, and an idle `sync --once` (nothing new on Garmin, so no
-Strava request) never loads stravalib. Each runs in a fresh interpreter, which
-reports the modules it ended with."""
+loads neither client library nor pydantic, and an idle `sync --once` (nothing new on
+Garmin, so no Strava request) never loads stravalib. Each runs in a fresh interpreter,
+which reports the modules it ended with."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_
 pytestmark = pytest.mark.integration
 
 CLIENTS = ("stravalib", "garminconnect", "garth")
+# The settings of a local command are read without pydantic (settings_fast).
+WATCHED = (*CLIENTS, "pydantic", "pydantic_settings")
+LOCAL_COMMANDS = (["status"], ["uploads", "list"], ["workouts", "list"], ["events", "list-dead"])
 CHILD = (
     "import json, sys\n"
     "from garmin2strava.entrypoints.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    f"print(json.dumps([code, sorted(m for m in {CLIENTS!r} if m in sys.modules)]))\n"
+    f"print(json.dumps([code, sorted(m for m in {WATCHED!r} if m in sys.modules)]))\n"
 )
 
 
@@ -35,8 +38,8 @@ def pair() -> Iterator[SandboxPair]:
         yield sandboxes
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str]]:
-    done = subprocess.run(  # noqa: S603 (our interpreter, fixed code)
+def _child(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (our interpreter, fixed code)
         [sys.executable, "-c", CHILD, *args],
         env=env,
         cwd=cwd,
@@ -45,6 +48,10 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str
         timeout=120,
         check=True,
     )
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str]]:
+    done = _child(args, env, cwd)
     code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
     return code, loaded
 
@@ -71,8 +78,8 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
     --once` with only a ride on Garmin makes 1 Garmin request, 0 Strava, and imports
     garminconnect but not stravalib. The control: a cycle that uploads loads both."""
     env = _env(pair, tmp_path)
-    for command in (["status"], ["uploads", "list"], ["workouts", "list"], ["events", "list-dead"]):
-        assert _run(command, env, tmp_path) == (0, []), command
+    for command in LOCAL_COMMANDS:
+        assert _run(command, env, tmp_path)[0] == 0, command
 
     seed_run(
         pair,
@@ -94,3 +101,36 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
     assert code == 0
     assert pair.strava_counts()["uploads"] == 1
     assert {"stravalib", "garminconnect"} <= set(loaded)
+
+
+def test_the_local_commands_read_their_settings_without_pydantic(
+    pair: SandboxPair, tmp_path: Path
+) -> None:
+    """`--help`, `status` and the lists end without pydantic or a client library loaded;
+    a `.env` beside them is read the same way. The control: a setting only pydantic
+    takes ("+5") loads it, and still answers."""
+    env = _env(pair, tmp_path)
+    for command in (["--help"], *LOCAL_COMMANDS):
+        assert _run(command, env, tmp_path) == (0, []), command
+    (tmp_path / ".env").write_text("G2S_LOOKBACK=30\n", encoding="utf-8")
+    assert _run(["status"], env, tmp_path) == (0, [])
+    code, loaded = _run(["status"], env | {"G2S_LOOKBACK": "+5"}, tmp_path)
+    assert code == 0
+    assert "pydantic_settings" in loaded
+
+
+def test_a_wrong_setting_gives_one_line_and_exit_2_from_every_local_command(
+    pair: SandboxPair, tmp_path: Path
+) -> None:
+    """G2S_LOOKBACK=0 (in the environment or .env): pydantic's one line naming the
+    setting on stderr, exit 2, from each local command."""
+    line = "garmin2strava: setting G2S_LOOKBACK: Input should be greater than or equal to 1"
+    env = _env(pair, tmp_path)
+    for command in LOCAL_COMMANDS:
+        done = _child(command, env | {"G2S_LOOKBACK": "0"}, tmp_path)
+        assert json.loads(done.stdout.strip().splitlines()[-1])[0] == 2, command
+        assert done.stderr.strip() == line, command
+    (tmp_path / ".env").write_text("g2s_lookback=0\n", encoding="utf-8")
+    done = _child(["status"], env, tmp_path)
+    assert json.loads(done.stdout.strip().splitlines()[-1])[0] == 2
+    assert done.stderr.strip() == line

@@ -21,7 +21,7 @@ from garmin2strava.domain.models import Account, AccountStatus
 from garmin2strava.entrypoints.oauth import get_token
 from garmin2strava.errors import ConfigError
 from garmin2strava.sandbox.strava import StravaSandbox
-from garmin2strava.settings import Settings
+from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def make_app(sandbox: StravaSandbox, tmp_path: Path, **overrides: Any) -> App:
         "strava_base_url": sandbox.base_url,
     }
     values.update(overrides)
-    return bootstrap(Settings(_env_file=None, **values))  # type: ignore[call-arg]  # pydantic-settings init kwarg
+    return bootstrap(load_settings(env_file=None, **values))
 
 
 @dataclass

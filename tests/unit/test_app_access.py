@@ -48,7 +48,7 @@ def test_the_athlete_capacity_is_bounded(value: str, monkeypatch: pytest.MonkeyP
     """G2S_STRAVA_ATHLETE_CAPACITY below 1 (or not a number) is refused by name."""
     monkeypatch.setenv("G2S_STRAVA_ATHLETE_CAPACITY", value)
     with pytest.raises(ConfigError, match="G2S_STRAVA_ATHLETE_CAPACITY"):
-        load_settings(_env_file=None)
+        load_settings(env_file=None)
 
 
 def test_the_athlete_capacity_defaults_to_the_standard_tier(
@@ -56,4 +56,4 @@ def test_the_athlete_capacity_defaults_to_the_standard_tier(
 ) -> None:
     """Unset, the capacity is Strava's Standard tier: 10 athletes."""
     monkeypatch.delenv("G2S_STRAVA_ATHLETE_CAPACITY", raising=False)
-    assert load_settings(_env_file=None).strava_athlete_capacity == 10
+    assert load_settings(env_file=None).strava_athlete_capacity == 10

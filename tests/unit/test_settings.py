@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from pathlib import Path
@@ -20,14 +21,16 @@ def _numeric(annotation: object) -> bool:
     return False
 
 
-NUMBERS = sorted(name for name, f in Settings.model_fields.items() if _numeric(f.annotation))
+NUMBERS = sorted(
+    f.name for f in dataclasses.fields(Settings) if _numeric(typing.get_args(f.type)[0])
+)
 
 
 @pytest.fixture(autouse=True)
 def no_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No setting of the developer's (environment or ./.env) reaches these tests."""
-    for field in Settings.model_fields:
-        monkeypatch.delenv(env_name(field), raising=False)
+    for field in dataclasses.fields(Settings):
+        monkeypatch.delenv(env_name(field.name), raising=False)
     monkeypatch.chdir(tmp_path)
 
 
@@ -43,8 +46,9 @@ def test_the_number_settings_are_found() -> None:
 def test_every_number_setting_is_bounded(field: str, value: int) -> None:
     """Far too large or negative: one ConfigError line naming the environment variable
     (G2S_GARMIN_BACKOFF_SECONDS=1e12 gave an OverflowError on every 429 before)."""
+    overrides: dict[str, typing.Any] = {field: value}
     with pytest.raises(ConfigError) as caught:
-        load_settings(**{field: value})
+        load_settings(**overrides)
     message = str(caught.value)
     assert message.startswith(f"setting {env_name(field)}: ")
     assert "\n" not in message

@@ -14,7 +14,7 @@ from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.sandbox.fitgen import build_activity_fit, build_gpx, zip_original
 from garmin2strava.sandbox.garmin import GarminSandbox, make_record
 from garmin2strava.sandbox.strava import StravaSandbox
-from garmin2strava.settings import Settings
+from garmin2strava.settings import Settings, load_settings
 
 __all__ = ["SandboxPair", "SeededRun", "running_sandboxes", "seed_demo", "seed_run"]
 
@@ -55,7 +55,7 @@ class SandboxPair:
             "log_level": "WARNING",
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+        return load_settings(env_file=None, **values)
 
     def environment(self, *, user_id: str, db_path: Path, **extra: str) -> dict[str, str]:
         """The same single-user settings as environment variables, for a command run

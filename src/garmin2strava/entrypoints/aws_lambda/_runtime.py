@@ -2,9 +2,10 @@
 
 A handler calls its builder on its first invocation and keeps the result for the warm
 ones: settings, secrets read from SSM, the store with its KMS cipher, the queue. The
-libraries behind them (pydantic-settings, botocore, the DynamoDB store, stravalib,
-garminconnect) are imported inside the builders, so importing a handler module is
-cheap and the webhook's cold path never loads what only sync and worker use.
+libraries behind them (pydantic-settings when a setting needs it, botocore, the
+DynamoDB store, stravalib, garminconnect) are imported inside the builders, so
+importing a handler module is cheap and the webhook's cold path never loads what
+only sync and worker use.
 
 Secrets never come from the function's environment: it holds the SSM parameter
 names (terraform/main.tf `function_environment`), and the values are read once here.
@@ -12,6 +13,7 @@ names (terraform/main.tf `function_environment`), and the values are read once h
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -158,17 +160,15 @@ def build_webhook_runtime(
 def build_app(*, ssm: SSMClient | None = None) -> App:
     """Settings (as the container reads them), the Strava client secret from SSM, and
     the store: DynamoDB with the KMS cipher under G2S_STORE=dynamodb, G2S_KMS_KEY_ID."""
-    from pydantic import SecretStr  # noqa: PLC0415 (cold start)
-
     from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415
     from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (cold start)
     from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.settings import load_settings  # noqa: PLC0415 (cold start)
+    from garmin2strava.settings import Secret, read_settings  # noqa: PLC0415 (cold start)
 
-    settings = load_settings()
+    settings = read_settings()
     configure_logging(settings.log_level, settings.log_format)
     secret = read_secure_parameter(required_env(ENV_SSM_STRAVA_CLIENT_SECRET), client=ssm)
-    settings = settings.model_copy(update={"strava_client_secret": SecretStr(secret)})
+    settings = dataclasses.replace(settings, strava_client_secret=Secret(secret))
     app = bootstrap(settings)
     log.info("lambda.cold_start", extra={"store": settings.store})
     return app
