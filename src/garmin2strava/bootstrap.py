@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from garmin2strava.errors import ConfigError
 from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort, TokenCipher
-from garmin2strava.services.sync import SyncConfig, SyncDeps
 from garmin2strava.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
 
     from garmin2strava.adapters.strava import StravaAdapter
     from garmin2strava.domain.models import PreparedFile
+    from garmin2strava.services.sync import SyncConfig, SyncDeps
 
 __all__ = ["App", "bootstrap", "build_cipher", "build_store", "utc_now"]
 
@@ -116,6 +116,9 @@ class App:
         )
 
     def sync_config(self) -> SyncConfig:
+        # The uploader loads with the first cycle: the local commands never run one.
+        from garmin2strava.services.sync import SyncConfig  # noqa: PLC0415
+
         s = self.settings
         return SyncConfig(
             wants_type=s.wants_type,
@@ -131,6 +134,8 @@ class App:
         )
 
     def sync_deps(self, user_id: str) -> SyncDeps:
+        from garmin2strava.services.sync import SyncDeps  # noqa: PLC0415 (see sync_config)
+
         return SyncDeps(
             store=self.store,
             garmin=partial(self.garmin_for, user_id),

@@ -20,9 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from annotated_types import Ge, Le
-
-from garmin2strava.settings import Check, Pattern, Secret, Settings, Split, env_name
+from garmin2strava.settings import Check, Ge, Le, Pattern, Secret, Settings, Split, env_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -13,7 +13,6 @@ import typing
 from functools import cache
 from typing import Annotated, Any
 
-from annotated_types import Ge, Le
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -26,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from garmin2strava.errors import ConfigError
-from garmin2strava.settings import Check, Env, Pattern, Secret, Settings, Split, env_name
+from garmin2strava.settings import Check, Env, Ge, Le, Pattern, Secret, Settings, Split, env_name
 
 if typing.TYPE_CHECKING:
     from pathlib import Path

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from annotated_types import Ge, Le
 
 from garmin2strava.errors import ConfigError
-from garmin2strava.settings import Secret, Settings, env_name, load_settings, read_settings
+from garmin2strava.settings import Ge, Le, Secret, Settings, env_name, load_settings, read_settings
 from garmin2strava.settings_fast import read_fast
 
 FIELDS = {spec.name: spec for spec in dataclasses.fields(Settings)}
