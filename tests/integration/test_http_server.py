@@ -2,8 +2,9 @@
 stranger on the internet would: half-open connections against a 1,024-descriptor
 limit, a 100 MiB header, a store another process keeps locked; and started on a port
 that is taken or a host that is not this machine's. Each test prints its figure.
-The request deadline is the one test served in this process (MirrorRuntime, as
-`serve` builds it) with a short deadline, beside a check that `serve` wires the 10 s."""
+The request deadline is served in this process (MirrorRuntime, as `serve` builds it)
+with a short deadline, beside a check that `serve` wires the 10 s; the hosts that are
+not one run the commands through main() in this process."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import pytest
 from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import bootstrap
+from garmin2strava.entrypoints.cli import main
 from garmin2strava.entrypoints.listeners import REQUEST_DEADLINE_S
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.settings import load_settings
@@ -395,13 +397,26 @@ def test_a_taken_port_stops_the_command_with_one_line(tmp_path: Path, cmd: str, 
         ("G2S_ADMIN_HOST", "http://127.0.0.1/", "host name"),
     ],
 )
-def test_a_host_that_is_not_one_stops_the_command_with_one_line(
-    tmp_path: Path, cmd: str, setting: str, value: str, says: str
+@pytest.mark.usefixtures("clean_cli_environment")
+def test_a_host_that_is_not_one_stops_the_command_with_one_line(  # noqa: PLR0917 (the table's columns and three fixtures)
+    tmp_path: Path,
+    cmd: str,
+    setting: str,
+    value: str,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A host that is not this machine's, or not a host at all: one line naming the
-    setting, exit non-zero, within seconds."""
-    env = server_env(tmp_path, **{setting: value})
-    code, stderr, took = one_line_exit(cmd, env, tmp_path)
+    setting, exit non-zero, within seconds (the command run through main() in this
+    process; the taken-port test above runs the real processes)."""
+    for name, env_value in server_env(tmp_path, **{setting: value}).items():
+        monkeypatch.setenv(name, env_value)
+    capsys.readouterr()
+    started = time.monotonic()
+    code = main([cmd])
+    took = time.monotonic() - started
+    stderr = capsys.readouterr().err
     assert code != 0
     assert took < 20
     lines = stderr.strip().splitlines()
