@@ -186,14 +186,18 @@ def test_a_wrong_number_or_host_is_one_line(  # noqa: PLR0917 (the table's colum
     assert_one_line(done, setting, says)
 
 
+@pytest.mark.usefixtures("clean_cli_environment")
 @pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
 def test_a_db_path_that_is_a_symlink_is_refused_and_its_target_untouched(
     tmp_path: Path,
     dangling: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """G2S_DB_PATH a symbolic link: one line naming it, exit 2; the file it points at
-    keeps its mode and its bytes (before this it was chmod'ed to 0600 and a
-    traceback followed), and no key file appears beside the link."""
+    """G2S_DB_PATH a symbolic link: one line naming it, exit 2 (three commands through
+    main() in this process); the file it points at keeps its mode and its bytes
+    (before this it was chmod'ed to 0600 and a traceback followed), and no key file
+    appears beside the link."""
     target = tmp_path / "elsewhere" / "precious.txt"
     target.parent.mkdir()
     if not dangling:
@@ -205,7 +209,7 @@ def test_a_db_path_that_is_a_symlink_is_refused_and_its_target_untouched(
     env = base_env(tmp_path) | {"G2S_DB_PATH": str(link)}
     del env["G2S_TOKEN_KEY"]
     for args in (["status"], ["serve"], ["uploads", "list"]):
-        done = run_cli(args, env, tmp_path)
+        done = run_cli_in_process(args, env, monkeypatch, capsys)
         assert done.returncode == 2
         assert_one_line(done, "G2S_DB_PATH", "symbolic link")
     if dangling:
