@@ -41,11 +41,17 @@ format: setup ## ruff format + autofix
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# pytest-xdist workers for `make test` and `make test-fast` (each its own moto server and
+# crash fork server; ports and directories are per test). More than the cores: a good
+# part of the suite waits on loopback servers and child processes rather than computes.
+# `make test PYTEST_WORKERS=0` runs in one process; PYTEST_ARGS adds to the command.
+PYTEST_WORKERS ?= 4
+
 test: setup $(CHECKOV) browser ## the whole test suite (unit, functional, integration on loopback)
-	G2S_REQUIRE_TOOLS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	G2S_REQUIRE_TOOLS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: setup ## the edit loop: the suite without the tests marked slow (README says which)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # The status page's browser test drives Debian's chromium (headless). Installed as root
 # with apt when missing; elsewhere plain pytest says why the test is skipped, and

@@ -10,6 +10,8 @@ are skipped, with the reason shown by `-ra`, when the folder is absent.
 `.tools/checkov`): a test run by plain `pytest` skips, with the reason, when the tool
 is absent; under `make test` (which sets `G2S_REQUIRE_TOOLS=1`) and in CI (`CI=true`)
 an absent tool fails the test instead.
+
+The tests marked `slow` are collected first (`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
@@ -56,3 +58,11 @@ def installed_tool() -> Callable[[Path, str], Path]:
         pytest.skip(reason)
 
     return find
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow` (the long ones) run first, each group in its own order:
+    the parallel workers of `make test` (pytest-xdist hands out tests in this order)
+    begin with them and finish together, instead of one worker still running a
+    several-second test after the others have stopped."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -136,9 +136,7 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """boto3 clients built during the test reach only the local moto server."""
+def _point_boto3_at(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -147,7 +145,22 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """boto3 clients built during the test reach only the local moto server."""
+    _point_boto3_at(moto_endpoint, monkeypatch)
     return moto_endpoint
+
+
+@pytest.fixture(scope="module")
+def module_aws_env(moto_endpoint: str) -> Iterator[pytest.MonkeyPatch]:
+    """`aws_env` for a whole module (what a module-scoped fixture builds on moto): the
+    MonkeyPatch holding the variables, undone after the module's last test."""
+    with pytest.MonkeyPatch.context() as patch:
+        _point_boto3_at(moto_endpoint, patch)
+        yield patch
 
 
 @pytest.fixture

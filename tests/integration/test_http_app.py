@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -207,19 +209,63 @@ def test_every_path_but_the_secret_one_gets_the_same_404(h: Harness) -> None:
     assert h.client.put(PATH).status_code == 405
 
 
+async def post_asgi(app: Any, path: str, body: bytes) -> tuple[int, bytes, tuple[Any, ...]]:
+    """(status, body, sorted headers) of one POST handed to the ASGI app itself: the
+    request the test client would make, without its thread and portal per request."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], content, tuple(sorted(start["headers"]))
+
+
 def test_no_oracle_for_the_subscription_id(h: Harness) -> None:
     """2,000 guessed subscription ids, ours among them, plus an unknown athlete: one and
     the same answer (status, body, headers) for all; only ours is queued."""
-    answers = set()
-    for guess in range(SUB - 1000, SUB + 1000):
-        answer = h.client.post(PATH, json=event(subscription_id=guess, object_id=guess))
-        answers.add((answer.status_code, answer.content, tuple(sorted(answer.headers.items()))))
-    stranger = h.client.post(PATH, json=event(owner_id=999_999))
-    answers.add((stranger.status_code, stranger.content, tuple(sorted(stranger.headers.items()))))
+
+    async def guesses() -> set[tuple[int, bytes, tuple[Any, ...]]]:
+        answers = set()
+        for guess in range(SUB - 1000, SUB + 1000):
+            body = json.dumps(event(subscription_id=guess, object_id=guess)).encode()
+            answers.add(await post_asgi(h.client.app, PATH, body))
+        answers.add(
+            await post_asgi(h.client.app, PATH, json.dumps(event(owner_id=999_999)).encode())
+        )
+        return answers
+
+    answers = asyncio.run(guesses())
     assert len(answers) == 1
     assert next(iter(answers))[:2] == (200, b'{"status":"received"}')
     assert h.queue.depth() == 2  # our subscription's event and the stranger's
     assert h.stats.get("events_rejected_foreign") == 1999
+    # The same answer through the test client (HTTP semantics, one request).
+    answer = h.client.post(PATH, json=event(subscription_id=SUB - 1))
+    assert (answer.status_code, answer.content) == next(iter(answers))[:2]
 
 
 def test_the_path_secret_reaches_no_log_record(
@@ -294,32 +340,44 @@ def test_admin_app_takes_more_routes(h: Harness) -> None:
         assert client.get("/healthz").status_code == 200
 
 
+# The hanging-health tests wait this instead of the production HEALTH_TIMEOUT_S;
+# test_the_production_health_timeout_is_wired_into_both_apps waits that one once.
+SHORT_HEALTH_TIMEOUT_S = 0.3
+
+
+class StuckHealth:
+    """A health check stuck behind a locked store until `release` (10 s at most),
+    counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+        self.release = threading.Event()
+
+    def __call__(self) -> HealthReport:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.release.wait(10)
+        with self._lock:
+            self.running -= 1
+        return HealthReport(ok=True)
+
+
 @pytest.mark.parametrize("admin", [False, True], ids=["public", "admin"])
 def test_health_that_hangs_is_a_quick_503(h: Harness, admin: bool) -> None:
     """A health check stuck behind a locked store (it waits 10 s here): /healthz
-    answers 503 within HEALTH_TIMEOUT_S and a margin, each time, and the checks do
+    answers 503 within the health timeout and a margin, each time, and the checks do
     not pile up (one runs at a time)."""
-    running, most = 0, 0
-    lock = threading.Lock()
-    release = threading.Event()
-
-    def stuck() -> HealthReport:
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        release.wait(10)
-        with lock:
-            running -= 1
-        return HealthReport(ok=True)
-
+    stuck = StuckHealth()
     receiver = WebhookReceiver(
         h.queue, verify_token=TOKEN, subscription_id=SUB, stats=h.stats, clock=lambda: NOW
     )
     app = (
-        create_admin_app(health=stuck, metrics=list)
+        create_admin_app(health=stuck, metrics=list, health_timeout_s=SHORT_HEALTH_TIMEOUT_S)
         if admin
-        else create_app(receiver, health=stuck)
+        else create_app(receiver, health=stuck, health_timeout_s=SHORT_HEALTH_TIMEOUT_S)
     )
     took: list[float] = []
     with TestClient(app) as client:
@@ -330,9 +388,41 @@ def test_health_that_hangs_is_a_quick_503(h: Harness, admin: bool) -> None:
                 took.append(time.monotonic() - started)
                 assert answer.status_code == 503
         finally:
-            release.set()  # the stuck check ends; the client's loop can stop
-    assert max(took) < HEALTH_TIMEOUT_S + 1.0, took
-    assert most == 1
+            stuck.release.set()  # the stuck check ends; the client's loop can stop
+    assert max(took) < SHORT_HEALTH_TIMEOUT_S + 1.0, took
+    assert stuck.most == 1
+
+
+def test_the_production_health_timeout_is_wired_into_both_apps(h: Harness) -> None:
+    """Built without a timeout (as the server builds them), both apps wait
+    HEALTH_TIMEOUT_S (3 s, under the HEALTHCHECK's 5 s) for a stuck check, no less
+    and not much more, then 503; the admin one says how long it waited."""
+    receiver = WebhookReceiver(
+        h.queue, verify_token=TOKEN, subscription_id=SUB, stats=h.stats, clock=lambda: NOW
+    )
+    stuck = StuckHealth()
+    apps = {
+        "public": create_app(receiver, health=stuck),
+        "admin": create_admin_app(health=stuck, metrics=list),
+    }
+
+    def ask(app: Any) -> tuple[int, float, Any]:
+        with TestClient(app) as client:
+            started = time.monotonic()
+            answer = client.get("/healthz")
+            return answer.status_code, time.monotonic() - started, answer.json()
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:  # both wait at once: 3 s, not 6
+            answers = dict(zip(apps, pool.map(ask, apps.values()), strict=True))
+    finally:
+        stuck.release.set()
+    for status, took, _ in answers.values():
+        assert status == 503
+        assert HEALTH_TIMEOUT_S - 0.05 <= took < HEALTH_TIMEOUT_S + 1.0, answers
+    reason = f"health check did not answer within {HEALTH_TIMEOUT_S:g} s (store busy?)"
+    assert answers["admin"][2]["reasons"] == [reason]
+    assert answers["public"][2] == {"ok": False}
 
 
 def test_metrics_text_counts_events_and_queue(h: Harness) -> None:

@@ -1,7 +1,10 @@
 """The real `garmin2strava serve` (and `run`) as a process on loopback, attacked as a
 stranger on the internet would: half-open connections against a 1,024-descriptor
 limit, a 100 MiB header, a store another process keeps locked; and started on a port
-that is taken or a host that is not this machine's. Each test prints its figure."""
+that is taken or a host that is not this machine's. Each test prints its figure.
+The request deadline is served in this process (MirrorRuntime, as `serve` builds it)
+with a short deadline, beside a check that `serve` wires the 10 s; the hosts that are
+not one run the commands through main() in this process."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +28,11 @@ import pytest
 
 from g2s_harness.serving import free_port
 from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.bootstrap import bootstrap
+from garmin2strava.entrypoints.cli import main
+from garmin2strava.entrypoints.listeners import REQUEST_DEADLINE_S
+from garmin2strava.entrypoints.server import MirrorRuntime
+from garmin2strava.settings import load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -195,12 +204,73 @@ def test_a_fresh_post_is_answered_under_1100_half_open_connections(
         assert dropped[0]["listener"] == "public"
 
 
-def test_held_connections_are_closed_by_the_request_deadline(tmp_path: Path) -> None:
+# The held-connection test's deadline; `serve` and `run` use REQUEST_DEADLINE_S
+# (test_serve_wires_the_production_request_deadline proves it).
+SHORT_DEADLINE_S = 1.0
+
+
+@contextlib.contextmanager
+def serving_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, request_deadline_s: float | None
+) -> Iterator[MirrorRuntime]:
+    """Both listeners of MirrorRuntime, built from `server_env` as `serve` builds them,
+    served on a thread of this process until the block ends."""
+    for name, value in server_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    runtime = MirrorRuntime(bootstrap(load_settings()), request_deadline_s=request_deadline_s)
+    stop = threading.Event()
+    thread = threading.Thread(target=runtime.serve_http, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(
+                    ("127.0.0.1", runtime.public.bound_port), timeout=1
+                ).close()
+                break
+            except OSError:
+                assert thread.is_alive()
+                assert time.monotonic() < deadline, "the listener did not start"
+                time.sleep(0.05)
+        time.sleep(0.05)  # the probe connection above has gone from the guard
+        yield runtime
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        runtime.queue.close()
+    assert not thread.is_alive()
+
+
+def test_serve_wires_the_production_request_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MirrorRuntime as `serve` and `run` build it (no deadline given): both listeners
+    cut a request at REQUEST_DEADLINE_S, 10 s."""
+    for name, value in server_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    runtime = MirrorRuntime(bootstrap(load_settings()))
+    try:
+        assert REQUEST_DEADLINE_S == 10.0
+        assert runtime.public.guard.request_deadline_s == REQUEST_DEADLINE_S
+        assert runtime.admin.guard.request_deadline_s == REQUEST_DEADLINE_S
+    finally:
+        runtime.close_listeners()
+        runtime.queue.close()
+
+
+def test_held_connections_are_closed_by_the_request_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A silent connection and a head left unfinished are both closed by the server
-    within the request deadline (10 s) and a margin; the unfinished one gets 408."""
-    with serving(tmp_path) as served:
-        silent = socket.create_connection(("127.0.0.1", served.port), timeout=15)
-        begun = socket.create_connection(("127.0.0.1", served.port), timeout=15)
+    (`serve`'s listeners, with a 1 s deadline) within the deadline and a 2 s margin;
+    the unfinished one gets 408."""
+    with serving_in_process(tmp_path, monkeypatch, request_deadline_s=SHORT_DEADLINE_S) as run:
+        port = run.public.bound_port
+        silent = socket.create_connection(("127.0.0.1", port), timeout=15)
+        begun = socket.create_connection(("127.0.0.1", port), timeout=15)
         begun.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode())
         started = time.monotonic()
         with silent, begun:
@@ -208,7 +278,7 @@ def test_held_connections_are_closed_by_the_request_deadline(tmp_path: Path) -> 
             assert begun.recv(100).startswith(b"HTTP/1.1 408")
             took = time.monotonic() - started
         print(f"\nheld connections closed after {took:.1f} s")  # noqa: T201 (the figure measured; shown with -s)
-        assert took < 12.0
+        assert took < SHORT_DEADLINE_S + 2.0
 
 
 def test_a_100_mib_header_is_refused_without_reading_it(tmp_path: Path) -> None:
@@ -327,13 +397,26 @@ def test_a_taken_port_stops_the_command_with_one_line(tmp_path: Path, cmd: str, 
         ("G2S_ADMIN_HOST", "http://127.0.0.1/", "host name"),
     ],
 )
-def test_a_host_that_is_not_one_stops_the_command_with_one_line(
-    tmp_path: Path, cmd: str, setting: str, value: str, says: str
+@pytest.mark.usefixtures("clean_cli_environment")
+def test_a_host_that_is_not_one_stops_the_command_with_one_line(  # noqa: PLR0917 (the table's columns and three fixtures)
+    tmp_path: Path,
+    cmd: str,
+    setting: str,
+    value: str,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A host that is not this machine's, or not a host at all: one line naming the
-    setting, exit non-zero, within seconds."""
-    env = server_env(tmp_path, **{setting: value})
-    code, stderr, took = one_line_exit(cmd, env, tmp_path)
+    setting, exit non-zero, within seconds (the command run through main() in this
+    process; the taken-port test above runs the real processes)."""
+    for name, env_value in server_env(tmp_path, **{setting: value}).items():
+        monkeypatch.setenv(name, env_value)
+    capsys.readouterr()
+    started = time.monotonic()
+    code = main([cmd])
+    took = time.monotonic() - started
+    stderr = capsys.readouterr().err
     assert code != 0
     assert took < 20
     lines = stderr.strip().splitlines()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from g2s_harness.aws_lambda import USER, Deployment, FakeContext
+from g2s_harness.aws_lambda import USER, Deployment, FakeContext, deployed
 from garmin2strava.adapters.queue_sqs import FIRST_SENT_ATTRIBUTE
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent, derive_path_secret
@@ -53,6 +53,35 @@ def deployment(
     ) as deployed:
         deployed.store.link_athlete(deployed.pair.athlete_id, USER)
         yield deployed
+
+
+@pytest.fixture(scope="module")
+def answering_deployment(
+    module_aws_env: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """One deployment for the module's webhook tests that enqueue nothing (handshakes,
+    refusals, wrong paths): its webhook runtime stays warm from one test to the next,
+    as a Lambda container's does between invocations."""
+    with deployed(
+        module_aws_env.setenv,
+        tmp_path_factory.mktemp("answering"),
+        verify_token=VERIFY_TOKEN,
+        subscription_id=SUBSCRIPTION_ID,
+        max_receives=MAX_RECEIVES,
+    ) as deployed_once:
+        deployed_once.store.link_athlete(deployed_once.pair.athlete_id, USER)
+        yield deployed_once
+
+
+@pytest.fixture
+def webhook_deployment(answering_deployment: Deployment) -> Deployment:
+    """The shared deployment, its events queue emptied before the test (deleted one
+    by one: SQS allows one PurgeQueue a minute)."""
+    sqs, url = answering_deployment.sqs, answering_deployment.queue_url
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        for message in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return answering_deployment
 
 
 @pytest.fixture
@@ -145,7 +174,8 @@ def _body(answer: dict[str, Any]) -> Any:
     return json.loads(answer["body"])
 
 
-def test_webhook_answers_the_handshake(deployment: Deployment) -> None:
+@pytest.mark.usefixtures("webhook_deployment")
+def test_webhook_answers_the_handshake() -> None:
     """GET with the SSM verify token echoes hub.challenge as JSON."""
     event = load_aws_event("apigw_v2_handshake_get")
     answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
@@ -153,8 +183,9 @@ def test_webhook_answers_the_handshake(deployment: Deployment) -> None:
     assert _body(answer) == {"hub.challenge": "15f7d1a91c1f40f8a748fd134752feb3"}
 
 
+@pytest.mark.usefixtures("webhook_deployment")
 @pytest.mark.parametrize("token", ["wrong", "not-the-verify-token"])
-def test_webhook_refuses_a_wrong_verify_token(deployment: Deployment, token: str) -> None:
+def test_webhook_refuses_a_wrong_verify_token(token: str) -> None:
     """A wrong token (including the plain environment's) is 403 and echoes nothing."""
     event = load_aws_event("apigw_v2_handshake_get")
     event["queryStringParameters"]["hub.verify_token"] = token
@@ -175,14 +206,16 @@ def test_webhook_refuses_a_wrong_verify_token(deployment: Deployment, token: str
         ("x" * 5000, 413),
     ],
 )
-def test_webhook_refuses_malformed_events(deployment: Deployment, body: str, status: int) -> None:
+def test_webhook_refuses_malformed_events(
+    webhook_deployment: Deployment, body: str, status: int
+) -> None:
     """Malformed (nested 2,000 deep included) or oversized bodies are refused and
     nothing is enqueued."""
     event = load_aws_event("apigw_v2_event_post")
     event["body"] = body
     answer, emf = _invoke(webhook_handler.handler, event, FakeContext())
     assert answer["statusCode"] == status
-    assert deployment.queued_bodies() == []
+    assert webhook_deployment.queued_bodies() == []
     if status == 400:
         assert _emf(emf, "EventsRejectedBad", function="webhook") == 1
 
@@ -206,7 +239,7 @@ def test_webhook_answers_a_foreign_subscription_as_a_valid_event(deployment: Dep
 )
 @pytest.mark.parametrize("name", ["apigw_v2_event_post", "apigw_v2_handshake_get"])
 def test_webhook_answers_a_wrong_secret_as_api_gateway_answers_no_route(
-    deployment: Deployment, name: str, path: str
+    webhook_deployment: Deployment, name: str, path: str
 ) -> None:
     """A wrong {secret} (or none) gets API Gateway's own 404 `{"message":"Not Found"}`;
     no handshake is answered, nothing is enqueued."""
@@ -217,7 +250,7 @@ def test_webhook_answers_a_wrong_secret_as_api_gateway_answers_no_route(
     answer, _ = _invoke(webhook_handler.handler, event, FakeContext())
     assert (answer["statusCode"], _body(answer)) == (404, {"message": "Not Found"})
     assert "15f7d1a9" not in answer["body"]
-    assert deployment.queued_bodies() == []
+    assert webhook_deployment.queued_bodies() == []
 
 
 def test_sample_events_carry_the_secret_derived_from_their_verify_token() -> None:
@@ -231,9 +264,11 @@ def test_sample_events_carry_the_secret_derived_from_their_verify_token() -> Non
 
 def test_webhook_checks_events_against_the_stored_subscription_id(
     lambda_deployment: Callable[..., AbstractContextManager[Deployment]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """STRAVA_SUBSCRIPTION_ID unset: with nothing stored every event is a 503; with the
     id `webhook subscribe` stored in the table, its events are enqueued, others not."""
+    monkeypatch.delenv("STRAVA_SUBSCRIPTION_ID", raising=False)  # answering_deployment's
     with lambda_deployment(verify_token=VERIFY_TOKEN, subscription_id=None) as deployed:
         event = load_aws_event("apigw_v2_event_post")
         answer, emf = _invoke(webhook_handler.handler, event, FakeContext())

@@ -85,13 +85,38 @@ def test_corpus_has_the_files_it_names(realdata: Path) -> None:
     assert kinds.count("tcx") >= 2
 
 
+# The corpus is read in this many parts (one test each), so that parallel workers
+# share it instead of one reading all of it.
+SHARDS = 4
+
+
+def _shard(corpus: list[tuple[str, bytes, str]], shard: int) -> list[tuple[str, bytes, str]]:
+    """The files of part `shard`: largest first, each to the part with the fewest bytes
+    so far (the parts take about as long; together they are the whole corpus)."""
+    sizes = [0] * SHARDS
+    parts: list[list[tuple[str, bytes, str]]] = [[] for _ in range(SHARDS)]
+    for entry in sorted(corpus, key=lambda e: (-len(e[1]), e[0])):
+        smallest = sizes.index(min(sizes))
+        sizes[smallest] += len(entry[1])
+        parts[smallest].append(entry)
+    return parts[shard]
+
+
+def test_the_parts_are_the_whole_corpus(realdata: Path) -> None:
+    """Every file of the corpus is in exactly one of the SHARDS parts."""
+    corpus = list(_corpus(realdata))
+    names = [name for shard in range(SHARDS) for name, _, _ in _shard(corpus, shard)]
+    assert sorted(names) == sorted(name for name, _, _ in corpus)
+
+
 @pytest.mark.timeout(900)  # both readers over ~5 MiB of real files, fitparse's is slow
-def test_daemon_and_sandbox_read_every_real_file_alike(realdata: Path) -> None:
-    """Both readers accept or refuse each real file alike and read the same start,
-    elapsed time and distance from it."""
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_daemon_and_sandbox_read_every_real_file_alike(realdata: Path, shard: int) -> None:
+    """Both readers accept or refuse each real file (of this part of the corpus) alike
+    and read the same start, elapsed time and distance from it."""
     disagreements = {
         name: why
-        for name, data, kind in _corpus(realdata)
+        for name, data, kind in _shard(list(_corpus(realdata)), shard)
         if (why := _disagreement(data, kind)) is not None
     }
     assert disagreements == {}, "\n".join(f"{n}: {w}" for n, w in disagreements.items())

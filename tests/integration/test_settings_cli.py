@@ -1,5 +1,6 @@
-"""Wrong settings and unsafe files through the real `garmin2strava` process: every
-command refuses with one line naming the setting or the file, exits non-zero, and
+"""Wrong settings and unsafe files through the real `garmin2strava` entry point (in
+this process through main(), and as a process of its own where files or the process
+matter): every command refuses with one line naming the setting or the file, exits non-zero, and
 prints no traceback and no secret; nothing on disk is changed."""
 
 from __future__ import annotations
@@ -8,14 +9,13 @@ import os
 import stat
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
 import pytest
 
 from garmin2strava.adapters.crypto import generate_token_key
-from garmin2strava.entrypoints.cli import cli
+from garmin2strava.entrypoints.cli import cli, main
 from garmin2strava.entrypoints.cli_common import IsoDate
 
 pytestmark = pytest.mark.integration
@@ -88,6 +88,26 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     )
 
 
+def run_cli_in_process(
+    args: list[str],
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli` without the process: `main(args)` in this one, with `env`'s settings
+    (the test also uses `clean_cli_environment`), as a CompletedProcess of its exit
+    code and what it printed."""
+    for name in list(os.environ):
+        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = main(args)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def assert_one_line(done: subprocess.CompletedProcess[str], *needles: str) -> str:
     """Non-zero, one line on stderr holding every needle, nothing on stdout, no secret."""
     output = done.stdout + done.stderr
@@ -103,16 +123,30 @@ def assert_one_line(done: subprocess.CompletedProcess[str], *needles: str) -> st
     return lines[0]
 
 
-def test_every_command_refuses_a_wrong_setting_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("clean_cli_environment")
+def test_every_command_refuses_a_wrong_setting_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """STRAVA_SUBSCRIPTION_ID=0: each of the commands (every one the parser has but
-    demo) exits 2 with one line naming the setting, and writes no store."""
+    demo), run in this process through main(), exits 2 with one line naming the
+    setting, and writes no store (test_status_in_its_own_process_refuses_the_same_way
+    is the same refusal from a process of its own)."""
     assert len(COMMANDS) > 15, COMMANDS
     env = base_env(tmp_path) | {"STRAVA_SUBSCRIPTION_ID": "0"}
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda args: run_cli(args, env, tmp_path), COMMANDS))
+    results = [run_cli_in_process(args, env, monkeypatch, capsys) for args in COMMANDS]
     for args, done in zip(COMMANDS, results, strict=True):
         assert done.returncode == 2, (args, done.stderr)
         assert_one_line(done, "STRAVA_SUBSCRIPTION_ID", "greater than or equal to 1")
+    assert not (tmp_path / "data").exists()
+
+
+def test_status_in_its_own_process_refuses_the_same_way(tmp_path: Path) -> None:
+    """STRAVA_SUBSCRIPTION_ID=0 given to a real `garmin2strava status` process: exit 2,
+    one line naming the setting, no traceback, no secret, no store."""
+    env = base_env(tmp_path) | {"STRAVA_SUBSCRIPTION_ID": "0"}
+    done = run_cli(["status"], env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert_one_line(done, "STRAVA_SUBSCRIPTION_ID", "greater than or equal to 1")
     assert not (tmp_path / "data").exists()
 
 
@@ -134,23 +168,36 @@ def test_every_command_refuses_a_wrong_setting_with_one_line(tmp_path: Path) -> 
         ("G2S_HTTP_HOST", "a" * 64 + ".example", "IP address or a host name"),
     ],
 )
-def test_a_wrong_number_or_host_is_one_line(
-    tmp_path: Path, setting: str, value: str, says: str
+@pytest.mark.usefixtures("clean_cli_environment")
+def test_a_wrong_number_or_host_is_one_line(  # noqa: PLR0917 (the table's columns and two fixtures)
+    tmp_path: Path,
+    setting: str,
+    value: str,
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Out of bounds, not a number, not a host: `status` exits 2 with one line naming it."""
-    done = run_cli(["status"], base_env(tmp_path) | {setting: value}, tmp_path)
+    """Out of bounds, not a number, not a host: `status` (in this process, through
+    main()) exits 2 with one line naming it."""
+    done = run_cli_in_process(
+        ["status"], base_env(tmp_path) | {setting: value}, monkeypatch, capsys
+    )
     assert done.returncode == 2
     assert_one_line(done, setting, says)
 
 
+@pytest.mark.usefixtures("clean_cli_environment")
 @pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
 def test_a_db_path_that_is_a_symlink_is_refused_and_its_target_untouched(
     tmp_path: Path,
     dangling: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """G2S_DB_PATH a symbolic link: one line naming it, exit 2; the file it points at
-    keeps its mode and its bytes (before this it was chmod'ed to 0600 and a
-    traceback followed), and no key file appears beside the link."""
+    """G2S_DB_PATH a symbolic link: one line naming it, exit 2 (three commands through
+    main() in this process); the file it points at keeps its mode and its bytes
+    (before this it was chmod'ed to 0600 and a traceback followed), and no key file
+    appears beside the link."""
     target = tmp_path / "elsewhere" / "precious.txt"
     target.parent.mkdir()
     if not dangling:
@@ -162,7 +209,7 @@ def test_a_db_path_that_is_a_symlink_is_refused_and_its_target_untouched(
     env = base_env(tmp_path) | {"G2S_DB_PATH": str(link)}
     del env["G2S_TOKEN_KEY"]
     for args in (["status"], ["serve"], ["uploads", "list"]):
-        done = run_cli(args, env, tmp_path)
+        done = run_cli_in_process(args, env, monkeypatch, capsys)
         assert done.returncode == 2
         assert_one_line(done, "G2S_DB_PATH", "symbolic link")
     if dangling:

@@ -73,10 +73,11 @@ def create_app(
     *,
     health: Callable[[], HealthReport],
     max_body: int = MAX_EVENT_BYTES,
+    health_timeout_s: float = HEALTH_TIMEOUT_S,
 ) -> Starlette:
     """The public app. The receiver decides which webhook path secret is ours. `health`
     is asked for ok/not ok only: its reasons stay on the admin app."""
-    probe = _HealthProbe(health)
+    probe = _HealthProbe(health, timeout_s=health_timeout_s)
 
     async def healthz(_: Request) -> Response:
         report = await probe.report()
@@ -144,9 +145,10 @@ def create_admin_app(
     health: Callable[[], HealthReport],
     metrics: Callable[[], Iterable[Sample]],
     routes: Sequence[BaseRoute] = (),
+    health_timeout_s: float = HEALTH_TIMEOUT_S,
 ) -> Starlette:
     """The operators' app: the detailed /healthz, /metrics, and `routes`."""
-    probe = _HealthProbe(health)
+    probe = _HealthProbe(health, timeout_s=health_timeout_s)
 
     async def healthz(_: Request) -> Response:
         report = await probe.report()

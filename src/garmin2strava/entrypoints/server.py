@@ -92,7 +92,9 @@ class MirrorRuntime:
         "garmin2strava.adapters.strava",
     )
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
+        """`request_deadline_s`: both listeners' request deadline; None is
+        `listeners.REQUEST_DEADLINE_S` (what `serve` and `run` use)."""
         from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
         from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
         from garmin2strava.entrypoints.console import check_admin_exposure  # noqa: PLC0415
@@ -103,12 +105,16 @@ class MirrorRuntime:
             raise ValueError("the container's webhook queue lives in the SQLite store")
         self.app = app
         self.stats = MirrorStats()
+        deadline_s = (
+            listeners.REQUEST_DEADLINE_S if request_deadline_s is None else request_deadline_s
+        )
         self.public: Listener = listeners.bind(
             "public",
             settings.http_host,
             settings.http_port,
             settings="G2S_HTTP_HOST/G2S_HTTP_PORT",
             max_connections=listeners.connection_budget(reserve_for_others=_ADMIN_CONNECTIONS),
+            request_deadline_s=deadline_s,
         )
         try:
             self.admin: Listener = listeners.bind(
@@ -117,6 +123,7 @@ class MirrorRuntime:
                 settings.admin_port,
                 settings="G2S_ADMIN_HOST/G2S_ADMIN_PORT",
                 max_connections=_ADMIN_CONNECTIONS,
+                request_deadline_s=deadline_s,
             )
             # The status page's actions: no admin listener beyond loopback without a token.
             token = settings.admin_token
