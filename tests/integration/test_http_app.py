@@ -466,6 +466,7 @@ def test_event_answered_200_survives_sigkill_of_worker_holding_it(tmp_path: Path
         assert proc.stdout.readline().strip() == b"1"
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
+        proc.stdout.close()
 
         class Strava:
             fetched: list[int] = []  # noqa: RUF012 (one instance, read by the test)
