@@ -29,9 +29,10 @@ resource "aws_iam_role_policy" "function" {
 
 locals {
   function_policies = {
-    sync    = data.aws_iam_policy_document.sync.json
-    webhook = data.aws_iam_policy_document.webhook.json
-    worker  = data.aws_iam_policy_document.worker.json
+    sync        = data.aws_iam_policy_document.sync.json
+    webhook     = data.aws_iam_policy_document.webhook.json
+    worker      = data.aws_iam_policy_document.worker.json
+    maintenance = data.aws_iam_policy_document.maintenance.json
   }
 
   table_actions = [
@@ -163,5 +164,32 @@ data "aws_iam_policy_document" "worker" {
     sid       = "RequeueDeferredEvents"
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.events.arn]
+  }
+}
+
+data "aws_iam_policy_document" "maintenance" {
+  # Its own log group and X-Ray segments (data.aws_iam_policy_document.basic).
+  source_policy_documents = [data.aws_iam_policy_document.basic["maintenance"].json]
+
+  # The mirror, the pass times and the Strava budget; reads Strava as the worker does.
+  statement {
+    sid       = "Table"
+    actions   = local.table_actions
+    resources = [aws_dynamodb_table.main.arn]
+  }
+
+  # Token encryption (a refreshed Strava token is stored encrypted), and the encrypted
+  # environment and SecureString. No queue: nothing here sends or receives events.
+  statement {
+    sid       = "TokenKey"
+    actions   = ["kms:Encrypt", "kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+
+  # The client secret, to refresh Strava tokens.
+  statement {
+    sid       = "ClientSecret"
+    actions   = ["ssm:GetParameter"]
+    resources = ["${local.ssm_arn_prefix}${local.ssm_strava_client_secret}"]
   }
 }

@@ -1,4 +1,4 @@
-# One code package (the garmin2strava source tree) shared by three functions, and one
+# One code package (the garmin2strava source tree) shared by the four functions, and one
 # layer with the locked third-party dependencies built by `make layer`.
 data "archive_file" "package" {
   type        = "zip"
@@ -29,7 +29,7 @@ resource "aws_lambda_function" "function" {
 
   # checkov:skip=CKV_AWS_117:No VPC: the functions only reach public AWS APIs, Strava and Garmin; a VPC would add a NAT gateway's cost and nothing to protect.
   # checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile and a signing step in the build; the package is built and deployed by the same trusted operator.
-  # checkov:skip=CKV_AWS_116:No function-level DLQ: the webhook (API Gateway) and the worker (SQS mapping, which has its own DLQ) are invoked synchronously, and the sync function is re-run every minute by its schedule with async retries off, so a failed scheduled event has nothing worth keeping.
+  # checkov:skip=CKV_AWS_116:No function-level DLQ: the webhook (API Gateway) and the worker (SQS mapping, which has its own DLQ) are invoked synchronously, and the sync and maintenance functions are re-run by their schedules with async retries off (their state is in the table), so a failed scheduled event has nothing worth keeping.
   function_name                  = "${var.name}-${each.key}"
   description                    = each.value.description
   role                           = aws_iam_role.function[each.key].arn
@@ -89,6 +89,39 @@ resource "aws_lambda_permission" "sync_schedule" {
 
 resource "aws_lambda_function_event_invoke_config" "sync" {
   function_name                = aws_lambda_function.function["sync"].function_name
+  maximum_retry_attempts       = 0
+  maximum_event_age_in_seconds = 60
+}
+
+# --- maintenance: reconciliation and the streams catch-up, hourly ----------------------
+
+resource "aws_cloudwatch_event_rule" "maintenance" {
+  name                = "${var.name}-maintenance"
+  description         = "Runs the garmin2strava mirror reconciliation and streams catch-up."
+  schedule_expression = var.maintenance_schedule_expression
+}
+
+resource "aws_cloudwatch_event_target" "maintenance" {
+  rule = aws_cloudwatch_event_rule.maintenance.name
+  arn  = aws_lambda_function.function["maintenance"].arn
+
+  # The next tick looks for due passes again; a retried stale tick only piles up.
+  retry_policy {
+    maximum_event_age_in_seconds = 60
+    maximum_retry_attempts       = 0
+  }
+}
+
+resource "aws_lambda_permission" "maintenance_schedule" {
+  statement_id  = "AllowEventBridgeSchedule"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.function["maintenance"].function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.maintenance.arn
+}
+
+resource "aws_lambda_function_event_invoke_config" "maintenance" {
+  function_name                = aws_lambda_function.function["maintenance"].function_name
   maximum_retry_attempts       = 0
   maximum_event_age_in_seconds = 60
 }

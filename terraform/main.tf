@@ -34,6 +34,13 @@ locals {
       timeout     = var.worker_timeout_seconds
       concurrency = var.worker_reserved_concurrency
     }
+    maintenance = {
+      handler     = "${local.handler_module}.maintenance_handler.handler"
+      description = "Repairs the Strava mirror (reconciliation) and reads pending streams (scheduled)."
+      timeout     = var.maintenance_timeout_seconds
+      # One pass at a time: two would list and fetch the same activities twice.
+      concurrency = 1
+    }
   }
 
   # Settings every function reads (README.md "Settings"); never a secret value.
@@ -48,15 +55,20 @@ locals {
       G2S_LOG_FORMAT           = "json"
       G2S_AUDIT_RETENTION_DAYS = tostring(var.audit_retention_days)
       STRAVA_CLIENT_ID         = tostring(var.strava_client_id)
+      # The worker reads streams after creates; the maintenance function reconciles and
+      # catches up the streams deferred for the budget.
+      G2S_MIRROR_RECONCILE_HOURS = tostring(var.mirror_reconcile_hours)
     },
     var.activity_types == "" ? {} : { G2S_ACTIVITY_TYPES = var.activity_types },
+    var.mirror_streams == "" ? {} : { G2S_MIRROR_STREAMS = var.mirror_streams },
     var.strava_subscription_id == null ? {} : { STRAVA_SUBSCRIPTION_ID = tostring(var.strava_subscription_id) },
   )
 
   # Each function is told only the names of the parameters it may read.
   function_environment = {
-    sync    = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
-    webhook = { G2S_SSM_STRAVA_VERIFY_TOKEN = local.ssm_strava_verify_token }
-    worker  = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+    sync        = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+    webhook     = { G2S_SSM_STRAVA_VERIFY_TOKEN = local.ssm_strava_verify_token }
+    worker      = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+    maintenance = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
   }
 }

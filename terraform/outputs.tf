@@ -37,6 +37,6 @@ output "ssm_parameter_names" {
 }
 
 output "function_names" {
-  description = "Lambda function names by role (sync, webhook, worker)."
+  description = "Lambda function names by role (sync, webhook, worker, maintenance)."
   value       = { for key, fn in aws_lambda_function.function : key => fn.function_name }
 }

@@ -112,6 +112,50 @@ variable "sync_reserved_concurrency" {
   }
 }
 
+variable "maintenance_schedule_expression" {
+  description = "EventBridge schedule for the maintenance function (reconciliation of the accounts that are due, then the catch-up of pending streams)."
+  type        = string
+  default     = "rate(1 hour)"
+
+  validation {
+    condition     = can(regex("^(rate|cron)\\(.+\\)$", var.maintenance_schedule_expression))
+    error_message = "maintenance_schedule_expression must be an EventBridge rate(...) or cron(...) expression."
+  }
+}
+
+variable "maintenance_timeout_seconds" {
+  description = "Timeout of the maintenance function, in seconds; it stops 20 s before it, and the next run goes on."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.maintenance_timeout_seconds >= 60 && var.maintenance_timeout_seconds <= 900
+    error_message = "maintenance_timeout_seconds must be between 60 and 900."
+  }
+}
+
+variable "mirror_reconcile_hours" {
+  description = "G2S_MIRROR_RECONCILE_HOURS: each account's reconciliation pass runs this often (the maintenance schedule looks for due passes); 0 turns reconciliation off."
+  type        = number
+  default     = 24
+
+  validation {
+    condition     = var.mirror_reconcile_hours >= 0 && var.mirror_reconcile_hours <= 720
+    error_message = "mirror_reconcile_hours must be between 0 and 720."
+  }
+}
+
+variable "mirror_streams" {
+  description = "G2S_MIRROR_STREAMS: the activity streams the mirror keeps (comma-separated, e.g. time,heartrate,latlng). Empty keeps none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-z_]+(,[a-z_]+)*)?$", var.mirror_streams))
+    error_message = "mirror_streams must be a comma-separated list of lowercase stream names."
+  }
+}
+
 variable "webhook_reserved_concurrency" {
   description = "Reserved concurrency of the webhook function (caps what a flood of requests can cost)."
   type        = number

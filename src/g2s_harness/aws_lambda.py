@@ -21,7 +21,12 @@ import boto3
 
 from garmin2strava.adapters.store.dynamodb_table import create_table
 from garmin2strava.bootstrap import build_store, utc_now
-from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
+from garmin2strava.entrypoints.aws_lambda import (
+    maintenance_handler,
+    sync_handler,
+    webhook_handler,
+    worker_handler,
+)
 from garmin2strava.ports import Store
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.services.accounts import ensure_settings_account
@@ -63,7 +68,8 @@ class Deployment:
 
 
 def clear_runtimes() -> None:
-    """Forget the three handlers' cached apps: the next invocations are cold starts."""
+    """Forget the handlers' cached apps: the next invocations are cold starts."""
+    maintenance_handler.runtime.cache_clear()
     sync_handler.runtime.cache_clear()
     webhook_handler.runtime.cache_clear()
     worker_handler.runtime.cache_clear()

@@ -11,6 +11,7 @@ marks blocks with `__is_block__`; checkov's `bc-python-hcl2`, which installs the
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -65,6 +66,8 @@ ALLOWED_ACTIONS: dict[str, set[str]] = {
     | _TABLE
     | {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "ssm:GetParameter"}
     | {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"},
+    # Reads Strava (reconciliation, streams) and writes the mirror; no queue.
+    "maintenance": _LOGS_AND_TRACES | _TABLE | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter"},
 }
 # The only queue each function may send to: the events queue, never the DLQ.
 SEND_QUEUES = {
@@ -76,11 +79,13 @@ SSM_PARAMETERS = {
     "sync": "ssm_strava_client_secret",
     "webhook": "ssm_strava_verify_token",
     "worker": "ssm_strava_client_secret",
+    "maintenance": "ssm_strava_client_secret",
 }
 HANDLERS = {
     "sync": "garmin2strava.entrypoints.aws_lambda.sync_handler.handler",
     "webhook": "garmin2strava.entrypoints.aws_lambda.webhook_handler.handler",
     "worker": "garmin2strava.entrypoints.aws_lambda.worker_handler.handler",
+    "maintenance": "garmin2strava.entrypoints.aws_lambda.maintenance_handler.handler",
 }
 SECRET_SETTINGS = {
     "STRAVA_CLIENT_SECRET",
@@ -144,6 +149,11 @@ def _value(node: Any) -> Any:
     while isinstance(node, list) and len(node) == 1:
         node = node[0]
     return node
+
+
+def _text(node: Any) -> str:
+    """A string attribute's value, unquoted, in either dialect."""
+    return _unquote(str(_value(node)))
 
 
 def _blocks(node: Any) -> list[dict[str, Any]]:
@@ -262,7 +272,7 @@ def test_secret_variables_have_no_defaults_and_secrets_stay_out_of_state(
 def test_functions_use_the_documented_handlers_and_environment(
     modules: dict[str, dict[str, Any]],
 ) -> None:
-    """The three handlers are wired, and the environment carries names, never secrets."""
+    """The four handlers are wired, and the environment carries names, never secrets."""
     local_values = _locals(modules)
     functions = _value(local_values["functions"])
     assert set(functions) == set(HANDLERS)
@@ -396,6 +406,40 @@ def test_webhook_routes_take_the_secret_path_only(modules: dict[str, dict[str, A
     assert not [key for key in keys if key.endswith("/webhooks/strava")]
     permission = resources["aws_lambda_permission", "webhook_api"]
     assert _unquote(str(_value(permission["source_arn"]))).endswith("/webhooks/strava/{secret}")
+
+
+def test_handlers_name_functions_that_exist() -> None:
+    """Each handler path terraform names is a callable in the source tree it packages."""
+    for path in HANDLERS.values():
+        module_name, _, attribute = path.rpartition(".")
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, attribute)), path
+
+
+@pytest.mark.parametrize("function", ["sync", "maintenance"])
+def test_scheduled_functions_run_once_per_tick_with_retries_off(
+    modules: dict[str, dict[str, Any]], function: str
+) -> None:
+    """The sync and maintenance functions each have a rule on their own schedule
+    variable, a target and an invoke config without retries or stale events, and a
+    permission for exactly that rule; the maintenance function runs one at a time."""
+    resources = _labelled(modules, "resource")
+    rule = resources["aws_cloudwatch_event_rule", function]
+    assert _text(rule["schedule_expression"]) == f"${{var.{function}_schedule_expression}}"
+    target = resources["aws_cloudwatch_event_target", function]
+    assert _text(target["rule"]) == f"${{aws_cloudwatch_event_rule.{function}.name}}"
+    assert _text(target["arn"]) == f'${{aws_lambda_function.function["{function}"].arn}}'
+    (retry,) = _blocks(target["retry_policy"])
+    assert _value(retry["maximum_retry_attempts"]) == 0
+    assert _value(retry["maximum_event_age_in_seconds"]) == 60
+    invoke = resources["aws_lambda_function_event_invoke_config", function]
+    assert _value(invoke["maximum_retry_attempts"]) == 0
+    permission = resources["aws_lambda_permission", f"{function}_schedule"]
+    assert _text(permission["principal"]) == "events.amazonaws.com"
+    assert _text(permission["source_arn"]) == f"${{aws_cloudwatch_event_rule.{function}.arn}}"
+    functions = _value(_locals(modules)["functions"])
+    if function == "maintenance":
+        assert _value(functions[function]["concurrency"]) == 1
 
 
 def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]]) -> None:

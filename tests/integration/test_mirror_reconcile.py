@@ -5,7 +5,9 @@ dropped, as Strava may drop one."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -114,3 +116,55 @@ def test_pass_stops_at_the_uploaders_reserve_and_is_done_again(
     assert report.deferred_until is not None
     assert dict(sandbox.requests) == {}
     assert reconcile_due(store, USER, now=now, every=timedelta(days=1))
+
+
+def test_a_stopped_pass_sends_nothing_and_stays_due(sandbox: StravaSandbox, store: Store) -> None:
+    """With the stop event set (a daemon stopping, a Lambda near its timeout), a due
+    pass sends no request, records no pass, and the next pass repairs in full."""
+    strava = connected(sandbox, store)
+    now = datetime.now(UTC).replace(microsecond=0)
+    activity = sandbox.add_activity(ATHLETE, start_utc=now - timedelta(days=1), elapsed_s=1800)
+    sandbox.requests.clear()
+    stop = threading.Event()
+    stop.set()
+
+    assert reconcile_all(store, lambda _: strava, now=now, every=timedelta(days=1), stop=stop) == []
+    (report,) = reconcile_all(
+        store, lambda _: strava, now=now, every=timedelta(days=1), stop=threading.Event()
+    )
+
+    assert report.complete
+    assert report.added == [activity]
+    assert dict(sandbox.requests) == {"list": 1, "activity": 1}
+
+
+def test_a_pass_stopped_mid_listing_keeps_its_repairs_and_stays_due(
+    sandbox: StravaSandbox, store: Store
+) -> None:
+    """The stop event set while the pass runs (here by the first fetch's answer) ends it
+    before its next request: the repair made is kept, no pass is recorded."""
+    strava = connected(sandbox, store)
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [
+        sandbox.add_activity(ATHLETE, start_utc=now - timedelta(days=d), elapsed_s=1800)
+        for d in (2, 1)
+    ]
+    stop = threading.Event()
+    fetch = strava.get_activity
+
+    def fetch_then_stop(activity_id: int) -> dict[str, Any]:
+        found = fetch(activity_id)
+        stop.set()  # what the Lambda's timer does, at a known moment
+        return found
+
+    strava.get_activity = fetch_then_stop  # type: ignore[method-assign]  # the stop's moment
+    sandbox.requests.clear()
+
+    report = reconcile_account(store, strava, USER, now=now, stop=stop)
+
+    assert (report.stopped, report.complete) == (True, False)
+    assert len(report.added) == 1
+    assert dict(sandbox.requests) == {"list": 1, "activity": 1}
+    assert {w.activity_id for w in store.list_workouts(USER)} == set(report.added)
+    assert reconcile_due(store, USER, now=now, every=timedelta(days=1))
+    assert set(ids) > set(report.added)

@@ -13,12 +13,14 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import partial
 from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from garmin2strava.bootstrap import App
+from garmin2strava.entrypoints.mirror_jobs import catch_up_pending_streams, reconcile_due_accounts
 from garmin2strava.errors import G2SError
 from garmin2strava.services.runner import sync_all
 
@@ -57,28 +59,15 @@ def schedule_mirror_jobs(app: App, scheduler: BackgroundScheduler) -> None:
     """The mirror's periodic work: reconciliation (each account every
     G2S_MIRROR_RECONCILE_HOURS, 0 = never; the job looks hourly for a due pass, so a
     restarted daemon keeps the rhythm from the store) and the catch-up of pending
-    streams (when G2S_MIRROR_STREAMS names any)."""
+    streams (when G2S_MIRROR_STREAMS names any): entrypoints/mirror_jobs.py, which the
+    Lambda maintenance function runs too."""
     settings = app.settings
     first = app.clock() + FIRST_MIRROR_JOB
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
     if settings.mirror_reconcile_hours > 0:
-        every = timedelta(hours=settings.mirror_reconcile_hours)
-
-        def reconcile() -> None:
-            from garmin2strava.services.reconcile import reconcile_all  # noqa: PLC0415
-
-            if not app.stop.is_set():
-                reconcile_all(
-                    app.store,
-                    app.strava_background_for,
-                    now=app.clock(),
-                    every=every,
-                    stream_types=settings.mirror_streams,
-                )
-
-        check = min(RECONCILE_CHECK, every)
+        check = min(RECONCILE_CHECK, timedelta(hours=settings.mirror_reconcile_hours))
         scheduler.add_job(
-            _guarded(reconcile, "reconcile"),
+            _guarded(partial(reconcile_due_accounts, app), "reconcile"),
             "interval",
             seconds=check.total_seconds(),
             id="reconcile",
@@ -86,25 +75,8 @@ def schedule_mirror_jobs(app: App, scheduler: BackgroundScheduler) -> None:
             **common,
         )
     if settings.mirror_streams:
-
-        def catch_up() -> None:
-            from garmin2strava.services.streams import catch_up_streams  # noqa: PLC0415
-
-            for account in app.store.list_accounts():
-                if app.stop.is_set() or app.store.get_strava_tokens(account.user_id) is None:
-                    continue
-                result = catch_up_streams(
-                    app.store,
-                    app.strava_for(account.user_id),
-                    account.user_id,
-                    settings.mirror_streams,
-                    now=app.clock(),
-                )
-                if result.until is not None:
-                    return  # the budget is the application's: every account waits
-
         scheduler.add_job(
-            _guarded(catch_up, "streams_catch_up"),
+            _guarded(partial(catch_up_pending_streams, app), "streams_catch_up"),
             "interval",
             seconds=STREAMS_CATCH_UP.total_seconds(),
             id="streams",
@@ -113,7 +85,7 @@ def schedule_mirror_jobs(app: App, scheduler: BackgroundScheduler) -> None:
         )
 
 
-def _guarded(job: Callable[[], None], name: str) -> Callable[[], None]:
+def _guarded(job: Callable[[], object], name: str) -> Callable[[], None]:
     """A job whose failure is logged and waits for its next run (the store or Strava
     may be down for a while; the daemon goes on)."""
 

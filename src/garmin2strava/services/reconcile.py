@@ -11,12 +11,15 @@ watch days late and edits to the past week): one read per 200 activities. Then:
 - a listed activity whose name, type or visibility differs from the mirror's takes
   Strava's, at no cost (the list carries them).
 The reads are background reads (the uploader's reserve is kept): when the budget is
-short the pass stops where it is, keeps what it repaired, and is done again later.
+short the pass stops where it is, keeps what it repaired, and is done again later. A
+pass given a `stop` event (the daemon's, a Lambda invocation's timer) ends the same
+way once it is set, before its next Strava request.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -70,7 +73,17 @@ class ReconcileReport:
     changed: list[int] = field(default_factory=list)
     confirmed: list[int] = field(default_factory=list)  # unlisted, but still on Strava
     deferred_until: datetime | None = None  # the budget stopped the pass
+    stopped: bool = False  # the stop event ended the pass before it was complete
     complete: bool = False
+
+
+class _Stopped(Exception):
+    """The stop event was set: the pass ends before its next Strava request."""
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise _Stopped
 
 
 def state_key(user_id: str) -> str:
@@ -92,22 +105,33 @@ def reconcile_all(
     stream_types: Sequence[str] = (),
     only: str | None = None,
     force: bool = False,
+    stop: threading.Event | None = None,
 ) -> list[ReconcileReport]:
-    """One pass for every enabled account with Strava tokens whose pass is due."""
+    """One pass for every enabled account with Strava tokens whose pass is due (a
+    paused account has none), until `stop` is set."""
     reports = []
     for account in store.list_accounts():
         if only is not None and account.user_id != only:
             continue
+        if stop is not None and stop.is_set():
+            break
         if not account.enabled or store.get_strava_tokens(account.user_id) is None:
             continue
         if not force and not reconcile_due(store, account.user_id, now=now, every=every):
             continue
         report = reconcile_account(
-            store, strava_for(account.user_id), account.user_id, now=now, stream_types=stream_types
+            store,
+            strava_for(account.user_id),
+            account.user_id,
+            now=now,
+            stream_types=stream_types,
+            stop=stop,
         )
         reports.append(report)
         if report.deferred_until is not None:
             break  # the budget is the application's: the other accounts wait too
+        if report.stopped:
+            break
     return reports
 
 
@@ -118,8 +142,11 @@ def reconcile_account(
     *,
     now: datetime,
     stream_types: Sequence[str] = (),
+    stop: threading.Event | None = None,
 ) -> ReconcileReport:
-    """One pass over the activities that started since the last pass (less OVERLAP)."""
+    """One pass over the activities that started since the last pass (less OVERLAP).
+    Cut short by the budget or by `stop`, it keeps what it repaired and records no
+    pass, so the account stays due."""
     last = _last_started(store, user_id)
     since = (last or now) - OVERLAP
     report = ReconcileReport(user_id=user_id, since=since)
@@ -127,11 +154,18 @@ def reconcile_account(
     # as this listing must still apply over what the listing wrote.
     listed_at = now.replace(microsecond=0)
     try:
-        listed = _apply_listing(store, strava, report, listed_at, stream_types)
-        _check_unlisted(store, strava, report, listed, listed_at)
+        _check_stop(stop)
+        listed = _apply_listing(store, strava, report, listed_at, stream_types, stop=stop)
+        _check_unlisted(store, strava, report, listed, listed_at, stop=stop)
         if stream_types:
-            caught = catch_up_streams(store, strava, user_id, stream_types, now=now)
-            report.reads += caught.reads
+            _catch_up(store, strava, report, stream_types, now=now, stop=stop)
+    except _Stopped:
+        report.stopped = True
+        log.info(
+            "reconcile.stopped",
+            extra={"userId": user_id, "reads": report.reads, "added": len(report.added)},
+        )
+        return report
     except RateLimited as exc:
         report.deferred_until = exc.until
         log.info(
@@ -167,12 +201,31 @@ def reconcile_account(
     return report
 
 
+def _catch_up(
+    store: Store,
+    strava: ReconcileClient,
+    report: ReconcileReport,
+    stream_types: Sequence[str],
+    *,
+    now: datetime,
+    stop: threading.Event | None,
+) -> None:
+    """The account's pending streams, after the listing repaired what it could."""
+    _check_stop(stop)
+    caught = catch_up_streams(store, strava, report.user_id, stream_types, now=now, stop=stop)
+    report.reads += caught.reads
+    if caught.stopped:
+        raise _Stopped
+
+
 def _apply_listing(
     store: Store,
     strava: ReconcileClient,
     report: ReconcileReport,
     listed_at: datetime,
     stream_types: Sequence[str],
+    *,
+    stop: threading.Event | None,
 ) -> set[int]:
     user_id = report.user_id
     seen: set[int] = set()
@@ -181,6 +234,7 @@ def _apply_listing(
     for raw in strava.list_all_activities(
         after=report.since - timedelta(seconds=1), per_page=LIST_PAGE
     ):
+        _check_stop(stop)  # before the fetch this item may need, or the next page
         report.listed += 1
         if report.listed % LIST_PAGE == 0:
             report.reads += 1
@@ -264,12 +318,15 @@ def _check_unlisted(
     report: ReconcileReport,
     listed: set[int],
     listed_at: datetime,
+    *,
+    stop: threading.Event | None,
 ) -> None:
     """A live mirrored activity in the window that Strava did not list: a dropped
     delete when Strava answers 404 (one read each)."""
     for workout in store.workouts_starting_between(report.user_id, report.since, listed_at):
         if workout.activity_id in listed:
             continue
+        _check_stop(stop)
         report.reads += 1
         try:
             raw = strava.get_activity(workout.activity_id)

@@ -4,15 +4,17 @@ The webhook worker takes an activity's streams right after the fetch that brough
 activity in (`take_after_fetch`): one read, never a second one (a fetched activity is
 recorded even when Strava has no streams). Stream reads wait behind the uploader: the
 adapter refuses them once less than `BACKGROUND_RESERVE` of a read window is left, and
-then the activity is marked pending. `catch_up_streams` (the daemon every few minutes,
-`mirror reconcile`) and `backfill_streams` (`mirror backfill --streams`) read the
-pending and the past ones later, so none is lost.
+then the activity is marked pending. `catch_up_streams` (through `catch_up_all_streams`:
+the daemon every few minutes, the Lambda maintenance function each hour; and `mirror
+reconcile`) and `backfill_streams` (`mirror backfill --streams`) read the pending and
+the past ones later, so none is lost.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,13 +23,14 @@ from typing import Any, Protocol
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.streams import ActivityStreams, has_recorded_file
 from garmin2strava.errors import G2SError, RateLimited, StravaNotFound
-from garmin2strava.ports import StreamStore, WorkoutMirror, WorkoutQueries
+from garmin2strava.ports import Store, StreamStore, WorkoutMirror, WorkoutQueries
 
 __all__ = [
     "CatchUpResult",
     "StreamOutcome",
     "StreamReader",
     "backfill_streams",
+    "catch_up_all_streams",
     "catch_up_streams",
     "take_after_fetch",
     "take_streams",
@@ -124,6 +127,7 @@ class CatchUpResult:
     reads: int = 0
     left: int = 0  # still pending when the pass stopped
     until: datetime | None = None  # the budget stopped the pass until then
+    stopped: bool = False  # the stop event ended the pass
     done: list[int] = field(default_factory=list)
 
 
@@ -135,12 +139,17 @@ def catch_up_streams(
     *,
     now: datetime,
     limit: int = 100,
+    stop: threading.Event | None = None,
 ) -> CatchUpResult:
     """Read the pending streams of `user_id`, lowest id first, until none is left, the
-    budget says wait, or `limit` reads were made."""
+    budget says wait, `limit` reads were made, or `stop` is set."""
     result = CatchUpResult()
     pending = store.list_pending_streams(user_id, limit=limit)
     for n, activity_id in enumerate(pending):
+        if stop is not None and stop.is_set():
+            result.left = len(pending) - n
+            result.stopped = True
+            break
         read = _catch_up_one(store, strava, user_id, activity_id, types, now=now)
         result.reads += read.reads
         if read.outcome is StreamOutcome.PENDING:
@@ -166,6 +175,32 @@ def catch_up_streams(
             },
         )
     return result
+
+
+def catch_up_all_streams(
+    store: Store,
+    strava_for: Callable[[str], StreamReader],
+    types: Sequence[str],
+    *,
+    now: datetime,
+    stop: threading.Event | None = None,
+) -> dict[str, CatchUpResult]:
+    """`catch_up_streams` for every enabled account with Strava tokens (a paused one
+    waits for its resume), until the budget says wait or `stop` is set: the daemon's
+    job and the Lambda maintenance function's second step. By user id."""
+    results: dict[str, CatchUpResult] = {}
+    for account in store.list_accounts():
+        if stop is not None and stop.is_set():
+            break
+        if not account.enabled or store.get_strava_tokens(account.user_id) is None:
+            continue
+        result = catch_up_streams(
+            store, strava_for(account.user_id), account.user_id, types, now=now, stop=stop
+        )
+        results[account.user_id] = result
+        if result.until is not None:
+            break  # the budget is the application's: every account waits
+    return results
 
 
 def _catch_up_one(

@@ -1,4 +1,4 @@
-"""Cold-start builders shared by the three Lambda handlers.
+"""Cold-start builders shared by the Lambda handlers.
 
 A handler calls its builder on its first invocation and keeps the result for the warm
 ones: settings, secrets read from SSM, the store with its KMS cipher, the queue. The
@@ -156,7 +156,7 @@ def build_webhook_runtime(
     return WebhookRuntime(receiver=receiver, stats=stats)
 
 
-# -- sync and worker: the whole application --------------------------------------------
+# -- sync, worker and maintenance: the whole application -------------------------------
 def build_app(*, ssm: SSMClient | None = None) -> App:
     """Settings (as the container reads them), the Strava client secret from SSM, and
     the store: DynamoDB with the KMS cipher under G2S_STORE=dynamodb, G2S_KMS_KEY_ID."""

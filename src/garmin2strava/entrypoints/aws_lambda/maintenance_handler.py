@@ -1,0 +1,157 @@
+"""Lambda: the mirror's maintenance (EventBridge, hourly by default).
+
+The daemon's two mirror jobs (entrypoints/daemon.py `schedule_mirror_jobs`), in one
+invocation: a reconciliation pass for every account that is due (each account every
+G2S_MIRROR_RECONCILE_HOURS, 0 = never; the time of the last pass is in the table, so
+an hourly schedule keeps each account's rhythm), then the catch-up of pending streams
+when G2S_MIRROR_STREAMS names any. Paused accounts wait for their resume. Every read
+goes through the background adapter (the uploader's reserve is kept), and a step cut
+short by the budget keeps what it did and is done again by a later invocation.
+
+It stops before its timeout as the sync does: a timer sets the app's stop event
+`STOP_MARGIN_MS` before the end, the pass ends before its next Strava request and
+records no pass (the account stays due), and the next invocation goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any
+
+from garmin2strava.entrypoints.aws_lambda import _runtime
+from garmin2strava.entrypoints.aws_lambda.emf import emit_metrics
+from garmin2strava.entrypoints.aws_lambda.sync_handler import STOP_MARGIN_MS, LambdaContext
+from garmin2strava.entrypoints.mirror_jobs import catch_up_pending_streams, reconcile_due_accounts
+
+if TYPE_CHECKING:
+    from garmin2strava.bootstrap import App
+    from garmin2strava.services.reconcile import ReconcileReport
+    from garmin2strava.services.streams import CatchUpResult
+
+__all__ = ["handler", "run_maintenance", "runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def runtime() -> App:
+    """Built by the first invocation of this container, reused by the warm ones."""
+    return _runtime.build_app()
+
+
+def handler(
+    event: Mapping[str, Any],  # noqa: ARG001 (the schedule event carries nothing we need)
+    context: LambdaContext,
+) -> dict[str, Any]:
+    return run_maintenance(runtime(), context)
+
+
+def run_maintenance(app: App, context: LambdaContext) -> dict[str, Any]:
+    """Reconcile the due accounts, then catch up pending streams, until done or until
+    the margin before the timeout. A step that fails is logged and counted; the other
+    still runs, and the next invocation tries again."""
+    settings = app.settings
+    started = time.monotonic()
+    remaining_ms = context.get_remaining_time_in_millis()
+    margin_ms = min(STOP_MARGIN_MS, remaining_ms // 2)
+    failed: list[str] = []
+    reports: list[ReconcileReport] = []
+    streams: dict[str, CatchUpResult] | None = None
+    paused = sum(not account.enabled for account in app.store.list_accounts())
+
+    app.stop.clear()  # a warm container may carry the last invocation's stop
+    timer = threading.Timer((remaining_ms - margin_ms) / 1000, app.stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        if settings.mirror_reconcile_hours > 0:
+            reports = _step("reconcile", failed, partial(reconcile_due_accounts, app)) or []
+        if settings.mirror_streams:
+            streams = (
+                _step("streams_catch_up", failed, partial(catch_up_pending_streams, app)) or {}
+            )
+    finally:
+        timer.cancel()
+        stopped_early = app.stop.is_set()
+        app.stop.clear()
+    summary = _summary(reports, streams, paused=paused, failed=failed, stopped_early=stopped_early)
+    duration_ms = round((time.monotonic() - started) * 1000, 2)
+    log.info(
+        "lambda.maintenance_done",
+        extra={"requestId": getattr(context, "aws_request_id", ""), "durationMs": duration_ms}
+        | summary,
+    )
+    dimensions = {"function": "maintenance"}
+    emit_metrics(
+        {
+            "AccountsReconciled": sum(r["complete"] for r in summary["reconciled"]),
+            "ActivitiesAdded": sum(len(r.added) for r in reports),
+            "ActivitiesDeleted": sum(len(r.deleted) for r in reports),
+            "ActivitiesChanged": sum(len(r.changed) for r in reports),
+            "StravaReads": summary["reads"],
+            "StreamsStored": summary["streams"]["stored"] if summary["streams"] else 0,
+            "StreamsLeft": summary["streams"]["left"] if summary["streams"] else 0,
+            "StepsFailed": len(failed),
+            "StoppedEarly": int(stopped_early),
+            "Deferred": int(summary["deferredUntil"] is not None),
+        },
+        dimensions=dimensions,
+    )
+    emit_metrics({"MaintenanceDuration": duration_ms}, dimensions=dimensions, unit="Milliseconds")
+    return summary
+
+
+def _step[T](name: str, failed: list[str], run: Callable[[], T]) -> T | None:
+    """One step; its failure (Strava or the store down, the application inactive) is
+    logged and named in the summary (None), and the invocation goes on."""
+    try:
+        return run()
+    except Exception:
+        log.exception("maintenance.step_failed", extra={"step": name})
+        failed.append(name)
+        return None
+
+
+def _summary(
+    reports: list[ReconcileReport],
+    streams: Mapping[str, CatchUpResult] | None,
+    *,
+    paused: int,
+    failed: list[str],
+    stopped_early: bool,
+) -> dict[str, Any]:
+    """What the invocation did, JSON-able (the handler's answer and its log line)."""
+    deferred = [r.deferred_until for r in reports if r.deferred_until is not None]
+    deferred += [s.until for s in (streams or {}).values() if s.until is not None]
+    reads = sum(r.reads for r in reports) + sum(s.reads for s in (streams or {}).values())
+    return {
+        "reconciled": [
+            {
+                "userId": r.user_id,
+                "complete": r.complete,
+                "added": len(r.added),
+                "deleted": len(r.deleted),
+                "changed": len(r.changed),
+                "reads": r.reads,
+            }
+            for r in reports
+        ],
+        "streams": None
+        if streams is None
+        else {
+            "accounts": len(streams),
+            "stored": sum(s.stored for s in streams.values()),
+            "none": sum(s.none for s in streams.values()),
+            "left": sum(s.left for s in streams.values()),
+            "reads": sum(s.reads for s in streams.values()),
+        },
+        "reads": reads,
+        "paused": paused,
+        "deferredUntil": min(deferred).isoformat() if deferred else None,
+        "failed": failed,
+        "stoppedEarly": stopped_early,
+    }
