@@ -18,7 +18,7 @@ from garmin2strava.domain.models import (
     UploadStatus,
     Workout,
 )
-from garmin2strava.domain.streams import ActivityStreams
+from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
 __all__ = [
@@ -186,11 +186,26 @@ class StreamStore(Protocol):
         ...
 
     def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
-        """Remember that this activity's streams are still to be fetched."""
+        """Remember that this activity's streams are still to be fetched (a mark that
+        exists keeps its failures and retry time; a fetched activity gets none)."""
         ...
 
-    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
-        """Activity ids marked pending, lowest first."""
+    def mark_streams_failed(
+        self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
+    ) -> None:
+        """Pending, with `failures` failed reads so far, not listed before `retry_at`
+        (a fetched activity gets no mark)."""
+        ...
+
+    def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
+        """The activity's pending mark; None when it has none."""
+        ...
+
+    def list_pending_streams(
+        self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
+    ) -> list[int]:
+        """Activity ids marked pending, lowest first; with `due_at`, only those whose
+        retry time is not after it."""
         ...
 
 

@@ -27,7 +27,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
-from garmin2strava.domain.streams import ActivityStreams
+from garmin2strava.domain.streams import MAX_STREAM_FAILURES, ActivityStreams, PendingStreams
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import (
     G2SError,
@@ -64,7 +64,7 @@ class FakeStore:
         self.workouts: dict[tuple[str, int], Workout] = {}
         self.audit: list[AuditEvent] = []
         self.streams: dict[tuple[str, int], ActivityStreams] = {}
-        self.pending_streams: set[tuple[str, int]] = set()
+        self.pending_streams: dict[tuple[str, int], PendingStreams] = {}
         self.app_state: dict[str, dict[str, Any]] = {}
         self.uploads: dict[tuple[str, int], LedgerEntry] = {}
 
@@ -130,17 +130,34 @@ class FakeStore:
     def put_streams(self, streams: ActivityStreams) -> None:
         key = (streams.user_id, streams.activity_id)
         self.streams[key] = streams
-        self.pending_streams.discard(key)
+        self.pending_streams.pop(key, None)
 
     def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
         return self.streams.get((user_id, activity_id))
 
     def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
         if (user_id, activity_id) not in self.streams:
-            self.pending_streams.add((user_id, activity_id))
+            self.pending_streams.setdefault((user_id, activity_id), PendingStreams(activity_id))
 
-    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
-        return sorted(a for u, a in self.pending_streams if u == user_id)[:limit]
+    def mark_streams_failed(
+        self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
+    ) -> None:
+        if (user_id, activity_id) not in self.streams:
+            self.pending_streams[user_id, activity_id] = PendingStreams(
+                activity_id, failures=failures, retry_at=retry_at
+            )
+
+    def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
+        return self.pending_streams.get((user_id, activity_id))
+
+    def list_pending_streams(
+        self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
+    ) -> list[int]:
+        return sorted(
+            a
+            for (u, a), mark in self.pending_streams.items()
+            if u == user_id and (due_at is None or mark.retry_at is None or mark.retry_at <= due_at)
+        )[:limit]
 
     def forget_strava_data(self, user_id: str) -> int:
         gone = [key for key in self.workouts if key[0] == user_id]
@@ -174,6 +191,7 @@ class FakeStrava:
         self.streams: dict[int, dict[str, dict[str, Any]]] = {}
         self.stream_reads: list[int] = []
         self.stream_budget_until: datetime | None = None
+        self.stream_errors: dict[int, Exception] = {}  # this activity's reads raise it
         self.down = False
         self.revoked = False
         self.refreshes = 0
@@ -200,6 +218,8 @@ class FakeStrava:
         if self.stream_budget_until is not None:
             raise RateLimited(self.stream_budget_until)
         self.stream_reads.append(activity_id)
+        if activity_id in self.stream_errors:
+            raise self.stream_errors[activity_id]
         if activity_id not in self.streams:
             raise StravaNotFound(str(activity_id))
         return {k: v for k, v in self.streams[activity_id].items() if k in types}
@@ -868,7 +888,7 @@ def test_manual_activities_and_streams_off_spend_no_stream_read(world: World) ->
     assert world.strava.fetches == [8, 9]
     assert world.strava.stream_reads == []
     assert world.store.streams == {}
-    assert world.store.pending_streams == set()
+    assert world.store.pending_streams == {}
 
 
 def test_activity_without_streams_is_recorded_and_never_asked_again(world: World) -> None:
@@ -908,3 +928,71 @@ def test_short_budget_defers_streams_and_catch_up_reads_them_all(world: World) -
     assert world.strava.stream_reads == [7, 8, 9]
     assert world.store.list_pending_streams("u1") == []
     assert all(world.store.get_streams("u1", a) is not None for a in (7, 8, 9))
+
+
+def test_a_stream_read_that_keeps_failing_backs_off_then_is_given_up(world: World) -> None:
+    """Strava answering 500 for one activity's streams: each failure counts in the
+    pending mark and waits longer (5, 10, 20 ... min; a catch-up before then reads
+    nothing); the 8th gives it up, kept as read with no streams and a note, and no
+    later pass reads it again. The other activities are read as usual."""
+    world.stream_types = STREAMS
+    for activity_id in (7, 8):
+        world.strava.activities[activity_id] = recorded(activity_id)
+        world.strava.streams[activity_id] = strava_streams(3)
+    world.strava.stream_errors[7] = TransientError("Strava answered 500")
+    world.push(event("create", 7))
+    world.push(event("create", 8))
+    assert world.work() == 2
+    assert world.strava.stream_reads == [7, 8]
+    mark = world.store.get_pending_streams("u1", 7)
+    assert mark is not None
+    assert (mark.failures, mark.retry_at) == (1, world.now + timedelta(minutes=5))
+    assert world.store.get_streams("u1", 8) is not None
+
+    now = world.now
+    early = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=now)
+    assert (early.reads, world.strava.stream_reads) == (0, [7, 8])  # not due yet
+    waits = []
+    while (mark := world.store.get_pending_streams("u1", 7)) is not None:
+        assert mark.retry_at is not None
+        waits.append(mark.retry_at - now)
+        now = mark.retry_at
+        catch_up_streams(world.store, world.strava, "u1", STREAMS, now=now)
+    assert waits == [timedelta(minutes=m) for m in (5, 10, 20, 40, 80, 160, 320)]
+    assert world.strava.stream_reads == [7, 8] + [7] * (MAX_STREAM_FAILURES - 1)
+    kept = world.store.get_streams("u1", 7)
+    assert kept is not None
+    assert not kept.found
+    assert kept.note is not None
+    assert "gave up after 8 failed reads" in kept.note
+    assert "Strava answered 500" in kept.note
+    later = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=now + timedelta(days=1))
+    assert later.reads == 0
+    assert world.strava.stream_reads.count(7) == MAX_STREAM_FAILURES
+
+
+def test_budget_deferrals_never_count_as_failed_stream_reads(world: World) -> None:
+    """A read refused for the budget (RateLimited) keeps the failures counted so far
+    and adds none, however often it happens; the next real failure is the 2nd."""
+    world.stream_types = STREAMS
+    world.strava.activities[7] = recorded(7)
+    world.strava.stream_errors[7] = TransientError("Strava answered 500")
+    world.push(event("create", 7))
+    world.work()
+    mark = world.store.get_pending_streams("u1", 7)
+    assert mark is not None
+    assert mark.failures == 1
+    assert mark.retry_at is not None
+    due = mark.retry_at
+    world.strava.stream_budget_until = due + timedelta(minutes=15)
+    for _ in range(MAX_STREAM_FAILURES + 2):
+        deferred = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=due)
+        assert deferred.until == due + timedelta(minutes=15)
+    assert world.store.get_pending_streams("u1", 7) == mark
+    world.strava.stream_budget_until = None
+    catch_up_streams(world.store, world.strava, "u1", STREAMS, now=due)
+    again = world.store.get_pending_streams("u1", 7)
+    assert again is not None
+    assert again.failures == 2
+    assert again.retry_at == due + timedelta(minutes=10)
+    assert world.store.get_streams("u1", 7) is None

@@ -193,3 +193,44 @@ def test_expired_audit_events_are_purged_from_the_file(tmp_path: Path) -> None:
             sks = [row[0] for row in conn.execute("SELECT sk FROM items WHERE sk LIKE 'AUDIT#%'")]
     assert len(sks) == 1
     assert sks[0].endswith("#new")
+
+
+def test_a_schema_2_store_gains_the_stream_failure_columns_and_keeps_its_marks(
+    tmp_path: Path,
+) -> None:
+    """A store written before failed stream reads were counted (schema 2: no
+    `failures`/`retry_at`/`note` columns) opens, keeps its pending marks (0 failures)
+    and records failures and notes from then on."""
+    from garmin2strava.domain.streams import ActivityStreams, PendingStreams  # noqa: PLC0415
+
+    path = tmp_path / "old.sqlite3"
+    _open(path).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DROP TABLE streams_pending")
+        conn.execute("DROP TABLE streams")
+        conn.execute(
+            "CREATE TABLE streams (user_id TEXT NOT NULL, activity_id INTEGER NOT NULL, "
+            "fetched_at TEXT NOT NULL, types TEXT NOT NULL, body BLOB NOT NULL, "
+            "PRIMARY KEY (user_id, activity_id)) WITHOUT ROWID"
+        )
+        conn.execute(
+            "CREATE TABLE streams_pending (user_id TEXT NOT NULL, activity_id INTEGER NOT "
+            "NULL, PRIMARY KEY (user_id, activity_id)) WITHOUT ROWID"
+        )
+        conn.execute("INSERT INTO streams_pending VALUES ('u1', 7)")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    store = _open(path)
+    try:
+        assert store.get_pending_streams("u1", 7) == PendingStreams(7)
+        at = datetime(2025, 6, 1, tzinfo=UTC)
+        store.mark_streams_failed("u1", 7, failures=2, retry_at=at)
+        assert store.get_pending_streams("u1", 7) == PendingStreams(7, failures=2, retry_at=at)
+        kept = ActivityStreams(user_id="u1", activity_id=7, fetched_at=at, note="gave up")
+        store.put_streams(kept)
+        assert store.get_streams("u1", 7) == kept
+    finally:
+        store.close()
+    (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
+    assert version == 3

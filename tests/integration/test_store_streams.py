@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from garmin2strava.domain.models import Workout
-from garmin2strava.domain.streams import STREAM_TYPES, ActivityStreams
+from garmin2strava.domain.streams import STREAM_TYPES, ActivityStreams, PendingStreams
 from garmin2strava.ports import Store
 from garmin2strava.sandbox.strava_records import SandboxActivity
 from garmin2strava.sandbox.strava_streams import activity_streams
@@ -109,6 +109,52 @@ def _noisy_raw(activity_id: int, size: int) -> dict[str, Any]:
         efforts.append(effort)
         total += len(json.dumps(effort))
     return {"id": activity_id, "name": "Long Ride", "segment_efforts": efforts}
+
+
+def test_failed_reads_are_counted_and_listed_once_due(store: Store) -> None:
+    """A failed read's mark keeps its count and retry time; `due_at` lists only the
+    marks whose time has come (and plain ones); a budget mark on top keeps the count;
+    a failure mark for an activity already read is refused."""
+    store.mark_streams_pending("u1", 10)
+    store.mark_streams_failed("u1", 20, failures=3, retry_at=T0 + timedelta(minutes=20))
+    store.mark_streams_failed("u1", 30, failures=1, retry_at=T0 + timedelta(minutes=5))
+    assert store.get_pending_streams("u1", 10) == PendingStreams(10)
+    assert store.get_pending_streams("u1", 20) == PendingStreams(
+        20, failures=3, retry_at=T0 + timedelta(minutes=20)
+    )
+    assert store.get_pending_streams("u1", 40) is None
+    assert store.list_pending_streams("u1") == [10, 20, 30]
+    assert store.list_pending_streams("u1", due_at=T0) == [10]
+    assert store.list_pending_streams("u1", due_at=T0 + timedelta(minutes=5)) == [10, 30]
+    assert store.list_pending_streams("u1", due_at=T0 + timedelta(hours=1), limit=2) == [10, 20]
+    assert store.list_pending_streams("u2", due_at=T0 + timedelta(hours=1)) == []
+    store.mark_streams_pending("u1", 20)  # a budget deferral: the count stays
+    assert store.get_pending_streams("u1", 20) == PendingStreams(
+        20, failures=3, retry_at=T0 + timedelta(minutes=20)
+    )
+    store.mark_streams_failed("u1", 20, failures=4, retry_at=T0 + timedelta(minutes=40))
+    mark = store.get_pending_streams("u1", 20)
+    assert mark is not None
+    assert (mark.failures, mark.retry_at) == (4, T0 + timedelta(minutes=40))
+    store.put_streams(ActivityStreams(user_id="u1", activity_id=50, fetched_at=T0))
+    store.mark_streams_failed("u1", 50, failures=1, retry_at=T0)
+    assert store.get_pending_streams("u1", 50) is None
+
+
+def test_given_up_streams_keep_their_note_and_clear_the_mark(store: Store) -> None:
+    """Streams kept as read with none and a note (the reads were given up) read back
+    with the note; the pending mark is gone; a plain read has no note."""
+    store.mark_streams_failed("u1", 60, failures=7, retry_at=T0)
+    note = "gave up after 8 failed reads; the last: Strava answered 500"
+    store.put_streams(ActivityStreams(user_id="u1", activity_id=60, fetched_at=T0, note=note))
+    kept = store.get_streams("u1", 60)
+    assert kept == ActivityStreams(user_id="u1", activity_id=60, fetched_at=T0, note=note)
+    assert store.get_pending_streams("u1", 60) is None
+    assert store.list_pending_streams("u1", due_at=T0 + timedelta(days=1)) == []
+    store.put_streams(ActivityStreams(user_id="u1", activity_id=61, fetched_at=T0))
+    plain = store.get_streams("u1", 61)
+    assert plain is not None
+    assert plain.note is None
 
 
 @pytest.mark.parametrize("size", [500_000, 2_000_000])

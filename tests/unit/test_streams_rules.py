@@ -14,9 +14,11 @@ from garmin2strava.adapters.store import blobs
 from garmin2strava.domain.budget import RateBudget, next_day_reset, next_window_reset
 from garmin2strava.domain.streams import (
     BACKGROUND_RESERVE,
+    MAX_STREAM_FAILURES,
     STREAM_TYPES,
     has_recorded_file,
     parse_stream_types,
+    stream_retry_at,
 )
 
 NOW = datetime(2025, 6, 1, 8, 7, tzinfo=UTC)
@@ -117,3 +119,15 @@ def test_missing_or_altered_parts_are_refused() -> None:
         blobs.unpack(b"not zlib")
     with pytest.raises(ValueError, match="positive"):
         blobs.split(blob, 0)
+
+
+def test_failed_stream_reads_wait_longer_each_time_then_are_given_up() -> None:
+    """After the 1st..7th failed read the next waits 5 min, doubling each time; the
+    8th (MAX_STREAM_FAILURES) gives up (None); a count below 1 is a caller's error."""
+    assert MAX_STREAM_FAILURES == 8
+    waits = [stream_retry_at(n, now=NOW) for n in range(1, MAX_STREAM_FAILURES)]
+    assert waits == [NOW + timedelta(minutes=m) for m in (5, 10, 20, 40, 80, 160, 320)]
+    assert stream_retry_at(MAX_STREAM_FAILURES, now=NOW) is None
+    assert stream_retry_at(MAX_STREAM_FAILURES + 5, now=NOW) is None
+    with pytest.raises(ValueError, match="from 1"):
+        stream_retry_at(0, now=NOW)

@@ -75,15 +75,17 @@ def cli() -> None:
 
 # -- the daemon ----------------------------------------------------------------------------
 @cli.command()
-@click.option("--no-http", is_flag=True, help="no webhook/health server, no mirror worker")
+@click.option("--no-http", is_flag=True, help="no HTTP listener at all, no mirror worker")
 def run(no_http: bool) -> int:
     """The daemon: sync every G2S_SYNC_INTERVAL_SECONDS, serve the webhook, process events.
 
     Every G2S_SYNC_INTERVAL_SECONDS (default 60) each enabled account gets one sync
     cycle (never two at once; missed runs are coalesced). The webhook is served on
-    G2S_HTTP_HOST:G2S_HTTP_PORT, /healthz and /metrics on G2S_ADMIN_HOST:G2S_ADMIN_PORT
-    (SQLite store; DynamoDB runs the sync alone). SIGTERM or Ctrl-C finishes the
-    activity in hand and exits 0. Logs are JSON lines on stderr.
+    G2S_HTTP_HOST:G2S_HTTP_PORT, the status page, /healthz and /metrics on
+    G2S_ADMIN_HOST:G2S_ADMIN_PORT. On the DynamoDB store (G2S_STORE=dynamodb) only the
+    admin listener is served: no webhook listener and no mirror worker (on AWS those
+    are Lambda functions over SQS), and /healthz speaks of the sync alone. SIGTERM or
+    Ctrl-C finishes the activity in hand and exits 0. Logs are JSON lines on stderr.
 
     Costs: an idle cycle is 1 Garmin request and 0 Strava; a new run adds 1 Garmin
     download, 1 Strava upload and 1 status poll (at most one list query per group of
@@ -92,11 +94,22 @@ def run(no_http: bool) -> int:
     G2S_UPLOAD_POLL_DELAY_SECONDS, G2S_MIRROR_RECONCILE_HOURS, STRAVA_VERIFY_TOKEN.
     """
     from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
-    from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
+    from garmin2strava.entrypoints.server import AdminRuntime, MirrorRuntime  # noqa: PLC0415
 
     app = load_app(load())
-    if app.settings.store != "sqlite" or no_http:
+    if no_http:
         return run_daemon(app)
+    if app.settings.store != "sqlite":
+        admin = AdminRuntime(app)  # binds the port first: a taken one ends the command now
+        log.info(
+            "daemon.admin_only",
+            extra={
+                "store": app.settings.store,
+                "port": admin.listener.bound_port,
+                "reason": "the webhook and the mirror worker run elsewhere (Lambda over SQS)",
+            },
+        )
+        return run_daemon(app, extra_threads=[admin.serve_http], preload=AdminRuntime.MODULES)
     mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
     _link_settings_athlete(app)
     return run_daemon(

@@ -390,6 +390,7 @@ def workouts_show(activity_id: int, streams: bool, as_json: bool, user: str | No
         record: dict[str, Any] = workout_json(workout)
         if streams:
             record["streams"] = None if stored is None else stored.streams
+            record["streamsNote"] = None if stored is None else stored.note
         print(json.dumps(record, indent=2))
         return 0
     for name, value in workout_json(workout).items():
@@ -398,6 +399,9 @@ def workouts_show(activity_id: int, streams: bool, as_json: bool, user: str | No
         return 0
     if stored is None:
         print(f"{'streams':>20}  not read yet (G2S_MIRROR_STREAMS; mirror backfill --streams)")
+    elif stored.note is not None:
+        at = f"{stored.fetched_at:%Y-%m-%d %H:%M} UTC"
+        print(f"{'streams':>20}  none kept: {shown(stored.note)} ({at})")
     elif not stored.found:
         print(f"{'streams':>20}  none on Strava (read {stored.fetched_at:%Y-%m-%d %H:%M} UTC)")
     for kind, stream in sorted((stored.streams if stored else {}).items()):

@@ -1,8 +1,10 @@
 """The container's webhook server and mirror worker, built from the App.
 
 `garmin2strava run` starts both beside the scheduler; `garmin2strava serve` starts
-them alone. Two listeners: the public one (G2S_HTTP_HOST:G2S_HTTP_PORT) serves only
-the webhook and a bare /healthz; the admin one (G2S_ADMIN_HOST:G2S_ADMIN_PORT,
+them alone; `run` on the DynamoDB store starts the admin side alone (AdminRuntime:
+the webhook and the worker are Lambda functions over SQS there). Two listeners:
+the public one (G2S_HTTP_HOST:G2S_HTTP_PORT) serves only the webhook and a bare
+/healthz; the admin one (G2S_ADMIN_HOST:G2S_ADMIN_PORT,
 loopback by default) the detailed /healthz and /metrics. Both are bound when the
 runtime is built, before any thread starts (a port that is taken is a ConfigError
 then); uvicorn serves them on one event loop in the `serve_http` thread until the
@@ -32,12 +34,14 @@ from garmin2strava.services.observability import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.applications import Starlette
 
     from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
     from garmin2strava.entrypoints.listeners import Listener
 
-__all__ = ["ENQUEUE_TIMEOUT_MS", "MirrorRuntime"]
+__all__ = ["ENQUEUE_TIMEOUT_MS", "AdminRuntime", "MirrorRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -80,86 +84,58 @@ def build_receiver(app: App, queue: SqliteEventQueue, stats: MirrorStats) -> Web
 WORKER_FRESH_S = 60.0
 
 
-class MirrorRuntime:
-    """The queue, the counters, the listeners, the two ASGI apps and the two thread
-    bodies. Building it binds both listeners (ConfigError when one cannot be)."""
+class AdminRuntime:
+    """The admin listener and its app: the status page, the detailed /healthz and
+    /metrics. `serve` and `run` on SQLite build it inside MirrorRuntime (the queue and
+    the worker's counters attached); `run` on DynamoDB builds it alone: no webhook
+    queue or worker in the process, so /healthz speaks of the sync and the Strava
+    application only. Building it binds the listener (ConfigError when it cannot be,
+    or when it is not loopback and G2S_ADMIN_TOKEN is unset)."""
 
-    # What the two threads import on first use: preloaded before the heap is frozen.
+    # What the serving thread imports on first use: preloaded before the heap is frozen.
     MODULES = (
         "uvicorn",
         "garmin2strava.entrypoints.http_app",
         "garmin2strava.entrypoints.console",
-        "garmin2strava.adapters.strava",
     )
 
     def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
-        """`request_deadline_s`: both listeners' request deadline; None is
+        """`request_deadline_s`: the listener's request deadline; None is
         `listeners.REQUEST_DEADLINE_S` (what `serve` and `run` use)."""
-        from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
         from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
         from garmin2strava.entrypoints.console import check_admin_exposure  # noqa: PLC0415
 
         settings = app.settings
-        if settings.store != "sqlite":
-            # In AWS the webhook and the worker are Lambda functions over SQS.
-            raise ValueError("the container's webhook queue lives in the SQLite store")
         self.app = app
-        self.stats = MirrorStats()
-        deadline_s = (
-            listeners.REQUEST_DEADLINE_S if request_deadline_s is None else request_deadline_s
-        )
-        self.public: Listener = listeners.bind(
-            "public",
-            settings.http_host,
-            settings.http_port,
-            settings="G2S_HTTP_HOST/G2S_HTTP_PORT",
-            max_connections=listeners.connection_budget(reserve_for_others=_ADMIN_CONNECTIONS),
-            request_deadline_s=deadline_s,
+        self.listener: Listener = listeners.bind(
+            "admin",
+            settings.admin_host,
+            settings.admin_port,
+            settings="G2S_ADMIN_HOST/G2S_ADMIN_PORT",
+            max_connections=_ADMIN_CONNECTIONS,
+            request_deadline_s=(
+                listeners.REQUEST_DEADLINE_S if request_deadline_s is None else request_deadline_s
+            ),
         )
         try:
-            self.admin: Listener = listeners.bind(
-                "admin",
-                settings.admin_host,
-                settings.admin_port,
-                settings="G2S_ADMIN_HOST/G2S_ADMIN_PORT",
-                max_connections=_ADMIN_CONNECTIONS,
-                request_deadline_s=deadline_s,
-            )
             # The status page's actions: no admin listener beyond loopback without a token.
             token = settings.admin_token
             check_admin_exposure(settings.admin_host, token.get_secret_value() if token else None)
-            self.queue: SqliteEventQueue = SqliteEventQueue(
-                settings.db_path,
-                enqueue_timeout_ms=ENQUEUE_TIMEOUT_MS,
-                dead_retention=timedelta(days=settings.dead_letter_retention_days),
-            )
         except BaseException:
-            self.public.close()
-            if hasattr(self, "admin"):
-                self.admin.close()
+            self.listener.close()
             raise
-        self.receiver = build_receiver(app, self.queue, self.stats)
-        # From now on the worker's fetch of each `create` settles our uploads, as long
-        # as the webhook is live (see webhook_settles).
-        app.webhook_settles = self.webhook_settles
+        # The webhook side, when this process has one (MirrorRuntime attaches it).
+        self.queue: SqliteEventQueue | None = None
+        self.stats: MirrorStats | None = None
+        self.listeners: list[Listener] = [self.listener]
 
-    def webhook_settles(self) -> bool:
-        """The webhook is live and the mirror healthy: a subscription id is known, the
-        receiver has a path, and the worker ran without error within the last
-        WORKER_FRESH_S. Otherwise the uploader polls, as without a webhook."""
-        if not self.receiver.has_path:
-            return False
-        subscriptions = self.receiver.subscriptions
-        # The sync thread may read the store (once a cycle): a subscription made since
-        # the receiver last looked counts at once.
-        if subscriptions.current() is None and subscriptions.load() is None:
-            return False
-        last, error = self.stats.worker_last_run, self.stats.worker_last_error
-        if last is None or error is not None:
-            return False
-        return (self.app.clock() - last).total_seconds() <= WORKER_FRESH_S
+    def attach_mirror(self, queue: SqliteEventQueue, stats: MirrorStats, public: Listener) -> None:
+        """The webhook queue, the worker's counters and the public listener: /healthz
+        then checks the worker too, and /metrics adds the queue and both listeners."""
+        self.queue, self.stats = queue, stats
+        self.listeners = [public, self.listener]
 
-    def _health(self) -> HealthReport:
+    def health(self) -> HealthReport:
         interval = self.app.settings.sync_interval_seconds
         return check_health(
             self.app.store,
@@ -169,12 +145,6 @@ class MirrorRuntime:
         )
 
     def asgi_app(self) -> Starlette:
-        """The public app: the webhook and the bare /healthz."""
-        from garmin2strava.entrypoints.http_app import create_app  # noqa: PLC0415
-
-        return create_app(self.receiver, health=self._health)
-
-    def admin_app(self) -> Starlette:
         """The operators' app: the status page at `/` (entrypoints/console.py), the
         detailed /healthz and /metrics."""
         from garmin2strava.entrypoints.console import (  # noqa: PLC0415
@@ -189,10 +159,10 @@ class MirrorRuntime:
             self.app, self.queue, interval_s=settings.sync_interval_seconds, admin_token=token
         )
         return create_admin_app(
-            health=self._health, metrics=self._metrics, routes=console_routes(console)
+            health=self.health, metrics=self.metrics, routes=console_routes(console)
         )
 
-    def _metrics(self) -> list[Sample]:
+    def metrics(self) -> list[Sample]:
         samples = collect_metrics(
             self.queue,
             self.stats,
@@ -200,7 +170,7 @@ class MirrorRuntime:
             store=self.app.store,
             budget_used=self._budget_used,
         )
-        for listener in (self.public, self.admin):
+        for listener in self.listeners:
             guard = listener.guard
             labels = {"listener": listener.name}
             samples.append(
@@ -237,10 +207,17 @@ class MirrorRuntime:
         return {window: int(state.get(field) or 0) for window, field in _BUDGET_FIELDS.items()}
 
     def serve_http(self, stop: threading.Event) -> None:
-        """Serve both listeners until `stop`; raises when they end by themselves."""
+        """Serve the admin listener alone until `stop` (`run` on DynamoDB); raises
+        when it ends by itself."""
+        self.serve([(self.listener, self.asgi_app())], stop)
+
+    def serve(
+        self, served: list[tuple[Listener, Callable[..., object]]], stop: threading.Event
+    ) -> None:
+        """Serve `served` (the admin listener among them) until `stop`, then close."""
         from garmin2strava.entrypoints.listeners import serve_listeners  # noqa: PLC0415
 
-        for listener in (self.public, self.admin):
+        for listener, _ in served:
             log.info(
                 "http.start",
                 extra={
@@ -251,9 +228,91 @@ class MirrorRuntime:
                 },
             )
         try:
-            serve_listeners([(self.public, self.asgi_app()), (self.admin, self.admin_app())], stop)
+            serve_listeners(served, stop)
         finally:
+            for listener, _ in served:
+                listener.close()
+
+
+class MirrorRuntime:
+    """The queue, the counters, the listeners, the two ASGI apps and the two thread
+    bodies. Building it binds both listeners (ConfigError when one cannot be)."""
+
+    # What the two threads import on first use: preloaded before the heap is frozen.
+    MODULES = (*AdminRuntime.MODULES, "garmin2strava.adapters.strava")
+
+    def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
+        """`request_deadline_s`: both listeners' request deadline; None is
+        `listeners.REQUEST_DEADLINE_S` (what `serve` and `run` use)."""
+        from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
+        from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
+
+        settings = app.settings
+        if settings.store != "sqlite":
+            # In AWS the webhook and the worker are Lambda functions over SQS.
+            raise ValueError("the container's webhook queue lives in the SQLite store")
+        self.app = app
+        self.stats = MirrorStats()
+        self.public: Listener = listeners.bind(
+            "public",
+            settings.http_host,
+            settings.http_port,
+            settings="G2S_HTTP_HOST/G2S_HTTP_PORT",
+            max_connections=listeners.connection_budget(reserve_for_others=_ADMIN_CONNECTIONS),
+            request_deadline_s=(
+                listeners.REQUEST_DEADLINE_S if request_deadline_s is None else request_deadline_s
+            ),
+        )
+        try:
+            self.operators = AdminRuntime(app, request_deadline_s=request_deadline_s)
+        except BaseException:
+            self.public.close()
+            raise
+        self.admin: Listener = self.operators.listener
+        try:
+            self.queue: SqliteEventQueue = SqliteEventQueue(
+                settings.db_path,
+                enqueue_timeout_ms=ENQUEUE_TIMEOUT_MS,
+                dead_retention=timedelta(days=settings.dead_letter_retention_days),
+            )
+        except BaseException:
             self.close_listeners()
+            raise
+        self.operators.attach_mirror(self.queue, self.stats, self.public)
+        self.receiver = build_receiver(app, self.queue, self.stats)
+        # From now on the worker's fetch of each `create` settles our uploads, as long
+        # as the webhook is live (see webhook_settles).
+        app.webhook_settles = self.webhook_settles
+
+    def webhook_settles(self) -> bool:
+        """The webhook is live and the mirror healthy: a subscription id is known, the
+        receiver has a path, and the worker ran without error within the last
+        WORKER_FRESH_S. Otherwise the uploader polls, as without a webhook."""
+        if not self.receiver.has_path:
+            return False
+        subscriptions = self.receiver.subscriptions
+        # The sync thread may read the store (once a cycle): a subscription made since
+        # the receiver last looked counts at once.
+        if subscriptions.current() is None and subscriptions.load() is None:
+            return False
+        last, error = self.stats.worker_last_run, self.stats.worker_last_error
+        if last is None or error is not None:
+            return False
+        return (self.app.clock() - last).total_seconds() <= WORKER_FRESH_S
+
+    def asgi_app(self) -> Starlette:
+        """The public app: the webhook and the bare /healthz."""
+        from garmin2strava.entrypoints.http_app import create_app  # noqa: PLC0415
+
+        return create_app(self.receiver, health=self.operators.health)
+
+    def admin_app(self) -> Starlette:
+        """The operators' app (AdminRuntime's, with the queue and the worker)."""
+        return self.operators.asgi_app()
+
+    def serve_http(self, stop: threading.Event) -> None:
+        """Serve both listeners until `stop`; raises when they end by themselves."""
+        self.operators.serve([(self.public, self.asgi_app()), (self.admin, self.admin_app())], stop)
 
     def close_listeners(self) -> None:
         self.public.close()

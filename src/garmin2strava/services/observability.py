@@ -34,7 +34,7 @@ class Sample:
 
 def check_health(
     store: Store,
-    stats: MirrorStats,
+    stats: MirrorStats | None,
     *,
     now: datetime,
     max_cycle_age: timedelta,
@@ -42,15 +42,19 @@ def check_health(
 ) -> HealthReport:
     """Healthy when the worker ran lately without error, Strava serves the application,
     and every enabled account's last sync cycle succeeded and is recent. An account
-    that never ran is not a fault (the daemon just started)."""
+    that never ran is not a fault (the daemon just started). `stats` None: no mirror
+    worker in this process (`run` on DynamoDB), so none is asked for."""
     reasons: list[str] = []
     detail: dict[str, Any] = {}
-    last_run, last_error = stats.worker_last_run, stats.worker_last_error
-    detail["workerLastRun"] = last_run.isoformat() if last_run else None
-    if last_run is None or now - last_run > max_worker_silence:
-        reasons.append("mirror worker not running")
-    elif last_error:
-        reasons.append(f"mirror worker failing: {last_error}")
+    if stats is None:
+        detail["mirrorWorker"] = "not in this process"
+    else:
+        last_run, last_error = stats.worker_last_run, stats.worker_last_error
+        detail["workerLastRun"] = last_run.isoformat() if last_run else None
+        if last_run is None or now - last_run > max_worker_silence:
+            reasons.append("mirror worker not running")
+        elif last_error:
+            reasons.append(f"mirror worker failing: {last_error}")
     strava_app = strava_app_status(store, now=now)
     detail["stravaApp"] = strava_app
     if strava_app["state"] == "inactive":
@@ -71,15 +75,23 @@ def check_health(
 
 
 def collect_metrics(
-    queue: EventQueue,
-    stats: MirrorStats,
+    queue: EventQueue | None,
+    stats: MirrorStats | None,
     *,
     now: datetime,
     store: Store | None = None,
     budget_used: Callable[[], Mapping[str, int]] | None = None,
 ) -> list[Sample]:
     """The container's metrics. `budget_used` maps a window name ("15min", "daily",
-    "read_15min", ...) to requests spent; the ledger gives uploads by outcome."""
+    "read_15min", ...) to requests spent; the ledger gives uploads by outcome. No
+    `queue` and `stats` (`run` on DynamoDB: no webhook in the process): no webhook,
+    worker or queue samples rather than zeros that would look like a quiet webhook."""
+    samples = [] if queue is None or stats is None else _mirror_samples(queue, stats, now=now)
+    samples.extend(_store_samples(store, now=now, budget_used=budget_used))
+    return samples
+
+
+def _mirror_samples(queue: EventQueue, stats: MirrorStats, *, now: datetime) -> list[Sample]:
     counters = stats.snapshot()
     samples = [
         Sample(
@@ -169,6 +181,13 @@ def collect_metrics(
     samples.append(
         Sample("g2s_queue_oldest_age_seconds", oldest or 0.0, "Age of the oldest waiting event.")
     )
+    return samples
+
+
+def _store_samples(
+    store: Store | None, *, now: datetime, budget_used: Callable[[], Mapping[str, int]] | None
+) -> list[Sample]:
+    samples: list[Sample] = []
     if budget_used is not None:
         for window, used in sorted(budget_used().items()):
             samples.append(

@@ -8,6 +8,12 @@ then the activity is marked pending. `catch_up_streams` (through `catch_up_all_s
 the daemon every few minutes, the Lambda maintenance function each hour; and `mirror
 reconcile`) and `backfill_streams` (`mirror backfill --streams`) read the pending and
 the past ones later, so none is lost.
+
+A read that fails for another reason (Strava answering 500 for one activity, say)
+counts in the pending mark and is tried again later and later
+(domain/streams.py `stream_retry_at`); the MAX_STREAM_FAILURES-th failure gives the
+activity up: it is kept as read with no streams and a note saying why
+(`streams.gave_up`), so no pass spends a read on it again. The budget never counts.
 """
 
 from __future__ import annotations
@@ -21,7 +27,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from garmin2strava.domain.models import Workout
-from garmin2strava.domain.streams import ActivityStreams, has_recorded_file
+from garmin2strava.domain.streams import (
+    ActivityStreams,
+    gave_up_note,
+    has_recorded_file,
+    stream_retry_at,
+)
 from garmin2strava.errors import G2SError, RateLimited, StravaNotFound
 from garmin2strava.ports import Store, StreamStore, WorkoutMirror, WorkoutQueries
 
@@ -51,6 +62,7 @@ class StreamOutcome(enum.Enum):
     STORED = "stored"  # streams kept
     NONE = "none"  # Strava has none: recorded, never asked again
     PENDING = "pending"  # not read now (budget, an error): marked for later
+    GAVE_UP = "gave_up"  # failed MAX_STREAM_FAILURES times: kept as read, with a note
     SKIPPED = "skipped"  # nothing to read (no streams wanted, manual, already read)
 
 
@@ -91,9 +103,7 @@ def take_streams(
     except StravaNotFound:
         found = {}
     except G2SError as exc:  # transient, auth: the pending mark brings it back later
-        store.mark_streams_pending(user_id, activity_id)
-        log.warning("streams.fetch_failed", extra=fields | {"error": str(exc)[:200]})
-        return StreamRead(StreamOutcome.PENDING, reads=1)
+        return _failed(store, user_id, activity_id, str(exc)[:200], now=now)
     kept = {kind: stream for kind, stream in found.items() if kind in types}
     store.put_streams(
         ActivityStreams(user_id=user_id, activity_id=activity_id, fetched_at=now, streams=kept)
@@ -101,6 +111,29 @@ def take_streams(
     outcome = StreamOutcome.STORED if kept else StreamOutcome.NONE
     log.info("streams.stored", extra=fields | {"types": sorted(kept), "outcome": outcome.value})
     return StreamRead(outcome, reads=1)
+
+
+def _failed(
+    store: StreamStore, user_id: str, activity_id: int, error: str, *, now: datetime
+) -> StreamRead:
+    """A failed read counted in the pending mark: retried later, or given up."""
+    fields = {"userId": user_id, "activityId": activity_id, "error": error}
+    pending = store.get_pending_streams(user_id, activity_id)
+    failures = (pending.failures if pending else 0) + 1
+    retry_at = stream_retry_at(failures, now=now)
+    if retry_at is None:
+        note = gave_up_note(failures, error)
+        store.put_streams(
+            ActivityStreams(user_id=user_id, activity_id=activity_id, fetched_at=now, note=note)
+        )
+        log.warning("streams.gave_up", extra=fields | {"failures": failures})
+        return StreamRead(StreamOutcome.GAVE_UP, reads=1)
+    store.mark_streams_failed(user_id, activity_id, failures=failures, retry_at=retry_at)
+    log.warning(
+        "streams.fetch_failed",
+        extra=fields | {"failures": failures, "retryAt": retry_at.isoformat()},
+    )
+    return StreamRead(StreamOutcome.PENDING, reads=1)
 
 
 def take_after_fetch(
@@ -125,6 +158,7 @@ class CatchUpResult:
     stored: int = 0
     none: int = 0
     reads: int = 0
+    gave_up: int = 0  # failed too often: kept as read with no streams
     left: int = 0  # still pending when the pass stopped
     until: datetime | None = None  # the budget stopped the pass until then
     stopped: bool = False  # the stop event ended the pass
@@ -141,10 +175,11 @@ def catch_up_streams(
     limit: int = 100,
     stop: threading.Event | None = None,
 ) -> CatchUpResult:
-    """Read the pending streams of `user_id`, lowest id first, until none is left, the
-    budget says wait, `limit` reads were made, or `stop` is set."""
+    """Read the pending streams of `user_id` that are due (a failed one waits for its
+    retry time), lowest id first, until none is left, the budget says wait, `limit`
+    reads were made, or `stop` is set."""
     result = CatchUpResult()
-    pending = store.list_pending_streams(user_id, limit=limit)
+    pending = store.list_pending_streams(user_id, limit=limit, due_at=now)
     for n, activity_id in enumerate(pending):
         if stop is not None and stop.is_set():
             result.left = len(pending) - n
@@ -162,6 +197,8 @@ def catch_up_streams(
             result.stored += 1
         elif read.outcome is StreamOutcome.NONE:
             result.none += 1
+        elif read.outcome is StreamOutcome.GAVE_UP:
+            result.gave_up += 1
         result.done.append(activity_id)
     if result.done or result.until:
         log.info(
@@ -170,6 +207,7 @@ def catch_up_streams(
                 "userId": user_id,
                 "stored": result.stored,
                 "none": result.none,
+                "gaveUp": result.gave_up,
                 "left": result.left,
                 "until": result.until.isoformat() if result.until else None,
             },

@@ -8,15 +8,18 @@ parts and their digest, and is written last, so a reader never joins a half-writ
 set; an interrupted write leaves no head and the activity stays pending.
 
 Pending fetches are items `STREAMS_PENDING#{activityId}` (ids zero-padded, so a Query
-lists them in id order)."""
+lists them in id order), with `failures` (failed reads so far) and `retryAt` (not
+listed as due before it) once a read failed. The head keeps a `note` when the reads
+were given up."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from garmin2strava.adapters.store import blobs, codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
-from garmin2strava.domain.streams import ActivityStreams
+from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 
 __all__ = ["PART_BYTES", "STREAM_PREFIXES", "StreamItems", "streams_prefix"]
 
@@ -62,6 +65,8 @@ class StreamItems:
             "digest": blobs.digest(blob),
             "chunk": parts[0],
         }
+        if streams.note is not None:
+            head["note"] = streams.note
         self._table.put(head)  # last: from now on the parts are readable
         self._table.call(
             "delete_item",
@@ -91,25 +96,65 @@ class StreamItems:
             activity_id=activity_id,
             fetched_at=codec.parse_time(str(head["fetchedAt"])),
             streams=dict(blobs.unpack(blob)),
+            note=None if head.get("note") is None else str(head["note"]),
         )
 
     def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
         pk = codec.user_pk(user_id)
         if self._table.get(pk, _part_sk(activity_id, 0), ["parts"]) is not None:
             return  # fetched already: streams are read once
-        self._table.put({"PK": pk, "SK": _pending_sk(activity_id), "activityId": activity_id})
+        # A mark that exists keeps its failures and retry time (a budget deferral).
+        self._table.put_if(
+            {"PK": pk, "SK": _pending_sk(activity_id), "activityId": activity_id},
+            "attribute_not_exists(PK)",
+        )
 
-    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+    def mark_streams_failed(
+        self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
+    ) -> None:
+        pk = codec.user_pk(user_id)
+        if self._table.get(pk, _part_sk(activity_id, 0), ["parts"]) is not None:
+            return  # fetched already: streams are read once
+        self._table.put(
+            {
+                "PK": pk,
+                "SK": _pending_sk(activity_id),
+                "activityId": activity_id,
+                "failures": failures,
+                "retryAt": codec.format_time(retry_at),
+            }
+        )
+
+    def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
+        item = self._table.get(codec.user_pk(user_id), _pending_sk(activity_id))
+        if item is None:
+            return None
+        retry_at = item.get("retryAt")
+        return PendingStreams(
+            activity_id=activity_id,
+            failures=int(item.get("failures") or 0),
+            retry_at=None if retry_at is None else codec.parse_time(str(retry_at)),
+        )
+
+    def list_pending_streams(
+        self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
+    ) -> list[int]:
         if limit <= 0:
             return []
+        values: dict[str, Any] = {
+            ":pk": {"S": codec.user_pk(user_id)},
+            ":prefix": {"S": _PENDING_PREFIX},
+        }
+        due: dict[str, Any] = {}
+        if due_at is not None:  # fixed-width UTC text (codec.format_time): string order
+            values[":due"] = {"S": codec.format_time(due_at)}
+            due["FilterExpression"] = "attribute_not_exists(retryAt) OR retryAt <= :due"
         items = self._table.query(
             limit=limit,
             KeyConditionExpression="PK = :pk AND begins_with(SK, :prefix)",
-            ExpressionAttributeValues={
-                ":pk": {"S": codec.user_pk(user_id)},
-                ":prefix": {"S": _PENDING_PREFIX},
-            },
+            ExpressionAttributeValues=values,
             ConsistentRead=True,
+            **due,
         )
         return [int(item["activityId"]) for item in items]
 

@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from garmin2strava.adapters.store import codec
-from garmin2strava.adapters.store.sqlite_streams import STREAMS_SCHEMA, StreamTables
+from garmin2strava.adapters.store.sqlite_streams import StreamTables, upgrade_stream_tables
 from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import (
     Account,
@@ -52,13 +52,13 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
-from garmin2strava.domain.streams import ActivityStreams
+from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 from garmin2strava.errors import ConfigError, TransientError
 from garmin2strava.ports import TokenCipher
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 2  # 2: the streams tables
+SCHEMA_VERSION = 3  # 2: the streams tables; 3: their failed reads and notes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     pk TEXT NOT NULL,
@@ -174,8 +174,7 @@ class SqliteStore(TokenItems):
                 with self._write() as conn:
                     for statement in filter(str.strip, _SCHEMA.split(";")):
                         conn.execute(statement)
-                    for statement in STREAMS_SCHEMA:
-                        conn.execute(statement)
+                    upgrade_stream_tables(conn)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             self._conn.close()
@@ -555,8 +554,20 @@ class SqliteStore(TokenItems):
     def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
         self._streams.mark_streams_pending(user_id, activity_id)
 
-    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
-        return self._streams.list_pending_streams(user_id, limit=limit)
+    def mark_streams_failed(
+        self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
+    ) -> None:
+        self._streams.mark_streams_failed(
+            user_id, activity_id, failures=failures, retry_at=retry_at
+        )
+
+    def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
+        return self._streams.get_pending_streams(user_id, activity_id)
+
+    def list_pending_streams(
+        self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
+    ) -> list[int]:
+        return self._streams.list_pending_streams(user_id, limit=limit, due_at=due_at)
 
     def forget_strava_data(self, user_id: str) -> int:
         """The workouts, their streams and the audit items of the account, in one

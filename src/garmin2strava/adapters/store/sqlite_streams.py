@@ -2,8 +2,10 @@
 
 `streams` holds one row per fetched activity, the streams as compressed JSON (blobs.py)
 in one BLOB: SQLite has no item size limit, and the mirror reads an activity's streams
-whole. `streams_pending` holds the activities whose streams are still to be fetched.
-Both are written under the store's lock and transactions (SqliteStore passes them in).
+whole (`note`: why none were kept when the reads were given up). `streams_pending`
+holds the activities whose streams are still to be fetched, with their failed reads
+and the time before which they are not tried again. Both are written under the
+store's lock and transactions (SqliteStore passes them in).
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 
 from garmin2strava.adapters.store import blobs, codec
-from garmin2strava.domain.streams import ActivityStreams
+from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 
-__all__ = ["STREAMS_SCHEMA", "StreamTables"]
+__all__ = ["STREAMS_SCHEMA", "StreamTables", "upgrade_stream_tables"]
 
 STREAMS_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS streams (
@@ -25,14 +28,34 @@ STREAMS_SCHEMA = (
     fetched_at TEXT NOT NULL,
     types TEXT NOT NULL,
     body BLOB NOT NULL,
+    note TEXT,
     PRIMARY KEY (user_id, activity_id)
 ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS streams_pending (
     user_id TEXT NOT NULL,
     activity_id INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    retry_at TEXT,
     PRIMARY KEY (user_id, activity_id)
 ) WITHOUT ROWID""",
 )
+# Columns added since schema 2 (a store made then gets them on open).
+_ADDED_COLUMNS = (
+    ("streams", "note", "TEXT"),
+    ("streams_pending", "failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("streams_pending", "retry_at", "TEXT"),
+)
+
+
+def upgrade_stream_tables(conn: sqlite3.Connection) -> None:
+    """Create the two tables, or add to older ones the columns they lack (inside the
+    caller's transaction)."""
+    for statement in STREAMS_SCHEMA:
+        conn.execute(statement)
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class StreamTables:
@@ -49,14 +72,15 @@ class StreamTables:
     def put_streams(self, streams: ActivityStreams) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO streams (user_id, activity_id, fetched_at, types, body) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO streams "
+                "(user_id, activity_id, fetched_at, types, body, note) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     streams.user_id,
                     streams.activity_id,
                     codec.format_time(streams.fetched_at),
                     ",".join(streams.streams),
                     blobs.pack(streams.streams),
+                    streams.note,
                 ),
             )
             conn.execute(
@@ -66,17 +90,18 @@ class StreamTables:
 
     def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
         rows = self._query(
-            "SELECT fetched_at, body FROM streams WHERE user_id = ? AND activity_id = ?",
+            "SELECT fetched_at, body, note FROM streams WHERE user_id = ? AND activity_id = ?",
             (user_id, activity_id),
         )
         if not rows:
             return None
-        fetched_at, body = rows[0]
+        fetched_at, body, note = rows[0]
         return ActivityStreams(
             user_id=user_id,
             activity_id=activity_id,
             fetched_at=codec.parse_time(str(fetched_at)),
             streams=dict(blobs.unpack(bytes(body))),
+            note=None if note is None else str(note),
         )
 
     def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
@@ -89,12 +114,46 @@ class StreamTables:
                 (user_id, activity_id, user_id, activity_id),
             )
 
-    def list_pending_streams(self, user_id: str, *, limit: int = 100) -> list[int]:
+    def mark_streams_failed(
+        self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO streams_pending (user_id, activity_id, failures, retry_at) "
+                "SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM streams WHERE user_id = ? AND activity_id = ?)",
+                (user_id, activity_id, failures, codec.format_time(retry_at), user_id, activity_id),
+            )
+
+    def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
         rows = self._query(
-            "SELECT activity_id FROM streams_pending WHERE user_id = ? "
-            "ORDER BY activity_id LIMIT ?",
-            (user_id, limit),
+            "SELECT failures, retry_at FROM streams_pending WHERE user_id = ? AND activity_id = ?",
+            (user_id, activity_id),
         )
+        if not rows:
+            return None
+        failures, retry_at = rows[0]
+        return PendingStreams(
+            activity_id=activity_id,
+            failures=int(failures),
+            retry_at=None if retry_at is None else codec.parse_time(str(retry_at)),
+        )
+
+    def list_pending_streams(
+        self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
+    ) -> list[int]:
+        if due_at is None:
+            rows = self._query(
+                "SELECT activity_id FROM streams_pending WHERE user_id = ? "
+                "ORDER BY activity_id LIMIT ?",
+                (user_id, limit),
+            )
+        else:  # fixed-width UTC text (codec.format_time): compared as strings
+            rows = self._query(
+                "SELECT activity_id FROM streams_pending WHERE user_id = ? "
+                "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY activity_id LIMIT ?",
+                (user_id, codec.format_time(due_at), limit),
+            )
         return [int(row[0]) for row in rows]
 
     @staticmethod

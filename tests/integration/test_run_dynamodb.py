@@ -1,0 +1,248 @@
+"""The real `garmin2strava run` process on the DynamoDB store (a fresh table on the
+session's moto server) against the Garmin/Strava sandboxes: it serves the admin
+listener alone (status page, detailed /healthz on the sync, /metrics) so the image's
+HEALTHCHECK passes, binds no public webhook listener, runs no mirror worker, and
+still stops with exit 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+
+from g2s_harness.serving import free_port
+from garmin2strava.adapters.store.dynamodb import create_table
+from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+USER = "dyn-runner"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(slots=True)
+class Running:
+    proc: subprocess.Popen[bytes]
+    public_port: int
+    admin_port: int
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def table(aws_env: str) -> Iterator[str]:
+    """A fresh garmin2strava table on the local moto server."""
+    name = f"g2s-run-{uuid.uuid4().hex[:10]}"
+    client = boto3.client("dynamodb")
+    create_table(client, name)
+    yield name
+    client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def pair() -> Iterator[SandboxPair]:
+    with running_sandboxes() as sandboxes:
+        yield sandboxes
+
+
+@contextlib.contextmanager
+def running(pair: SandboxPair, table: str, tmp_path: Path) -> Iterator[Running]:
+    """`garmin2strava run` on DynamoDB with single-user settings (the moto endpoint
+    and dummy credentials from aws_env in its environment); yields once its admin
+    port accepts; SIGTERM at the end if still running."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("G2S_", "STRAVA_", "GARMIN_"))
+    }
+    public_port, admin_port = free_port(), free_port()
+    env |= pair.environment(
+        user_id=USER,
+        db_path=tmp_path / "unused.sqlite3",
+        G2S_STORE="dynamodb",
+        G2S_DYNAMODB_TABLE=table,
+        G2S_HTTP_HOST="127.0.0.1",
+        G2S_HTTP_PORT=str(public_port),
+        G2S_ADMIN_PORT=str(admin_port),
+        G2S_LOG_FORMAT="json",
+        G2S_LOG_LEVEL="INFO",
+        G2S_SYNC_INTERVAL_SECONDS="3600",
+        G2S_UPLOAD_POLL_DELAY_SECONDS="0",
+    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "garmin2strava.entrypoints.cli", "run"],
+            env=env,
+            stdout=sink,
+            stderr=sink,
+            cwd=tmp_path,
+        )
+    served = Running(proc, public_port, admin_port, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, served.log_text()
+            try:
+                socket.create_connection(("127.0.0.1", admin_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, served.log_text()
+                time.sleep(0.05)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for_a_cycle(served: Running) -> dict[str, object]:
+    """The admin /healthz body once it names the account's first cycle."""
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = get(served.admin_port, "/healthz")
+        report = json.loads(body)
+        if report.get(f"lastCycle.{USER}") is not None:
+            assert status == 200, report
+            return dict(report)
+        assert time.monotonic() < deadline, served.log_text()
+        time.sleep(0.2)
+
+
+def test_run_on_dynamodb_serves_the_admin_listener_alone(
+    pair: SandboxPair, table: str, tmp_path: Path
+) -> None:
+    """On DynamoDB `run` answers the admin /healthz (200 once a cycle ran, no worker
+    asked for), /metrics (the admin listener's, no queue or webhook samples) and the
+    status page; nothing listens on the public port; the start says so; SIGTERM exits 0."""
+    seed_run(pair, 5_000_001, start_utc=datetime.now(UTC) - timedelta(days=1), name="Easy")
+    with running(pair, table, tmp_path) as served:
+        report = wait_for_a_cycle(served)
+        assert report["ok"] is True
+        assert report["mirrorWorker"] == "not in this process"
+        assert "workerLastRun" not in report
+        assert pair.strava_counts()["uploads"] == 1  # the sync ran, on DynamoDB
+        status, metrics = get(served.admin_port, "/metrics")
+        assert status == 200
+        text = metrics.decode()
+        assert 'g2s_http_connections_open{listener="admin"}' in text
+        assert 'g2s_uploads{outcome="uploaded"} 1' in text
+        assert "g2s_queue_depth" not in text
+        assert "g2s_webhook_events_received_total" not in text
+        assert 'listener="public"' not in text
+        status, page = get(served.admin_port, "/")
+        assert status == 200
+        assert USER.encode() in page
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", served.public_port), timeout=2).close()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0, served.log_text()
+    events = [json.loads(line) for line in served.log_text().splitlines() if line.startswith("{")]
+    names = [e.get("event") for e in events]
+    assert "daemon.admin_only" in names, served.log_text()
+    assert "daemon.stopped" in names
+    started = [e for e in events if e.get("event") == "http.start"]
+    assert [e["listener"] for e in started] == ["admin"]
+
+
+def test_the_image_healthcheck_passes_on_dynamodb(
+    pair: SandboxPair, table: str, tmp_path: Path
+) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as Docker would against `run` on
+    DynamoDB once a cycle ran: exit 0 within its 5 s, the detailed report ok."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
+    argv = json.loads(healthcheck.split(" CMD ", 1)[1])
+    assert argv[0] == "python"
+    with running(pair, table, tmp_path) as served:
+        wait_for_a_cycle(served)
+        env = {**os.environ, "G2S_ADMIN_PORT": str(served.admin_port)}
+        started = time.monotonic()
+        done = subprocess.run(  # noqa: S603 (the Dockerfile's own command, our interpreter)
+            [sys.executable, *argv[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() - started < 5
+        assert json.loads(done.stdout)["ok"] is True
+
+
+def test_run_no_http_on_dynamodb_listens_nowhere(
+    pair: SandboxPair, table: str, tmp_path: Path
+) -> None:
+    """`run --no-http` on DynamoDB keeps meaning no listener: the admin port stays
+    closed while the sync runs, and SIGTERM exits 0."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("G2S_", "STRAVA_", "GARMIN_"))
+    }
+    admin_port = free_port()
+    env |= pair.environment(
+        user_id=USER,
+        db_path=tmp_path / "unused.sqlite3",
+        G2S_STORE="dynamodb",
+        G2S_DYNAMODB_TABLE=table,
+        G2S_ADMIN_PORT=str(admin_port),
+        G2S_LOG_FORMAT="json",
+        G2S_LOG_LEVEL="INFO",
+        G2S_SYNC_INTERVAL_SECONDS="3600",
+    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "garmin2strava.entrypoints.cli", "run", "--no-http"],
+            env=env,
+            stdout=sink,
+            stderr=sink,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "daemon.start" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.1)
+        time.sleep(0.5)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", admin_port), timeout=2).close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
