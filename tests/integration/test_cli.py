@@ -17,6 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from g2s_harness.cli import run_cli
 from g2s_harness.serving import free_port
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
@@ -91,16 +92,6 @@ def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPai
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """`garmin2strava argv...` in this process, through click's CliRunner: (exit code,
-    stdout, stderr)."""
-    capsys.readouterr()
-    result = CliRunner().invoke(cli, list(argv), prog_name="garmin2strava")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def uploads_json(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:

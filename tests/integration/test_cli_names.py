@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from g2s_harness.cli import run_cli
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import build_cipher
 from garmin2strava.domain.models import Workout
-from garmin2strava.entrypoints.cli import main
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.settings import load_settings
 
@@ -35,13 +35,6 @@ def pair(
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _raw_controls(text: str) -> list[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from g2s_harness.cli import run_cli
 from garmin2strava.adapters.store.dynamodb import create_table
 from garmin2strava.domain.activities import is_our_external_id
-from garmin2strava.entrypoints.cli import main
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 
 pytestmark = pytest.mark.integration
@@ -49,16 +49,6 @@ def pair(
         yield sandboxes
     if table is not None:
         boto3.client("dynamodb").delete_table(TableName=table)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _strava_id_of(pair: SandboxPair, garmin_id: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from garmin2strava.entrypoints.cli import main
+from g2s_harness.cli import run_cli
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 
 pytestmark = pytest.mark.integration
@@ -37,16 +37,6 @@ def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxPai
         for name, value in settings.items():
             monkeypatch.setenv(name, value)
         yield sandboxes
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_streams_backfill_show_and_export(
