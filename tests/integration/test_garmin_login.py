@@ -4,6 +4,7 @@ stores, and a `sync --once` that then uses them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -11,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 from garminconnect.client import sso
 
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.entrypoints.cli import cli
 from garmin2strava.ports import Store
+from garmin2strava.sandbox.garmin import GarminSandbox
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.settings import load_settings
 
@@ -216,3 +219,130 @@ def test_an_account_that_needs_a_garmin_login_is_active_after_it(
     assert pair.strava_counts()["uploads"] == 1
     assert f"garmin2strava_{garmin_id}" in {a.external_id for a in pair.strava.activities.values()}
     assert pair.garmin.requests["login"] == 0
+
+
+# -- the emulator's SSO, spoken to in raw HTTP -----------------------------------------
+TICKET_GRANT = "https://connectapi.garmin.com/di-oauth2-service/oauth/grant/service_ticket"
+DI_CLIENT = "GARMIN_CONNECT_MOBILE_ANDROID_DI_2025Q2"
+
+
+@pytest.fixture
+def garmin() -> Iterator[GarminSandbox]:
+    with GarminSandbox() as running:
+        running.set_account(EMAIL, PASSWORD)
+        yield running
+
+
+def _sign_in(
+    garmin: GarminSandbox, password: str = PASSWORD, *, page: bool = True
+) -> tuple[requests.Session, requests.Response]:
+    """The mobile flow's sign-in page (unless `page` is False), then its credential POST."""
+    session = requests.Session()
+    service = f"{garmin.base_url}/gcm/ios"
+    if page:
+        answer = session.get(f"{garmin.base_url}/sso/mobile/sso/en_US/sign-in", timeout=5)
+        assert answer.status_code == 200
+        assert "SESSION" in session.cookies
+    posted = session.post(
+        f"{garmin.base_url}/sso/mobile/api/login",
+        params={"clientId": "GCM_IOS_DARK", "locale": "en-US", "service": service},
+        json={"username": EMAIL, "password": password, "rememberMe": True, "captchaToken": ""},
+        timeout=5,
+    )
+    return session, posted
+
+
+def _exchange(
+    garmin: GarminSandbox, ticket: str, *, service: str | None = None, client: str = DI_CLIENT
+) -> requests.Response:
+    auth = "Basic " + base64.b64encode(f"{client}:".encode()).decode()
+    form = {
+        "client_id": client,
+        "service_ticket": ticket,
+        "grant_type": TICKET_GRANT,
+        "service_url": service or f"{garmin.base_url}/gcm/ios",
+    }
+    return requests.post(garmin.di_token_url, data=form, headers={"Authorization": auth}, timeout=5)
+
+
+def test_sandbox_login_answers_in_garmins_shapes(garmin: GarminSandbox) -> None:
+    """Wrong password, skipped sign-in page, success: Garmin's JSON types and statuses."""
+    _session, wrong = _sign_in(garmin, "nope")
+    assert (wrong.status_code, wrong.json()) == (
+        200,
+        {"responseStatus": {"type": "INVALID_USERNAME_PASSWORD"}},
+    )
+    _session, skipped = _sign_in(garmin, page=False)
+    assert skipped.status_code == 429
+    _session, ok = _sign_in(garmin)
+    assert ok.json()["responseStatus"] == {"type": "SUCCESSFUL"}
+    assert ok.json()["serviceTicketId"].startswith("ST-")
+    assert garmin.login_attempts == {"wrong_password": 1, "no_session": 1, "signed_in": 1}
+
+
+def test_sandbox_ticket_is_single_use_bound_to_its_service_and_its_clients(
+    garmin: GarminSandbox,
+) -> None:
+    """A service ticket buys DI tokens once, only for its service URL and a Garmin DI client;
+    the access token names that client and opens the API."""
+    tickets = [_sign_in(garmin)[1].json()["serviceTicketId"] for _ in range(3)]
+    assert _exchange(garmin, tickets[0], client="SOMEONE_ELSE").status_code == 401
+    assert (
+        _exchange(garmin, tickets[1], service=f"{garmin.base_url}/gcm/android").status_code == 400
+    )
+    first = _exchange(garmin, tickets[2])
+    assert first.status_code == 200
+    again = _exchange(garmin, tickets[2])
+    assert (again.status_code, again.json()) == (400, {"error": "invalid_grant"})
+    access = first.json()["access_token"]
+    claims = json.loads(base64.urlsafe_b64decode(access.split(".")[1] + "=="))
+    assert claims["client_id"] == DI_CLIENT
+    profile = requests.get(
+        f"{garmin.base_url}/userprofile-service/socialProfile",
+        headers={"Authorization": f"Bearer {access}"},
+        timeout=5,
+    )
+    assert (profile.status_code, profile.json()["userName"]) == (200, EMAIL)
+    assert garmin.requests["ticket_exchange"] == 4
+
+
+def test_sandbox_mfa_code_belongs_to_the_pending_login(garmin: GarminSandbox) -> None:
+    """MFA: a wrong code is refused and the login stays pending; the right one gives a
+    ticket; a code outside a pending login's session answers 409."""
+    garmin.set_account(EMAIL, PASSWORD, mfa_code=MFA_CODE, mfa_method="totp")
+    session, pending = _sign_in(garmin)
+    assert pending.json() == {
+        "responseStatus": {"type": "MFA_REQUIRED"},
+        "customerMfaInfo": {"mfaLastMethodUsed": "totp"},
+    }
+    verify = f"{garmin.base_url}/sso/mobile/api/mfa/verifyCode"
+    body = {"mfaMethod": "totp", "rememberMyBrowser": True, "reconsentList": [], "mfaSetup": False}
+    wrong = session.post(verify, json={**body, "mfaVerificationCode": "000000"}, timeout=5)
+    assert wrong.json() == {"responseStatus": {"type": "INVALID_MFA_CODE"}}
+    assert (
+        requests.post(verify, json={**body, "mfaVerificationCode": MFA_CODE}, timeout=5).status_code
+        == 409
+    )
+    right = session.post(verify, json={**body, "mfaVerificationCode": MFA_CODE}, timeout=5)
+    assert right.json()["responseStatus"] == {"type": "SUCCESSFUL"}
+    assert _exchange(garmin, right.json()["serviceTicketId"]).status_code == 200
+    assert (
+        session.post(verify, json={**body, "mfaVerificationCode": MFA_CODE}, timeout=5).status_code
+        == 409
+    )
+
+
+def test_sandbox_blocked_logins_answer_429_but_tokens_still_refresh(garmin: GarminSandbox) -> None:
+    """block_logins: every SSO request answers 429, while a token refresh still works."""
+    garmin.block_logins()
+    session, posted = _sign_in(garmin, page=False)
+    assert posted.status_code == 429
+    assert (
+        session.get(f"{garmin.base_url}/sso/mobile/sso/en_US/sign-in", timeout=5).status_code == 429
+    )
+    refresh = json.loads(garmin.issue_tokens())["di_refresh_token"]
+    form = {"grant_type": "refresh_token", "client_id": DI_CLIENT, "refresh_token": refresh}
+    assert requests.post(garmin.di_token_url, data=form, timeout=5).status_code == 200
+    garmin.block_logins(blocked=False)
+    assert _sign_in(garmin)[1].json()["responseStatus"] == {"type": "SUCCESSFUL"}
+    assert garmin.login_attempts == {"rate_limited": 2, "signed_in": 1}
