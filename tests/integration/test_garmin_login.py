@@ -162,6 +162,18 @@ def test_a_wrong_mfa_code_fails_in_one_line_and_stores_nothing(pair: SandboxPair
     assert store().get_account(USER) is None
 
 
+def test_no_mfa_code_on_a_closed_stdin_fails_in_one_line(pair: SandboxPair) -> None:
+    """MFA asked with nothing to read on stdin: exit 1 with one line, nothing stored."""
+    pair.garmin.set_account(EMAIL, PASSWORD, mfa_code=MFA_CODE)
+    code, out, err = run_cli("garmin", "login", stdin="")
+    assert (code, out) == (1, "Garmin MFA code: ")
+    assert err == (
+        "garmin2strava: Garmin login failed: Garmin asks for an MFA code and none was typed\n"
+    )
+    assert pair.garmin.login_attempts == {"mfa_required": 1}
+    assert stored_blob() is None
+
+
 def test_a_wrong_password_fails_in_one_line_and_never_shows_the_password(
     pair: SandboxPair, monkeypatch: pytest.MonkeyPatch, records: list[logging.LogRecord]
 ) -> None:

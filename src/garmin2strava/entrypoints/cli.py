@@ -22,7 +22,7 @@ import click
 
 from garmin2strava.entrypoints import console_commands, mirror_commands
 from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
-from garmin2strava.errors import ConfigError, G2SError
+from garmin2strava.errors import ConfigError, G2SError, GarminAuthError
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -449,7 +449,7 @@ def garmin_login(email: str | None, user: str | None) -> int:
     blob = interactive_login(
         email,
         password,
-        lambda: input("Garmin MFA code: ").strip(),
+        _ask_mfa_code,
         # Where the sync goes (G2S_GARMIN_BASE_URL), so the tokens suit that Garmin.
         base_url=settings.garmin_base_url,
         di_token_url=settings.garmin_di_token_url,
@@ -464,6 +464,15 @@ def garmin_login(email: str | None, user: str | None) -> int:
     app.store.put_account(account)
     print(f"Garmin tokens stored for account {user_id}; the daemon will use them from now on.")
     return 0
+
+
+def _ask_mfa_code() -> str:
+    """The code typed at the prompt; a closed stdin ends the login in one line."""
+    try:
+        return input("Garmin MFA code: ").strip()
+    except EOFError:
+        msg = "Garmin login failed: Garmin asks for an MFA code and none was typed"
+        raise GarminAuthError(msg) from None
 
 
 # -- the store and the demo ----------------------------------------------------------------
