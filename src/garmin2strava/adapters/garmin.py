@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -319,6 +319,18 @@ def _translate_status(status: int | None) -> Exception:
     return TransientError(f"Garmin answered {status}")
 
 
+@contextlib.contextmanager
+def _library_quiet() -> Iterator[None]:
+    """garminconnect's own log records below ERROR are dropped while this holds."""
+    library = logging.getLogger("garminconnect")
+    level = library.level
+    library.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        library.setLevel(level)
+
+
 def interactive_login(
     email: str,
     password: str,
@@ -330,14 +342,17 @@ def interactive_login(
     """Log in once with a password (and MFA); return the token blob to store.
 
     Uses the client's credential login directly, not `Garmin.login()`, which would
-    prefer a `GARMINTOKENS` variable over the password and load the profile.
+    prefer a `GARMINTOKENS` variable over the password and load the profile. The
+    library's warnings about each strategy it tries (five of them on a 429) are held
+    back: the error raised here is the one line the user reads.
     """
     garmin = Garmin(retry_attempts=0)
     if base_url is not None:
         token_url = di_token_url or f"{base_url.rstrip('/')}/di-oauth2-service/oauth/token"
         point_client_at(garmin, base_url=base_url, di_token_url=token_url)
     try:
-        garmin.client.login(email, password, prompt_mfa=prompt_mfa)
+        with _library_quiet():
+            garmin.client.login(email, password, prompt_mfa=prompt_mfa)
     except GarminConnectTooManyRequestsError:
         msg = "Garmin is rate-limiting logins for this account; wait hours before retrying"
         raise GarminRateLimited(msg) from None

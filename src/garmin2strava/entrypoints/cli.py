@@ -22,7 +22,7 @@ import click
 
 from garmin2strava.entrypoints import console_commands, mirror_commands
 from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
-from garmin2strava.errors import ConfigError, G2SError
+from garmin2strava.errors import ConfigError, G2SError, GarminAuthError
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -427,7 +427,8 @@ def garmin_login(email: str | None, user: str | None) -> int:
     Logs in to Garmin Connect once, interactively (asks for an MFA code if your account
     has one), and stores the tokens for G2S_USER_ID. This is the only place a password
     is used; the daemon never logs in by itself. Costs: Garmin's login requests (a
-    handful, once). Reads GARMIN_EMAIL and GARMIN_PASSWORD (else asks).
+    handful, once). Reads GARMIN_EMAIL and GARMIN_PASSWORD (else asks), and logs in
+    where the sync goes: G2S_GARMIN_BASE_URL.
     """
     import getpass  # noqa: PLC0415 (light top level)
     from dataclasses import replace  # noqa: PLC0415 (light top level)
@@ -445,7 +446,14 @@ def garmin_login(email: str | None, user: str | None) -> int:
         if settings.garmin_password
         else getpass.getpass("Garmin password: ")
     )
-    blob = interactive_login(email, password, lambda: input("Garmin MFA code: ").strip())
+    blob = interactive_login(
+        email,
+        password,
+        _ask_mfa_code,
+        # Where the sync goes (G2S_GARMIN_BASE_URL), so the tokens suit that Garmin.
+        base_url=settings.garmin_base_url,
+        di_token_url=settings.garmin_di_token_url,
+    )
     current = app.store.get_garmin_tokens(user_id)
     app.store.replace_garmin_tokens(
         user_id, blob, expected_version=current.version if current else None
@@ -456,6 +464,15 @@ def garmin_login(email: str | None, user: str | None) -> int:
     app.store.put_account(account)
     print(f"Garmin tokens stored for account {user_id}; the daemon will use them from now on.")
     return 0
+
+
+def _ask_mfa_code() -> str:
+    """The code typed at the prompt; a closed stdin ends the login in one line."""
+    try:
+        return input("Garmin MFA code: ").strip()
+    except EOFError:
+        msg = "Garmin login failed: Garmin asks for an MFA code and none was typed"
+        raise GarminAuthError(msg) from None
 
 
 # -- the store and the demo ----------------------------------------------------------------

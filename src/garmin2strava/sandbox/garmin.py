@@ -8,8 +8,42 @@ activity's own time zone, type ids and parent type ids from Garmin's type list,
 `elapsedDuration` in milliseconds in the older shapes, no `manualActivity` in 2018,
 null fields left out in 2026, a multisport parent without `beginTimestamp`. Tokens are JWT-shaped so
 garminconnect's expiry logic works; refresh tokens rotate and die once used.
-Anything that looks like a login (SSO paths) is counted and refused, so a test
-can prove that nothing ever logs in.
+
+It also serves the credential login of the mobile app (and the web portal's, which
+answers the same JSON), under `/sso`, for one account set with `set_account`. Every
+request under an SSO path is counted as `login` in `requests`, so a test can prove
+that nothing else ever logs in; `login_attempts` counts the credential and MFA-code
+submissions by outcome. The answers are shaped after what the public clients of
+Garmin's SSO (garminconnect 0.3, and independent clients in Go, TypeScript, Kotlin and
+Swift that document the same exchanges) record of the real service:
+
+- `GET /sso/mobile/sso/en_US/sign-in` (and `/sso/portal/sso/en-US/sign-in`): an HTML
+  page that sets the `SESSION` cookie. A credential POST without that cookie is
+  answered 429, as Garmin answers a POST that skipped the page.
+- `POST /sso/mobile/api/login` (and `/sso/portal/api/login`), JSON
+  `{username, password, rememberMe, captchaToken}`: HTTP 200 with
+  `{"responseStatus": {"type": T}}`, T being `SUCCESSFUL` (with a CAS
+  `serviceTicketId` "ST-...-cas" bound to the `service` query parameter),
+  `MFA_REQUIRED` (with `customerMfaInfo.mfaLastMethodUsed`) or
+  `INVALID_USERNAME_PASSWORD`.
+- `POST /sso/{mobile,portal}/api/mfa/verifyCode`, JSON `{mfaMethod,
+  mfaVerificationCode, ...}` in the same SSO session: `SUCCESSFUL` with the ticket,
+  or a 200 whose type is `INVALID_MFA_CODE` for a wrong code (the name a public client
+  reports; any non-success type reads as a refusal). Without a pending MFA login in
+  that session: 409, as a verifyCode without the login's cookies gets.
+- `POST /di-oauth2-service/oauth/token` with `grant_type` = the service-ticket grant
+  (`.../oauth/grant/service_ticket`), Basic `client_id:`, `service_ticket` and
+  `service_url`: the DI tokens (the same JSON as a refresh), the access token's
+  `client_id` claim naming the client that asked. A ticket is single-use, short-lived
+  and valid only with the service URL it was issued for (400 `invalid_grant`
+  otherwise); a client id that is not a Garmin mobile DI client gets 401.
+- `GET /userprofile-service/socialProfile`: the profile the client reads to check that
+  a fresh token works (401 without a live bearer token).
+- `block_logins()`: every SSO request answers 429, as Garmin (its Cloudflare front)
+  does for hours once it rate-limits an account or an address.
+
+Anything else under an SSO path (the embed widget, the CAS web login) is refused with
+401; no account set means every password is wrong.
 """
 
 from __future__ import annotations
@@ -18,28 +52,61 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["ENDPOINTS", "GarminSandbox", "make_record"]
+__all__ = ["ENDPOINTS", "GarminSandbox", "SandboxAccount", "make_record"]
 
-ENDPOINTS = ("list", "download", "activity", "token_refresh", "login", "other")
+ENDPOINTS = (
+    "list",
+    "download",
+    "activity",
+    "token_refresh",
+    "ticket_exchange",
+    "profile",
+    "login",
+    "other",
+)
 SANDBOX_CLIENT_ID = "GARMIN_CONNECT_MOBILE_ANDROID_DI_SANDBOX"
 _LIST_PATH = "/activitylist-service/activities/search/activities"
 _DOWNLOAD_PREFIX = "/download-service/files/activity/"
 _ACTIVITY_PREFIX = "/activity-service/activity/"
 _TOKEN_PATH = "/di-oauth2-service/oauth/token"
+_PROFILE_PATH = "/userprofile-service/socialProfile"
+_TICKET_GRANT = "https://connectapi.garmin.com/di-oauth2-service/oauth/grant/service_ticket"
+# The DI clients Garmin's mobile apps use (their names carry a quarter: ..._DI_2025Q2).
+_DI_CLIENT_RE = re.compile(r"GARMIN_CONNECT_MOBILE_(ANDROID|IOS)_DI(_\d{4}Q[1-4])?")
+# The SSO flows served, by path below /sso: (sign-in page, login, MFA verification).
+_SSO_FLOWS = {
+    "mobile": ("/sso/mobile/sso/en_US/sign-in", "/sso/mobile/api/login"),
+    "portal": ("/sso/portal/sso/en-US/sign-in", "/sso/portal/api/login"),
+}
+_SIGNIN_PAGES = frozenset(page for page, _login in _SSO_FLOWS.values())
+_LOGIN_POSTS = frozenset(login for _page, login in _SSO_FLOWS.values())
+_MFA_POSTS = frozenset({"/sso/mobile/api/mfa/verifyCode", "/sso/portal/api/mfa/verifyCode"})
+_TICKET_LIFETIME_S = 120.0
+_PROFILE_ID = 90_210_001
+_PROFILE_GUID = "5b3a7c1e-9d2f-4e8a-b6c0-1f2e3d4c5b6a"
+_SIGNIN_HTML = (
+    b"<!DOCTYPE html><html><head><title>GARMIN Authentication Application</title>"
+    b"</head><body></body></html>"
+)
 # First path segments of the SSO / CAS / web-login flows (the adapter points the
 # library's _sso, _connect and service URLs at this server under these names).
 _LOGIN_SEGMENTS = frozenset({"sso", "connect", "gcm", "mobile", "portal", "signin", "services"})
 _MAX_LIMIT = 1000
+_EXACT_ENDPOINTS = {("GET", _LIST_PATH): "list", ("GET", _PROFILE_PATH): "profile"}
+_PREFIX_ENDPOINTS = (("GET", _DOWNLOAD_PREFIX, "download"), ("GET", _ACTIVITY_PREFIX, "activity"))
 
 # typeKey -> (typeId, parentTypeId) as Garmin's activity type list gives them (17 is
 # the root of the tree; 1 running, 2 cycling, 26 swimming, 29 fitness equipment).
@@ -175,6 +242,23 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+@dataclass(frozen=True, slots=True)
+class SandboxAccount:
+    """The one Garmin account the emulator's SSO knows (`mfa_code` None: no MFA)."""
+
+    email: str
+    password: str = field(repr=False)
+    mfa_code: str | None = field(default=None, repr=False)
+    mfa_method: str = "email"
+
+
+@dataclass(slots=True)
+class _SsoSession:
+    """One browser session of the SSO (the `SESSION` cookie), and its pending MFA login."""
+
+    mfa_service: str | None = None  # the service the pending login asked a ticket for
+
+
 class _State:
     """Everything the handler threads share, behind one lock."""
 
@@ -184,7 +268,7 @@ class _State:
         self.access_lifetime_s = access_lifetime_s
         self.secret = secrets.token_bytes(32)
         self.access: dict[str, float] = {}  # token -> exp (epoch seconds)
-        self.refresh: set[str] = set()
+        self.refresh: dict[str, str] = {}  # refresh token -> the DI client it belongs to
         self.records: dict[int, dict[str, Any]] = {}
         self.originals: dict[int, tuple[bytes, str] | None] = {}
         # Huge ORIGINALs made up while they are sent: id -> (size, send Content-Length),
@@ -193,15 +277,20 @@ class _State:
         self.huge_sent: Counter[int] = Counter()
         self.requests: Counter[str] = Counter()
         self.failures: dict[str, deque[int]] = {}
+        self.account: SandboxAccount | None = None
+        self.sessions: dict[str, _SsoSession] = {}
+        self.tickets: dict[str, tuple[str, float]] = {}  # ticket -> (service URL, expiry)
+        self.logins_blocked = False
+        self.login_attempts: Counter[str] = Counter()
 
-    def mint_access(self, lifetime_s: float) -> str:
+    def mint_access(self, lifetime_s: float, client_id: str | None = None) -> str:
         now = time.time()
         exp = now + lifetime_s
         header = {"alg": "HS256", "typ": "JWT"}
         payload = {
             "iat": int(now),
             "exp": int(exp),
-            "client_id": self.client_id,
+            "client_id": client_id or self.client_id,
             "jti": secrets.token_hex(8),
             "iss": "sandbox-diauth",
         }
@@ -213,10 +302,26 @@ class _State:
         self.access[token] = exp
         return token
 
-    def mint_refresh(self) -> str:
+    def mint_refresh(self, client_id: str | None = None) -> str:
         token = "sbx-refresh-" + secrets.token_urlsafe(24)
-        self.refresh.add(token)
+        self.refresh[token] = client_id or self.client_id
         return token
+
+    def mint_ticket(self, service: str) -> str:
+        ticket = f"ST-{secrets.randbelow(10**7):07d}-{secrets.token_urlsafe(15)}-cas"
+        self.tickets[ticket] = (service, time.time() + _TICKET_LIFETIME_S)
+        return ticket
+
+    def token_answer(self, client_id: str) -> dict[str, Any]:
+        """The DI token endpoint's JSON for a new pair of tokens of `client_id`."""
+        return {
+            "access_token": self.mint_access(self.access_lifetime_s, client_id),
+            "refresh_token": self.mint_refresh(client_id),
+            "token_type": "Bearer",
+            "expires_in": self.access_lifetime_s,
+            "refresh_token_expires_in": 7_776_000,
+            "scope": "CONNECT_READ CONNECT_WRITE",
+        }
 
     def take_failure(self, endpoint: str) -> int | None:
         queue = self.failures.get(endpoint)
@@ -269,49 +374,68 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def _session_id(self) -> str | None:
+        """The SSO session this request carries (its `SESSION` cookie), if any."""
+        try:
+            jar = SimpleCookie(self.headers.get("Cookie") or "")
+        except CookieError:
+            return None
+        morsel = jar.get("SESSION")
+        return morsel.value if morsel is not None else None
+
     @staticmethod
-    def _classify(method: str, path: str) -> str:
-        first = path.lstrip("/").split("/", 1)[0]
-        if method == "GET" and path == _LIST_PATH:
-            return "list"
-        if method == "GET" and path.startswith(_DOWNLOAD_PREFIX):
-            return "download"
-        if method == "GET" and path.startswith(_ACTIVITY_PREFIX):
-            return "activity"
+    def _classify(method: str, path: str, body: bytes) -> str:
+        exact = _EXACT_ENDPOINTS.get((method, path))
+        if exact is not None:
+            return exact
+        for prefix_method, prefix, name in _PREFIX_ENDPOINTS:
+            if method == prefix_method and path.startswith(prefix):
+                return name
         if method == "POST" and path == _TOKEN_PATH:
-            return "token_refresh"
-        if first in _LOGIN_SEGMENTS:
-            return "login"
-        return "other"
+            grant = parse_qs(body.decode("utf-8", "replace")).get("grant_type", [""])[0]
+            return "ticket_exchange" if grant == _TICKET_GRANT else "token_refresh"
+        return "login" if path.lstrip("/").split("/", 1)[0] in _LOGIN_SEGMENTS else "other"
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
-        endpoint = self._classify(method, parts.path)
         body = self._read_body()
+        endpoint = self._classify(method, parts.path, body)
         state = self.server.state
         with state.lock:
             state.requests[endpoint] += 1
             injected = state.take_failure(endpoint)
+            if injected is None and endpoint == "login" and state.logins_blocked:
+                injected = HTTPStatus.TOO_MANY_REQUESTS
+                state.login_attempts["rate_limited"] += 1
         if injected is not None:
             self._error(injected)
             return
         if endpoint == "login":
-            self._error(401)
+            self._sso(method, parts.path, parse_qs(parts.query), body)
         elif endpoint == "other":
             self._error(404)
         elif endpoint == "token_refresh":
             self._token_refresh(body)
+        elif endpoint == "ticket_exchange":
+            self._ticket_exchange(body)
         else:
-            with state.lock:
-                authorized = state.bearer_ok(self.headers.get("Authorization"))
-            if not authorized:
-                self._error(401)
-            elif endpoint == "list":
-                self._list(parse_qs(parts.query))
-            elif endpoint == "download":
-                self._download(parts.path.removeprefix(_DOWNLOAD_PREFIX))
-            else:
-                self._activity(parts.path.removeprefix(_ACTIVITY_PREFIX))
+            self._api(endpoint, parts.path, parts.query)
+
+    def _api(self, endpoint: str, path: str, query: str) -> None:
+        """An endpoint of the API tier: a live bearer token, else 401."""
+        state = self.server.state
+        with state.lock:
+            authorized = state.bearer_ok(self.headers.get("Authorization"))
+        if not authorized:
+            self._error(401)
+        elif endpoint == "list":
+            self._list(parse_qs(query))
+        elif endpoint == "download":
+            self._download(path.removeprefix(_DOWNLOAD_PREFIX))
+        elif endpoint == "profile":
+            self._profile()
+        else:
+            self._activity(path.removeprefix(_ACTIVITY_PREFIX))
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -444,17 +568,152 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = 401, {"error": "invalid_grant"}
             else:
                 # Rotation: the presented refresh token dies at once.
-                state.refresh.discard(old)
-                payload = {
-                    "access_token": state.mint_access(state.access_lifetime_s),
-                    "refresh_token": state.mint_refresh(),
-                    "token_type": "Bearer",
-                    "expires_in": state.access_lifetime_s,
-                    "refresh_token_expires_in": 7_776_000,
-                    "scope": "CONNECT_READ CONNECT_WRITE",
-                }
+                payload = state.token_answer(state.refresh.pop(old))
                 status = 200
         self._json(status, payload)
+
+    # -- the login (SSO) ------------------------------------------------------------
+    def _sso(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> None:
+        if method == "GET" and path in _SIGNIN_PAGES:
+            self._signin_page()
+        elif method == "POST" and path in _LOGIN_POSTS:
+            self._credentials(query.get("service", [""])[0], body)
+        elif method == "POST" and path in _MFA_POSTS:
+            self._verify_mfa(body)
+        else:  # the embed widget, the CAS web login, ...: not served
+            self._error(401)
+
+    def _signin_page(self) -> None:
+        state = self.server.state
+        session_id = self._session_id()
+        with state.lock:
+            if session_id is None or session_id not in state.sessions:
+                session_id = secrets.token_urlsafe(24)
+                state.sessions[session_id] = _SsoSession()
+        cookie = f"SESSION={session_id}; Path=/; HttpOnly"
+        self._send(200, _SIGNIN_HTML, content_type="text/html", extra={"Set-Cookie": cookie})
+
+    def _credentials(self, service: str, body: bytes) -> None:
+        """The JSON credential POST of the mobile and portal flows."""
+        fields = _json_object(body)
+        if fields is None or not service:
+            self._error(400)
+            return
+        state = self.server.state
+        session_id = self._session_id()
+        payload: dict[str, Any]
+        with state.lock:
+            session = state.sessions.get(session_id or "")
+            if session is None:  # the sign-in page was skipped
+                state.login_attempts["no_session"] += 1
+                blocked = True
+            else:
+                blocked = False
+                account = state.account
+                session.mfa_service = None
+                if account is None or not _same_credentials(account, fields):
+                    outcome = "wrong_password"
+                    payload = {"responseStatus": {"type": "INVALID_USERNAME_PASSWORD"}}
+                elif account.mfa_code is not None:
+                    outcome = "mfa_required"
+                    session.mfa_service = service
+                    payload = {
+                        "responseStatus": {"type": "MFA_REQUIRED"},
+                        "customerMfaInfo": {"mfaLastMethodUsed": account.mfa_method},
+                    }
+                else:
+                    outcome = "signed_in"
+                    payload = {
+                        "responseStatus": {"type": "SUCCESSFUL"},
+                        "serviceTicketId": state.mint_ticket(service),
+                    }
+                state.login_attempts[outcome] += 1
+        if blocked:
+            self._error(HTTPStatus.TOO_MANY_REQUESTS)
+            return
+        self._json(200, payload)
+
+    def _verify_mfa(self, body: bytes) -> None:
+        fields = _json_object(body)
+        if fields is None:
+            self._error(400)
+            return
+        state = self.server.state
+        session_id = self._session_id()
+        payload: dict[str, Any] | None = None
+        with state.lock:
+            session = state.sessions.get(session_id or "")
+            account = state.account
+            if session is not None and session.mfa_service is not None and account is not None:
+                code = str(fields.get("mfaVerificationCode", ""))
+                if account.mfa_code is not None and hmac.compare_digest(
+                    code.encode(), account.mfa_code.encode()
+                ):
+                    state.login_attempts["mfa_signed_in"] += 1
+                    payload = {
+                        "responseStatus": {"type": "SUCCESSFUL"},
+                        "serviceTicketId": state.mint_ticket(session.mfa_service),
+                    }
+                    session.mfa_service = None
+                else:  # the login stays pending: the user may type the code again
+                    state.login_attempts["wrong_mfa_code"] += 1
+                    payload = {"responseStatus": {"type": "INVALID_MFA_CODE"}}
+        if payload is None:  # no login of this session waits for a code
+            self._error(409)
+            return
+        self._json(200, payload)
+
+    def _ticket_exchange(self, body: bytes) -> None:
+        """Service ticket -> DI tokens, for a Garmin mobile DI client."""
+        form = parse_qs(body.decode("utf-8", "replace"))
+        client_id = form.get("client_id", [""])[0]
+        ticket = form.get("service_ticket", [""])[0]
+        service = form.get("service_url", [""])[0]
+        basic = "Basic " + base64.b64encode(f"{client_id}:".encode()).decode("ascii")
+        state = self.server.state
+        payload: dict[str, Any]
+        with state.lock:
+            if not _DI_CLIENT_RE.fullmatch(client_id) or self.headers.get("Authorization") != basic:
+                status, payload = 401, {"error": "invalid_client"}
+            else:
+                issued = state.tickets.pop(ticket, None)  # single-use, even when refused
+                if issued is None or issued[0] != service or issued[1] < time.time():
+                    status, payload = 400, {"error": "invalid_grant"}
+                else:
+                    status, payload = 200, state.token_answer(client_id)
+        self._json(status, payload)
+
+    def _profile(self) -> None:
+        account = self.server.state.account
+        self._json(
+            200,
+            {
+                "id": _PROFILE_ID,
+                "profileId": _PROFILE_ID,
+                "garminGUID": _PROFILE_GUID,
+                "displayName": "sandbox-runner",
+                "fullName": "Sandbox Runner",
+                "userName": account.email if account is not None else "runner@example.com",
+                "location": "Mexico City",
+            },
+        )
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body or b"null")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _same_credentials(account: SandboxAccount, fields: dict[str, Any]) -> bool:
+    """Garmin's sign-in names are e-mail addresses: their case does not matter."""
+    email = str(fields.get("username", ""))
+    password = str(fields.get("password", ""))
+    return email.casefold() == account.email.casefold() and hmac.compare_digest(
+        password.encode(), account.password.encode()
+    )
 
 
 def _format_key(filename: str) -> str:
@@ -526,6 +785,31 @@ class GarminSandbox:
     @property
     def requests(self) -> Counter[str]:
         return self._state.requests
+
+    @property
+    def login_attempts(self) -> Counter[str]:
+        """Credential and MFA-code submissions by outcome: signed_in, mfa_required,
+        mfa_signed_in, wrong_password, wrong_mfa_code, no_session, rate_limited (the
+        last counts every SSO request refused while `block_logins` holds)."""
+        return self._state.login_attempts
+
+    # -- the account and its login --------------------------------------------------
+    def set_account(
+        self,
+        email: str,
+        password: str,
+        *,
+        mfa_code: str | None = None,
+        mfa_method: str = "email",
+    ) -> None:
+        """The account the SSO signs in (`mfa_code`: the code it then asks for)."""
+        with self._state.lock:
+            self._state.account = SandboxAccount(email, password, mfa_code, mfa_method)
+
+    def block_logins(self, *, blocked: bool = True) -> None:
+        """While blocked, every SSO request answers 429 (tokens still refresh)."""
+        with self._state.lock:
+            self._state.logins_blocked = blocked
 
     def add_activity(
         self,
