@@ -16,7 +16,9 @@ import requests
 from click.testing import CliRunner
 from garminconnect.client import sso
 
+from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import bootstrap
+from garmin2strava.domain.models import GarminTokens
 from garmin2strava.entrypoints.cli import cli
 from garmin2strava.ports import Store
 from garmin2strava.sandbox.garmin import GarminSandbox
@@ -135,6 +137,32 @@ def test_login_stores_tokens_that_the_next_sync_uses_without_logging_in(
     assert pair.garmin.requests["login"] == 0
     assert pair.garmin.requests["ticket_exchange"] == 0
     assert pair.garmin.login_attempts == {"signed_in": 1}
+
+
+def test_a_rotation_by_a_running_daemon_during_the_login_does_not_lose_the_new_tokens(
+    pair: SandboxPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old tokens are stored; a daemon rotates them (a compare-and-set that moves the
+    version) just as the login writes: the login's tokens are what is stored after."""
+    store().replace_garmin_tokens(USER, '{"di_token": "old"}', expected_version=None)
+    original = SqliteStore.replace_garmin_tokens
+    rotations: list[int] = []
+
+    def daemon_rotates_first(
+        self: SqliteStore, user_id: str, blob: str, *, expected_version: int | None
+    ) -> GarminTokens | None:
+        if not rotations and "old" not in blob:
+            rotations.append(1)  # the daemon's refresh wins the race once
+            original(self, user_id, '{"di_token": "rotated"}', expected_version=expected_version)
+        return original(self, user_id, blob, expected_version=expected_version)
+
+    monkeypatch.setattr(SqliteStore, "replace_garmin_tokens", daemon_rotates_first)
+    code, out, err = run_cli("garmin", "login")
+    assert (code, out, err) == (0, STORED, "")
+    assert rotations == [1]
+    blob = stored_blob()
+    assert blob is not None
+    assert pair.garmin.is_access_token_valid(blob["di_token"])
 
 
 def test_login_with_mfa_prompts_for_the_code_and_stores_the_tokens(pair: SandboxPair) -> None:

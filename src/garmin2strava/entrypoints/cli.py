@@ -454,10 +454,7 @@ def garmin_login(email: str | None, user: str | None) -> int:
         base_url=settings.garmin_base_url,
         di_token_url=settings.garmin_di_token_url,
     )
-    current = app.store.get_garmin_tokens(user_id)
-    app.store.replace_garmin_tokens(
-        user_id, blob, expected_version=current.version if current else None
-    )
+    _store_fresh_garmin_tokens(app, user_id, blob)
     account = app.store.get_account(user_id) or Account(user_id=user_id, created_at=app.clock())
     if account.status is AccountStatus.NEEDS_GARMIN_LOGIN:
         account = replace(account, status=AccountStatus.ACTIVE, status_detail="")
@@ -473,6 +470,22 @@ def _ask_mfa_code() -> str:
     except EOFError:
         msg = "Garmin login failed: Garmin asks for an MFA code and none was typed"
         raise GarminAuthError(msg) from None
+
+
+def _store_fresh_garmin_tokens(app: App, user_id: str, blob: str) -> None:
+    """The login's tokens replace whatever is stored, even when a running daemon rotates
+    the old ones meanwhile (its compare-and-set moves the version under us): the fresh
+    login is the newer, so it is written over that, a few times at most."""
+    for _ in range(_TOKEN_WRITE_ATTEMPTS):
+        current = app.store.get_garmin_tokens(user_id)
+        expected = current.version if current else None
+        if app.store.replace_garmin_tokens(user_id, blob, expected_version=expected):
+            return
+    msg = "Garmin login succeeded, but the stored tokens kept changing; run `garmin login` again"
+    raise G2SError(msg)
+
+
+_TOKEN_WRITE_ATTEMPTS = 5
 
 
 # -- the store and the demo ----------------------------------------------------------------
