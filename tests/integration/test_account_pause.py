@@ -32,11 +32,20 @@ USER = "demo"  # SandboxPair.settings' G2S_USER_ID
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 RUNS = 20
 PAUSE_AT_UPLOAD = 3
+# Five-minute runs: the Strava emulator decodes every uploaded file (one record a
+# second), and nothing here depends on a run's length.
+RUN_S = 300
 
 
 def _seed(pair: SandboxPair, n: int, first_id: int = 5_000_001) -> None:
     for i in range(n):
-        seed_run(pair, first_id + i, start_utc=START + timedelta(hours=i), name=f"Run {i}")
+        seed_run(
+            pair,
+            first_id + i,
+            start_utc=START + timedelta(hours=i),
+            duration_s=RUN_S,
+            name=f"Run {i}",
+        )
 
 
 def test_pause_stops_a_running_cycle_before_its_next_activity(
@@ -127,7 +136,7 @@ def test_the_lambda_sync_skips_a_paused_account(
     for it; resumed, the next invocation uploads."""
     with lambda_deployment() as deployment:
         pair = deployment.pair
-        seed_run(pair, 5_100_001, start_utc=START, name="Lambda run")
+        seed_run(pair, 5_100_001, start_utc=START, duration_s=RUN_S, name="Lambda run")
         control = AccountControl(store=deployment.store, clock=lambda: datetime.now(UTC))
         app = sync_handler.runtime()
         app.poll_delay_s = 0
