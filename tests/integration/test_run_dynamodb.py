@@ -2,7 +2,11 @@
 session's moto server) against the Garmin/Strava sandboxes: it serves the admin
 listener alone (status page, detailed /healthz on the sync, /metrics) so the image's
 HEALTHCHECK passes, binds no public webhook listener, runs no mirror worker, and
-still stops with exit 0 on SIGTERM."""
+still stops with exit 0 on SIGTERM.
+
+The tests that only look at a running process share one per module (`SharedRun`);
+the test that stops it with SIGTERM comes last, and a test that finds it stopped gets
+a fresh one. `--no-http` has its own process."""
 
 from __future__ import annotations
 
@@ -55,14 +59,23 @@ def get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-@pytest.fixture
-def table(aws_env: str) -> Iterator[str]:
-    """A fresh garmin2strava table on the local moto server."""
+@contextlib.contextmanager
+def fresh_table() -> Iterator[str]:
+    """A fresh garmin2strava table on the local moto server (boto3's variables set)."""
     name = f"g2s-run-{uuid.uuid4().hex[:10]}"
     client = boto3.client("dynamodb")
     create_table(client, name)
-    yield name
-    client.delete_table(TableName=name)
+    try:
+        yield name
+    finally:
+        client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def table(aws_env: str) -> Iterator[str]:
+    del aws_env  # boto3 reaches the moto server
+    with fresh_table() as name:
+        yield name
 
 
 @pytest.fixture
@@ -139,34 +152,91 @@ def wait_for_a_cycle(served: Running) -> dict[str, object]:
         time.sleep(0.2)
 
 
-def test_run_on_dynamodb_serves_the_admin_listener_alone(
-    pair: SandboxPair, table: str, tmp_path: Path
-) -> None:
+class SharedRun:
+    """One `run` on DynamoDB for the tests that only look at it: a run seeded on Garmin,
+    a fresh table, and the process once its first cycle ran (the upload done). `live()`
+    starts another world if a test stopped the last one."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self._tmp_dir = tmp_dir
+        self._worlds = contextlib.ExitStack()
+        self._current: tuple[SandboxPair, Running] | None = None
+
+    def live(self) -> tuple[SandboxPair, Running]:
+        if self._current is None or self._current[1].proc.poll() is not None:
+            pair = self._worlds.enter_context(running_sandboxes())
+            table = self._worlds.enter_context(fresh_table())
+            seed_run(pair, 5_000_001, start_utc=datetime.now(UTC) - timedelta(days=1), name="Easy")
+            tmp_path = self._tmp_dir / f"world-{uuid.uuid4().hex[:8]}"
+            tmp_path.mkdir()
+            served = self._worlds.enter_context(running(pair, table, tmp_path))
+            wait_for_a_cycle(served)
+            self._current = (pair, served)
+        return self._current
+
+    def close(self) -> None:
+        self._worlds.close()
+
+
+@pytest.fixture(scope="module")
+def shared_run(
+    module_aws_env: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedRun]:
+    del module_aws_env  # boto3, here and in the process, reaches the moto server
+    shared = SharedRun(tmp_path_factory.mktemp("run-dynamodb"))
+    yield shared
+    shared.close()
+
+
+def test_the_image_healthcheck_passes_on_dynamodb(shared_run: SharedRun) -> None:
+    """The Dockerfile's HEALTHCHECK command, run as Docker would against `run` on
+    DynamoDB once a cycle ran: exit 0 within its 5 s, the detailed report ok."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
+    argv = json.loads(healthcheck.split(" CMD ", 1)[1])
+    assert argv[0] == "python"
+    _pair, served = shared_run.live()
+    env = {**os.environ, "G2S_ADMIN_PORT": str(served.admin_port)}
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 (the Dockerfile's own command, our interpreter)
+        [sys.executable, *argv[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 5
+    assert json.loads(done.stdout)["ok"] is True
+
+
+def test_run_on_dynamodb_serves_the_admin_listener_alone(shared_run: SharedRun) -> None:
     """On DynamoDB `run` answers the admin /healthz (200 once a cycle ran, no worker
     asked for), /metrics (the admin listener's, no queue or webhook samples) and the
-    status page; nothing listens on the public port; the start says so; SIGTERM exits 0."""
-    seed_run(pair, 5_000_001, start_utc=datetime.now(UTC) - timedelta(days=1), name="Easy")
-    with running(pair, table, tmp_path) as served:
-        report = wait_for_a_cycle(served)
-        assert report["ok"] is True
-        assert report["mirrorWorker"] == "not in this process"
-        assert "workerLastRun" not in report
-        assert pair.strava_counts()["uploads"] == 1  # the sync ran, on DynamoDB
-        status, metrics = get(served.admin_port, "/metrics")
-        assert status == 200
-        text = metrics.decode()
-        assert 'g2s_http_connections_open{listener="admin"}' in text
-        assert 'g2s_uploads{outcome="uploaded"} 1' in text
-        assert "g2s_queue_depth" not in text
-        assert "g2s_webhook_events_received_total" not in text
-        assert 'listener="public"' not in text
-        status, page = get(served.admin_port, "/")
-        assert status == 200
-        assert USER.encode() in page
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", served.public_port), timeout=2).close()
-        served.proc.send_signal(signal.SIGTERM)
-        assert served.proc.wait(timeout=30) == 0, served.log_text()
+    status page; nothing listens on the public port; the start says so; SIGTERM exits 0
+    (this stops the module's shared process, so it runs after the others)."""
+    pair, served = shared_run.live()
+    report = wait_for_a_cycle(served)
+    assert report["ok"] is True
+    assert report["mirrorWorker"] == "not in this process"
+    assert "workerLastRun" not in report
+    assert pair.strava_counts()["uploads"] == 1  # the sync ran, on DynamoDB
+    status, metrics = get(served.admin_port, "/metrics")
+    assert status == 200
+    text = metrics.decode()
+    assert 'g2s_http_connections_open{listener="admin"}' in text
+    assert 'g2s_uploads{outcome="uploaded"} 1' in text
+    assert "g2s_queue_depth" not in text
+    assert "g2s_webhook_events_received_total" not in text
+    assert 'listener="public"' not in text
+    status, page = get(served.admin_port, "/")
+    assert status == 200
+    assert USER.encode() in page
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", served.public_port), timeout=2).close()
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=30) == 0, served.log_text()
     events = [json.loads(line) for line in served.log_text().splitlines() if line.startswith("{")]
     names = [e.get("event") for e in events]
     assert "daemon.admin_only" in names, served.log_text()
@@ -175,37 +245,11 @@ def test_run_on_dynamodb_serves_the_admin_listener_alone(
     assert [e["listener"] for e in started] == ["admin"]
 
 
-def test_the_image_healthcheck_passes_on_dynamodb(
-    pair: SandboxPair, table: str, tmp_path: Path
-) -> None:
-    """The Dockerfile's HEALTHCHECK command, run as Docker would against `run` on
-    DynamoDB once a cycle ran: exit 0 within its 5 s, the detailed report ok."""
-    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
-    healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
-    argv = json.loads(healthcheck.split(" CMD ", 1)[1])
-    assert argv[0] == "python"
-    with running(pair, table, tmp_path) as served:
-        wait_for_a_cycle(served)
-        env = {**os.environ, "G2S_ADMIN_PORT": str(served.admin_port)}
-        started = time.monotonic()
-        done = subprocess.run(  # noqa: S603 (the Dockerfile's own command, our interpreter)
-            [sys.executable, *argv[1:]],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        assert time.monotonic() - started < 5
-        assert json.loads(done.stdout)["ok"] is True
-
-
 def test_run_no_http_on_dynamodb_listens_nowhere(
     pair: SandboxPair, table: str, tmp_path: Path
 ) -> None:
-    """`run --no-http` on DynamoDB keeps meaning no listener: the admin port stays
-    closed while the sync runs, and SIGTERM exits 0."""
+    """`run --no-http` on DynamoDB keeps meaning no listener: the admin port is still
+    closed once the first sync cycle ran, and SIGTERM exits 0."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -233,11 +277,11 @@ def test_run_no_http_on_dynamodb_listens_nowhere(
         )
     try:
         deadline = time.monotonic() + 30
-        while "daemon.start" not in log.read_text(errors="replace"):
+        # Its first cycle has run: past the point where a listener would have opened.
+        while '"sync.cycle"' not in log.read_text(errors="replace"):
             assert proc.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
-        time.sleep(0.5)
+            time.sleep(0.05)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", admin_port), timeout=2).close()
         proc.send_signal(signal.SIGTERM)
