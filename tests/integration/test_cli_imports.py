@@ -1,7 +1,8 @@
 """What the local commands and an idle sync import (issue 11, start-up): `status`
 loads neither client library nor pydantic, and an idle `sync --once` (nothing new on
-Garmin, so no Strava request) never loads stravalib. Each runs in a fresh interpreter,
-which reports the modules it ended with."""
+Garmin, so no Strava request) never loads stravalib. Each child is a fresh interpreter
+that runs its commands one after another through main() and reports, after each, the
+watched modules loaded so far: the union of what its commands imported."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from g2s_harness.cli import run_cli
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 
@@ -24,12 +26,20 @@ CLIENTS = ("stravalib", "garminconnect", "garth")
 # The settings of a local command are read without pydantic (settings_fast).
 WATCHED = (*CLIENTS, "pydantic", "pydantic_settings")
 LOCAL_COMMANDS = (["status"], ["uploads", "list"], ["workouts", "list"], ["events", "list-dead"])
+# argv[1]: the steps, each [command, variables set before it].
 CHILD = (
-    "import json, sys\n"
+    "import json, os, sys\n"
     "from garmin2strava.entrypoints.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    f"print(json.dumps([code, sorted(m for m in {WATCHED!r} if m in sys.modules)]))\n"
+    "after = []\n"
+    "for command, variables in json.loads(sys.argv[1]):\n"
+    "    os.environ.update(variables)\n"
+    "    code = main(command)\n"
+    f"    after.append([code, sorted(m for m in {WATCHED!r} if m in sys.modules)])\n"
+    "print(json.dumps(after))\n"
 )
+WRONG_LOOKBACK = "garmin2strava: setting G2S_LOOKBACK: Input should be greater than or equal to 1"
+
+type Step = list[str] | tuple[list[str], dict[str, str]]
 
 
 @pytest.fixture
@@ -38,9 +48,10 @@ def pair() -> Iterator[SandboxPair]:
         yield sandboxes
 
 
-def _child(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _child(steps: list[Step], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    encoded = [step if isinstance(step, tuple) else (step, {}) for step in steps]
     return subprocess.run(  # noqa: S603 (our interpreter, fixed code)
-        [sys.executable, "-c", CHILD, *args],
+        [sys.executable, "-c", CHILD, json.dumps(encoded)],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -50,10 +61,12 @@ def _child(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
     )
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str]]:
-    done = _child(args, env, cwd)
-    code, loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    return code, loaded
+def _run(env: dict[str, str], cwd: Path, *steps: Step) -> list[tuple[int, list[str]]]:
+    """Each step's exit code and the watched modules loaded once it ended."""
+    done = _child(list(steps), env, cwd)
+    after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(after) == len(steps), done.stdout
+    return [(code, loaded) for code, loaded in after]
 
 
 def _env(pair: SandboxPair, tmp_path: Path) -> dict[str, str]:
@@ -78,8 +91,9 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
     --once` with only a ride on Garmin makes 1 Garmin request, 0 Strava, and imports
     garminconnect but not stravalib. The control: a cycle that uploads loads both."""
     env = _env(pair, tmp_path)
-    for command in LOCAL_COMMANDS:
-        assert _run(command, env, tmp_path)[0] == 0, command
+    after = _run(env, tmp_path, *LOCAL_COMMANDS)
+    assert [code for code, _ in after] == [0] * len(LOCAL_COMMANDS)
+    assert not set(CLIENTS) & set(after[-1][1])
 
     seed_run(
         pair,
@@ -89,7 +103,7 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
         name="Commute",
     )
     pair.reset_counts()
-    code, loaded = _run(["sync", "--once"], env, tmp_path)
+    ((code, loaded),) = _run(env, tmp_path, ["sync", "--once"])
     assert code == 0
     assert pair.strava_total() == 0
     assert pair.garmin.requests["list"] == 1
@@ -97,7 +111,8 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
     assert "garminconnect" in loaded
 
     seed_run(pair, 51_000_002, start_utc=datetime.now(UTC) - timedelta(hours=2), name="Run")
-    code, loaded = _run(["sync", "--once"], env | {"G2S_UPLOAD_POLL_DELAY_SECONDS": "0"}, tmp_path)
+    quick = env | {"G2S_UPLOAD_POLL_DELAY_SECONDS": "0"}
+    ((code, loaded),) = _run(quick, tmp_path, ["sync", "--once"])
     assert code == 0
     assert pair.strava_counts()["uploads"] == 1
     assert {"stravalib", "garminconnect"} <= set(loaded)
@@ -106,31 +121,50 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
 def test_the_local_commands_read_their_settings_without_pydantic(
     pair: SandboxPair, tmp_path: Path
 ) -> None:
-    """`--help`, `status` and the lists end without pydantic or a client library loaded;
-    a `.env` beside them is read the same way. The control: a setting only pydantic
-    takes ("+5") loads it, and still answers."""
+    """`--help`, `status` and the lists, one after another in one interpreter, end
+    without pydantic or a client library loaded; a `.env` beside them is read the same
+    way. The control: a setting only pydantic takes ("+5") loads it, and still answers."""
     env = _env(pair, tmp_path)
-    for command in (["--help"], *LOCAL_COMMANDS):
-        assert _run(command, env, tmp_path) == (0, []), command
+    commands = (["--help"], *LOCAL_COMMANDS)
+    assert _run(env, tmp_path, *commands) == [(0, [])] * len(commands)
     (tmp_path / ".env").write_text("G2S_LOOKBACK=30\n", encoding="utf-8")
-    assert _run(["status"], env, tmp_path) == (0, [])
-    code, loaded = _run(["status"], env | {"G2S_LOOKBACK": "+5"}, tmp_path)
-    assert code == 0
-    assert "pydantic_settings" in loaded
+    plain, plus_five = _run(env, tmp_path, ["status"], (["status"], {"G2S_LOOKBACK": "+5"}))
+    assert plain == (0, [])
+    assert plus_five[0] == 0
+    assert "pydantic_settings" in plus_five[1]
 
 
-def test_a_wrong_setting_gives_one_line_and_exit_2_from_every_local_command(
+def test_a_wrong_setting_gives_one_line_and_exit_2_from_a_real_process(
     pair: SandboxPair, tmp_path: Path
 ) -> None:
+    """G2S_LOOKBACK=0 in the environment of a fresh `status`: pydantic's one line
+    naming the setting is all of stderr, exit 2."""
+    env = _env(pair, tmp_path) | {"G2S_LOOKBACK": "0"}
+    done = _child([["status"]], env, tmp_path)
+    ((code, _loaded),) = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 2
+    assert done.stderr.strip() == WRONG_LOOKBACK
+
+
+@pytest.mark.usefixtures("clean_cli_environment")
+def test_a_wrong_setting_gives_one_line_and_exit_2_from_every_local_command(
+    pair: SandboxPair,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """G2S_LOOKBACK=0 (in the environment or .env): pydantic's one line naming the
-    setting on stderr, exit 2, from each local command."""
-    line = "garmin2strava: setting G2S_LOOKBACK: Input should be greater than or equal to 1"
-    env = _env(pair, tmp_path)
-    for command in LOCAL_COMMANDS:
-        done = _child(command, env | {"G2S_LOOKBACK": "0"}, tmp_path)
-        assert json.loads(done.stdout.strip().splitlines()[-1])[0] == 2, command
-        assert done.stderr.strip() == line, command
+    setting on stderr, exit 2, from each local command (through main(), in this
+    process)."""
+    for name, value in _env(pair, tmp_path).items():
+        if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
+            monkeypatch.setenv(name, value)
+    with monkeypatch.context() as patch:
+        patch.setenv("G2S_LOOKBACK", "0")
+        for command in LOCAL_COMMANDS:
+            code, _out, err = run_cli(capsys, *command)
+            assert (code, err.strip()) == (2, WRONG_LOOKBACK), command
     (tmp_path / ".env").write_text("g2s_lookback=0\n", encoding="utf-8")
-    done = _child(["status"], env, tmp_path)
-    assert json.loads(done.stdout.strip().splitlines()[-1])[0] == 2
-    assert done.stderr.strip() == line
+    for command in LOCAL_COMMANDS:
+        code, _out, err = run_cli(capsys, *command)
+        assert (code, err.strip()) == (2, WRONG_LOOKBACK), command
