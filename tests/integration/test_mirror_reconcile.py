@@ -168,3 +168,44 @@ def test_a_pass_stopped_mid_listing_keeps_its_repairs_and_stays_due(
     assert {w.activity_id for w in store.list_workouts(USER)} == set(report.added)
     assert reconcile_due(store, USER, now=now, every=timedelta(days=1))
     assert set(ids) > set(report.added)
+
+
+@pytest.mark.parametrize("failure", ["revoked", "outage"])
+def test_one_athletes_failure_does_not_keep_the_others_from_their_pass(
+    sandbox: StravaSandbox, store: Store, failure: str
+) -> None:
+    """The first account's pass fails (its token revoked on Strava, or Strava answering
+    503 to its listing): the report says so and its pass stays due, and the second
+    account's pass still runs and repairs its dropped create."""
+    first = connected(sandbox, store)  # USER, athlete ATHLETE
+    second_refresh = sandbox.add_athlete(ATHLETE + 1)
+    tokens = bootstrap_tokens_from_refresh_token(
+        sandbox.client_id, sandbox.client_secret, second_refresh, sandbox.base_url
+    )
+    assert store.replace_strava_tokens("u2", tokens, expected_version=None) is not None
+    store.put_account(Account(user_id="u2", strava_athlete_id=ATHLETE + 1))
+    second = StravaAdapter(
+        store,
+        "u2",
+        client_id=sandbox.client_id,
+        client_secret=sandbox.client_secret,
+        base_url=sandbox.base_url,
+        background=True,
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    dropped = sandbox.add_activity(ATHLETE + 1, start_utc=now - timedelta(hours=2), elapsed_s=1800)
+    if failure == "revoked":
+        sandbox.revoke(ATHLETE)
+    else:
+        sandbox.fail_next("list", 503)  # the first account's listing: Strava is down
+
+    adapters = {USER: first, "u2": second}
+    reports = reconcile_all(store, adapters.__getitem__, now=now, every=timedelta(days=1))
+    by_user = {r.user_id: r for r in reports}
+    assert set(by_user) == {USER, "u2"}
+    assert by_user[USER].error is not None
+    assert not by_user[USER].complete
+    assert reconcile_due(store, USER, now=now, every=timedelta(days=1))
+    assert by_user["u2"].complete
+    assert by_user["u2"].added == [dropped]
+    assert store.get_workout("u2", dropped) is not None

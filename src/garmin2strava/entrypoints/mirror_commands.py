@@ -300,6 +300,9 @@ def mirror_reconcile(user: str | None) -> int:
     if not reports:
         print("mirror reconcile: no account with Strava tokens")
     for r in reports:
+        if r.error is not None:
+            print(f"{r.user_id}: failed, {r.error}; the pass stays due")
+            continue
         print(
             f"{r.user_id}: since {r.since:%Y-%m-%d %H:%M} UTC, {r.listed} listed, "
             f"{len(r.added)} added, {len(r.deleted)} deleted, {len(r.changed)} changed, "

@@ -31,7 +31,13 @@ from garmin2strava.domain.workouts import (
     normalize_activity,
     soft_delete,
 )
-from garmin2strava.errors import InvalidActivity, RateLimited, StravaNotFound
+from garmin2strava.errors import (
+    InvalidActivity,
+    RateLimited,
+    StravaAuthError,
+    StravaNotFound,
+    TransientError,
+)
 from garmin2strava.ports import Store
 from garmin2strava.services.mirror_backfill import ActivityLister
 from garmin2strava.services.streams import catch_up_streams, take_after_fetch
@@ -75,6 +81,7 @@ class ReconcileReport:
     deferred_until: datetime | None = None  # the budget stopped the pass
     stopped: bool = False  # the stop event ended the pass before it was complete
     complete: bool = False
+    error: str | None = None  # this account's pass failed (Strava refused or was down)
 
 
 class _Stopped(Exception):
@@ -119,14 +126,23 @@ def reconcile_all(
             continue
         if not force and not reconcile_due(store, account.user_id, now=now, every=every):
             continue
-        report = reconcile_account(
-            store,
-            strava_for(account.user_id),
-            account.user_id,
-            now=now,
-            stream_types=stream_types,
-            stop=stop,
-        )
+        try:
+            report = reconcile_account(
+                store,
+                strava_for(account.user_id),
+                account.user_id,
+                now=now,
+                stream_types=stream_types,
+                stop=stop,
+            )
+        except (StravaAuthError, TransientError) as exc:
+            # This athlete's (a revoked token, a 5xx): the pass stays due for them, and
+            # the accounts after them are not kept waiting behind it.
+            log.warning(
+                "reconcile.account_failed",
+                extra={"userId": account.user_id, "error": str(exc)[:200]},
+            )
+            report = ReconcileReport(user_id=account.user_id, since=now, error=str(exc)[:200])
         reports.append(report)
         if report.deferred_until is not None:
             break  # the budget is the application's: the other accounts wait too

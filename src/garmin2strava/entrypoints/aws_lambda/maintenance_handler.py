@@ -133,6 +133,7 @@ def _summary(
             {
                 "userId": r.user_id,
                 "complete": r.complete,
+                "error": r.error,
                 "added": len(r.added),
                 "deleted": len(r.deleted),
                 "changed": len(r.changed),
