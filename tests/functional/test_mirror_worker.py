@@ -971,6 +971,39 @@ def test_a_stream_read_that_keeps_failing_backs_off_then_is_given_up(world: Worl
     assert world.strava.stream_reads.count(7) == MAX_STREAM_FAILURES
 
 
+def test_a_refused_token_counts_no_stream_failure_and_ends_the_accounts_pass(
+    world: World,
+) -> None:
+    """Strava refusing the account's token (a revoked athlete, a wrong client secret) is
+    not the activity's fault: however many passes meet it, no failure is counted and no
+    activity is given up; each pass spends one read and stops for the account. Once the
+    token works again, every pending read is made."""
+    world.stream_types = STREAMS
+    for activity_id in (7, 8):
+        world.strava.activities[activity_id] = recorded(activity_id)
+        world.strava.streams[activity_id] = strava_streams(3)
+    world.strava.stream_budget_until = world.now + timedelta(minutes=15)
+    world.push(event("create", 7))
+    world.push(event("create", 8))
+    assert world.work() == 2  # both mirrored, their streams deferred for the budget
+    world.strava.stream_budget_until = None
+    for activity_id in (7, 8):
+        world.strava.stream_errors[activity_id] = StravaAuthError("refresh refused")
+    now = world.now
+    for _ in range(MAX_STREAM_FAILURES + 2):
+        now += timedelta(hours=6)
+        refused = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=now)
+        assert (refused.reads, refused.refused, refused.left) == (1, True, 2)
+    for activity_id in (7, 8):
+        mark = world.store.get_pending_streams("u1", activity_id)
+        assert mark is not None
+        assert mark.failures == 0
+        assert world.store.get_streams("u1", activity_id) is None
+    world.strava.stream_errors.clear()
+    fixed = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=now)
+    assert (fixed.stored, fixed.refused, fixed.left) == (2, False, 0)
+
+
 def test_budget_deferrals_never_count_as_failed_stream_reads(world: World) -> None:
     """A read refused for the budget (RateLimited) keeps the failures counted so far
     and adds none, however often it happens; the next real failure is the 2nd."""

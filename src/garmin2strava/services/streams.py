@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from garmin2strava.domain.models import Workout
+from garmin2strava.domain.models import AccountStatus, Workout
 from garmin2strava.domain.streams import (
     ActivityStreams,
     gave_up_note,
     has_recorded_file,
     stream_retry_at,
 )
-from garmin2strava.errors import G2SError, RateLimited, StravaNotFound
+from garmin2strava.errors import G2SError, RateLimited, StravaAuthError, StravaNotFound
 from garmin2strava.ports import Store, StreamStore, WorkoutMirror, WorkoutQueries
 
 __all__ = [
@@ -48,6 +48,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Accounts whose Strava reads would be refused until the athlete authorizes again.
+_NO_STRAVA_ACCESS = frozenset({AccountStatus.NEEDS_STRAVA_AUTH, AccountStatus.DISCONNECTED})
 
 
 class StreamReader(Protocol):
@@ -71,6 +74,7 @@ class StreamRead:
     outcome: StreamOutcome
     reads: int = 0
     until: datetime | None = None  # when PENDING for the budget: when it reopens
+    refused: bool = False  # when PENDING because Strava refused the account's token
 
 
 class _MirroredStreams(StreamStore, WorkoutMirror, Protocol):
@@ -102,7 +106,13 @@ def take_streams(
         return StreamRead(StreamOutcome.PENDING, until=exc.until)
     except StravaNotFound:
         found = {}
-    except G2SError as exc:  # transient, auth: the pending mark brings it back later
+    except StravaAuthError as exc:
+        # The account's token, not this activity: no failure counted (re-authorizing
+        # must find every pending read still there), and the account's pass ends.
+        store.mark_streams_pending(user_id, activity_id)
+        log.warning("streams.refused", extra=fields | {"error": str(exc)[:200]})
+        return StreamRead(StreamOutcome.PENDING, reads=1, refused=True)
+    except G2SError as exc:  # transient (a 5xx for this activity): counted, retried later
         return _failed(store, user_id, activity_id, str(exc)[:200], now=now)
     kept = {kind: stream for kind, stream in found.items() if kind in types}
     store.put_streams(
@@ -162,6 +172,7 @@ class CatchUpResult:
     left: int = 0  # still pending when the pass stopped
     until: datetime | None = None  # the budget stopped the pass until then
     stopped: bool = False  # the stop event ended the pass
+    refused: bool = False  # Strava refused the account's token: the pass ended
     done: list[int] = field(default_factory=list)
 
 
@@ -188,6 +199,10 @@ def catch_up_streams(
         read = _catch_up_one(store, strava, user_id, activity_id, types, now=now)
         result.reads += read.reads
         if read.outcome is StreamOutcome.PENDING:
+            if read.refused:  # every read of this account would be refused alike
+                result.left = len(pending) - n
+                result.refused = True
+                break
             if read.until is None:
                 continue  # this one failed (logged); it stays pending, the rest go on
             result.left = len(pending) - n
@@ -230,7 +245,9 @@ def catch_up_all_streams(
     for account in store.list_accounts():
         if stop is not None and stop.is_set():
             break
-        if not account.enabled or store.get_strava_tokens(account.user_id) is None:
+        if not account.enabled or account.status in _NO_STRAVA_ACCESS:
+            continue  # paused, or waiting for the athlete to authorize again
+        if store.get_strava_tokens(account.user_id) is None:
             continue
         result = catch_up_streams(
             store, strava_for(account.user_id), account.user_id, types, now=now, stop=stop
