@@ -54,6 +54,16 @@ locals {
         statistic   = "Maximum"
         threshold   = 0
       }
+      # The maintenance function logs a failed step and goes on (the other step still
+      # runs), so its Errors stay 0: its own EMF figure says a step failed.
+      "maintenance-steps-failed" = {
+        description = "${var.name}-maintenance: reconciliation or the streams catch-up failed (see its log group, maintenance.step_failed)."
+        namespace   = "garmin2strava"
+        metric      = "StepsFailed"
+        dimensions  = { function = "maintenance" }
+        statistic   = "Sum"
+        threshold   = 0
+      }
       "events-oldest-message" = {
         description = "Webhook events wait on ${aws_sqs_queue.events.name} for longer than ${var.queue_age_alarm_seconds} s (worker failing or throttled)."
         namespace   = "AWS/SQS"

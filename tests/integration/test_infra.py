@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 from hcl2.api import load as load_hcl
 
+from garmin2strava.entrypoints.aws_lambda.emf import NAMESPACE
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -593,3 +595,22 @@ def test_image_install_step_works(tmp_path: Path) -> None:
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert "usage" in cli.stdout.lower()
+
+
+def test_the_maintenance_step_alarm_watches_the_figure_the_handler_emits() -> None:
+    """A failed maintenance step is logged and counted, not raised (the Lambda's Errors
+    stay 0), so an alarm watches the handler's own StepsFailed figure: same namespace as
+    the EMF writer, same metric name and dimension as the handler emits."""
+    text = (REPO / "terraform" / "alarms.tf").read_text()
+    block = re.search(r'"maintenance-steps-failed" = \{(.*?)\n\s*\}\n', text, re.DOTALL)
+    assert block is not None
+    settings = dict(re.findall(r"^\s*(\w+)\s*=\s*(.+?)\s*$", block.group(1), re.MULTILINE))
+    assert settings["namespace"] == f'"{NAMESPACE}"'
+    assert settings["metric"] == '"StepsFailed"'
+    assert settings["dimensions"] == '{ function = "maintenance" }'
+    assert settings["threshold"] == "0"
+    handler = (
+        REPO / "src" / "garmin2strava" / "entrypoints" / "aws_lambda" / "maintenance_handler.py"
+    ).read_text()
+    assert '"StepsFailed": len(failed)' in handler
+    assert 'dimensions = {"function": "maintenance"}' in handler
