@@ -199,9 +199,10 @@ def test_a_fresh_post_is_answered_under_1100_half_open_connections(
         dropped = [
             json.loads(line) for line in log.splitlines() if '"http.connections_dropped"' in line
         ]
-        assert dropped, log[-2000:]
-        assert dropped[0]["level"] == "warning"
-        assert dropped[0]["listener"] == "public"
+        # The descriptor limit is the process's: the admin listener, accepting while it
+        # is reached, may log its own drops too, and which logs first is up to timing.
+        assert any(d["listener"] == "public" for d in dropped), log[-2000:]
+        assert {d["level"] for d in dropped} == {"warning"}
 
 
 # The held-connection test's deadline; `serve` and `run` use REQUEST_DEADLINE_S
