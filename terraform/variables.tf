@@ -154,6 +154,16 @@ variable "mirror_streams" {
     condition     = can(regex("^([a-z_]+(,[a-z_]+)*)?$", var.mirror_streams))
     error_message = "mirror_streams must be a comma-separated list of lowercase stream names."
   }
+
+  # The names G2S_MIRROR_STREAMS accepts (domain/streams.py STREAM_TYPES; test_infra
+  # keeps the two lists equal): a misspelt one fails the plan, not every cold start.
+  validation {
+    condition = alltrue([
+      for name in compact(split(",", var.mirror_streams)) :
+      contains(["time", "heartrate", "latlng", "altitude", "cadence", "watts", "velocity_smooth", "distance"], name)
+    ])
+    error_message = "mirror_streams: names among time, heartrate, latlng, altitude, cadence, watts, velocity_smooth, distance."
+  }
 }
 
 variable "webhook_reserved_concurrency" {

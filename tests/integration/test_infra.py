@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from hcl2.api import load as load_hcl
 
+from garmin2strava.domain.streams import STREAM_TYPES
 from garmin2strava.entrypoints.aws_lambda.emf import NAMESPACE
 
 pytestmark = pytest.mark.integration
@@ -614,3 +615,12 @@ def test_the_maintenance_step_alarm_watches_the_figure_the_handler_emits() -> No
     ).read_text()
     assert '"StepsFailed": len(failed)' in handler
     assert 'dimensions = {"function": "maintenance"}' in handler
+
+
+def test_the_mirror_streams_variable_accepts_the_names_the_settings_accept() -> None:
+    """terraform's mirror_streams validation lists exactly the stream names
+    G2S_MIRROR_STREAMS accepts, so a plan fails where a cold start would."""
+    text = (REPO / "terraform" / "variables.tf").read_text()
+    found = re.search(r"contains\(\[([^\]]*)\], name\)", text)
+    assert found is not None
+    assert re.findall(r'"([a-z_]+)"', found.group(1)) == list(STREAM_TYPES)
