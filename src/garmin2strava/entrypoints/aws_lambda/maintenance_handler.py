@@ -16,7 +16,6 @@ records no pass (the account stays due), and the next invocation goes on.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from functools import cache, partial
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from garmin2strava.entrypoints.aws_lambda import _runtime
 from garmin2strava.entrypoints.aws_lambda.emf import emit_metrics
-from garmin2strava.entrypoints.aws_lambda.sync_handler import STOP_MARGIN_MS, LambdaContext
+from garmin2strava.entrypoints.aws_lambda.sync_handler import LambdaContext, stop_before_timeout
 from garmin2strava.entrypoints.mirror_jobs import catch_up_pending_streams, reconcile_due_accounts
 
 if TYPE_CHECKING:
@@ -56,28 +55,19 @@ def run_maintenance(app: App, context: LambdaContext) -> dict[str, Any]:
     still runs, and the next invocation tries again."""
     settings = app.settings
     started = time.monotonic()
-    remaining_ms = context.get_remaining_time_in_millis()
-    margin_ms = min(STOP_MARGIN_MS, remaining_ms // 2)
     failed: list[str] = []
     reports: list[ReconcileReport] = []
     streams: dict[str, CatchUpResult] | None = None
     paused = sum(not account.enabled for account in app.store.list_accounts())
 
-    app.stop.clear()  # a warm container may carry the last invocation's stop
-    timer = threading.Timer((remaining_ms - margin_ms) / 1000, app.stop.set)
-    timer.daemon = True
-    timer.start()
-    try:
+    with stop_before_timeout(app, context.get_remaining_time_in_millis()) as deadline:
         if settings.mirror_reconcile_hours > 0:
             reports = _step("reconcile", failed, partial(reconcile_due_accounts, app)) or []
         if settings.mirror_streams:
             streams = (
                 _step("streams_catch_up", failed, partial(catch_up_pending_streams, app)) or {}
             )
-    finally:
-        timer.cancel()
-        stopped_early = app.stop.is_set()
-        app.stop.clear()
+    stopped_early = deadline.stopped_early
     summary = _summary(reports, streams, paused=paused, failed=failed, stopped_early=stopped_early)
     duration_ms = round((time.monotonic() - started) * 1000, 2)
     log.info(

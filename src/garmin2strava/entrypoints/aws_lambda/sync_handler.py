@@ -14,8 +14,9 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
     from garmin2strava.services.sync import SyncDeps
 
-__all__ = ["STOP_MARGIN_MS", "LambdaContext", "handler", "run_scheduled_sync", "runtime"]
+__all__ = [
+    "STOP_MARGIN_MS",
+    "Deadline",
+    "LambdaContext",
+    "handler",
+    "run_scheduled_sync",
+    "runtime",
+    "stop_before_timeout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,30 @@ class LambdaContext(Protocol):
     aws_request_id: str
 
     def get_remaining_time_in_millis(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Deadline:
+    stopped_early: bool = False  # the stop event fired before the work was done
+
+
+@contextmanager
+def stop_before_timeout(app: App, remaining_ms: int) -> Iterator[Deadline]:
+    """The app's stop event set STOP_MARGIN_MS (at most half of what is left) before the
+    invocation's end, and cleared after it: a warm container must not carry it into the
+    next invocation. The Deadline says whether it fired."""
+    margin_ms = min(STOP_MARGIN_MS, remaining_ms // 2)
+    deadline = Deadline()
+    app.stop.clear()  # a warm container may carry the last invocation's stop
+    timer = threading.Timer((remaining_ms - margin_ms) / 1000, app.stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield deadline
+    finally:
+        timer.cancel()
+        deadline.stopped_early = app.stop.is_set()
+        app.stop.clear()
 
 
 @cache
@@ -64,7 +97,6 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
 
     started = time.monotonic()
     remaining_ms = context.get_remaining_time_in_millis()
-    margin_ms = min(STOP_MARGIN_MS, remaining_ms // 2)
     lease_ttl_s = max(_MIN_LEASE_S, math.ceil(remaining_ms / 1000))
 
     def deps_for(user_id: str) -> SyncDeps:
@@ -72,16 +104,9 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
         deps.config = replace(deps.config, lease_ttl_s=lease_ttl_s)
         return deps
 
-    app.stop.clear()  # a warm container may carry the last invocation's stop
-    timer = threading.Timer((remaining_ms - margin_ms) / 1000, app.stop.set)
-    timer.daemon = True
-    timer.start()
-    try:
+    with stop_before_timeout(app, remaining_ms) as deadline:
         reports = sync_all(app.store, deps_for)
-    finally:
-        timer.cancel()
-        stopped_early = app.stop.is_set()
-        app.stop.clear()
+    stopped_early = deadline.stopped_early
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
