@@ -109,6 +109,30 @@ def free_port() -> int:
         return port
 
 
+def image_healthcheck(
+    port: int, *, timeout_s: float = 5.0
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The Dockerfile's HEALTHCHECK command, run as Docker runs it (this interpreter for
+    its `python`) with G2S_ADMIN_PORT=`port`: its result, and the seconds it took."""
+    repo = Path(__file__).resolve().parents[2]
+    dockerfile = (repo / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    healthcheck = next(line for line in dockerfile.splitlines() if line.startswith("HEALTHCHECK"))
+    argv = json.loads(healthcheck.split(" CMD ", 1)[1])
+    if argv[0] != "python":
+        msg = f"the HEALTHCHECK runs {argv[0]!r}, not python"
+        raise AssertionError(msg)
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 (the Dockerfile's own command, our interpreter)
+        [sys.executable, *argv[1:]],
+        env={**os.environ, "G2S_ADMIN_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done, time.monotonic() - started
+
+
 def start_serve(
     env: Mapping[str, str], log: Path, *, wait_s: float = 30.0, command: str = "serve"
 ) -> subprocess.Popen[bytes]:
