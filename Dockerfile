@@ -16,8 +16,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 
 WORKDIR /src
-# Dependencies first, so a source change does not reinstall them.
+# Dependencies first, so a source change does not reinstall them. The emulators'
+# sandbox/ is a member of the uv workspace: uv needs its pyproject.toml to read the lock,
+# and installs nothing of it (the image has no dev group and no `sandbox` extra).
 COPY pyproject.toml uv.lock ./
+COPY sandbox/pyproject.toml ./sandbox/
 RUN uv sync --locked --no-dev --no-install-project
 COPY README.md ./
 COPY src ./src

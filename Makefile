@@ -29,21 +29,21 @@ $(UV):
 # interpreter the tests start (the workers, the CLI and crash children) then reads it,
 # instead of compiling botocore, moto, ... from source where PYTHONDONTWRITEBYTECODE is
 # set (146 s -> 117 s for the suite on a fresh clone: docs/benchmarks.md).
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+$(VENV)/.synced: pyproject.toml sandbox/pyproject.toml uv.lock | $(UV)
 	UV_COMPILE_BYTECODE=1 $(UV) sync --locked --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 	@touch $@
 
 setup: $(VENV)/.synced ## create .venv from uv.lock (pinned)
 
 check: setup ## ruff, mypy --strict, hadolint
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src sandbox tests bench
+	$(BIN)/ruff check src sandbox tests bench
 	$(BIN)/mypy
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 
 format: setup ## ruff format + autofix
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src sandbox tests bench
+	$(BIN)/ruff check --fix src sandbox tests bench
 
 # pytest-xdist workers for `make test` and `make test-fast` (each its own moto server and
 # crash fork server; ports and directories are per test). More than the cores: a good
@@ -52,11 +52,11 @@ format: setup ## ruff format + autofix
 PYTEST_WORKERS ?= 4
 
 test: setup $(CHECKOV) browser ## the whole test suite (unit, functional, integration on loopback)
-	@$(BIN)/python -m compileall -q src tests bench  # the project's own, as the venv's
+	@$(BIN)/python -m compileall -q src sandbox/src tests bench  # the project's own, as the venv's
 	G2S_REQUIRE_TOOLS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: setup ## the edit loop: the suite without the tests marked slow (README says which)
-	@$(BIN)/python -m compileall -q src tests bench
+	@$(BIN)/python -m compileall -q src sandbox/src tests bench
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # The status page's browser test drives Debian's chromium (headless). Installed as root

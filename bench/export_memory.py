@@ -25,12 +25,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from g2s_sandbox.strava_records import SandboxActivity
+from g2s_sandbox.strava_streams import activity_streams
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.streams import ActivityStreams
-from garmin2strava.sandbox.strava_records import SandboxActivity
-from garmin2strava.sandbox.strava_streams import activity_streams
 
 USER = "bench"
 KEY = bytes(range(32))

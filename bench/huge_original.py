@@ -19,11 +19,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from g2s_sandbox.garmin import GarminSandbox, make_record
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.garmin import MAX_ORIGINAL_BYTES, GarminConnectAdapter
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.errors import ArchiveRejected
-from garmin2strava.sandbox.garmin import GarminSandbox, make_record
 
 MiB = 1024 * 1024
 USER = "bench"

@@ -24,8 +24,9 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
-from garmin2strava.sandbox.scenario import running_sandboxes, seed_run
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.fitgen import build_activity_fit, zip_original
+from g2s_sandbox.scenario import running_sandboxes, seed_run
 from garmin2strava.settings import Secret
 
 MiB = 1024 * 1024
@@ -107,7 +108,7 @@ def main() -> int:
         # the file may hold more points than that: its check does not compare the two.
         record_s = min(duration, 6 * 24 * 3600)
         seed_run(pair, 1, start_utc=START, duration_s=record_s, original=original)
-        settings = pair.settings(Path(tmp) / "g2s.sqlite3", activity_types="*")
+        settings = sandbox_settings(pair, Path(tmp) / "g2s.sqlite3", activity_types="*")
         values = {
             spec.name: (value.get_secret_value() if isinstance(value, Secret) else value)
             for spec in dataclasses.fields(settings)

@@ -21,13 +21,13 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.domain.models import Account
 from garmin2strava.domain.workouts import normalize_activity
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.reconcile import LIST_PAGE, OVERLAP, reconcile_account
 
 ATHLETE = 777

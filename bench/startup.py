@@ -30,12 +30,12 @@ from pathlib import Path
 from moto.server import ThreadedMotoServer
 
 from g2s_harness.aws_lambda import deployed
+from g2s_sandbox.scenario import seed_run
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome, Workout
 from garmin2strava.domain.webhook import WebhookEvent
-from garmin2strava.sandbox.scenario import seed_run
 
 COMMANDS: tuple[tuple[str, ...], ...] = (
     ("--help",),

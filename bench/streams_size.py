@@ -17,13 +17,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from g2s_sandbox.strava_records import SandboxActivity
+from g2s_sandbox.strava_streams import activity_streams
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store import blobs
 from garmin2strava.adapters.store.dynamodb_streams import PART_BYTES
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.streams import STREAM_TYPES, ActivityStreams
-from garmin2strava.sandbox.strava_records import SandboxActivity
-from garmin2strava.sandbox.strava_streams import activity_streams
 
 KiB = 1024
 

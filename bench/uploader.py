@@ -47,13 +47,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.fitgen import build_activity_fit, zip_original
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.fitfile import OriginalFiles
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, bootstrap, build_cipher
 from garmin2strava.logs import configure_logging
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
@@ -222,8 +223,8 @@ def dynamodb_store(
     table = f"g2s-bench-{uuid.uuid4().hex[:12]}"
     create_table(client, table)
     key_id = aws.kms().create_key()["KeyMetadata"]["KeyId"]
-    settings = pair.settings(
-        db_path, store="dynamodb", dynamodb_table=table, kms_key_id=key_id, token_key=None
+    settings = sandbox_settings(
+        pair, db_path, store="dynamodb", dynamodb_table=table, kms_key_id=key_id, token_key=None
     )
     try:
         yield settings, DynamoDBStore(table, KmsCipher(key_id, client=aws.kms()), client=client)
@@ -240,7 +241,7 @@ def app_on(
     store: Store
     with contextlib.ExitStack() as stack:
         if aws is None:
-            settings = pair.settings(db_path)
+            settings = sandbox_settings(pair, db_path)
             store = stack.enter_context(SqliteStore(settings.db_path, build_cipher(settings)))
         else:
             settings, store = stack.enter_context(dynamodb_store(aws, pair, db_path))

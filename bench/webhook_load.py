@@ -42,9 +42,9 @@ from g2s_harness.serving import (
     start_serve,
     stop_serve,
 )
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 
 USER = "bench"
 SUB = 7001

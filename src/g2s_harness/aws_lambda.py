@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import boto3
 
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.adapters.store.dynamodb_table import create_table
 from garmin2strava.bootstrap import build_store, utc_now
 from garmin2strava.entrypoints.aws_lambda import (
@@ -28,7 +30,6 @@ from garmin2strava.entrypoints.aws_lambda import (
     worker_handler,
 )
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes
 from garmin2strava.services.accounts import ensure_settings_account
 
 if TYPE_CHECKING:
@@ -149,7 +150,8 @@ def deployed(
             else pair.garmin.issue_tokens(lifetime_s=garmin_token_lifetime_s)
         )
         # The account as the CLI stores it before the first deployment runs.
-        settings = pair.settings(
+        settings = sandbox_settings(
+            pair,
             tmp_path / "unused.sqlite3",
             store="dynamodb",
             dynamodb_table=table,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from garmin2strava.adapters.crypto import generate_token_key
 
 if TYPE_CHECKING:
-    from garmin2strava.sandbox.scenario import SandboxPair
+    from g2s_sandbox.scenario import SandboxPair
 
 __all__ = [
     "ServeConfig",

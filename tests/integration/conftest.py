@@ -54,6 +54,9 @@ from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
 from g2s_harness.aws_lambda import Deployment, deployed
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
@@ -62,8 +65,6 @@ from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.runner import sync_all
 from garmin2strava.settings import Settings
@@ -252,7 +253,7 @@ def make_app(
     pair: SandboxPair, tmp_path: Path, open_app: Callable[[Settings], App]
 ) -> Callable[..., App]:
     def build(**overrides: Any) -> App:
-        return open_app(pair.settings(tmp_path / "g2s.sqlite3", **overrides))
+        return open_app(sandbox_settings(pair, tmp_path / "g2s.sqlite3", **overrides))
 
     return build
 

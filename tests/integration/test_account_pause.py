@@ -17,11 +17,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from g2s_harness.aws_lambda import USER as LAMBDA_USER
 from g2s_harness.aws_lambda import Deployment, FakeContext
+from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, build_cipher
 from garmin2strava.entrypoints.aws_lambda import sync_handler
 from garmin2strava.entrypoints.daemon import schedule_sync
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.services.account_control import AccountControl
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import SyncDeps

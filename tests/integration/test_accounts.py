@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.scenario import running_sandboxes
 from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.errors import ConfigError
-from garmin2strava.sandbox.scenario import running_sandboxes
 from garmin2strava.services.accounts import ensure_athlete_linked, ensure_settings_account
 
 
 def test_settings_account_created_without_any_request(tmp_path: Path) -> None:
     """Creating the account from settings stores both tokens and costs no request."""
     with running_sandboxes() as pair:
-        app = bootstrap(pair.settings(tmp_path / "s.sqlite3"))
+        app = bootstrap(sandbox_settings(pair, tmp_path / "s.sqlite3"))
         account = ensure_settings_account(app.store, app.settings, app.clock)
         assert account is not None
         assert account.user_id == "demo"
@@ -30,7 +31,7 @@ def test_settings_account_created_without_any_request(tmp_path: Path) -> None:
 def test_missing_single_user_setting_is_named(tmp_path: Path) -> None:
     """A partial single-user configuration names the first missing setting."""
     with running_sandboxes() as pair:
-        settings = pair.settings(tmp_path / "s.sqlite3", strava_client_secret=None)
+        settings = sandbox_settings(pair, tmp_path / "s.sqlite3", strava_client_secret=None)
         app = bootstrap(settings)
         with pytest.raises(ConfigError, match="STRAVA_CLIENT_SECRET"):
             ensure_settings_account(app.store, settings, app.clock)
@@ -40,7 +41,7 @@ def test_athlete_linked_once_for_one_read(tmp_path: Path) -> None:
     """The settings account gets its athlete link (for webhooks) with one Strava read,
     and a second call makes no request."""
     with running_sandboxes() as pair:
-        app = bootstrap(pair.settings(tmp_path / "s.sqlite3"))
+        app = bootstrap(sandbox_settings(pair, tmp_path / "s.sqlite3"))
         ensure_settings_account(app.store, app.settings, app.clock)
         strava = app.strava_for("demo")
         assert isinstance(strava, StravaAdapter)

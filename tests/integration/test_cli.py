@@ -19,11 +19,11 @@ from click.testing import CliRunner
 
 from g2s_harness.cli import run_cli
 from g2s_harness.serving import free_port
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.entrypoints.cli import cli
 from garmin2strava.entrypoints.server import MirrorRuntime
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo, seed_run
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -366,6 +366,25 @@ def test_demo_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run_cli(capsys, "demo")
     assert code == 0
     assert "demo: OK" in out
+
+
+def test_demo_without_the_emulators_says_how_to_get_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install without the `sandbox` extra: one line naming what is missing and how
+    to get it, exit 1, no traceback."""
+    for name in [m for m in sys.modules if m.split(".")[0] == "g2s_sandbox"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delitem(sys.modules, "garmin2strava.entrypoints.demo", raising=False)
+    monkeypatch.setitem(sys.modules, "g2s_sandbox", None)  # importing from it now fails
+    code, out, err = run_cli(capsys, "demo")
+    assert code == 1
+    assert out == ""
+    expected = (
+        "garmin2strava demo: the emulators (g2s-sandbox) are not installed; in a clone "
+        "of the repository, `make demo` installs them"
+    )
+    assert err.strip().splitlines() == [expected]
 
 
 # -- webhook ---------------------------------------------------------------------------

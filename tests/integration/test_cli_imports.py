@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from g2s_harness.cli import run_cli
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.crypto import generate_token_key
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 
 pytestmark = pytest.mark.integration
 

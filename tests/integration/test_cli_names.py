@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from g2s_harness.cli import run_cli
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import build_cipher
 from garmin2strava.domain.models import Workout
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 from starlette.testclient import TestClient
 
+from g2s_sandbox.scenario import SandboxPair, seed_demo
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.bootstrap import App
 from garmin2strava.domain.activities import external_id_for
@@ -29,7 +30,6 @@ from garmin2strava.entrypoints.console import (
     serve_console,
 )
 from garmin2strava.errors import ConfigError
-from garmin2strava.sandbox.scenario import SandboxPair, seed_demo
 from garmin2strava.services.runner import sync_all
 
 pytestmark = pytest.mark.integration

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.scenario import SandboxPair
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import build_cipher
-from garmin2strava.sandbox.scenario import SandboxPair
 from garmin2strava.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class SqliteCrashStore:
     """The crash child and its restart share one SQLite file."""
 
     def settings(self, pair: SandboxPair, tmp_path: Path) -> Settings:
-        return pair.settings(tmp_path / "g2s.sqlite3", token_key=generate_token_key())
+        return sandbox_settings(pair, tmp_path / "g2s.sqlite3", token_key=generate_token_key())
 
     def child_env(self, settings: Settings) -> dict[str, str]:  # noqa: ARG002 (CrashStore's signature)
         return {"G2S_STORE": "sqlite"}

@@ -19,10 +19,10 @@ from urllib.parse import urlencode
 import pytest
 
 from g2s_harness.serving import free_port
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.webhook import derive_path_secret
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 
 pytestmark = pytest.mark.integration
 

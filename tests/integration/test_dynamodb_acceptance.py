@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.scenario import SandboxPair, seed_run
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
 from garmin2strava.adapters.kms import KmsCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
@@ -39,8 +42,6 @@ from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import Account, UploadOutcome, Workout
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.ports import StravaPort
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.mirror import process_events
 from garmin2strava.services.runner import sync_all
@@ -78,8 +79,8 @@ NO_SQLITE_FILE = "must-not-exist.sqlite3"
 
 def dynamodb_settings(pair: SandboxPair, table: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Settings of a DynamoDB deployment; db_path names a file that must never appear."""
-    return pair.settings(
-        tmp_path / NO_SQLITE_FILE, store="dynamodb", dynamodb_table=table, **overrides
+    return sandbox_settings(
+        pair, tmp_path / NO_SQLITE_FILE, store="dynamodb", dynamodb_table=table, **overrides
     )
 
 

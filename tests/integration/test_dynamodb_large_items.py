@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 
+from g2s_sandbox.strava_records import SandboxActivity
+from g2s_sandbox.strava_streams import activity_streams
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.streams import STREAM_TYPES, ActivityStreams
-from garmin2strava.sandbox.strava_records import SandboxActivity
-from garmin2strava.sandbox.strava_streams import activity_streams
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from garminconnect import Garmin
 
+from g2s_sandbox.fitgen import build_activity_fit, zip_original
+from g2s_sandbox.garmin import GarminSandbox, make_record
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.garmin import CLIENT_URL_ATTRIBUTES, GarminConnectAdapter
 from garmin2strava.adapters.store.sqlite import SqliteStore
@@ -25,8 +27,6 @@ from garmin2strava.errors import (
     GarminRefused,
     TransientError,
 )
-from garmin2strava.sandbox.fitgen import build_activity_fit, zip_original
-from garmin2strava.sandbox.garmin import GarminSandbox, make_record
 
 pytestmark = pytest.mark.integration
 

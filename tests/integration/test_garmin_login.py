@@ -16,13 +16,13 @@ import requests
 from click.testing import CliRunner
 from garminconnect.client import sso
 
+from g2s_sandbox.garmin import GarminSandbox
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.models import GarminTokens
 from garmin2strava.entrypoints.cli import cli
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.garmin import GarminSandbox
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration

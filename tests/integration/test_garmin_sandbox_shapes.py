@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from garmin2strava.sandbox.garmin import GarminSandbox, make_record
+from g2s_sandbox.garmin import GarminSandbox, make_record
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import App, bootstrap
 from garmin2strava.domain.models import Account, AccountStatus
 from garmin2strava.entrypoints.oauth import get_token
 from garmin2strava.errors import ConfigError
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -554,6 +554,7 @@ def test_image_install_step_works(tmp_path: Path) -> None:
                     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
                     shutil.copytree(origin, context / source, ignore=ignore)
                 else:
+                    (context / source).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(origin, context / source)
 
     venv = tmp_path / "venv"

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from g2s_harness.aws_lambda import Deployment, FakeContext
+from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.entrypoints.aws_lambda import sync_handler
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 
 pytestmark = pytest.mark.integration
 

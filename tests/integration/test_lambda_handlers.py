@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from g2s_harness.aws_lambda import USER, Deployment, FakeContext, deployed
+from g2s_sandbox.scenario import seed_run
 from garmin2strava.adapters.queue_sqs import FIRST_SENT_ATTRIBUTE
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent, derive_path_secret
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.scenario import seed_run
 from garmin2strava.services.mirror import remember_subscription
 
 pytestmark = pytest.mark.integration

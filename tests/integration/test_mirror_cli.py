@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from g2s_harness.cli import run_cli
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from g2s_sandbox.scenario import SandboxPair
 from garmin2strava.bootstrap import App
 from garmin2strava.entrypoints.daemon import FIRST_MIRROR_JOB, schedule_mirror_jobs
-from garmin2strava.sandbox.scenario import SandboxPair
 from garmin2strava.services.reconcile import reconcile_due
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.domain.models import Account
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.reconcile import reconcile_account, reconcile_all, reconcile_due
 
 pytestmark = pytest.mark.integration

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from g2s_sandbox.fitgen import build_activity_fit
+from g2s_sandbox.scenario import SandboxPair, seed_run
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
@@ -23,9 +26,6 @@ from garmin2strava.domain.budget import next_window_reset
 from garmin2strava.domain.models import UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import RateLimited, StravaNotFound
-from garmin2strava.sandbox.fitgen import build_activity_fit
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.mirror import process_events
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.streams import catch_up_streams

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from g2s_sandbox.activity_files import RefusedFile, read_activity
 from garmin2strava.adapters.fitfile import summarize_upload
 from garmin2strava.errors import FileRejected
-from garmin2strava.sandbox.activity_files import RefusedFile, read_activity
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.slow]
 

@@ -29,8 +29,8 @@ import boto3
 import pytest
 
 from g2s_harness.serving import free_port, image_healthcheck
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.store.dynamodb import create_table
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

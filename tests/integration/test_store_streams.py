@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from g2s_sandbox.strava_records import SandboxActivity
+from g2s_sandbox.strava_streams import activity_streams
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.streams import STREAM_TYPES, ActivityStreams, PendingStreams
 from garmin2strava.ports import Store
-from garmin2strava.sandbox.strava_records import SandboxActivity
-from garmin2strava.sandbox.strava_streams import activity_streams
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
@@ -25,7 +26,6 @@ from garmin2strava.domain.budget import window_start
 from garmin2strava.domain.models import AccountStatus, UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import StravaAppInactive, StravaAuthError
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.services.backfill import backfill_account
 from garmin2strava.services.mirror import MirrorStats, process_events
 from garmin2strava.services.mirror_backfill import backfill_mirror

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from g2s_sandbox.fitgen import build_activity_fit
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.adapters.strava import REAL_BASE_URL, StravaAdapter, rewrite_url
@@ -24,8 +26,6 @@ from garmin2strava.domain.activities import UploadState, read_upload_status
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
-from garmin2strava.sandbox.fitgen import build_activity_fit
-from garmin2strava.sandbox.strava import StravaSandbox
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import requests
 
-from garmin2strava.sandbox import fitgen
-from garmin2strava.sandbox.activity_files import MALFORMED, NO_TIME
-from garmin2strava.sandbox.strava import StravaSandbox
-from garmin2strava.sandbox.strava_records import ERROR, READY
+from g2s_sandbox import fitgen
+from g2s_sandbox.activity_files import MALFORMED, NO_TIME
+from g2s_sandbox.strava import StravaSandbox
+from g2s_sandbox.strava_records import ERROR, READY
 
 pytestmark = pytest.mark.integration
 

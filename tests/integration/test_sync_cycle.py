@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from garmin2strava.bootstrap import App
-from garmin2strava.domain.activities import external_id_for
-from garmin2strava.domain.models import LedgerEntry, UploadOutcome
-from garmin2strava.sandbox.fitgen import (
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.fitgen import (
     build_activity_fit,
     corrupt_crc,
     not_a_zip,
@@ -30,8 +28,11 @@ from garmin2strava.sandbox.fitgen import (
     zip_too_many_members,
     zip_traversal,
 )
-from garmin2strava.sandbox.garmin import make_record
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
+from g2s_sandbox.garmin import make_record
+from g2s_sandbox.scenario import SandboxPair, seed_run
+from garmin2strava.bootstrap import App
+from garmin2strava.domain.activities import external_id_for
+from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.settings import Settings
@@ -401,7 +402,7 @@ def test_lease_lets_only_one_of_two_runners_sync_the_account(
     """Two apps on one SQLite file (two processes): while the first holds the lease
     mid-cycle, the second skips the account; every run lands on Strava exactly once."""
     runs = [seed_run(pair, 900 + i, start_utc=START + i * HOUR) for i in range(3)]
-    settings = pair.settings(tmp_path / "g2s.sqlite3")
+    settings = sandbox_settings(pair, tmp_path / "g2s.sqlite3")
     first, second = open_app(settings), open_app(settings)
     in_cycle, second_done = threading.Event(), threading.Event()
 

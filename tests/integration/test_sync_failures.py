@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.bootstrap import App, utc_now
 from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import (
@@ -19,7 +20,6 @@ from garmin2strava.domain.models import (
     StravaTokens,
     UploadOutcome,
 )
-from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.settings import Settings

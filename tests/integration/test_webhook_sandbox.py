@@ -20,6 +20,10 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
+from g2s_harness.sandbox_settings import sandbox_settings
+from g2s_sandbox.fitgen import build_activity_fit
+from g2s_sandbox.scenario import running_sandboxes, seed_demo
+from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
@@ -32,9 +36,6 @@ from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import StravaPort
-from garmin2strava.sandbox.fitgen import build_activity_fit
-from garmin2strava.sandbox.scenario import running_sandboxes, seed_demo
-from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.mirror import (
     SUBSCRIPTION_STATE_KEY,
@@ -440,7 +441,7 @@ def test_after_mirror_backfill_the_uploader_lists_nothing_on_strava(tmp_path: Pa
     now = datetime.now(UTC)
     with running_sandboxes() as pair:
         seed_demo(pair, now)
-        settings = pair.settings(tmp_path / "g2s.sqlite3")
+        settings = sandbox_settings(pair, tmp_path / "g2s.sqlite3")
         app = bootstrap(settings)
         app.poll_delay_s = 0.0
         ensure_settings_account(app.store, settings, app.clock)

@@ -19,6 +19,7 @@ from typing import Literal
 import pytest
 from fitparse import FitFile
 
+from g2s_sandbox import fitgen
 from garmin2strava.adapters.fitfile import (
     ActivityFile,
     FileSummary,
@@ -28,7 +29,6 @@ from garmin2strava.adapters.fitfile import (
     validate_activity_file,
 )
 from garmin2strava.errors import ArchiveRejected, FileRejected
-from garmin2strava.sandbox import fitgen
 
 START = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
 ACTIVITY_ID = 18_345_678_901

@@ -6,8 +6,8 @@ import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
+from g2s_sandbox.fitgen import build_activity_fit, build_gpx, zip_original
 from garmin2strava.adapters.fitfile import OriginalFiles
-from garmin2strava.sandbox.fitgen import build_activity_fit, build_gpx, zip_original
 
 START = datetime(2025, 6, 2, 6, 30, tzinfo=UTC)
 

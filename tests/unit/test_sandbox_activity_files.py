@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import fitdecode.utils
 import pytest
 
-from garmin2strava.sandbox import fitgen
-from garmin2strava.sandbox.activity_files import (
+from g2s_sandbox import fitgen
+from g2s_sandbox.activity_files import (
     MALFORMED,
     NO_TIME,
     RefusedFile,
@@ -149,7 +149,7 @@ def test_missing_fitdecode_stops_with_one_line_naming_the_extra() -> None:
     """Without fitdecode, creating the Strava emulator exits with the install hint alone."""
     code = (
         "import sys; sys.modules['fitdecode'] = None\n"
-        "from garmin2strava.sandbox.strava import StravaSandbox\n"
+        "from g2s_sandbox.strava import StravaSandbox\n"
         "StravaSandbox()\n"
     )
     done = subprocess.run(  # noqa: S603 - our interpreter, a fixed script

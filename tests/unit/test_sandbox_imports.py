@@ -1,20 +1,20 @@
-"""The emulators in garmin2strava.sandbox never import the production code they judge."""
+"""The emulators (sandbox/, the g2s_sandbox distribution) never import the production
+code they judge, and the daemon's wheel carries neither them nor the test harnesses."""
 
 from __future__ import annotations
 
 import ast
-import tomllib
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
-import g2s_harness
-import garmin2strava.sandbox
+import pytest
 
-SANDBOX = Path(garmin2strava.sandbox.__file__).resolve().parent
-# The harness, not an emulator: it builds the daemon's settings for the emulators (and
-# `garmin2strava demo` needs it), so it imports the daemon's code. No emulator may
-# import it. The test-only harnesses (its server process, its Lambda handlers on moto)
-# live outside the shipped package, in g2s_harness.
-HARNESSES = frozenset({"scenario"})
+import g2s_sandbox
+
+SANDBOX = Path(g2s_sandbox.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _imports(path: Path) -> set[str]:
@@ -25,36 +25,27 @@ def _imports(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the sandbox package
-                found.add(f"garmin2strava.sandbox.{node.module or ''}".rstrip("."))
+                found.add(f"g2s_sandbox.{node.module or ''}".rstrip("."))
             elif node.module:
                 found.add(node.module)
                 found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
-def _emulators() -> list[Path]:
-    return sorted(p for p in SANDBOX.glob("*.py") if p.stem not in HARNESSES)
-
-
-def test_harness_list_names_existing_modules() -> None:
-    """Every module exempted as a harness exists, so the exemption cannot go stale."""
-    assert {p.stem for p in SANDBOX.glob("*.py")} >= HARNESSES
-
-
-def test_emulators_import_only_the_sandbox_from_garmin2strava() -> None:
-    """No emulator module imports garmin2strava outside garmin2strava.sandbox, nor a harness."""
-    offending = {}
-    for path in _emulators():
-        own = {m for m in _imports(path) if m == "garmin2strava" or m.startswith("garmin2strava.")}
-        bad = {
-            m
-            for m in own
-            if not m.startswith("garmin2strava.sandbox")
-            or m.removeprefix("garmin2strava.sandbox.").split(".")[0] in HARNESSES
-        }
-        if bad:
-            offending[path.name] = sorted(bad)
-    assert len(_emulators()) >= 8  # garmin, strava*, fitgen, activity_files, __init__
+def test_no_emulator_imports_the_daemon_or_the_harnesses() -> None:
+    modules = sorted(SANDBOX.rglob("*.py"))
+    assert len(modules) >= 9  # garmin, strava*, fitgen, activity_files, scenario, __init__
+    offending = {
+        path.name: sorted(bad)
+        for path in modules
+        if (
+            bad := {
+                m
+                for m in _imports(path)
+                if m.split(".")[0] in {"garmin2strava", "g2s_harness", "tests", "conftest"}
+            }
+        )
+    }
     assert offending == {}
 
 
@@ -70,14 +61,38 @@ def test_the_import_check_sees_a_production_import(tmp_path: Path) -> None:
     assert {"garmin2strava.domain", "garmin2strava.adapters.fitfile"} <= _imports(module)
 
 
-def test_the_wheel_ships_no_test_harness() -> None:
-    """The harnesses only tests and benchmarks use are outside the package the wheel
-    ships ([tool.hatch.build.targets.wheel] packages), not in garmin2strava.sandbox."""
-    pyproject = tomllib.loads((SANDBOX.parents[2] / "pyproject.toml").read_text("utf-8"))
-    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
-        "src/garmin2strava"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The daemon's wheel, built from this checkout by its build backend (offline)."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(  # noqa: S603 (our interpreter, fixed arguments)
+        [sys.executable, "-m", "hatchling", "build", "--target", "wheel", "--directory", out],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("garmin2strava-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_the_wheel_holds_the_daemon_only(wheel: zipfile.ZipFile) -> None:
+    packages = {name.split("/")[0] for name in wheel.namelist()}
+    assert {p for p in packages if not p.endswith(".dist-info")} == {"garmin2strava"}
+    names = set(wheel.namelist())
+    assert "garmin2strava/entrypoints/cli.py" in names
+    assert "garmin2strava/entrypoints/templates/console.html" in names
+    assert not any("sandbox" in n or "g2s_harness" in n for n in names)
+
+
+def test_the_wheel_asks_for_the_emulators_only_with_its_sandbox_extra(
+    wheel: zipfile.ZipFile,
+) -> None:
+    (metadata,) = (n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in wheel.read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist: ")
     ]
-    harnesses = Path(g2s_harness.__file__).resolve().parent
-    assert {p.stem for p in harnesses.glob("*.py")} >= {"serving", "aws_lambda"}
-    assert not harnesses.is_relative_to(SANDBOX.parent)
-    assert not {p.stem for p in SANDBOX.glob("*.py")} & {"serving", "aws_lambda"}
+    sandbox = [r for r in requires if r.startswith("g2s-sandbox")]
+    assert sandbox == ["g2s-sandbox; extra == 'sandbox'"]
+    assert not any(r.startswith("fitdecode") for r in requires)

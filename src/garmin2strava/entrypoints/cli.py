@@ -526,8 +526,17 @@ def demo(keep: bool, serve: bool) -> int:
     Runs the real garminconnect and stravalib clients against emulators on 127.0.0.1
     and a temporary SQLite store: no request leaves 127.0.0.1, and no setting is read.
     """
-    from garmin2strava.entrypoints.demo import run_demo  # noqa: PLC0415
-
+    try:
+        from garmin2strava.entrypoints.demo import run_demo  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "g2s_sandbox":
+            raise
+        print(
+            "garmin2strava demo: the emulators (g2s-sandbox) are not installed; in a clone "
+            "of the repository, `make demo` installs them",
+            file=sys.stderr,
+        )
+        return 1
     return run_demo(keep=keep, serve=serve)
 
 

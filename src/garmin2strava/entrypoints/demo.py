@@ -8,14 +8,15 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.entrypoints.demo_console import show_status_page
 from garmin2strava.entrypoints.demo_mirror import show_mirror
 from garmin2strava.logs import configure_logging
-from garmin2strava.sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
+from garmin2strava.settings import load_settings
 
 __all__ = ["run_demo"]
 
@@ -36,7 +37,9 @@ def run_demo(*, keep: bool = False, serve: bool = False) -> int:
 def _demo(pair: SandboxPair, workdir: Path, *, serve: bool) -> int:
     now = datetime.now(tz=UTC)
     seeded = seed_demo(pair, now)
-    settings = pair.settings(workdir / "garmin2strava.sqlite3")
+    settings = load_settings(
+        env_file=None, **pair.settings_values(workdir / "garmin2strava.sqlite3")
+    )
     app = bootstrap(settings)
     app.poll_delay_s = 0.5
     ensure_settings_account(app.store, settings, app.clock)

@@ -33,8 +33,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from garmin2strava.sandbox.strava_api import StravaApi
-from garmin2strava.sandbox.strava_records import SandboxActivity, SandboxUpload
+from g2s_sandbox.strava_api import StravaApi
+from g2s_sandbox.strava_records import SandboxActivity, SandboxUpload
 
 __all__ = ["SandboxActivity", "SandboxUpload", "StravaSandbox"]
 

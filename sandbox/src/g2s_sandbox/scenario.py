@@ -1,24 +1,34 @@
-"""Both emulators started together, settings pointing at them, and seeded scenarios.
-Used by `garmin2strava demo`, the integration tests and bench/."""
+"""Both emulators started together, the daemon's settings pointing at them, and seeded
+scenarios. Used by `garmin2strava demo`, the integration tests and bench/.
+
+The settings are given as the daemon documents them (README "Settings"): its field
+names for `settings_values`, its environment names for `environment`. Nothing here
+imports the daemon."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from garmin2strava.adapters.crypto import generate_token_key
-from garmin2strava.sandbox.fitgen import build_activity_fit, build_gpx, zip_original
-from garmin2strava.sandbox.garmin import GarminSandbox, make_record
-from garmin2strava.sandbox.strava import StravaSandbox
-from garmin2strava.settings import Settings, load_settings
+from g2s_sandbox.fitgen import build_activity_fit, build_gpx, zip_original
+from g2s_sandbox.garmin import GarminSandbox, make_record
+from g2s_sandbox.strava import StravaSandbox
 
 __all__ = ["SandboxPair", "SeededRun", "running_sandboxes", "seed_demo", "seed_run"]
 
 ATHLETE_ID = 1001
+
+
+def new_token_key() -> str:
+    """A random G2S_TOKEN_KEY, in the form the README documents: 32 bytes, urlsafe
+    base64."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
 @dataclass(slots=True)
@@ -39,7 +49,9 @@ class SandboxPair:
     garmin_tokens: str
     seeded: list[SeededRun] = field(default_factory=list)
 
-    def settings(self, db_path: Path, **overrides: Any) -> Settings:
+    def settings_values(self, db_path: Path, **overrides: Any) -> dict[str, Any]:
+        """The daemon's settings for one user against these emulators, by field name
+        (`garmin2strava.settings.load_settings(**values)` reads them)."""
         values: dict[str, Any] = {
             "strava_client_id": self.strava.client_id,
             "strava_client_secret": self.strava.client_secret,
@@ -48,14 +60,14 @@ class SandboxPair:
             "user_id": "demo",
             "store": "sqlite",
             "db_path": db_path,
-            "token_key": generate_token_key(),
+            "token_key": new_token_key(),
             "strava_base_url": self.strava.base_url,
             "garmin_base_url": self.garmin.base_url,
             "log_format": "text",
             "log_level": "WARNING",
         }
         values.update(overrides)
-        return load_settings(env_file=None, **values)
+        return values
 
     def environment(self, *, user_id: str, db_path: Path, **extra: str) -> dict[str, str]:
         """The same single-user settings as environment variables, for a command run
@@ -67,7 +79,7 @@ class SandboxPair:
             "GARMIN_TOKENS": self.garmin_tokens,
             "G2S_USER_ID": user_id,
             "G2S_DB_PATH": str(db_path),
-            "G2S_TOKEN_KEY": generate_token_key(),
+            "G2S_TOKEN_KEY": new_token_key(),
             "G2S_STRAVA_BASE_URL": self.strava.base_url,
             "G2S_GARMIN_BASE_URL": self.garmin.base_url,
             "G2S_LOG_LEVEL": "WARNING",

@@ -12,13 +12,13 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from garmin2strava.sandbox.activity_files import (
+from g2s_sandbox.activity_files import (
     ActivityReading,
     RefusedFile,
     read_activity,
     require_fit_reader,
 )
-from garmin2strava.sandbox.strava_records import (
+from g2s_sandbox.strava_records import (
     DELETED,
     ERROR,
     FULL_SCOPE,
@@ -28,7 +28,7 @@ from garmin2strava.sandbox.strava_records import (
     SandboxAthlete,
     SandboxUpload,
 )
-from garmin2strava.sandbox.strava_webhooks import WebhookHub
+from g2s_sandbox.strava_webhooks import WebhookHub
 
 __all__ = ["StravaState"]
 

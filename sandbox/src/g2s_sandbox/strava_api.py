@@ -11,9 +11,9 @@ from email.policy import HTTP
 from typing import Any
 from urllib.parse import parse_qs
 
-from garmin2strava.sandbox.strava_records import SandboxAthlete, SandboxUpload
-from garmin2strava.sandbox.strava_state import StravaState
-from garmin2strava.sandbox.strava_streams import activity_streams
+from g2s_sandbox.strava_records import SandboxAthlete, SandboxUpload
+from g2s_sandbox.strava_state import StravaState
+from g2s_sandbox.strava_streams import activity_streams
 
 __all__ = ["StravaApi"]
 

@@ -16,7 +16,7 @@ import math
 import random
 from typing import Any
 
-from garmin2strava.sandbox.strava_records import SandboxActivity
+from g2s_sandbox.strava_records import SandboxActivity
 
 __all__ = ["KNOWN_TYPES", "activity_streams"]
 
