@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
 
     from garmin2strava.bootstrap import bootstrap
     from garmin2strava.services.accounts import ensure_settings_account
-    from garmin2strava.services.runner import sync_all
+    from garmin2strava.services.sync_accounts import sync_all
     from garmin2strava.settings import load_settings
     import garmin2strava.adapters.garmin, garmin2strava.adapters.strava
     import garmin2strava.adapters.fitfile

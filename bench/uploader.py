@@ -56,8 +56,8 @@ from garmin2strava.bootstrap import App, bootstrap, build_cipher
 from garmin2strava.logs import configure_logging
 from garmin2strava.ports import Store
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
+from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import Settings
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ from g2s_harness.serving import ServeConfig, start_serve, stop_serve
 from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.crypto import AesGcmCipher, parse_token_key
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import UploadOutcome
+from garmin2strava.domain.upload_rules import external_id_for
 
 READS_PER_DAY = 1000
 USER = "demo"

@@ -13,7 +13,6 @@ import pytest
 
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -23,6 +22,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     UploadStatus,
 )
+from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.errors import (
     FileRejected,
     GarminAuthError,

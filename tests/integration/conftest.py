@@ -62,11 +62,11 @@ from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, bootstrap, build_cipher, utc_now
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
+from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.ports import Store
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.runner import sync_all
+from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import Settings
 
 TEST_KEY = bytes(range(32))

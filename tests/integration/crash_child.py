@@ -30,8 +30,8 @@ from typing import Any
 
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import SyncDeps
+from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import load_settings
 
 NOT_OK = 3

@@ -23,8 +23,8 @@ from garmin2strava.bootstrap import App, build_cipher
 from garmin2strava.entrypoints.aws_lambda import sync_handler
 from garmin2strava.entrypoints.daemon import schedule_sync
 from garmin2strava.services.account_control import AccountControl
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import SyncDeps
+from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
 

@@ -38,14 +38,14 @@ from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
 from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.bootstrap import App, bootstrap, utc_now
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import Account, UploadOutcome, Workout
+from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.accounts import ensure_settings_account
 from garmin2strava.services.mirror import process_events
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
+from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import Settings
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from garmin2strava.domain.models import UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import RateLimited, StravaNotFound
 from garmin2strava.services.mirror import process_events
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.streams import catch_up_streams
+from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
 

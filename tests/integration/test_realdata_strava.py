@@ -25,13 +25,13 @@ import pytest
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.adapters.strava import StravaAdapter
-from garmin2strava.domain.activities import (
+from garmin2strava.domain.models import StravaTokens
+from garmin2strava.domain.upload_rules import (
     UploadState,
     find_match,
     parse_activity,
     read_upload_status,
 )
-from garmin2strava.domain.models import StravaTokens
 from garmin2strava.domain.workouts import normalize_activity
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]

@@ -30,8 +30,8 @@ from garmin2strava.services.backfill import backfill_account
 from garmin2strava.services.mirror import MirrorStats, process_events
 from garmin2strava.services.mirror_backfill import backfill_mirror
 from garmin2strava.services.observability import HealthReport, check_health, collect_metrics
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.status import account_status
+from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ from garmin2strava.adapters.strava_oauth import (
     bootstrap_tokens_from_refresh_token,
     exchange_code,
 )
-from garmin2strava.domain.activities import UploadState, read_upload_status
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.upload_rules import UploadState, read_upload_status
 from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
 
 pytestmark = pytest.mark.integration

@@ -31,10 +31,10 @@ from g2s_sandbox.fitgen import (
 from g2s_sandbox.garmin import make_record
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.bootstrap import App
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
-from garmin2strava.services.runner import sync_all
+from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.services.sync import CycleReport
+from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -19,9 +19,9 @@ from g2s_sandbox.fitgen import zip_original
 from g2s_sandbox.garmin import make_record
 from g2s_sandbox.scenario import SandboxPair
 from garmin2strava.bootstrap import App
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.models import UploadOutcome
-from garmin2strava.services.runner import sync_all
+from garmin2strava.domain.upload_rules import external_id_for
+from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 

@@ -48,8 +48,8 @@ from garmin2strava.services.mirror import (
 )
 from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
 from garmin2strava.services.observability import check_health
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.status import account_status
+from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
 

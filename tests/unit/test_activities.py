@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from garmin2strava.domain.activities import parse_activity
 from garmin2strava.domain.activity_types import is_indoor, sport_family
 from garmin2strava.domain.text import MAX_NAME_CHARS, clean_description, clean_name, shown
+from garmin2strava.domain.upload_rules import parse_activity
 from garmin2strava.errors import InvalidActivity
 
 GARMIN = Path("garmin")

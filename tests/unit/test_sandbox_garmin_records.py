@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from g2s_sandbox.garmin import make_record
-from garmin2strava.domain.activities import parse_activity
+from garmin2strava.domain.upload_rules import parse_activity
 
 START = datetime(2026, 1, 8, 14, 10, 21, tzinfo=UTC)
 

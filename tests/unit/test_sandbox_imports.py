@@ -80,7 +80,7 @@ def test_the_wheel_holds_the_daemon_only(wheel: zipfile.ZipFile) -> None:
     assert {p for p in packages if not p.endswith(".dist-info")} == {"garmin2strava"}
     names = set(wheel.namelist())
     assert "garmin2strava/entrypoints/cli.py" in names
-    assert "garmin2strava/entrypoints/templates/console.html" in names
+    assert "garmin2strava/entrypoints/templates/status_page.html" in names
     assert not any("sandbox" in n or "g2s_harness" in n for n in names)
 
 

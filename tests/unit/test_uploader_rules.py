@@ -1,4 +1,4 @@
-"""The uploader's pure decisions (domain.activities): candidates, the ledger's
+"""The uploader's pure decisions (domain.upload_rules): candidates, the ledger's
 transitions, the Strava query windows, matching, upload answers, retry delays."""
 
 from __future__ import annotations
@@ -7,8 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from garmin2strava.domain import activities as rules
-from garmin2strava.domain.activities import (
+from garmin2strava.domain import upload_rules
+from garmin2strava.domain.models import (
+    Account,
+    GarminActivity,
+    LedgerEntry,
+    StravaActivity,
+    UploadOutcome,
+    UploadStatus,
+)
+from garmin2strava.domain.upload_rules import (
     EARLIEST_START,
     LATEST_START,
     QUERY_SPAN,
@@ -32,14 +40,6 @@ from garmin2strava.domain.activities import (
     settled,
     strava_sport_family,
     upload_description,
-)
-from garmin2strava.domain.models import (
-    Account,
-    GarminActivity,
-    LedgerEntry,
-    StravaActivity,
-    UploadOutcome,
-    UploadStatus,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -388,7 +388,7 @@ def test_garmin_id_of_reads_only_our_external_ids(
     external_id: str | None, garmin_id: int | None
 ) -> None:
     """Only an external_id we sent gives a Garmin id; anyone else's gives None."""
-    assert rules.garmin_id_of(external_id) == garmin_id
+    assert upload_rules.garmin_id_of(external_id) == garmin_id
 
 
 @pytest.mark.parametrize(
@@ -417,7 +417,7 @@ def test_a_create_settles_only_what_is_not_settled(outcome: UploadOutcome, settl
         next_retry_at=now + timedelta(minutes=2) if outcome is UploadOutcome.FAILED else None,
         upload_id=900,
     )
-    settled = rules.settled_by_webhook(entry, 4242, now=now)
+    settled = upload_rules.settled_by_webhook(entry, 4242, now=now)
     if not settles:
         assert settled is None
         return

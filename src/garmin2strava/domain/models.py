@@ -90,7 +90,7 @@ class GarminActivity:
     activity_id: int
     name: str  # one line, no control characters, bounded (domain.text.clean_name)
     type_key: str  # normalized: lower case, no `_v2` suffix
-    start_utc: datetime  # aware, UTC, within domain.activities' plausible bounds
+    start_utc: datetime  # aware, UTC, within domain.upload_rules' plausible bounds
     elapsed_seconds: float
     distance_m: float | None
     manual: bool

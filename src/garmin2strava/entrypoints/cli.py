@@ -20,16 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from garmin2strava.entrypoints import console_commands, mirror_commands
-from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
+from garmin2strava.entrypoints import account_commands, mirror_commands
+from garmin2strava.entrypoints.cli_common import (
+    ISO_DATE,
+    format_report,
+    json_option,
+    load,
+    load_app,
+    user_option,
+)
 from garmin2strava.errors import ConfigError, G2SError, GarminAuthError
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
     from garmin2strava.domain.models import LedgerEntry
-    from garmin2strava.services.sync import CycleReport
 
-__all__ = ["cli", "format_report", "ledger_json", "main"]
+__all__ = ["cli", "ledger_json", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +181,7 @@ def sync(once: bool, dry_run: bool, user: str | None) -> int:  # noqa: ARG001 (-
     --dry-run still lists Garmin and may query Strava. Reads also G2S_ACTIVITY_TYPES,
     G2S_LOOKBACK, G2S_MAX_ATTEMPTS, G2S_MATCH_TOLERANCE_SECONDS, G2S_UPLOAD_DESCRIPTION.
     """
-    from garmin2strava.services.runner import sync_all  # noqa: PLC0415
+    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415
 
     app = load_app(load())
     if not app.store.list_accounts():
@@ -187,22 +193,6 @@ def sync(once: bool, dry_run: bool, user: str | None) -> int:  # noqa: ARG001 (-
     for report in reports:
         print(format_report(report, dry_run=dry_run))
     return 0 if all(r.ok for r in reports) else 1
-
-
-def format_report(report: CycleReport, *, dry_run: bool = False) -> str:
-    lines = [f"account {report.user_id}:"]
-    if report.skipped_reason:
-        lines.append(f"  skipped: {report.skipped_reason}")
-    if report.error:
-        lines.append(f"  error: {report.error}")
-    for outcome, garmin_id, detail in report.actions:
-        label = "would upload" if outcome == "would_upload" else outcome
-        lines.append(f"  {label:<12} garmin {garmin_id}  {detail}".rstrip())
-    if report.deferred_until and not report.error:
-        lines.append(f"  Strava budget spent: the rest waits until {report.deferred_until}")
-    if len(lines) == 1:
-        lines.append("  nothing to do" + (" (dry run)" if dry_run else ""))
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -545,9 +535,9 @@ for _command in (
     mirror_commands.mirror,
     mirror_commands.workouts,
     mirror_commands.events,
-    console_commands.history,
-    console_commands.accounts,
-    console_commands.disconnect,
+    account_commands.history,
+    account_commands.accounts,
+    account_commands.disconnect,
 ):
     cli.add_command(_command)
 

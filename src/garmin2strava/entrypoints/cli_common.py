@@ -17,9 +17,10 @@ import click
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
+    from garmin2strava.services.sync import CycleReport
     from garmin2strava.settings import Settings
 
-__all__ = ["ISO_DATE", "json_option", "load", "load_app", "user_option"]
+__all__ = ["ISO_DATE", "format_report", "json_option", "load", "load_app", "user_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,3 +72,19 @@ def load_app(settings: Settings) -> App:
     app = bootstrap(settings)
     ensure_settings_account(app.store, settings, app.clock)
     return app
+
+
+def format_report(report: CycleReport, *, dry_run: bool = False) -> str:
+    lines = [f"account {report.user_id}:"]
+    if report.skipped_reason:
+        lines.append(f"  skipped: {report.skipped_reason}")
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for outcome, garmin_id, detail in report.actions:
+        label = "would upload" if outcome == "would_upload" else outcome
+        lines.append(f"  {label:<12} garmin {garmin_id}  {detail}".rstrip())
+    if report.deferred_until and not report.error:
+        lines.append(f"  Strava budget spent: the rest waits until {report.deferred_until}")
+    if len(lines) == 1:
+        lines.append("  nothing to do" + (" (dry run)" if dry_run else ""))
+    return "\n".join(lines)

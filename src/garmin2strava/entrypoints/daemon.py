@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from garmin2strava.bootstrap import App
 from garmin2strava.entrypoints.mirror_jobs import catch_up_pending_streams, reconcile_due_accounts
 from garmin2strava.errors import G2SError
-from garmin2strava.services.runner import sync_all
+from garmin2strava.services.sync_accounts import sync_all
 
 __all__ = ["freeze_heap", "run_daemon", "schedule_mirror_jobs", "schedule_sync"]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_demo
 from garmin2strava.bootstrap import bootstrap
-from garmin2strava.entrypoints.demo_console import show_status_page
 from garmin2strava.entrypoints.demo_mirror import show_mirror
+from garmin2strava.entrypoints.demo_status_page import show_status_page
 from garmin2strava.logs import configure_logging
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
+from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import load_settings
 
 __all__ = ["run_demo"]

@@ -96,14 +96,14 @@ class AdminRuntime:
     MODULES = (
         "uvicorn",
         "garmin2strava.entrypoints.http_app",
-        "garmin2strava.entrypoints.console",
+        "garmin2strava.entrypoints.status_page",
     )
 
     def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
         """`request_deadline_s`: the listener's request deadline; None is
         `listeners.REQUEST_DEADLINE_S` (what `serve` and `run` use)."""
         from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
-        from garmin2strava.entrypoints.console import check_admin_exposure  # noqa: PLC0415
+        from garmin2strava.entrypoints.status_page import check_admin_exposure  # noqa: PLC0415
 
         settings = app.settings
         self.app = app
@@ -145,21 +145,21 @@ class AdminRuntime:
         )
 
     def asgi_app(self) -> Starlette:
-        """The operators' app: the status page at `/` (entrypoints/console.py), the
+        """The operators' app: the status page at `/` (entrypoints/status_page.py), the
         detailed /healthz and /metrics."""
-        from garmin2strava.entrypoints.console import (  # noqa: PLC0415
-            console_for_app,
-            console_routes,
-        )
         from garmin2strava.entrypoints.http_app import create_admin_app  # noqa: PLC0415
+        from garmin2strava.entrypoints.status_page import (  # noqa: PLC0415
+            status_page_for_app,
+            status_page_routes,
+        )
 
         settings = self.app.settings
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        console = console_for_app(
+        page = status_page_for_app(
             self.app, self.queue, interval_s=settings.sync_interval_seconds, admin_token=token
         )
         return create_admin_app(
-            health=self.health, metrics=self.metrics, routes=console_routes(console)
+            health=self.health, metrics=self.metrics, routes=status_page_routes(page)
         )
 
     def metrics(self) -> list[Sample]:

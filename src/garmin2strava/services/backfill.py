@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from garmin2strava.domain.activities import oldest_first, parse_activity
 from garmin2strava.domain.models import GarminActivity
+from garmin2strava.domain.upload_rules import oldest_first, parse_activity
 from garmin2strava.errors import InvalidActivity
 from garmin2strava.ports import GarminPort
 from garmin2strava.services.sync import CycleReport, SyncDeps, sync_account

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from garmin2strava.domain import activities as rules
+from garmin2strava.domain import upload_rules
 from garmin2strava.domain.models import AccountStatus, AuditEvent, LedgerEntry, Workout
 from garmin2strava.domain.webhook import (
     BadEvent,
@@ -682,12 +682,14 @@ def _apply_activity_events(
 def _settle_our_upload(run: _Run, user_id: str, workout: Workout) -> None:
     """An activity made from our upload (our external_id) settles its ledger entry: the
     uploader then needs no status poll, and this fetch was to be made anyway."""
-    garmin_id = rules.garmin_id_of(workout.external_id)
+    garmin_id = upload_rules.garmin_id_of(workout.external_id)
     if garmin_id is None:
         return
     entry = run.store.get_uploads(user_id, [garmin_id]).get(garmin_id)
     settled = (
-        None if entry is None else rules.settled_by_webhook(entry, workout.activity_id, now=run.now)
+        None
+        if entry is None
+        else upload_rules.settled_by_webhook(entry, workout.activity_id, now=run.now)
     )
     if settled is None:
         return

@@ -11,7 +11,7 @@
       6. record the cycle on the account, in the audit trail and the log; release
 
 The rules each step applies (candidates, query windows, matching, the ledger's
-transitions, Strava's answers) are in domain.activities; this module does the I/O
+transitions, Strava's answers) are in domain.upload_rules; this module does the I/O
 and holds the cycle's state in one `_Cycle` passed to every step.
 
 The cycle never sleeps on a budget and never waits for Strava's processing: what
@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from garmin2strava.domain import activities as rules
+from garmin2strava.domain import upload_rules
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -260,7 +260,7 @@ def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         listed = _list_garmin(cycle) if activities is None else list(activities)
         cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
         unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
-        todo = rules.choose_candidates(
+        todo = upload_rules.choose_candidates(
             listed,
             cycle.ledger,
             unsettled,
@@ -271,7 +271,7 @@ def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
             cycle.ledger.setdefault(entry.garmin_activity_id, entry)
         # 3. settle what Strava was processing at the end of an earlier cycle.
         _settle_processing(cycle, todo)
-        todo = [a for a in todo if not rules.is_settled(cycle.ledger.get(a.activity_id))]
+        todo = [a for a in todo if not upload_rules.is_settled(cycle.ledger.get(a.activity_id))]
         # 4. per activity, after one Strava query per group of nearby candidates.
         _query_strava_for(cycle, todo)
         _sync_activities(cycle, todo)
@@ -312,7 +312,7 @@ def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
     parsed: list[GarminActivity] = []
     for record in cycle.garmin().list_activities(start=0, limit=cycle.config.lookback):
         try:
-            parsed.append(rules.parse_activity(record))
+            parsed.append(upload_rules.parse_activity(record))
         except InvalidActivity as exc:
             _reject_record(cycle, record, str(exc))
     return parsed
@@ -320,7 +320,7 @@ def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
 
 def _reject_record(cycle: _Cycle, record: object, reason: str) -> None:
     log.warning("garmin.bad_record", extra={"userId": cycle.user_id, "reason": reason})
-    garmin_id = rules.listing_record_id(record)
+    garmin_id = upload_rules.listing_record_id(record)
     if garmin_id is None:
         return
     cycle.report.note(UploadOutcome.SKIPPED, garmin_id, reason)
@@ -329,7 +329,9 @@ def _reject_record(cycle: _Cycle, record: object, reason: str) -> None:
         return
     if garmin_id not in cycle.store.get_uploads(cycle.user_id, [garmin_id]):
         now = cycle.deps.clock()
-        cycle.store.put_upload(rules.rejected_record(cycle.user_id, garmin_id, reason, now=now))
+        cycle.store.put_upload(
+            upload_rules.rejected_record(cycle.user_id, garmin_id, reason, now=now)
+        )
 
 
 # -- 3. settle what is processing --------------------------------------------------------
@@ -362,12 +364,14 @@ def _query_strava_for(cycle: _Cycle, todo: Sequence[GarminActivity]) -> None:
         a
         for a in todo
         if not a.manual
-        and not rules.mirror_covers(cycle.account, a)
-        and rules.needs_existence_check(cycle.ledger.get(a.activity_id))
+        and not upload_rules.mirror_covers(cycle.account, a)
+        and upload_rules.needs_existence_check(cycle.ledger.get(a.activity_id))
     ]
     tolerance_s = cycle.config.match_tolerance_s + 1
-    for group in rules.group_by_span(need):
-        after, before = rules.query_window(group[0].start_utc, group[-1].start_utc, tolerance_s)
+    for group in upload_rules.group_by_span(need):
+        after, before = upload_rules.query_window(
+            group[0].start_utc, group[-1].start_utc, tolerance_s
+        )
         found = list(_list_strava(cycle, after, before))
         for activity in group:
             cycle.strava_seen[activity.activity_id] = found
@@ -377,10 +381,10 @@ def _list_strava(cycle: _Cycle, after: datetime, before: datetime) -> Iterator[S
     page = 1
     while True:
         batch = cycle.strava().list_activities(
-            after=after, before=before, page=page, per_page=rules.QUERY_PAGE
+            after=after, before=before, page=page, per_page=upload_rules.QUERY_PAGE
         )
         yield from batch
-        if len(batch) < rules.QUERY_PAGE:
+        if len(batch) < upload_rules.QUERY_PAGE:
             return
         page += 1
 
@@ -409,7 +413,7 @@ def _sync_activity(cycle: _Cycle, activity: GarminActivity) -> None:
     existing = _existing_on_strava(cycle, activity)
     if existing is not None:
         strava_id, how = existing
-        outcome, detail = rules.settle_known(entry, how)
+        outcome, detail = upload_rules.settle_known(entry, how)
         _settle(cycle, activity, outcome, detail, strava_id=strava_id)
         return
     if cycle.dry_run:
@@ -439,20 +443,20 @@ def _sync_activity(cycle: _Cycle, activity: GarminActivity) -> None:
 def _existing_on_strava(cycle: _Cycle, activity: GarminActivity) -> tuple[int, str] | None:
     """The Strava activity id that is `activity`, and how it matched; None if none."""
     tolerance_s = cycle.config.match_tolerance_s
-    if rules.mirror_covers(cycle.account, activity):
-        start, end = rules.query_window(activity.start_utc, activity.start_utc, tolerance_s)
+    if upload_rules.mirror_covers(cycle.account, activity):
+        start, end = upload_rules.query_window(activity.start_utc, activity.start_utc, tolerance_s)
         rows = cycle.store.workouts_starting_between(cycle.user_id, start, end)
-        pool = [rules.workout_as_strava_activity(w) for w in rows if not w.is_deleted]
+        pool = [upload_rules.workout_as_strava_activity(w) for w in rows if not w.is_deleted]
         how_prefix = "mirror"
     else:
         if activity.activity_id not in cycle.strava_seen:
-            after, before = rules.query_window(
+            after, before = upload_rules.query_window(
                 activity.start_utc, activity.start_utc, tolerance_s + 1
             )
             cycle.strava_seen[activity.activity_id] = list(_list_strava(cycle, after, before))
         pool = cycle.strava_seen[activity.activity_id]
         how_prefix = "strava"
-    match = rules.find_match(activity, pool, tolerance_s=tolerance_s)
+    match = upload_rules.find_match(activity, pool, tolerance_s=tolerance_s)
     if match is None:
         return None
     return match.strava_activity_id, f"{how_prefix}:{match.how}"
@@ -489,7 +493,7 @@ def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str)
     """Intent, upload, record: a crash after the upload request is reconciled by the
     next cycle, which finds our external_id on Strava before it uploads again."""
     entry = cycle.ledger.get(activity.activity_id)
-    intent = rules.intent(cycle.user_id, activity, entry, now=cycle.deps.clock())
+    intent = upload_rules.intent(cycle.user_id, activity, entry, now=cycle.deps.clock())
     cycle.checkpoint("intent")
     try:
         cycle.store.put_upload(intent)
@@ -508,7 +512,7 @@ def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str)
             data_type=data_type,
             external_id=intent.external_id,
             name=activity.name or "Run",
-            description=rules.upload_description(
+            description=upload_rules.upload_description(
                 activity.description, cycle.config.upload_description
             ),
             trainer=activity.indoor,
@@ -528,7 +532,7 @@ def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str)
     cycle.checkpoint("record")
     cycle.store.put_upload(processing)
     cycle.ledger[activity.activity_id] = processing
-    if rules.read_upload_status(status).state is rules.UploadState.PROCESSING:
+    if upload_rules.read_upload_status(status).state is upload_rules.UploadState.PROCESSING:
         cycle.awaiting.append((activity, processing))
     else:
         _apply_upload_status(cycle, activity, processing, status)
@@ -564,11 +568,11 @@ def _poll(cycle: _Cycle) -> None:
 def _apply_upload_status(
     cycle: _Cycle, activity: GarminActivity, entry: LedgerEntry, status: UploadStatus
 ) -> None:
-    verdict = rules.read_upload_status(status)
+    verdict = upload_rules.read_upload_status(status)
     match verdict.state:
-        case rules.UploadState.READY:
+        case upload_rules.UploadState.READY:
             _settle(cycle, activity, UploadOutcome.UPLOADED, "", strava_id=verdict.activity_id)
-        case rules.UploadState.DUPLICATE:
+        case upload_rules.UploadState.DUPLICATE:
             _settle(
                 cycle,
                 activity,
@@ -576,9 +580,9 @@ def _apply_upload_status(
                 verdict.message[:300],
                 strava_id=verdict.activity_id,
             )
-        case rules.UploadState.PROCESSING:
+        case upload_rules.UploadState.PROCESSING:
             pass
-        case rules.UploadState.ERROR | rules.UploadState.DELETED:
+        case upload_rules.UploadState.ERROR | upload_rules.UploadState.DELETED:
             _fail(cycle, activity, entry, verdict.message)
 
 
@@ -594,7 +598,7 @@ def _settle(
     strava_id: int | None = None,
 ) -> None:
     entry = cycle.ledger.get(activity.activity_id)
-    settled = rules.settled(
+    settled = upload_rules.settled(
         cycle.user_id,
         activity,
         entry,
@@ -623,7 +627,7 @@ def _settle(
 def _one_more_attempt(cycle: _Cycle, activity: GarminActivity) -> LedgerEntry:
     """The activity's entry counting one more attempt (one that never reached Strava)."""
     entry = cycle.ledger.get(activity.activity_id)
-    base = rules.ledger_entry(
+    base = upload_rules.ledger_entry(
         cycle.user_id, activity, entry, UploadOutcome.FAILED, "", now=cycle.deps.clock()
     )
     return replace(base, attempts=base.attempts + 1)
@@ -640,7 +644,7 @@ def _fail(
     message = (f"{type(error).__name__}: {error}" if isinstance(error, Exception) else str(error))[
         :300
     ]
-    failed = rules.failed(
+    failed = upload_rules.failed(
         cycle.user_id,
         activity,
         entry,

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
+from garmin2strava.entrypoints.cli_common import (
+    ISO_DATE,
+    format_report,
+    json_option,
+    load,
+    load_app,
+    user_option,
+)
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -173,9 +180,8 @@ def accounts_remove(user_id: str, yes: bool) -> int:
 def accounts_sync(user_id: str) -> int:
     """One cycle for this account now: 1 Garmin request when there is nothing new and 0
     Strava; each new run adds 1 Garmin download, 1 Strava upload and 1 status poll."""
-    from garmin2strava.entrypoints.cli import format_report  # noqa: PLC0415 (cli imports us)
     from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
-    from garmin2strava.services.runner import sync_all  # noqa: PLC0415
+    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415
 
     app = load_app(load())
     try:

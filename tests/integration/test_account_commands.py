@@ -17,7 +17,7 @@ import pytest
 from g2s_harness.cli import run_cli
 from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
 from garmin2strava.adapters.store.dynamodb import create_table
-from garmin2strava.domain.activities import is_our_external_id
+from garmin2strava.domain.upload_rules import is_our_external_id
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import threading
 import urllib.request
 
 from garmin2strava.bootstrap import App
-from garmin2strava.entrypoints.console import console_for_app, serve_console
+from garmin2strava.entrypoints.status_page import serve_status_page, status_page_for_app
 
 __all__ = ["show_status_page"]
 
@@ -14,8 +14,8 @@ __all__ = ["show_status_page"]
 def show_status_page(app: App, *, serve: bool, wait: threading.Event | None = None) -> bool:
     """Serve the page, check that it answers, print its address; with `serve`, keep
     it up (and the emulators: "Sync now" works) until Ctrl-C or `wait` is set."""
-    console = console_for_app(app, None, interval_s=None, admin_token=None)
-    served = serve_console(console)
+    page = status_page_for_app(app, None, interval_s=None, admin_token=None)
+    served = serve_status_page(page)
     try:
         with urllib.request.urlopen(served.url, timeout=10) as answer:  # noqa: S310 (our own http://127.0.0.1 page)
             answered = bool(answer.status == 200)  # noqa: PLR2004 - HTTP status

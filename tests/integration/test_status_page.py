@@ -18,19 +18,19 @@ from starlette.testclient import TestClient
 from g2s_sandbox.scenario import SandboxPair, seed_demo
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.bootstrap import App
-from garmin2strava.domain.activities import external_id_for
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.models import Account, LedgerEntry, UploadOutcome
+from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.domain.webhook import WebhookEvent
-from garmin2strava.entrypoints.console import (
-    Console,
+from garmin2strava.entrypoints.status_page import (
+    StatusPage,
     check_admin_exposure,
-    console_for_app,
-    create_console_app,
-    serve_console,
+    create_status_page_app,
+    serve_status_page,
+    status_page_for_app,
 )
 from garmin2strava.errors import ConfigError
-from garmin2strava.services.runner import sync_all
+from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
 
@@ -91,8 +91,8 @@ def app(pair: SandboxPair, make_app: Callable[..., App]) -> App:
     return built
 
 
-def _console(app: App, token: str | None = None) -> Console:
-    return console_for_app(app, None, interval_s=60, admin_token=token)
+def _status_page(app: App, token: str | None = None) -> StatusPage:
+    return status_page_for_app(app, None, interval_s=60, admin_token=token)
 
 
 def _csrf(html: str) -> str:
@@ -104,7 +104,7 @@ def _csrf(html: str) -> str:
 def test_the_page_lists_accounts_runs_budget_and_escapes_names(app: App) -> None:
     """Both accounts with state and why, every run with its outcome and Strava link,
     the budget gauges; an activity name with markup is shown as text."""
-    client = TestClient(create_console_app(_console(app)), base_url=LOCAL)
+    client = TestClient(create_status_page_app(_status_page(app)), base_url=LOCAL)
     page = client.get("/")
     assert page.status_code == 200
     html = page.text
@@ -126,7 +126,7 @@ def test_the_page_lists_accounts_runs_budget_and_escapes_names(app: App) -> None
 def test_the_page_says_when_strava_refuses_the_application(app: App) -> None:
     """The application-wide inactive state (as the Strava adapter stores it) is shown
     above everything; without it there is no such banner."""
-    client = TestClient(create_console_app(_console(app)), base_url=LOCAL)
+    client = TestClient(create_status_page_app(_status_page(app)), base_url=LOCAL)
     assert 'id="app-inactive"' not in client.get("/").text
     since = datetime.now(UTC) - timedelta(hours=2)
     inactive = StravaAppAccess().deactivated(since, "Application Status Inactive")
@@ -139,7 +139,7 @@ def test_the_page_says_when_strava_refuses_the_application(app: App) -> None:
 def test_a_form_needs_the_pages_csrf_token_and_its_origin(app: App) -> None:
     """POST without the token or from another origin: 403 and nothing changes; with
     the token: 303 back to the page, which says what happened."""
-    client = TestClient(create_console_app(_console(app)), base_url=LOCAL)
+    client = TestClient(create_status_page_app(_status_page(app)), base_url=LOCAL)
     token = _csrf(client.get("/").text)
     assert client.post("/accounts/demo/pause", data={}).status_code == 403
     evil = {"Origin": "http://attacker.example"}
@@ -164,7 +164,7 @@ def test_a_form_needs_the_pages_csrf_token_and_its_origin(app: App) -> None:
 
 def test_retry_a_dead_upload_from_the_page(app: App) -> None:
     """The dead upload's Retry form puts it back as failed with no attempt counted."""
-    client = TestClient(create_console_app(_console(app)), base_url=LOCAL)
+    client = TestClient(create_status_page_app(_status_page(app)), base_url=LOCAL)
     token = _csrf(client.get("/").text)
     dead_id = 31_000_004
     answer = client.post(f"/uploads/{SECOND}/{dead_id}/retry", data={"csrf": token})
@@ -186,7 +186,9 @@ def test_the_queue_and_a_dead_event_retried_from_the_page(app: App, tmp_path: Pa
         ((dead,),) = [g for g in queue.claim(now=now) if g[0].event.object_id == 2]
         queue.dead_letter([dead], now=now, error="Strava answered 404 three times")
         client = TestClient(
-            create_console_app(console_for_app(app, queue, interval_s=60, admin_token=None)),
+            create_status_page_app(
+                status_page_for_app(app, queue, interval_s=60, admin_token=None)
+            ),
             base_url=LOCAL,
         )
         html = client.get("/").text
@@ -203,10 +205,12 @@ def test_the_queue_and_a_dead_event_retried_from_the_page(app: App, tmp_path: Pa
 
 def test_without_a_token_only_a_loopback_host_is_served(app: App) -> None:
     """DNS rebinding: a request naming another host is refused (421)."""
-    client = TestClient(create_console_app(_console(app)), base_url="http://g2s.attacker.example")
+    client = TestClient(
+        create_status_page_app(_status_page(app)), base_url="http://g2s.attacker.example"
+    )
     assert client.get("/").status_code == 421
     assert (
-        TestClient(create_console_app(_console(app)), base_url="http://localhost:8081")
+        TestClient(create_status_page_app(_status_page(app)), base_url="http://localhost:8081")
         .get("/")
         .status_code
         == 200
@@ -217,7 +221,7 @@ def test_with_a_token_every_request_must_carry_it(app: App) -> None:
     """401 with a Basic challenge without it or with a wrong one; the token as Basic
     password or Bearer token opens the page, whatever the host."""
     client = TestClient(
-        create_console_app(_console(app, token="s3cret-admin")), base_url="http://g2s.lan"
+        create_status_page_app(_status_page(app, token="s3cret-admin")), base_url="http://g2s.lan"
     )
     refused = client.get("/")
     assert refused.status_code == 401
@@ -279,7 +283,7 @@ def test_the_page_in_chromium_shows_every_account_and_outcome_and_pauses(
     """Chromium renders each account with its state and each outcome of the time line
     (the marks and the table); pressing Pause makes the account paused on the page and
     in the store. Screenshots: console.png, console-paused.png in the test's tmp dir."""
-    served = serve_console(_console(app))
+    served = serve_status_page(_status_page(app))
     try:
         page = browser_page
         page.goto(served.url)

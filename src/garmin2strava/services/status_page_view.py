@@ -19,9 +19,9 @@ from garmin2strava.services.status import STRAVA_BUDGET_KEY
 __all__ = [
     "KINDS",
     "AccountView",
-    "ConsoleView",
     "Gauge",
     "RunMark",
+    "StatusPageView",
     "build_view",
     "kind_of",
 ]
@@ -91,7 +91,7 @@ class Gauge:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsoleView:
+class StatusPageView:
     now: datetime
     window_start: datetime
     days: int
@@ -114,7 +114,7 @@ def build_view(
     now: datetime,
     interval_s: int | None,
     days: int = 30,
-) -> ConsoleView:
+) -> StatusPageView:
     """The page's data. `interval_s`: the scheduler's interval (None: no scheduler in
     this process). Reads: the account list, each account's ledger for the window
     (newest first, bounded), the budget item, and the queue."""
@@ -131,7 +131,7 @@ def build_view(
     counts = {kind: sum(m.kind == kind for m in marks) for kind in KINDS}
     budget = RateBudget.from_dict(store.get_app_state(STRAVA_BUDGET_KEY))
     access = StravaAppAccess.from_dict(store.get_app_state(APP_ACCESS_KEY))
-    return ConsoleView(
+    return StatusPageView(
         now=now,
         window_start=start,
         days=days,

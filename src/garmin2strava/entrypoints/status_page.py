@@ -1,6 +1,6 @@
 """The status page at `/` of the admin listener, and its actions (plain HTML forms).
 
-Server-side templates (Jinja2, templates/console.html) and an inline SVG time line;
+Server-side templates (Jinja2, templates/status_page.html) and an inline SVG time line;
 no JavaScript is needed (a `<meta http-equiv="refresh">` reloads it every 30 s, and
 not right after an action). Protection:
 
@@ -42,17 +42,17 @@ from starlette.templating import Jinja2Templates
 from garmin2strava.errors import ConfigError, G2SError
 from garmin2strava.ports import EventQueue, Store
 from garmin2strava.services.account_control import AccountControl, retry_upload
-from garmin2strava.services.console_view import KINDS, ConsoleView, build_view
+from garmin2strava.services.status_page_view import KINDS, StatusPageView, build_view
 
 __all__ = [
-    "Console",
-    "ServedConsole",
+    "ServedStatusPage",
+    "StatusPage",
     "check_admin_exposure",
-    "console_for_app",
-    "console_routes",
-    "create_console_app",
+    "create_status_page_app",
     "is_loopback_host",
-    "serve_console",
+    "serve_status_page",
+    "status_page_for_app",
+    "status_page_routes",
 ]
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def check_admin_exposure(host: str, token: str | None) -> None:
 
 
 @dataclass(slots=True, kw_only=True)
-class Console:
+class StatusPage:
     """What the page reads and does. `sync_now(user_id)` starts one cycle for the
     account and returns at once (the caller runs it in the background)."""
 
@@ -122,16 +122,16 @@ class Console:
             store=self.store, clock=self.clock, audit_retention_days=self.audit_retention_days
         )
 
-    def view(self) -> ConsoleView:
+    def view(self) -> StatusPageView:
         return build_view(self.store, self.queue, now=self.clock(), interval_s=self.interval_s)
 
 
-def console_for_app(
+def status_page_for_app(
     app: App, queue: EventQueue | None, *, interval_s: int | None, admin_token: str | None
-) -> Console:
+) -> StatusPage:
     """The page of a process that runs `app`: "Sync now" runs one cycle in a thread
     of its own (the account's lease keeps it from running beside the scheduler's)."""
-    from garmin2strava.services.runner import sync_all  # noqa: PLC0415 (the sync's imports)
+    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415 (the sync's imports)
 
     def sync_now(user_id: str) -> None:
         def run() -> None:
@@ -144,7 +144,7 @@ def console_for_app(
         threading.Thread(target=run, name=f"sync-now-{user_id}", daemon=True).start()
         log.info("console.sync_requested", extra={"userId": user_id})
 
-    return Console(
+    return StatusPage(
         store=app.store,
         queue=queue,
         clock=app.clock,
@@ -156,26 +156,28 @@ def console_for_app(
 
 
 @dataclass(slots=True)
-class ServedConsole:
+class ServedStatusPage:
     """The page served by uvicorn in a thread (the demo's, the tests')."""
 
     url: str
     stop: Callable[[], None]
 
 
-def serve_console(console: Console, *, host: str = "127.0.0.1", port: int = 0) -> ServedConsole:
+def serve_status_page(
+    page: StatusPage, *, host: str = "127.0.0.1", port: int = 0
+) -> ServedStatusPage:
     """Bind now (port 0: a free one), serve in a daemon thread until `stop()`."""
     import uvicorn  # noqa: PLC0415 (only a process that serves HTTP)
 
-    check_admin_exposure(host, console.admin_token)
+    check_admin_exposure(host, page.admin_token)
     sock = socket.create_server((host, port))
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_console_app(console), log_config=None, access_log=False, lifespan="off"
+        create_status_page_app(page), log_config=None, access_log=False, lifespan="off"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="console-http", daemon=True
+        target=server.run, kwargs={"sockets": [sock]}, name="status-page-http", daemon=True
     )
     thread.start()
 
@@ -185,50 +187,48 @@ def serve_console(console: Console, *, host: str = "127.0.0.1", port: int = 0) -
         sock.close()
 
     shown = f"[{host}]" if ":" in host else host
-    return ServedConsole(url=f"http://{shown}:{bound}/", stop=stop)
+    return ServedStatusPage(url=f"http://{shown}:{bound}/", stop=stop)
 
 
-def console_routes(console: Console) -> list[Route]:
+def status_page_routes(page: StatusPage) -> list[Route]:
     """The page and its actions, for the admin app to mount at its root."""
-    guard = _Guard(console)
+    guard = _Guard(page)
 
-    async def page(request: Request) -> Response:
-        view = await run_in_threadpool(console.view)
+    async def show(request: Request) -> Response:
+        view = await run_in_threadpool(page.view)
         note = _note(request)
         context = {
             "view": view,
             "kinds": KINDS,
             "svg": _timeline(view),
-            "csrf": console.csrf_token,
+            "csrf": page.csrf_token,
             "note": note,
             "refresh_s": None if note else _REFRESH_S,
         }
-        return _TEMPLATES.TemplateResponse(request, "console.html", context)
+        return _TEMPLATES.TemplateResponse(request, "status_page.html", context)
 
     async def account_action(request: Request) -> Response:
         user_id = request.path_params["user_id"]
         action = request.path_params["action"]
-        note = await run_in_threadpool(_account_action, console, user_id, action)
+        note = await run_in_threadpool(_account_action, page, user_id, action)
         return _back(note, user=user_id)
 
     async def retry_upload_action(request: Request) -> Response:
         user_id = request.path_params["user_id"]
         garmin_id = int(request.path_params["garmin_id"])
-        done = await run_in_threadpool(
-            retry_upload, console.store, user_id, garmin_id, console.clock()
-        )
+        done = await run_in_threadpool(retry_upload, page.store, user_id, garmin_id, page.clock())
         return _back("retry-upload" if done else "retry-upload-none", user=user_id, item=garmin_id)
 
     async def retry_event_action(request: Request) -> Response:
         queue_id = int(request.path_params["queue_id"])
-        queue = console.queue
+        queue = page.queue
         done = queue is not None and await run_in_threadpool(
-            lambda: queue.retry_dead(queue_id, now=console.clock())
+            lambda: queue.retry_dead(queue_id, now=page.clock())
         )
         return _back("retry-event" if done else "retry-event-none", item=queue_id)
 
     return [
-        Route("/", guard(page), methods=["GET"]),
+        Route("/", guard(show), methods=["GET"]),
         Route(
             "/accounts/{user_id:str}/{action:str}",
             guard(account_action, post=True),
@@ -245,14 +245,14 @@ def console_routes(console: Console) -> list[Route]:
     ]
 
 
-def create_console_app(console: Console) -> Starlette:
+def create_status_page_app(page: StatusPage) -> Starlette:
     """The page alone, as an app (tests, `demo --serve`)."""
-    return Starlette(routes=console_routes(console))
+    return Starlette(routes=status_page_routes(page))
 
 
-def _account_action(console: Console, user_id: str, action: str) -> str:
-    control = console.control()
-    account = console.store.get_account(user_id)
+def _account_action(page: StatusPage, user_id: str, action: str) -> str:
+    control = page.control()
+    account = page.store.get_account(user_id)
     if account is None:
         return "unknown"
     if action == "pause":
@@ -264,7 +264,7 @@ def _account_action(console: Console, user_id: str, action: str) -> str:
     if action == "sync":
         if not account.enabled:
             return "sync-paused"
-        console.sync_now(user_id)
+        page.sync_now(user_id)
         return "sync"
     raise _NotFound
 
@@ -293,8 +293,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 class _Guard:
     """Authentication, Host and CSRF checks in front of every route."""
 
-    def __init__(self, console: Console) -> None:
-        self._console = console
+    def __init__(self, page: StatusPage) -> None:
+        self._page = page
 
     def __call__(self, handler: Handler, *, post: bool = False) -> Handler:
         async def guarded(request: Request) -> Response:
@@ -303,7 +303,7 @@ class _Guard:
                 return refused
             if post:
                 sent = await _form_csrf(request)
-                if not hmac.compare_digest(sent, self._console.csrf_token) or not _same_origin(
+                if not hmac.compare_digest(sent, self._page.csrf_token) or not _same_origin(
                     request
                 ):
                     log.warning("console.csrf_refused", extra={"path": request.url.path})
@@ -319,7 +319,7 @@ class _Guard:
         return guarded
 
     def _refuse(self, request: Request) -> Response | None:
-        token = self._console.admin_token
+        token = self._page.admin_token
         if token is None:
             host = request.headers.get("host", "")
             if not is_loopback_host(urlsplit(f"//{host}").hostname or ""):
@@ -370,7 +370,7 @@ def _same_origin(request: Request) -> bool:
 
 
 # -- the time line's geometry (the template draws it) ---------------------------------------
-def _timeline(view: ConsoleView) -> dict[str, Any]:
+def _timeline(view: StatusPageView) -> dict[str, Any]:
     lanes = {a.user_id: i for i, a in enumerate(view.accounts)}
     for mark in view.marks:  # a removed account's runs stay in its own lane
         lanes.setdefault(mark.user_id, len(lanes))

@@ -9,11 +9,11 @@ import pytest
 
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.models import Account, UploadOutcome
-from garmin2strava.entrypoints.console import check_admin_exposure, is_loopback_host
+from garmin2strava.entrypoints.status_page import check_admin_exposure, is_loopback_host
 from garmin2strava.errors import ConfigError
 from garmin2strava.services.account_control import paused_reason_of
-from garmin2strava.services.console_view import KINDS, Gauge, kind_of
 from garmin2strava.services.history import HistoryEntry, format_history
+from garmin2strava.services.status_page_view import KINDS, Gauge, kind_of
 
 T0 = datetime(2025, 6, 2, 7, 0, tzinfo=UTC)
 
