@@ -15,7 +15,8 @@ What this adds to stravalib 2.x:
   raise StravaAppInactive without a request, except one probe per 15-minute window
   (claimed with the store's conditional lease, so one in all processes); the first
   call that succeeds clears it;
-- errors: translated into garmin2strava.errors.
+- errors: translated into garmin2strava.errors; no answer, a 5xx or a 408 marks
+  Strava's outage application-wide (domain.strava_outage), the next answer ends it.
 
 An adapter serves one account from one thread at a time. Strava's JSON is read in
 strava_json; the session and client helpers here serve strava_oauth and
@@ -45,6 +46,7 @@ from garmin2strava.adapters.strava_json import strava_activity_from_json, upload
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import AuditEvent, StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.strava_outage import STRAVA_OUTAGE_KEY, StravaOutage
 from garmin2strava.domain.streams import BACKGROUND_RESERVE
 from garmin2strava.errors import (
     APP_INACTIVE_CAUSE,
@@ -73,6 +75,9 @@ TIMEOUT_S = 30.0
 # The lease that holds an inactive application's probe for one window. Not a user: the
 # `~` is outside the characters a user id may have (settings.user_id).
 PROBE_LEASE = "~strava-app-probe"
+# How often an answering client looks whether an outage is marked, to end it: a store
+# read a minute, not one per request.
+_OUTAGE_LOOK_S = 60.0
 
 
 def rewrite_url(url: str, base_url: str) -> str:
@@ -210,6 +215,7 @@ class StravaAdapter:
             base_url, before_send=self._check_budget, after_response=self._record_budget
         )
         self._client = _client(self._session)
+        self._outage_looked_at = -math.inf
 
     def __repr__(self) -> str:
         return f"StravaAdapter(user_id={self._user_id!r}, base_url={self._session.base_url!r})"
@@ -386,6 +392,32 @@ class StravaAdapter:
 
     # -- calls ---------------------------------------------------------------------------
     def _call(
+        self, request: Callable[[], Any], *, priority: bool = False, background: bool = False
+    ) -> Any:
+        """`_answered_call`, keeping Strava's outage (no answer, 5xx) up to date."""
+        try:
+            result = self._answered_call(request, priority=priority, background=background)
+        except TransientError as error:
+            self._outage_failed(str(error))
+            raise
+        self._outage_answered()
+        return result
+
+    def _outage_failed(self, reason: str) -> None:
+        self._outage_looked_at = -math.inf  # the next answer ends it
+        before = StravaOutage.from_dict(self._store.get_app_state(STRAVA_OUTAGE_KEY))
+        self._store.put_app_state(STRAVA_OUTAGE_KEY, before.failed(self._clock(), reason).to_dict())
+
+    def _outage_answered(self) -> None:
+        if time.monotonic() - self._outage_looked_at < _OUTAGE_LOOK_S:
+            return
+        self._outage_looked_at = time.monotonic()
+        before = StravaOutage.from_dict(self._store.get_app_state(STRAVA_OUTAGE_KEY))
+        if before.failing:
+            self._store.put_app_state(STRAVA_OUTAGE_KEY, StravaOutage().to_dict())
+            log.info("strava.answering", extra={"outageSince": _iso(before.since)})
+
+    def _answered_call(
         self, request: Callable[[], Any], *, priority: bool = False, background: bool = False
     ) -> Any:
         """Run one stravalib call with fresh tokens; after a 401, refresh once and retry

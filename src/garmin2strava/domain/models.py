@@ -45,6 +45,9 @@ class Account:
     paused_at: datetime | None = None
     # Garmin answered 429: no Garmin request for this account before this time.
     garmin_backoff_until: datetime | None = None
+    # When Garmin's first 429 of the current spell came: back-offs that follow each
+    # other without a Garmin answer in between keep it (`garmin.backoff_long`).
+    garmin_backoff_since: datetime | None = None
     # Strava activities starting at or after this time are all in the local mirror,
     # so the existence check may answer from the mirror alone.
     mirror_covers_since: datetime | None = None

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_ATHLETE_CAPACITY",
     "STRAVA_BUDGET_KEY",
     "account_status",
+    "connected_accounts",
     "strava_app_status",
     "webhook_status",
 ]
@@ -40,13 +41,18 @@ def strava_app_status(store: Store, *, now: datetime) -> dict[str, Any]:
     }
 
 
-def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
-    # An athlete counts against the capacity from authorizing until revoking.
-    connected = [
+def connected_accounts(accounts: Sequence[Account]) -> list[Account]:
+    """The accounts that count against the athlete capacity: an athlete counts from
+    authorizing until revoking."""
+    return [
         a
         for a in accounts
         if a.strava_athlete_id is not None and a.status is not AccountStatus.DISCONNECTED
     ]
+
+
+def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
+    connected = connected_accounts(accounts)
     if len(connected) <= capacity:
         return []
     warning = (

@@ -67,6 +67,7 @@ from garmin2strava.ports import (
     WorkoutQueries,
 )
 from garmin2strava.services.account_control import pause_reason, paused_reason_of
+from garmin2strava.services.write_trouble import WRITE_TROUBLE
 
 __all__ = ["MAX_CYCLE_ITEMS", "CycleReport", "SyncConfig", "SyncDeps", "SyncStore", "sync_account"]
 
@@ -310,7 +311,12 @@ def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
     """The newest `lookback` Garmin activities (one request); a record that is none is
     skipped, and recorded as such when it carries an id the ledger does not know yet."""
     parsed: list[GarminActivity] = []
-    for record in cycle.garmin().list_activities(start=0, limit=cycle.config.lookback):
+    records = cycle.garmin().list_activities(start=0, limit=cycle.config.lookback)
+    if cycle.account.garmin_backoff_since is not None and not cycle.dry_run:
+        # Garmin answered: its back-off spell is over (garmin.backoff_long clears).
+        cycle.account = replace(cycle.account, garmin_backoff_since=None)
+        cycle.store.put_account(cycle.account)
+    for record in records:
         try:
             parsed.append(upload_rules.parse_activity(record))
         except InvalidActivity as exc:
@@ -423,6 +429,7 @@ def _sync_activity(cycle: _Cycle, activity: GarminActivity) -> None:
     # nothing is downloaded for nothing.
     try:
         with tempfile.TemporaryDirectory(prefix="g2s-") as workdir:
+            WRITE_TROUBLE.succeeded("temp")
             original = _download(cycle, activity)
             if original is None:
                 return
@@ -437,6 +444,7 @@ def _sync_activity(cycle: _Cycle, activity: GarminActivity) -> None:
         # This machine's fault (full, unwritable, over a file size limit), not the
         # run's: failed with a retry time, as often as it takes, never `dead`.
         reason = f"temporary directory unusable ({tempfile.gettempdir()}): {exc.strerror or exc}"
+        WRITE_TROUBLE.failed("temp", exc, cycle.deps.clock())  # store.unwritable
         _fail(cycle, activity, _one_more_attempt(cycle, activity), reason, may_give_up=False)
 
 
@@ -699,11 +707,15 @@ def _renew_lease(cycle: _Cycle) -> None:
 def _garmin_backoff(cycle: _Cycle) -> None:
     # Bounded here too: no setting may turn a 429 into an OverflowError.
     backoff_s = min(cycle.config.garmin_backoff_s, _MAX_GARMIN_BACKOFF_S)
-    until = cycle.deps.clock() + timedelta(seconds=backoff_s)
+    now = cycle.deps.clock()
+    until = now + timedelta(seconds=backoff_s)
     cycle.report.ok = False
     cycle.report.error = f"Garmin answered 429; no Garmin request before {until.isoformat()}"
     if not cycle.dry_run:
-        cycle.account = replace(cycle.account, garmin_backoff_until=until)
+        since = cycle.account.garmin_backoff_since or now  # no answer since: the same spell
+        cycle.account = replace(
+            cycle.account, garmin_backoff_until=until, garmin_backoff_since=since
+        )
         cycle.store.put_account(cycle.account)
         _audit(cycle, "garmin.rate_limited", {"until": until.isoformat()})
     log.error("garmin.rate_limited", extra={"userId": cycle.user_id, "until": until.isoformat()})

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from garmin2strava.ports import Store
 from garmin2strava.services.account_control import paused_reason_of
 from garmin2strava.services.sync import CycleReport, SyncDeps, sync_account
+from garmin2strava.services.write_trouble import WRITE_TROUBLE
 
 __all__ = ["sync_all"]
 
@@ -35,10 +36,16 @@ def sync_all(
         if deps.stop.is_set():
             break
         try:
-            reports.append(sync_account(deps, account.user_id, dry_run=dry_run))
+            report = sync_account(deps, account.user_id, dry_run=dry_run)
         except Exception as exc:
+            # A full or read-only disk under the store: store.unwritable (services/conditions).
+            WRITE_TROUBLE.failed("store", exc, deps.clock())
             log.exception("sync.crashed", extra={"userId": account.user_id})
             reports.append(
                 CycleReport(account.user_id, ok=False, error=f"{type(exc).__name__}: {exc}")
             )
+            continue
+        if not (dry_run or report.skipped_reason):  # the cycle was recorded: the store wrote
+            WRITE_TROUBLE.succeeded("store")
+        reports.append(report)
     return reports
