@@ -340,6 +340,6 @@ def test_a_queue_that_cannot_say_leaves_dead_letters_unchecked(store: SqliteStor
     aws = maintenance_sight(
         athlete_capacity=10, subscription_id_setting=None, dead_letter_depth=unreachable
     )
-    observed, checked = observe(store, aws, now=NOW)
+    _, checked = observe(store, aws, now=NOW)
     assert ("mirror.dead_letters", None) not in checked  # neither opens nor clears
     assert ("webhook.subscription_unknown", None) in checked  # the rest is still seen
