@@ -31,6 +31,7 @@ __all__ = [
     "EventSink",
     "GarminPort",
     "GarminTokenStore",
+    "NotifyChannel",
     "Store",
     "StravaPort",
     "StravaReads",
@@ -43,6 +44,14 @@ __all__ = [
     "WorkoutMirror",
     "WorkoutQueries",
 ]
+
+
+class NotifyChannel(Protocol):
+    """Where notifications go (Apprise URLs: e-mail, ntfy, a JSON webhook, ...)."""
+
+    def send(self, title: str, body: str, notify_type: str) -> bool:
+        """True when every destination took it. Bounded time; never raises."""
+        ...
 
 
 class TokenCipher(Protocol):

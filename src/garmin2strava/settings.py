@@ -40,6 +40,7 @@ __all__ = [
     "env_name",
     "load_settings",
     "read_settings",
+    "split_notify_urls",
 ]
 
 # Garmin typeKeys of the running family (suffixes such as `_v2` are stripped first).
@@ -198,6 +199,41 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# Apprise's own rule (apprise.utils.parse.URL_DETECTION_RE): a comma or a space ends a
+# URL only before the next `scheme://`, so a comma inside one (mailto's `to=a@x,b@y`)
+# stays in it.
+_URL_BREAK = re.compile(r"\s+|[,;]+(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+_SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def split_notify_urls(text: str) -> tuple[str, ...]:
+    """G2S_NOTIFY_URLS as its URLs: separated by commas or whitespace."""
+    parts = (part.strip(",;") for part in _URL_BREAK.split(text))
+    return tuple(part for part in parts if part)
+
+
+def _apprise_urls(text: str) -> str:
+    # The messages never quote a URL: each one is a secret (a token, a password).
+    urls = split_notify_urls(text)
+    if not urls:
+        raise ValueError("give one or more Apprise URLs (scheme://...), or unset it")
+    for position, url in enumerate(urls, 1):
+        if not _SCHEME_URL.fullmatch(url):
+            msg = (
+                f"URL {position} of {len(urls)} has no scheme:// "
+                "(an Apprise URL such as ntfy://, mailto:// or json://)"
+            )
+            raise ValueError(msg)
+    return text
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http(s) URL (e.g. https://hc-ping.com/<uuid>)")
+    return text.strip()
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "garmin2strava"
@@ -285,6 +321,12 @@ class Settings:
     # Required when the admin listener (the status page and its actions) is not loopback.
     admin_token: Annotated[Secret | None, Env("G2S_ADMIN_TOKEN")] = None
 
+    # -- being told (README "Being told") -----------------------------------------------
+    # Apprise URLs, separated by commas or whitespace: a secret (tokens, passwords).
+    notify_urls: Annotated[Secret | None, Env("G2S_NOTIFY_URLS"), Check(_apprise_urls)] = None
+    # Pinged after each sync cycle, healthchecks.io style: a secret (its path is the key).
+    heartbeat_url: Annotated[Secret | None, Env("G2S_HEARTBEAT_URL"), Check(_http_url)] = None
+
     # -- logging ---------------------------------------------------------------------
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Env("G2S_LOG_LEVEL")] = (
         "INFO"
@@ -299,6 +341,13 @@ class Settings:
         if self.strava_verify_token is None:
             return None
         return derive_path_secret(self.strava_verify_token.get_secret_value())
+
+    @property
+    def notify_url_list(self) -> tuple[str, ...]:
+        """The Apprise URLs of G2S_NOTIFY_URLS (empty when unset)."""
+        if self.notify_urls is None:
+            return ()
+        return split_notify_urls(self.notify_urls.get_secret_value())
 
     @property
     def garmin_di_token_url(self) -> str:

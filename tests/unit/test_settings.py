@@ -89,3 +89,58 @@ def test_the_admin_listener_is_loopback_by_default() -> None:
     settings = load_settings()
     assert settings.admin_host == "127.0.0.1"
     assert settings.admin_port != settings.http_port
+
+
+@pytest.mark.parametrize(
+    ("given", "urls"),
+    [
+        ("ntfy://alerts", ("ntfy://alerts",)),
+        (" ntfy://a,json://h:1/p ", ("ntfy://a", "json://h:1/p")),
+        (
+            "ntfy://a, mailto://u:p@h?to=a@x.org,b@y.org\n\ttgram://1:T/2",
+            ("ntfy://a", "mailto://u:p@h?to=a@x.org,b@y.org", "tgram://1:T/2"),
+        ),
+        ("ntfy://a;json://b,,", ("ntfy://a", "json://b")),
+    ],
+)
+def test_the_notify_urls_split_on_commas_and_whitespace(given: str, urls: tuple[str, ...]) -> None:
+    """Commas or whitespace between URLs; a comma inside one (mailto's list of
+    recipients) stays in it, as Apprise reads it."""
+    settings = load_settings(notify_urls=given)
+    assert settings.notify_url_list == urls
+    assert load_settings().notify_url_list == ()
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("hunter2-token", "URL 1 of 1 has no scheme://"),
+        ("ntfy://ok, hunter2@smtp.example.com", "URL 2 of 2 has no scheme://"),
+        ("hunter2:/x", "URL 1 of 1 has no scheme://"),
+        (" , ", "give one or more Apprise URLs"),
+    ],
+)
+def test_a_notify_url_without_a_scheme_is_one_line_that_quotes_no_url(
+    given: str, message: str
+) -> None:
+    """G2S_NOTIFY_URLS is a secret: the error line says which URL is wrong by its
+    position, never by its text."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(notify_urls=given)
+    line = str(caught.value)
+    assert line.startswith(f"setting G2S_NOTIFY_URLS: {message}")
+    assert "\n" not in line
+    assert "hunter2" not in line
+
+
+def test_the_heartbeat_url_is_an_http_url_and_a_secret() -> None:
+    """http(s) only (healthchecks.io or a self-hosted one); masked like every secret."""
+    settings = load_settings(heartbeat_url="https://hc-ping.com/5f1d-hunter2")
+    assert settings.heartbeat_url is not None
+    assert settings.heartbeat_url.get_secret_value() == "https://hc-ping.com/5f1d-hunter2"
+    assert "hunter2" not in repr(settings)
+    for wrong in ("hc-ping.com/5f1d-hunter2", "ftp://hunter2.example/x"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(heartbeat_url=wrong)
+        assert str(caught.value).startswith("setting G2S_HEARTBEAT_URL: must be an http(s) URL")
+        assert "hunter2" not in str(caught.value)

@@ -49,6 +49,19 @@ def _bounds(metadata: list[Any]) -> tuple[Any, Any]:
     return low, high
 
 
+# (text, plain) of the URL secrets.
+URL_TEXTS = {
+    "notify_urls": [
+        ("ntfy://alerts", True),
+        ("json://127.0.0.1:9/h, mailto://u:p@x.org?to=a@b.org,c@d.org", True),
+        *((text, False) for text in ("alerts", "ntfy://a, alerts", ",", "://x")),
+    ],
+    "heartbeat_url": [
+        ("https://hc-ping.com/0f8a", True),
+        ("http://127.0.0.1:8000/ping/x?create=1", True),
+        *((text, False) for text in ("hc-ping.com/0f8a", "ftp://x.org/a", "https://")),
+    ],
+}
 NOISE = ["", " ", "true", "inf", "nan", "-1", "1e3", "1_000", "٣", "x\udcff", "null"]
 
 
@@ -93,6 +106,8 @@ def _values(name: str, tmp: Path) -> Iterator[tuple[str, bool]]:  # noqa: C901, 
             yield text, True
         for text in ("x" * 65, "a b", "me\n", "ü", "a/b"):
             yield text, False
+    elif name in URL_TEXTS:
+        yield from URL_TEXTS[name]
     elif name == "webhook_secret":
         yield WEBHOOK_SECRET, True
         yield WEBHOOK_SECRET[:19], False
