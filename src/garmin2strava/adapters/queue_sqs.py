@@ -47,6 +47,7 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "SqsBatch",
     "SqsEventQueue",
+    "dead_letter_depth",
     "max_receive_count",
     "sqs_client",
 ]
@@ -81,6 +82,21 @@ def max_receive_count(queue_url: str, *, client: SQSClient | None = None) -> int
     if not policy:
         return None
     return int(json.loads(policy)["maxReceiveCount"])
+
+
+def dead_letter_depth(queue_url: str, *, client: SQSClient | None = None) -> int:
+    """Messages in the dead-letter queue at `queue_url`, visible or not (one
+    GetQueueAttributes; SQS's figures are approximate). Raises what botocore raises."""
+    client = client if client is not None else sqs_client()
+    answer = client.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    attributes = answer.get("Attributes", {})
+    return sum(
+        _int(attributes.get(name), default=0)
+        for name in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+    )
 
 
 class SqsEventQueue:

@@ -101,6 +101,7 @@ def run(no_http: bool) -> int:
     """
     from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
     from garmin2strava.entrypoints.server import AdminRuntime, MirrorRuntime  # noqa: PLC0415
+    from garmin2strava.services.conditions import sync_sight  # noqa: PLC0415
 
     app = load_app(load())
     if no_http:
@@ -118,8 +119,17 @@ def run(no_http: bool) -> int:
         return run_daemon(app, extra_threads=[admin.serve_http], preload=AdminRuntime.MODULES)
     mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
     _link_settings_athlete(app)
+    sight = sync_sight(
+        athlete_capacity=app.settings.strava_athlete_capacity,
+        subscription_id_setting=app.settings.strava_subscription_id,
+        queue=mirror.queue,
+        mirror_expected=True,
+    )
     return run_daemon(
-        app, extra_threads=[mirror.serve_http, mirror.work], preload=MirrorRuntime.MODULES
+        app,
+        extra_threads=[mirror.serve_http, mirror.work],
+        preload=MirrorRuntime.MODULES,
+        sight=sight,
     )
 
 
@@ -135,15 +145,22 @@ def serve() -> int:
     """
     from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
     from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
+    from garmin2strava.services.conditions import mirror_sight  # noqa: PLC0415
 
     app = load_app(load())
     mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
     _link_settings_athlete(app)
+    sight = mirror_sight(
+        athlete_capacity=app.settings.strava_athlete_capacity,
+        subscription_id_setting=app.settings.strava_subscription_id,
+        queue=mirror.queue,
+    )
     return run_daemon(
         app,
         extra_threads=[mirror.serve_http, mirror.work],
         sync=False,
         preload=MirrorRuntime.MODULES,
+        sight=sight,
     )
 
 
@@ -181,6 +198,11 @@ def sync(once: bool, dry_run: bool, user: str | None) -> int:  # noqa: ARG001 (-
     --dry-run still lists Garmin and may query Strava. Reads also G2S_ACTIVITY_TYPES,
     G2S_LOOKBACK, G2S_MAX_ATTEMPTS, G2S_MATCH_TOLERANCE_SECONDS, G2S_UPLOAD_DESCRIPTION.
     """
+    from garmin2strava.entrypoints.telling import (  # noqa: PLC0415
+        after_cycle,
+        cycle_ok,
+        default_sight,
+    )
     from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415
 
     app = load_app(load())
@@ -192,7 +214,9 @@ def sync(once: bool, dry_run: bool, user: str | None) -> int:  # noqa: ARG001 (-
     reports = sync_all(app.store, app.sync_deps, dry_run=dry_run, only=user)
     for report in reports:
         print(format_report(report, dry_run=dry_run))
-    return 0 if all(r.ok for r in reports) else 1
+    if not dry_run:  # a dry run changes nothing: nothing to tell, no heartbeat
+        after_cycle(app, default_sight(app), ok=cycle_ok(reports))
+    return 0 if cycle_ok(reports) else 1
 
 
 @cli.command()

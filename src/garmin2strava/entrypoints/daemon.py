@@ -21,22 +21,33 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from garmin2strava.bootstrap import App
 from garmin2strava.entrypoints.mirror_jobs import catch_up_pending_streams, reconcile_due_accounts
+from garmin2strava.entrypoints.telling import after_cycle, cycle_ok, default_sight
 from garmin2strava.errors import G2SError
+from garmin2strava.services.conditions import Sight
 from garmin2strava.services.sync_accounts import sync_all
 
-__all__ = ["freeze_heap", "run_daemon", "schedule_mirror_jobs", "schedule_sync"]
+__all__ = [
+    "freeze_heap",
+    "run_daemon",
+    "schedule_mirror_jobs",
+    "schedule_sync",
+    "schedule_telling",
+]
 
 log = logging.getLogger(__name__)
 
 
-def schedule_sync(app: App, scheduler: BackgroundScheduler) -> None:
+def schedule_sync(app: App, scheduler: BackgroundScheduler, sight: Sight | None = None) -> None:
     """One job per interval; never two at once (max_instances=1, and the store lease
-    across processes); missed runs coalesce into one; the first run starts now."""
+    across processes); missed runs coalesce into one; the first run starts now. After
+    each cycle, the conditions are told and the heartbeat pinged (entrypoints/telling.py)."""
     interval = app.settings.sync_interval_seconds
+    seen = sight or default_sight(app)
 
     def job() -> None:
         if not app.stop.is_set():
-            sync_all(app.store, app.sync_deps)
+            reports = sync_all(app.store, app.sync_deps)
+            after_cycle(app, seen, ok=cycle_ok(reports))
 
     scheduler.add_job(
         job,
@@ -47,6 +58,20 @@ def schedule_sync(app: App, scheduler: BackgroundScheduler) -> None:
         coalesce=True,
         misfire_grace_time=interval,
         next_run_time=app.clock() + timedelta(seconds=0),
+    )
+
+
+def schedule_telling(app: App, scheduler: BackgroundScheduler, sight: Sight) -> None:
+    """Without sync cycles (`serve`): the conditions `sight` sees are told every
+    G2S_SYNC_INTERVAL_SECONDS, from the worker's side; no heartbeat (no cycle)."""
+    scheduler.add_job(
+        _guarded(partial(after_cycle, app, sight, ok=None), "telling"),
+        "interval",
+        seconds=app.settings.sync_interval_seconds,
+        id="telling",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=app.clock() + FIRST_MIRROR_JOB,
     )
 
 
@@ -106,12 +131,16 @@ def run_daemon(
     install_signals: bool = True,
     sync: bool = True,
     preload: Sequence[str] = (),
+    sight: Sight | None = None,
 ) -> int:
     """Run until `app.stop` is set. `preload` names the modules the threads will
-    import lazily; they are imported now and the heap frozen (see `freeze_heap`)."""
+    import lazily; they are imported now and the heap frozen (see `freeze_heap`).
+    `sight` is what the conditions are observed with (services/conditions.py)."""
     scheduler = BackgroundScheduler(timezone="UTC")
     if sync:
-        schedule_sync(app, scheduler)
+        schedule_sync(app, scheduler, sight)
+    elif sight is not None:
+        schedule_telling(app, scheduler, sight)
     schedule_mirror_jobs(app, scheduler)
     if install_signals:
         _stop_on_signals(app.stop)

@@ -5,8 +5,9 @@ Strava request: from the store, the queue, the settings and this process's own n
 looked at (`checked`, the (key, user) pairs): a condition this runner cannot see (the
 Lambda maintenance function does not look at Garmin's state; the `sync` command does
 not know whether a mirror should run) neither opens nor clears here
-(domain.conditions.advance). `Sight` says what a runner looks at; `sync_sight` and
-`maintenance_sight` build the two the hooks use (entrypoints/telling.py).
+(domain.conditions.advance). `Sight` says what a runner looks at; `sync_sight`,
+`mirror_sight` and `maintenance_sight` build those the hooks use
+(entrypoints/telling.py).
 
 How each key is seen:
 - garmin.tokens_refused, strava.authorization_refused: the account's status, which the
@@ -57,6 +58,7 @@ __all__ = [
     "DeadLetters",
     "Sight",
     "maintenance_sight",
+    "mirror_sight",
     "observe",
     "queue_dead_letters",
     "sync_sight",
@@ -143,6 +145,21 @@ def maintenance_sight(
         mirror_expected=True,
         subscription_id_setting=subscription_id_setting,
         dead_letters=(lambda: DeadLetters(depth())) if depth is not None else None,
+        write_trouble=None,
+    )
+
+
+def mirror_sight(
+    *, athlete_capacity: int, subscription_id_setting: int | None, queue: EventQueue
+) -> Sight:
+    """`serve` (the webhook and its worker, no sync): the queue's dead letters, the
+    subscription and the app-wide state; no account, no writes of its own."""
+    return Sight(
+        accounts=False,
+        athlete_capacity=athlete_capacity,
+        mirror_expected=True,
+        subscription_id_setting=subscription_id_setting,
+        dead_letters=queue_dead_letters(queue),
         write_trouble=None,
     )
 

@@ -16,6 +16,7 @@ records no pass (the account stays due), and the next invocation goes on.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from functools import cache, partial
@@ -31,9 +32,12 @@ if TYPE_CHECKING:
     from garmin2strava.services.reconcile import ReconcileReport
     from garmin2strava.services.streams import CatchUpResult
 
-__all__ = ["handler", "run_maintenance", "runtime"]
+__all__ = ["ENV_DEAD_LETTER_QUEUE_URL", "handler", "run_maintenance", "runtime"]
 
 log = logging.getLogger(__name__)
+
+# terraform/main.tf names the events' dead-letter queue for this function.
+ENV_DEAD_LETTER_QUEUE_URL = "G2S_DEAD_LETTER_QUEUE_URL"
 
 
 @cache
@@ -68,6 +72,7 @@ def run_maintenance(app: App, context: LambdaContext) -> dict[str, Any]:
                 _step("streams_catch_up", failed, partial(catch_up_pending_streams, app)) or {}
             )
     stopped_early = deadline.stopped_early
+    _tell(app)
     summary = _summary(reports, streams, paused=paused, failed=failed, stopped_early=stopped_early)
     duration_ms = round((time.monotonic() - started) * 1000, 2)
     log.info(
@@ -93,6 +98,30 @@ def run_maintenance(app: App, context: LambdaContext) -> dict[str, Any]:
     )
     emit_metrics({"MaintenanceDuration": duration_ms}, dimensions=dimensions, unit="Milliseconds")
     return summary
+
+
+def _tell(app: App) -> None:
+    """The conditions this function sees (the dead-letter queue's depth, the webhook
+    subscription, the app-wide state), told as the sync tells them; no heartbeat."""
+    from garmin2strava.entrypoints.telling import after_cycle  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.conditions import maintenance_sight  # noqa: PLC0415
+
+    sight = maintenance_sight(
+        athlete_capacity=app.settings.strava_athlete_capacity,
+        subscription_id_setting=app.settings.strava_subscription_id,
+        dead_letter_depth=_dead_letter_depth(),
+    )
+    after_cycle(app, sight, ok=None)
+
+
+def _dead_letter_depth() -> Callable[[], int] | None:
+    """The SQS dead-letter queue's depth, when terraform named the queue."""
+    queue_url = os.environ.get(ENV_DEAD_LETTER_QUEUE_URL, "").strip()
+    if not queue_url:
+        return None
+    from garmin2strava.adapters.queue_sqs import dead_letter_depth  # noqa: PLC0415 (cold start)
+
+    return partial(dead_letter_depth, queue_url)
 
 
 def _step[T](name: str, failed: list[str], run: Callable[[], T]) -> T | None:

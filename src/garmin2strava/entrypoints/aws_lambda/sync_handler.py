@@ -92,6 +92,11 @@ def handler(
 
 def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     """Sync every account until done or until the margin before the timeout."""
+    from garmin2strava.entrypoints.telling import (  # noqa: PLC0415 (as above)
+        after_cycle,
+        cycle_ok,
+        default_sight,
+    )
     from garmin2strava.services.status import strava_app_status  # noqa: PLC0415 (as above)
     from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415 (built with the app)
 
@@ -107,6 +112,7 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     with stop_before_timeout(app, remaining_ms) as deadline:
         reports = sync_all(app.store, deps_for)
     stopped_early = deadline.stopped_early
+    after_cycle(app, default_sight(app), ok=cycle_ok(reports))  # tell, then the heartbeat
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)

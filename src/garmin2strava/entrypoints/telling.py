@@ -1,0 +1,103 @@
+"""What follows each sync cycle (`run`, `sync`, the Lambda sync) and each Lambda
+maintenance invocation: observe the conditions (services/conditions.py), tell what
+started or cleared (services/notify.py), then ping the heartbeat (healthchecks.io:
+the URL when the cycle succeeded, the URL with /fail exactly when `sync --once` would
+exit 1). Never on the webhook's request path.
+
+Nothing here fails the cycle or holds it long: each step's error is logged and the
+next step still runs; Apprise's sends and the ping have their own timeouts, and
+`tell` makes at most one attempt per notice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from garmin2strava.services.conditions import Sight, observe, sync_sight
+
+if TYPE_CHECKING:
+    from garmin2strava.bootstrap import App
+    from garmin2strava.ports import NotifyChannel
+    from garmin2strava.services.sync import CycleReport
+    from garmin2strava.settings import Settings
+
+__all__ = [
+    "after_cycle",
+    "channel_for",
+    "cycle_ok",
+    "default_sight",
+]
+
+log = logging.getLogger(__name__)
+
+
+def default_sight(app: App) -> Sight:
+    """What a sync cycle looks at where no mirror runs beside it (`sync`, `run
+    --no-http`, the admin-only `run` on DynamoDB, the Lambda sync)."""
+    return sync_sight(
+        athlete_capacity=app.settings.strava_athlete_capacity,
+        subscription_id_setting=app.settings.strava_subscription_id,
+    )
+
+
+def cycle_ok(reports: Sequence[CycleReport]) -> bool:
+    """What `sync --once` exits with: 0 (True) unless an account's cycle failed."""
+    return all(report.ok for report in reports)
+
+
+_CHANNELS: dict[tuple[str, ...], NotifyChannel] = {}
+_CHANNELS_LOCK = threading.Lock()
+
+
+def channel_for(settings: Settings) -> NotifyChannel | None:
+    """Apprise over G2S_NOTIFY_URLS; None when none is set (conditions are still kept
+    for `status`, nothing is sent). One per process and set of URLs: the channel
+    remembers which URLs already took a notice, so a retry goes only to the others.
+    Cheap: Apprise is imported only to send."""
+    urls = settings.notify_url_list
+    if not urls:
+        return None
+    from garmin2strava.adapters.apprise_channel import AppriseChannel  # noqa: PLC0415
+
+    with _CHANNELS_LOCK:
+        return _CHANNELS.setdefault(urls, AppriseChannel(urls))
+
+
+def after_cycle(app: App, sight: Sight, *, ok: bool | None) -> None:
+    """Observe, tell, then ping (`ok` None: no heartbeat, as after maintenance)."""
+    _tell(app, sight)
+    heartbeat = app.settings.heartbeat_url
+    if ok is None or heartbeat is None:
+        return
+    from garmin2strava.adapters.heartbeat import ping  # noqa: PLC0415
+
+    ping(heartbeat.get_secret_value(), ok=ok)
+
+
+def _tell(app: App, sight: Sight) -> None:
+    try:
+        from garmin2strava.services.notify import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+            tell,
+        )
+    except ImportError:  # until services/notify.py lands (issue 18's telling half)
+        return
+
+    now = app.clock()
+    try:
+        observed, checked = observe(app.store, sight, now=now)
+        report = tell(
+            app.store,
+            channel_for(app.settings),
+            observed,
+            checked,
+            now=now,
+            owner=uuid.uuid4().hex[:12],
+        )
+    except Exception:  # the store unreadable, say: the cycle went as it went
+        log.exception("notify.failed")
+        return
+    log.debug("notify.told", extra={"report": repr(report)})
