@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from apprise import AppriseResult
 
-__all__ = ["NOTIFY_TIMEOUT_S", "AppriseChannel", "check_urls", "redact_url"]
+__all__ = ["NOTIFY_TIMEOUT_S", "AppriseChannel", "channel_for", "check_urls", "redact_url"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,12 @@ class AppriseChannel:
             else:
                 self._took.pop(message, None)
         return not failed
+
+
+def channel_for(urls: Sequence[str]) -> AppriseChannel | None:
+    """The channel of G2S_NOTIFY_URLS (`settings.notify_url_list`); None when there
+    is none (notify.tell then tracks the conditions without sending)."""
+    return AppriseChannel(urls) if urls else None
 
 
 def check_urls(

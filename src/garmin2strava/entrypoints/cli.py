@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from garmin2strava.entrypoints import account_commands, mirror_commands
+from garmin2strava.entrypoints import account_commands, mirror_commands, notify_commands
 from garmin2strava.entrypoints.cli_common import (
     ISO_DATE,
     format_report,
@@ -562,6 +562,7 @@ for _command in (
     account_commands.history,
     account_commands.accounts,
     account_commands.disconnect,
+    notify_commands.notify,
 ):
     cli.add_command(_command)
 
