@@ -79,12 +79,7 @@ def after_cycle(app: App, sight: Sight, *, ok: bool | None) -> None:
 
 
 def _tell(app: App, sight: Sight) -> None:
-    try:
-        from garmin2strava.services.notify import (  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-            tell,
-        )
-    except ImportError:  # until services/notify.py lands (issue 18's telling half)
-        return
+    from garmin2strava.services.notify import tell  # noqa: PLC0415 (only after a cycle)
 
     now = app.clock()
     try:
@@ -96,8 +91,10 @@ def _tell(app: App, sight: Sight) -> None:
             checked,
             now=now,
             owner=uuid.uuid4().hex[:12],
+            retention_days=app.settings.audit_retention_days,
         )
     except Exception:  # the store unreadable, say: the cycle went as it went
         log.exception("notify.failed")
         return
-    log.debug("notify.told", extra={"report": repr(report)})
+    if report.sent or report.owed:
+        log.info("notify.told", extra={"sent": len(report.sent), "owed": len(report.owed)})
