@@ -87,6 +87,16 @@ data "aws_iam_policy_document" "sync" {
     actions   = ["ssm:GetParameter"]
     resources = ["${local.ssm_arn_prefix}${local.ssm_strava_client_secret}"]
   }
+
+  # Where to tell the conditions, and the heartbeat (both optional, README "Being told").
+  statement {
+    sid     = "NotifyAndHeartbeat"
+    actions = ["ssm:GetParameter"]
+    resources = [
+      "${local.ssm_arn_prefix}${local.ssm_notify_urls}",
+      "${local.ssm_arn_prefix}${local.ssm_heartbeat_url}",
+    ]
+  }
 }
 
 data "aws_iam_policy_document" "webhook" {
@@ -179,7 +189,7 @@ data "aws_iam_policy_document" "maintenance" {
   }
 
   # Token encryption (a refreshed Strava token is stored encrypted), and the encrypted
-  # environment and SecureString. No queue: nothing here sends or receives events.
+  # environment and SecureStrings. Nothing here sends or receives events.
   statement {
     sid       = "TokenKey"
     actions   = ["kms:Encrypt", "kms:Decrypt"]
@@ -191,5 +201,20 @@ data "aws_iam_policy_document" "maintenance" {
     sid       = "ClientSecret"
     actions   = ["ssm:GetParameter"]
     resources = ["${local.ssm_arn_prefix}${local.ssm_strava_client_secret}"]
+  }
+
+  # Where to tell the conditions (optional, README "Being told").
+  statement {
+    sid       = "Notify"
+    actions   = ["ssm:GetParameter"]
+    resources = ["${local.ssm_arn_prefix}${local.ssm_notify_urls}"]
+  }
+
+  # The dead-letter queue's depth opens the mirror.dead_letters condition; nothing
+  # here receives or sends.
+  statement {
+    sid       = "DeadLetterDepth"
+    actions   = ["sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.events_dlq.arn]
   }
 }

@@ -12,6 +12,10 @@ locals {
   ssm_strava_client_secret = "${var.ssm_parameter_prefix}/strava_client_secret"
   ssm_strava_verify_token  = "${var.ssm_parameter_prefix}/strava_verify_token"
   ssm_arn_prefix           = "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter"
+  # Optional (README.md "Being told"): made by hand when wanted; a function whose
+  # parameter does not exist notifies nobody, or pings nothing.
+  ssm_notify_urls   = "${var.ssm_parameter_prefix}/notify_urls"
+  ssm_heartbeat_url = "${var.ssm_parameter_prefix}/heartbeat_url"
 
   handler_module = "garmin2strava.entrypoints.aws_lambda"
 
@@ -65,10 +69,20 @@ locals {
   )
 
   # Each function is told only the names of the parameters it may read.
+  # The sync tells the conditions and pings the heartbeat after each invocation; the
+  # maintenance function tells those it sees (the dead-letter queue's depth).
   function_environment = {
-    sync        = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
-    webhook     = { G2S_SSM_STRAVA_VERIFY_TOKEN = local.ssm_strava_verify_token }
-    worker      = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
-    maintenance = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+    sync = {
+      G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret
+      G2S_SSM_NOTIFY_URLS          = local.ssm_notify_urls
+      G2S_SSM_HEARTBEAT_URL        = local.ssm_heartbeat_url
+    }
+    webhook = { G2S_SSM_STRAVA_VERIFY_TOKEN = local.ssm_strava_verify_token }
+    worker  = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }
+    maintenance = {
+      G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret
+      G2S_SSM_NOTIFY_URLS          = local.ssm_notify_urls
+      G2S_DEAD_LETTER_QUEUE_URL    = aws_sqs_queue.events_dlq.url
+    }
   }
 }

@@ -33,6 +33,8 @@ output "ssm_parameter_names" {
   value = {
     strava_client_secret = local.ssm_strava_client_secret
     strava_verify_token  = local.ssm_strava_verify_token
+    notify_urls          = local.ssm_notify_urls
+    heartbeat_url        = local.ssm_heartbeat_url
   }
 }
 

@@ -85,11 +85,14 @@ def deployed(
     subscription_id: int | None = 1,
     max_receives: int = 3,
     garmin_token_lifetime_s: float | None = None,
+    notify_urls: str | None = None,
+    heartbeat_url: str | None = None,
 ) -> Iterator[Deployment]:
     """A fresh deployment on the moto server the AWS environment points boto3 at, the
     functions' variables set with `setenv`: Strava's webhook subscription and verify
     token, the events queue's redrive after `max_receives` receives, and stored Garmin
-    tokens valid for `garmin_token_lifetime_s` (the sandbox's default when None). Every
+    tokens valid for `garmin_token_lifetime_s` (the sandbox's default when None), and
+    the optional notify_urls and heartbeat_url parameters when given. Every
     handler is cold at the start; the table, the runtimes and the root logger are
     cleaned up after."""
     prefix = f"/g2s-{uuid.uuid4().hex[:8]}"
@@ -118,7 +121,11 @@ def deployed(
         for name, value in (
             ("strava_client_secret", pair.strava.client_secret),
             ("strava_verify_token", verify_token),
+            ("notify_urls", notify_urls),
+            ("heartbeat_url", heartbeat_url),
         ):
+            if value is None:  # an optional one the user did not make
+                continue
             ssm.put_parameter(
                 Name=f"{prefix}/{name}", Type="SecureString", KeyId=key_id, Value=value
             )
@@ -134,6 +141,10 @@ def deployed(
             "STRAVA_SUBSCRIPTION_ID": str(subscription_id),
             "G2S_SSM_STRAVA_CLIENT_SECRET": f"{prefix}/strava_client_secret",
             "G2S_SSM_STRAVA_VERIFY_TOKEN": f"{prefix}/strava_verify_token",
+            # Named whether made or not, as terraform names them (README "Being told").
+            "G2S_SSM_NOTIFY_URLS": f"{prefix}/notify_urls",
+            "G2S_SSM_HEARTBEAT_URL": f"{prefix}/heartbeat_url",
+            "G2S_DEAD_LETTER_QUEUE_URL": dlq_url,
             "G2S_STRAVA_BASE_URL": pair.strava.base_url,
             "G2S_GARMIN_BASE_URL": pair.garmin.base_url,
             # Values in the plain environment are never used as secrets.

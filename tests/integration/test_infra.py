@@ -69,21 +69,32 @@ ALLOWED_ACTIONS: dict[str, set[str]] = {
     | _TABLE
     | {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "ssm:GetParameter"}
     | {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"},
-    # Reads Strava (reconciliation, streams) and writes the mirror; no queue.
-    "maintenance": _LOGS_AND_TRACES | _TABLE | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter"},
+    # Reads Strava (reconciliation, streams) and writes the mirror; of the queues, only
+    # the DLQ's depth (the mirror.dead_letters condition).
+    "maintenance": _LOGS_AND_TRACES
+    | _TABLE
+    | {"kms:Encrypt", "kms:Decrypt", "ssm:GetParameter", "sqs:GetQueueAttributes"},
+}
+# The only queue each function may read the attributes of.
+ATTRIBUTE_QUEUES = {
+    "worker": {"${aws_sqs_queue.events.arn}"},
+    "maintenance": {"${aws_sqs_queue.events_dlq.arn}"},
 }
 # The only queue each function may send to: the events queue, never the DLQ.
 SEND_QUEUES = {
     "webhook": "${aws_sqs_queue.events.arn}",
     "worker": "${aws_sqs_queue.events.arn}",
 }
-# The only SSM parameter each function may read (by the local that names it).
+# The only SSM parameters each function may read (by the locals that name them): its
+# one secret, and where it tells the conditions (README "Being told").
 SSM_PARAMETERS = {
-    "sync": "ssm_strava_client_secret",
-    "webhook": "ssm_strava_verify_token",
-    "worker": "ssm_strava_client_secret",
-    "maintenance": "ssm_strava_client_secret",
+    "sync": {"ssm_strava_client_secret", "ssm_notify_urls", "ssm_heartbeat_url"},
+    "webhook": {"ssm_strava_verify_token"},
+    "worker": {"ssm_strava_client_secret"},
+    "maintenance": {"ssm_strava_client_secret", "ssm_notify_urls"},
 }
+# Settings in a function's own environment that are not parameter names.
+PLAIN_FUNCTION_SETTINGS = {"maintenance": {"G2S_DEAD_LETTER_QUEUE_URL"}}
 HANDLERS = {
     "sync": "garmin2strava.entrypoints.aws_lambda.sync_handler.handler",
     "webhook": "garmin2strava.entrypoints.aws_lambda.webhook_handler.handler",
@@ -294,10 +305,15 @@ def test_functions_use_the_documented_handlers_and_environment(
         assert setting in environment_text
     assert re.search(r"G2S_STORE\W+dynamodb\b", environment_text)
     per_function = _value(local_values["function_environment"])
-    for key, local_name in SSM_PARAMETERS.items():
-        names = set(_value(per_function[key]))
+    for key, local_names in SSM_PARAMETERS.items():
+        environment = _value(per_function[key])
+        plain = PLAIN_FUNCTION_SETTINGS.get(key, set())
+        assert set(environment) >= plain
+        names = {name: value for name, value in environment.items() if name not in plain}
         assert all(name.startswith("G2S_SSM_") for name in names)
-        assert {_unquote(v) for v in _strings(per_function[key])} == {f"${{local.{local_name}}}"}
+        assert {_unquote(v) for v in _strings(names)} == {
+            f"${{local.{local_name}}}" for local_name in local_names
+        }
     assert not SECRET_SETTINGS & set(re.findall(r"\b[A-Z][A-Z0-9_]+\b", environment_text))
 
 
@@ -373,12 +389,18 @@ def test_function_role_grants_exactly_its_contract(
         if any(action.startswith("logs:") for action in actions):
             assert resources == {own_log_group}, resources
         if actions & {"ssm:GetParameter"}:
-            assert any(f"local.{SSM_PARAMETERS[function]}" in r for r in resources), resources
-            assert len(resources) == 1
+            assert actions == {"ssm:GetParameter"}, actions
+            named = {
+                next((n for n in SSM_PARAMETERS[function] if r.endswith(f"local.{n}}}")), None)
+                for r in resources
+            }
+            assert None not in named, resources
         if resources == {"*"}:
             assert actions <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
         if "sqs:SendMessage" in actions:
             assert resources == {SEND_QUEUES[function]}, resources
+        if "sqs:GetQueueAttributes" in actions:
+            assert resources == ATTRIBUTE_QUEUES[function], resources
 
 
 def test_webhook_reads_only_the_app_items_of_the_table(modules: dict[str, dict[str, Any]]) -> None:

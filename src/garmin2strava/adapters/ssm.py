@@ -17,7 +17,7 @@ from garmin2strava.errors import ConfigError
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
-__all__ = ["read_secure_parameter", "ssm_client"]
+__all__ = ["read_optional_parameter", "read_secure_parameter", "ssm_client"]
 
 
 def ssm_client() -> SSMClient:
@@ -29,10 +29,24 @@ def ssm_client() -> SSMClient:
 
 def read_secure_parameter(name: str, *, client: SSMClient | None = None) -> str:
     """The decrypted value of parameter `name`. Errors name the parameter, never a value."""
+    value = _read(name, client, missing_ok=False)
+    assert value is not None
+    return value
+
+
+def read_optional_parameter(name: str, *, client: SSMClient | None = None) -> str | None:
+    """As read_secure_parameter, but None when the parameter does not exist: one the
+    user makes only when wanted (the notification URLs, the heartbeat URL)."""
+    return _read(name, client, missing_ok=True)
+
+
+def _read(name: str, client: SSMClient | None, *, missing_ok: bool) -> str | None:
     client = client if client is not None else ssm_client()
     try:
         answer = client.get_parameter(Name=name, WithDecryption=True)
     except (BotoCoreError, ClientError) as exc:
+        if missing_ok and isinstance(exc, ClientError) and error_code(exc) == "ParameterNotFound":
+            return None
         if is_transient(exc):
             raise transient_error(f"SSM GetParameter {name}", exc) from exc
         code = error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__

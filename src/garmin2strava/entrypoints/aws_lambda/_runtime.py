@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from garmin2strava.errors import ConfigError
 
@@ -31,9 +32,12 @@ if TYPE_CHECKING:
 
     from garmin2strava.bootstrap import App
     from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
+    from garmin2strava.settings import Secret
 
 __all__ = [
     "ENV_QUEUE_URL",
+    "ENV_SSM_HEARTBEAT_URL",
+    "ENV_SSM_NOTIFY_URLS",
     "ENV_SSM_STRAVA_CLIENT_SECRET",
     "ENV_SSM_STRAVA_VERIFY_TOKEN",
     "WebhookRuntime",
@@ -51,6 +55,8 @@ ENV_QUEUE_URL = "G2S_QUEUE_URL"
 ENV_TABLE = "G2S_DYNAMODB_TABLE"
 ENV_SSM_STRAVA_CLIENT_SECRET = "G2S_SSM_STRAVA_CLIENT_SECRET"  # noqa: S105 (a variable name)
 ENV_SSM_STRAVA_VERIFY_TOKEN = "G2S_SSM_STRAVA_VERIFY_TOKEN"  # noqa: S105 (a variable name)
+ENV_SSM_NOTIFY_URLS = "G2S_SSM_NOTIFY_URLS"
+ENV_SSM_HEARTBEAT_URL = "G2S_SSM_HEARTBEAT_URL"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("json", "text")
 
@@ -168,10 +174,59 @@ def build_app(*, ssm: SSMClient | None = None) -> App:
     settings = read_settings()
     configure_logging(settings.log_level, settings.log_format)
     secret = read_secure_parameter(required_env(ENV_SSM_STRAVA_CLIENT_SECRET), client=ssm)
-    settings = dataclasses.replace(settings, strava_client_secret=Secret(secret))
+    told = _telling_secrets(ssm)
+    settings = dataclasses.replace(
+        settings,
+        strava_client_secret=Secret(secret),
+        notify_urls=told.get("notify_urls", settings.notify_urls),
+        heartbeat_url=told.get("heartbeat_url", settings.heartbeat_url),
+    )
     app = bootstrap(settings)
     log.info("lambda.cold_start", extra={"store": settings.store})
     return app
+
+
+def _telling_secrets(ssm: SSMClient | None) -> dict[str, Secret]:
+    """G2S_NOTIFY_URLS and G2S_HEARTBEAT_URL from the SecureStrings terraform names for
+    this function (README "Being told"); one not named, or not made, is left unset. A
+    value the container would refuse ends the cold start, in one line naming the
+    parameter, never its value."""
+    from garmin2strava.adapters.ssm import read_optional_parameter  # noqa: PLC0415
+    from garmin2strava.settings import Secret  # noqa: PLC0415 (cold start)
+
+    found: dict[str, Secret] = {}
+    for field, env in (
+        ("notify_urls", ENV_SSM_NOTIFY_URLS),
+        ("heartbeat_url", ENV_SSM_HEARTBEAT_URL),
+    ):
+        name = os.environ.get(env, "").strip()
+        value = read_optional_parameter(name, client=ssm) if name else None
+        if value is None:
+            continue
+        problem = _notify_urls_problem(value) if field == "notify_urls" else _http_problem(value)
+        if problem:
+            msg = f"SSM parameter {name}: {problem}"
+            raise ConfigError(msg)
+        found[field] = Secret(value.strip())
+    return found
+
+
+def _notify_urls_problem(value: str) -> str:
+    from garmin2strava.settings import split_notify_urls  # noqa: PLC0415 (cold start)
+
+    urls = split_notify_urls(value)
+    for position, url in enumerate(urls, 1):
+        scheme, separator, rest = url.partition("://")
+        if not (separator and scheme and rest):
+            return f"URL {position} of {len(urls)} has no scheme:// (an Apprise URL)"
+    return "" if urls else "no Apprise URL in it"
+
+
+def _http_problem(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme in {"http", "https"} and parts.hostname:
+        return ""
+    return "must be an http(s) URL (e.g. https://hc-ping.com/<uuid>)"
 
 
 @dataclass(frozen=True, slots=True)
