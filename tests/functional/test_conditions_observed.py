@@ -343,3 +343,13 @@ def test_a_queue_that_cannot_say_leaves_dead_letters_unchecked(store: SqliteStor
     _, checked = observe(store, aws, now=NOW)
     assert ("mirror.dead_letters", None) not in checked  # neither opens nor clears
     assert ("webhook.subscription_unknown", None) in checked  # the rest is still seen
+
+
+def test_the_readme_lists_every_key_with_its_meaning_and_fix() -> None:
+    """README "Being told": one row per catalogue key, its words as the notification's."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Being told", 1)[1].split("\n## ", 1)[0]
+    for condition in CONDITIONS.values():
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{condition.key}`"))
+        assert condition.meaning in row
+        assert condition.fix.format(user="ID") in row

@@ -351,7 +351,8 @@ def uploads_retry(garmin_activity_id: int, user: str | None) -> int:
 @json_option()
 def status(as_json: bool) -> int:
     """Per account: last cycle, outcome counts, failures, backoffs; the Strava budget, the
-    application's state and the webhook subscription.
+    application's state, the webhook subscription, and the open conditions (README
+    "Being told") with when each began and what fixes it.
 
     Local: no Garmin or Strava request (it reads what the last requests recorded).
     Reads also G2S_STRAVA_ATHLETE_CAPACITY and STRAVA_SUBSCRIPTION_ID.
@@ -396,6 +397,10 @@ def status(as_json: bool) -> int:
         print(f"webhook: {hook['problem']}")
     else:
         print(f"webhook: accepts subscription {hook['subscriptionId']} (from {hook['source']})")
+    for condition in report["conditions"]:
+        account = f" (account {condition['userId']})" if condition["userId"] else ""
+        print(f"condition {condition['key']}{account} since {condition['since']}")
+        print(f"  fix: {condition['fix']}")
     return 0
 
 

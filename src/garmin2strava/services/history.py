@@ -36,6 +36,7 @@ _LABELS = {
     "account.paused": "paused",
     "account.resumed": "resumed",
     "account.removed": "removed",
+    "notify.sent": "notification sent",
 }
 
 
@@ -64,7 +65,10 @@ class HistoryEntry:
         }
         if self.kind == "sync.cycle":
             body["startedAt"] = self.started_at.isoformat()
-        return body | self.detail
+        detail = dict(self.detail)
+        if "kind" in detail:  # a notification's started/cleared: the event's kind stays
+            detail["notice"] = detail.pop("kind")
+        return body | detail
 
 
 def read_history(
@@ -127,5 +131,15 @@ def _lines(entry: HistoryEntry) -> Iterable[str]:
 
 
 def _event_detail(detail: dict[str, Any]) -> str:
-    keys = ("error", "until", "activityId", "athleteId", "by", "itemsDeleted", "cause")
+    keys = (
+        "key",
+        "kind",
+        "error",
+        "until",
+        "activityId",
+        "athleteId",
+        "by",
+        "itemsDeleted",
+        "cause",
+    )
     return " ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))

@@ -9,7 +9,7 @@ from typing import Any
 
 from garmin2strava.ports import EventQueue, Store
 from garmin2strava.services.mirror import MirrorStats
-from garmin2strava.services.status import strava_app_status
+from garmin2strava.services.status import open_conditions_status, strava_app_status
 
 __all__ = ["HealthReport", "Sample", "check_health", "collect_metrics"]
 
@@ -62,6 +62,12 @@ def check_health(
             f"Strava application inactive since {strava_app['inactiveSince']}: "
             f"{strava_app['cause']}; next probe at {strava_app['nextProbeAt']}"
         )
+    # Listed, not judged: a condition is told to the owner (README "Being told"); the
+    # health answer stays what restarts and alarms rely on.
+    detail["conditions"] = [
+        {"key": c["key"], "userId": c["userId"], "since": c["since"]}
+        for c in open_conditions_status(store)
+    ]
     for account in store.list_accounts():
         if not account.enabled:
             continue

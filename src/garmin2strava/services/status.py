@@ -1,5 +1,5 @@
-"""What `garmin2strava status` reports: per account, and for the Strava application
-(its access, its rate budget, its athlete capacity)."""
+"""What `garmin2strava status` reports: per account, for the Strava application
+(its access, its rate budget, its athlete capacity), and the open conditions."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
+from garmin2strava.domain.conditions import CONDITIONS
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
 from garmin2strava.errors import APP_INACTIVE_CAUSE
-from garmin2strava.ports import Store
+from garmin2strava.ports import AppState, Store
 
 __all__ = [
     "DEFAULT_ATHLETE_CAPACITY",
     "STRAVA_BUDGET_KEY",
     "account_status",
     "connected_accounts",
+    "open_conditions_status",
     "strava_app_status",
     "webhook_status",
 ]
@@ -86,6 +88,29 @@ def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict
     }
 
 
+def open_conditions_status(store: AppState) -> list[dict[str, Any]]:
+    """The conditions open now (README "Being told"), oldest first: what needs a
+    person, since when, and what fixes it. `status`, the status page and /healthz."""
+    from garmin2strava.services.notify import open_conditions  # noqa: PLC0415 (status stays light)
+
+    found: list[dict[str, Any]] = []
+    for state in open_conditions(store):
+        condition = CONDITIONS[state.key]
+        found.append(
+            {
+                "key": state.key,
+                "userId": state.user_id,
+                "since": state.since.isoformat(),
+                "severity": str(condition.severity),
+                "meaning": condition.meaning,
+                "detail": state.detail,
+                "fix": condition.fix.format(user=state.user_id or ""),
+                "told": state.started_sent_at is not None,
+            }
+        )
+    return found
+
+
 def account_status(
     store: Store,
     *,
@@ -136,4 +161,5 @@ def account_status(
         "stravaApp": app | {"athleteCapacity": athlete_capacity},
         "warnings": warnings,
         "webhook": webhook_status(store, subscription_id_setting=subscription_id_setting),
+        "conditions": open_conditions_status(store),
     }

@@ -5,8 +5,9 @@ outcome, the Strava budget, the queue and the dead letters. No HTML here."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.budget import RateBudget, next_day_reset, next_window_reset
@@ -14,7 +15,7 @@ from garmin2strava.domain.models import Account, AccountStatus, LedgerEntry, Upl
 from garmin2strava.domain.webhook import DeadEvent
 from garmin2strava.ports import EventQueue, Store
 from garmin2strava.services.account_control import paused_reason_of
-from garmin2strava.services.status import STRAVA_BUDGET_KEY
+from garmin2strava.services.status import STRAVA_BUDGET_KEY, open_conditions_status
 
 __all__ = [
     "KINDS",
@@ -105,6 +106,8 @@ class StatusPageView:
     oldest_event_age_s: float | None
     dead_events: list[DeadEvent]
     dead_uploads: list[LedgerEntry]
+    # What needs a person (README "Being told"): open conditions, oldest first.
+    conditions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_view(
@@ -147,6 +150,7 @@ def build_view(
         oldest_event_age_s=None if queue is None else queue.oldest_age(now=now),
         dead_events=[] if queue is None else queue.list_dead(limit=50),
         dead_uploads=dead_uploads,
+        conditions=open_conditions_status(store),
     )
 
 
