@@ -15,9 +15,11 @@ from g2s_harness.aws_lambda import FakeContext
 from g2s_harness.cli import run_cli
 from g2s_harness.notify_catchers import JsonCatcher
 from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.bootstrap import App, utc_now
 from garmin2strava.entrypoints.aws_lambda.sync_handler import run_scheduled_sync
-from garmin2strava.entrypoints.daemon import schedule_sync
+from garmin2strava.entrypoints.daemon import schedule_sync, schedule_telling
+from garmin2strava.services.conditions import mirror_sight
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +119,30 @@ def test_no_heartbeat_url_no_ping(pair: SandboxPair, make_app: Callable[..., App
     schedule_sync(app, jobs)  # type: ignore[arg-type,unused-ignore]
     jobs.jobs["sync"]()  # nothing to ping, nothing raised
     assert app.settings.heartbeat_url is None
+
+
+def test_serve_tells_what_the_worker_side_sees_without_a_heartbeat(
+    pair: SandboxPair,
+    make_app: Callable[..., App],
+    catcher: JsonCatcher,
+    tmp_path: Path,
+) -> None:
+    """`serve` has no sync cycle: its telling job looks at the queue's dead letters and
+    the subscription (none known here) every interval, and pings nothing."""
+    app = make_app(notify_urls=catcher.url("told"), heartbeat_url=catcher.http_url("hc"))
+    queue = SqliteEventQueue(tmp_path / "g2s.sqlite3")
+    try:
+        sight = mirror_sight(
+            athlete_capacity=app.settings.strava_athlete_capacity,
+            subscription_id_setting=None,
+            queue=queue,
+        )
+        jobs = Jobs()
+        schedule_telling(app, jobs, sight)  # type: ignore[arg-type,unused-ignore]
+        for _ in range(3):
+            jobs.jobs["telling"]()
+    finally:
+        queue.close()
+    titles = [hit.body["title"] for hit in catcher.hits if hit.method == "POST"]
+    assert titles == ["[garmin2strava] webhook.subscription_unknown started"]
+    assert [hit for hit in catcher.hits if hit.method == "GET"] == []
