@@ -76,8 +76,10 @@ TIMEOUT_S = 30.0
 # `~` is outside the characters a user id may have (settings.user_id).
 PROBE_LEASE = "~strava-app-probe"
 # How often an answering client looks whether an outage is marked, to end it: a store
-# read a minute, not one per request.
+# read a minute for the whole process (adapters are built per cycle and per event),
+# not one per request.
 _OUTAGE_LOOK_S = 60.0
+_outage_looked_at = [-math.inf]  # monotonic; -inf after a failure: the next answer looks
 
 
 def rewrite_url(url: str, base_url: str) -> str:
@@ -215,7 +217,6 @@ class StravaAdapter:
             base_url, before_send=self._check_budget, after_response=self._record_budget
         )
         self._client = _client(self._session)
-        self._outage_looked_at = -math.inf
 
     def __repr__(self) -> str:
         return f"StravaAdapter(user_id={self._user_id!r}, base_url={self._session.base_url!r})"
@@ -404,14 +405,14 @@ class StravaAdapter:
         return result
 
     def _outage_failed(self, reason: str) -> None:
-        self._outage_looked_at = -math.inf  # the next answer ends it
+        _outage_looked_at[0] = -math.inf  # the next answer ends it
         before = StravaOutage.from_dict(self._store.get_app_state(STRAVA_OUTAGE_KEY))
         self._store.put_app_state(STRAVA_OUTAGE_KEY, before.failed(self._clock(), reason).to_dict())
 
     def _outage_answered(self) -> None:
-        if time.monotonic() - self._outage_looked_at < _OUTAGE_LOOK_S:
+        if time.monotonic() - _outage_looked_at[0] < _OUTAGE_LOOK_S:
             return
-        self._outage_looked_at = time.monotonic()
+        _outage_looked_at[0] = time.monotonic()
         before = StravaOutage.from_dict(self._store.get_app_state(STRAVA_OUTAGE_KEY))
         if before.failing:
             self._store.put_app_state(STRAVA_OUTAGE_KEY, StravaOutage().to_dict())
