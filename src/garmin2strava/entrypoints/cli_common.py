@@ -55,9 +55,9 @@ def json_option(what: str = "JSON instead of text") -> Callable[[F], F]:
 def load() -> Settings:
     """The settings (a bad one raises ConfigError: one line, exit 2), logging set up."""
     from garmin2strava.logs import configure_logging  # noqa: PLC0415 (light top level)
-    from garmin2strava.settings import read_settings  # noqa: PLC0415 (light top level)
+    from garmin2strava.settings import load_settings  # noqa: PLC0415 (light top level)
 
-    settings = read_settings()
+    settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
