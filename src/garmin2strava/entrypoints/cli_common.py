@@ -3,8 +3,8 @@ settings and app every command builds first.
 
 Imported for every invocation (`--help` too), so the top level is click and the
 standard library only; settings, stores and client libraries load when a command runs.
-Every command reads its settings with `read_settings()`: the standard-library reader
-when it is sure, pydantic-settings otherwise (and for every error line).
+Every command reads its settings with `load_settings()` (pydantic-settings), which
+gives the one error line of a wrong setting.
 """
 
 from __future__ import annotations
