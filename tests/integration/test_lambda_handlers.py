@@ -534,7 +534,9 @@ def test_a_requeued_event_is_the_same_message_and_is_mirrored_after_the_window(
         pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=3), elapsed_s=2400
     )
     _post_create(activity_id, pair.athlete_id)
-    reopens = datetime.now(UTC) + timedelta(seconds=2)
+    # Long enough for the receive and the settle below to happen inside the window on
+    # a loaded machine (the module's first invocation imports the worker: seconds).
+    reopens = datetime.now(UTC) + timedelta(seconds=6)
     _block_strava_reads(deployment.store, reopens)
     original = _receive(deployment)
     assert len(original) == 1

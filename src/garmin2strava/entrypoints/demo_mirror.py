@@ -8,13 +8,14 @@ mirror backfill copies what was there before, then an edit and a delete made on
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+
+from pydantic import SecretStr
 
 from g2s_sandbox.scenario import SandboxPair
 from garmin2strava.adapters.strava import StravaAdapter
@@ -24,7 +25,6 @@ from garmin2strava.domain.webhook import callback_path, derive_path_secret, reda
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.services.mirror import remember_subscription
 from garmin2strava.services.mirror_backfill import backfill_mirror
-from garmin2strava.settings import Secret
 
 __all__ = ["show_mirror"]
 
@@ -35,8 +35,12 @@ def show_mirror(pair: SandboxPair, app: App, *, since: datetime) -> bool:
     """Run the mirror part of the demo; True when every step did what it should."""
     port = _free_port()
     verify = secrets.token_urlsafe(24)
-    settings = dataclasses.replace(
-        app.settings, http_port=port, admin_port=_free_port(), strava_verify_token=Secret(verify)
+    settings = app.settings.model_copy(
+        update={
+            "http_port": port,
+            "admin_port": _free_port(),
+            "strava_verify_token": SecretStr(verify),
+        }
     )
     runtime = MirrorRuntime(bootstrap(settings, store=app.store))
     stop = threading.Event()

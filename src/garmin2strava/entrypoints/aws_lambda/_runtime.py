@@ -13,7 +13,6 @@ names (terraform/main.tf `function_environment`), and the values are read once h
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -160,15 +159,17 @@ def build_webhook_runtime(
 def build_app(*, ssm: SSMClient | None = None) -> App:
     """Settings (as the container reads them), the Strava client secret from SSM, and
     the store: DynamoDB with the KMS cipher under G2S_STORE=dynamodb, G2S_KMS_KEY_ID."""
+    from pydantic import SecretStr  # noqa: PLC0415 (cold start)
+
     from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415
     from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (cold start)
     from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.settings import Secret, read_settings  # noqa: PLC0415 (cold start)
+    from garmin2strava.settings import load_settings  # noqa: PLC0415 (cold start)
 
-    settings = read_settings()
+    settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     secret = read_secure_parameter(required_env(ENV_SSM_STRAVA_CLIENT_SECRET), client=ssm)
-    settings = dataclasses.replace(settings, strava_client_secret=Secret(secret))
+    settings = settings.model_copy(update={"strava_client_secret": SecretStr(secret)})
     app = bootstrap(settings)
     log.info("lambda.cold_start", extra={"store": settings.store})
     return app

@@ -8,7 +8,7 @@ Strava allows 2 seconds, cold start included, so this module imports only the
 receiver and the domain; botocore and the settings are loaded by the first
 invocation (`_runtime.build_webhook_runtime`), and stravalib, garminconnect, fitparse
 and boto3's s3transfer never are.
-`bench/lambda_cold_import.py` keeps the import under 400 ms.
+`bench/lambda_cold_import.py` keeps the import under 1 s.
 """
 
 from __future__ import annotations
