@@ -37,7 +37,9 @@ from garmin2strava.services.status import STRAVA_BUDGET_KEY
 
 __all__ = ["PROBE_LEASE", "StravaAccess"]
 
-log = logging.getLogger(__name__)
+# The name these lines have always carried (the "logger" field of every JSON line):
+# the policy moved out of the adapter, its log lines did not change.
+log = logging.getLogger("garmin2strava.adapters.strava")
 
 # The lease that holds an inactive application's probe for one window. Not a user: the
 # `~` is outside the characters a user id may have (settings.user_id).

@@ -25,13 +25,14 @@ compare-and-swap, workouts, and the ledger's intent (a pending entry never repla
 settled one).
 
 Organised like the DynamoDB store (dynamodb.py), along the seams ports.py draws:
-SqliteStore opens the file and keeps the accounts, tokens, audit and application
-state itself; each other port is a mixin of its own module that it inherits, with no
+SqliteStore opens the file and keeps the accounts, audit and application state
+itself; each other port is a mixin of its own module that it inherits, with no
 forwarding: the ledger (sqlite_ledger.py `LedgerRows`), the lease (sqlite_leases.py
 `LeaseRows`), the mirror (sqlite_workouts.py `WorkoutRows`), the streams
 (sqlite_streams.py `StreamTables`), the token items (tokens.py `TokenItems`, shared
-with DynamoDB). All of them reach the file through RowAccess (sqlite_access.py: the
-connection, its lock, transactions and rows).
+with DynamoDB, over the encrypted rows SqliteStore reads and writes). All of them
+reach the file through RowAccess (sqlite_access.py: the connection, its lock,
+transactions and rows).
 """
 
 from __future__ import annotations
