@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -131,6 +132,13 @@ def test_the_client_reaches_only_its_tokens_of_the_store() -> None:
     assert not hasattr(strava_module, "Store")
     assert not hasattr(strava_module, "RateBudget")
     assert not hasattr(strava_module, "StravaAppAccess")
+    # And the policy around it takes the narrow ports it uses, not the whole Store either.
+    ports = {f.name: f.type for f in dataclasses.fields(StravaAccess)}
+    assert ports["app_state"] == "AppState"
+    assert ports["leases"] == "SyncLeases"
+    assert ports["audit"] == "AuditLog"
+    assert ports["accounts"] == "Accounts"
+    assert "Store" not in ports.values()
 
 
 def test_the_client_alone_reads_and_refreshes_without_touching_the_policys_state(
