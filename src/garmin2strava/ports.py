@@ -294,8 +294,9 @@ class StravaReads(Protocol):
 
 
 class StravaPort(StravaUploads, StravaReads, Protocol):
-    """One Strava athlete's API, within the application's shared rate budget: what the
-    Strava adapter implements and bootstrap wires."""
+    """One Strava athlete's API, within the application's shared rate budget: what
+    services.strava_access.StravaAccess implements (around the thin client of
+    adapters.strava, StravaApi) and bootstrap wires."""
 
 
 @runtime_checkable
