@@ -163,7 +163,7 @@ def test_durability_pragmas_are_set(tmp_path: Path) -> None:
     path = tmp_path / "g2s.sqlite3"
     with _open(path) as store:
         store.put_account(Account(user_id="u1"))
-        conn = store._conn
+        conn = store._rows.conn
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 

@@ -224,10 +224,10 @@ def disconnect(user: str | None, yes: bool) -> int:
     revoked = {"answer": "revoked"}
 
     def revoke() -> None:
-        from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
+        from garmin2strava.services.strava_access import StravaAccess  # noqa: PLC0415
 
         strava = app.strava_for(user_id)
-        assert isinstance(strava, StravaAdapter)
+        assert isinstance(strava, StravaAccess)
         try:
             strava.deauthorize()
         except StravaAuthError:

@@ -149,15 +149,15 @@ def serve() -> int:
 
 def _link_settings_athlete(app: App) -> None:
     """The mirror needs athlete -> account; a failure here must not stop the daemon."""
-    from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
     from garmin2strava.services.accounts import ensure_athlete_linked  # noqa: PLC0415
+    from garmin2strava.services.strava_access import StravaAccess  # noqa: PLC0415
 
     user_id = app.settings.user_id
     if app.store.get_account(user_id) is None or app.store.get_strava_tokens(user_id) is None:
         return
     try:
         strava = app.strava_for(user_id)
-        assert isinstance(strava, StravaAdapter)
+        assert isinstance(strava, StravaAccess)
         ensure_athlete_linked(app.store, user_id, strava.get_athlete_id)
     except G2SError as exc:
         log.warning("account.athlete_link_failed", extra={"userId": user_id, "error": str(exc)})

@@ -171,6 +171,7 @@ def _thread_body(
 _SYNC_MODULES = (
     "garmin2strava.adapters.garmin",
     "garmin2strava.adapters.strava",
+    "garmin2strava.services.strava_access",
 )
 
 

@@ -18,13 +18,13 @@ from datetime import datetime
 from pydantic import SecretStr
 
 from g2s_sandbox.scenario import SandboxPair
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_subscriptions import create_subscription
 from garmin2strava.bootstrap import App, bootstrap
 from garmin2strava.domain.webhook import callback_path, derive_path_secret, redact_callback_url
 from garmin2strava.entrypoints.server import MirrorRuntime
 from garmin2strava.services.mirror import remember_subscription
 from garmin2strava.services.mirror_backfill import backfill_mirror
+from garmin2strava.services.strava_access import StravaAccess
 
 __all__ = ["show_mirror"]
 
@@ -79,7 +79,7 @@ def _mirror_steps(
 
     before = pair.strava_counts()
     strava = app.strava_for(user_id)
-    assert isinstance(strava, StravaAdapter)
+    assert isinstance(strava, StravaAccess)
     result = backfill_mirror(
         app.store, strava, user_id, since=since, clock=app.clock, wait_until=lambda _until: False
     )

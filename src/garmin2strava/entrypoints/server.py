@@ -239,7 +239,11 @@ class MirrorRuntime:
     bodies. Building it binds both listeners (ConfigError when one cannot be)."""
 
     # What the two threads import on first use: preloaded before the heap is frozen.
-    MODULES = (*AdminRuntime.MODULES, "garmin2strava.adapters.strava")
+    MODULES = (
+        *AdminRuntime.MODULES,
+        "garmin2strava.adapters.strava",
+        "garmin2strava.services.strava_access",
+    )
 
     def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
         """`request_deadline_s`: both listeners' request deadline; None is

@@ -60,7 +60,7 @@ OVERLAP = timedelta(days=7)
 
 
 class ReconcileClient(ActivityLister, Protocol):
-    """What a pass needs from Strava (adapters.strava.StravaAdapter has it)."""
+    """What a pass needs from Strava (services.strava_access.StravaAccess has it)."""
 
     def get_activity(self, activity_id: int) -> dict[str, Any]: ...
     def get_activity_streams(
