@@ -28,7 +28,7 @@ $(UV):
 # Bytecode is compiled at install, as pip and the image (UV_COMPILE_BYTECODE) do: every
 # interpreter the tests start (the workers, the CLI and crash children) then reads it,
 # instead of compiling botocore, moto, ... from source where PYTHONDONTWRITEBYTECODE is
-# set (146 s -> 117 s for the suite on a fresh clone: docs/benchmarks.md).
+# set (what that costs the suite: docs/benchmarks.md, "The test suite").
 $(VENV)/.synced: pyproject.toml sandbox/pyproject.toml uv.lock | $(UV)
 	UV_COMPILE_BYTECODE=1 $(UV) sync --locked --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 	@touch $@

@@ -1,21 +1,12 @@
 """One sync cycle for one account, top-down: the README's steps, in order.
 
-    sync_account
-      1. lease            take the account's lease (renewed before every activity)
-      2. list             the newest Garmin activities, and the ledger's unsettled entries
-      3. settle           read the status of uploads Strava was still processing
-      4. per activity     already on Strava? (mirror, or one query per group of
-                          candidates) -> download the ORIGINAL and check it -> intent,
-                          upload, record
-      5. poll once        one wait for the batch, one status read per upload
-      6. record the cycle on the account, in the audit trail and the log; release
+    sync_account: lease -> list -> settle -> per activity (already on Strava? ->
+    download and check -> intent, upload, record) -> poll once -> record the cycle
 
-The rules each step applies (candidates, query windows, matching, the ledger's
-transitions, Strava's answers) are in domain.upload_rules; this module does the I/O
-and holds the cycle's state in one `_Cycle` passed to every step.
-
-The cycle never sleeps on a budget and never waits for Strava's processing: what
-cannot be finished now stays in the ledger and is settled by a later cycle.
+The rules each step applies are in domain.upload_rules; this module does the I/O and
+holds the cycle's state in one `_Cycle` passed to every step. The cycle never sleeps
+on a budget and never waits for Strava's processing: what cannot be finished now stays
+in the ledger for a later cycle (docs/architecture.md, "The uploader").
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Lambda: the mirror's maintenance (EventBridge, hourly by default).
 
-The daemon's two mirror jobs (entrypoints/daemon.py `schedule_mirror_jobs`), in one
-invocation: a reconciliation pass for every account that is due (each account every
-G2S_MIRROR_RECONCILE_HOURS, 0 = never; the time of the last pass is in the table, so
-an hourly schedule keeps each account's rhythm), then the catch-up of pending streams
-when G2S_MIRROR_STREAMS names any. Paused accounts wait for their resume. Every read
-goes through the background adapter (the uploader's reserve is kept), and a step cut
-short by the budget keeps what it did and is done again by a later invocation.
-
-It stops before its timeout as the sync does: a timer sets the app's stop event
-`STOP_MARGIN_MS` before the end, the pass ends before its next Strava request and
-records no pass (the account stays due), and the next invocation goes on.
+The daemon's two mirror jobs in one invocation (entrypoints/mirror_jobs.py): a
+reconciliation pass for every account that is due (paused ones wait), then the
+catch-up of pending streams. A timer sets the stop event `STOP_MARGIN_MS` before the
+timeout; the pass then ends before its next Strava request, records nothing (the
+account stays due), and the next invocation goes on.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Lambda: SQS batches of Strava webhook events (ReportBatchItemFailures).
 
 The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror's
-`process_events`: events about one activity share one fetch. Every message that was
-not completed is returned in `batchItemFailures`; SQS delivers it again after the
-visibility timeout and, after `maxReceiveCount` deliveries, its redrive policy moves
-it to the dead-letter queue. Nothing is dropped here: a failure is returned, never
-swallowed, and a crash of the whole batch returns every unfinished message.
-
-An event deferred because the Strava budget is spent is not a failure: the batch
-sends it to the queue again, delayed until the budget reopens, and reports it done,
-so a long budget outage never dead-letters good events. Only when that send fails is
-it returned as a failure.
+`process_events`. Every message not completed, a crash of the whole batch included, is
+returned in `batchItemFailures` for SQS to deliver again (and dead-letter after
+`maxReceiveCount`); an event deferred for the Strava budget is sent again delayed and
+reported done, unless that send fails.
 """
 
 from __future__ import annotations
