@@ -1,25 +1,7 @@
-"""The thin Strava client on stravalib (with strava_oauth and strava_subscriptions, the
-only modules that import it): HTTP, tokens, and Strava's answers read into our errors
-and plain values. No policy: the rate budget, the inactive application's state and
-its probe, and the audit live in services.strava_access, which wraps this client.
-
-What this adds to stravalib 2.x:
-- the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
-- requests: each API request (not the OAuth ones) is shown to the caller's
-  ports.StravaRequestPolicy before it leaves (which may refuse it: RateLimited) and
-  each answer's status and headers after; stravalib's limiter, which sleeps for
-  hours, is replaced by a no-op;
-- tokens: refreshed 5 minutes before expiry or after a 401 (once), every refresh
-  persisted with a conditional write in the ports.StravaTokenStore; a lost write means
-  another runner refreshed first, and its (newer) tokens are used;
-- uploads: one POST, never `.wait()` (which polls and then fetches the activity);
-- errors: translated into garmin2strava.errors; Strava's 403 "Application Status
-  Inactive" raises StravaAppInactive (the next window), a 429 RateLimited (until the
-  time the policy says).
-
-A client serves one account from one thread at a time. Strava's JSON is read in
-strava_json; the session and client helpers here serve strava_oauth and
-strava_subscriptions too.
+"""The thin Strava client on stravalib: HTTP, tokens, and Strava's answers read into our
+errors and plain values. No policy: the rate budget, the inactive application's state
+and its probe, and the audit live in services.strava_access, which wraps this client.
+What it adds to stravalib: docs/architecture.md, "The Strava client".
 """
 
 from __future__ import annotations

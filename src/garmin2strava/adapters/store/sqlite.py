@@ -1,38 +1,9 @@
-"""The embedded store: ports.Store over one SQLite file that mirrors the DynamoDB items.
-
-One table `items(pk, sk, body JSON, version, expires_at, lsi1sk, gsi1pk, gsi1sk)` holds
-exactly the items of docs/architecture.md, "Data model"; codec.py builds keys and bodies for both
-stores. Secondary columns exist only where a query needs them, and each one is
-something DynamoDB can index the same way (no scans):
-- `lsi1sk`: workouts by start time (`workouts_starting_between`, `list_workouts`) and
-  the ledger newest first (`list_uploads`); a local secondary index on PK.
-- `gsi1pk`/`gsi1sk`: a sparse index holding only unsettled ledger entries
-  (`list_unsettled_uploads`).
-- `expires_at`: epoch seconds, the DynamoDB TTL attribute (audit events, the lease).
-- `list_accounts` reads a registry item per account, PK `ACCOUNTS` / SK `USER#{id}`,
-  written in the same transaction as the account (a Query in DynamoDB).
-- Application-wide state lives under PK `APP` / SK `STATE#{key}`.
-
-Tokens are stored only encrypted, with context f"{pk}/{sk}" as associated data.
-
-Durability and concurrency: WAL with synchronous=FULL (the uploader's intent record
-must survive a SIGKILL right after the write returns), one connection guarded by a
-lock (the daemon calls in from several threads), BEGIN IMMEDIATE around every
-read-modify-write, and a busy timeout so two processes can share the file.
-
-Conditional writes carry the same conditions as in DynamoDB: the lease, token
-compare-and-swap, workouts, and the ledger's intent (a pending entry never replaces a
-settled one).
-
-Organised like the DynamoDB store (dynamodb.py), along the seams ports.py draws:
-SqliteStore opens the file and keeps the accounts, audit and application state
-itself; each other port is a mixin of its own module that it inherits, with no
-forwarding: the ledger (sqlite_ledger.py `LedgerRows`), the lease (sqlite_leases.py
-`LeaseRows`), the mirror (sqlite_workouts.py `WorkoutRows`), the streams
-(sqlite_streams.py `StreamTables`), the token items (tokens.py `TokenItems`, shared
-with DynamoDB, over the encrypted rows SqliteStore reads and writes). All of them
-reach the file through RowAccess (sqlite_access.py: the connection, its lock,
-transactions and rows).
+"""The embedded store: ports.Store over one SQLite file holding the same items as the
+DynamoDB table (docs/architecture.md, "Data model"). SqliteStore opens the file, keeps
+its schema and migrations, the accounts, the audit and the application state; each
+other port is a mixin of its own module (sqlite_ledger, sqlite_leases,
+sqlite_workouts, sqlite_streams, tokens), all reaching the file through sqlite_access.
+Its columns, durability and conditional writes: docs/architecture.md, "The two stores".
 """
 
 from __future__ import annotations
