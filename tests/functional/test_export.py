@@ -44,9 +44,14 @@ def workout(n: int) -> Workout:
     )
 
 
+# The real store's paging, in pages this small: a few dozen rows cross several pages
+# (the export's own 500 would need 500 rows written, one transaction each).
+PAGE = 7
+
+
 class CountingStore(SqliteStore):
     """The real store, counting the rows `iter_workouts` has handed out (`yielded`) and
-    keeping the arguments it was asked with (`asked`)."""
+    keeping the arguments it was asked with (`asked`); it reads `PAGE` rows a query."""
 
     yielded = 0
     asked: tuple[datetime | None, bool, int] | None = None
@@ -61,7 +66,7 @@ class CountingStore(SqliteStore):
     ) -> Iterator[Workout]:
         self.asked = (since, include_deleted, page_size)
         for row in super().iter_workouts(
-            user_id, since=since, include_deleted=include_deleted, page_size=page_size
+            user_id, since=since, include_deleted=include_deleted, page_size=PAGE
         ):
             self.yielded += 1
             yield row
@@ -95,15 +100,15 @@ class WatchingOutput(io.StringIO):
 
 def test_jsonl_goes_out_row_by_row(store: CountingStore) -> None:
     """Each activity is one JSON line, written before the next row is read from the
-    store (over two of its pages): the export never holds more than one row."""
-    put_workouts(store, 600)
+    store (over several of its pages): the export never holds more than one row."""
+    put_workouts(store, 5 * PAGE + 3)
     out = WatchingOutput(store)
     result = export_workouts(store, "u1", out, fmt="jsonl", since=T0)
-    assert result.activities == 600
+    assert result.activities == 5 * PAGE + 3
     assert store.asked == (T0, False, 500)
     assert max(out.read_ahead) <= 0
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [r["activityId"] for r in records] == [100 + n for n in range(600)]
+    assert [r["activityId"] for r in records] == [100 + n for n in range(5 * PAGE + 3)]
     assert records[1]["name"] == 'Run, "number" 1'
     assert records[1]["isPrivate"] is True
     assert "raw" not in records[0]
