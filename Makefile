@@ -52,8 +52,9 @@ format: setup ## ruff format + autofix
 PYTEST_WORKERS ?= 4
 
 # The edit loop: the unit and functional tests (no loopback server, moto or crash child).
-# They compute rather than wait, so one worker per core of this 2-core machine: 3 or 4
-# only add workers' start-up and share the CPU (measured: README, "Tests").
+# They compute rather than wait, so one worker per core of this 2-core machine: a third
+# worker only adds its start-up (measured side by side: 26-28 s of CPU with 2 workers,
+# 32-34 s with 3, and the longer wall time).
 UNIT_WORKERS ?= 2
 
 unit: setup ## unit + functional tests: the edit loop (<= 30 s)
