@@ -37,16 +37,21 @@ from garmin2strava.errors import (
     StravaNotFound,
     TransientError,
 )
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_intake import (
     NOT_READY,
-    OUTAGE_MAX_WAIT_SECONDS,
     RECEIVED,
-    MirrorStats,
-    SubscriptionSource,
     WebhookAnswer,
     WebhookReceiver,
+)
+from garmin2strava.services.mirror_subscription import SubscriptionSource
+from garmin2strava.services.mirror_worker import (
+    HANDLERS,
+    OUTAGE_MAX_WAIT_SECONDS,
+    event_kind,
+    group_kind,
     process_events,
 )
+from garmin2strava.services.observability import MirrorStats
 from garmin2strava.services.streams import catch_up_streams
 
 SUB = 42
@@ -55,7 +60,7 @@ T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
 class FakeStore:
-    """The narrow store ports the mirror uses (services.mirror.MirrorStore), in dicts."""
+    """The narrow store ports the mirror uses (services.mirror_worker.MirrorStore), in dicts."""
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}

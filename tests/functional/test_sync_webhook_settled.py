@@ -19,7 +19,8 @@ from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Account, PreparedFile, UploadOutcome, UploadStatus
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import StravaNotFound
-from garmin2strava.services.mirror import MirrorStats, process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats
 from garmin2strava.services.sync import CycleReport, SyncConfig, SyncDeps, sync_account
 
 USER = "u1"

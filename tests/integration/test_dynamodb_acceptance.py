@@ -42,7 +42,7 @@ from garmin2strava.ports import StravaPort
 from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.sandbox.strava import StravaSandbox
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.mirror import process_events
+from garmin2strava.services.mirror_worker import process_events
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.settings import Settings

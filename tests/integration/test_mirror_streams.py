@@ -26,7 +26,7 @@ from garmin2strava.errors import RateLimited, StravaNotFound
 from garmin2strava.sandbox.fitgen import build_activity_fit
 from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.sandbox.strava import StravaSandbox
-from garmin2strava.services.mirror import process_events
+from garmin2strava.services.mirror_worker import process_events
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.streams import catch_up_streams
 

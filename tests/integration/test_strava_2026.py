@@ -27,9 +27,14 @@ from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import StravaAppInactive, StravaAuthError
 from garmin2strava.sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.services.backfill import backfill_account
-from garmin2strava.services.mirror import MirrorStats, process_events
 from garmin2strava.services.mirror_backfill import backfill_mirror
-from garmin2strava.services.observability import HealthReport, check_health, collect_metrics
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import (
+    HealthReport,
+    MirrorStats,
+    check_health,
+    collect_metrics,
+)
 from garmin2strava.services.runner import sync_all
 from garmin2strava.services.status import account_status
 

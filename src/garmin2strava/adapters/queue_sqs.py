@@ -3,7 +3,7 @@
 - `SqsEventQueue` is the enqueue side, used by the webhook Lambda: one SendMessage per
   accepted event.
 - `SqsBatch` is the consuming side for one Lambda invocation: the records the SQS
-  event source mapping handed over, as `QueuedEvent`s for services.mirror's
+  event source mapping handed over, as `QueuedEvent`s for services.mirror_worker's
   `process_events`. What the worker does not complete becomes a batch item failure;
   SQS makes it visible again after the visibility timeout, and after the queue's
   `maxReceiveCount` deliveries its redrive policy moves it to the dead-letter queue.

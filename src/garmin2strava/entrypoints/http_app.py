@@ -39,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX
 from garmin2strava.errors import TransientError
-from garmin2strava.services.mirror import WebhookReceiver
+from garmin2strava.services.mirror_intake import WebhookReceiver
 from garmin2strava.services.observability import HealthReport, Sample
 
 __all__ = [

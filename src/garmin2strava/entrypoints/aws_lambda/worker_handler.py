@@ -1,6 +1,6 @@
 """Lambda: SQS batches of Strava webhook events (ReportBatchItemFailures).
 
-The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror's
+The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror_worker's
 `process_events`: events about one activity share one fetch. Every message that was
 not completed is returned in `batchItemFailures`; SQS delivers it again after the
 visibility timeout and, after `maxReceiveCount` deliveries, its redrive policy moves
@@ -24,7 +24,8 @@ from typing import Any
 from garmin2strava.adapters.queue_sqs import SqsBatch
 from garmin2strava.entrypoints.aws_lambda import _runtime
 from garmin2strava.entrypoints.aws_lambda.emf import counter_deltas, emit_metrics
-from garmin2strava.services.mirror import MirrorStats, process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats
 
 __all__ = ["handler", "process_sqs_batch", "runtime"]
 
