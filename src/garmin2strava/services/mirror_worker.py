@@ -505,6 +505,8 @@ def _fetch_and_store(run: _Run, group: _ObjectEvents, stored: Workout | None) ->
 
 
 def _token_refused(run: _Run, user_id: str, activity_id: int, exc: StravaAuthError) -> Permanent:
+    """Strava refused the account's token: audited, and the group dead at once (every
+    retry would meet the same refusal)."""
     detail = {"activityId": activity_id, "error": str(exc)[:200]}
     _audit(run, user_id, "strava.auth_failed", detail)
     log.warning("mirror.strava_auth_failed", extra={"userId": user_id, **detail})
