@@ -28,7 +28,13 @@ from garmin2strava.domain.models import (
     Workout,
 )
 from garmin2strava.domain.streams import MAX_STREAM_FAILURES, ActivityStreams, PendingStreams
-from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.domain.webhook import (
+    ASPECT_TYPES,
+    OBJECT_TYPES,
+    DeadEvent,
+    QueuedEvent,
+    WebhookEvent,
+)
 from garmin2strava.errors import (
     G2SError,
     RateLimited,
@@ -37,16 +43,21 @@ from garmin2strava.errors import (
     StravaNotFound,
     TransientError,
 )
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_intake import (
     NOT_READY,
-    OUTAGE_MAX_WAIT_SECONDS,
     RECEIVED,
-    MirrorStats,
-    SubscriptionSource,
     WebhookAnswer,
     WebhookReceiver,
+)
+from garmin2strava.services.mirror_subscription import SubscriptionSource
+from garmin2strava.services.mirror_worker import (
+    HANDLERS,
+    OUTAGE_MAX_WAIT_SECONDS,
+    event_kind,
+    group_kind,
     process_events,
 )
+from garmin2strava.services.observability import MirrorStats
 from garmin2strava.services.streams import catch_up_streams
 
 SUB = 42
@@ -55,7 +66,7 @@ T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
 class FakeStore:
-    """The narrow store ports the mirror uses (services.mirror.MirrorStore), in dicts."""
+    """The narrow store ports the mirror uses (services.mirror_worker.MirrorStore), in dicts."""
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
@@ -168,7 +179,12 @@ class FakeStore:
         return len(gone) + len(audit)
 
     def delete_account(self, user_id: str) -> None:
-        raise NotImplementedError
+        # As the real stores: the account and its athlete link go; tokens, mirror,
+        # ledger and audit are the caller's to delete or keep.
+        account = self.accounts.pop(user_id, None)
+        athlete_id = None if account is None else account.strava_athlete_id
+        if athlete_id is not None and self.athletes.get(athlete_id) == user_id:
+            del self.athletes[athlete_id]
 
     def get_app_state(self, key: str) -> dict[str, Any] | None:
         return self.app_state.get(key)
@@ -604,6 +620,144 @@ def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
     assert world.work(advance=29) == 0
     assert world.work(advance=2) == 1
     assert world.strava.fetches == [7]
+
+
+def test_events_of_a_removed_account_are_dropped_without_a_request(world: World) -> None:
+    """After `remove` (delete_account: the account and its athlete link go) the athlete
+    is unknown: its events are dropped and counted, never fetched, never dead letters."""
+    world.strava.activities[7] = activity_json(7)
+    world.store.delete_account("u1")
+    world.store.delete_strava_tokens("u1")
+    world.push(
+        event("create", at=1),
+        event("update", ATHLETE, at=2, object_type="athlete", authorized="false"),
+    )
+    assert world.work() == 0
+    assert world.store.get_account("u1") is None
+    assert (world.strava.fetches, world.strava.refreshes) == ([], 0)
+    assert world.stats.get("events_dropped_unknown_athlete") == 2
+    assert (world.queue.depth(), world.queue.list_dead()) == (0, [])
+
+
+# -- the dispatch: one handler per event kind ---------------------------------------------
+def test_every_event_strava_sends_has_a_handler() -> None:
+    """Every object and aspect parse_event admits, and a deauthorization, is a kind
+    with a handler, and no handler waits for a kind that cannot come."""
+    kinds = {event_kind(event(a, object_type=o)) for o in OBJECT_TYPES for a in ASPECT_TYPES}
+    kinds.add(event_kind(event("update", ATHLETE, object_type="athlete", authorized="false")))
+    assert kinds == set(HANDLERS)
+
+
+def test_the_kind_that_decides_a_group() -> None:
+    """A delete decides its group whatever came with it (Strava never reuses an id); a
+    create decides over its updates (its fetch brings them); a deauthorization over
+    any other athlete event."""
+    create, update, delete = event("create"), event("update", title="x"), event("delete")
+    assert group_kind([update]) == "update"
+    assert group_kind([update, create, update]) == "create"
+    assert group_kind([create, update, delete]) == "delete"
+    other = event("update", ATHLETE, object_type="athlete", authorized="true")
+    deauth = event("update", ATHLETE, object_type="athlete", authorized="false")
+    assert group_kind([other]) == "athlete"
+    assert group_kind([other, deauth]) == "deauthorize"
+
+
+def test_an_athlete_event_that_is_no_deauthorization_settles_without_a_request(
+    world: World,
+) -> None:
+    """An athlete update that does not revoke access carries nothing the mirror keeps:
+    settled, no token refresh, nothing changed."""
+    before = (dict(world.store.tokens), world.store.get_account("u1"))
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="true"))
+    assert world.work() == 1
+    assert world.strava.refreshes == 0
+    assert (dict(world.store.tokens), world.store.get_account("u1")) == before
+    assert world.store.audit == []
+
+
+class HandedQueue:
+    """An EventQueue that hands the worker the groups it was given, as they are (an
+    event no real queue would read back), and records how each event was settled."""
+
+    def __init__(self, *groups: list[QueuedEvent]) -> None:
+        self.waiting = list(groups)
+        self.settled: dict[int, str] = {}
+
+    def _settle(self, records: Sequence[QueuedEvent], how: str) -> None:
+        self.settled |= {r.queue_id: how for r in records}
+
+    # The worker's arguments beyond the records (times, errors) are not what this
+    # fake is for: `**_` takes them.
+    def claim(self, *, limit: int = 50, **_: object) -> list[list[QueuedEvent]]:
+        claimed, self.waiting = self.waiting[:limit], self.waiting[limit:]
+        return claimed
+
+    def complete(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "complete")
+
+    def release(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "release")
+
+    def fail(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "fail")
+
+    def dead_letter(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "dead_letter")
+
+    def list_dead(self, **_: object) -> list[DeadEvent]:
+        return []
+
+    def retry_dead(self, *_: object, **__: object) -> bool:
+        return False
+
+    def depth(self) -> int:
+        return sum(len(group) for group in self.waiting)
+
+    def oldest_age(self, **_: object) -> float | None:
+        return None
+
+
+def test_an_event_of_a_kind_without_a_handler_is_dropped_with_its_reason(
+    world: World,
+) -> None:
+    """Should a queue hand over an event of a kind no handler takes (parse_event admits
+    none today), it is settled as dropped under reason "unknown_kind": no Strava
+    request, no row, no retry, no dead letter."""
+    odd = replace(event("create", at=1), aspect_type="archive")
+    queue = HandedQueue([QueuedEvent(queue_id=1, event=odd, attempts=0, enqueued_at=world.now)])
+    counts = process_events(queue, world.store, world.strava_for, now=world.now, stats=world.stats)
+    assert (counts.dropped, counts.claimed) == (1, 1)
+    assert queue.settled == {1: "complete"}
+    assert world.stats.get("events_dropped_unknown_kind") == 1
+    assert world.strava.fetches == []
+    assert world.store.workouts == {}
+
+
+def test_receiver_and_worker_log_under_the_mirrors_logger_name(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The JSON lines' "logger" field, which operators filter on, is the one the mirror
+    had before it was split in files: the receiver's lines and the worker's alike."""
+    caplog.set_level(logging.INFO)
+    world.strava.activities[7] = activity_json(7)
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscription_id=SUB,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    assert receiver.receive(event("create", at=1).to_json().encode()) == RECEIVED
+    world.work()
+    lines = {
+        r.getMessage(): r.name
+        for r in caplog.records
+        if r.getMessage().startswith(("webhook.", "mirror."))
+    }
+    assert lines == {
+        "webhook.event_queued": "garmin2strava.services.mirror",
+        "mirror.processed": "garmin2strava.services.mirror",
+    }
 
 
 def test_receiver_answers_valid_duplicate_and_foreign_events_alike(world: World) -> None:

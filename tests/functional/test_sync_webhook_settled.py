@@ -17,7 +17,8 @@ from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Account, UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
-from garmin2strava.services.mirror import MirrorStats, process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats
 from garmin2strava.services.sync import CycleReport, SyncConfig, SyncDeps, sync_account
 
 USER = "u1"

@@ -42,7 +42,7 @@ from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.mirror import process_events
+from garmin2strava.services.mirror_worker import process_events
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.services.sync_accounts import sync_all

@@ -26,7 +26,7 @@ from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent, derive_path_secret
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
 from garmin2strava.ports import Store
-from garmin2strava.services.mirror import remember_subscription
+from garmin2strava.services.mirror_subscription import remember_subscription
 
 pytestmark = pytest.mark.integration
 

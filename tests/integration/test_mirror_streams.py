@@ -25,7 +25,7 @@ from garmin2strava.domain.budget import next_window_reset
 from garmin2strava.domain.models import UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import RateLimited, StravaNotFound
-from garmin2strava.services.mirror import process_events
+from garmin2strava.services.mirror_worker import process_events
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.streams import catch_up_streams
 from garmin2strava.services.sync_accounts import sync_all

@@ -26,9 +26,14 @@ from garmin2strava.domain.models import AccountStatus, UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import StravaAppInactive, StravaAuthError
 from garmin2strava.services.backfill import backfill_account
-from garmin2strava.services.mirror import MirrorStats, process_events
 from garmin2strava.services.mirror_backfill import backfill_mirror
-from garmin2strava.services.observability import HealthReport, check_health, collect_metrics
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import (
+    HealthReport,
+    MirrorStats,
+    check_health,
+    collect_metrics,
+)
 from garmin2strava.services.status import account_status
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all

@@ -36,17 +36,16 @@ from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
+from garmin2strava.services.mirror_intake import WebhookReceiver
+from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
-    MirrorStats,
     SubscriptionSource,
-    WebhookReceiver,
-    process_events,
     remember_subscription,
     subscription_from_state,
 )
-from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
-from garmin2strava.services.observability import check_health
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats, check_health
 from garmin2strava.services.status import account_status
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all

@@ -22,8 +22,8 @@ from garmin2strava.adapters.strava_subscriptions import create_subscription
 from garmin2strava.bootstrap import App, bootstrap
 from garmin2strava.domain.webhook import callback_path, derive_path_secret, redact_callback_url
 from garmin2strava.entrypoints.server import MirrorRuntime
-from garmin2strava.services.mirror import remember_subscription
 from garmin2strava.services.mirror_backfill import backfill_mirror
+from garmin2strava.services.mirror_subscription import remember_subscription
 from garmin2strava.services.strava_access import StravaAccess
 
 __all__ = ["show_mirror"]

@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX
 from garmin2strava.errors import TransientError
-from garmin2strava.services.mirror import WebhookReceiver
+from garmin2strava.services.mirror_intake import WebhookReceiver
 from garmin2strava.services.observability import HealthReport, Sample
 
 __all__ = [
@@ -181,7 +181,7 @@ class _HealthProbe:
         if self._last is not None and time.monotonic() - self._last[0] < self._fresh_s:
             return self._last[1]
         if self._running is None:
-            self._running = asyncio.create_task(self._run())
+            self._running = asyncio.create_task(self._check_in_thread())
         try:
             return await asyncio.wait_for(asyncio.shield(self._running), self._timeout_s)
         except TimeoutError:
@@ -189,7 +189,7 @@ class _HealthProbe:
             reason = f"health check did not answer within {self._timeout_s:g} s (store busy?)"
             return HealthReport(ok=False, reasons=[reason])
 
-    async def _run(self) -> HealthReport:
+    async def _check_in_thread(self) -> HealthReport:
         try:
             report = await run_in_threadpool(self._check)
         except Exception as exc:  # noqa: BLE001 (a failing check is an unhealthy answer)

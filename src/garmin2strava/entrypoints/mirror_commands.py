@@ -68,7 +68,7 @@ def webhook_subscribe(url: str) -> int:
         create_subscription,
     )
     from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror import remember_subscription  # noqa: PLC0415
+    from garmin2strava.services.mirror_subscription import remember_subscription  # noqa: PLC0415
 
     settings = load()
     client_id, secret = _strava_app(settings)
@@ -91,7 +91,7 @@ def webhook_list() -> int:
         list_subscriptions,
     )
     from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror import remember_subscription  # noqa: PLC0415
+    from garmin2strava.services.mirror_subscription import remember_subscription  # noqa: PLC0415
 
     settings = load()
     client_id, secret = _strava_app(settings)
@@ -120,7 +120,7 @@ def webhook_delete(subscription_id: int) -> int:
         delete_subscription,
     )
     from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (light top level)
+    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (light top level)
         SUBSCRIPTION_STATE_KEY,
         remember_subscription,
         subscription_from_state,

@@ -18,16 +18,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from garmin2strava.bootstrap import App
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_intake import WebhookReceiver
+from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
-    MirrorStats,
     SubscriptionSource,
-    WebhookReceiver,
-    run_worker,
     subscription_from_state,
 )
+from garmin2strava.services.mirror_worker import work_until_stopped
 from garmin2strava.services.observability import (
     HealthReport,
+    MirrorStats,
     Sample,
     check_health,
     collect_metrics,
@@ -323,7 +323,7 @@ class MirrorRuntime:
         self.admin.close()
 
     def work(self, stop: threading.Event) -> None:
-        run_worker(
+        work_until_stopped(
             self.queue,
             self.app.store,
             self.app.strava_for,

@@ -60,7 +60,7 @@ def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
 
 def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict[str, Any]:
     """Which subscription the webhook accepts, and why it refuses every event if none."""
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (status stays light)
+    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (status stays light)
         SUBSCRIPTION_STATE_KEY,
         subscription_from_state,
     )

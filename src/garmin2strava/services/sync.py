@@ -219,7 +219,7 @@ def sync_account(
     started = time.monotonic()
     cycle = _Cycle(deps, account, report, owner, dry_run)
     try:
-        _run(cycle, activities)
+        _steps(cycle, activities)
     except _StopCycle:
         pass
     finally:
@@ -242,7 +242,7 @@ def _not_syncable(account: Account, now: datetime) -> str:
     return ""
 
 
-def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
+def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
     """Steps 2-5; what ends the cycle for the whole account is decided here."""
     cycle.webhook_settles = cycle.deps.webhook_settles()
     try:

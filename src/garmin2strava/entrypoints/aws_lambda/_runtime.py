@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
     from garmin2strava.bootstrap import App
-    from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
+    from garmin2strava.services.mirror_intake import WebhookReceiver
+    from garmin2strava.services.observability import MirrorStats
 
 __all__ = [
     "ENV_QUEUE_URL",
@@ -100,7 +101,7 @@ def _stored_subscription(
         dynamodb_client,
         read_app_state,
     )
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (cold start)
         SUBSCRIPTION_STATE_KEY,
         subscription_from_state,
     )
@@ -126,11 +127,11 @@ def build_webhook_runtime(
     from garmin2strava.adapters.queue_sqs import SqsEventQueue  # noqa: PLC0415 (cold start)
     from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415 (cold start)
     from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (cold start)
-        MirrorStats,
+    from garmin2strava.services.mirror_intake import WebhookReceiver  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (cold start)
         SubscriptionSource,
-        WebhookReceiver,
     )
+    from garmin2strava.services.observability import MirrorStats  # noqa: PLC0415 (cold start)
 
     configure_logging(
         _choice_env("G2S_LOG_LEVEL", _LOG_LEVELS, "INFO"),
@@ -192,7 +193,7 @@ def build_worker_runtime(
     *, ssm: SSMClient | None = None, sqs: SQSClient | None = None
 ) -> WorkerRuntime:
     from garmin2strava.adapters.queue_sqs import max_receive_count, sqs_client  # noqa: PLC0415
-    from garmin2strava.services.mirror import DEFAULT_MAX_ATTEMPTS  # noqa: PLC0415
+    from garmin2strava.services.mirror_worker import DEFAULT_MAX_ATTEMPTS  # noqa: PLC0415
 
     app = build_app(ssm=ssm)
     queue_url = os.environ.get(ENV_QUEUE_URL, "").strip()

@@ -1,6 +1,6 @@
 """Lambda: SQS batches of Strava webhook events (ReportBatchItemFailures).
 
-The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror's
+The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror_worker's
 `process_events`. Every message not completed, a crash of the whole batch included, is
 returned in `batchItemFailures` for SQS to deliver again (and dead-letter after
 `maxReceiveCount`); an event deferred for the Strava budget is sent again delayed and
@@ -18,7 +18,8 @@ from typing import Any
 from garmin2strava.adapters.queue_sqs import SqsBatch
 from garmin2strava.entrypoints.aws_lambda import _runtime
 from garmin2strava.entrypoints.aws_lambda.emf import counter_deltas, emit_metrics
-from garmin2strava.services.mirror import MirrorStats, process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats
 
 __all__ = ["handler", "process_sqs_batch", "runtime"]
 
