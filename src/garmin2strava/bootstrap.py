@@ -38,10 +38,10 @@ def utc_now() -> datetime:
 
 def build_cipher(settings: Settings) -> TokenCipher:
     if settings.kms_key_id:
-        from garmin2strava.adapters.kms import KmsCipher  # noqa: PLC0415 (boto3 only when used)
+        from garmin2strava.adapters.kms import KmsCipher
 
         return KmsCipher(settings.kms_key_id)
-    from garmin2strava.adapters.crypto import (  # noqa: PLC0415 (keep start-up light)
+    from garmin2strava.adapters.crypto import (
         AesGcmCipher,
         load_or_create_key_file,
         parse_token_key,
@@ -61,10 +61,10 @@ def build_cipher(settings: Settings) -> TokenCipher:
 def build_store(settings: Settings, cipher: TokenCipher | None = None) -> Store:
     cipher = cipher or build_cipher(settings)
     if settings.store == "dynamodb":
-        from garmin2strava.adapters.store.dynamodb import DynamoDBStore  # noqa: PLC0415
+        from garmin2strava.adapters.store.dynamodb import DynamoDBStore
 
         return DynamoDBStore(settings.dynamodb_table, cipher)
-    from garmin2strava.adapters.store.sqlite import SqliteStore  # noqa: PLC0415
+    from garmin2strava.adapters.store.sqlite import SqliteStore
 
     return SqliteStore(settings.db_path, cipher)
 
@@ -84,8 +84,8 @@ def build_strava(
     """One account's Strava: the thin client (adapters.strava: HTTP, its tokens in
     `store`) inside the policy (services.strava_access: the rate budget, the
     application's access, the audit), each given only the parts of `store` it uses."""
-    from garmin2strava.adapters.strava import REAL_BASE_URL, StravaClient  # noqa: PLC0415
-    from garmin2strava.services.strava_access import StravaAccess  # noqa: PLC0415
+    from garmin2strava.adapters.strava import REAL_BASE_URL, StravaClient
+    from garmin2strava.services.strava_access import StravaAccess
 
     clock = clock or utc_now
 
@@ -130,7 +130,7 @@ class App:
     webhook_settles: Callable[[], bool] = field(default=lambda: False)
 
     def garmin_for(self, user_id: str) -> GarminPort:
-        from garmin2strava.adapters.garmin import GarminConnectAdapter  # noqa: PLC0415
+        from garmin2strava.adapters.garmin import GarminConnectAdapter
 
         return GarminConnectAdapter(
             self.store,
@@ -166,7 +166,7 @@ class App:
 
     def sync_config(self) -> SyncConfig:
         # The uploader loads with the first cycle: the local commands never run one.
-        from garmin2strava.services.sync import SyncConfig  # noqa: PLC0415
+        from garmin2strava.services.sync import SyncConfig
 
         s = self.settings
         return SyncConfig(
@@ -183,7 +183,7 @@ class App:
         )
 
     def sync_deps(self, user_id: str) -> SyncDeps:
-        from garmin2strava.services.sync import SyncDeps  # noqa: PLC0415 (see sync_config)
+        from garmin2strava.services.sync import SyncDeps
 
         return SyncDeps(
             store=self.store,
@@ -203,7 +203,7 @@ class _OriginalFilesOnUse:
     fitparse) cost nothing to the commands that never upload (`status`, the lists)."""
 
     def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
-        from garmin2strava.adapters.fitfile import OriginalFiles  # noqa: PLC0415 (on use)
+        from garmin2strava.adapters.fitfile import OriginalFiles
 
         return OriginalFiles().prepare(original_zip, workdir)
 

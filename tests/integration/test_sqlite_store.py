@@ -201,7 +201,7 @@ def test_a_schema_2_store_gains_the_stream_failure_columns_and_keeps_its_marks(
     """A store written before failed stream reads were counted (schema 2: no
     `failures`/`retry_at`/`note` columns) opens, keeps its pending marks (0 failures)
     and records failures and notes from then on."""
-    from garmin2strava.domain.streams import ActivityStreams, PendingStreams  # noqa: PLC0415
+    from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 
     path = tmp_path / "old.sqlite3"
     _open(path).close()

@@ -266,7 +266,7 @@ def test_status_warns_when_the_application_holds_more_accounts_than_its_capacity
     """Eleven connected accounts on a Standard-tier application (10): a warning naming
     the setting; with G2S_STRAVA_ATHLETE_CAPACITY=11, none; a disconnected one does not
     count."""
-    from garmin2strava.domain.models import Account  # noqa: PLC0415 - test-local
+    from garmin2strava.domain.models import Account
 
     for i in range(10):
         app.store.put_account(Account(user_id=f"u{i}", strava_athlete_id=9000 + i))

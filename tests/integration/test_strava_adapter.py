@@ -528,11 +528,11 @@ def test_sandbox_accepts_the_token_as_query_parameter(
     sandbox: StravaSandbox, store: SqliteStore
 ) -> None:
     """stravalib 2.5 sent `access_token` in the query: the sandbox accepts that too."""
-    from stravalib import exc  # noqa: PLC0415 - only this test talks to stravalib directly
-    from stravalib.client import Client  # noqa: PLC0415 - same
-    from stravalib.util.limiter import RateLimiter  # noqa: PLC0415 - same
+    from stravalib import exc
+    from stravalib.client import Client
+    from stravalib.util.limiter import RateLimiter
 
-    from garmin2strava.adapters.strava import RewritingSession  # noqa: PLC0415 - same
+    from garmin2strava.adapters.strava import RewritingSession
 
     connect(sandbox, store)
     stored = store.get_strava_tokens(USER)

@@ -43,14 +43,14 @@ FIRST_SENT_ATTRIBUTE = "firstSentAt"
 
 def sqs_client() -> SQSClient:
     """A client from the standard AWS environment (region, credentials, endpoint)."""
-    import botocore.session  # noqa: PLC0415 (only when a handler builds its clients)
+    import botocore.session
 
     return cast("SQSClient", botocore.session.get_session().create_client("sqs"))
 
 
 def max_receive_count(queue_url: str, *, client: SQSClient | None = None) -> int | None:
     """The queue's redrive `maxReceiveCount`; None when it has none or is unreadable."""
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
+    from botocore.exceptions import BotoCoreError, ClientError
 
     client = client if client is not None else sqs_client()
     try:
@@ -208,7 +208,7 @@ class SqsBatch:
         """Send `message` again, delayed by `delay` seconds; False when it was not sent."""
         if self._client is None or not self._queue_url:
             return False
-        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
+        from botocore.exceptions import BotoCoreError, ClientError
 
         attributes = dict(message.attributes or {})
         if message.queued is not None and FIRST_SENT_ATTRIBUTE not in attributes:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from garmin2strava.logs import configure_logging
+
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
     from garmin2strava.services.sync import CycleReport
@@ -55,8 +57,7 @@ def json_option(what: str = "JSON instead of text") -> Callable[[F], F]:
 
 def load() -> Settings:
     """The settings (a bad one raises ConfigError: one line, exit 2), logging set up."""
-    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (light top level)
-    from garmin2strava.settings import load_settings  # noqa: PLC0415 (light top level)
+    from garmin2strava.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -66,8 +67,8 @@ def load() -> Settings:
 def load_app(settings: Settings) -> App:
     """The app on the configured store, with the single-user account created on first
     use (no request: see services.accounts)."""
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.accounts import ensure_settings_account  # noqa: PLC0415
+    from garmin2strava.bootstrap import bootstrap
+    from garmin2strava.services.accounts import ensure_settings_account
 
     app = bootstrap(settings)
     ensure_settings_account(app.store, settings, app.clock)

@@ -37,6 +37,7 @@ from garmin2strava.errors import ConfigError, G2SError
 from garmin2strava.ports import EventQueue, Store
 from garmin2strava.services.account_control import AccountControl, retry_upload
 from garmin2strava.services.status_page_view import KINDS, StatusPageView, build_view
+from garmin2strava.services.sync_accounts import sync_all
 
 __all__ = [
     "ServedStatusPage",
@@ -125,7 +126,6 @@ def status_page_for_app(
 ) -> StatusPage:
     """The page of a process that runs `app`: "Sync now" runs one cycle in a thread
     of its own (the account's lease keeps it from running beside the scheduler's)."""
-    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415 (the sync's imports)
 
     def sync_now(user_id: str) -> None:
         def run() -> None:
@@ -161,7 +161,7 @@ def serve_status_page(
     page: StatusPage, *, host: str = "127.0.0.1", port: int = 0
 ) -> ServedStatusPage:
     """Bind now (port 0: a free one), serve in a daemon thread until `stop()`."""
-    import uvicorn  # noqa: PLC0415 (only a process that serves HTTP)
+    import uvicorn
 
     check_admin_exposure(host, page.admin_token)
     sock = socket.create_server((host, port))

@@ -12,6 +12,10 @@ from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
 from garmin2strava.errors import APP_INACTIVE_CAUSE
 from garmin2strava.ports import Store
+from garmin2strava.services.mirror_subscription import (
+    SUBSCRIPTION_STATE_KEY,
+    subscription_from_state,
+)
 
 __all__ = [
     "DEFAULT_ATHLETE_CAPACITY",
@@ -60,10 +64,6 @@ def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
 
 def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict[str, Any]:
     """Which subscription the webhook accepts, and why it refuses every event if none."""
-    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (status stays light)
-        SUBSCRIPTION_STATE_KEY,
-        subscription_from_state,
-    )
 
     stored = subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY))
     if subscription_id_setting is not None:

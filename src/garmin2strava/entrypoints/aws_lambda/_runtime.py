@@ -97,11 +97,11 @@ def _stored_subscription(
     table_name: str, client: DynamoDBClient | None
 ) -> Callable[[], int | None]:
     """Reads the subscription id `webhook subscribe` stored in the table."""
-    from garmin2strava.adapters.store.dynamodb_app_state import (  # noqa: PLC0415 (cold start)
+    from garmin2strava.adapters.store.dynamodb_app_state import (
         dynamodb_client,
         read_app_state,
     )
-    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.mirror_subscription import (
         SUBSCRIPTION_STATE_KEY,
         subscription_from_state,
     )
@@ -124,14 +124,14 @@ def build_webhook_runtime(
     pydantic-settings alone would cost the cold start more than everything else. The
     subscription id is STRAVA_SUBSCRIPTION_ID, else the one stored in the table (one
     GetItem now, re-read in the background)."""
-    from garmin2strava.adapters.queue_sqs import SqsEventQueue  # noqa: PLC0415 (cold start)
-    from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415 (cold start)
-    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.services.mirror_intake import WebhookReceiver  # noqa: PLC0415 (cold start)
-    from garmin2strava.services.mirror_subscription import (  # noqa: PLC0415 (cold start)
+    from garmin2strava.adapters.queue_sqs import SqsEventQueue
+    from garmin2strava.adapters.ssm import read_secure_parameter
+    from garmin2strava.logs import configure_logging
+    from garmin2strava.services.mirror_intake import WebhookReceiver
+    from garmin2strava.services.mirror_subscription import (
         SubscriptionSource,
     )
-    from garmin2strava.services.observability import MirrorStats  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.observability import MirrorStats
 
     configure_logging(
         _choice_env("G2S_LOG_LEVEL", _LOG_LEVELS, "INFO"),
@@ -160,12 +160,12 @@ def build_webhook_runtime(
 def build_app(*, ssm: SSMClient | None = None) -> App:
     """Settings (as the container reads them), the Strava client secret from SSM, and
     the store: DynamoDB with the KMS cipher under G2S_STORE=dynamodb, G2S_KMS_KEY_ID."""
-    from pydantic import SecretStr  # noqa: PLC0415 (cold start)
+    from pydantic import SecretStr
 
-    from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (cold start)
-    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.settings import load_settings  # noqa: PLC0415 (cold start)
+    from garmin2strava.adapters.ssm import read_secure_parameter
+    from garmin2strava.bootstrap import bootstrap
+    from garmin2strava.logs import configure_logging
+    from garmin2strava.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -192,8 +192,8 @@ class WorkerRuntime:
 def build_worker_runtime(
     *, ssm: SSMClient | None = None, sqs: SQSClient | None = None
 ) -> WorkerRuntime:
-    from garmin2strava.adapters.queue_sqs import max_receive_count, sqs_client  # noqa: PLC0415
-    from garmin2strava.services.mirror_worker import DEFAULT_MAX_ATTEMPTS  # noqa: PLC0415
+    from garmin2strava.adapters.queue_sqs import max_receive_count, sqs_client
+    from garmin2strava.services.mirror_worker import DEFAULT_MAX_ATTEMPTS
 
     app = build_app(ssm=ssm)
     queue_url = os.environ.get(ENV_QUEUE_URL, "").strip()
