@@ -1,7 +1,8 @@
-"""The fakes the functional tests share: Garmin Connect, Strava and the file check,
-each implementing its port (ports.py; mypy checks them at the bottom) and recording
-what it was asked. Our own code runs for real where it can: the tests use the real
-SQLite store (`sqlite_store`) and queue, not fakes of them.
+"""The fakes the functional tests share: Garmin Connect, Strava, the file check and a
+queue that hands over what it is given, each implementing its port (ports.py; mypy
+checks them at the bottom) and recording what it was asked. Our own code runs for
+real where it can: the tests use the real SQLite store (`sqlite_store`) and queue, not
+fakes of them; HandedQueue is only for an event no real queue would read back.
 
 Imported as `fakes` (pyproject.toml puts tests/ on pytest's and mypy's path).
 """
@@ -16,12 +17,25 @@ from typing import TYPE_CHECKING, Any
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import PreparedFile, StravaActivity, UploadStatus
-from garmin2strava.errors import FileRejected, GarminNotFound, StravaNotFound
+from garmin2strava.errors import (
+    FileRejected,
+    GarminNotFound,
+    RateLimited,
+    StravaNotFound,
+    TransientError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    from garmin2strava.ports import ActivityFiles, GarminPort, StravaPort
+    from garmin2strava.domain.webhook import DeadEvent, QueuedEvent
+    from garmin2strava.ports import (
+        AccessCheck,
+        ActivityFiles,
+        EventQueue,
+        GarminPort,
+        StravaPort,
+    )
 
 READY = "Your activity is ready."
 PROCESSING = "Your activity is still being processed."
@@ -30,9 +44,14 @@ FIRST_UPLOAD_ID = 500
 ACTIVITY_ID_OFFSET = 9000
 
 
-def sqlite_store(db: Path) -> SqliteStore:
-    """The real SQLite store in the file `db` (in a test's tmp_path), with a test key."""
-    return SqliteStore(db, AesGcmCipher(bytes(range(32))))
+def sqlite_store(db: Path, *, clock: Callable[[], datetime] | None = None) -> SqliteStore:
+    """The real SQLite store in the file `db` (in a test's tmp_path), with a test key;
+    `clock` (the wall clock without one) decides which audit events have expired, so a
+    test on a simulated time keeps its audit trail."""
+    cipher = AesGcmCipher(bytes(range(32)))
+    if clock is None:
+        return SqliteStore(db, cipher)
+    return SqliteStore(db, cipher, clock=clock)
 
 
 def garmin_record(garmin_id: int, *, start: datetime, **extra: Any) -> dict[str, Any]:
@@ -107,7 +126,8 @@ class FakeGarmin:
 
 @dataclass
 class FakeStrava:
-    """One Strava athlete's API (ports.StravaPort) as the uploader and the mirror see it.
+    """One Strava athlete's API (ports.StravaPort, and the mirror's ports.AccessCheck)
+    as the uploader and the mirror see it.
 
     Uploads get the ids 500, 501, ... `upload_answers` answers them in turn (an
     UploadStatus, or an exception to raise); without one an upload is accepted and
@@ -119,6 +139,13 @@ class FakeStrava:
 
     Reads: `get_activity` answers from `activities` (raw JSON), `get_activity_streams`
     from `streams`; each raises StravaNotFound for an activity it does not hold.
+
+    Failures: `down` makes every fetch raise TransientError (an outage: 503);
+    `fail_with` holds errors the next fetches or access checks raise, one each;
+    `stream_errors` what one activity's stream reads raise; `stream_budget_until`
+    refuses stream reads with RateLimited before any request (the budget kept for the
+    uploader). `access_revoked` (the deauthorization check, a token refresh) answers
+    `revoked` and counts itself in `refreshes`.
     """
 
     athlete_id: int = 42
@@ -127,14 +154,20 @@ class FakeStrava:
     poll_answers: dict[int, list[UploadStatus]] = field(default_factory=dict)
     activities: dict[int, dict[str, Any]] = field(default_factory=dict)
     streams: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    # What was asked: every request in order (list, upload, poll, fetch, streams), then
-    # each kind with its arguments.
+    down: bool = False
+    fail_with: list[Exception] = field(default_factory=list)
+    stream_errors: dict[int, Exception] = field(default_factory=dict)
+    stream_budget_until: datetime | None = None
+    revoked: bool = False
+    # What was asked: every request in order (list, upload, poll, fetch, streams,
+    # refresh), then each kind with its arguments, and the access checks counted.
     requests: list[str] = field(default_factory=list)
     queries: list[tuple[datetime, datetime, int, int]] = field(default_factory=list)
     uploads: list[dict[str, Any]] = field(default_factory=list)
     polls: list[int] = field(default_factory=list)
     fetches: list[int] = field(default_factory=list)
     stream_reads: list[int] = field(default_factory=list)
+    refreshes: int = 0
 
     def list_activities(
         self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
@@ -192,6 +225,10 @@ class FakeStrava:
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         self.requests.append("fetch")
         self.fetches.append(activity_id)
+        if self.down:
+            raise TransientError("Strava answered 503")
+        if self.fail_with:
+            raise self.fail_with.pop(0)
         if activity_id not in self.activities:
             raise StravaNotFound(str(activity_id))
         return self.activities[activity_id]
@@ -199,11 +236,22 @@ class FakeStrava:
     def get_activity_streams(
         self, activity_id: int, types: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
+        if self.stream_budget_until is not None:
+            raise RateLimited(self.stream_budget_until)  # refused before a request
         self.requests.append("streams")
         self.stream_reads.append(activity_id)
+        if activity_id in self.stream_errors:
+            raise self.stream_errors[activity_id]
         if activity_id not in self.streams:
             raise StravaNotFound(str(activity_id))
         return {k: v for k, v in self.streams[activity_id].items() if k in types}
+
+    def access_revoked(self) -> bool:
+        self.requests.append("refresh")
+        self.refreshes += 1
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        return self.revoked
 
 
 @dataclass
@@ -224,8 +272,53 @@ class FakeFiles:
         return PreparedFile(path=path, data_type="fit")
 
 
+class HandedQueue:
+    """An EventQueue (ports.EventQueue) that hands the worker the groups it was given,
+    as they are (an event no real queue would read back), and records how each event
+    was settled in `settled` (queue id -> "complete", "release", "fail", "dead_letter")."""
+
+    def __init__(self, *groups: list[QueuedEvent]) -> None:
+        self.waiting = list(groups)
+        self.settled: dict[int, str] = {}
+
+    def _settle(self, records: Sequence[QueuedEvent], how: str) -> None:
+        self.settled |= {r.queue_id: how for r in records}
+
+    # The worker's arguments beyond the records (times, errors) are not what this
+    # fake is for: `**_` takes them.
+    def claim(self, *, limit: int = 50, **_: object) -> list[list[QueuedEvent]]:
+        claimed, self.waiting = self.waiting[:limit], self.waiting[limit:]
+        return claimed
+
+    def complete(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "complete")
+
+    def release(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "release")
+
+    def fail(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "fail")
+
+    def dead_letter(self, records: Sequence[QueuedEvent], **_: object) -> None:
+        self._settle(records, "dead_letter")
+
+    def list_dead(self, **_: object) -> list[DeadEvent]:
+        return []
+
+    def retry_dead(self, *_: object, **__: object) -> bool:
+        return False
+
+    def depth(self) -> int:
+        return sum(len(group) for group in self.waiting)
+
+    def oldest_age(self, **_: object) -> float | None:
+        return None
+
+
 if TYPE_CHECKING:
     # mypy: each fake still implements its port (a changed port fails here, by name).
     _GARMIN: GarminPort = FakeGarmin()
     _STRAVA: StravaPort = FakeStrava()
+    _ACCESS: AccessCheck = FakeStrava()
+    _QUEUE: EventQueue = HandedQueue()
     _FILES: ActivityFiles = FakeFiles()
