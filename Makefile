@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format test test-fast browser demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format unit test test-fast browser demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(UV):
 # Bytecode is compiled at install, as pip and the image (UV_COMPILE_BYTECODE) do: every
 # interpreter the tests start (the workers, the CLI and crash children) then reads it,
 # instead of compiling botocore, moto, ... from source where PYTHONDONTWRITEBYTECODE is
-# set (146 s -> 117 s for the suite on a fresh clone: docs/benchmarks.md).
+# set (what that costs the suite: docs/benchmarks.md, "The test suite").
 $(VENV)/.synced: pyproject.toml sandbox/pyproject.toml uv.lock | $(UV)
 	UV_COMPILE_BYTECODE=1 $(UV) sync --locked --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 	@touch $@
@@ -51,11 +51,21 @@ format: setup ## ruff format + autofix
 # `make test PYTEST_WORKERS=0` runs in one process; PYTEST_ARGS adds to the command.
 PYTEST_WORKERS ?= 4
 
+# The edit loop: the unit and functional tests (no loopback server, moto or crash child).
+# They compute rather than wait, so one worker per core of this 2-core machine: a third
+# worker only adds its start-up (measured side by side: 26-28 s of CPU with 2 workers,
+# 32-34 s with 3, and the longer wall time).
+UNIT_WORKERS ?= 2
+
+unit: setup ## unit + functional tests: the edit loop (<= 30 s)
+	@$(BIN)/python -m compileall -q src sandbox/src tests bench
+	$(BIN)/python -m pytest -n $(UNIT_WORKERS) tests/unit tests/functional $(PYTEST_ARGS)
+
 test: setup $(CHECKOV) browser ## the whole test suite (unit, functional, integration on loopback)
 	@$(BIN)/python -m compileall -q src sandbox/src tests bench  # the project's own, as the venv's
 	G2S_REQUIRE_TOOLS=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-test-fast: setup ## the edit loop: the suite without the tests marked slow (README says which)
+test-fast: setup ## the suite without the tests marked slow (README says which): ~100 s, not an edit loop
 	@$(BIN)/python -m compileall -q src sandbox/src tests bench
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 

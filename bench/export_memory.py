@@ -90,7 +90,7 @@ def seed(path: Path, activities: int, *, streams: bool) -> None:
 
 
 def child(db: Path, fmt: str, streams: bool, out: Path) -> None:
-    from garmin2strava.services.export import atomic_output, export_workouts  # noqa: PLC0415
+    from garmin2strava.services.export import atomic_output, export_workouts
 
     with SqliteStore(db, AesGcmCipher(KEY)) as store:
         before = peak_rss_mib()

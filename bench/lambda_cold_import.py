@@ -3,10 +3,11 @@ request, a cold start included).
 
 Runs `python -X importtime -c "import <module>"` in fresh interpreters, prints the
 median total and the five slowest modules by cumulative time (from the median run),
-and exits 1 when the median is over the limit (400 ms). For reference it also times
-botocore.session, which the first invocation imports to build its SQS/SSM clients.
+and exits 1 when the median is over the limit (1000 ms: the bound of issue 17, well
+inside Strava's 2 s). For reference it also times botocore.session, which the first
+invocation imports to build its SQS/SSM clients.
 
-    .venv/bin/python bench/lambda_cold_import.py [--runs 7] [--limit-ms 400]
+    .venv/bin/python bench/lambda_cold_import.py [--runs 7] [--limit-ms 1000]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def import_times(module: str) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--limit-ms", type=float, default=400.0)
+    parser.add_argument("--limit-ms", type=float, default=1000.0)
     args = parser.parse_args(argv)
 
     runs = [import_times(MODULE) for _ in range(args.runs)]

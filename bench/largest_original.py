@@ -15,7 +15,6 @@ as `garmin2strava sync --once` does, and prints its own peak resident memory
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -24,10 +23,11 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from g2s_harness.sandbox_settings import sandbox_settings
 from g2s_sandbox.fitgen import build_activity_fit, zip_original
 from g2s_sandbox.scenario import running_sandboxes, seed_run
-from garmin2strava.settings import Secret
 
 MiB = 1024 * 1024
 GOAL_MIB = 200
@@ -110,9 +110,9 @@ def main() -> int:
         seed_run(pair, 1, start_utc=START, duration_s=record_s, original=original)
         settings = sandbox_settings(pair, Path(tmp) / "g2s.sqlite3", activity_types="*")
         values = {
-            spec.name: (value.get_secret_value() if isinstance(value, Secret) else value)
-            for spec in dataclasses.fields(settings)
-            if (value := getattr(settings, spec.name)) is not None
+            name: (value.get_secret_value() if isinstance(value, SecretStr) else value)
+            for name in type(settings).model_fields
+            if (value := getattr(settings, name)) is not None
         }
         values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
         done = subprocess.run(  # noqa: S603 - our interpreter, our script

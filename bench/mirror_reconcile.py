@@ -2,7 +2,7 @@
 
 A typical athlete: one activity most days, two some days, a year of history already
 mirrored. Thirty simulated days, one pass a day (G2S_MIRROR_RECONCILE_HOURS=24), run
-by the real services.reconcile and StravaAdapter (stravalib) against the Strava
+by the real services.reconcile and StravaAccess (stravalib) against the Strava
 emulator; the webhook's own work is played by storing each day's new activities
 directly. Some days the webhook misses something: a create (day 5), a delete (day
 12), a rename with a visibility change (day 20), all three at once (day 25). Prints
@@ -24,8 +24,8 @@ from pathlib import Path
 from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
+from garmin2strava.bootstrap import build_strava
 from garmin2strava.domain.models import Account
 from garmin2strava.domain.workouts import normalize_activity
 from garmin2strava.services.reconcile import LIST_PAGE, OVERLAP, reconcile_account
@@ -52,7 +52,7 @@ def main() -> int:
         )
         store.replace_strava_tokens(USER, tokens, expected_version=None)
         store.put_account(Account(user_id=USER, strava_athlete_id=ATHLETE))
-        strava = StravaAdapter(
+        strava = build_strava(
             store,
             USER,
             client_id=sandbox.client_id,

@@ -167,7 +167,7 @@ class MotoAws:
     tables: list[str] = field(default_factory=list)
 
     def client(self, service: str) -> Any:
-        import boto3  # noqa: PLC0415 (only with --store dynamodb)
+        import boto3
 
         client = boto3.client(
             service,  # type: ignore[call-overload]  # one of "dynamodb"/"kms", chosen at run time
@@ -195,7 +195,7 @@ class MotoAws:
 @contextlib.contextmanager
 def moto_aws() -> Iterator[MotoAws]:
     """A moto server on loopback for the whole run, stopped at the end."""
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415 (only with --store dynamodb)
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -213,8 +213,8 @@ def dynamodb_store(
 ) -> Iterator[tuple[Settings, Store]]:
     """A fresh table and KMS key: settings as a DynamoDB deployment has them, and the
     store (DynamoDBStore, tokens sealed by KmsCipher)."""
-    from garmin2strava.adapters.kms import KmsCipher  # noqa: PLC0415 (only with --store dynamodb)
-    from garmin2strava.adapters.store.dynamodb import (  # noqa: PLC0415 (likewise)
+    from garmin2strava.adapters.kms import KmsCipher
+    from garmin2strava.adapters.store.dynamodb import (
         DynamoDBStore,
         create_table,
     )

@@ -13,7 +13,7 @@ lost event or a broken exactly-once check.
 
 The restarted worker takes the events the killed worker was holding at once (the dead
 claimant's lock file is free, see adapters/queue_sqlite.py) instead of waiting out their
-60 s lease: the queue settles about a second after the load (it took ~56 s before).
+60 s lease (docs/benchmarks.md, "SIGKILL under webhook load").
 The Strava sandbox prints a "connection reset" traceback for the killed server's socket.
 """
 

@@ -12,17 +12,24 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from garmin2strava.errors import ConfigError
-from garmin2strava.ports import ActivityFiles, GarminPort, Store, StravaPort, TokenCipher
+from garmin2strava.ports import (
+    ActivityFiles,
+    GarminPort,
+    Store,
+    StravaPort,
+    StravaRequestPolicy,
+    TokenCipher,
+)
 from garmin2strava.settings import Settings
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from garmin2strava.adapters.strava import StravaAdapter
     from garmin2strava.domain.models import PreparedFile
+    from garmin2strava.services.strava_access import StravaAccess
     from garmin2strava.services.sync import SyncConfig, SyncDeps
 
-__all__ = ["App", "bootstrap", "build_cipher", "build_store", "utc_now"]
+__all__ = ["App", "bootstrap", "build_cipher", "build_store", "build_strava", "utc_now"]
 
 
 def utc_now() -> datetime:
@@ -31,10 +38,10 @@ def utc_now() -> datetime:
 
 def build_cipher(settings: Settings) -> TokenCipher:
     if settings.kms_key_id:
-        from garmin2strava.adapters.kms import KmsCipher  # noqa: PLC0415 (boto3 only when used)
+        from garmin2strava.adapters.kms import KmsCipher
 
         return KmsCipher(settings.kms_key_id)
-    from garmin2strava.adapters.crypto import (  # noqa: PLC0415 (keep start-up light)
+    from garmin2strava.adapters.crypto import (
         AesGcmCipher,
         load_or_create_key_file,
         parse_token_key,
@@ -54,12 +61,56 @@ def build_cipher(settings: Settings) -> TokenCipher:
 def build_store(settings: Settings, cipher: TokenCipher | None = None) -> Store:
     cipher = cipher or build_cipher(settings)
     if settings.store == "dynamodb":
-        from garmin2strava.adapters.store.dynamodb import DynamoDBStore  # noqa: PLC0415
+        from garmin2strava.adapters.store.dynamodb import DynamoDBStore
 
         return DynamoDBStore(settings.dynamodb_table, cipher)
-    from garmin2strava.adapters.store.sqlite import SqliteStore  # noqa: PLC0415
+    from garmin2strava.adapters.store.sqlite import SqliteStore
 
     return SqliteStore(settings.db_path, cipher)
+
+
+def build_strava(
+    store: Store,
+    user_id: str,
+    *,
+    client_id: int,
+    client_secret: str,
+    base_url: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+    audit_retention_days: int = 7,
+    background: bool = False,
+    rotation_grace_s: float = 2.0,
+) -> StravaAccess:
+    """One account's Strava: the thin client (adapters.strava: HTTP, its tokens in
+    `store`) inside the policy (services.strava_access: the rate budget, the
+    application's access, the audit), each given only the parts of `store` it uses."""
+    from garmin2strava.adapters.strava import REAL_BASE_URL, StravaClient
+    from garmin2strava.services.strava_access import StravaAccess
+
+    clock = clock or utc_now
+
+    def client_for(policy: StravaRequestPolicy) -> StravaClient:
+        return StravaClient(
+            store,
+            user_id,
+            client_id=client_id,
+            client_secret=client_secret,
+            policy=policy,
+            base_url=base_url or REAL_BASE_URL,
+            clock=clock,
+            rotation_grace_s=rotation_grace_s,
+        )
+
+    return StravaAccess(
+        client_for=client_for,
+        app_state=store,
+        leases=store,
+        audit=store,
+        accounts=store,
+        clock=clock,
+        audit_retention_days=audit_retention_days,
+        background=background,
+    )
 
 
 @dataclass(slots=True)
@@ -79,7 +130,7 @@ class App:
     webhook_settles: Callable[[], bool] = field(default=lambda: False)
 
     def garmin_for(self, user_id: str) -> GarminPort:
-        from garmin2strava.adapters.garmin import GarminConnectAdapter  # noqa: PLC0415
+        from garmin2strava.adapters.garmin import GarminConnectAdapter
 
         return GarminConnectAdapter(
             self.store,
@@ -91,20 +142,18 @@ class App:
         )
 
     def strava_for(self, user_id: str) -> StravaPort:
-        return self._strava_adapter(user_id, background=False)
+        return self._strava(user_id, background=False)
 
-    def strava_background_for(self, user_id: str) -> StravaAdapter:
-        """An adapter whose every read waits while the uploader's reserve is reached
+    def strava_background_for(self, user_id: str) -> StravaAccess:
+        """Strava access whose every read waits while the uploader's reserve is reached
         (reconciliation, stream backfills): see domain.streams.BACKGROUND_RESERVE."""
-        return self._strava_adapter(user_id, background=True)
+        return self._strava(user_id, background=True)
 
-    def _strava_adapter(self, user_id: str, *, background: bool) -> StravaAdapter:
-        from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
-
+    def _strava(self, user_id: str, *, background: bool) -> StravaAccess:
         settings = self.settings
         if settings.strava_client_id is None or settings.strava_client_secret is None:
             raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
-        return StravaAdapter(
+        return build_strava(
             self.store,
             user_id,
             client_id=settings.strava_client_id,
@@ -117,7 +166,7 @@ class App:
 
     def sync_config(self) -> SyncConfig:
         # The uploader loads with the first cycle: the local commands never run one.
-        from garmin2strava.services.sync import SyncConfig  # noqa: PLC0415
+        from garmin2strava.services.sync import SyncConfig
 
         s = self.settings
         return SyncConfig(
@@ -134,7 +183,7 @@ class App:
         )
 
     def sync_deps(self, user_id: str) -> SyncDeps:
-        from garmin2strava.services.sync import SyncDeps  # noqa: PLC0415 (see sync_config)
+        from garmin2strava.services.sync import SyncDeps
 
         return SyncDeps(
             store=self.store,
@@ -154,7 +203,7 @@ class _OriginalFilesOnUse:
     fitparse) cost nothing to the commands that never upload (`status`, the lists)."""
 
     def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
-        from garmin2strava.adapters.fitfile import OriginalFiles  # noqa: PLC0415 (on use)
+        from garmin2strava.adapters.fitfile import OriginalFiles
 
         return OriginalFiles().prepare(original_zip, workdir)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -33,8 +34,10 @@ __all__ = [
     "GarminTokenStore",
     "NotifyChannel",
     "Store",
+    "StravaApi",
     "StravaPort",
     "StravaReads",
+    "StravaRequestPolicy",
     "StravaTokenStore",
     "StravaUploads",
     "StreamStore",
@@ -300,8 +303,9 @@ class StravaReads(Protocol):
 
 
 class StravaPort(StravaUploads, StravaReads, Protocol):
-    """One Strava athlete's API, within the application's shared rate budget: what the
-    Strava adapter implements and bootstrap wires."""
+    """One Strava athlete's API, within the application's shared rate budget: what
+    services.strava_access.StravaAccess implements (around the thin client of
+    adapters.strava, StravaApi) and bootstrap wires."""
 
 
 @runtime_checkable
@@ -313,6 +317,52 @@ class AccessCheck(Protocol):
         revoked), False when it grants a new one (stored). Raises TransientError when
         Strava cannot answer, StravaAuthError when it refuses the application itself."""
         ...
+
+
+class StravaRequestPolicy(Protocol):
+    """What the thin Strava client asks before each API request (not the OAuth ones)
+    and tells after its answer: the application's rate budget lives behind it
+    (services.strava_access), and the audit of token refreshes."""
+
+    def before_request(self, *, upload: bool, poll: bool, background: bool) -> None:
+        """Raises RateLimited when the budget cannot take this request: an upload or a
+        read; a poll (of an upload's status) may use the reads kept back for polls; a
+        background read leaves domain.streams.BACKGROUND_RESERVE to the uploader."""
+        ...
+
+    def after_response(self, status: int, headers: Mapping[str, str]) -> None:
+        """What the answer's rate-limit headers (and a 429) say of the budget."""
+        ...
+
+    def throttled_until(self) -> datetime:
+        """After a 429 (recorded by after_response): until when nothing is sent."""
+        ...
+
+    def tokens_refreshed(self, tokens: StravaTokens) -> None:
+        """A token refresh was granted and stored."""
+        ...
+
+
+class StravaApi(StravaPort, AccessCheck, Protocol):
+    """One Strava athlete's API as the thin client (adapters.strava) speaks it: HTTP,
+    tokens and errors, no policy. Raises StravaAppInactive when Strava answers
+    "Application Status Inactive", RateLimited after a 429 or when its
+    StravaRequestPolicy refuses a request."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    def tokens_as_they_are(self) -> AbstractContextManager[None]:
+        """Calls inside use a token that has not expired yet without refreshing it early."""
+        ...
+
+    def list_activity_rows(self, *, after: datetime, page: int, per_page: int) -> list[Any]:
+        """One page of the activities starting after `after`, oldest first, as Strava's JSON."""
+        ...
+
+    def get_athlete_id(self) -> int: ...
+    def deauthorize(self) -> None: ...
 
 
 class ActivityFiles(Protocol):

@@ -29,7 +29,7 @@ from garmin2strava.services.conditions import (
     observe,
     sync_sight,
 )
-from garmin2strava.services.mirror import remember_subscription
+from garmin2strava.services.mirror_subscription import remember_subscription
 from garmin2strava.services.write_trouble import WriteTrouble, is_disk_trouble
 
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)

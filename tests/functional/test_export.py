@@ -1,5 +1,6 @@
-"""`workouts export` as a use case, over a fake store that records how far it has been
-read: rows go out as they come in (no list of everything), in both formats."""
+"""`workouts export` as a use case, over the real SQLite store with a count of the rows
+it has handed out: rows go out as they come in (no list of everything), in both
+formats."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from garmin2strava.adapters.crypto import AesGcmCipher
+from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import Workout
 from garmin2strava.domain.streams import ActivityStreams
-from garmin2strava.ports import Store
 from garmin2strava.services.export import CSV_COLUMNS, atomic_output, export_workouts
 
 T0 = datetime(2025, 5, 1, 7, 0, tzinfo=UTC)
@@ -42,15 +44,17 @@ def workout(n: int) -> Workout:
     )
 
 
-class PagedStore:
-    """The two Store reads the export makes; `yielded` counts rows handed out so far,
-    `since_asked` the lower bound it was given."""
+# The real store's paging, in pages this small: a few dozen rows cross several pages
+# (the export's own 500 would need 500 rows written, one transaction each).
+PAGE = 7
 
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.yielded = 0
-        self.since_asked: datetime | None = None
-        self.streams: dict[int, ActivityStreams] = {}
+
+class CountingStore(SqliteStore):
+    """The real store, counting the rows `iter_workouts` has handed out (`yielded`) and
+    keeping the arguments it was asked with (`asked`); it reads `PAGE` rows a query."""
+
+    yielded = 0
+    asked: tuple[datetime | None, bool, int] | None = None
 
     def iter_workouts(
         self,
@@ -60,21 +64,29 @@ class PagedStore:
         include_deleted: bool = False,
         page_size: int = 500,
     ) -> Iterator[Workout]:
-        assert (user_id, include_deleted, page_size) == ("u1", False, 500)
-        self.since_asked = since
-        for n in range(self.count):
+        self.asked = (since, include_deleted, page_size)
+        for row in super().iter_workouts(
+            user_id, since=since, include_deleted=include_deleted, page_size=PAGE
+        ):
             self.yielded += 1
-            yield workout(n)
+            yield row
 
-    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
-        assert user_id == "u1"
-        return self.streams.get(activity_id)
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CountingStore]:
+    with CountingStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as opened:
+        yield opened
+
+
+def put_workouts(store: SqliteStore, count: int) -> None:
+    for n in range(count):
+        store.upsert_workout(workout(n))
 
 
 class WatchingOutput(io.StringIO):
     """Records, for every line written, how many rows the store had handed out."""
 
-    def __init__(self, store: PagedStore) -> None:
+    def __init__(self, store: CountingStore) -> None:
         super().__init__()
         self.store = store
         self.read_ahead: list[int] = []
@@ -86,27 +98,27 @@ class WatchingOutput(io.StringIO):
         return super().write(s)
 
 
-def test_jsonl_goes_out_row_by_row() -> None:
+def test_jsonl_goes_out_row_by_row(store: CountingStore) -> None:
     """Each activity is one JSON line, written before the next row is read from the
-    store: the export never holds more than one row."""
-    store = PagedStore(1000)
+    store (over several of its pages): the export never holds more than one row."""
+    put_workouts(store, 5 * PAGE + 3)
     out = WatchingOutput(store)
-    result = export_workouts(cast("Store", store), "u1", out, fmt="jsonl", since=T0)
-    assert result.activities == 1000
-    assert store.since_asked == T0
+    result = export_workouts(store, "u1", out, fmt="jsonl", since=T0)
+    assert result.activities == 5 * PAGE + 3
+    assert store.asked == (T0, False, 500)
     assert max(out.read_ahead) <= 0
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [r["activityId"] for r in records] == [100 + n for n in range(1000)]
+    assert [r["activityId"] for r in records] == [100 + n for n in range(5 * PAGE + 3)]
     assert records[1]["name"] == 'Run, "number" 1'
     assert records[1]["isPrivate"] is True
     assert "raw" not in records[0]
 
 
-def test_csv_has_a_header_and_quotes_what_needs_it() -> None:
+def test_csv_has_a_header_and_quotes_what_needs_it(store: CountingStore) -> None:
     """CSV: the header, then one row per activity; commas and quotes survive."""
-    store = PagedStore(3)
+    put_workouts(store, 3)
     out = WatchingOutput(store)
-    export_workouts(cast("Store", store), "u1", out, fmt="csv")
+    export_workouts(store, "u1", out, fmt="csv")
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == 4
@@ -133,14 +145,14 @@ def _streams(activity_id: int, points: int) -> ActivityStreams:
     )
 
 
-def test_streams_go_into_jsonl_and_become_sample_rows_in_csv() -> None:
+def test_streams_go_into_jsonl_and_become_sample_rows_in_csv(store: CountingStore) -> None:
     """With streams, JSON Lines carries them (null where never read); CSV writes one
     row per sample with lat and lng apart, and none for activities without streams."""
-    store = PagedStore(3)
-    store.streams[100] = _streams(100, 4)
-    store.streams[102] = ActivityStreams("u1", 102, fetched_at=T0)  # Strava has none
+    put_workouts(store, 3)
+    store.put_streams(_streams(100, 4))
+    store.put_streams(ActivityStreams("u1", 102, fetched_at=T0))  # Strava has none
     out = io.StringIO()
-    result = export_workouts(cast("Store", store), "u1", out, fmt="jsonl", streams=True)
+    result = export_workouts(store, "u1", out, fmt="jsonl", streams=True)
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert records[0]["streams"]["heartrate"] == [130, 131, 132, 133]
     assert records[1]["streams"] is None
@@ -148,7 +160,7 @@ def test_streams_go_into_jsonl_and_become_sample_rows_in_csv() -> None:
     assert result.samples == 4
 
     out = io.StringIO()
-    result = export_workouts(cast("Store", store), "u1", out, fmt="csv", streams=True)
+    result = export_workouts(store, "u1", out, fmt="csv", streams=True)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert (result.activities, result.samples, len(rows)) == (3, 4, 4)
     assert {r["activityId"] for r in rows} == {"100"}

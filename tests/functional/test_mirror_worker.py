@@ -1,13 +1,12 @@
-"""The mirror worker with a recording fake Store and fake Strava, over the real queue.
-
-Where rows must survive between claims exactly as stored, the real SQLite store is used."""
+"""The mirror worker over the real queue and the real SQLite store, with the shared
+fake Strava (fakes.FakeStrava), which records every request."""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,38 +14,45 @@ from typing import Any
 
 import pytest
 
-from garmin2strava.adapters.crypto import AesGcmCipher
+from fakes import FakeStrava, HandedQueue, activity_json, sqlite_store
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
-from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
-    AuditEvent,
     LedgerEntry,
     StravaTokens,
     UploadOutcome,
     Workout,
 )
-from garmin2strava.domain.streams import MAX_STREAM_FAILURES, ActivityStreams, PendingStreams
-from garmin2strava.domain.webhook import WebhookEvent
+from garmin2strava.domain.streams import MAX_STREAM_FAILURES
+from garmin2strava.domain.webhook import (
+    ASPECT_TYPES,
+    OBJECT_TYPES,
+    QueuedEvent,
+    WebhookEvent,
+)
 from garmin2strava.errors import (
     G2SError,
     RateLimited,
     StravaAppInactive,
     StravaAuthError,
-    StravaNotFound,
     TransientError,
 )
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_intake import (
     NOT_READY,
-    OUTAGE_MAX_WAIT_SECONDS,
     RECEIVED,
-    MirrorStats,
-    SubscriptionSource,
     WebhookAnswer,
     WebhookReceiver,
+)
+from garmin2strava.services.mirror_subscription import SubscriptionSource
+from garmin2strava.services.mirror_worker import (
+    HANDLERS,
+    OUTAGE_MAX_WAIT_SECONDS,
+    event_kind,
+    group_kind,
     process_events,
 )
+from garmin2strava.services.observability import MirrorStats
 from garmin2strava.services.streams import catch_up_streams
 
 SUB = 42
@@ -54,192 +60,9 @@ ATHLETE = 134815
 T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
 
-class FakeStore:
-    """The narrow store ports the mirror uses (services.mirror.MirrorStore), in dicts."""
-
-    def __init__(self) -> None:
-        self.accounts: dict[str, Account] = {}
-        self.athletes: dict[int, str] = {}
-        self.tokens: dict[str, StravaTokens] = {}
-        self.workouts: dict[tuple[str, int], Workout] = {}
-        self.audit: list[AuditEvent] = []
-        self.streams: dict[tuple[str, int], ActivityStreams] = {}
-        self.pending_streams: dict[tuple[str, int], PendingStreams] = {}
-        self.app_state: dict[str, dict[str, Any]] = {}
-        self.uploads: dict[tuple[str, int], LedgerEntry] = {}
-
-    def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]:
-        found = ((gid, self.uploads.get((user_id, gid))) for gid in garmin_ids)
-        return {gid: entry for gid, entry in found if entry is not None}
-
-    def put_upload(self, entry: LedgerEntry) -> None:
-        self.uploads[(entry.user_id, entry.garmin_activity_id)] = entry
-
-    def get_account(self, user_id: str) -> Account | None:
-        return self.accounts.get(user_id)
-
-    def put_account(self, account: Account) -> None:
-        self.accounts[account.user_id] = account
-
-    def list_accounts(self) -> list[Account]:
-        return list(self.accounts.values())
-
-    def link_athlete(self, athlete_id: int, user_id: str) -> None:
-        self.athletes[athlete_id] = user_id
-
-    def user_for_athlete(self, athlete_id: int) -> str | None:
-        return self.athletes.get(athlete_id)
-
-    def get_strava_tokens(self, user_id: str) -> StravaTokens | None:
-        return self.tokens.get(user_id)
-
-    def replace_strava_tokens(
-        self, user_id: str, new: StravaTokens, *, expected_version: int | None
-    ) -> StravaTokens | None:
-        current = self.tokens.get(user_id)
-        if (current.version if current else None) != expected_version:
-            return None
-        self.tokens[user_id] = replace(new, version=new.version + 1)
-        return self.tokens[user_id]
-
-    def delete_strava_tokens(self, user_id: str) -> None:
-        self.tokens.pop(user_id, None)
-
-    def add_audit(self, event: AuditEvent, *, retention_days: int = 7) -> None:
-        assert retention_days > 0
-        self.audit.append(event)
-
-    def list_audit(
-        self, user_id: str, *, limit: int = 100, since: datetime | None = None
-    ) -> list[AuditEvent]:
-        return [e for e in self.audit if e.user_id == user_id and (since is None or e.at >= since)][
-            :limit
-        ]
-
-    def upsert_workout(self, workout: Workout) -> bool:
-        key = (workout.user_id, workout.activity_id)
-        stored = self.workouts.get(key)
-        if stored is not None and stored.updated_at > workout.updated_at:
-            return False
-        self.workouts[key] = workout
-        return True
-
-    def get_workout(self, user_id: str, activity_id: int) -> Workout | None:
-        return self.workouts.get((user_id, activity_id))
-
-    def put_streams(self, streams: ActivityStreams) -> None:
-        key = (streams.user_id, streams.activity_id)
-        self.streams[key] = streams
-        self.pending_streams.pop(key, None)
-
-    def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
-        return self.streams.get((user_id, activity_id))
-
-    def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
-        if (user_id, activity_id) not in self.streams:
-            self.pending_streams.setdefault((user_id, activity_id), PendingStreams(activity_id))
-
-    def mark_streams_failed(
-        self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
-    ) -> None:
-        if (user_id, activity_id) not in self.streams:
-            self.pending_streams[user_id, activity_id] = PendingStreams(
-                activity_id, failures=failures, retry_at=retry_at
-            )
-
-    def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
-        return self.pending_streams.get((user_id, activity_id))
-
-    def list_pending_streams(
-        self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
-    ) -> list[int]:
-        return sorted(
-            a
-            for (u, a), mark in self.pending_streams.items()
-            if u == user_id and (due_at is None or mark.retry_at is None or mark.retry_at <= due_at)
-        )[:limit]
-
-    def forget_strava_data(self, user_id: str) -> int:
-        gone = [key for key in self.workouts if key[0] == user_id]
-        for key in gone:
-            del self.workouts[key]
-        audit = [e for e in self.audit if e.user_id == user_id]
-        self.audit = [e for e in self.audit if e.user_id != user_id]
-        return len(gone) + len(audit)
-
-    def delete_account(self, user_id: str) -> None:
-        raise NotImplementedError
-
-    def get_app_state(self, key: str) -> dict[str, Any] | None:
-        return self.app_state.get(key)
-
-    def put_app_state(self, key: str, value: dict[str, Any]) -> None:
-        self.app_state[key] = dict(value)
-
-
-class FakeStrava:
-    """Answers get_activity from `activities`; `fail_with` makes the next calls raise,
-    `down` every call (an outage: 503). `access_revoked` answers `revoked` and counts the
-    refreshes it stands for."""
-
-    def __init__(self) -> None:
-        self.activities: dict[int, dict[str, Any]] = {}
-        self.fetches: list[int] = []
-        self.fail_with: list[Exception] = []
-        # Streams: what Strava holds per activity, the reads made, and what the
-        # (background) budget does to the next stream reads.
-        self.streams: dict[int, dict[str, dict[str, Any]]] = {}
-        self.stream_reads: list[int] = []
-        self.stream_budget_until: datetime | None = None
-        self.stream_errors: dict[int, Exception] = {}  # this activity's reads raise it
-        self.down = False
-        self.revoked = False
-        self.refreshes = 0
-
-    def access_revoked(self) -> bool:
-        self.refreshes += 1
-        if self.fail_with:
-            raise self.fail_with.pop(0)
-        return self.revoked
-
-    def get_activity(self, activity_id: int) -> dict[str, Any]:
-        self.fetches.append(activity_id)
-        if self.down:
-            raise TransientError("Strava answered 503")
-        if self.fail_with:
-            raise self.fail_with.pop(0)
-        if activity_id not in self.activities:
-            raise StravaNotFound(str(activity_id))
-        return self.activities[activity_id]
-
-    def get_activity_streams(
-        self, activity_id: int, types: Sequence[str]
-    ) -> dict[str, dict[str, Any]]:
-        if self.stream_budget_until is not None:
-            raise RateLimited(self.stream_budget_until)
-        self.stream_reads.append(activity_id)
-        if activity_id in self.stream_errors:
-            raise self.stream_errors[activity_id]
-        if activity_id not in self.streams:
-            raise StravaNotFound(str(activity_id))
-        return {k: v for k, v in self.streams[activity_id].items() if k in types}
-
-
-def activity_json(activity_id: int, name: str = "Morning Run") -> dict[str, Any]:
-    return {
-        "id": activity_id,
-        "athlete": {"id": ATHLETE},
-        "name": name,
-        "sport_type": "Run",
-        "start_date": "2025-06-01T06:00:00Z",
-        "elapsed_time": 1800,
-        "moving_time": 1750,
-        "distance": 5000.0,
-        "total_elevation_gain": 12.0,
-        "external_id": None,
-        "upload_id": None,
-        "private": False,
-    }
+def activity(activity_id: int, name: str = "Morning Run") -> dict[str, Any]:
+    """The athlete's activity as Strava's API answers it."""
+    return activity_json(activity_id, athlete_id=ATHLETE, name=name)
 
 
 def event(
@@ -259,13 +82,16 @@ def event(
 class World:
     def __init__(self, tmp_path: Path) -> None:
         self.queue = SqliteEventQueue(tmp_path / "g2s.sqlite3")
-        self.store = FakeStore()
+        self.now = T0 + timedelta(minutes=1)
+        # The store's clock is the simulated one, so audit events dated then are kept.
+        self.store = sqlite_store(tmp_path / "store.sqlite3", clock=lambda: self.now)
         self.store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
         self.store.link_athlete(ATHLETE, "u1")
-        self.store.tokens["u1"] = StravaTokens("access", "refresh", 0)
-        self.strava = FakeStrava()
+        self.store.replace_strava_tokens(
+            "u1", StravaTokens("access", "refresh", 0), expected_version=None
+        )
+        self.strava = FakeStrava(athlete_id=ATHLETE)
         self.stats = MirrorStats()
-        self.now = T0 + timedelta(minutes=1)
         self.stream_types: tuple[str, ...] = ()
 
     def push(self, *events: WebhookEvent) -> None:
@@ -289,6 +115,14 @@ class World:
         )
         return counts.processed
 
+    def account_state(self) -> tuple[StravaTokens | None, Account | None, Workout]:
+        """What a deauthorization deletes: the tokens, the account, the mirrored row 7."""
+        return (self.store.get_strava_tokens("u1"), self.store.get_account("u1"), self.row())
+
+    def audit_kinds(self) -> list[str]:
+        """The kinds of the account's audit events (the store lists the newest first)."""
+        return [a.kind for a in reversed(self.store.list_audit("u1"))]
+
     def row(self, activity_id: int = 7) -> Workout:
         workout = self.store.get_workout("u1", activity_id)
         assert workout is not None
@@ -300,11 +134,12 @@ def world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path)
     yield w
     w.queue.close()
+    w.store.close()
 
 
 def test_create_fetches_once_and_stores_normalized_row(world: World) -> None:
     """A create event costs one fetch and leaves a Workout stamped with the event time."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=5))
     assert world.work() == 1
     assert world.strava.fetches == [7]
@@ -316,7 +151,7 @@ def test_create_fetches_once_and_stores_normalized_row(world: World) -> None:
 
 def test_create_with_updates_queued_behind_is_one_fetch(world: World) -> None:
     """Create plus three updates waiting together: one fetch, and the row is current."""
-    world.strava.activities[7] = activity_json(7, name="Final name")
+    world.strava.activities[7] = activity(7, name="Final name")
     world.push(
         event("create", at=1),
         event("update", at=2, title="First"),
@@ -331,7 +166,7 @@ def test_create_with_updates_queued_behind_is_one_fetch(world: World) -> None:
 
 def test_updates_apply_without_api_call(world: World) -> None:
     """Title, type and private from later events change the row with zero fetches."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     world.work()
     world.push(event("update", at=10, title="Messy"), event("update", at=11, private="true"))
@@ -344,7 +179,7 @@ def test_updates_apply_without_api_call(world: World) -> None:
 
 def test_update_for_unknown_row_fetches_once(world: World) -> None:
     """An update whose activity is not mirrored yet is served by one fetch."""
-    world.strava.activities[7] = activity_json(7, name="From Strava")
+    world.strava.activities[7] = activity(7, name="From Strava")
     world.push(event("update", at=3, title="From Strava"))
     world.work()
     assert world.strava.fetches == [7]
@@ -353,7 +188,7 @@ def test_update_for_unknown_row_fetches_once(world: World) -> None:
 
 def test_delete_soft_deletes_without_api_call(world: World) -> None:
     """A delete marks the row deleted, keeps it, and makes no Strava request."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     world.work()
     world.push(event("delete", at=20))
@@ -365,7 +200,7 @@ def test_delete_soft_deletes_without_api_call(world: World) -> None:
 
 def test_fetch_404_soft_deletes_existing_row(world: World) -> None:
     """A create for a row we hold, answered 404 by Strava, soft-deletes that row."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     world.work()
     del world.strava.activities[7]
@@ -376,7 +211,7 @@ def test_fetch_404_soft_deletes_existing_row(world: World) -> None:
 
 def test_out_of_order_older_update_never_overwrites_newer(world: World) -> None:
     """An update older than the stored row is ignored; the same event twice changes nothing."""
-    world.strava.activities[7] = activity_json(7, name="New")
+    world.strava.activities[7] = activity(7, name="New")
     world.push(event("create", at=1), event("update", at=50, title="New"))
     world.work()
     world.push(event("update", at=40, title="Old"))
@@ -404,7 +239,7 @@ def test_failure_retries_with_backoff_then_dead_letters(world: World) -> None:
     assert [d.event.object_id for d in dead] == [7]
     assert "G2SError" in dead[0].error
     assert dead[0].attempts == 3
-    assert [a.kind for a in world.store.audit] == ["mirror.dead_letter"]
+    assert world.audit_kinds() == ["mirror.dead_letter"]
     assert world.stats.get("events_dead") == 1
 
 
@@ -414,7 +249,7 @@ def test_dead_letter_retry_processes_event(world: World) -> None:
     world.push(event("create", at=1))
     world.work(max_attempts=1)
     (dead,) = world.queue.list_dead()
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     assert world.queue.retry_dead(dead.queue_id, now=world.now)
     assert world.work() == 1
     assert world.row().name == "Morning Run"
@@ -425,7 +260,7 @@ def test_rate_limited_leaves_events_queued_until_reset(world: World) -> None:
     """RateLimited defers every fetching group to the reset, counts no attempt, loses nothing."""
     until = world.now + timedelta(minutes=14)
     world.strava.fail_with = [RateLimited(until)]
-    world.strava.activities |= {7: activity_json(7), 8: activity_json(8)}
+    world.strava.activities |= {7: activity(7), 8: activity(8)}
     world.push(event("create", 7, at=1), event("create", 8, at=2))
     assert world.work() == 0
     assert world.strava.fetches == [7]  # the second group was deferred without a request
@@ -439,7 +274,7 @@ def test_rate_limited_leaves_events_queued_until_reset(world: World) -> None:
 
 def test_rate_limit_does_not_block_updates_that_need_no_fetch(world: World) -> None:
     """While the budget is spent, title updates to mirrored rows are still applied."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", 7, at=1))
     world.work()
     world.strava.fail_with = [RateLimited(world.now + timedelta(minutes=10))]
@@ -452,25 +287,26 @@ def test_genuine_deauthorization_deletes_strava_data_and_disconnects(world: Worl
     """Strava refuses the refresh (1 request): tokens, mirrored rows and audit trail gone,
     backfill cursor reset, account DISCONNECTED without mirror coverage; later events of
     the athlete are dropped without a Strava request."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
+    since = T0 - timedelta(days=30)
     world.store.put_account(
-        replace(world.store.accounts["u1"], mirror_covers_since=T0 - timedelta(days=30))
+        Account(user_id="u1", strava_athlete_id=ATHLETE, mirror_covers_since=since)
     )
-    world.store.app_state["mirror_backfill#u1"] = {"done": False, "stored": 3}
+    world.store.put_app_state("mirror_backfill#u1", {"done": False, "stored": 3})
     world.push(event("create", at=1))
     world.work()
     world.strava.revoked = True
     world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
     world.work()
     assert world.strava.refreshes == 1
-    assert "u1" not in world.store.tokens
+    assert world.store.get_strava_tokens("u1") is None
     account = world.store.get_account("u1")
     assert account is not None
     assert account.status is AccountStatus.DISCONNECTED
     assert account.mirror_covers_since is None
     assert world.store.get_workout("u1", 7) is None
-    assert world.store.app_state["mirror_backfill#u1"] == {}
-    assert [a.kind for a in world.store.audit] == ["strava.deauthorized"]
+    assert world.store.get_app_state("mirror_backfill#u1") == {}
+    assert world.audit_kinds() == ["strava.deauthorized"]
     assert world.stats.get("deauthorizations") == 1
 
     fetches = list(world.strava.fetches)
@@ -485,15 +321,15 @@ def test_genuine_deauthorization_deletes_strava_data_and_disconnects(world: Worl
 def test_forged_deauthorization_changes_nothing_for_one_request(world: World) -> None:
     """Strava grants the refresh: the event was forged; tokens, account and rows stay,
     exactly one Strava request was spent, and the refutation is audited."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     world.work()
-    before = (dict(world.store.tokens), world.store.get_account("u1"), world.row())
+    before = world.account_state()
     world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
     assert world.work() == 1
     assert world.strava.refreshes == 1
-    assert (dict(world.store.tokens), world.store.get_account("u1"), world.row()) == before
-    assert [a.kind for a in world.store.audit] == ["strava.deauthorization_refuted"]
+    assert world.account_state() == before
+    assert world.audit_kinds() == ["strava.deauthorization_refuted"]
     assert world.stats.get("deauthorizations_refuted") == 1
 
 
@@ -503,18 +339,18 @@ def test_deauthorization_check_meeting_an_outage_is_retried(world: World) -> Non
     world.strava.fail_with = [TransientError("Strava token endpoint answered 503")]
     world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
     world.work()
-    assert "u1" in world.store.tokens
+    assert world.store.get_strava_tokens("u1") is not None
     world.work(advance=5)
     assert world.strava.refreshes == 2
-    assert "u1" not in world.store.tokens
+    assert world.store.get_strava_tokens("u1") is None
 
 
 def test_deauthorization_without_tokens_is_not_obeyed(world: World) -> None:
     """No tokens to ask Strava with: nothing proves the event, so nothing is deleted."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     world.work()
-    del world.store.tokens["u1"]
+    world.store.delete_strava_tokens("u1")
     world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
     world.work()
     assert world.strava.refreshes == 0
@@ -524,10 +360,10 @@ def test_deauthorization_without_tokens_is_not_obeyed(world: World) -> None:
     assert world.row().activity_id == 7
 
 
-def test_genuine_deauthorization_keeps_the_upload_ledger(world: World, tmp_path: Path) -> None:
-    """On the SQLite store: the ledger entry (Garmin id, uploaded Strava id) survives the
-    deletion, so a reconnect sees the run as uploaded; tokens and workouts are gone."""
-    world.strava.activities[7] = activity_json(7)
+def test_genuine_deauthorization_keeps_the_upload_ledger(world: World) -> None:
+    """The ledger entry (Garmin id, uploaded Strava id) survives the deletion, so a
+    reconnect sees the run as uploaded; tokens and workouts are gone."""
+    world.strava.activities[7] = activity(7)
     world.strava.revoked = True
     entry = LedgerEntry(
         user_id="u1",
@@ -537,22 +373,19 @@ def test_genuine_deauthorization_keeps_the_upload_ledger(world: World, tmp_path:
         updated_at=T0,
         strava_activity_id=7,
     )
-    with SqliteStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
-        store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
-        store.link_athlete(ATHLETE, "u1")
-        store.replace_strava_tokens("u1", StravaTokens("a", "r", 0), expected_version=None)
-        store.put_upload(entry)
-        world.push(event("create", at=1))
-        process_events(world.queue, store, world.strava_for, now=world.now, stats=world.stats)
-        assert store.get_workout("u1", 7) is not None
-        world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
-        process_events(world.queue, store, world.strava_for, now=world.now, stats=world.stats)
-        assert store.get_strava_tokens("u1") is None
-        assert store.list_workouts("u1", include_deleted=True) == []
-        assert store.get_uploads("u1", [555]) == {555: entry}
-        account = store.get_account("u1")
-        assert account is not None
-        assert account.status is AccountStatus.DISCONNECTED
+    store = world.store
+    store.put_upload(entry)
+    world.push(event("create", at=1))
+    world.work()
+    assert store.get_workout("u1", 7) is not None
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="false"))
+    world.work()
+    assert store.get_strava_tokens("u1") is None
+    assert store.list_workouts("u1", include_deleted=True) == []
+    assert store.get_uploads("u1", [555]) == {555: entry}
+    account = store.get_account("u1")
+    assert account is not None
+    assert account.status is AccountStatus.DISCONNECTED
 
 
 def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
@@ -562,7 +395,7 @@ def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
     world.work()
     world.work(advance=10)
     assert world.strava.fetches == [7]
-    assert [a.kind for a in world.store.audit] == ["strava.auth_failed", "mirror.dead_letter"]
+    assert sorted(world.audit_kinds()) == ["mirror.dead_letter", "strava.auth_failed"]
     assert len(world.queue.list_dead()) == 1
 
 
@@ -598,12 +431,108 @@ def test_unknown_athletes_are_dropped_counted_and_never_dead_letters(
 
 def test_claimed_group_hidden_until_visibility_timeout(world: World) -> None:
     """An event claimed by a worker that died comes back after the visibility timeout."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     assert len(world.queue.claim(now=world.now, visibility_seconds=30)) == 1
     assert world.work(advance=29) == 0
     assert world.work(advance=2) == 1
     assert world.strava.fetches == [7]
+
+
+def test_events_of_a_removed_account_are_dropped_without_a_request(world: World) -> None:
+    """After `remove` (delete_account: the account and its athlete link go) the athlete
+    is unknown: its events are dropped and counted, never fetched, never dead letters."""
+    world.strava.activities[7] = activity(7)
+    world.store.delete_account("u1")
+    world.store.delete_strava_tokens("u1")
+    world.push(
+        event("create", at=1),
+        event("update", ATHLETE, at=2, object_type="athlete", authorized="false"),
+    )
+    assert world.work() == 0
+    assert world.store.get_account("u1") is None
+    assert (world.strava.fetches, world.strava.refreshes) == ([], 0)
+    assert world.stats.get("events_dropped_unknown_athlete") == 2
+    assert (world.queue.depth(), world.queue.list_dead()) == (0, [])
+
+
+# -- the dispatch: one handler per event kind ---------------------------------------------
+def test_every_event_strava_sends_has_a_handler() -> None:
+    """Every object and aspect parse_event admits, and a deauthorization, is a kind
+    with a handler, and no handler waits for a kind that cannot come."""
+    kinds = {event_kind(event(a, object_type=o)) for o in OBJECT_TYPES for a in ASPECT_TYPES}
+    kinds.add(event_kind(event("update", ATHLETE, object_type="athlete", authorized="false")))
+    assert kinds == set(HANDLERS)
+
+
+def test_the_kind_that_decides_a_group() -> None:
+    """A delete decides its group whatever came with it (Strava never reuses an id); a
+    create decides over its updates (its fetch brings them); a deauthorization over
+    any other athlete event."""
+    create, update, delete = event("create"), event("update", title="x"), event("delete")
+    assert group_kind([update]) == "update"
+    assert group_kind([update, create, update]) == "create"
+    assert group_kind([create, update, delete]) == "delete"
+    other = event("update", ATHLETE, object_type="athlete", authorized="true")
+    deauth = event("update", ATHLETE, object_type="athlete", authorized="false")
+    assert group_kind([other]) == "athlete"
+    assert group_kind([other, deauth]) == "deauthorize"
+
+
+def test_an_athlete_event_that_is_no_deauthorization_settles_without_a_request(
+    world: World,
+) -> None:
+    """An athlete update that does not revoke access carries nothing the mirror keeps:
+    settled, no token refresh, nothing changed."""
+    before = (world.store.get_strava_tokens("u1"), world.store.get_account("u1"))
+    world.push(event("update", ATHLETE, at=5, object_type="athlete", authorized="true"))
+    assert world.work() == 1
+    assert world.strava.refreshes == 0
+    assert (world.store.get_strava_tokens("u1"), world.store.get_account("u1")) == before
+    assert world.audit_kinds() == []
+
+
+def test_an_event_of_a_kind_without_a_handler_is_dropped_with_its_reason(
+    world: World,
+) -> None:
+    """Should a queue hand over an event of a kind no handler takes (parse_event admits
+    none today), it is settled as dropped under reason "unknown_kind": no Strava
+    request, no row, no retry, no dead letter."""
+    odd = replace(event("create", at=1), aspect_type="archive")
+    queue = HandedQueue([QueuedEvent(queue_id=1, event=odd, attempts=0, enqueued_at=world.now)])
+    counts = process_events(queue, world.store, world.strava_for, now=world.now, stats=world.stats)
+    assert (counts.dropped, counts.claimed) == (1, 1)
+    assert queue.settled == {1: "complete"}
+    assert world.stats.get("events_dropped_unknown_kind") == 1
+    assert world.strava.fetches == []
+    assert world.store.list_workouts("u1", include_deleted=True) == []
+
+
+def test_receiver_and_worker_log_under_the_mirrors_logger_name(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The JSON lines' "logger" field, which operators filter on, is the one the mirror
+    had before it was split in files: the receiver's lines and the worker's alike."""
+    caplog.set_level(logging.INFO)
+    world.strava.activities[7] = activity(7)
+    receiver = WebhookReceiver(
+        world.queue,
+        verify_token="tok",
+        subscription_id=SUB,
+        stats=world.stats,
+        clock=lambda: world.now,
+    )
+    assert receiver.receive(event("create", at=1).to_json().encode()) == RECEIVED
+    world.work()
+    lines = {
+        r.getMessage(): r.name
+        for r in caplog.records
+        if r.getMessage().startswith(("webhook.", "mirror."))
+    }
+    assert lines == {
+        "webhook.event_queued": "garmin2strava.services.mirror",
+        "mirror.processed": "garmin2strava.services.mirror",
+    }
 
 
 def test_receiver_answers_valid_duplicate_and_foreign_events_alike(world: World) -> None:
@@ -686,7 +615,7 @@ def test_event_dated_far_in_the_future_is_refused_and_cannot_beat_real_renames(
 ) -> None:
     """A forged title dated 2100 is a 400 and never queued; the real rename after it is
     applied. An event_time of 2**62 is a 400, and the worker keeps running."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("create", at=1))
     world.work()
     receiver = WebhookReceiver(
@@ -717,7 +646,7 @@ def test_event_dated_far_in_the_future_is_refused_and_cannot_beat_real_renames(
 
 def test_late_create_after_fetching_update_costs_no_second_fetch(world: World) -> None:
     """An update fetched first; the create arriving later with a newer update: no new fetch."""
-    world.strava.activities[7] = activity_json(7)
+    world.strava.activities[7] = activity(7)
     world.push(event("update", at=2, title="Morning Run"))
     world.work()
     world.push(event("create", at=1), event("update", at=3, title="Later"))
@@ -726,26 +655,19 @@ def test_late_create_after_fetching_update_costs_no_second_fetch(world: World) -
     assert world.row().name == "Later"
 
 
-def test_late_title_after_newer_type_keeps_both_changes(world: World, tmp_path: Path) -> None:
-    """A title change processed after a newer type change lands; an older type does not."""
-    world.strava.activities[7] = activity_json(7)
-    # The SQLite store, so the per-field times also go through the codec between claims.
-    with SqliteStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
-        store.put_account(Account(user_id="u1", strava_athlete_id=ATHLETE))
-        store.link_athlete(ATHLETE, "u1")
-        for events in (
-            [event("create", at=1)],
-            [event("update", at=200, type="Hike")],
-            # Delivered late (a redelivery, or another claim): older than the type change.
-            [event("update", at=100, title="Renamed"), event("update", at=150, type="Walk")],
-        ):
-            world.push(*events)
-            counts = process_events(
-                world.queue, store, world.strava_for, now=world.now, stats=world.stats
-            )
-            assert counts.processed == len(events)
-        row = store.get_workout("u1", 7)
-    assert row is not None
+def test_late_title_after_newer_type_keeps_both_changes(world: World) -> None:
+    """A title change processed after a newer type change lands; an older type does not
+    (the per-field times go through the SQLite store's codec between claims)."""
+    world.strava.activities[7] = activity(7)
+    for events in (
+        [event("create", at=1)],
+        [event("update", at=200, type="Hike")],
+        # Delivered late (a redelivery, or another claim): older than the type change.
+        [event("update", at=100, title="Renamed"), event("update", at=150, type="Walk")],
+    ):
+        world.push(*events)
+        assert world.work() == len(events)
+    row = world.row()
     assert (row.name, row.sport_type) == ("Renamed", "Hike")
     assert row.updated_at == T0 + timedelta(seconds=200)
     assert world.strava.fetches == [7]
@@ -764,7 +686,7 @@ def test_an_hour_of_strava_outage_dead_letters_none_of_its_events(world: World) 
     while world.now < outage_end:
         for at in [t for t in arrivals if t <= world.now]:
             activity_id = arrivals.pop(at)
-            world.strava.activities[activity_id] = activity_json(activity_id)
+            world.strava.activities[activity_id] = activity(activity_id)
             world.push(event("create", activity_id, at=int((at - T0).total_seconds())))
         before = len(world.strava.fetches)
         world.work(advance=5)
@@ -814,7 +736,7 @@ def test_an_inactive_application_defers_events_without_an_attempt(world: World) 
     window, every group unsent but the first, and never counts an attempt."""
     until = world.now + timedelta(minutes=14)
     world.strava.fail_with = [StravaAppInactive(until)]
-    world.strava.activities |= {7: activity_json(7), 8: activity_json(8)}
+    world.strava.activities |= {7: activity(7), 8: activity(8)}
     world.push(event("create", 7, at=1), event("create", 8, at=2))
     assert world.work() == 0
     assert world.strava.fetches == [7]
@@ -831,7 +753,7 @@ STREAMS = ("time", "heartrate")
 
 def recorded(activity_id: int, *, manual: bool = False) -> dict[str, Any]:
     """An activity from a device file (or entered by hand), as Strava's JSON has it."""
-    return activity_json(activity_id) | {
+    return activity(activity_id) | {
         "manual": manual,
         "upload_id": None if manual else 9000 + activity_id,
         "external_id": None if manual else f"garmin2strava-{activity_id}.fit",
@@ -887,8 +809,8 @@ def test_manual_activities_and_streams_off_spend_no_stream_read(world: World) ->
     world.work()
     assert world.strava.fetches == [8, 9]
     assert world.strava.stream_reads == []
-    assert world.store.streams == {}
-    assert world.store.pending_streams == {}
+    assert (world.store.get_streams("u1", 8), world.store.get_streams("u1", 9)) == (None, None)
+    assert world.store.list_pending_streams("u1") == []
 
 
 def test_activity_without_streams_is_recorded_and_never_asked_again(world: World) -> None:
@@ -916,7 +838,7 @@ def test_short_budget_defers_streams_and_catch_up_reads_them_all(world: World) -
         world.strava.streams[activity_id] = strava_streams(4)
         world.push(event("create", activity_id))
     assert world.work() == 3
-    assert sorted(a for _, a in world.store.workouts) == [7, 8, 9]
+    assert sorted(w.activity_id for w in world.store.list_workouts("u1")) == [7, 8, 9]
     assert world.store.list_pending_streams("u1") == [7, 8, 9]
     early = catch_up_streams(world.store, world.strava, "u1", STREAMS, now=world.now)
     assert (early.stored, early.until) == (0, reopens)

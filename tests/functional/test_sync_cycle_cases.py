@@ -1,5 +1,6 @@
-"""The uploader's use cases: one account's cycle with fakes that record what they were
-asked (Garmin, Strava, the file check) over the real SQLite store in tmp_path."""
+"""The uploader's use cases: one account's cycle with the shared fakes (tests/fakes.py)
+that record what they were asked (Garmin, Strava, the file check) over the real SQLite
+store in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,22 +12,19 @@ from typing import Any
 
 import pytest
 
-from garmin2strava.adapters.crypto import AesGcmCipher
+from fakes import PROCESSING, FakeFiles, FakeGarmin, FakeStrava, sqlite_store
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
     LedgerEntry,
-    PreparedFile,
     StravaActivity,
     UploadOutcome,
     UploadStatus,
 )
 from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.errors import (
-    FileRejected,
     GarminAuthError,
-    GarminNotFound,
     GarminRateLimited,
     RateLimited,
     StravaAuthError,
@@ -38,121 +36,6 @@ USER = "u1"
 # Today: the store keeps audit events for a retention period counted from its own clock.
 T0 = datetime.now(UTC).replace(microsecond=0)
 RUN_START = (T0 - timedelta(days=1)).replace(second=0)
-READY = "Your activity is ready."
-PROCESSING = "Your activity is still being processed."
-
-
-def garmin_record(garmin_id: int, *, start: datetime = RUN_START, **extra: Any) -> dict[str, Any]:
-    """One Garmin activity-list record as Garmin sends it."""
-    record: dict[str, Any] = {
-        "activityId": garmin_id,
-        "activityName": f"Run {garmin_id}",
-        "activityType": {"typeKey": "running", "typeId": 1, "parentTypeId": 17},
-        "startTimeGMT": start.strftime("%Y-%m-%d %H:%M:%S"),
-        "duration": 1800.0,
-        "elapsedDuration": 1800.0,
-        "distance": 5000.0,
-    }
-    record.update(extra)
-    return record
-
-
-@dataclass
-class FakeGarmin:
-    """Garmin Connect: a listing, one ORIGINAL per activity; an exception to raise."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    originals: dict[int, bytes] = field(default_factory=dict)
-    list_error: Exception | None = None
-    download_errors: dict[int, Exception] = field(default_factory=dict)
-    lists: int = 0
-    downloads: list[int] = field(default_factory=list)
-
-    def list_activities(self, *, start: int, limit: int) -> list[dict[str, Any]]:
-        self.lists += 1
-        if self.list_error is not None:
-            raise self.list_error
-        return self.records[start : start + limit]
-
-    def download_original(self, activity_id: int) -> bytes:
-        self.downloads.append(activity_id)
-        if activity_id in self.download_errors:
-            raise self.download_errors[activity_id]
-        if activity_id not in self.originals:
-            raise GarminNotFound(f"activity {activity_id} has no file")
-        return self.originals[activity_id]
-
-
-@dataclass
-class FakeStrava:
-    """Strava: the activities it has, and what it answers to uploads and polls.
-
-    `upload_answers` answers uploads in turn (an UploadStatus, or an exception to
-    raise); by default an upload is accepted and processing, and ready at its poll."""
-
-    activities: list[StravaActivity] = field(default_factory=list)
-    upload_answers: list[UploadStatus | Exception] = field(default_factory=list)
-    poll_answers: dict[int, list[UploadStatus]] = field(default_factory=dict)
-    queries: list[tuple[datetime, datetime]] = field(default_factory=list)
-    uploads: list[dict[str, Any]] = field(default_factory=list)
-    polls: list[int] = field(default_factory=list)
-
-    def list_activities(
-        self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
-    ) -> list[StravaActivity]:
-        self.queries.append((after, before))
-        found = [a for a in self.activities if after <= a.start_utc <= before]
-        return found[(page - 1) * per_page : page * per_page]
-
-    def upload(
-        self,
-        path: Path,
-        *,
-        data_type: str,
-        external_id: str,
-        name: str,
-        description: str | None,
-        trainer: bool,
-    ) -> UploadStatus:
-        upload_id = 500 + len(self.uploads)
-        self.uploads.append(
-            {
-                "bytes": path.read_bytes(),
-                "data_type": data_type,
-                "external_id": external_id,
-                "name": name,
-                "description": description,
-                "trainer": trainer,
-            }
-        )
-        answer = self.upload_answers.pop(0) if self.upload_answers else None
-        if isinstance(answer, Exception):
-            raise answer
-        return answer or UploadStatus(upload_id, PROCESSING, None, None, external_id)
-
-    def get_upload(self, upload_id: int) -> UploadStatus:
-        self.polls.append(upload_id)
-        answers = self.poll_answers.get(upload_id)
-        if answers:
-            return answers.pop(0)
-        return UploadStatus(upload_id, READY, None, 9000 + upload_id, None)
-
-
-@dataclass
-class FakeFiles:
-    """The file check: writes the bytes as a FIT file, or refuses the ones listed."""
-
-    refuse: set[bytes] = field(default_factory=set)
-    prepared: list[bytes] = field(default_factory=list)
-
-    def prepare(self, original_zip: bytes, workdir: Path) -> PreparedFile:
-        self.prepared.append(original_zip)
-        if original_zip in self.refuse:
-            msg = "not a FIT file"
-            raise FileRejected(msg)
-        path = workdir / "activity.fit"
-        path.write_bytes(original_zip)
-        return PreparedFile(path=path, data_type="fit")
 
 
 @dataclass
@@ -197,16 +80,13 @@ def _runs(type_key: str) -> bool:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with SqliteStore(tmp_path / "store.sqlite3", AesGcmCipher(bytes(range(32)))) as store:
+    with sqlite_store(tmp_path / "store.sqlite3") as store:
         store.put_account(Account(user_id=USER))
         yield World(store, FakeGarmin(), FakeStrava(), FakeFiles(), [T0])
 
 
-def _new_run(world: World, garmin_id: int, **extra: Any) -> bytes:
-    world.garmin.records.insert(0, garmin_record(garmin_id, **extra))
-    original = f"FIT-{garmin_id}".encode()
-    world.garmin.originals[garmin_id] = original
-    return original
+def _new_run(world: World, garmin_id: int, *, start: datetime = RUN_START, **extra: Any) -> bytes:
+    return world.garmin.add_run(garmin_id, start=start, **extra)
 
 
 def test_idle_cycle_asks_garmin_once_and_builds_no_strava_client(world: World) -> None:
@@ -251,7 +131,7 @@ def test_new_run_is_uploaded_once_and_settled_at_the_poll(world: World) -> None:
 def test_run_already_on_strava_is_matched_not_uploaded(world: World) -> None:
     """A run Strava has (same start, elapsed and sport) is `exists`: no download, no upload."""
     _new_run(world, 12)
-    world.strava.activities.append(
+    world.strava.listed.append(
         StravaActivity(
             activity_id=77,
             athlete_id=1,
@@ -460,7 +340,7 @@ def test_interrupted_upload_found_by_external_id_is_uploaded(world: World) -> No
         private=False,
         manual=False,
     )
-    world.strava.activities.append(ours)
+    world.strava.listed.append(ours)
     assert world.cycle().outcomes == {UploadOutcome.UPLOADED: 1}
     assert world.strava.uploads == []
     assert world.entry(26).strava_activity_id == 88

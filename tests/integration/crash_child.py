@@ -68,14 +68,14 @@ def main(argv: list[str]) -> int:
 def _preload() -> None:
     """Import what a child's cycle imports lazily (bootstrap's builders), so no child
     pays for it; nothing here opens a connection or starts a thread."""
-    import boto3  # noqa: PLC0415, F401 (preloaded for the DynamoDB children)
+    import boto3  # noqa: F401 (preloaded for the DynamoDB children)
 
-    import garmin2strava.adapters.crypto  # noqa: PLC0415 (as above)
-    import garmin2strava.adapters.fitfile  # noqa: PLC0415 (as above)
-    import garmin2strava.adapters.garmin  # noqa: PLC0415 (as above)
-    import garmin2strava.adapters.store.dynamodb  # noqa: PLC0415 (as above)
-    import garmin2strava.adapters.store.sqlite  # noqa: PLC0415 (as above)
-    import garmin2strava.adapters.strava  # noqa: PLC0415, F401 (as above)
+    import garmin2strava.adapters.crypto
+    import garmin2strava.adapters.fitfile
+    import garmin2strava.adapters.garmin
+    import garmin2strava.adapters.store.dynamodb
+    import garmin2strava.adapters.store.sqlite
+    import garmin2strava.adapters.strava  # noqa: F401 (as above)
 
 
 def _run_forked(request: dict[str, Any]) -> None:

@@ -8,10 +8,10 @@ import pytest
 
 from g2s_harness.sandbox_settings import sandbox_settings
 from g2s_sandbox.scenario import running_sandboxes
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.errors import ConfigError
 from garmin2strava.services.accounts import ensure_athlete_linked, ensure_settings_account
+from garmin2strava.services.strava_access import StravaAccess
 
 
 def test_settings_account_created_without_any_request(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_athlete_linked_once_for_one_read(tmp_path: Path) -> None:
         app = bootstrap(sandbox_settings(pair, tmp_path / "s.sqlite3"))
         ensure_settings_account(app.store, app.settings, app.clock)
         strava = app.strava_for("demo")
-        assert isinstance(strava, StravaAdapter)
+        assert isinstance(strava, StravaAccess)
         assert ensure_athlete_linked(app.store, "demo", strava.get_athlete_id) == pair.athlete_id
         assert app.store.user_for_athlete(pair.athlete_id) == "demo"
         account = app.store.get_account("demo")

@@ -1,8 +1,10 @@
-"""What the local commands and an idle sync import (issue 11, start-up): `status`
-loads neither client library nor pydantic, and an idle `sync --once` (nothing new on
-Garmin, so no Strava request) never loads stravalib. Each child is a fresh interpreter
-that runs its commands one after another through main() and reports, after each, the
-watched modules loaded so far: the union of what its commands imported."""
+"""What the local commands and an idle sync import (issue 11, start-up): `--help`
+loads nothing heavy, not even pydantic (it reads no setting); `status` and the lists
+load pydantic for their settings but no client library, no AWS SDK and no web server;
+an idle `sync --once` (nothing new on Garmin, so no Strava request) never loads
+stravalib. Each child is a fresh interpreter that runs its commands one after another
+through main() and reports, after each, the watched modules loaded so far: the union
+of what its commands imported."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from garmin2strava.adapters.crypto import generate_token_key
 pytestmark = pytest.mark.integration
 
 CLIENTS = ("stravalib", "garminconnect", "garth")
-# The settings of a local command are read without pydantic (settings_fast).
-WATCHED = (*CLIENTS, "pydantic", "pydantic_settings")
+# What a local command has no use for: the AWS SDK, the web server, the FIT reader.
+UNUSED_LOCALLY = (*CLIENTS, "boto3", "botocore", "uvicorn", "starlette", "fitparse")
+WATCHED = (*UNUSED_LOCALLY, "pydantic", "pydantic_settings")
+SETTINGS_LIBRARIES = ["pydantic", "pydantic_settings"]
 LOCAL_COMMANDS = (["status"], ["uploads", "list"], ["workouts", "list"], ["events", "list-dead"])
 # argv[1]: the steps, each [command, variables set before it].
 CHILD = (
@@ -118,27 +122,22 @@ def test_status_and_an_idle_sync_load_no_strava_client(pair: SandboxPair, tmp_pa
     assert {"stravalib", "garminconnect"} <= set(loaded)
 
 
-def test_the_local_commands_read_their_settings_without_pydantic(
+def test_help_loads_nothing_heavy_and_the_local_commands_no_client(
     pair: SandboxPair, tmp_path: Path
 ) -> None:
-    """`--help`, `status` and the lists, one after another in one interpreter, end
-    without pydantic or a client library loaded; a `.env` beside them is read the same
-    way. The control: a setting only pydantic takes ("+5") loads it, and still answers."""
+    """`--help` ends with none of the watched modules loaded; `status` and the lists,
+    one after another in the same interpreter, add pydantic (their settings) and
+    nothing else watched: no client library, no AWS SDK, no web server."""
     env = _env(pair, tmp_path)
-    commands = (["--help"], *LOCAL_COMMANDS)
-    assert _run(env, tmp_path, *commands) == [(0, [])] * len(commands)
-    (tmp_path / ".env").write_text("G2S_LOOKBACK=30\n", encoding="utf-8")
-    plain, plus_five = _run(env, tmp_path, ["status"], (["status"], {"G2S_LOOKBACK": "+5"}))
-    assert plain == (0, [])
-    assert plus_five[0] == 0
-    assert "pydantic_settings" in plus_five[1]
+    after = _run(env, tmp_path, ["--help"], *LOCAL_COMMANDS)
+    assert after == [(0, []), *[(0, SETTINGS_LIBRARIES)] * len(LOCAL_COMMANDS)]
 
 
 def test_a_wrong_setting_gives_one_line_and_exit_2_from_a_real_process(
     pair: SandboxPair, tmp_path: Path
 ) -> None:
-    """G2S_LOOKBACK=0 in the environment of a fresh `status`: pydantic's one line
-    naming the setting is all of stderr, exit 2."""
+    """G2S_LOOKBACK=0 in the environment of a fresh `status`: one line naming the
+    setting is all of stderr, exit 2."""
     env = _env(pair, tmp_path) | {"G2S_LOOKBACK": "0"}
     done = _child([["status"]], env, tmp_path)
     ((code, _loaded),) = json.loads(done.stdout.strip().splitlines()[-1])
@@ -153,9 +152,8 @@ def test_a_wrong_setting_gives_one_line_and_exit_2_from_every_local_command(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """G2S_LOOKBACK=0 (in the environment or .env): pydantic's one line naming the
-    setting on stderr, exit 2, from each local command (through main(), in this
-    process)."""
+    """G2S_LOOKBACK=0 (in the environment or .env): one line naming the setting on
+    stderr, exit 2, from each local command (through main(), in this process)."""
     for name, value in _env(pair, tmp_path).items():
         if name.startswith(("G2S_", "STRAVA_", "GARMIN_")):
             monkeypatch.setenv(name, value)

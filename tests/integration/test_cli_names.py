@@ -74,7 +74,7 @@ def test_stored_escape_sequences_and_surrogates_are_shown_escaped(
     store = SqliteStore(settings.db_path, build_cipher(settings))
     try:
         (entry,) = store.list_uploads(USER)
-        from dataclasses import replace  # noqa: PLC0415  only this test needs it
+        from dataclasses import replace
 
         store.put_upload(replace(entry, activity_name="\x1b[2JOld\rname", detail="e\x07"))
         store.upsert_workout(

@@ -154,7 +154,9 @@ def test_a_full_temporary_directory_is_noted_and_a_working_one_clears_it(
 def test_a_read_only_store_is_noted_by_sync_all_and_a_recorded_cycle_clears_it(app: App) -> None:
     store = app.store
     assert isinstance(store, SqliteStore)
-    connection = store._conn  # SQLite's own switch: every write is refused as on a read-only disk
+    connection = (
+        store._rows.conn
+    )  # SQLite's own switch: every write is refused as on a read-only disk
     connection.execute("PRAGMA query_only = 1")
     report = cycle(app)
     assert not report.ok

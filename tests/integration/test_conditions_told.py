@@ -29,7 +29,7 @@ from garmin2strava.entrypoints.daemon import schedule_sync
 from garmin2strava.entrypoints.oauth import _store_tokens
 from garmin2strava.services.account_control import retry_upload
 from garmin2strava.services.conditions import sync_sight
-from garmin2strava.services.mirror import remember_subscription
+from garmin2strava.services.mirror_subscription import remember_subscription
 from garmin2strava.services.write_trouble import WRITE_TROUBLE
 from garmin2strava.settings import Settings
 

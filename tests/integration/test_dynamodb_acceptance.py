@@ -35,15 +35,15 @@ from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, pars
 from garmin2strava.adapters.kms import KmsCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.dynamodb import DynamoDBStore, create_table
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
-from garmin2strava.bootstrap import App, bootstrap, utc_now
+from garmin2strava.bootstrap import App, bootstrap, build_strava, utc_now
 from garmin2strava.domain.models import Account, UploadOutcome, Workout
 from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.mirror import process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import Settings
@@ -179,7 +179,7 @@ class Mirror:
     strava: StravaSandbox
     store: DynamoDBStore
     queue: SqliteEventQueue
-    adapter: StravaAdapter
+    adapter: StravaAccess
 
     def push(self, activity_id: int, aspect: str, at: datetime, **updates: str) -> None:
         event = WebhookEvent(
@@ -227,7 +227,7 @@ def mirror(table: str, tmp_path: Path) -> Iterator[Mirror]:
         store.put_account(Account(user_id=USER, strava_athlete_id=MIRROR_ATHLETE))
         store.link_athlete(MIRROR_ATHLETE, USER)
         assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
-        adapter = StravaAdapter(
+        adapter = build_strava(
             store,
             USER,
             client_id=strava.client_id,

@@ -378,7 +378,7 @@ def test_no_token_in_logs_or_errors(
 
 def test_sandbox_refresh_rotates_and_old_token_is_rejected(sandbox: GarminSandbox) -> None:
     """The emulator's refresh endpoint rotates: a used refresh token answers 401 the second time."""
-    import requests  # noqa: PLC0415  only this test speaks raw HTTP
+    import requests
 
     refresh = json.loads(sandbox.issue_tokens())["di_refresh_token"]
     form = {"grant_type": "refresh_token", "client_id": "x", "refresh_token": refresh}

@@ -31,8 +31,14 @@ from garmin2strava.domain.models import Account
 from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import HEALTH_TIMEOUT_S, create_admin_app, create_app
 from garmin2strava.ports import StravaPort
-from garmin2strava.services.mirror import MirrorStats, WebhookReceiver, process_events
-from garmin2strava.services.observability import HealthReport, check_health, collect_metrics
+from garmin2strava.services.mirror_intake import WebhookReceiver
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import (
+    HealthReport,
+    MirrorStats,
+    check_health,
+    collect_metrics,
+)
 
 SUB = 120475
 TOKEN = "verify-me"

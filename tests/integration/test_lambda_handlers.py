@@ -26,7 +26,7 @@ from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.webhook import WebhookEvent, derive_path_secret
 from garmin2strava.entrypoints.aws_lambda import sync_handler, webhook_handler, worker_handler
 from garmin2strava.ports import Store
-from garmin2strava.services.mirror import remember_subscription
+from garmin2strava.services.mirror_subscription import remember_subscription
 
 pytestmark = pytest.mark.integration
 
@@ -534,7 +534,9 @@ def test_a_requeued_event_is_the_same_message_and_is_mirrored_after_the_window(
         pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(hours=3), elapsed_s=2400
     )
     _post_create(activity_id, pair.athlete_id)
-    reopens = datetime.now(UTC) + timedelta(seconds=2)
+    # Long enough for the receive and the settle below to happen inside the window on
+    # a loaded machine (the module's first invocation imports the worker: seconds).
+    reopens = datetime.now(UTC) + timedelta(seconds=6)
     _block_strava_reads(deployment.store, reopens)
     original = _receive(deployment)
     assert len(original) == 1

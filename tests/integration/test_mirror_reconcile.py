@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from g2s_sandbox.strava import StravaSandbox
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
+from garmin2strava.bootstrap import build_strava
 from garmin2strava.domain.models import Account
 from garmin2strava.ports import Store
 from garmin2strava.services.reconcile import reconcile_account, reconcile_all, reconcile_due
+from garmin2strava.services.strava_access import StravaAccess
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +25,14 @@ ATHLETE = 601
 USER = "u1"
 
 
-def connected(sandbox: StravaSandbox, store: Store) -> StravaAdapter:
+def connected(sandbox: StravaSandbox, store: Store) -> StravaAccess:
     refresh = sandbox.add_athlete(ATHLETE)
     tokens = bootstrap_tokens_from_refresh_token(
         sandbox.client_id, sandbox.client_secret, refresh, sandbox.base_url
     )
     assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
     store.put_account(Account(user_id=USER, strava_athlete_id=ATHLETE))
-    return StravaAdapter(
+    return build_strava(
         store,
         USER,
         client_id=sandbox.client_id,
@@ -103,7 +104,7 @@ def test_pass_stops_at_the_uploaders_reserve_and_is_done_again(
     now = datetime.now(UTC)
     sandbox.add_activity(ATHLETE, start_utc=now - timedelta(days=1), elapsed_s=1800)
     sandbox.set_usage(short_all=85, daily_all=85, short_read=85, daily_read=85)
-    StravaAdapter(
+    build_strava(
         store,
         USER,
         client_id=sandbox.client_id,
@@ -184,7 +185,7 @@ def test_one_athletes_failure_does_not_keep_the_others_from_their_pass(
     )
     assert store.replace_strava_tokens("u2", tokens, expected_version=None) is not None
     store.put_account(Account(user_id="u2", strava_athlete_id=ATHLETE + 1))
-    second = StravaAdapter(
+    second = build_strava(
         store,
         "u2",
         client_id=sandbox.client_id,

@@ -19,14 +19,14 @@ from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
-from garmin2strava.bootstrap import App, utc_now
+from garmin2strava.bootstrap import App, build_strava, utc_now
 from garmin2strava.domain.budget import next_window_reset
 from garmin2strava.domain.models import UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import RateLimited, StravaNotFound
-from garmin2strava.services.mirror import process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.streams import catch_up_streams
 from garmin2strava.services.sync_accounts import sync_all
 
@@ -44,14 +44,14 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
         yield s
 
 
-def connected(sandbox: StravaSandbox, store: SqliteStore) -> StravaAdapter:
+def connected(sandbox: StravaSandbox, store: SqliteStore) -> StravaAccess:
     refresh = sandbox.add_athlete(ATHLETE)
     tokens = bootstrap_tokens_from_refresh_token(
         sandbox.client_id, sandbox.client_secret, refresh, sandbox.base_url
     )
     assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
     sandbox.requests.clear()
-    return StravaAdapter(
+    return build_strava(
         store,
         USER,
         client_id=sandbox.client_id,

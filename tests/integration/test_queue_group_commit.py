@@ -22,8 +22,8 @@ from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.domain.webhook import WebhookEvent, callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.errors import TransientError
-from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
-from garmin2strava.services.observability import HealthReport
+from garmin2strava.services.mirror_intake import WebhookReceiver
+from garmin2strava.services.observability import HealthReport, MirrorStats
 
 NOW = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 SUB = 120475

@@ -24,7 +24,7 @@ import pytest
 
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import StravaAdapter
+from garmin2strava.bootstrap import build_strava
 from garmin2strava.domain.models import StravaTokens
 from garmin2strava.domain.upload_rules import (
     UploadState,
@@ -33,6 +33,7 @@ from garmin2strava.domain.upload_rules import (
     read_upload_status,
 )
 from garmin2strava.domain.workouts import normalize_activity
+from garmin2strava.services.strava_access import StravaAccess
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata]
 
@@ -111,14 +112,14 @@ def replay(realdata: Path) -> Iterator[Replay]:
 
 
 @pytest.fixture
-def adapter(replay: Replay, tmp_path: Path) -> Iterator[StravaAdapter]:
+def adapter(replay: Replay, tmp_path: Path) -> Iterator[StravaAccess]:
     with SqliteStore(tmp_path / "g2s.sqlite3", AesGcmCipher(os.urandom(32))) as store:
         tokens = StravaTokens("access", "refresh", int(time.time()) + 6 * 3600, "", ATHLETE)
         assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
-        yield StravaAdapter(store, USER, client_id=1, client_secret="s", base_url=replay.base_url)
+        yield build_strava(store, USER, client_id=1, client_secret="s", base_url=replay.base_url)
 
 
-def test_the_real_list_answer_reads_every_row(adapter: StravaAdapter, replay: Replay) -> None:
+def test_the_real_list_answer_reads_every_row(adapter: StravaAccess, replay: Replay) -> None:
     """All 30 rows of a real 2025 list answer are read, with UTC starts, times and sports."""
     rows = adapter.list_activities(
         after=datetime(2025, 9, 1, tzinfo=UTC), before=datetime(2025, 10, 19, tzinfo=UTC)
@@ -138,7 +139,7 @@ def test_the_real_list_answer_reads_every_row(adapter: StravaAdapter, replay: Re
 
 
 def test_garmins_own_copy_in_the_real_list_is_recognised(
-    adapter: StravaAdapter,
+    adapter: StravaAccess,
 ) -> None:
     """A Garmin run that Garmin's own sync already put on Strava (garmin_ping_*) is matched,
     so it is never uploaded twice; a run at another time is not."""
@@ -201,7 +202,7 @@ class Expected:
     ],
 )
 def test_real_detailed_activities_are_mirrored_as_they_are(
-    adapter: StravaAdapter, activity_id: int, expected: Expected
+    adapter: StravaAccess, activity_id: int, expected: Expected
 ) -> None:
     """Real DetailedActivity answers of 2013-2025 give the mirror's row: UTC start,
     elapsed time, distance, sport, the manual flag and the external id."""
@@ -228,7 +229,7 @@ def test_real_detailed_activities_are_mirrored_as_they_are(
     ],
 )
 def test_real_upload_answers_settle_as_strava_meant(
-    adapter: StravaAdapter, upload_id: int, state: UploadState, activity_id: int | None
+    adapter: StravaAccess, upload_id: int, state: UploadState, activity_id: int | None
 ) -> None:
     """Every recorded upload answer is read into the verdict the ledger records."""
     verdict = read_upload_status(adapter.get_upload(upload_id))
@@ -236,7 +237,7 @@ def test_real_upload_answers_settle_as_strava_meant(
 
 
 def test_a_real_upload_answer_is_read_as_processing(
-    adapter: StravaAdapter, replay: Replay, tmp_path: Path
+    adapter: StravaAccess, replay: Replay, tmp_path: Path
 ) -> None:
     """POST /uploads answered with the recorded 201 body gives its upload id, processing."""
     activity = tmp_path / "run.fit"

@@ -163,7 +163,7 @@ def test_durability_pragmas_are_set(tmp_path: Path) -> None:
     path = tmp_path / "g2s.sqlite3"
     with _open(path) as store:
         store.put_account(Account(user_id="u1"))
-        conn = store._conn
+        conn = store._rows.conn
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -201,7 +201,7 @@ def test_a_schema_2_store_gains_the_stream_failure_columns_and_keeps_its_marks(
     """A store written before failed stream reads were counted (schema 2: no
     `failures`/`retry_at`/`note` columns) opens, keeps its pending marks (0 failures)
     and records failures and notes from then on."""
-    from garmin2strava.domain.streams import ActivityStreams, PendingStreams  # noqa: PLC0415
+    from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 
     path = tmp_path / "old.sqlite3"
     _open(path).close()

@@ -124,7 +124,7 @@ def test_the_page_lists_accounts_runs_budget_and_escapes_names(app: App) -> None
 
 
 def test_the_page_says_when_strava_refuses_the_application(app: App) -> None:
-    """The application-wide inactive state (as the Strava adapter stores it) is shown
+    """The application-wide inactive state (as services.strava_access stores it) is shown
     above everything; without it there is no such banner."""
     client = TestClient(create_status_page_app(_status_page(app)), base_url=LOCAL)
     assert 'id="app-inactive"' not in client.get("/").text

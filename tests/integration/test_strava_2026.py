@@ -18,19 +18,24 @@ import pytest
 
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.adapters.strava_subscriptions import create_subscription, list_subscriptions
-from garmin2strava.bootstrap import App
+from garmin2strava.bootstrap import App, build_strava
 from garmin2strava.domain.budget import window_start
 from garmin2strava.domain.models import AccountStatus, UploadOutcome
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import StravaAppInactive, StravaAuthError
 from garmin2strava.services.backfill import backfill_account
-from garmin2strava.services.mirror import MirrorStats, process_events
 from garmin2strava.services.mirror_backfill import backfill_mirror
-from garmin2strava.services.observability import HealthReport, check_health, collect_metrics
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import (
+    HealthReport,
+    MirrorStats,
+    check_health,
+    collect_metrics,
+)
 from garmin2strava.services.status import account_status
+from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
@@ -106,7 +111,7 @@ def test_the_inactive_answer_is_the_applications_state_not_the_athletes(
     and the account not sent to re-authorize."""
     pair.strava.application_inactive = True
     strava = app.strava_for(USER)
-    assert isinstance(strava, StravaAdapter)
+    assert isinstance(strava, StravaAccess)
     caplog.set_level(logging.INFO, logger="garmin2strava.adapters.strava")
 
     with pytest.raises(StravaAppInactive) as raised:
@@ -195,7 +200,7 @@ def test_sync_and_mirror_cost_one_request_a_window_then_resume_by_themselves(
     and the events mirrored, with a recovery audit event."""
     garmin_ids, on_strava = seed_waiting_work(pair, app, clock, queue)
     strava = app.strava_for(USER)
-    assert isinstance(strava, StravaAdapter)
+    assert isinstance(strava, StravaAccess)
     assert strava.get_athlete_id() == pair.athlete_id  # the settings' tokens, refreshed
     pair.strava.application_inactive = True
     stats = MirrorStats()
@@ -261,7 +266,7 @@ def test_status_warns_when_the_application_holds_more_accounts_than_its_capacity
     """Eleven connected accounts on a Standard-tier application (10): a warning naming
     the setting; with G2S_STRAVA_ATHLETE_CAPACITY=11, none; a disconnected one does not
     count."""
-    from garmin2strava.domain.models import Account  # noqa: PLC0415 - test-local
+    from garmin2strava.domain.models import Account
 
     for i in range(10):
         app.store.put_account(Account(user_id=f"u{i}", strava_athlete_id=9000 + i))
@@ -372,7 +377,7 @@ def test_no_request_carries_a_secret_in_its_url(
     assert progress.done == 2
     filled = backfill_mirror(
         app.store,
-        StravaAdapter(
+        build_strava(
             app.store,
             USER,
             client_id=pair.strava.client_id,

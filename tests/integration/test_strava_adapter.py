@@ -1,7 +1,9 @@
-"""StravaAdapter through the real stravalib against the loopback Strava sandbox."""
+"""StravaAccess through the real stravalib against the loopback Strava sandbox."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import threading
@@ -9,23 +11,34 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from g2s_sandbox.fitgen import build_activity_fit
 from g2s_sandbox.strava import StravaSandbox
+from garmin2strava.adapters import strava as strava_module
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import REAL_BASE_URL, StravaAdapter, rewrite_url
+from garmin2strava.adapters.strava import REAL_BASE_URL, StravaClient, rewrite_url
 from garmin2strava.adapters.strava_oauth import (
     authorization_url,
     bootstrap_tokens_from_refresh_token,
     exchange_code,
 )
+from garmin2strava.bootstrap import build_strava
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.domain.upload_rules import UploadState, read_upload_status
-from garmin2strava.errors import RateLimited, StravaAuthError, StravaNotFound, TransientError
+from garmin2strava.errors import (
+    RateLimited,
+    StravaAppInactive,
+    StravaAuthError,
+    StravaNotFound,
+    TransientError,
+)
+from garmin2strava.ports import StravaUploads
+from garmin2strava.services.strava_access import StravaAccess
 
 pytestmark = pytest.mark.integration
 
@@ -40,17 +53,25 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
         yield s
 
 
+def app_of(sandbox: StravaSandbox) -> dict[str, Any]:
+    """The application's credentials and the sandbox's address, as both builders take them."""
+    return {
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "base_url": sandbox.base_url,
+    }
+
+
 def adapter_for(
     sandbox: StravaSandbox, store: SqliteStore, *, rotation_grace_s: float = 2.0
-) -> StravaAdapter:
-    return StravaAdapter(
-        store,
-        USER,
-        client_id=sandbox.client_id,
-        client_secret=sandbox.client_secret,
-        base_url=sandbox.base_url,
-        rotation_grace_s=rotation_grace_s,
-    )
+) -> StravaAccess:
+    """The client inside its policy, as bootstrap builds it."""
+    return build_strava(store, USER, rotation_grace_s=rotation_grace_s, **app_of(sandbox))
+
+
+def client_for(sandbox: StravaSandbox, store: SqliteStore) -> StravaClient:
+    """The thin client alone: no policy, so no budget, no access state, no audit."""
+    return StravaClient(store, USER, **app_of(sandbox))
 
 
 def connect(sandbox: StravaSandbox, store: SqliteStore, *, expires_in: int | None = None) -> str:
@@ -73,7 +94,7 @@ def connect(sandbox: StravaSandbox, store: SqliteStore, *, expires_in: int | Non
     return tokens.refresh_token
 
 
-def list_window(adapter: StravaAdapter) -> list[StravaActivity]:
+def list_window(adapter: StravaUploads) -> list[StravaActivity]:
     """One page of the athlete's activities from an hour before START to an hour after."""
     return adapter.list_activities(
         after=START - timedelta(hours=1), before=START + timedelta(hours=1)
@@ -81,7 +102,7 @@ def list_window(adapter: StravaAdapter) -> list[StravaActivity]:
 
 
 def upload_run(
-    adapter: StravaAdapter,
+    adapter: StravaAccess,
     tmp_path: Path,
     *,
     external_id: str = "g2s_1",
@@ -103,6 +124,49 @@ def upload_run(
 
 
 # -- URL rewriting ----------------------------------------------------------------------
+def test_the_client_reaches_only_its_tokens_of_the_store() -> None:
+    """The thin client is given the token port, never the whole Store: the budget, the
+    application's access and the audit are services.strava_access's business."""
+    tokens = inspect.signature(StravaClient).parameters["tokens"]
+    assert tokens.annotation == "StravaTokenStore"
+    assert not hasattr(strava_module, "Store")
+    assert not hasattr(strava_module, "RateBudget")
+    assert not hasattr(strava_module, "StravaAppAccess")
+    # And the policy around it takes the narrow ports it uses, not the whole Store either.
+    ports = {f.name: f.type for f in dataclasses.fields(StravaAccess)}
+    assert ports["app_state"] == "AppState"
+    assert ports["leases"] == "SyncLeases"
+    assert ports["audit"] == "AuditLog"
+    assert ports["accounts"] == "Accounts"
+    assert "Store" not in ports.values()
+
+
+def test_the_client_alone_reads_and_refreshes_without_touching_the_policys_state(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """Without a policy the client still refreshes and stores its tokens, but writes
+    no budget and no audit: those are the policy's."""
+    connect(sandbox, store, expires_in=60)
+    client = client_for(sandbox, store)
+    assert list_window(client) == []
+    assert dict(sandbox.requests) == {"token": 1, "list": 1}
+    assert store.get_app_state("strava_budget") is None
+    assert store.list_audit(USER) == []
+
+
+def test_the_client_alone_reports_an_inactive_application_and_keeps_nothing(
+    sandbox: StravaSandbox, store: SqliteStore
+) -> None:
+    """Strava's 403 "Application Status Inactive" becomes StravaAppInactive until the
+    next window; keeping that state (and the probe) is the policy's."""
+    connect(sandbox, store)
+    sandbox.application_inactive = True
+    with pytest.raises(StravaAppInactive) as raised:
+        list_window(client_for(sandbox, store))
+    assert raised.value.until == next_window_reset(datetime.now(UTC))
+    assert store.get_app_state("strava_app_access") is None
+
+
 def test_rewrite_url_only_touches_strava_urls() -> None:
     """Strava URLs move to the base URL; other URLs and the real base stay as they are."""
     base = "http://127.0.0.1:9999"
@@ -243,7 +307,7 @@ def test_access_revoked_does_not_blame_the_athlete_for_a_wrong_client_secret(
 ) -> None:
     """Strava refusing the application's credentials is no proof of a revocation."""
     connect(sandbox, store)
-    wrong = StravaAdapter(
+    wrong = build_strava(
         store,
         USER,
         client_id=sandbox.client_id,
@@ -262,7 +326,7 @@ def test_stale_refresh_uses_the_token_another_runner_stored(
     connect(sandbox, store, expires_in=60)
     stale = store.get_strava_tokens(USER)
     assert stale is not None
-    first, second = adapter_for(sandbox, store), adapter_for(sandbox, store)
+    first, second = adapter_for(sandbox, store), client_for(sandbox, store)
     list_window(first)
     winner = store.get_strava_tokens(USER)
     assert winner is not None
@@ -281,7 +345,7 @@ def test_racing_refreshes_never_lose_the_newest_token(
     barrier = threading.Barrier(len(adapters))
     errors: list[BaseException] = []
 
-    def run(adapter: StravaAdapter) -> None:
+    def run(adapter: StravaAccess) -> None:
         barrier.wait()
         try:
             list_window(adapter)
@@ -464,11 +528,11 @@ def test_sandbox_accepts_the_token_as_query_parameter(
     sandbox: StravaSandbox, store: SqliteStore
 ) -> None:
     """stravalib 2.5 sent `access_token` in the query: the sandbox accepts that too."""
-    from stravalib import exc  # noqa: PLC0415 - only this test talks to stravalib directly
-    from stravalib.client import Client  # noqa: PLC0415 - same
-    from stravalib.util.limiter import RateLimiter  # noqa: PLC0415 - same
+    from stravalib import exc
+    from stravalib.client import Client
+    from stravalib.util.limiter import RateLimiter
 
-    from garmin2strava.adapters.strava import RewritingSession  # noqa: PLC0415 - same
+    from garmin2strava.adapters.strava import RewritingSession
 
     connect(sandbox, store)
     stored = store.get_strava_tokens(USER)

@@ -1,5 +1,5 @@
 """Strava's webhook end to end on loopback: the emulator subscribes and delivers to our
-real HTTP app under uvicorn, the worker mirrors through the real StravaAdapter; mirror
+real HTTP app under uvicorn, the worker mirrors through the real StravaAccess; mirror
 backfill pages, paces and resumes; a covered uploader cycle lists nothing on Strava."""
 
 from __future__ import annotations
@@ -27,28 +27,27 @@ from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
 from garmin2strava.adapters.strava_subscriptions import create_subscription, list_subscriptions
-from garmin2strava.bootstrap import bootstrap
+from garmin2strava.bootstrap import bootstrap, build_strava
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
 from garmin2strava.domain.webhook import callback_path, derive_path_secret
 from garmin2strava.entrypoints.http_app import create_app
 from garmin2strava.errors import G2SError
 from garmin2strava.ports import StravaPort
 from garmin2strava.services.accounts import ensure_settings_account
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
+from garmin2strava.services.mirror_intake import WebhookReceiver
+from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
-    MirrorStats,
     SubscriptionSource,
-    WebhookReceiver,
-    process_events,
     remember_subscription,
     subscription_from_state,
 )
-from garmin2strava.services.mirror_backfill import backfill_mirror, cursor_key
-from garmin2strava.services.observability import check_health
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats, check_health
 from garmin2strava.services.status import account_status
+from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all
 
 pytestmark = pytest.mark.integration
@@ -139,8 +138,8 @@ def connect(sandbox: StravaSandbox, store: SqliteStore) -> None:
 
 def adapter(
     sandbox: StravaSandbox, store: SqliteStore, clock: Callable[[], datetime] | None = None
-) -> StravaAdapter:
-    return StravaAdapter(
+) -> StravaAccess:
+    return build_strava(
         store,
         USER,
         client_id=sandbox.client_id,
@@ -446,7 +445,7 @@ def test_after_mirror_backfill_the_uploader_lists_nothing_on_strava(tmp_path: Pa
         app.poll_delay_s = 0.0
         ensure_settings_account(app.store, settings, app.clock)
         strava = app.strava_for(settings.user_id)
-        assert isinstance(strava, StravaAdapter)
+        assert isinstance(strava, StravaAccess)
         result = backfill_mirror(
             app.store,
             strava,

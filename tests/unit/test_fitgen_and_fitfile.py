@@ -72,7 +72,7 @@ def test_generated_fit_parses_with_fitparse_crc_checked(hour_run: bytes) -> None
 
 def test_fitgen_crc_matches_fitparse_crc() -> None:
     """Our table CRC-16 equals fitparse's nibble implementation of the FIT CRC."""
-    from fitparse.records import Crc  # noqa: PLC0415 - only this test needs fitparse internals
+    from fitparse.records import Crc
 
     payload = bytes(range(256)) * 3
     reference = Crc()
@@ -344,7 +344,7 @@ def test_unknown_data_type_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 1001, 32766, 32767, 32768, 65535, 65536, 100_003])
 def test_crc_equals_fitparse_crc_at_every_length(length: int) -> None:
     """Our CRC (two bytes a step; folded past 32,767 bytes) equals fitparse's, from any start."""
-    from fitparse.records import Crc  # noqa: PLC0415 - only these tests need fitparse internals
+    from fitparse.records import Crc
 
     payload = random.Random(length).randbytes(length)  # noqa: S311 - seeded: the same bytes every run
     reference = Crc()

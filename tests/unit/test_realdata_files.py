@@ -9,17 +9,19 @@ and TCX values against the files' own text.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fitparse import __version__ as fitparse_version
 from fitparse.base import FitFileDecoder
 from fitparse.processors import FitFileDataProcessor
 from fitparse.records import DataMessage
@@ -123,8 +125,9 @@ class _SessionOracle(FitFileDecoder):  # type: ignore[misc]  # fitparse ships no
         return message
 
 
-def _fitparse_expectation(data: bytes) -> dict[str, Any]:
-    """The summary rule of the module docstring, applied to fitparse's own decode."""
+def _fitparse_values(data: bytes) -> dict[str, Any]:
+    """The summary rule of the module docstring, applied to fitparse's own decode (in
+    JSON's types, for the cache below)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # COROS: fitparse warns about mis-sized fields
         with _SessionOracle(io.BytesIO(_first_segment(data)), check_crc=True) as fit:
@@ -148,9 +151,9 @@ def _fitparse_expectation(data: bytes) -> dict[str, Any]:
     sports = {s.get("sport") for s in sessions} - {None}
     sub_sports = {s.get("sub_sport") for s in sessions}
     return {
-        "start_utc": begin if absolute else None,
-        "elapsed_s": pytest.approx(elapsed, abs=1e-3),
-        "distance_m": pytest.approx(sum(distances)) if distances else None,
+        "start_utc": begin.isoformat() if absolute else None,
+        "elapsed_s": elapsed,
+        "distance_m": sum(distances) if distances else None,
         "sport": "multisport" if len(sports) > 1 else next(iter(sports), None),
         "sub_sport": next(iter(sub_sports)) if len(sports) <= 1 and len(sub_sports) == 1 else None,
         "sessions": len(sessions),
@@ -158,12 +161,50 @@ def _fitparse_expectation(data: bytes) -> dict[str, Any]:
     }
 
 
+def _expectation(values: dict[str, Any]) -> dict[str, Any]:
+    """The oracle's values as the summary's: a datetime, floats compared approximately."""
+    start, distance = values["start_utc"], values["distance_m"]
+    return values | {
+        "start_utc": None if start is None else datetime.fromisoformat(start),
+        "elapsed_s": pytest.approx(values["elapsed_s"], abs=1e-3),
+        "distance_m": None if distance is None else pytest.approx(distance),
+    }
+
+
+# What the oracle's answer depends on besides the file: fitparse and this module's code.
+_ORACLE_INPUTS = fitparse_version.encode() + Path(__file__).read_bytes()
+
+
+@pytest.fixture
+def fitparse_expectation(pytestconfig: pytest.Config) -> Callable[[bytes], dict[str, Any]]:
+    """`fitparse_expectation(data)`: the oracle's summary of a FIT file. Its values are kept
+    in pytest's cache (.pytest_cache) under a hash of the file, fitparse's version and this
+    module: fitparse's full decode takes seconds a file (most of `make unit`), and gives
+    the same answer for the same bytes. The reader under test runs every time; a fresh
+    clone, CI and `-p no:cacheprovider` decode every file."""
+    cache = getattr(pytestconfig, "cache", None)
+
+    def expect(data: bytes) -> dict[str, Any]:
+        if cache is None:
+            return _expectation(_fitparse_values(data))
+        key = "g2s/fitparse/" + hashlib.sha256(_ORACLE_INPUTS + data).hexdigest()
+        values = cache.get(key, None)
+        if values is None:
+            values = _fitparse_values(data)
+            cache.set(key, values)
+        return _expectation(values)
+
+    return expect
+
+
 @pytest.mark.slow  # fitparse decodes every message of every file
 @pytest.mark.parametrize("name", WITH_SESSIONS)
-def test_fit_summary_agrees_with_fitparse(realdata: Path, name: str) -> None:
+def test_fit_summary_agrees_with_fitparse(
+    realdata: Path, name: str, fitparse_expectation: Callable[[bytes], dict[str, Any]]
+) -> None:
     """Start (UTC), elapsed, distance, sport, sessions and records match fitparse's decode."""
     summary = summarize_upload(_fit(realdata, name), "fit")
-    expected = _fitparse_expectation(_fit(realdata, name))
+    expected = fitparse_expectation(_fit(realdata, name))
     got = {key: getattr(summary, key) for key in expected}
     assert got == expected
     if summary.start_utc is not None:
@@ -290,7 +331,9 @@ def test_every_corpus_fit_file_is_classified(realdata: Path) -> None:
 # -- the real ORIGINAL zip ---------------------------------------------------------------
 
 
-def test_real_original_zip_extracts_and_validates(realdata: Path, tmp_path: Path) -> None:
+def test_real_original_zip_extracts_and_validates(
+    realdata: Path, tmp_path: Path, fitparse_expectation: Callable[[bytes], dict[str, Any]]
+) -> None:
     """Garmin's own ORIGINAL download (fenix 6X yoga) extracts and reads as fitparse reads it."""
     activity = extract_original(
         (realdata / "garmin" / "original_11998957007.zip").read_bytes(), tmp_path
@@ -298,7 +341,7 @@ def test_real_original_zip_extracts_and_validates(realdata: Path, tmp_path: Path
     with zipfile.ZipFile(realdata / "garmin" / "original_11998957007.zip") as archive:
         assert activity.path.read_bytes() == archive.read("11998957007_ACTIVITY.fit")
     summary = validate_activity_file(activity)
-    expected = _fitparse_expectation(activity.path.read_bytes())
+    expected = fitparse_expectation(activity.path.read_bytes())
     assert {key: getattr(summary, key) for key in expected} == expected
     assert (summary.sport, summary.sub_sport) == ("training", "yoga")
     assert summary.start_utc == datetime(2023, 9, 11, 13, 44, 29, tzinfo=UTC)

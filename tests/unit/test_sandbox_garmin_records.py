@@ -76,7 +76,7 @@ def test_type_ids_match_garmins_type_list(realdata: Path) -> None:
     """Every type id the emulator knows is the one in Garmin's own type list."""
     real = json.loads((realdata / "garmin" / "activityTypes_2026.json").read_text("utf-8"))
     by_key = {t["typeKey"]: (t["typeId"], t["parentTypeId"]) for t in real}
-    from g2s_sandbox.garmin import _TYPE_IDS  # noqa: PLC0415 - the private table
+    from g2s_sandbox.garmin import _TYPE_IDS
 
     assert {k: v for k, v in _TYPE_IDS.items() if by_key.get(k) != v} == {}
 

@@ -1,13 +1,16 @@
-"""Settings rules: every number has bounds on both sides, hosts are hosts."""
+"""Settings rules: every number has bounds on both sides, hosts are hosts, the plain
+values a user writes are read (from the environment in any case, or `.env`), and a
+wrong one is one line naming its variable."""
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
 from garmin2strava.errors import ConfigError
 from garmin2strava.settings import Settings, env_name, load_settings
@@ -21,17 +24,29 @@ def _numeric(annotation: object) -> bool:
     return False
 
 
-NUMBERS = sorted(
-    f.name for f in dataclasses.fields(Settings) if _numeric(typing.get_args(f.type)[0])
-)
+NUMBERS = sorted(name for name, f in Settings.model_fields.items() if _numeric(f.annotation))
+VARIABLES = {env_name(name).lower() for name in Settings.model_fields}
+WEBHOOK_SECRET = "A" * 19 + "-_b0"
 
 
 @pytest.fixture(autouse=True)
 def no_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No setting of the developer's (environment or ./.env) reaches these tests."""
-    for field in dataclasses.fields(Settings):
-        monkeypatch.delenv(env_name(field.name), raising=False)
+    """No setting of the developer's (environment, in any case, or ./.env) reaches
+    these tests."""
+    for name in list(os.environ):
+        if name.lower() in VARIABLES:
+            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+def test_every_field_names_its_own_variable() -> None:
+    """Each field has its environment variable (credentials under their own names, the
+    rest under G2S_), and no two share one."""
+    names = [env_name(name) for name in Settings.model_fields]
+    assert len(set(names)) == len(names)
+    assert all(name.startswith(("G2S_", "STRAVA_", "GARMIN_")) for name in names)
+    assert env_name("strava_client_secret") == "STRAVA_CLIENT_SECRET"
+    assert env_name("lookback") == "G2S_LOOKBACK"
 
 
 def test_the_number_settings_are_found() -> None:
@@ -52,6 +67,191 @@ def test_every_number_setting_is_bounded(field: str, value: int) -> None:
     message = str(caught.value)
     assert message.startswith(f"setting {env_name(field)}: ")
     assert "\n" not in message
+
+
+def _value(settings: Settings, field: str) -> object:
+    value = getattr(settings, field)
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+# (variable, what a user writes, field, the value read)
+PLAIN = [
+    ("G2S_LOOKBACK", "1", "lookback", 1),
+    ("G2S_LOOKBACK", "1000", "lookback", 1000),
+    ("G2S_MATCH_TOLERANCE_SECONDS", "0", "match_tolerance_seconds", 0),
+    ("G2S_GARMIN_BACKOFF_SECONDS", "604800", "garmin_backoff_seconds", 604_800),
+    ("STRAVA_CLIENT_ID", str(2**63 - 1), "strava_client_id", 2**63 - 1),
+    ("G2S_UPLOAD_POLL_DELAY_SECONDS", "0.5", "upload_poll_delay_seconds", 0.5),
+    ("G2S_UPLOAD_POLL_DELAY_SECONDS", "30", "upload_poll_delay_seconds", 30.0),
+    ("G2S_MIRROR_RECONCILE_HOURS", "720", "mirror_reconcile_hours", 720.0),
+    ("G2S_STORE", "dynamodb", "store", "dynamodb"),
+    ("G2S_LOG_LEVEL", "DEBUG", "log_level", "DEBUG"),
+    ("G2S_LOG_FORMAT", "text", "log_format", "text"),
+    ("G2S_USER_ID", "a.b@c-d_e", "user_id", "a.b@c-d_e"),
+    ("G2S_USER_ID", "x" * 64, "user_id", "x" * 64),
+    (
+        "G2S_ACTIVITY_TYPES",
+        " Running ,,trail_running",
+        "activity_types",
+        ("running", "trail_running"),
+    ),
+    ("G2S_ACTIVITY_TYPES", "*", "activity_types", ("*",)),
+    ("G2S_MIRROR_STREAMS", "time, HeartRate,time", "mirror_streams", ("time", "heartrate")),
+    ("G2S_STRAVA_BASE_URL", "http://127.0.0.1:8123/", "strava_base_url", "http://127.0.0.1:8123"),
+    ("G2S_GARMIN_BASE_URL", "https://example.com//", "garmin_base_url", "https://example.com"),
+    ("G2S_DB_PATH", "relative/g2s.sqlite3", "db_path", Path("relative/g2s.sqlite3")),
+    ("G2S_WEBHOOK_SECRET", WEBHOOK_SECRET, "webhook_secret", WEBHOOK_SECRET),
+    # Token JSON: text, never decoded.
+    (
+        "GARMIN_TOKENS",
+        '{"di_token": "x", "n": [1]}',
+        "garmin_tokens",
+        '{"di_token": "x", "n": [1]}',
+    ),
+    ("STRAVA_CLIENT_SECRET", "s3cret/+=", "strava_client_secret", "s3cret/+="),
+    ("G2S_UPLOAD_DESCRIPTION", "ünïcode", "upload_description", "ünïcode"),
+]
+
+
+@pytest.mark.parametrize("spelling", [str.upper, str.lower, str.title])
+@pytest.mark.parametrize(("variable", "text", "field", "expected"), PLAIN)
+def test_a_plain_value_is_read_from_the_environment_in_any_case(  # noqa: PLR0917 (the table's columns)
+    monkeypatch: pytest.MonkeyPatch,
+    spelling: typing.Callable[[str], str],
+    variable: str,
+    text: str,
+    field: str,
+    expected: object,
+) -> None:
+    """Bounds included, choices spelled exactly, lists split, URLs trimmed: read as
+    written, under the variable's name in upper, lower or mixed case."""
+    monkeypatch.setenv(spelling(variable), text)
+    assert _value(load_settings(), field) == expected
+
+
+# (variable, what a user writes, the whole error line after "setting VARIABLE: ")
+WRONG = [
+    ("G2S_LOOKBACK", "0", "Input should be greater than or equal to 1"),
+    ("G2S_LOOKBACK", "1001", "Input should be less than or equal to 1000"),
+    ("G2S_LOOKBACK", "", "Input should be a valid integer, unable to parse string as an integer"),
+    (
+        "G2S_MAX_ATTEMPTS",
+        "1e3",
+        "Input should be a valid integer, unable to parse string as an integer",
+    ),
+    ("G2S_UPLOAD_POLL_DELAY_SECONDS", "30.5", "Input should be less than or equal to 30"),
+    ("G2S_UPLOAD_POLL_DELAY_SECONDS", "-1", "Input should be greater than or equal to 0"),
+    ("G2S_STORE", "SQLite", "Input should be 'sqlite' or 'dynamodb'"),
+    ("G2S_LOG_LEVEL", "debug", "Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+    ("G2S_LOG_FORMAT", " json", "Input should be 'json' or 'text'"),
+    ("G2S_USER_ID", "x" * 65, r"String should match pattern '^[\w.@-]{1,64}$'"),
+    ("G2S_USER_ID", "a/b", r"String should match pattern '^[\w.@-]{1,64}$'"),
+    (
+        "G2S_WEBHOOK_SECRET",
+        WEBHOOK_SECRET[:19],
+        "use at least 20 characters of A-Z, a-z, 0-9, - and _",
+    ),
+    (
+        "G2S_WEBHOOK_SECRET",
+        WEBHOOK_SECRET + "/",
+        "use at least 20 characters of A-Z, a-z, 0-9, - and _",
+    ),
+    ("G2S_ACTIVITY_TYPES", ",", "give a comma-separated list of Garmin typeKeys, or *"),
+    (
+        "G2S_MIRROR_STREAMS",
+        "bogus",
+        (
+            "unknown stream type(s) bogus; choose from time, heartrate, latlng, altitude, "
+            "cadence, watts, velocity_smooth, distance"
+        ),
+    ),
+    (
+        "G2S_STRAVA_BASE_URL",
+        "http://example.com",
+        "http:// is allowed only for loopback hosts; use https://",
+    ),
+    ("G2S_GARMIN_BASE_URL", "ftp://x", "must be an http(s) URL"),
+    ("G2S_GARMIN_BASE_URL", "www.strava.com", "must be an http(s) URL"),
+    (
+        "G2S_HTTP_HOST",
+        "127.0.0.1:8080",
+        "must be an IP address or a host name (0.0.0.0 for every interface)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("variable", "text", "says"), WRONG)
+def test_a_wrong_value_is_one_line_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, says: str
+) -> None:
+    """Out of bounds, not a number, a choice misspelt, a pattern or a check refusing:
+    exactly `setting VARIABLE: what is wrong`, whatever case the variable is set in."""
+    monkeypatch.setenv(variable.lower(), text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"setting {variable}: {says}"
+
+
+def test_a_db_path_that_is_a_symbolic_link_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The store would chmod and rewrite the file the link points at."""
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(tmp_path / "g2s.sqlite3")
+    monkeypatch.setenv("G2S_DB_PATH", str(link))
+    with pytest.raises(ConfigError, match=r"^setting G2S_DB_PATH: is a symbolic link; "):
+        load_settings()
+
+
+def test_a_dotenv_file_is_read_under_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """./.env: names in any case, quotes, `export`, comments, ${VARIABLE}; a variable set
+    in the environment wins over the same one in the file (even a wrong one there);
+    env_file=None reads no file."""
+    (tmp_path / ".env").write_text(
+        "# comment\nG2S_LOOKBACK=0\ng2s_max_attempts='3'\nexport G2S_LOG_LEVEL=DEBUG\n"
+        "G2S_DB_PATH=${BASE}/g2s.db\nOTHER=1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("G2S_LOOKBACK", "7")
+    monkeypatch.setenv("BASE", "/srv")
+    settings = load_settings()
+    assert (settings.lookback, settings.max_attempts) == (7, 3)
+    assert settings.log_level == "DEBUG"
+    assert settings.db_path == Path("/srv/g2s.db")
+    assert load_settings(env_file=None).max_attempts == 5
+
+
+def test_a_wrong_value_in_dotenv_is_one_line_naming_its_variable(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("g2s_lookback=0\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "setting G2S_LOOKBACK: Input should be greater than or equal to 1"
+
+
+def test_a_secret_is_masked_and_compared_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither repr nor str of the settings shows a secret; equal texts are equal."""
+    monkeypatch.setenv("STRAVA_CLIENT_SECRET", "hunter2-the-secret")
+    monkeypatch.setenv("GARMIN_PASSWORD", "hunter3-the-password")
+    settings = load_settings()
+    assert settings.strava_client_secret is not None
+    assert settings.strava_client_secret.get_secret_value() == "hunter2-the-secret"
+    for shown in (repr(settings), str(settings)):
+        assert "hunter2" not in shown
+        assert "hunter3" not in shown
+    assert str(settings.strava_client_secret) == "**********"
+    assert settings.strava_client_secret == SecretStr("hunter2-the-secret")
+    assert settings.strava_client_secret != SecretStr("other")
+    assert settings.strava_client_secret != "hunter2-the-secret"
+
+
+def test_settings_are_frozen() -> None:
+    """Read once, shared by every part of the app: nothing changes them underneath."""
+    settings = load_settings()
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.lookback = 3
+    assert settings == load_settings()
 
 
 @pytest.mark.parametrize(

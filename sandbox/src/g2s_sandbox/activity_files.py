@@ -1,29 +1,10 @@
 """The Strava emulator's own reading of uploaded activity files (FIT, GPX, TCX).
 
-Written apart from the daemon's file check on purpose: the emulator judges what the
-daemon uploads, so a parsing mistake of the daemon must not be shared by its judge.
-FIT files are decoded with `fitdecode` (a different library from the daemon's; chained
-FIT files and every segment's CRC included); GPX and TCX with a small streaming reader
-on expat that refuses any DOCTYPE or entity declaration.
-
-What an upload must be to become an activity, as Strava has it:
-- readable: every FIT segment whole, its header and CRCs right; XML well-formed;
-  the first FIT segment an activity file (settings, workouts, monitoring are refused);
-- placed in time: an absolute start (a FIT timestamp from 1990 on, a GPX point time,
-  a TCX lap or activity time). A GPX route without times, a FIT file without any
-  timestamp or with only device-relative ones is refused.
-
-The whole activity is summarised: start is the earliest session start, elapsed time runs
-from it to the latest session end (its start plus its total_elapsed_time: wall-clock
-time, transitions included), distance adds up every session of a multisport file. A
-TCX's elapsed time runs from its start to the latest of each lap's end and the last
-trackpoint. In a FIT
-chain the activity is the first segment; the segments after it (a heart-rate strap's
-data, settings) must be whole but add nothing.
-
-`fitdecode` is an optional dependency (`pip install 'garmin2strava[sandbox]'`); it is
-imported when the emulator is created, which stops with that one line when it is
-missing.
+Written apart from the daemon's file check on purpose, so a parsing mistake of the
+daemon is not shared by its judge: FIT through `fitdecode`, GPX and TCX through a
+small expat reader. What an upload must be to become an activity, and how it is
+summarised: sandbox/README.md, "How it judges an upload". `fitdecode` is imported when
+the emulator is created, which stops with one line when it is missing.
 """
 
 from __future__ import annotations

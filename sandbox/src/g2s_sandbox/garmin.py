@@ -1,49 +1,10 @@
 """A local Garmin Connect emulator on loopback (stdlib only).
 
-It serves the few endpoints garmin2strava uses, with the real paths and field
-layout: the activity list, the ORIGINAL download, the
-activity detail and the DI OAuth2 token refresh. Records are shaped after real
-answers of 2018, 2021 and 2026 (`make_record(..., shape=...)`): local time in the
-activity's own time zone, type ids and parent type ids from Garmin's type list,
-`elapsedDuration` in milliseconds in the older shapes, no `manualActivity` in 2018,
-null fields left out in 2026, a multisport parent without `beginTimestamp`. Tokens are JWT-shaped so
-garminconnect's expiry logic works; refresh tokens rotate and die once used.
-
-It also serves the credential login of the mobile app (and the web portal's, which
-answers the same JSON), under `/sso`, for one account set with `set_account`. Every
-request under an SSO path is counted as `login` in `requests`, so a test can prove
-that nothing else ever logs in; `login_attempts` counts the credential and MFA-code
-submissions by outcome. The answers are shaped after what the public clients of
-Garmin's SSO (garminconnect 0.3, and independent clients in Go, TypeScript, Kotlin and
-Swift that document the same exchanges) record of the real service:
-
-- `GET /sso/mobile/sso/en_US/sign-in` (and `/sso/portal/sso/en-US/sign-in`): an HTML
-  page that sets the `SESSION` cookie. A credential POST without that cookie is
-  answered 429, as Garmin answers a POST that skipped the page.
-- `POST /sso/mobile/api/login` (and `/sso/portal/api/login`), JSON
-  `{username, password, rememberMe, captchaToken}`: HTTP 200 with
-  `{"responseStatus": {"type": T}}`, T being `SUCCESSFUL` (with a CAS
-  `serviceTicketId` "ST-...-cas" bound to the `service` query parameter),
-  `MFA_REQUIRED` (with `customerMfaInfo.mfaLastMethodUsed`) or
-  `INVALID_USERNAME_PASSWORD`.
-- `POST /sso/{mobile,portal}/api/mfa/verifyCode`, JSON `{mfaMethod,
-  mfaVerificationCode, ...}` in the same SSO session: `SUCCESSFUL` with the ticket,
-  or a 200 whose type is `INVALID_MFA_CODE` for a wrong code (the name a public client
-  reports; any non-success type reads as a refusal). Without a pending MFA login in
-  that session: 409, as a verifyCode without the login's cookies gets.
-- `POST /di-oauth2-service/oauth/token` with `grant_type` = the service-ticket grant
-  (`.../oauth/grant/service_ticket`), Basic `client_id:`, `service_ticket` and
-  `service_url`: the DI tokens (the same JSON as a refresh), the access token's
-  `client_id` claim naming the client that asked. A ticket is single-use, short-lived
-  and valid only with the service URL it was issued for (400 `invalid_grant`
-  otherwise); a client id that is not a Garmin mobile DI client gets 401.
-- `GET /userprofile-service/socialProfile`: the profile the client reads to check that
-  a fresh token works (401 without a live bearer token).
-- `block_logins()`: every SSO request answers 429, as Garmin (its Cloudflare front)
-  does for hours once it rate-limits an account or an address.
-
-Anything else under an SSO path (the embed widget, the CAS web login) is refused with
-401; no account set means every password is wrong.
+The activity list, the ORIGINAL download, the activity detail and the DI OAuth2 token
+refresh, with records shaped after real answers of 2018, 2021 and 2026
+(`make_record(..., shape=...)`); and the SSO credential and MFA login under `/sso`,
+counted as `login` requests. sandbox/README.md, "The Garmin emulator", lists the
+shapes and every endpoint's answers.
 """
 
 from __future__ import annotations

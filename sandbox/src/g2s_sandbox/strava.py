@@ -1,27 +1,11 @@
 """A Strava API v3 emulator on loopback, for tests and `garmin2strava demo`.
 
-Stdlib only, but for `fitdecode`: uploaded files are judged by the sandbox's own
-reader (sandbox/activity_files.py), never by the daemon's file check, so the two can
-disagree and a test can see it. Chained FIT files are accepted; corrupt files and files
-without time information end as upload errors in Strava's words. It emulates what
-this project depends on (docs/architecture.md), including the traps: rotating refresh
-tokens, per-application rate limits with the real headers and 429
-body, uploads that are "still being processed" first, duplicates reported as an upload
-error in the plain or the HTML form, and tokens accepted as a Bearer header or as the
-`access_token` query parameter (stravalib 2.5 style).
-
-Listing order: Strava answers `/athlete/activities` newest first, except when `after`
-is given: then oldest first (ascending start). The emulator does the same; callers must
-not rely on either order.
-
-Time comes from `clock` (epoch seconds), so tests can move it. Uploads are processed
-in the background, as Strava does: a processing thread finishes each one once
-`processing_delay_s` has passed, and its `create` event goes to the subscribed
-callback, whether or not anyone polls.
-
-The parts: strava_records (activities, uploads, athletes), strava_state (the state and
-what changes it), strava_api (the answers to requests), strava_webhooks (push
-subscriptions); this module serves them over HTTP and is the one to import.
+Stdlib only but for `fitdecode` (uploads are judged by activity_files.py, never by the
+daemon's check). It emulates what the daemon depends on, traps included (rotating
+refresh tokens, rate limits, uploads still processing, duplicates, listing order);
+time comes from `clock`, and uploads finish in the background. This module serves
+strava_records, strava_state, strava_api and strava_webhooks over HTTP and is the one
+to import; sandbox/README.md, "The Strava emulator", has the details.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def _deliver_with_apprise(
     urls: Sequence[str], message: tuple[str, str, str], timeout_s: float
 ) -> list[_Verdict]:
     _keep_apprise_logs_out()
-    import apprise  # noqa: PLC0415 (0.2 s: only to send)
+    import apprise
 
     asset = apprise.AppriseAsset(
         app_id="garmin2strava",
@@ -183,7 +183,7 @@ def _deliver_with_apprise(
 
 
 def _read_result(result: AppriseResult, timeout_s: float) -> dict[int, _Verdict]:
-    from apprise import AppriseResultStatus  # noqa: PLC0415 (imported by now)
+    from apprise import AppriseResultStatus
 
     verdicts: dict[int, _Verdict] = {}
     for service in result:

@@ -1,64 +1,12 @@
 """Activity files: unpack Garmin's ORIGINAL zip safely, then check what came out.
 
-The one module that uses `fitparse`, and only for the FIT profile (message, field and
-enum names, scales, base types), so the names we give match fitparse's. The zip comes
-from the network, so extraction trusts nothing in it: names, types, member count,
-sizes and compression ratio are checked before anything is inflated, and sizes again
-while inflating. The file we write gets a name of our choosing inside `workdir`; a
-failed extraction leaves nothing behind.
-
-Which member is the activity: members are classified by extension (.fit/.gpx/.tcx,
-case-insensitive). One candidate: that one. Several: the one named like Garmin's
-`{id}_ACTIVITY.fit` if exactly one is; otherwise the archive is refused rather than
-guessing which file to upload.
-
-The check never rewrites the file: what is uploaded is the file as Garmin gave it.
-`OriginalFiles.prepare` (extract, check, and gzip what is large) is what the uploader
-calls: a checked file over `GZIP_ABOVE_BYTES` goes to Strava gzipped (`fit.gz`,
-`gpx.gz`, `tcx.gz`), because the HTTP client builds the multipart body in memory at
-twice the file's size; the gzip stream is written from disk in chunks, and Strava
-inflates it to the file's own bytes.
-
-FIT. A file may be a chain of FIT files (watches append a heart-rate strap's swim or
-triathlon data as chained `hr` segments). Every segment's header (size 12 or 14,
-".FIT", its CRC when non-zero) and CRC are checked, and every message of every
-segment is walked by its size; the first segment must be an activity file
-(`file_id.type` activity) and the summary is read from it alone. The walker decodes
-only `file_id`, `session`, `activity` and the timestamps of every message (compressed
-timestamp headers count from them, as the FIT protocol says); every other message is
-skipped by the size its definition gives, developer fields included.
-
-The summary of a FIT activity covers all its sessions (a triathlon has one per leg and
-transition):
-- start: the earliest session `start_time`; without sessions, the first absolute
-  record or event timestamp; else `file_id.time_created`;
-- elapsed: from that start to the end of the last session (its `start_time` plus
-  `total_elapsed_time`, else its `timestamp`); without sessions, to the last absolute
-  record/event timestamp or the `activity` message;
-- distance: the sum of the sessions' `total_distance`;
-- sport: the sessions' sport when they all share one (sub-sport likewise, else None),
-  otherwise "multisport" (transitions count as a sport of their own).
-
-Time. FIT date_time values below 0x10000000 are seconds of device uptime (the
-Forerunner 70 writes only those): they give durations, never a start. A file with no
-absolute time at all, a GPX whose points carry no time (a route, an untimed track) or
-a TCX without any lap, activity or trackpoint time cannot be placed in time by
-Strava: `summarize_upload` returns such a file with `start_utc` None and the reason in
-`no_start_reason`; `validate_activity_file`, the check before upload, refuses it with
-that reason. A GPX's metadata time is when the file was written, not the activity,
-and is not used.
-
-GPX and TCX are streamed through expat (memory stays bounded by what the summary
-keeps, not by the file): a DOCTYPE or ENTITY declaration anywhere is refused by the
-parser itself, and so is UTF-16/32 (activity XML is UTF-8). GPX: the track points
-(route points when there are none), first to last time; sport is the first track's
-`type`. TCX: start is the first lap's StartTime (else the activity Id, else the first
-trackpoint), elapsed runs to the latest of each lap's start plus TotalTimeSeconds and
-the last trackpoint time, distance is the sum of the laps' DistanceMeters, sport the
-Activity's Sport (lowercase; "multisport" when activities differ).
-
-Anything damaged is refused with FileRejected naming the defect; no other exception
-leaves `summarize_upload` or `validate_activity_file` for any input bytes.
+`OriginalFiles.prepare` (extract, check, gzip what is large) is what the uploader
+calls; `summarize_upload` reads a file's summary, and `validate_activity_file` (the
+check before upload) refuses a damaged file or one Strava could not place in time. The
+check never rewrites the file. The one module that uses `fitparse`, and only for the
+FIT profile. The rules (the zip's members, FIT chains and CRCs, the summary of a
+multisport file, uptime timestamps, GPX and TCX through expat) are in
+docs/architecture.md, "The file check".
 """
 
 from __future__ import annotations
@@ -342,7 +290,8 @@ def _crc_word_table() -> list[int]:
     # bytes: once a little-endian word is XOR-ed into the register and 16 bits have
     # shifted out, nothing of the old register is left, and the result depends on
     # (crc ^ word) alone: the byte step applied twice with zero bytes. Half the Python
-    # iterations of the byte table; built on first use (65,536 entries, ~15 ms).
+    # iterations of the byte table; built on first use (65,536 entries),
+    # so an import that checks no FIT file does not pay for it.
     byte_table = _CRC_TABLE
     table = []
     for value in range(0x10000):

@@ -2,7 +2,7 @@
 
 `SqliteEventQueue` records the claimant's name with every claim; another instance
 that can lock that file knows the claimant died and takes its claims at once,
-instead of waiting out the lease (see queue_sqlite's docstring).
+instead of waiting out the lease (docs/architecture.md, "The webhook queue on SQLite").
 """
 
 from __future__ import annotations

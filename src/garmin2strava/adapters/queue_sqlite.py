@@ -1,71 +1,11 @@
 """The webhook event queue in the store's SQLite file (the container's EventQueue).
 
-Its own table beside the store's. WAL with synchronous=FULL: an enqueue that
-returned survives SIGKILL and power loss. Claims are taken inside BEGIN IMMEDIATE,
-so two processes never claim the same event; a claim is a lease (`available_at`
-moves into the future), so a worker killed mid-claim gives its events back.
-
-A worker that provably died gives them back at once: each instance, before its first
-claim, creates and flocks a file of its own in `<db file>.claimants/` and records that
-file's name with every claim (`claimed_by`). The kernel drops an flock when its holder
-dies (SIGKILL and the OOM killer included), so at each claim, in the same transaction,
-the claimants of other live leases are checked by trying their locks: a lock that can
-be taken belongs to a dead process, whose leases end then and there (the file is
-removed). Their tokens stay, so the take counts the lapse in `lapsed_claims` exactly as
-for an expired lease, and the reclaim cap below holds. A PID would prove nothing (it can
-be reused, and a restarted container has a new PID namespace); the lock is per open
-file, so two instances in one process tell each other apart, and `close` drops it. A
-claimant whose file is absent here (another host, a claim older than this column) or whose
-lock is held keeps its claim until the lease ends, as does everything where no lock can
-be held (no fcntl). SQLite's WAL already needs every process on one host, which is
-what flock needs too. Lock files of dead claimants that hold no claim are swept by the
-prune. (docs/benchmarks.md: what this did to recovery after a SIGKILL.)
-
-Waiting for the write lock: SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25,
-25, 25, 50, 50, 100 ms between tries and does not wake when the lock is freed, so a
-webhook enqueue that meets one worker transaction could sleep tens of milliseconds,
-and every request behind it in `_lock` with it, while the commits themselves are a few
-milliseconds. BEGIN IMMEDIATE is therefore retried
-here every 0.5 to 2 ms up to the busy timeout; statements inside a transaction keep
-SQLite's handler. The commit is unchanged: synchronous=FULL stays (the fsync is not
-what the tail was made of).
-
-Enqueues are group-committed: when one is held up (by a worker's transaction, a slow
-fsync or a checkpoint), the requests arriving meanwhile are written together in the
-next transaction instead of one fsync each, so the backlog clears in one commit
-(docs/benchmarks.md has the webhook's latency with and without it).
-
-An enqueue waits at most `enqueue_timeout_ms` in all (for the connection's lock and
-for SQLite's write lock), then raises TransientError: the webhook answers 503 at once
-and Strava delivers again, instead of holding the request for the busy timeout while
-another process keeps the file locked.
-
-Housekeeping happens inside `claim`, so nothing else has to remember it:
-
-- Finished ('done') rows are deleted once `done_retention` old (default one day), at
-  most once an hour per instance (monotonic clock: a wall-clock step neither stops nor
-  repeats it), at most 1000 rows per transaction (a long backlog is cleared over the
-  next claims without holding the write lock, and the webhook's enqueues, for long).
-  A done row is what makes a redelivery a duplicate: Strava redelivers within minutes,
-  so a day is ample, and the file holds about a day of events instead of every event
-  ever. A redelivery after that would be mirrored again, which is harmless (the
-  mirror's writes are idempotent). 'dead' rows are the dead-letter store (`status`,
-  `events list-dead`, `events retry`): they are kept `dead_retention` (default 30
-  days, G2S_DEAD_LETTER_RETENTION_DAYS), deleted by the same prune, and at most
-  `max_dead` (default 10,000) are kept: a dead letter beyond the bound deletes the
-  oldest ones, in the transaction that buries it, with a WARNING
-  (`queue.dead_letters_dropped`). A flood of poison events therefore costs the oldest
-  dead letters, never the disk.
-- Reclaim cap: a claim whose lease runs out unsettled (the worker died holding it) is
-  counted in `lapsed_claims` when the event is claimed again. An event claimed
-  `max_unsettled_claims` times (default 5) without being settled is made 'dead' by the
-  next claim instead of being handed out again, so a poison event that kills the
-  worker process cannot loop forever. Only lapsed claims count: a release (Strava
-  budget spent) or a failure settles its claim, so deferrals never bury an event
-  (`claims` still counts every hand-out). A group with a lapsed claim is handed out
-  alone, so the poison takes only its own group to the dead letters, not the groups
-  that happened to be claimed beside it. `retry_dead` resets `attempts` and
-  `lapsed_claims`: a retried event gets a fresh allowance of both.
+A table of its own beside the store's, WAL with synchronous=FULL. Claims are leases
+taken inside BEGIN IMMEDIATE; a claimant that provably died (its flock on a file in
+`<db file>.claimants/` is free) gives its claims back at once. Enqueues are
+group-committed and wait at most `enqueue_timeout_ms`. `claim` also prunes old rows
+and buries an event whose claims keep lapsing; the dead letters are bounded.
+docs/architecture.md, "The webhook queue on SQLite", says why each of these is so.
 """
 
 from __future__ import annotations
@@ -436,7 +376,8 @@ class SqliteEventQueue:
     def prune_done(self, *, before: datetime) -> int:
         """Forget settled events. Their dedupe keys go too, so keep them longer than
         Strava redelivers (minutes): a day is plenty. `claim` already does this on its
-        own (see the module docstring); this is the whole sweep at once."""
+        own (docs/architecture.md, "The webhook queue on SQLite"); this is the whole sweep
+        at once."""
         with self._transaction() as db:
             cur = db.execute(
                 "DELETE FROM webhook_queue WHERE state = 'done' AND finished_at < ?",

@@ -1,28 +1,10 @@
 """ports.EventQueue on SQS, in its two halves (the AWS flavour of queue_sqlite.py).
 
-- `SqsEventQueue` is the enqueue side, used by the webhook Lambda: one SendMessage per
-  accepted event.
-- `SqsBatch` is the consuming side for one Lambda invocation: the records the SQS
-  event source mapping handed over, as `QueuedEvent`s for services.mirror's
-  `process_events`. What the worker does not complete becomes a batch item failure;
-  SQS makes it visible again after the visibility timeout, and after the queue's
-  `maxReceiveCount` deliveries its redrive policy moves it to the dead-letter queue.
-  A deferral (the Strava budget is spent) is not a failure: the message is sent again
-  to the same queue, delayed until the budget reopens, and this delivery is done, so
-  waiting for the budget never counts towards the dead-letter queue.
-
-No dedupe at enqueue, on purpose. A standard queue delivers at least once whatever we
-do at enqueue, so the worker must be idempotent anyway, and it is: a create already
-reflected by a fetch costs no second request, updates are applied from the event
-itself, deletes are soft, and the store keeps the newest row (docs/architecture.md, "The mirror").
-A conditional put of the dedupe key in DynamoDB would add a table write to Strava's
-2-second path and write access to the webhook's role (terraform/iam.tf lets it read
-only the `APP` items) to save, at most, one duplicate message. `enqueue` therefore always answers
-True ("queued"); redeliveries of one event that meet in one batch are grouped and
-served together.
-
-botocore, not boto3: boto3 also imports s3transfer, which the webhook's cold start
-has no use for. The clients are the same.
+`SqsEventQueue` is the webhook Lambda's enqueue side (one SendMessage per event, no
+dedupe: `enqueue` always answers True); `SqsBatch` is one worker invocation's batch.
+Why there is no dedupe, and what becomes a batch item failure: docs/architecture.md,
+"The webhook queue on SQS". botocore, not boto3: boto3 also imports s3transfer, which
+the webhook's cold start has no use for.
 """
 
 from __future__ import annotations
@@ -62,14 +44,14 @@ FIRST_SENT_ATTRIBUTE = "firstSentAt"
 
 def sqs_client() -> SQSClient:
     """A client from the standard AWS environment (region, credentials, endpoint)."""
-    import botocore.session  # noqa: PLC0415 (only when a handler builds its clients)
+    import botocore.session
 
     return cast("SQSClient", botocore.session.get_session().create_client("sqs"))
 
 
 def max_receive_count(queue_url: str, *, client: SQSClient | None = None) -> int | None:
     """The queue's redrive `maxReceiveCount`; None when it has none or is unreadable."""
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
+    from botocore.exceptions import BotoCoreError, ClientError
 
     client = client if client is not None else sqs_client()
     try:
@@ -113,7 +95,8 @@ class SqsEventQueue:
         return f"SqsEventQueue(queue_url={self._queue_url!r})"
 
     def enqueue(self, event: WebhookEvent, *, now: datetime) -> bool:  # noqa: ARG002 (EventQueue's signature)
-        """Durable once SendMessage answered. Always True: see the module docstring."""
+        """Durable once SendMessage answered. Always True: no dedupe (docs/architecture.md,
+        "The webhook queue on SQS")."""
         self._client.send_message(
             QueueUrl=self._queue_url,
             MessageBody=event.to_json(),
@@ -241,7 +224,7 @@ class SqsBatch:
         """Send `message` again, delayed by `delay` seconds; False when it was not sent."""
         if self._client is None or not self._queue_url:
             return False
-        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 (as sqs_client)
+        from botocore.exceptions import BotoCoreError, ClientError
 
         attributes = dict(message.attributes or {})
         if message.queued is not None and FIRST_SENT_ATTRIBUTE not in attributes:

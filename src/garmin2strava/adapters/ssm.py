@@ -22,7 +22,7 @@ __all__ = ["read_optional_parameter", "read_secure_parameter", "ssm_client"]
 
 def ssm_client() -> SSMClient:
     """A client from the standard AWS environment (region, credentials, endpoint)."""
-    import botocore.session  # noqa: PLC0415 (only when a handler builds its clients)
+    import botocore.session
 
     return cast("SSMClient", botocore.session.get_session().create_client("ssm"))
 

@@ -1,36 +1,15 @@
-"""ports.StravaPort on stravalib (with strava_oauth and strava_subscriptions, the only
-modules that import it).
-
-What this adds to stravalib 2.x:
-- the base URL: a `requests.Session` that rewrites `https://www.strava.com/...`;
-- the rate budget: application-wide, kept in the store from Strava's headers and
-  checked before every request; a spent budget or a 429 raises RateLimited instead of
-  stravalib's hours-long sleep (its limiter is replaced by a no-op);
-- tokens: refreshed 5 minutes before expiry or after a 401 (once), every refresh
-  persisted with a conditional write; a lost write means another runner refreshed
-  first, and its (newer) tokens are used;
-- uploads: one POST, never `.wait()` (which polls and then fetches the activity);
-- the application's access: Strava's 403 "Application Status Inactive" (the owner's
-  subscription lapsed) is kept application-wide in the store; while it holds, calls
-  raise StravaAppInactive without a request, except one probe per 15-minute window
-  (claimed with the store's conditional lease, so one in all processes); the first
-  call that succeeds clears it;
-- errors: translated into garmin2strava.errors; no answer, a 5xx or a 408 marks
-  Strava's outage application-wide (domain.strava_outage), the next answer ends it.
-
-An adapter serves one account from one thread at a time. Strava's JSON is read in
-strava_json; the session and client helpers here serve strava_oauth and
-strava_subscriptions too.
+"""The thin Strava client on stravalib: HTTP, tokens, and Strava's answers read into our
+errors and plain values. No policy: the rate budget, the inactive application's state
+and its probe, and the audit live in services.strava_access, which wraps this client.
+What it adds to stravalib: docs/architecture.md, "The Strava client".
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,13 +22,9 @@ from stravalib.client import Client
 from stravalib.util.limiter import RateLimiter
 
 from garmin2strava.adapters.strava_json import strava_activity_from_json, upload_status_from_json
-from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
-from garmin2strava.domain.budget import RateBudget, next_window_reset
-from garmin2strava.domain.models import AuditEvent, StravaActivity, StravaTokens, UploadStatus
-from garmin2strava.domain.strava_outage import STRAVA_OUTAGE_KEY, StravaOutage
-from garmin2strava.domain.streams import BACKGROUND_RESERVE
+from garmin2strava.domain.budget import next_window_reset
+from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
 from garmin2strava.errors import (
-    APP_INACTIVE_CAUSE,
     G2SError,
     RateLimited,
     StravaAppInactive,
@@ -57,13 +32,12 @@ from garmin2strava.errors import (
     StravaNotFound,
     TransientError,
 )
-from garmin2strava.ports import Store
+from garmin2strava.ports import StravaRequestPolicy, StravaTokenStore
 
 __all__ = [
-    "PROBE_LEASE",
     "REAL_BASE_URL",
     "RewritingSession",
-    "StravaAdapter",
+    "StravaClient",
     "rewrite_url",
 ]
 
@@ -72,14 +46,6 @@ log = logging.getLogger(__name__)
 REAL_BASE_URL = "https://www.strava.com"
 REFRESH_MARGIN_S = 300
 TIMEOUT_S = 30.0
-# The lease that holds an inactive application's probe for one window. Not a user: the
-# `~` is outside the characters a user id may have (settings.user_id).
-PROBE_LEASE = "~strava-app-probe"
-# How often an answering client looks whether an outage is marked, to end it: a store
-# read a minute for the whole process (adapters are built per cycle and per event),
-# not one per request.
-_OUTAGE_LOOK_S = 60.0
-_outage_looked_at = [-math.inf]  # monotonic; -inf after a failure: the next answer looks
 
 
 def rewrite_url(url: str, base_url: str) -> str:
@@ -181,91 +147,80 @@ def _error_summary(response: requests.Response | None) -> str:
     return ""
 
 
-class StravaAdapter:
-    """ports.StravaPort for one account (`user_id`) within the shared rate budget."""
+class StravaClient:
+    """ports.StravaApi for one account (`user_id`): stravalib, its tokens, its errors.
+
+    `policy` sees every API request before it leaves and every answer (services.
+    strava_access passes itself); without one nothing is refused or recorded."""
 
     def __init__(
         self,
-        store: Store,
+        tokens: StravaTokenStore,
         user_id: str,
         *,
         client_id: int,
         client_secret: str,
         base_url: str = REAL_BASE_URL,
-        budget_key: str = "strava_budget",
-        access_key: str = APP_ACCESS_KEY,
+        policy: StravaRequestPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         rotation_grace_s: float = 2.0,
-        audit_retention_days: int = 7,
-        background: bool = False,
     ) -> None:
-        self._store = store
-        # Background adapters (reconciliation) read only while BACKGROUND_RESERVE of
-        # the budget is left for the uploader; stream reads always do.
-        self._background_all = background
-        self._background = False
+        self._tokens = tokens
+        self._policy = policy
         self._rotation_grace_s = rotation_grace_s
         self._user_id = user_id
         self._client_id = client_id
         self._client_secret = client_secret
-        self._budget_key = budget_key
-        self._access_key = access_key
-        self._audit_retention_days = audit_retention_days
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._priority = False
+        # What the request being sent is, for the policy (set around each call).
+        self._poll = False
+        self._background = False
+        self._refresh_margin_s: float = REFRESH_MARGIN_S
         self._session = RewritingSession(
-            base_url, before_send=self._check_budget, after_response=self._record_budget
+            base_url, before_send=self._before_send, after_response=self._after_response
         )
         self._client = _client(self._session)
 
     def __repr__(self) -> str:
-        return f"StravaAdapter(user_id={self._user_id!r}, base_url={self._session.base_url!r})"
+        return f"StravaClient(user_id={self._user_id!r}, base_url={self._session.base_url!r})"
 
-    # -- budget --------------------------------------------------------------------------
-    def budget(self) -> RateBudget:
-        return RateBudget.from_dict(self._store.get_app_state(self._budget_key))
+    @property
+    def user_id(self) -> str:
+        return self._user_id
 
-    def _check_budget(self, request: requests.PreparedRequest) -> None:
+    @property
+    def base_url(self) -> str:
+        return self._session.base_url
+
+    # -- what the policy sees ------------------------------------------------------------
+    def _before_send(self, request: requests.PreparedRequest) -> None:
         path = urlsplit(str(request.url)).path
-        if path.startswith("/oauth/"):
+        if self._policy is None or path.startswith("/oauth/"):
             return  # token requests are not part of the API rate limits
-        uploads = 1 if request.method == "POST" and path.rstrip("/").endswith("/uploads") else 0
-        reads = 1 - uploads
-        now = self._clock()
-        budget = self.budget()
-        spare = budget.can_spend_background(reads, now, reserve=BACKGROUND_RESERVE)
-        if reads and self._background and not spare:
-            until = budget.next_background_reset(now, reads, reserve=BACKGROUND_RESERVE)
-            log.info(
-                "strava.background_budget_short",
-                extra={"userId": self._user_id, "until": until.isoformat()},
-            )
-            raise RateLimited(until, "Strava read budget kept for the uploader")
-        if not budget.can_spend(reads, uploads, now, priority=self._priority):
-            until = budget.next_reset(now, reads, uploads, priority=self._priority)
-            log.info(
-                "strava.budget_spent", extra={"userId": self._user_id, "until": until.isoformat()}
-            )
-            raise RateLimited(until)
+        upload = request.method == "POST" and path.rstrip("/").endswith("/uploads")
+        self._policy.before_request(upload=upload, poll=self._poll, background=self._background)
 
-    def _record_budget(
+    def _after_response(
         self, request: requests.PreparedRequest, response: requests.Response
     ) -> None:
         path = urlsplit(str(request.url)).path
-        if path.startswith("/oauth/"):
+        if self._policy is None or path.startswith("/oauth/"):
             return
-        now = self._clock()
-        stored = self.budget()
-        budget = stored.observe(response.headers, now).merge(stored, now)
-        if response.status_code == 429:  # noqa: PLR2004 - HTTP status
-            budget = budget.rate_limited(now)
-            until = budget.blocked_until.isoformat() if budget.blocked_until else None
-            log.warning("strava.rate_limited", extra={"userId": self._user_id, "until": until})
-        self._store.put_app_state(self._budget_key, budget.to_dict())
+        self._policy.after_response(response.status_code, response.headers)
+
+    @contextlib.contextmanager
+    def tokens_as_they_are(self) -> Iterator[None]:
+        """Calls inside use a token that has not expired yet as it is, without the early
+        refresh: an inactive application's probe is then one request."""
+        self._refresh_margin_s = 0
+        try:
+            yield
+        finally:
+            self._refresh_margin_s = REFRESH_MARGIN_S
 
     # -- tokens --------------------------------------------------------------------------
     def _stored_tokens(self) -> StravaTokens:
-        tokens = self._store.get_strava_tokens(self._user_id)
+        tokens = self._tokens.get_strava_tokens(self._user_id)
         if tokens is None:
             msg = f"no Strava tokens stored for user {self._user_id}; run get-token"
             raise StravaAuthError(msg)
@@ -292,7 +247,7 @@ class StravaAdapter:
         a runner elsewhere may have rotated the refresh token and not written it yet."""
         deadline = time.monotonic() + self._rotation_grace_s
         while True:
-            newer = self._store.get_strava_tokens(self._user_id)
+            newer = self._tokens.get_strava_tokens(self._user_id)
             if newer is not None and newer.version != stale.version:
                 return newer
             if time.monotonic() >= deadline:
@@ -308,7 +263,7 @@ class StravaAdapter:
             )
         except exc.Fault as error:
             if _app_inactive_answer(error.response):
-                raise self._app_inactive() from None
+                raise StravaAppInactive(next_window_reset(self._clock())) from None
             status = error.response.status_code if error.response is not None else 0
             if status >= 500:  # noqa: PLR2004 - HTTP status
                 raise TransientError(f"Strava token endpoint answered {status}") from None
@@ -330,7 +285,7 @@ class StravaAdapter:
             scope=stale.scope,
             athlete_id=stale.athlete_id,
         )
-        stored = self._store.replace_strava_tokens(
+        stored = self._tokens.replace_strava_tokens(
             self._user_id, fresh, expected_version=stale.version
         )
         if stored is not None:
@@ -342,20 +297,12 @@ class StravaAdapter:
                     "expiresAt": fresh.expires_at,
                 },
             )
-            self._store.add_audit(  # the sync history shows each refresh
-                AuditEvent(
-                    user_id=self._user_id,
-                    at=self._clock(),
-                    kind="strava.token_refreshed",
-                    event_id=uuid.uuid4().hex,
-                    detail={"expiresAt": fresh.expires_at},
-                ),
-                retention_days=self._audit_retention_days,
-            )
+            if self._policy is not None:
+                self._policy.tokens_refreshed(stored)
             return stored
         # Lost the conditional write: another runner stored tokens meanwhile. Those are
         # the ones the next refresh must start from, so use them.
-        newer = self._store.get_strava_tokens(self._user_id)
+        newer = self._tokens.get_strava_tokens(self._user_id)
         return newer if newer is not None else fresh
 
     def access_revoked(self) -> bool:
@@ -393,47 +340,16 @@ class StravaAdapter:
 
     # -- calls ---------------------------------------------------------------------------
     def _call(
-        self, request: Callable[[], Any], *, priority: bool = False, background: bool = False
-    ) -> Any:
-        """`_answered_call`, keeping Strava's outage (no answer, 5xx) up to date."""
-        try:
-            result = self._answered_call(request, priority=priority, background=background)
-        except TransientError as error:
-            self._outage_failed(str(error))
-            raise
-        self._outage_answered()
-        return result
-
-    def _outage_failed(self, reason: str) -> None:
-        _outage_looked_at[0] = -math.inf  # the next answer ends it
-        before = StravaOutage.from_dict(self._store.get_app_state(STRAVA_OUTAGE_KEY))
-        self._store.put_app_state(STRAVA_OUTAGE_KEY, before.failed(self._clock(), reason).to_dict())
-
-    def _outage_answered(self) -> None:
-        if time.monotonic() - _outage_looked_at[0] < _OUTAGE_LOOK_S:
-            return
-        _outage_looked_at[0] = time.monotonic()
-        before = StravaOutage.from_dict(self._store.get_app_state(STRAVA_OUTAGE_KEY))
-        if before.failing:
-            self._store.put_app_state(STRAVA_OUTAGE_KEY, StravaOutage().to_dict())
-            log.info("strava.answering", extra={"outageSince": _iso(before.since)})
-
-    def _answered_call(
-        self, request: Callable[[], Any], *, priority: bool = False, background: bool = False
+        self, request: Callable[[], Any], *, poll: bool = False, background: bool = False
     ) -> Any:
         """Run one stravalib call with fresh tokens; after a 401, refresh once and retry
-        once. Answers with an HTTP error become garmin2strava errors.
-
-        While the application is inactive only the window's probe gets through (the
-        rest raise StravaAppInactive unsent); it uses a token that has not expired yet
-        as it is, so that the probe is one request."""
-        probing = self._pass_access_gate()
-        tokens = self._usable_tokens(0 if probing else REFRESH_MARGIN_S)
+        once. Answers with an HTTP error become garmin2strava errors."""
+        tokens = self._usable_tokens(self._refresh_margin_s)
         for attempt in (1, 2):
             self._client.access_token = tokens.access_token
             self._session.forget_response()
-            self._priority = priority
-            self._background = background or self._background_all
+            self._poll = poll
+            self._background = background
             try:
                 result = request()
             except G2SError:
@@ -443,7 +359,7 @@ class StravaAdapter:
             except requests.RequestException as error:
                 raise TransientError(f"Strava request failed: {type(error).__name__}") from None
             finally:
-                self._priority = False
+                self._poll = False
                 self._background = False
             response = self._session.last_response
             status = response.status_code if response is not None else 0
@@ -452,8 +368,6 @@ class StravaAdapter:
                 continue
             if status >= 400 or response is None:  # noqa: PLR2004 - HTTP status
                 self._raise_for(response)
-            if probing:
-                self._app_recovered()
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -463,12 +377,14 @@ class StravaAdapter:
         status = response.status_code
         detail = _error_summary(response)
         if status == 429:  # noqa: PLR2004 - HTTP status
-            now = self._clock()
-            budget = self.budget()
-            until = budget.blocked_until or budget.next_reset(now)
+            until = (
+                self._policy.throttled_until()
+                if self._policy is not None
+                else next_window_reset(self._clock())
+            )
             raise RateLimited(until, "Strava answered 429")
         if _app_inactive_answer(response):
-            raise self._app_inactive()
+            raise StravaAppInactive(next_window_reset(self._clock()))
         if status in {401, 403}:
             msg = f"Strava refused access for user {self._user_id} ({status}: {detail})"
             raise StravaAuthError(msg)
@@ -478,80 +394,7 @@ class StravaAdapter:
             raise TransientError(f"Strava answered {status}")
         raise G2SError(f"Strava answered {status} ({detail})")
 
-    # -- the application's access ------------------------------------------------------
-    def app_access(self) -> StravaAppAccess:
-        return StravaAppAccess.from_dict(self._store.get_app_state(self._access_key))
-
-    def _pass_access_gate(self) -> bool:
-        """True when this call is the probe of an inactive application; raises
-        StravaAppInactive when it is inactive and the window's probe went already."""
-        access = self.app_access()
-        if not access.inactive:
-            return False
-        now = self._clock()
-        if not self._claim_probe(now):
-            raise StravaAppInactive(next_window_reset(now))
-        log.info(
-            "strava.app_probe",
-            extra={"userId": self._user_id, "inactiveSince": _iso(access.inactive_since)},
-        )
-        return True
-
-    def _claim_probe(self, now: datetime) -> bool:
-        # The store's conditional lease, held to the end of the window: whatever the
-        # number of threads, processes and Lambda functions, one of them probes.
-        ttl = max(1, math.ceil((next_window_reset(now) - now).total_seconds()))
-        return self._store.acquire_lease(PROBE_LEASE, uuid.uuid4().hex, now=now, ttl_seconds=ttl)
-
-    def _app_inactive(self) -> StravaAppInactive:
-        """Strava answered "Application Status Inactive": keep it, say it once."""
-        now = self._clock()
-        before = self.app_access()
-        after = before.deactivated(now, APP_INACTIVE_CAUSE)
-        self._store.put_app_state(self._access_key, after.to_dict())
-        self._claim_probe(now)  # this answer was the window's request
-        until = next_window_reset(now)
-        fields = {
-            "userId": self._user_id,
-            "inactiveSince": _iso(after.inactive_since),
-            "nextProbeAt": until.isoformat(),
-        }
-        if before.inactive:
-            log.info("strava.app_still_inactive", extra=fields | {"probes": after.probes})
-        else:
-            log.error("strava.app_inactive", extra=fields | {"cause": APP_INACTIVE_CAUSE})
-            self._audit_every_account("strava.app_inactive", fields | {"cause": APP_INACTIVE_CAUSE})
-        return StravaAppInactive(until)
-
-    def _app_recovered(self) -> None:
-        """The probe succeeded: Strava serves the application again."""
-        now = self._clock()
-        before = self.app_access()
-        if not before.inactive:
-            return  # another runner saw it first
-        self._store.put_app_state(self._access_key, before.recovered(now).to_dict())
-        fields = {
-            "userId": self._user_id,
-            "inactiveSince": _iso(before.inactive_since),
-            "probes": before.probes,
-        }
-        log.warning("strava.app_recovered", extra=fields)
-        self._audit_every_account("strava.app_recovered", fields)
-
-    def _audit_every_account(self, kind: str, detail: dict[str, Any]) -> None:
-        """Every account waits on the application: each one's audit says why."""
-        now = self._clock()
-        for account in self._store.list_accounts():
-            event = AuditEvent(
-                user_id=account.user_id,
-                at=now,
-                kind=kind,
-                event_id=uuid.uuid4().hex,
-                detail=detail,
-            )
-            self._store.add_audit(event, retention_days=self._audit_retention_days)
-
-    # -- StravaPort ----------------------------------------------------------------------
+    # -- the API -------------------------------------------------------------------------
     def list_activities(
         self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
     ) -> list[StravaActivity]:
@@ -571,32 +414,22 @@ class StravaAdapter:
             raise TransientError("Strava's activity list is not a list")
         return [strava_activity_from_json(row) for row in rows]
 
-    def list_all_activities(
-        self, *, after: datetime, per_page: int = 200
-    ) -> Iterator[dict[str, Any]]:
-        """Every activity starting after `after`, oldest first, as Strava's JSON.
+    def list_activity_rows(self, *, after: datetime, page: int, per_page: int) -> list[Any]:
+        """One page of the activities starting after `after`, oldest first, as Strava
+        sent it (its rows are JSON objects, unread)."""
 
-        One read a page, each through the budget check: a spent budget raises
-        RateLimited between pages, and the caller resumes from the last start it saw.
-        """
-        page = 1
-        while True:
+        def request() -> Any:
+            return self._client.protocol.get(
+                "/athlete/activities",
+                after=int(after.timestamp()),
+                page=page,
+                per_page=per_page,
+            )
 
-            def request(page: int = page) -> Any:
-                return self._client.protocol.get(
-                    "/athlete/activities",
-                    after=int(after.timestamp()),
-                    page=page,
-                    per_page=per_page,
-                )
-
-            rows = self._call(request)
-            if not isinstance(rows, list):
-                raise TransientError("Strava's activity list is not a list")
-            yield from (cast("dict[str, Any]", row) for row in rows if isinstance(row, dict))
-            if len(rows) < per_page:
-                return
-            page += 1
+        rows = self._call(request)
+        if not isinstance(rows, list):
+            raise TransientError("Strava's activity list is not a list")
+        return rows
 
     def get_athlete_id(self) -> int:
         """The authorizing athlete's id (GET /athlete): one read."""
@@ -623,8 +456,9 @@ class StravaAdapter:
     def get_activity_streams(
         self, activity_id: int, types: Sequence[str]
     ) -> dict[str, dict[str, Any]]:
-        """One GET /activities/{id}/streams (key_by_type), within the background budget.
-        Strava leaves out what it does not have; a 404 raises StravaNotFound."""
+        """One GET /activities/{id}/streams (key_by_type), shown to the policy as a
+        background read. Strava leaves out what it does not have; a 404 raises
+        StravaNotFound."""
 
         def request() -> Any:
             return self._client.get_activity_streams(activity_id, types=cast("Any", list(types)))
@@ -673,15 +507,11 @@ class StravaAdapter:
         return upload_status_from_json(self._call(request))
 
     def get_upload(self, upload_id: int) -> UploadStatus:
-        """One GET /uploads/{id}; may use the reads kept back for polls."""
+        """One GET /uploads/{id}, shown to the policy as a poll."""
 
         def request() -> Any:
             return self._client.protocol.get(
                 "/uploads/{upload_id}", upload_id=upload_id, check_for_errors=False
             )
 
-        return upload_status_from_json(self._call(request, priority=True))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+        return upload_status_from_json(self._call(request, poll=True))

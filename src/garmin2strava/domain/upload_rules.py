@@ -1,18 +1,13 @@
 """A Garmin activity's rules in the uploader, in the order a cycle meets them.
 
-1. A Garmin activity-list record -> GarminActivity (`parse_activity`).
-2. Is it a candidate: unsettled in the ledger, of a wanted type, due (`choose_candidates`).
-3. Is it already on Strava: the query windows around a group of candidates
-   (`group_by_span`, `query_window`) and the match among what they answer (`find_match`).
-4. The ledger's transitions: the intent before an upload, settled, failed with its
-   retry time, dead after the last attempt (`intent`, `settled`, `failed`).
-5. What Strava's upload answer means, duplicates included (`read_upload_status`).
-
-Garmin's list answers changed shape over the years: older
-ones carry `elapsedDuration` in milliseconds, newer ones in seconds, while
-`duration` and `movingDuration` have always been seconds. Every value read here is
-checked against the others and against plausible bounds, so a hostile or odd record
-is refused with its reason (InvalidActivity) instead of breaking a later step.
+A list record becomes a GarminActivity (`parse_activity`); candidates are chosen
+(`choose_candidates`); the query windows (`group_by_span`, `query_window`) and the
+match (`find_match`) say whether it is on Strava already; the ledger's transitions
+(`intent`, `settled`, `failed`) and Strava's upload answers (`read_upload_status`)
+follow. Garmin's records changed shape over the years (`elapsedDuration` in
+milliseconds in older ones, seconds in newer), so every value is checked against the
+others and plausible bounds, and an odd record is refused with its reason
+(InvalidActivity).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and the secret callback path.
 
 Pure: no I/O. The entrypoint turns `BadEvent` into 400 with a short reason. Whether an
-event names our subscription is decided by the receiver (services.mirror), which
+event names our subscription is decided by the receiver (services.mirror_intake), which
 answers foreign and valid events alike: the answer is no oracle for our id.
 
 Strava does not sign events, so the callback URL carries a secret:

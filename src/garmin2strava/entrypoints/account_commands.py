@@ -22,10 +22,14 @@ from garmin2strava.entrypoints.cli_common import (
     load_app,
     user_option,
 )
+from garmin2strava.errors import StravaAuthError
+from garmin2strava.services.account_control import AccountControl, NoSuchAccount, paused_reason_of
+from garmin2strava.services.history import format_history, read_history
+from garmin2strava.services.strava_access import StravaAccess
+from garmin2strava.services.sync_accounts import sync_all
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
-    from garmin2strava.services.account_control import AccountControl
 
 __all__ = ["account_rows", "accounts", "disconnect", "history"]
 
@@ -44,7 +48,6 @@ def history(user: str | None, since: datetime | None, limit: int, as_json: bool)
     G2S_AUDIT_RETENTION_DAYS (default 7); read with key-range queries on SQLite and
     DynamoDB alike. Local: no Garmin or Strava request.
     """
-    from garmin2strava.services.history import format_history, read_history  # noqa: PLC0415
 
     app = load_app(load())
     retention = timedelta(days=app.settings.audit_retention_days)
@@ -69,7 +72,6 @@ def accounts() -> None:
 
 def account_rows(app: App) -> list[dict[str, Any]]:
     """Each account's state and why, for `accounts list`."""
-    from garmin2strava.services.account_control import paused_reason_of  # noqa: PLC0415
 
     rows = []
     for a in app.store.list_accounts():
@@ -119,7 +121,6 @@ def accounts_list(as_json: bool) -> int:
 def accounts_pause(user_id: str) -> int:
     """Stop the account's running cycle before its next activity; no cycle until
     resumed. Local: no request."""
-    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
 
     try:
         _control(load_app(load())).pause(user_id)
@@ -134,7 +135,6 @@ def accounts_pause(user_id: str) -> int:
 @click.argument("user_id", metavar="ID")
 def accounts_resume(user_id: str) -> int:
     """Let a paused account sync again. Local: no request."""
-    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
 
     try:
         _control(load_app(load())).resume(user_id)
@@ -156,7 +156,6 @@ def accounts_remove(user_id: str, yes: bool) -> int:
     run twice; its audit events expire with G2S_AUDIT_RETENTION_DAYS. A running cycle is
     stopped before its next activity first. Local: no Garmin or Strava request.
     """
-    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
 
     app = load_app(load())
     if not yes and not _confirm(
@@ -180,8 +179,6 @@ def accounts_remove(user_id: str, yes: bool) -> int:
 def accounts_sync(user_id: str) -> int:
     """One cycle for this account now: 1 Garmin request when there is nothing new and 0
     Strava; each new run adds 1 Garmin download, 1 Strava upload and 1 status poll."""
-    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
-    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415
 
     app = load_app(load())
     try:
@@ -211,8 +208,6 @@ def disconnect(user: str | None, yes: bool) -> int:
     deauthorization does. The account and its upload ledger stay; `get-token` connects
     it again.
     """
-    from garmin2strava.errors import StravaAuthError  # noqa: PLC0415
-    from garmin2strava.services.account_control import NoSuchAccount  # noqa: PLC0415
 
     app = load_app(load())
     user_id = user or app.settings.user_id
@@ -224,10 +219,8 @@ def disconnect(user: str | None, yes: bool) -> int:
     revoked = {"answer": "revoked"}
 
     def revoke() -> None:
-        from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
-
         strava = app.strava_for(user_id)
-        assert isinstance(strava, StravaAdapter)
+        assert isinstance(strava, StravaAccess)
         try:
             strava.deauthorize()
         except StravaAuthError:
@@ -248,8 +241,6 @@ def disconnect(user: str | None, yes: bool) -> int:
 
 
 def _control(app: App) -> AccountControl:
-    from garmin2strava.services.account_control import AccountControl  # noqa: PLC0415
-
     return AccountControl(
         store=app.store, clock=app.clock, audit_retention_days=app.settings.audit_retention_days
     )

@@ -11,15 +11,19 @@ Exit codes: 0 success, 1 a sync or command failed, 2 bad settings or usage.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from garmin2strava.domain.models import Account, AccountStatus
+from garmin2strava.domain.text import shown
 from garmin2strava.entrypoints import account_commands, mirror_commands, notify_commands
 from garmin2strava.entrypoints.cli_common import (
     ISO_DATE,
@@ -30,6 +34,11 @@ from garmin2strava.entrypoints.cli_common import (
     user_option,
 )
 from garmin2strava.errors import ConfigError, G2SError, GarminAuthError
+from garmin2strava.services.account_control import retry_upload
+from garmin2strava.services.backfill import BackfillProgress, backfill_account
+from garmin2strava.services.status import account_status
+from garmin2strava.services.strava_access import StravaAccess
+from garmin2strava.services.sync_accounts import sync_all
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -99,9 +108,9 @@ def run(no_http: bool) -> int:
     Reads also G2S_ACTIVITY_TYPES, G2S_LOOKBACK, G2S_MAX_ATTEMPTS,
     G2S_UPLOAD_POLL_DELAY_SECONDS, G2S_MIRROR_RECONCILE_HOURS, STRAVA_VERIFY_TOKEN.
     """
-    from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
-    from garmin2strava.entrypoints.server import AdminRuntime, MirrorRuntime  # noqa: PLC0415
-    from garmin2strava.services.conditions import sync_sight  # noqa: PLC0415
+    from garmin2strava.entrypoints.daemon import run_daemon
+    from garmin2strava.entrypoints.server import AdminRuntime, MirrorRuntime
+    from garmin2strava.services.conditions import sync_sight
 
     app = load_app(load())
     if no_http:
@@ -143,9 +152,9 @@ def serve() -> int:
     with G2S_MIRROR_STREAMS); updates and deletes none. Reads also STRAVA_VERIFY_TOKEN,
     G2S_WEBHOOK_SECRET, STRAVA_SUBSCRIPTION_ID.
     """
-    from garmin2strava.entrypoints.daemon import run_daemon  # noqa: PLC0415
-    from garmin2strava.entrypoints.server import MirrorRuntime  # noqa: PLC0415
-    from garmin2strava.services.conditions import mirror_sight  # noqa: PLC0415
+    from garmin2strava.entrypoints.daemon import run_daemon
+    from garmin2strava.entrypoints.server import MirrorRuntime
+    from garmin2strava.services.conditions import mirror_sight
 
     app = load_app(load())
     mirror = MirrorRuntime(app)  # binds the ports first: a taken one ends the command now
@@ -166,15 +175,14 @@ def serve() -> int:
 
 def _link_settings_athlete(app: App) -> None:
     """The mirror needs athlete -> account; a failure here must not stop the daemon."""
-    from garmin2strava.adapters.strava import StravaAdapter  # noqa: PLC0415
-    from garmin2strava.services.accounts import ensure_athlete_linked  # noqa: PLC0415
+    from garmin2strava.services.accounts import ensure_athlete_linked
 
     user_id = app.settings.user_id
     if app.store.get_account(user_id) is None or app.store.get_strava_tokens(user_id) is None:
         return
     try:
         strava = app.strava_for(user_id)
-        assert isinstance(strava, StravaAdapter)
+        assert isinstance(strava, StravaAccess)
         ensure_athlete_linked(app.store, user_id, strava.get_athlete_id)
     except G2SError as exc:
         log.warning("account.athlete_link_failed", extra={"userId": user_id, "error": str(exc)})
@@ -198,12 +206,11 @@ def sync(once: bool, dry_run: bool, user: str | None) -> int:  # noqa: ARG001 (-
     --dry-run still lists Garmin and may query Strava. Reads also G2S_ACTIVITY_TYPES,
     G2S_LOOKBACK, G2S_MAX_ATTEMPTS, G2S_MATCH_TOLERANCE_SECONDS, G2S_UPLOAD_DESCRIPTION.
     """
-    from garmin2strava.entrypoints.telling import (  # noqa: PLC0415
+    from garmin2strava.entrypoints.telling import (
         after_cycle,
         cycle_ok,
         default_sight,
     )
-    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415
 
     app = load_app(load())
     if not app.store.list_accounts():
@@ -234,9 +241,7 @@ def backfill(since: datetime, until: datetime | None, user: str | None, no_progr
     status poll (list queries for groups of nearby runs). Reads also
     G2S_ACTIVITY_TYPES, G2S_MATCH_TOLERANCE_SECONDS.
     """
-    from tqdm import tqdm  # noqa: PLC0415 (only this command draws a progress bar)
-
-    from garmin2strava.services.backfill import BackfillProgress, backfill_account  # noqa: PLC0415
+    from tqdm import tqdm
 
     settings = load()
     app = load_app(settings)
@@ -281,7 +286,6 @@ def uploads() -> None:
 @click.option("--limit", type=int, default=50, show_default=True, help="entries per account")
 def uploads_list(as_json: bool, user: str | None, limit: int) -> int:
     """List ledger entries, newest first. Local: no Garmin or Strava request."""
-    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
 
     app = load_app(load())
     users = [user] if user else [a.user_id for a in app.store.list_accounts()]
@@ -329,7 +333,6 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
 def uploads_retry(garmin_activity_id: int, user: str | None) -> int:
     """Put a failed, dead or skipped activity back in the queue: the next cycle tries
     it again (its attempts start over). Local: no request now."""
-    from garmin2strava.services.account_control import retry_upload  # noqa: PLC0415
 
     settings = load()
     app = load_app(settings)
@@ -357,7 +360,6 @@ def status(as_json: bool) -> int:
     Local: no Garmin or Strava request (it reads what the last requests recorded).
     Reads also G2S_STRAVA_ATHLETE_CAPACITY and STRAVA_SUBSCRIPTION_ID.
     """
-    from garmin2strava.services.status import account_status  # noqa: PLC0415
 
     settings = load()
     app = load_app(settings)
@@ -419,8 +421,8 @@ def get_token(port: int, user: str | None, timeout: float, open_browser: bool) -
     STRAVA_REFRESH_TOKEN). Set your Strava app's 'Authorization Callback Domain' to
     localhost. Reads STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET.
     """
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
-    from garmin2strava.entrypoints.oauth import get_token as run_flow  # noqa: PLC0415
+    from garmin2strava.bootstrap import bootstrap
+    from garmin2strava.entrypoints.oauth import get_token as run_flow
 
     settings = load()
     return run_flow(
@@ -449,12 +451,9 @@ def garmin_login(email: str | None, user: str | None) -> int:
     handful, once). Reads GARMIN_EMAIL and GARMIN_PASSWORD (else asks), and logs in
     where the sync goes: G2S_GARMIN_BASE_URL.
     """
-    import getpass  # noqa: PLC0415 (light top level)
-    from dataclasses import replace  # noqa: PLC0415 (light top level)
 
-    from garmin2strava.adapters.garmin import interactive_login  # noqa: PLC0415
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
-    from garmin2strava.domain.models import Account, AccountStatus  # noqa: PLC0415
+    from garmin2strava.adapters.garmin import interactive_login
+    from garmin2strava.bootstrap import bootstrap
 
     settings = load()
     app = bootstrap(settings)
@@ -525,9 +524,9 @@ def store_init() -> int:
     if settings.store != "dynamodb":
         print(f"G2S_STORE is {settings.store}: nothing to initialise (SQLite creates itself)")
         return 0
-    import boto3  # noqa: PLC0415 (only this command and the DynamoDB adapter need it)
+    import boto3
 
-    from garmin2strava.adapters.store.dynamodb_table import create_table  # noqa: PLC0415
+    from garmin2strava.adapters.store.dynamodb_table import create_table
 
     create_table(boto3.client("dynamodb"), settings.dynamodb_table)
     print(f"DynamoDB table {settings.dynamodb_table} is ready")
@@ -546,7 +545,7 @@ def demo(keep: bool, serve: bool) -> int:
     and a temporary SQLite store: no request leaves 127.0.0.1, and no setting is read.
     """
     try:
-        from garmin2strava.entrypoints.demo import run_demo  # noqa: PLC0415
+        from garmin2strava.entrypoints.demo import run_demo
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "g2s_sandbox":
             raise

@@ -3,8 +3,8 @@ settings and app every command builds first.
 
 Imported for every invocation (`--help` too), so the top level is click and the
 standard library only; settings, stores and client libraries load when a command runs.
-Every command reads its settings with `read_settings()`: the standard-library reader
-when it is sure, pydantic-settings otherwise (and for every error line).
+Every command reads its settings with `load_settings()` (pydantic-settings), which
+gives the one error line of a wrong setting.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+from garmin2strava.logs import configure_logging
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -55,10 +57,9 @@ def json_option(what: str = "JSON instead of text") -> Callable[[F], F]:
 
 def load() -> Settings:
     """The settings (a bad one raises ConfigError: one line, exit 2), logging set up."""
-    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (light top level)
-    from garmin2strava.settings import read_settings  # noqa: PLC0415 (light top level)
+    from garmin2strava.settings import load_settings
 
-    settings = read_settings()
+    settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -66,8 +67,8 @@ def load() -> Settings:
 def load_app(settings: Settings) -> App:
     """The app on the configured store, with the single-user account created on first
     use (no request: see services.accounts)."""
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.accounts import ensure_settings_account  # noqa: PLC0415
+    from garmin2strava.bootstrap import bootstrap
+    from garmin2strava.services.accounts import ensure_settings_account
 
     app = bootstrap(settings)
     ensure_settings_account(app.store, settings, app.clock)

@@ -200,6 +200,7 @@ def _thread_body(
 _SYNC_MODULES = (
     "garmin2strava.adapters.garmin",
     "garmin2strava.adapters.strava",
+    "garmin2strava.services.strava_access",
 )
 
 
@@ -208,9 +209,9 @@ def freeze_heap(modules: Sequence[str]) -> None:
 
     A long-running process keeps its imported libraries (stravalib, garminconnect,
     pydantic, uvicorn...) forever, yet each full collection walked all of them with
-    the GIL held: 40-65 ms per collection on this machine, measured, which stalled
-    every webhook request in flight (the load bench's worst latencies). Frozen, they
-    are never scanned again; garbage made later is collected as before."""
+    the GIL held, long enough to stall every webhook request in flight (the load
+    bench's worst latencies: docs/benchmarks.md, "Webhook load"). Frozen, they are
+    never scanned again; garbage made later is collected as before."""
     for name in modules:
         importlib.import_module(name)
     gc.collect()

@@ -8,7 +8,6 @@ mirror backfill copies what was there before, then an edit and a delete made on
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import socket
 import threading
@@ -16,15 +15,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from pydantic import SecretStr
+
 from g2s_sandbox.scenario import SandboxPair
-from garmin2strava.adapters.strava import StravaAdapter
 from garmin2strava.adapters.strava_subscriptions import create_subscription
 from garmin2strava.bootstrap import App, bootstrap
 from garmin2strava.domain.webhook import callback_path, derive_path_secret, redact_callback_url
 from garmin2strava.entrypoints.server import MirrorRuntime
-from garmin2strava.services.mirror import remember_subscription
 from garmin2strava.services.mirror_backfill import backfill_mirror
-from garmin2strava.settings import Secret
+from garmin2strava.services.mirror_subscription import remember_subscription
+from garmin2strava.services.strava_access import StravaAccess
 
 __all__ = ["show_mirror"]
 
@@ -35,8 +35,12 @@ def show_mirror(pair: SandboxPair, app: App, *, since: datetime) -> bool:
     """Run the mirror part of the demo; True when every step did what it should."""
     port = _free_port()
     verify = secrets.token_urlsafe(24)
-    settings = dataclasses.replace(
-        app.settings, http_port=port, admin_port=_free_port(), strava_verify_token=Secret(verify)
+    settings = app.settings.model_copy(
+        update={
+            "http_port": port,
+            "admin_port": _free_port(),
+            "strava_verify_token": SecretStr(verify),
+        }
     )
     runtime = MirrorRuntime(bootstrap(settings, store=app.store))
     stop = threading.Event()
@@ -75,7 +79,7 @@ def _mirror_steps(
 
     before = pair.strava_counts()
     strava = app.strava_for(user_id)
-    assert isinstance(strava, StravaAdapter)
+    assert isinstance(strava, StravaAccess)
     result = backfill_mirror(
         app.store, strava, user_id, since=since, clock=app.clock, wait_until=lambda _until: False
     )

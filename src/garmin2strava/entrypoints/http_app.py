@@ -1,23 +1,13 @@
 """The HTTP apps (ASGI, starlette). Two of them, on two listeners:
 
-- `create_app`, the public one: Strava's webhook and a bare /healthz (200 or 503,
-  `{"ok": ...}` and nothing else: no account, no reason, for anyone who asks). The
-  webhook lives at `/webhooks/strava/{secret}` only: a wrong secret gets the very 404
-  any unknown path gets (the bare `/webhooks/strava` included), for every method.
-- `create_admin_app`, the operators' one (loopback by default): the detailed
-  /healthz with its reasons, /metrics, and whatever else is for operators; pass more
-  routes in `routes`.
+- `create_app`, the public one: Strava's webhook at `/webhooks/strava/{secret}` only
+  (a wrong secret gets the very 404 any unknown path gets) and a bare /healthz.
+- `create_admin_app`, the operators' one (loopback by default): the detailed /healthz,
+  /metrics and the `routes` passed in.
 
-Thin: parse the request, call the service, answer. Its import stays small (starlette,
-sqlite-backed queue, domain), because a cold start is part of Strava's 2-second
-budget: no stravalib, garminconnect, boto3 or fitparse on this path.
-
-Answers stay quick while the store is not: an event meets at most the queue's
-enqueue timeout and then gets 503 (Strava delivers again), more than
-`MAX_EVENTS_IN_FLIGHT` events waiting at once get 503 at once (so a locked store
-cannot queue requests behind the thread pool), and a health check that has not
-answered within `HEALTH_TIMEOUT_S` is a 503 (one check runs at a time, and its
-answer is reused for a second).
+Thin: parse, call the service, answer. Its import stays small (no stravalib,
+garminconnect, boto3 or fitparse) because a cold start is part of Strava's 2-second
+budget, and a slow store makes 503s, never a queue of waiting requests.
 """
 
 from __future__ import annotations
@@ -39,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX
 from garmin2strava.errors import TransientError
-from garmin2strava.services.mirror import WebhookReceiver
+from garmin2strava.services.mirror_intake import WebhookReceiver
 from garmin2strava.services.observability import HealthReport, Sample
 
 __all__ = [
@@ -55,7 +45,8 @@ log = logging.getLogger(__name__)
 
 # Strava's events are ~250 bytes; anything near this limit is not from Strava.
 MAX_EVENT_BYTES = 4096
-# Events being written at once; the thread pool has 40 threads.
+# Events being written at once; more get 503 at once, so a locked store cannot queue
+# requests behind the thread pool (40 threads).
 MAX_EVENTS_IN_FLIGHT = 24
 # Under the Docker HEALTHCHECK's 5 s timeout, with room for the request itself.
 HEALTH_TIMEOUT_S = 3.0
@@ -190,7 +181,7 @@ class _HealthProbe:
         if self._last is not None and time.monotonic() - self._last[0] < self._fresh_s:
             return self._last[1]
         if self._running is None:
-            self._running = asyncio.create_task(self._run())
+            self._running = asyncio.create_task(self._check_in_thread())
         try:
             return await asyncio.wait_for(asyncio.shield(self._running), self._timeout_s)
         except TimeoutError:
@@ -198,7 +189,7 @@ class _HealthProbe:
             reason = f"health check did not answer within {self._timeout_s:g} s (store busy?)"
             return HealthReport(ok=False, reasons=[reason])
 
-    async def _run(self) -> HealthReport:
+    async def _check_in_thread(self) -> HealthReport:
         try:
             report = await run_in_threadpool(self._check)
         except Exception as exc:  # noqa: BLE001 (a failing check is an unhealthy answer)

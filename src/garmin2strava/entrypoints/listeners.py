@@ -1,31 +1,11 @@
 """The container's HTTP listeners: sockets bound before anything starts, and uvicorn's
 HTTP protocol with the limits a public port needs.
 
-uvicorn alone (0.54, httptools) leaves three holes open on a public port, each seen
-on loopback: its keep-alive timer starts only after a response, so a connection that
-never completes a request is kept forever; nothing bounds the open connections, so
-1,100 idle connections against a 1,024-descriptor limit left every new POST reset
-(libuv accepts and drops what it has no descriptor for) with nothing logged; and
-httptools buffers a header of any size (a 100 MiB header grew the process by
-100 MiB). h11 has a head limit (`h11_max_incomplete_event_size`) but neither of the
-other two, and is slower, so httptools stays and `GuardedProtocol` adds:
-
-- a request deadline: from the connection's start (and from the end of each
-  response) the next request's head and body must arrive within
-  `REQUEST_DEADLINE_S`, however slowly they trickle in;
-- a head limit: a request whose head is still incomplete after `MAX_HEAD_BYTES` is
-  answered 431 and closed, without reading the rest;
-- a connection budget per listener, below the descriptor limit: at the budget the
-  connection idle longest (no request in hand) is closed to make room for the new
-  one, so a fresh POST is answered within milliseconds under the attack above.
-
-Drops are counted and logged as `http.connections_dropped`, at most once every
-`LOG_INTERVAL_S` (the counts of the quiet period included).
-
-Binding happens here too, in the calling thread and before any thread starts
-(`bind`; listening starts with uvicorn, once the app is warm): a port that is taken
-or a host that is not this machine's is one ConfigError naming the settings, so
-`serve` and `run` exit at once instead of running without a listener.
+`bind` binds in the calling thread, before any thread starts, so a taken port or a
+foreign host is one ConfigError. `GuardedProtocol` adds to uvicorn's httptools
+protocol a request deadline, a head limit and a connection budget per listener,
+logging drops as `http.connections_dropped`. docs/architecture.md, "The HTTP
+listeners", says which holes of uvicorn alone they close.
 """
 
 from __future__ import annotations

@@ -10,12 +10,38 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
+from garmin2strava.domain.text import shown
+from garmin2strava.domain.webhook import (
+    MIN_SECRET_LENGTH,
+    WEBHOOK_PATH_PREFIX,
+    callback_path,
+    path_secret_matches,
+    redact_callback_url,
+)
 from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
+from garmin2strava.errors import ConfigError
+from garmin2strava.services.export import (
+    atomic_output,
+    export_workouts,
+)
+from garmin2strava.services.mirror_backfill import (
+    ActivityLister,
+    backfill_mirror,
+)
+from garmin2strava.services.mirror_subscription import (
+    SUBSCRIPTION_STATE_KEY,
+    remember_subscription,
+    subscription_from_state,
+)
+from garmin2strava.services.reconcile import reconcile_all
+from garmin2strava.services.streams import backfill_streams
 
 if TYPE_CHECKING:
     from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
@@ -42,8 +68,6 @@ def webhook() -> None:
 
 
 def _strava_app(settings: Settings) -> tuple[int, str]:
-    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
-
     if settings.strava_client_id is None or settings.strava_client_secret is None:
         raise ConfigError("settings STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET are required")
     return settings.strava_client_id, settings.strava_client_secret.get_secret_value()
@@ -64,11 +88,10 @@ def webhook_subscribe(url: str) -> int:
     The callback is URL/webhooks/strava/<secret>; the secret is G2S_WEBHOOK_SECRET or
     derived from STRAVA_VERIFY_TOKEN, and never printed.
     """
-    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib when used)
+    from garmin2strava.adapters.strava_subscriptions import (
         create_subscription,
     )
-    from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror import remember_subscription  # noqa: PLC0415
+    from garmin2strava.bootstrap import build_store
 
     settings = load()
     client_id, secret = _strava_app(settings)
@@ -87,11 +110,10 @@ def webhook_subscribe(url: str) -> int:
 @webhook.command("list")
 def webhook_list() -> int:
     """Show the subscription, if any, and store its id: 1 Strava request."""
-    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib when used)
+    from garmin2strava.adapters.strava_subscriptions import (
         list_subscriptions,
     )
-    from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror import remember_subscription  # noqa: PLC0415
+    from garmin2strava.bootstrap import build_store
 
     settings = load()
     client_id, secret = _strava_app(settings)
@@ -116,15 +138,10 @@ def webhook_list() -> int:
 def webhook_delete(subscription_id: int) -> int:
     """Delete the subscription ID: 1 Strava request. Forgets the stored id when it is
     this one."""
-    from garmin2strava.adapters.strava_subscriptions import (  # noqa: PLC0415 (stravalib when used)
+    from garmin2strava.adapters.strava_subscriptions import (
         delete_subscription,
     )
-    from garmin2strava.bootstrap import build_store  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (light top level)
-        SUBSCRIPTION_STATE_KEY,
-        remember_subscription,
-        subscription_from_state,
-    )
+    from garmin2strava.bootstrap import build_store
 
     settings = load()
     client_id, secret = _strava_app(settings)
@@ -141,8 +158,6 @@ def webhook_delete(subscription_id: int) -> int:
 
 def _webhook_secrets(settings: Settings) -> tuple[str, str]:
     """The verify token and the callback path's secret, refusing a guessable one."""
-    from garmin2strava.domain.webhook import MIN_SECRET_LENGTH  # noqa: PLC0415 (light top level)
-    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
 
     if settings.strava_verify_token is None:
         raise ConfigError(
@@ -163,11 +178,6 @@ def _webhook_secrets(settings: Settings) -> tuple[str, str]:
 
 
 def _callback_url(base: str, path_secret: str) -> str:
-    from urllib.parse import urlsplit  # noqa: PLC0415 (light top level)
-
-    from garmin2strava.domain.webhook import WEBHOOK_PATH_PREFIX, callback_path  # noqa: PLC0415
-    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
-
     parts = urlsplit(base)
     if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query:
         raise ConfigError("--url: give the daemon's public base URL, e.g. https://your.host")
@@ -176,18 +186,12 @@ def _callback_url(base: str, path_secret: str) -> str:
 
 
 def _is_our_callback(url: str, path_secret: str | None) -> bool:
-    from garmin2strava.domain.webhook import (  # noqa: PLC0415 (light top level)
-        WEBHOOK_PATH_PREFIX,
-        path_secret_matches,
-    )
 
     _head, found, given = url.partition(WEBHOOK_PATH_PREFIX)
     return bool(found) and path_secret_matches(given.rstrip("/"), path_secret)
 
 
 def _shown(url: str) -> str:
-    from garmin2strava.domain.webhook import redact_callback_url  # noqa: PLC0415 (light)
-
     return redact_callback_url(url)
 
 
@@ -217,11 +221,6 @@ def mirror_backfill(since: datetime | None, user: str | None, streams: bool) -> 
     first, so the mirror stays current after the backfill. Reads also
     G2S_MIRROR_STREAMS.
     """
-    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
-    from garmin2strava.services.mirror_backfill import (  # noqa: PLC0415 (light top level)
-        ActivityLister,
-        backfill_mirror,
-    )
 
     settings = load()
     if streams and not settings.mirror_streams:
@@ -253,8 +252,6 @@ def mirror_backfill(since: datetime | None, user: str | None, streams: bool) -> 
 def _backfill_streams(
     app: App, user_id: str, since: datetime | None, wait_until: Callable[[datetime], bool]
 ) -> int:
-    from garmin2strava.services.streams import backfill_streams  # noqa: PLC0415 (light top level)
-
     result = backfill_streams(
         app.store,
         app.strava_for(user_id),
@@ -282,9 +279,6 @@ def mirror_reconcile(user: str | None) -> int:
     types and visibility; then reads pending streams (G2S_MIRROR_STREAMS). It keeps 20%
     of each read window for the uploader. Runs now, whatever the schedule.
     """
-    from datetime import timedelta  # noqa: PLC0415 (light top level)
-
-    from garmin2strava.services.reconcile import reconcile_all  # noqa: PLC0415
 
     settings = load()
     app = load_app(settings)
@@ -348,7 +342,6 @@ def workout_json(w: Workout) -> dict[str, Any]:
 @user_option()
 def workouts_list(as_json: bool, include_deleted: bool, user: str | None) -> int:
     """List mirrored activities, newest first. Local: no Strava request."""
-    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
 
     settings = load()
     app = load_app(settings)
@@ -379,7 +372,6 @@ def workouts_list(as_json: bool, include_deleted: bool, user: str | None) -> int
 def workouts_show(activity_id: int, streams: bool, as_json: bool, user: str | None) -> int:
     """One mirrored activity, ID being its Strava activity id (and its stored streams).
     Local: no Strava request."""
-    from garmin2strava.domain.text import shown  # noqa: PLC0415 (light top level)
 
     settings = load()
     app = load_app(settings)
@@ -439,12 +431,6 @@ def workouts_export(  # noqa: PLR0917 (click passes one keyword per option)
     CSV writes one row per sample instead. --output writes the file atomically (a
     temporary file renamed when complete). Local: no Strava request.
     """
-    from pathlib import Path  # noqa: PLC0415 (light top level)
-
-    from garmin2strava.services.export import (  # noqa: PLC0415 (light top level)
-        atomic_output,
-        export_workouts,
-    )
 
     settings = load()
     app = load_app(settings)
@@ -475,8 +461,7 @@ def events() -> None:
 
 
 def _dead_letters(settings: Settings) -> SqliteEventQueue:
-    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
-    from garmin2strava.errors import ConfigError  # noqa: PLC0415 (light top level)
+    from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 
     if settings.store != "sqlite":
         raise ConfigError(

@@ -16,6 +16,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from garmin2strava.services.reconcile import reconcile_all
+from garmin2strava.services.streams import catch_up_all_streams
+
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
     from garmin2strava.services.reconcile import ReconcileReport
@@ -28,7 +31,6 @@ def reconcile_due_accounts(app: App) -> list[ReconcileReport]:
     """One pass for each account that is due; none when G2S_MIRROR_RECONCILE_HOURS is 0."""
     if app.settings.mirror_reconcile_hours <= 0:
         return []
-    from garmin2strava.services.reconcile import reconcile_all  # noqa: PLC0415 (loaded on use)
 
     return reconcile_all(
         app.store,
@@ -44,7 +46,6 @@ def catch_up_pending_streams(app: App) -> dict[str, CatchUpResult]:
     """The pending streams of every account, by user id; none without G2S_MIRROR_STREAMS."""
     if not app.settings.mirror_streams:
         return {}
-    from garmin2strava.services.streams import catch_up_all_streams  # noqa: PLC0415 (as above)
 
     return catch_up_all_streams(
         app.store,

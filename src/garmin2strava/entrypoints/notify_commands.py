@@ -27,7 +27,7 @@ def notify_test() -> int:
     Each URL is shown by its scheme and server only: the rest may be a secret. Exit 1
     when a URL failed (Apprise's own `apprise -vv` says why), 2 when none is set.
     """
-    from garmin2strava.adapters.apprise_channel import check_urls  # noqa: PLC0415 (Apprise: when asked)
+    from garmin2strava.adapters.apprise_channel import check_urls
 
     urls = load().notify_url_list
     if not urls:

@@ -18,16 +18,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from garmin2strava.bootstrap import App
-from garmin2strava.services.mirror import (
+from garmin2strava.services.mirror_intake import WebhookReceiver
+from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
-    MirrorStats,
     SubscriptionSource,
-    WebhookReceiver,
-    run_worker,
     subscription_from_state,
 )
+from garmin2strava.services.mirror_worker import work_until_stopped
 from garmin2strava.services.observability import (
     HealthReport,
+    MirrorStats,
     Sample,
     check_health,
     collect_metrics,
@@ -102,8 +102,8 @@ class AdminRuntime:
     def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
         """`request_deadline_s`: the listener's request deadline; None is
         `listeners.REQUEST_DEADLINE_S` (what `serve` and `run` use)."""
-        from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
-        from garmin2strava.entrypoints.status_page import check_admin_exposure  # noqa: PLC0415
+        from garmin2strava.entrypoints import listeners
+        from garmin2strava.entrypoints.status_page import check_admin_exposure
 
         settings = app.settings
         self.app = app
@@ -147,8 +147,8 @@ class AdminRuntime:
     def asgi_app(self) -> Starlette:
         """The operators' app: the status page at `/` (entrypoints/status_page.py), the
         detailed /healthz and /metrics."""
-        from garmin2strava.entrypoints.http_app import create_admin_app  # noqa: PLC0415
-        from garmin2strava.entrypoints.status_page import (  # noqa: PLC0415
+        from garmin2strava.entrypoints.http_app import create_admin_app
+        from garmin2strava.entrypoints.status_page import (
             status_page_for_app,
             status_page_routes,
         )
@@ -215,7 +215,7 @@ class AdminRuntime:
         self, served: list[tuple[Listener, Callable[..., object]]], stop: threading.Event
     ) -> None:
         """Serve `served` (the admin listener among them) until `stop`, then close."""
-        from garmin2strava.entrypoints.listeners import serve_listeners  # noqa: PLC0415
+        from garmin2strava.entrypoints.listeners import serve_listeners
 
         for listener, _ in served:
             log.info(
@@ -239,13 +239,17 @@ class MirrorRuntime:
     bodies. Building it binds both listeners (ConfigError when one cannot be)."""
 
     # What the two threads import on first use: preloaded before the heap is frozen.
-    MODULES = (*AdminRuntime.MODULES, "garmin2strava.adapters.strava")
+    MODULES = (
+        *AdminRuntime.MODULES,
+        "garmin2strava.adapters.strava",
+        "garmin2strava.services.strava_access",
+    )
 
     def __init__(self, app: App, *, request_deadline_s: float | None = None) -> None:
         """`request_deadline_s`: both listeners' request deadline; None is
         `listeners.REQUEST_DEADLINE_S` (what `serve` and `run` use)."""
-        from garmin2strava.adapters.queue_sqlite import SqliteEventQueue  # noqa: PLC0415
-        from garmin2strava.entrypoints import listeners  # noqa: PLC0415 (uvicorn)
+        from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
+        from garmin2strava.entrypoints import listeners
 
         settings = app.settings
         if settings.store != "sqlite":
@@ -302,7 +306,7 @@ class MirrorRuntime:
 
     def asgi_app(self) -> Starlette:
         """The public app: the webhook and the bare /healthz."""
-        from garmin2strava.entrypoints.http_app import create_app  # noqa: PLC0415
+        from garmin2strava.entrypoints.http_app import create_app
 
         return create_app(self.receiver, health=self.operators.health)
 
@@ -319,7 +323,7 @@ class MirrorRuntime:
         self.admin.close()
 
     def work(self, stop: threading.Event) -> None:
-        run_worker(
+        work_until_stopped(
             self.queue,
             self.app.store,
             self.app.strava_for,

@@ -1,17 +1,11 @@
 """The status page at `/` of the admin listener, and its actions (plain HTML forms).
 
-Server-side templates (Jinja2, templates/status_page.html) and an inline SVG time line;
-no JavaScript is needed (a `<meta http-equiv="refresh">` reloads it every 30 s, and
-not right after an action). Protection:
-
-- The admin listener is loopback by default. When it is opened (`G2S_ADMIN_HOST` not
-  a loopback address), `G2S_ADMIN_TOKEN` is required (`check_admin_exposure`:
-  nothing starts without it) and every request must carry it, as HTTP Basic's
-  password (the browser asks once) or as a Bearer token.
-- Without a token, requests must name a loopback host in `Host`, so a web page in
-  the operator's browser cannot reach the page through DNS rebinding.
-- Every POST carries the page's CSRF token (an HMAC from a key made at start-up)
-  and, when the browser sends one, an `Origin` of this host.
+Jinja2 (templates/status_page.html) and an inline SVG time line, no JavaScript (a
+`<meta http-equiv="refresh">` reloads it every 30 s, not right after an action).
+Protection: `G2S_ADMIN_TOKEN` is required once the admin listener leaves loopback
+(`check_admin_exposure`) and then carried by every request (Basic password or Bearer);
+without it, `Host` must name a loopback host (against DNS rebinding); every POST
+carries the page's CSRF token and, when the browser sends one, an `Origin` of this host.
 """
 
 from __future__ import annotations
@@ -43,6 +37,7 @@ from garmin2strava.errors import ConfigError, G2SError
 from garmin2strava.ports import EventQueue, Store
 from garmin2strava.services.account_control import AccountControl, retry_upload
 from garmin2strava.services.status_page_view import KINDS, StatusPageView, build_view
+from garmin2strava.services.sync_accounts import sync_all
 
 __all__ = [
     "ServedStatusPage",
@@ -131,7 +126,6 @@ def status_page_for_app(
 ) -> StatusPage:
     """The page of a process that runs `app`: "Sync now" runs one cycle in a thread
     of its own (the account's lease keeps it from running beside the scheduler's)."""
-    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415 (the sync's imports)
 
     def sync_now(user_id: str) -> None:
         def run() -> None:
@@ -167,7 +161,7 @@ def serve_status_page(
     page: StatusPage, *, host: str = "127.0.0.1", port: int = 0
 ) -> ServedStatusPage:
     """Bind now (port 0: a free one), serve in a daemon thread until `stop()`."""
-    import uvicorn  # noqa: PLC0415 (only a process that serves HTTP)
+    import uvicorn
 
     check_admin_exposure(host, page.admin_token)
     sock = socket.create_server((host, port))

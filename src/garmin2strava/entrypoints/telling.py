@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from garmin2strava.services.conditions import Sight, observe, sync_sight
+from garmin2strava.services.notify import tell
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -61,7 +62,7 @@ def channel_for(settings: Settings) -> NotifyChannel | None:
     urls = settings.notify_url_list
     if not urls:
         return None
-    from garmin2strava.adapters.apprise_channel import AppriseChannel  # noqa: PLC0415
+    from garmin2strava.adapters.apprise_channel import AppriseChannel
 
     with _CHANNELS_LOCK:
         return _CHANNELS.setdefault(urls, AppriseChannel(urls))
@@ -73,13 +74,12 @@ def after_cycle(app: App, sight: Sight, *, ok: bool | None) -> None:
     heartbeat = app.settings.heartbeat_url
     if ok is None or heartbeat is None:
         return
-    from garmin2strava.adapters.heartbeat import ping  # noqa: PLC0415
+    from garmin2strava.adapters.heartbeat import ping
 
     ping(heartbeat.get_secret_value(), ok=ok)
 
 
 def _tell(app: App, sight: Sight) -> None:
-    from garmin2strava.services.notify import tell  # noqa: PLC0415 (only after a cycle)
 
     now = app.clock()
     try:

@@ -160,7 +160,7 @@ class AccountControl:
                 replace(current, status=before.status, status_detail=before.status_detail)
             )
             raise
-        # As a verified deauthorization does (services/mirror.py `_forget_athlete`):
+        # As a verified deauthorization does (services/mirror_worker.py `_forget_athlete`):
         # tokens first, then the mirror and the audit trail; the ledger stays.
         self.store.delete_strava_tokens(user_id)
         removed = self.store.forget_strava_data(user_id)

@@ -42,6 +42,10 @@ from garmin2strava.domain.conditions import Observation
 from garmin2strava.domain.models import Account, AccountStatus, LedgerEntry, UploadOutcome
 from garmin2strava.domain.strava_outage import STRAVA_OUTAGE_KEY, StravaOutage
 from garmin2strava.ports import Accounts, AppState, EventQueue, UploadLedger
+from garmin2strava.services.mirror_subscription import (
+    SUBSCRIPTION_STATE_KEY,
+    subscription_from_state,
+)
 from garmin2strava.services.status import (
     DEFAULT_ATHLETE_CAPACITY,
     STRAVA_BUDGET_KEY,
@@ -316,11 +320,6 @@ def _unwritable(trouble: WriteTrouble) -> Observation | None:
 
 
 def _subscription(store: AppState, sight: Sight, now: datetime) -> Observation | None:
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (as services/status.py)
-        SUBSCRIPTION_STATE_KEY,
-        subscription_from_state,
-    )
-
     if sight.subscription_id_setting is not None:
         return None
     if subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY)) is not None:

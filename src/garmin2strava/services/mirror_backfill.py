@@ -30,7 +30,7 @@ _CHECKPOINT_EVERY = 50  # rows between cursor writes; a resumed run redoes at mo
 
 @runtime_checkable
 class ActivityLister(Protocol):
-    """What the backfill needs from Strava (adapters.strava.StravaAdapter has it)."""
+    """What the backfill needs from Strava (services.strava_access.StravaAccess has it)."""
 
     def list_all_activities(
         self, *, after: datetime, per_page: int = 200

@@ -1,17 +1,99 @@
-"""What /healthz and /metrics report, gathered from the store, the queue and the worker."""
+"""What /healthz and /metrics report, gathered from the store, the queue and the
+worker; and what the webhook and the worker count and log on the way: the counters
+(`MirrorStats`), the log throttle (`LogThrottle`) and an event's log fields."""
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from garmin2strava.ports import EventQueue, Store
-from garmin2strava.services.mirror import MirrorStats
 from garmin2strava.services.status import open_conditions_status, strava_app_status
 
-__all__ = ["HealthReport", "Sample", "check_health", "collect_metrics"]
+if TYPE_CHECKING:
+    from garmin2strava.domain.webhook import WebhookEvent
+
+__all__ = [
+    "HealthReport",
+    "LogThrottle",
+    "MirrorStats",
+    "Sample",
+    "check_health",
+    "collect_metrics",
+    "event_log_fields",
+    "ms_since",
+]
+
+_LOG_EVERY_S = 60.0  # an attacker's flood of one kind costs one log line a minute
+
+
+class LogThrottle:
+    """At most one log line per `every_s` for one kind of event; counts the rest."""
+
+    def __init__(self, every_s: float = _LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def due(self, kind: str) -> int | None:
+        """None: stay silent. Else log now, with this many lines suppressed before."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next.get(kind, -math.inf):
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return None
+            self._next[kind] = now + self._every_s
+            return self._suppressed.pop(kind, 0)
+
+
+class MirrorStats:
+    """Counters for /metrics and the worker's heartbeat for /healthz. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counters: dict[str, int] = {}
+        self.worker_last_run: datetime | None = None
+        self.worker_last_error: str | None = None
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self.counters.get(name, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counters)
+
+    def beat(self, at: datetime, error: str | None) -> None:
+        with self._lock:
+            self.worker_last_run = at
+            self.worker_last_error = error
+
+
+def event_log_fields(event: WebhookEvent) -> dict[str, Any]:
+    """What the receiver's and the worker's log lines say about an event."""
+    fields: dict[str, Any] = {
+        "correlationId": event.correlation_id,
+        "athleteId": event.owner_id,
+        "eventType": f"{event.object_type}.{event.aspect_type}",
+    }
+    if event.object_type == "activity":
+        fields["activityId"] = event.object_id
+    return fields
+
+
+def ms_since(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading), for durationMs."""
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,12 @@
 """Reconciliation: notice what the webhook never said, and repair the mirror.
 
-Strava may drop an event, and an event sent while the server was down is gone. Every
-`G2S_MIRROR_RECONCILE_HOURS` (daily by default) a pass lists the athlete's activities
-that started since the previous pass (less `OVERLAP`, for activities synced from a
-watch days late and edits to the past week): one read per 200 activities. Then:
-- an activity Strava lists and the mirror lacks is fetched (one read) and stored, and
-  its streams taken when they are wanted (domain.streams);
-- a live mirrored activity in the window that Strava does not list is checked (one
-  read): a 404 soft-deletes it, an answer refreshes it;
-- a listed activity whose name, type or visibility differs from the mirror's takes
-  Strava's, at no cost (the list carries them).
-The reads are background reads (the uploader's reserve is kept): when the budget is
-short the pass stops where it is, keeps what it repaired, and is done again later. A
-pass given a `stop` event (the daemon's, a Lambda invocation's timer) ends the same
-way once it is set, before its next Strava request.
+Every `G2S_MIRROR_RECONCILE_HOURS` a pass lists the athlete's activities since the
+previous pass (less `OVERLAP`, for watches that sync days late and edits to the past
+week), fetches and stores what the mirror lacks, checks a mirrored activity Strava no
+longer lists (a 404 soft-deletes it) and takes Strava's name, type and visibility
+where they differ (free: the list carries them). Its reads keep the uploader's
+reserve; a pass cut short by the budget or a `stop` event keeps what it repaired and
+is done again later.
 """
 
 from __future__ import annotations
@@ -60,7 +53,7 @@ OVERLAP = timedelta(days=7)
 
 
 class ReconcileClient(ActivityLister, Protocol):
-    """What a pass needs from Strava (adapters.strava.StravaAdapter has it)."""
+    """What a pass needs from Strava (services.strava_access.StravaAccess has it)."""
 
     def get_activity(self, activity_id: int) -> dict[str, Any]: ...
     def get_activity_streams(

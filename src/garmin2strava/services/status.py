@@ -13,6 +13,11 @@ from garmin2strava.domain.conditions import CONDITIONS
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
 from garmin2strava.errors import APP_INACTIVE_CAUSE
 from garmin2strava.ports import AppState, Store
+from garmin2strava.services.mirror_subscription import (
+    SUBSCRIPTION_STATE_KEY,
+    subscription_from_state,
+)
+from garmin2strava.services.notify import open_conditions
 
 __all__ = [
     "DEFAULT_ATHLETE_CAPACITY",
@@ -68,10 +73,6 @@ def _capacity_warnings(accounts: Sequence[Account], capacity: int) -> list[str]:
 
 def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict[str, Any]:
     """Which subscription the webhook accepts, and why it refuses every event if none."""
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (status stays light)
-        SUBSCRIPTION_STATE_KEY,
-        subscription_from_state,
-    )
 
     stored = subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY))
     if subscription_id_setting is not None:
@@ -91,7 +92,6 @@ def webhook_status(store: Store, *, subscription_id_setting: int | None) -> dict
 def open_conditions_status(store: AppState) -> list[dict[str, Any]]:
     """The conditions open now (README "Being told"), oldest first: what needs a
     person, since when, and what fixes it. `status`, the status page and /healthz."""
-    from garmin2strava.services.notify import open_conditions  # noqa: PLC0415 (status stays light)
 
     found: list[dict[str, Any]] = []
     for state in open_conditions(store):

@@ -1,19 +1,12 @@
 """Activity streams in the mirror: read once per activity, when the budget can spare it.
 
-The webhook worker takes an activity's streams right after the fetch that brought the
-activity in (`take_after_fetch`): one read, never a second one (a fetched activity is
-recorded even when Strava has no streams). Stream reads wait behind the uploader: the
-adapter refuses them once less than `BACKGROUND_RESERVE` of a read window is left, and
-then the activity is marked pending. `catch_up_streams` (through `catch_up_all_streams`:
-the daemon every few minutes, the Lambda maintenance function each hour; and `mirror
-reconcile`) and `backfill_streams` (`mirror backfill --streams`) read the pending and
-the past ones later, so none is lost.
-
-A read that fails for another reason (Strava answering 500 for one activity, say)
-counts in the pending mark and is tried again later and later
-(domain/streams.py `stream_retry_at`); the MAX_STREAM_FAILURES-th failure gives the
-activity up: it is kept as read with no streams and a note saying why
-(`streams.gave_up`), so no pass spends a read on it again. The budget never counts.
+The worker takes an activity's streams right after the fetch that brought it in
+(`take_after_fetch`), unless less than `BACKGROUND_RESERVE` of a read window is left:
+then the activity is marked pending, and `catch_up_streams` (the daemon, the
+maintenance Lambda, `mirror reconcile`) or `backfill_streams` (`mirror backfill
+--streams`) reads it later. A read that fails for another reason is tried later and
+later (domain/streams.py `stream_retry_at`) until MAX_STREAM_FAILURES, then given up
+with a note (`streams.gave_up`); the budget never counts as a failure.
 """
 
 from __future__ import annotations

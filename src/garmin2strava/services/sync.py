@@ -1,21 +1,12 @@
 """One sync cycle for one account, top-down: the README's steps, in order.
 
-    sync_account
-      1. lease            take the account's lease (renewed before every activity)
-      2. list             the newest Garmin activities, and the ledger's unsettled entries
-      3. settle           read the status of uploads Strava was still processing
-      4. per activity     already on Strava? (mirror, or one query per group of
-                          candidates) -> download the ORIGINAL and check it -> intent,
-                          upload, record
-      5. poll once        one wait for the batch, one status read per upload
-      6. record the cycle on the account, in the audit trail and the log; release
+    sync_account: lease -> list -> settle -> per activity (already on Strava? ->
+    download and check -> intent, upload, record) -> poll once -> record the cycle
 
-The rules each step applies (candidates, query windows, matching, the ledger's
-transitions, Strava's answers) are in domain.upload_rules; this module does the I/O
-and holds the cycle's state in one `_Cycle` passed to every step.
-
-The cycle never sleeps on a budget and never waits for Strava's processing: what
-cannot be finished now stays in the ledger and is settled by a later cycle.
+The rules each step applies are in domain.upload_rules; this module does the I/O and
+holds the cycle's state in one `_Cycle` passed to every step. The cycle never sleeps
+on a budget and never waits for Strava's processing: what cannot be finished now stays
+in the ledger for a later cycle (docs/architecture.md, "The uploader").
 """
 
 from __future__ import annotations
@@ -229,7 +220,7 @@ def sync_account(
     started = time.monotonic()
     cycle = _Cycle(deps, account, report, owner, dry_run)
     try:
-        _run(cycle, activities)
+        _steps(cycle, activities)
     except _StopCycle:
         pass
     finally:
@@ -252,7 +243,7 @@ def _not_syncable(account: Account, now: datetime) -> str:
     return ""
 
 
-def _run(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
+def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
     """Steps 2-5; what ends the cycle for the whole account is decided here."""
     cycle.webhook_settles = cycle.deps.webhook_settles()
     try:

@@ -1,16 +1,9 @@
 """Item keys and model <-> plain-dict codecs shared by the SQLite and DynamoDB stores.
 
-Attribute names are the DynamoDB ones (docs/architecture.md, "Data model"): camelCase, datetimes
-as fixed-width ISO 8601 UTC strings (`2024-05-01T07:00:00.000000Z`) so that string
-order is time order, which the sort keys rely on. Values are plain JSON types; the
-DynamoDB adapter converts floats to Decimal itself.
-
-Secondary keys (a DynamoDB table would declare them as indexes):
-- `LSI1SK` (local index on PK): `WORKOUT#{startDate}#{activityId}` and
-  `UPLOAD#{startDate}#{garminActivityId}`: workouts by start time, ledger newest first.
-- `GSI1PK`/`GSI1SK` (sparse global index): set only on unsettled ledger entries,
-  `UNSETTLED#USER#{id}` / the entry's SK, so the sync path finds them without a scan.
-- The account registry item `ACCOUNTS` / `USER#{id}` lists every account with a Query.
+Attribute names are the DynamoDB ones (camelCase), datetimes fixed-width ISO 8601 UTC
+strings (`2024-05-01T07:00:00.000000Z`) so string order is time order. The keys and
+the secondary keys (`LSI1SK`, the sparse `GSI1PK`/`GSI1SK` of unsettled ledger
+entries): docs/architecture.md, "Data model" and "Secondary keys".
 """
 
 from __future__ import annotations

@@ -1,45 +1,9 @@
-"""ports.Store on one DynamoDB table: the items of docs/architecture.md, "Data model", no Scan.
-
-Keys and attribute bodies come from codec.py, shared with the SQLite store, so both
-hold the same items. What this module adds:
-
-- Secondary indexes, created by `create_table` (dynamodb_table.py; terraform must
-  declare the same ones, and an LSI only at table creation):
-  - `LSI1` (local, on PK, sort key `LSI1SK`, projection ALL): workouts by start time
-    and the ledger newest first. We chose an index over a bounded Query of
-    `WORKOUT#` items because matching asks for a window of minutes in a mirror of
-    years: the index reads only the workouts in the window (consistent reads work on
-    an LSI, too). Workout reads stop after `MAX_WORKOUTS` (3,000) items read,
-    counting rows a filter drops (deleted workouts). The
-    cost is the 10 GB per-user item collection limit of an LSI, far above what one
-    person's runs and ledger take.
-  - `GSI1` (global, sparse, projection ALL): only unsettled ledger entries carry
-    `GSI1PK`/`GSI1SK`, so `list_unsettled_uploads` reads just those. A GSI is
-    eventually consistent; a just-written entry may show up a moment later, which
-    the next sync cycle absorbs.
-- TTL on `expiresAt` (epoch seconds): audit events, and the lease (harmless: an
-  expired lease is free anyway). DynamoDB deletes expired items up to days late, so
-  reads filter them out too.
-- Tokens are one Binary attribute `ciphertext` (TokenCipher, context f"{PK}/{SK}")
-  and a Number `version` for compare-and-swap.
-- `list_accounts` queries the registry items `ACCOUNTS`/`USER#{id}` (written in the
-  same transaction as the account) and batch-gets the accounts.
-- Application state: `APP`/`STATE#{key}` with the dict in the `value` attribute.
-- Conditional writes: the lease, token compare-and-swap (versions survive deletion
-  in a tombstone), workouts (older `updatedAt` never overwrites newer), and the
-  ledger's intent: a `pending` entry never replaces a settled one (StoreConflict).
-
-Errors: throttling, 5xx and network failures raise TransientError; messages carry the
-operation and AWS error code, never attribute values.
-
-DynamoDBStore keeps the accounts, audit and application state itself; each other port
-is a mixin of its own module that it inherits, with no forwarding: the ledger
-(dynamodb_ledger.py `LedgerItems`), the lease (dynamodb_leases.py `LeaseItems`), the
-mirror (dynamodb_workouts.py `WorkoutItems`), the streams (dynamodb_streams.py
-`StreamItems`), the token items (tokens.py `TokenItems`, over SecretItems in
-dynamodb_secrets.py). All of them reach the table through TableAccess
-(dynamodb_access.py: calls, errors, paging, batches; attribute values in
-dynamodb_items.py).
+"""ports.Store on one DynamoDB table: the items of docs/architecture.md, "Data model",
+no Scan. DynamoDBStore keeps the accounts, the audit and the application state; each
+other port is a mixin of its own module (dynamodb_ledger, dynamodb_leases,
+dynamodb_workouts, dynamodb_streams, tokens), all reaching the table through
+dynamodb_access. The indexes, TTL, conditional writes and errors: docs/architecture.md,
+"The two stores".
 """
 
 from __future__ import annotations

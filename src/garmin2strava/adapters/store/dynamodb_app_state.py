@@ -20,8 +20,8 @@ __all__ = ["dynamodb_client", "read_app_state"]
 def dynamodb_client() -> DynamoDBClient:
     """A client from the standard AWS environment, with short timeouts and one retry:
     a slow read must not hold up Strava's 2 seconds (the caller keeps its last value)."""
-    import botocore.session  # noqa: PLC0415 (only when a handler builds its clients)
-    from botocore.config import Config  # noqa: PLC0415 (as above)
+    import botocore.session
+    from botocore.config import Config
 
     config = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 2})
     client = botocore.session.get_session().create_client("dynamodb", config=config)

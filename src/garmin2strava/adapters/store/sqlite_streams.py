@@ -5,18 +5,16 @@ in one BLOB: SQLite has no item size limit, and the mirror reads an activity's s
 whole (`note`: why none were kept when the reads were given up). `streams_pending`
 holds the activities whose streams are still to be fetched, with their failed reads
 and the time before which they are not tried again. Both are written under the
-store's lock and transactions (SqliteStore passes them in).
+store's lock and transactions (sqlite_access.RowAccess).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
 
 from garmin2strava.adapters.store import blobs, codec
+from garmin2strava.adapters.store.sqlite_access import RowAccess
 from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 
 __all__ = ["STREAMS_SCHEMA", "StreamTables", "upgrade_stream_tables"]
@@ -59,18 +57,12 @@ def upgrade_stream_tables(conn: sqlite3.Connection) -> None:
 
 
 class StreamTables:
-    """The two tables, through the store's `write` transactions and `query`."""
+    """ports.StreamStore on the two tables, mixed into SqliteStore (which gives `_rows`)."""
 
-    def __init__(
-        self,
-        write: Callable[[], AbstractContextManager[sqlite3.Connection]],
-        query: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]],
-    ) -> None:
-        self._write = write
-        self._query = query
+    _rows: RowAccess
 
     def put_streams(self, streams: ActivityStreams) -> None:
-        with self._write() as conn:
+        with self._rows.write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO streams "
                 "(user_id, activity_id, fetched_at, types, body, note) VALUES (?, ?, ?, ?, ?, ?)",
@@ -89,7 +81,7 @@ class StreamTables:
             )
 
     def get_streams(self, user_id: str, activity_id: int) -> ActivityStreams | None:
-        rows = self._query(
+        rows = self._rows.query(
             "SELECT fetched_at, body, note FROM streams WHERE user_id = ? AND activity_id = ?",
             (user_id, activity_id),
         )
@@ -105,7 +97,7 @@ class StreamTables:
         )
 
     def mark_streams_pending(self, user_id: str, activity_id: int) -> None:
-        with self._write() as conn:
+        with self._rows.write() as conn:
             # A fetched activity is never pending again: streams are read once.
             conn.execute(
                 "INSERT OR IGNORE INTO streams_pending (user_id, activity_id) "
@@ -117,7 +109,7 @@ class StreamTables:
     def mark_streams_failed(
         self, user_id: str, activity_id: int, *, failures: int, retry_at: datetime
     ) -> None:
-        with self._write() as conn:
+        with self._rows.write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO streams_pending (user_id, activity_id, failures, retry_at) "
                 "SELECT ?, ?, ?, ? WHERE NOT EXISTS "
@@ -126,7 +118,7 @@ class StreamTables:
             )
 
     def get_pending_streams(self, user_id: str, activity_id: int) -> PendingStreams | None:
-        rows = self._query(
+        rows = self._rows.query(
             "SELECT failures, retry_at FROM streams_pending WHERE user_id = ? AND activity_id = ?",
             (user_id, activity_id),
         )
@@ -143,13 +135,13 @@ class StreamTables:
         self, user_id: str, *, limit: int = 100, due_at: datetime | None = None
     ) -> list[int]:
         if due_at is None:
-            rows = self._query(
+            rows = self._rows.query(
                 "SELECT activity_id FROM streams_pending WHERE user_id = ? "
                 "ORDER BY activity_id LIMIT ?",
                 (user_id, limit),
             )
         else:  # fixed-width UTC text (codec.format_time): compared as strings
-            rows = self._query(
+            rows = self._rows.query(
                 "SELECT activity_id FROM streams_pending WHERE user_id = ? "
                 "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY activity_id LIMIT ?",
                 (user_id, codec.format_time(due_at), limit),
@@ -157,7 +149,7 @@ class StreamTables:
         return [int(row[0]) for row in rows]
 
     @staticmethod
-    def forget(conn: sqlite3.Connection, user_id: str) -> int:
+    def _forget_streams(conn: sqlite3.Connection, user_id: str) -> int:
         """Delete the account's streams and pending marks inside the caller's
         transaction; the number of rows deleted."""
         deleted = conn.execute("DELETE FROM streams WHERE user_id = ?", (user_id,)).rowcount

@@ -13,7 +13,6 @@ names (terraform/main.tf `function_environment`), and the values are read once h
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -29,10 +28,11 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_ssm import SSMClient
+    from pydantic import SecretStr
 
     from garmin2strava.bootstrap import App
-    from garmin2strava.services.mirror import MirrorStats, WebhookReceiver
-    from garmin2strava.settings import Secret
+    from garmin2strava.services.mirror_intake import WebhookReceiver
+    from garmin2strava.services.observability import MirrorStats
 
 __all__ = [
     "ENV_QUEUE_URL",
@@ -103,11 +103,11 @@ def _stored_subscription(
     table_name: str, client: DynamoDBClient | None
 ) -> Callable[[], int | None]:
     """Reads the subscription id `webhook subscribe` stored in the table."""
-    from garmin2strava.adapters.store.dynamodb_app_state import (  # noqa: PLC0415 (cold start)
+    from garmin2strava.adapters.store.dynamodb_app_state import (
         dynamodb_client,
         read_app_state,
     )
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (cold start)
+    from garmin2strava.services.mirror_subscription import (
         SUBSCRIPTION_STATE_KEY,
         subscription_from_state,
     )
@@ -130,14 +130,14 @@ def build_webhook_runtime(
     pydantic-settings alone would cost the cold start more than everything else. The
     subscription id is STRAVA_SUBSCRIPTION_ID, else the one stored in the table (one
     GetItem now, re-read in the background)."""
-    from garmin2strava.adapters.queue_sqs import SqsEventQueue  # noqa: PLC0415 (cold start)
-    from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415 (cold start)
-    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.services.mirror import (  # noqa: PLC0415 (cold start)
-        MirrorStats,
+    from garmin2strava.adapters.queue_sqs import SqsEventQueue
+    from garmin2strava.adapters.ssm import read_secure_parameter
+    from garmin2strava.logs import configure_logging
+    from garmin2strava.services.mirror_intake import WebhookReceiver
+    from garmin2strava.services.mirror_subscription import (
         SubscriptionSource,
-        WebhookReceiver,
     )
+    from garmin2strava.services.observability import MirrorStats
 
     configure_logging(
         _choice_env("G2S_LOG_LEVEL", _LOG_LEVELS, "INFO"),
@@ -166,35 +166,39 @@ def build_webhook_runtime(
 def build_app(*, ssm: SSMClient | None = None) -> App:
     """Settings (as the container reads them), the Strava client secret from SSM, and
     the store: DynamoDB with the KMS cipher under G2S_STORE=dynamodb, G2S_KMS_KEY_ID."""
-    from garmin2strava.adapters.ssm import read_secure_parameter  # noqa: PLC0415
-    from garmin2strava.bootstrap import bootstrap  # noqa: PLC0415 (cold start)
-    from garmin2strava.logs import configure_logging  # noqa: PLC0415 (cold start)
-    from garmin2strava.settings import Secret, read_settings  # noqa: PLC0415 (cold start)
+    from pydantic import SecretStr
 
-    settings = read_settings()
+    from garmin2strava.adapters.ssm import read_secure_parameter
+    from garmin2strava.bootstrap import bootstrap
+    from garmin2strava.logs import configure_logging
+    from garmin2strava.settings import load_settings
+
+    settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     secret = read_secure_parameter(required_env(ENV_SSM_STRAVA_CLIENT_SECRET), client=ssm)
     told = _telling_secrets(ssm)
-    settings = dataclasses.replace(
-        settings,
-        strava_client_secret=Secret(secret),
-        notify_urls=told.get("notify_urls", settings.notify_urls),
-        heartbeat_url=told.get("heartbeat_url", settings.heartbeat_url),
+    settings = settings.model_copy(
+        update={
+            "strava_client_secret": SecretStr(secret),
+            "notify_urls": told.get("notify_urls", settings.notify_urls),
+            "heartbeat_url": told.get("heartbeat_url", settings.heartbeat_url),
+        }
     )
     app = bootstrap(settings)
     log.info("lambda.cold_start", extra={"store": settings.store})
     return app
 
 
-def _telling_secrets(ssm: SSMClient | None) -> dict[str, Secret]:
+def _telling_secrets(ssm: SSMClient | None) -> dict[str, SecretStr]:
     """G2S_NOTIFY_URLS and G2S_HEARTBEAT_URL from the SecureStrings terraform names for
     this function (README "Being told"); one not named, or not made, is left unset. A
     value the container would refuse ends the cold start, in one line naming the
     parameter, never its value."""
-    from garmin2strava.adapters.ssm import read_optional_parameter  # noqa: PLC0415
-    from garmin2strava.settings import Secret  # noqa: PLC0415 (cold start)
+    from pydantic import SecretStr
 
-    found: dict[str, Secret] = {}
+    from garmin2strava.adapters.ssm import read_optional_parameter
+
+    found: dict[str, SecretStr] = {}
     for field, env in (
         ("notify_urls", ENV_SSM_NOTIFY_URLS),
         ("heartbeat_url", ENV_SSM_HEARTBEAT_URL),
@@ -207,12 +211,12 @@ def _telling_secrets(ssm: SSMClient | None) -> dict[str, Secret]:
         if problem:
             msg = f"SSM parameter {name}: {problem}"
             raise ConfigError(msg)
-        found[field] = Secret(value.strip())
+        found[field] = SecretStr(value.strip())
     return found
 
 
 def _notify_urls_problem(value: str) -> str:
-    from garmin2strava.settings import split_notify_urls  # noqa: PLC0415 (cold start)
+    from garmin2strava.settings import split_notify_urls
 
     urls = split_notify_urls(value)
     for position, url in enumerate(urls, 1):
@@ -245,8 +249,8 @@ class WorkerRuntime:
 def build_worker_runtime(
     *, ssm: SSMClient | None = None, sqs: SQSClient | None = None
 ) -> WorkerRuntime:
-    from garmin2strava.adapters.queue_sqs import max_receive_count, sqs_client  # noqa: PLC0415
-    from garmin2strava.services.mirror import DEFAULT_MAX_ATTEMPTS  # noqa: PLC0415
+    from garmin2strava.adapters.queue_sqs import max_receive_count, sqs_client
+    from garmin2strava.services.mirror_worker import DEFAULT_MAX_ATTEMPTS
 
     app = build_app(ssm=ssm)
     queue_url = os.environ.get(ENV_QUEUE_URL, "").strip()

@@ -1,16 +1,10 @@
 """Lambda: the mirror's maintenance (EventBridge, hourly by default).
 
-The daemon's two mirror jobs (entrypoints/daemon.py `schedule_mirror_jobs`), in one
-invocation: a reconciliation pass for every account that is due (each account every
-G2S_MIRROR_RECONCILE_HOURS, 0 = never; the time of the last pass is in the table, so
-an hourly schedule keeps each account's rhythm), then the catch-up of pending streams
-when G2S_MIRROR_STREAMS names any. Paused accounts wait for their resume. Every read
-goes through the background adapter (the uploader's reserve is kept), and a step cut
-short by the budget keeps what it did and is done again by a later invocation.
-
-It stops before its timeout as the sync does: a timer sets the app's stop event
-`STOP_MARGIN_MS` before the end, the pass ends before its next Strava request and
-records no pass (the account stays due), and the next invocation goes on.
+The daemon's two mirror jobs in one invocation (entrypoints/mirror_jobs.py): a
+reconciliation pass for every account that is due (paused ones wait), then the
+catch-up of pending streams. A timer sets the stop event `STOP_MARGIN_MS` before the
+timeout; the pass then ends before its next Strava request, records nothing (the
+account stays due), and the next invocation goes on.
 """
 
 from __future__ import annotations
@@ -103,8 +97,8 @@ def run_maintenance(app: App, context: LambdaContext) -> dict[str, Any]:
 def _tell(app: App) -> None:
     """The conditions this function sees (the dead-letter queue's depth, the webhook
     subscription, the app-wide state), told as the sync tells them; no heartbeat."""
-    from garmin2strava.entrypoints.telling import after_cycle  # noqa: PLC0415 (cold start)
-    from garmin2strava.services.conditions import maintenance_sight  # noqa: PLC0415
+    from garmin2strava.entrypoints.telling import after_cycle
+    from garmin2strava.services.conditions import maintenance_sight
 
     sight = maintenance_sight(
         athlete_capacity=app.settings.strava_athlete_capacity,
@@ -119,7 +113,7 @@ def _dead_letter_depth() -> Callable[[], int] | None:
     queue_url = os.environ.get(ENV_DEAD_LETTER_QUEUE_URL, "").strip()
     if not queue_url:
         return None
-    from garmin2strava.adapters.queue_sqs import dead_letter_depth  # noqa: PLC0415 (cold start)
+    from garmin2strava.adapters.queue_sqs import dead_letter_depth
 
     return partial(dead_letter_depth, queue_url)
 

@@ -92,13 +92,13 @@ def handler(
 
 def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     """Sync every account until done or until the margin before the timeout."""
-    from garmin2strava.entrypoints.telling import (  # noqa: PLC0415 (as above)
+    from garmin2strava.entrypoints.telling import (
         after_cycle,
         cycle_ok,
         default_sight,
     )
-    from garmin2strava.services.status import strava_app_status  # noqa: PLC0415 (as above)
-    from garmin2strava.services.sync_accounts import sync_all  # noqa: PLC0415 (built with the app)
+    from garmin2strava.services.status import strava_app_status
+    from garmin2strava.services.sync_accounts import sync_all
 
     started = time.monotonic()
     remaining_ms = context.get_remaining_time_in_millis()

@@ -1,14 +1,14 @@
 """Lambda: Strava's webhook behind API Gateway (HTTP API, payload format 2.0).
 
 The same path secret, handshake and validation as the container's HTTP app
-(services.mirror's WebhookReceiver); accepted events go to SQS. The routes are
+(services.mirror_intake's WebhookReceiver); accepted events go to SQS. The routes are
 `GET` and `POST /webhooks/strava/{secret}`; a wrong secret gets exactly what API
 Gateway answers for a path it has no route for (404, `{"message":"Not Found"}`).
 Strava allows 2 seconds, cold start included, so this module imports only the
 receiver and the domain; botocore and the settings are loaded by the first
 invocation (`_runtime.build_webhook_runtime`), and stravalib, garminconnect, fitparse
 and boto3's s3transfer never are.
-`bench/lambda_cold_import.py` keeps the import under 400 ms.
+`bench/lambda_cold_import.py` keeps the import under 1 s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from garmin2strava.entrypoints.aws_lambda import _runtime
 from garmin2strava.entrypoints.aws_lambda.emf import counter_deltas, emit_metrics
-from garmin2strava.services.mirror import WebhookAnswer, WebhookReceiver
+from garmin2strava.services.mirror_intake import WebhookAnswer, WebhookReceiver
 
 __all__ = ["MAX_EVENT_BYTES", "answer_request", "handler", "runtime"]
 

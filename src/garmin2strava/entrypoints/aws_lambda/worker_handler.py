@@ -1,16 +1,10 @@
 """Lambda: SQS batches of Strava webhook events (ReportBatchItemFailures).
 
-The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror's
-`process_events`: events about one activity share one fetch. Every message that was
-not completed is returned in `batchItemFailures`; SQS delivers it again after the
-visibility timeout and, after `maxReceiveCount` deliveries, its redrive policy moves
-it to the dead-letter queue. Nothing is dropped here: a failure is returned, never
-swallowed, and a crash of the whole batch returns every unfinished message.
-
-An event deferred because the Strava budget is spent is not a failure: the batch
-sends it to the queue again, delayed until the budget reopens, and reports it done,
-so a long budget outage never dead-letters good events. Only when that send fails is
-it returned as a failure.
+The batch becomes an EventQueue (adapters.queue_sqs.SqsBatch) for services.mirror_worker's
+`process_events`. Every message not completed, a crash of the whole batch included, is
+returned in `batchItemFailures` for SQS to deliver again (and dead-letter after
+`maxReceiveCount`); an event deferred for the Strava budget is sent again delayed and
+reported done, unless that send fails.
 """
 
 from __future__ import annotations
@@ -24,7 +18,8 @@ from typing import Any
 from garmin2strava.adapters.queue_sqs import SqsBatch
 from garmin2strava.entrypoints.aws_lambda import _runtime
 from garmin2strava.entrypoints.aws_lambda.emf import counter_deltas, emit_metrics
-from garmin2strava.services.mirror import MirrorStats, process_events
+from garmin2strava.services.mirror_worker import process_events
+from garmin2strava.services.observability import MirrorStats
 
 __all__ = ["handler", "process_sqs_batch", "runtime"]
 
