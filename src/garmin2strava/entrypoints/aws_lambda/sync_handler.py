@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STOP_MARGIN_MS",
+    "TELL_MIN_MS",
     "Deadline",
     "LambdaContext",
     "handler",
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 # and releasing the lease; at most half of what is left when the invocation starts.
 STOP_MARGIN_MS = 20_000
 _MIN_LEASE_S = 60
+# What telling and the heartbeat may take after the cycle: the notices' send budget
+# and one attempt (services/notify.py), then the ping's timeout. With less left, the
+# invocation ends without them rather than be killed in the middle.
+TELL_MIN_MS = 25_000
 
 
 class LambdaContext(Protocol):
@@ -112,7 +117,11 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     with stop_before_timeout(app, remaining_ms) as deadline:
         reports = sync_all(app.store, deps_for)
     stopped_early = deadline.stopped_early
-    after_cycle(app, default_sight(app), ok=cycle_ok(reports))  # tell, then the heartbeat
+    left_ms = context.get_remaining_time_in_millis()
+    if left_ms >= TELL_MIN_MS:  # tell, then the heartbeat
+        after_cycle(app, default_sight(app), ok=cycle_ok(reports))
+    else:  # what is owed is told by the next invocation; the heartbeat's grace covers one
+        log.warning("lambda.no_time_to_tell", extra={"remainingMs": left_ms})
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
