@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,7 @@ from garmin2strava.entrypoints.aws_lambda.emf import emit_metrics
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
+    from garmin2strava.services.conditions import LedgerGate
     from garmin2strava.services.sync import SyncDeps
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "Deadline",
     "LambdaContext",
     "handler",
+    "ledger_gate",
     "run_scheduled_sync",
     "runtime",
     "stop_before_timeout",
@@ -83,6 +86,15 @@ def stop_before_timeout(app: App, remaining_ms: int) -> Iterator[Deadline]:
 
 
 @cache
+def ledger_gate() -> LedgerGate:
+    """Each account's ledger read for dead uploads at most every 15 minutes per warm
+    container, not every minute: on DynamoDB it is a Query of the whole ledger."""
+    from garmin2strava.services.conditions import LedgerGate  # noqa: PLC0415 (cold start)
+
+    return LedgerGate(timedelta(minutes=15))
+
+
+@cache
 def runtime() -> App:
     """Built by the first invocation of this container, reused by the warm ones."""
     return _runtime.build_app()
@@ -119,7 +131,7 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     stopped_early = deadline.stopped_early
     left_ms = context.get_remaining_time_in_millis()
     if left_ms >= TELL_MIN_MS:  # tell, then the heartbeat
-        after_cycle(app, default_sight(app), ok=cycle_ok(reports))
+        after_cycle(app, default_sight(app, ledger_gate=ledger_gate()), ok=cycle_ok(reports))
     else:  # what is owed is told by the next invocation; the heartbeat's grace covers one
         log.warning("lambda.no_time_to_tell", extra={"remainingMs": left_ms})
     outcomes: Counter[str] = Counter()
