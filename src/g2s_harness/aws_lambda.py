@@ -72,6 +72,7 @@ def clear_runtimes() -> None:
     """Forget the handlers' cached apps: the next invocations are cold starts."""
     maintenance_handler.runtime.cache_clear()
     sync_handler.runtime.cache_clear()
+    sync_handler.ledger_gate.cache_clear()
     webhook_handler.runtime.cache_clear()
     worker_handler.runtime.cache_clear()
 

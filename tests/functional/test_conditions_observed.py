@@ -24,6 +24,7 @@ from garmin2strava.domain.strava_outage import STRAVA_OUTAGE_KEY, StravaOutage
 from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.services.conditions import (
     ACCOUNT_KEYS,
+    LedgerGate,
     Sight,
     maintenance_sight,
     observe,
@@ -353,3 +354,19 @@ def test_the_readme_lists_every_key_with_its_meaning_and_fix() -> None:
         row = next(line for line in section.splitlines() if line.startswith(f"| `{condition.key}`"))
         assert condition.meaning in row
         assert condition.fix.format(user="ID") in row
+
+
+def test_a_ledger_gate_reads_each_ledger_at_most_every_interval(store: SqliteStore) -> None:
+    """Where the ledger costs (DynamoDB, the Lambda sync), uploads.dead is looked at every
+    15 minutes per account: between looks it is not checked (neither opens nor clears)."""
+    store.put_upload(dead_entry(21, "Long Run", start=NOW, outcome=UploadOutcome.DEAD))
+    gated = sync_sight(athlete_capacity=10, ledger_gate=LedgerGate(timedelta(minutes=15)))
+    observed, checked = observe(store, gated, now=NOW)
+    assert ("uploads.dead", USER) in checked
+    assert [o.key for o in observed] == ["uploads.dead"]
+    observed, checked = observe(store, gated, now=NOW + timedelta(minutes=14))
+    assert ("uploads.dead", USER) not in checked
+    assert ("garmin.tokens_refused", USER) in checked  # the account's state: every time
+    assert observed == []
+    _, checked = observe(store, gated, now=NOW + timedelta(minutes=15))
+    assert ("uploads.dead", USER) in checked

@@ -250,3 +250,21 @@ def test_a_store_from_before_notifications_reads_as_nothing_open(store: SqliteSt
     assert open_conditions(store) == []
     _cycle(store, Channel(), [REFUSED], 0)
     assert store.get_app_state(NOTIFY_STATE_KEY) is not None
+
+
+def test_a_channel_that_raises_counts_as_down_and_tell_returns(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel must not raise; one that does has failed this attempt, and the cycle
+    goes on (the notice stays owed)."""
+
+    class Broken(Channel):
+        def send(self, _title: str, _body: str, _notify_type: str) -> bool:
+            raise RuntimeError("boom with a secret-ish text")
+
+    report = _cycle(store, Broken(), [REFUSED], 0)
+    assert [n.state.key for n in report.owed] == ["garmin.tokens_refused"]
+    assert "secret-ish" not in caplog.text
+    channel = Channel()
+    _cycle(store, channel, [REFUSED], 1)
+    assert len(channel.got) == 1

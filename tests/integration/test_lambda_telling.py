@@ -157,3 +157,17 @@ def test_the_maintenance_function_tells_the_dead_letter_queue(
         "[garmin2strava] mirror.dead_letters cleared",
     ]
     assert pinged(catcher) == []  # no heartbeat: maintenance is no sync cycle
+
+
+def test_an_invocation_without_time_left_ends_without_telling_or_pinging(
+    telling: Deployment, catcher: JsonCatcher
+) -> None:
+    """Less than TELL_MIN_MS left after the cycle: no send or ping that the timeout
+    could cut; the next invocation tells what is owed, and pings."""
+    telling.pair.garmin.revoke_all_tokens()
+    with redirect_stdout(io.StringIO()):
+        sync_handler.handler({}, FakeContext(remaining_ms=sync_handler.TELL_MIN_MS - 1))
+    assert catcher.hits == []
+    invoke(sync_handler.handler)
+    assert told(catcher) == ["[garmin2strava] garmin.tokens_refused started"]
+    assert pinged(catcher) == ["/hc/check/fail"]

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from garmin2strava.services.conditions import Sight, observe, sync_sight
+from garmin2strava.services.conditions import LedgerGate, Sight, observe, sync_sight
 from garmin2strava.services.notify import tell
 
 if TYPE_CHECKING:
@@ -36,12 +36,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def default_sight(app: App) -> Sight:
+def default_sight(app: App, *, ledger_gate: LedgerGate | None = None) -> Sight:
     """What a sync cycle looks at where no mirror runs beside it (`sync`, `run
     --no-http`, the admin-only `run` on DynamoDB, the Lambda sync)."""
     return sync_sight(
         athlete_capacity=app.settings.strava_athlete_capacity,
         subscription_id_setting=app.settings.strava_subscription_id,
+        ledger_gate=ledger_gate,
     )
 
 

@@ -31,6 +31,7 @@ How each key is seen:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,6 +61,7 @@ __all__ = [
     "OUTAGE_LONG",
     "ConditionStore",
     "DeadLetters",
+    "LedgerGate",
     "Sight",
     "maintenance_sight",
     "mirror_sight",
@@ -98,6 +100,26 @@ class DeadLetters:
     oldest: datetime | None = None
 
 
+class LedgerGate:
+    """How often each account's ledger is read for dead uploads, where reading it
+    costs (on DynamoDB the whole ledger is a Query of up to 3000 items): at most every
+    `every`, per account and process. Between looks `uploads.dead` is not checked, so
+    it neither opens nor clears; it is told at the next look."""
+
+    def __init__(self, every: timedelta) -> None:
+        self._every = every
+        self._looked: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def due(self, user_id: str, now: datetime) -> bool:
+        with self._lock:
+            last = self._looked.get(user_id)
+            if last is not None and timedelta(0) <= now - last < self._every:
+                return False
+            self._looked[user_id] = now
+            return True
+
+
 @dataclass(frozen=True, slots=True)
 class Sight:
     """What one runner looks at when it observes."""
@@ -114,6 +136,8 @@ class Sight:
     # This process's writes (store.unwritable); None for a runner that writes nothing
     # of its own (the maintenance function), so that it does not clear what another met.
     write_trouble: WriteTrouble | None = field(default=WRITE_TROUBLE)
+    # None: every account's ledger is read at every look (SQLite: a local read).
+    ledger_gate: LedgerGate | None = None
 
 
 def sync_sight(
@@ -122,6 +146,7 @@ def sync_sight(
     subscription_id_setting: int | None = None,
     queue: EventQueue | None = None,
     mirror_expected: bool = False,
+    ledger_gate: LedgerGate | None = None,
 ) -> Sight:
     """After a sync cycle (`run`, `sync`, the Lambda sync): every account, the app-wide
     state, this process's writes; the local queue's dead letters when it has one."""
@@ -131,6 +156,7 @@ def sync_sight(
         mirror_expected=mirror_expected,
         subscription_id_setting=subscription_id_setting,
         dead_letters=queue_dead_letters(queue) if queue is not None else None,
+        ledger_gate=ledger_gate,
     )
 
 
@@ -185,8 +211,10 @@ def observe(
     accounts = store.list_accounts()
     if sight.accounts:
         for account in accounts:
-            checked.update((key, account.user_id) for key in ACCOUNT_KEYS)
-            observed.extend(_account_observations(store, account, now))
+            ledger = sight.ledger_gate is None or sight.ledger_gate.due(account.user_id, now)
+            keys = ACCOUNT_KEYS if ledger else tuple(k for k in ACCOUNT_KEYS if k != "uploads.dead")
+            checked.update((key, account.user_id) for key in keys)
+            observed.extend(_account_observations(store, account, now, ledger=ledger))
     for key, seen in _app_observations(store, sight, accounts, now):
         checked.add((key, None))
         if seen is not None:
@@ -196,7 +224,7 @@ def observe(
 
 # -- one account -------------------------------------------------------------------------
 def _account_observations(
-    store: ConditionStore, account: Account, now: datetime
+    store: ConditionStore, account: Account, now: datetime, *, ledger: bool
 ) -> Iterable[Observation]:
     user = account.user_id
     if account.status is AccountStatus.NEEDS_GARMIN_LOGIN:
@@ -209,6 +237,8 @@ def _account_observations(
         until = account.garmin_backoff_until
         detail = f"Next Garmin request after {until:%Y-%m-%d %H:%M} UTC." if until else ""
         yield Observation("garmin.backoff_long", user, detail, since)
+    if not ledger:
+        return
     dead = [
         e for e in store.list_uploads(user, limit=_LEDGER_LIMIT) if e.outcome is UploadOutcome.DEAD
     ]

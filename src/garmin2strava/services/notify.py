@@ -104,6 +104,26 @@ def tell(
     """Advance the states with what was observed (`checked`: what was looked at) and
     send what is owed. With no channel configured, notices count as told: the states
     still track what is open, for `status`. Never raises."""
+    try:
+        return _tell(
+            store, channel, observed, checked, now=now, owner=owner, retention_days=retention_days
+        )
+    except Exception as exc:  # noqa: BLE001 (a bug, not weather: never raised into a cycle)
+        # Its class only, no traceback: an error's text may quote a URL.
+        log.error("notify.tell_failed", extra={"error": type(exc).__name__})  # noqa: TRY400
+        return TellReport()
+
+
+def _tell(
+    store: NotifyStore,
+    channel: NotifyChannel | None,
+    observed: Sequence[Observation],
+    checked: Collection[tuple[str, str | None]],
+    *,
+    now: datetime,
+    owner: str,
+    retention_days: int,
+) -> TellReport:
     memory = _memory_of(store)
     if memory.states is None and _nothing_to_do(store, observed, checked, now):
         return TellReport()  # an idle cycle: one read, no write
@@ -124,9 +144,6 @@ def tell(
         finally:
             if leased:
                 _release_lease(store, owner)
-    except Exception as exc:  # a bug, not weather: said, never raised into a cycle
-        log.exception("notify.tell_failed", extra={"error": type(exc).__name__})
-        return TellReport()
     finally:
         memory.lock.release()
 
@@ -164,9 +181,12 @@ _MEMORIES_LOCK = threading.Lock()
 
 def _memory_of(store: object) -> _Memory:
     with _MEMORIES_LOCK:
-        memory = _MEMORIES.get(store)
-        if memory is None:
-            memory = _MEMORIES[store] = _Memory()
+        try:
+            memory = _MEMORIES.get(store)
+            if memory is None:
+                memory = _MEMORIES[store] = _Memory()
+        except TypeError:  # a store that takes no weak reference: memory for this call
+            return _Memory()
         return memory
 
 

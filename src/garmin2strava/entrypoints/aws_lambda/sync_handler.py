@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,13 +26,16 @@ from garmin2strava.entrypoints.aws_lambda.emf import emit_metrics
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
+    from garmin2strava.services.conditions import LedgerGate
     from garmin2strava.services.sync import SyncDeps
 
 __all__ = [
     "STOP_MARGIN_MS",
+    "TELL_MIN_MS",
     "Deadline",
     "LambdaContext",
     "handler",
+    "ledger_gate",
     "run_scheduled_sync",
     "runtime",
     "stop_before_timeout",
@@ -43,6 +47,10 @@ log = logging.getLogger(__name__)
 # and releasing the lease; at most half of what is left when the invocation starts.
 STOP_MARGIN_MS = 20_000
 _MIN_LEASE_S = 60
+# What telling and the heartbeat may take after the cycle: the notices' send budget
+# and one attempt (services/notify.py), then the ping's timeout. With less left, the
+# invocation ends without them rather than be killed in the middle.
+TELL_MIN_MS = 25_000
 
 
 class LambdaContext(Protocol):
@@ -75,6 +83,15 @@ def stop_before_timeout(app: App, remaining_ms: int) -> Iterator[Deadline]:
         timer.cancel()
         deadline.stopped_early = app.stop.is_set()
         app.stop.clear()
+
+
+@cache
+def ledger_gate() -> LedgerGate:
+    """Each account's ledger read for dead uploads at most every 15 minutes per warm
+    container, not every minute: on DynamoDB it is a Query of the whole ledger."""
+    from garmin2strava.services.conditions import LedgerGate
+
+    return LedgerGate(timedelta(minutes=15))
 
 
 @cache
@@ -112,7 +129,11 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     with stop_before_timeout(app, remaining_ms) as deadline:
         reports = sync_all(app.store, deps_for)
     stopped_early = deadline.stopped_early
-    after_cycle(app, default_sight(app), ok=cycle_ok(reports))  # tell, then the heartbeat
+    left_ms = context.get_remaining_time_in_millis()
+    if left_ms >= TELL_MIN_MS:  # tell, then the heartbeat
+        after_cycle(app, default_sight(app, ledger_gate=ledger_gate()), ok=cycle_ok(reports))
+    else:  # what is owed is told by the next invocation; the heartbeat's grace covers one
+        log.warning("lambda.no_time_to_tell", extra={"remainingMs": left_ms})
     outcomes: Counter[str] = Counter()
     for report in reports:
         outcomes.update(report.outcomes)
