@@ -92,7 +92,7 @@ class World:
 
     def restart(self, **overrides: Any) -> None:
         """A new process on the same store file (settings changed by `overrides`)."""
-        settings = replace(self.app.settings, **overrides)
+        settings = self.app.settings.model_copy(update=overrides)
         self.app = self.open_app(settings)
         self.app.clock = self.clock
 
