@@ -57,7 +57,7 @@ def main() -> int:
             USER,
             client_id=sandbox.client_id,
             client_secret=sandbox.client_secret,
-            base_url=sandbox.base_url,
+            where=sandbox.base_url,
             background=True,
         )
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
+from garmin2strava.domain.strava_urls import REAL_STRAVA_URLS, StravaUrls
 from garmin2strava.errors import ConfigError
 from garmin2strava.ports import (
     ActivityFiles,
@@ -75,7 +76,7 @@ def build_strava(
     *,
     client_id: int,
     client_secret: str,
-    base_url: str | None = None,
+    where: StravaUrls | str = REAL_STRAVA_URLS,
     clock: Callable[[], datetime] | None = None,
     audit_retention_days: int = 7,
     background: bool = False,
@@ -84,7 +85,7 @@ def build_strava(
     """One account's Strava: the thin client (adapters.strava: HTTP, its tokens in
     `store`) inside the policy (services.strava_access: the rate budget, the
     application's access, the audit), each given only the parts of `store` it uses."""
-    from garmin2strava.adapters.strava import REAL_BASE_URL, StravaClient
+    from garmin2strava.adapters.strava import StravaClient
     from garmin2strava.services.strava_access import StravaAccess
 
     clock = clock or utc_now
@@ -96,7 +97,7 @@ def build_strava(
             client_id=client_id,
             client_secret=client_secret,
             policy=policy,
-            base_url=base_url or REAL_BASE_URL,
+            where=where,
             clock=clock,
             rotation_grace_s=rotation_grace_s,
         )
@@ -158,7 +159,7 @@ class App:
             user_id,
             client_id=settings.strava_client_id,
             client_secret=settings.strava_client_secret.get_secret_value(),
-            base_url=settings.strava_base_url,
+            where=settings.strava_urls,
             clock=self.clock,
             audit_retention_days=settings.audit_retention_days,
             background=background,

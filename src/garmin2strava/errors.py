@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
+    "APP_CAPPED_CAUSE",
     "APP_INACTIVE_CAUSE",
     "ArchiveRejected",
     "ConfigError",
@@ -19,6 +20,7 @@ __all__ = [
     "InvalidActivity",
     "RateLimited",
     "StoreConflict",
+    "StravaAppCapped",
     "StravaAppInactive",
     "StravaAuthError",
     "StravaNotFound",
@@ -63,6 +65,22 @@ class StravaAppInactive(RateLimited):
 
     def __init__(self, until: datetime) -> None:
         super().__init__(until, APP_INACTIVE_CAUSE)
+
+
+APP_CAPPED_CAUSE = (
+    "the Strava application has reached its capacity of connected athletes (403 Limit "
+    "of connected athletes exceeded): raise the capacity on the application's settings "
+    "page, https://www.strava.com/settings/api, or use another application"
+)
+
+
+class StravaAppCapped(G2SError):
+    """The token exchange answered 403 "Limit of connected athletes exceeded": a new
+    application serves 1 athlete until its owner raises the capacity (Strava's API FAQ,
+    2026-03-16). Nothing the athlete can do; another consent would fail the same way."""
+
+    def __init__(self) -> None:
+        super().__init__(APP_CAPPED_CAUSE)
 
 
 class StravaAuthError(G2SError):

@@ -19,6 +19,7 @@ from garmin2strava.domain.models import (
     UploadStatus,
     Workout,
 )
+from garmin2strava.domain.strava_urls import StravaUrls
 from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
 
@@ -352,7 +353,7 @@ class StravaApi(StravaPort, AccessCheck, Protocol):
     @property
     def user_id(self) -> str: ...
     @property
-    def base_url(self) -> str: ...
+    def urls(self) -> StravaUrls: ...
     def tokens_as_they_are(self) -> AbstractContextManager[None]:
         """Calls inside use a token that has not expired yet without refreshing it early."""
         ...
@@ -362,7 +363,9 @@ class StravaApi(StravaPort, AccessCheck, Protocol):
         ...
 
     def get_athlete_id(self) -> int: ...
-    def deauthorize(self) -> None: ...
+    def revoke(self) -> bool:
+        """Revoke the application's access (False: it was revoked already)."""
+        ...
 
 
 class ActivityFiles(Protocol):

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from garmin2strava.domain.strava_urls import REAL_STRAVA_BASE_URL, StravaUrls
 from garmin2strava.domain.streams import parse_stream_types
 from garmin2strava.domain.webhook import MIN_SECRET_LENGTH, derive_path_secret
 from garmin2strava.errors import ConfigError
@@ -48,7 +49,6 @@ RUNNING_TYPES: tuple[str, ...] = (
     "obstacle_run",
 )
 
-REAL_STRAVA_BASE_URL = "https://www.strava.com"
 REAL_GARMIN_BASE_URL = "https://connectapi.garmin.com"
 # A URL, not a secret: S105 only sees "TOKEN" in the name.
 REAL_GARMIN_DI_TOKEN_URL = "https://diauth.garmin.com/di-oauth2-service/oauth/token"  # noqa: S105
@@ -249,6 +249,10 @@ class Settings(BaseSettings):
 
     # -- endpoints -------------------------------------------------------------------
     strava_base_url: _Url = Field(REAL_STRAVA_BASE_URL, validation_alias="G2S_STRAVA_BASE_URL")
+    # Strava's new API host (2027) has no /api/v3 prefix and OAuth stays on www: each
+    # wins over G2S_STRAVA_BASE_URL when set (see `strava_urls`).
+    strava_api_url: _Url | None = Field(None, validation_alias="G2S_STRAVA_API_URL")
+    strava_oauth_url: _Url | None = Field(None, validation_alias="G2S_STRAVA_OAUTH_URL")
     garmin_base_url: _Url = Field(REAL_GARMIN_BASE_URL, validation_alias="G2S_GARMIN_BASE_URL")
     http_host: _Host = Field("127.0.0.1", validation_alias="G2S_HTTP_HOST")
     http_port: int = Field(8080, validation_alias="G2S_HTTP_PORT", ge=1, le=65535)
@@ -286,6 +290,15 @@ class Settings(BaseSettings):
         if self.strava_verify_token is None:
             return None
         return derive_path_secret(self.strava_verify_token.get_secret_value())
+
+    @property
+    def strava_urls(self) -> StravaUrls:
+        """Where every Strava request goes: G2S_STRAVA_API_URL and G2S_STRAVA_OAUTH_URL,
+        each unset one from G2S_STRAVA_BASE_URL (`{base}/api/v3`, `{base}`)."""
+        from_base = StravaUrls.one_origin(self.strava_base_url)
+        return StravaUrls(
+            api=self.strava_api_url or from_base.api, oauth=self.strava_oauth_url or from_base.oauth
+        )
 
     @property
     def garmin_di_token_url(self) -> str:

@@ -172,14 +172,16 @@ def test_accounts_remove_asks_then_keeps_only_the_ledger(
 def test_disconnect_revokes_on_strava_and_forgets_tokens(
     pair: SandboxPair, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`disconnect --yes` calls Strava's deauthorize (the sandbox revokes the athlete's
+    """`disconnect --yes` calls Strava's revoke (the sandbox revokes the athlete's
     tokens), deletes our tokens; the account stays, disconnected, and no cycle runs."""
     seed_run(pair, 4_000_004, start_utc=START)
     assert run_cli(capsys, "sync")[0] == 0
     code, out, err = run_cli(capsys, "disconnect", "--yes")
     assert code == 0, err
-    assert "revoked" in out
-    assert pair.strava.requests["deauthorize"] == 1
+    assert "(revoked;" in out
+    assert pair.strava.requests["revoke"] == 1
+    assert pair.strava.requests["deauthorize"] == 0
+    assert pair.strava.refresh_token_of(pair.athlete_id) is None
     code, out, _ = run_cli(capsys, "accounts", "list", "--json")
     (row,) = json.loads(out)
     assert row["state"] == "disconnected"

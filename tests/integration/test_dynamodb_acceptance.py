@@ -232,7 +232,7 @@ def mirror(table: str, tmp_path: Path) -> Iterator[Mirror]:
             USER,
             client_id=strava.client_id,
             client_secret=strava.client_secret,
-            base_url=strava.base_url,
+            where=strava.base_url,
         )
         yield Mirror(strava, store, q, adapter)
 

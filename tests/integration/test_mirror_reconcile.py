@@ -37,7 +37,7 @@ def connected(sandbox: StravaSandbox, store: Store) -> StravaAccess:
         USER,
         client_id=sandbox.client_id,
         client_secret=sandbox.client_secret,
-        base_url=sandbox.base_url,
+        where=sandbox.base_url,
         background=True,
     )
 
@@ -109,7 +109,7 @@ def test_pass_stops_at_the_uploaders_reserve_and_is_done_again(
         USER,
         client_id=sandbox.client_id,
         client_secret=sandbox.client_secret,
-        base_url=sandbox.base_url,
+        where=sandbox.base_url,
     ).get_athlete_id()  # an ordinary read: the budget learns the figures
     sandbox.requests.clear()
     report = reconcile_account(store, strava, USER, now=now)
@@ -190,7 +190,7 @@ def test_one_athletes_failure_does_not_keep_the_others_from_their_pass(
         "u2",
         client_id=sandbox.client_id,
         client_secret=sandbox.client_secret,
-        base_url=sandbox.base_url,
+        where=sandbox.base_url,
         background=True,
     )
     now = datetime.now(UTC).replace(microsecond=0)

@@ -56,7 +56,7 @@ def connected(sandbox: StravaSandbox, store: SqliteStore) -> StravaAccess:
         USER,
         client_id=sandbox.client_id,
         client_secret=sandbox.client_secret,
-        base_url=sandbox.base_url,
+        where=sandbox.base_url,
     )
 
 

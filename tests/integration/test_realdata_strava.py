@@ -116,7 +116,7 @@ def adapter(replay: Replay, tmp_path: Path) -> Iterator[StravaAccess]:
     with SqliteStore(tmp_path / "g2s.sqlite3", AesGcmCipher(os.urandom(32))) as store:
         tokens = StravaTokens("access", "refresh", int(time.time()) + 6 * 3600, "", ATHLETE)
         assert store.replace_strava_tokens(USER, tokens, expected_version=None) is not None
-        yield build_strava(store, USER, client_id=1, client_secret="s", base_url=replay.base_url)
+        yield build_strava(store, USER, client_id=1, client_secret="s", where=replay.base_url)
 
 
 def test_the_real_list_answer_reads_every_row(adapter: StravaAccess, replay: Replay) -> None:

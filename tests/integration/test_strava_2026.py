@@ -382,7 +382,7 @@ def test_no_request_carries_a_secret_in_its_url(
             USER,
             client_id=pair.strava.client_id,
             client_secret=pair.strava.client_secret,
-            base_url=pair.strava.base_url,
+            where=pair.strava.base_url,
             clock=clock,
         ),
         USER,

@@ -20,7 +20,7 @@ from g2s_sandbox.strava import StravaSandbox
 from garmin2strava.adapters import strava as strava_module
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
-from garmin2strava.adapters.strava import REAL_BASE_URL, StravaClient, rewrite_url
+from garmin2strava.adapters.strava import StravaClient, rewrite_url
 from garmin2strava.adapters.strava_oauth import (
     authorization_url,
     bootstrap_tokens_from_refresh_token,
@@ -29,6 +29,7 @@ from garmin2strava.adapters.strava_oauth import (
 from garmin2strava.bootstrap import build_strava
 from garmin2strava.domain.budget import RateBudget, next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.strava_urls import REAL_STRAVA_URLS, StravaUrls
 from garmin2strava.domain.upload_rules import UploadState, read_upload_status
 from garmin2strava.errors import (
     RateLimited,
@@ -58,7 +59,7 @@ def app_of(sandbox: StravaSandbox) -> dict[str, Any]:
     return {
         "client_id": sandbox.client_id,
         "client_secret": sandbox.client_secret,
-        "base_url": sandbox.base_url,
+        "where": sandbox.base_url,
     }
 
 
@@ -175,7 +176,20 @@ def test_rewrite_url_only_touches_strava_urls() -> None:
     assert rewrite_url("https://example.org/x", base) == "https://example.org/x"
     assert rewrite_url("https://www.strava.com.evil/x", base) == "https://www.strava.com.evil/x"
     url = "https://www.strava.com/api/v3/athlete"
-    assert rewrite_url(url, REAL_BASE_URL) == url
+    assert rewrite_url(url, REAL_STRAVA_URLS) == url
+
+
+def test_rewrite_url_splits_the_api_from_oauth() -> None:
+    """Strava's 2027 layout: the API at a host's root (no /api/v3), OAuth on www."""
+    urls = StravaUrls(api="https://api-v3.strava.com", oauth="https://www.strava.com")
+    api = "https://www.strava.com/api/v3/athlete/activities?page=2"
+    assert rewrite_url(api, urls) == "https://api-v3.strava.com/athlete/activities?page=2"
+    oauth = "https://www.strava.com/oauth/token"
+    assert rewrite_url(oauth, urls) == oauth
+    behind = StravaUrls(api="http://127.0.0.1:1/strava/v3/", oauth="http://127.0.0.1:2")
+    assert rewrite_url(api, behind) == "http://127.0.0.1:1/strava/v3/athlete/activities?page=2"
+    assert rewrite_url(oauth, behind) == "http://127.0.0.1:2/oauth/token"
+    assert rewrite_url("https://www.strava.com/api/v3x", behind) == "http://127.0.0.1:2/api/v3x"
 
 
 def test_authorization_url_points_at_the_base_url() -> None:
@@ -312,7 +326,7 @@ def test_access_revoked_does_not_blame_the_athlete_for_a_wrong_client_secret(
         USER,
         client_id=sandbox.client_id,
         client_secret="not-the-secret",
-        base_url=sandbox.base_url,
+        where=sandbox.base_url,
         rotation_grace_s=0,
     )
     with pytest.raises(StravaAuthError, match="application credentials"):

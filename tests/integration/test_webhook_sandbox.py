@@ -144,7 +144,7 @@ def adapter(
         USER,
         client_id=sandbox.client_id,
         client_secret=sandbox.client_secret,
-        base_url=sandbox.base_url,
+        where=sandbox.base_url,
         clock=clock,
     )
 

@@ -61,7 +61,7 @@ class SandboxPair:
             "store": "sqlite",
             "db_path": db_path,
             "token_key": new_token_key(),
-            "strava_base_url": self.strava.base_url,
+            **self._strava_where(),
             "garmin_base_url": self.garmin.base_url,
             "log_format": "text",
             "log_level": "WARNING",
@@ -80,10 +80,21 @@ class SandboxPair:
             "G2S_USER_ID": user_id,
             "G2S_DB_PATH": str(db_path),
             "G2S_TOKEN_KEY": new_token_key(),
-            "G2S_STRAVA_BASE_URL": self.strava.base_url,
+            **{f"G2S_{name.upper()}": url for name, url in self._strava_where().items()},
             "G2S_GARMIN_BASE_URL": self.garmin.base_url,
             "G2S_LOG_LEVEL": "WARNING",
             **extra,
+        }
+
+    def _strava_where(self) -> dict[str, str]:
+        """Where the daemon finds the Strava emulator, by setting field name."""
+        if not self.strava.two_hosts:
+            return {"strava_base_url": self.strava.base_url}
+        return {
+            "strava_api_url": self.strava.api_url,
+            "strava_oauth_url": self.strava.oauth_url,
+            # A closed port: a request that ignored the two settings fails at once.
+            "strava_base_url": "http://127.0.0.1:9",
         }
 
     def strava_counts(self) -> dict[str, int]:
@@ -106,8 +117,11 @@ class SandboxPair:
 
 
 @contextlib.contextmanager
-def running_sandboxes(*, processing_delay_s: float = 0.0) -> Iterator[SandboxPair]:
-    with GarminSandbox() as garmin, StravaSandbox() as strava:
+def running_sandboxes(
+    *, processing_delay_s: float = 0.0, two_hosts: bool = False
+) -> Iterator[SandboxPair]:
+    """Both emulators; `two_hosts`: Strava's 2027 layout (see g2s_sandbox.strava)."""
+    with GarminSandbox() as garmin, StravaSandbox(two_hosts=two_hosts) as strava:
         strava.processing_delay_s = processing_delay_s
         refresh = strava.add_athlete(ATHLETE_ID)
         yield SandboxPair(

@@ -1,9 +1,11 @@
-"""The Strava emulator's request handling: the OAuth token and deauthorize endpoints,
+"""The Strava emulator's request handling: the OAuth token, revoke and deauthorize endpoints,
 the API v3 endpoints with their rate limits and injected faults, and the parsing of
 request bodies. Stdlib only."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 from email.parser import BytesParser
@@ -28,7 +30,8 @@ class StravaApi(StravaState):
     def _oauth(
         self, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, dict[str, Any] | list[Any], dict[str, str]]:
-        """POST /oauth/token and /oauth/deauthorize (the caller holds the lock)."""
+        """POST /oauth/token, /oauth/revoke and /oauth/deauthorize (the caller holds the
+        lock)."""
         if path == "/oauth/token":
             self.requests["token"] += 1
             injected = self._injected_failure("token")
@@ -37,6 +40,9 @@ class StravaApi(StravaState):
             form = {**query, **_parse_form(headers, body)}
             token_status, token_payload = self._token(form)
             return token_status, token_payload, {}
+        if path == "/oauth/revoke":
+            self.requests["revoke"] += 1
+            return (*self._revoke(headers, {**query, **_parse_form(headers, body)}), {})
         if path == "/oauth/deauthorize":
             self.requests["deauthorize"] += 1
             athlete = self._athlete_for(_bearer(headers) or query.get("access_token"))
@@ -90,7 +96,42 @@ class StravaApi(StravaState):
             )
             return status, payload, rate
 
-    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _revoke(self, headers: Any, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """As Strava documents it: HTTP Basic client id and secret, the access or the
+        refresh token in `token`; revoking either revokes both (the athlete's
+        deauthorization, event included)."""
+        if not self.revoke_available:
+            return 404, _error_body("Record Not Found", "Path", "/oauth/revoke", "invalid")
+        injected = self._injected_failure("revoke")
+        if injected is not None:
+            return injected, _error_body("Injected failure", "Sandbox", "revoke", "x")
+        user, password = _basic(headers)
+        if user != str(self.client_id) or not secrets.compare_digest(password, self.client_secret):
+            return 401, _error_body("Authorization Error", "Application", "client_id", "invalid")
+        token = form.get("token", "")
+        athlete = self._athlete_for(token) or next(
+            (
+                a
+                for a in self._athletes.values()
+                if a.refresh_token and token and secrets.compare_digest(a.refresh_token, token)
+            ),
+            None,
+        )
+        if athlete is None:
+            return 400, _error_body("Bad Request", "Token", "token", "invalid")
+        self.deauthorize(athlete.athlete_id)
+        return 200, {}
+
+    def _capped(self, athlete_id: int) -> bool:
+        """Would connecting `athlete_id` exceed the application's athlete capacity?"""
+        if self.athlete_capacity is None:
+            return False
+        connected = {a.athlete_id for a in self._athletes.values() if a.refresh_token}
+        return athlete_id not in connected and len(connected) >= self.athlete_capacity
+
+    def _token(  # noqa: PLR0911 - one answer per grant and refusal
+        self, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
         if form.get("client_id") != str(self.client_id) or not secrets.compare_digest(
             form.get("client_secret", ""), self.client_secret
         ):
@@ -101,6 +142,11 @@ class StravaApi(StravaState):
             if found is None:
                 return 400, _error_body("Bad Request", "AuthorizationCode", "code", "invalid")
             athlete_id, scope = found
+            if self._capped(athlete_id):
+                return 403, {
+                    "message": "Limit of connected athletes exceeded",
+                    "errors": [{"resource": "Application", "field": "athletes", "code": "limit"}],
+                }
             athlete = self._athletes.setdefault(athlete_id, SandboxAthlete(athlete_id, scope))
             athlete.scope = scope
             athlete.refresh_token = secrets.token_hex(20)
@@ -249,6 +295,18 @@ def _route(method: str, path: str) -> tuple[str, int | None]:
 def _bearer(headers: Any) -> str | None:
     value = headers.get("Authorization") or ""
     return value[7:].strip() if value.lower().startswith("bearer ") else None
+
+
+def _basic(headers: Any) -> tuple[str, str]:
+    """HTTP Basic credentials ("", "" when absent or malformed)."""
+    value = headers.get("Authorization") or ""
+    if not value.lower().startswith("basic "):
+        return "", ""
+    try:
+        user, _, password = base64.b64decode(value[6:].strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return user, password
 
 
 def _parse_form(headers: Any, body: bytes) -> dict[str, str]:

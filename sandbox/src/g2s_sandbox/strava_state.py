@@ -84,6 +84,13 @@ class StravaState:
         # API call gets 403 "Application Status Inactive"; the token endpoint still
         # answers, as it does for real (stravalib issue #730, dreeve issue #2562).
         self.application_inactive = False
+        # An "old Strava": /oauth/revoke (since 2026-06-01) answers 404, as before it
+        # existed; /oauth/deauthorize still works (until 2027-06-01).
+        self.revoke_available = True
+        # Athletes the application may connect (None: no cap). A new application starts
+        # at 1 (Strava's API FAQ, 2026-03-16): the token exchange for one athlete more
+        # answers 403 "Limit of connected athletes exceeded".
+        self.athlete_capacity: int | None = None
         # Every request line (method and target, query included) as it arrived.
         self.request_lines: list[str] = []
         self.activities: dict[int, SandboxActivity] = {}

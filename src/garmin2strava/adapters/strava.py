@@ -24,6 +24,7 @@ from stravalib.util.limiter import RateLimiter
 from garmin2strava.adapters.strava_json import strava_activity_from_json, upload_status_from_json
 from garmin2strava.domain.budget import next_window_reset
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.strava_urls import REAL_STRAVA_BASE_URL, REAL_STRAVA_URLS, StravaUrls
 from garmin2strava.errors import (
     G2SError,
     RateLimited,
@@ -35,49 +36,67 @@ from garmin2strava.errors import (
 from garmin2strava.ports import StravaRequestPolicy, StravaTokenStore
 
 __all__ = [
-    "REAL_BASE_URL",
     "RewritingSession",
     "StravaClient",
     "rewrite_url",
+    "strava_urls",
 ]
 
 log = logging.getLogger(__name__)
 
-REAL_BASE_URL = "https://www.strava.com"
+# Where stravalib sends the API (ApiV3.server + api_base; it always builds https URLs).
+_STRAVALIB_API = f"{REAL_STRAVA_BASE_URL}/api/v3"
 REFRESH_MARGIN_S = 300
 TIMEOUT_S = 30.0
 
 
-def rewrite_url(url: str, base_url: str) -> str:
-    """`https://www.strava.com/x` -> `{base_url}/x`; any other URL is left alone."""
-    base = base_url.rstrip("/")
-    if base == REAL_BASE_URL or not url.startswith(REAL_BASE_URL + "/"):
+def strava_urls(where: StravaUrls | str) -> StravaUrls:
+    """`where` as StravaUrls; a plain string is one origin in Strava's old layout (the
+    emulators' and the demo's `base_url`)."""
+    return where if isinstance(where, StravaUrls) else StravaUrls.one_origin(where)
+
+
+def rewrite_url(url: str, where: StravaUrls | str) -> str:
+    """stravalib's URL to the configured Strava: `https://www.strava.com/api/v3/x` ->
+    `{api}/x`, `https://www.strava.com/oauth/x` (and any other path on www) ->
+    `{oauth}/oauth/x`. Any other URL is left alone."""
+    urls = strava_urls(where)
+    if urls == REAL_STRAVA_URLS:
         return url
-    return base + url[len(REAL_BASE_URL) :]
+    if url.startswith(_STRAVALIB_API + "/"):
+        return urls.api + url[len(_STRAVALIB_API) :]
+    if url.startswith(REAL_STRAVA_BASE_URL + "/"):
+        return urls.oauth + url[len(REAL_STRAVA_BASE_URL) :]
+    return url
 
 
 class RewritingSession(requests.Session):
-    """Sends stravalib's requests to `base_url`, with a timeout, and lets the owner look
-    at each request before it leaves (`before_send` may raise) and at each answer."""
+    """Sends stravalib's requests to the configured Strava (`where`: the API base and
+    the OAuth origin), with a timeout, and lets the owner look at each request before
+    it leaves (`before_send` may raise) and at each answer."""
 
     def __init__(
         self,
-        base_url: str,
+        where: StravaUrls | str,
         *,
         before_send: Callable[[requests.PreparedRequest], None] | None = None,
         after_response: Callable[[requests.PreparedRequest, requests.Response], None] | None = None,
         timeout_s: float = TIMEOUT_S,
     ) -> None:
         super().__init__()
-        self.base_url = base_url
+        self.urls = strava_urls(where)
         self.before_send = before_send
         self.after_response = after_response
         self.timeout_s = timeout_s
         self.last_response: requests.Response | None = None
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
-        request.url = rewrite_url(str(request.url), self.base_url)
+        request.url = rewrite_url(str(request.url), self.urls)
         return super().prepare_request(request)
+
+    def is_oauth(self, url: str) -> bool:
+        """A token, revoke or deauthorize request: outside the API's rate limits."""
+        return url.startswith(f"{self.urls.oauth}/oauth/")
 
     def forget_response(self) -> None:
         self.last_response = None
@@ -98,9 +117,9 @@ _LOCKS_GUARD = threading.Lock()
 _REFRESH_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 
 
-def _refresh_lock(base_url: str, user_id: str) -> threading.Lock:
+def _refresh_lock(oauth_url: str, user_id: str) -> threading.Lock:
     with _LOCKS_GUARD:
-        return _REFRESH_LOCKS.setdefault((base_url, user_id), threading.Lock())
+        return _REFRESH_LOCKS.setdefault((oauth_url, user_id), threading.Lock())
 
 
 def _client(session: RewritingSession) -> Client:
@@ -139,6 +158,18 @@ def _app_inactive_answer(response: requests.Response | None) -> bool:
     )
 
 
+_APP_CREDENTIALS_REFUSED = (
+    "Strava refused the application credentials (check STRAVA_CLIENT_ID and "
+    "STRAVA_CLIENT_SECRET); nothing was revoked"
+)
+
+
+def _names_the_application(response: requests.Response | None) -> bool:
+    """A 400/401 about the client id or secret: it says nothing of the athlete's tokens."""
+    detail = _error_summary(response)
+    return "client_id" in detail or "client_secret" in detail
+
+
 def _error_summary(response: requests.Response | None) -> str:
     """Strava's error fields (never a token: Strava does not echo them)."""
     body = _json(response)
@@ -160,7 +191,7 @@ class StravaClient:
         *,
         client_id: int,
         client_secret: str,
-        base_url: str = REAL_BASE_URL,
+        where: StravaUrls | str = REAL_STRAVA_URLS,
         policy: StravaRequestPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         rotation_grace_s: float = 2.0,
@@ -177,34 +208,33 @@ class StravaClient:
         self._background = False
         self._refresh_margin_s: float = REFRESH_MARGIN_S
         self._session = RewritingSession(
-            base_url, before_send=self._before_send, after_response=self._after_response
+            where, before_send=self._before_send, after_response=self._after_response
         )
         self._client = _client(self._session)
 
     def __repr__(self) -> str:
-        return f"StravaClient(user_id={self._user_id!r}, base_url={self._session.base_url!r})"
+        return f"StravaClient(user_id={self._user_id!r}, urls={self._session.urls!r})"
 
     @property
     def user_id(self) -> str:
         return self._user_id
 
     @property
-    def base_url(self) -> str:
-        return self._session.base_url
+    def urls(self) -> StravaUrls:
+        return self._session.urls
 
     # -- what the policy sees ------------------------------------------------------------
     def _before_send(self, request: requests.PreparedRequest) -> None:
-        path = urlsplit(str(request.url)).path
-        if self._policy is None or path.startswith("/oauth/"):
+        if self._policy is None or self._session.is_oauth(str(request.url)):
             return  # token requests are not part of the API rate limits
+        path = urlsplit(str(request.url)).path
         upload = request.method == "POST" and path.rstrip("/").endswith("/uploads")
         self._policy.before_request(upload=upload, poll=self._poll, background=self._background)
 
     def _after_response(
         self, request: requests.PreparedRequest, response: requests.Response
     ) -> None:
-        path = urlsplit(str(request.url)).path
-        if self._policy is None or path.startswith("/oauth/"):
+        if self._policy is None or self._session.is_oauth(str(request.url)):
             return
         self._policy.after_response(response.status_code, response.headers)
 
@@ -233,7 +263,7 @@ class StravaClient:
     def _refresh(self, stale: StravaTokens) -> StravaTokens:
         # One refresh at a time per account in this process; other processes are
         # handled by the conditional write and the re-reads below.
-        with _refresh_lock(self._session.base_url, self._user_id):
+        with _refresh_lock(self._session.urls.oauth, self._user_id):
             current = self._stored_tokens()
             if current.version != stale.version and not self._expiring(current):
                 return current  # refreshed by someone else while we waited
@@ -310,7 +340,7 @@ class StravaClient:
         athlete who revoked access; a refusal naming the application (client id or
         secret) proves nothing and raises StravaAuthError, a 5xx raises TransientError.
         A granted refresh is stored like any other."""
-        with _refresh_lock(self._session.base_url, self._user_id):
+        with _refresh_lock(self._session.urls.oauth, self._user_id):
             stale = self._stored_tokens()
             self._session.forget_response()
             try:
@@ -439,13 +469,46 @@ class StravaClient:
             raise TransientError("Strava's athlete has no id")
         return athlete_id
 
-    def deauthorize(self) -> None:
-        """Revoke the application's access for this athlete: `POST /oauth/deauthorize`
-        on Strava's host (stravalib's `Client.deauthorize` posts under /api/v3), the
-        access token in the Authorization header, never in the URL."""
-        url = f"{REAL_BASE_URL}/oauth/deauthorize"  # the session rewrites the host
-        self._call(lambda: self._client.protocol.post(url))
+    def revoke(self) -> bool:
+        """Revoke the application's access for this athlete; False when Strava says the
+        tokens were dead already. No tokens stored raises StravaAuthError; anything
+        else Strava answers raises one line, and nothing is revoked.
+
+        `POST /oauth/revoke` (since 2026-06-01): HTTP Basic client id and secret, the
+        refresh token in the form (revoking either token revokes both, and the refresh
+        token never expires: no refresh first). Only a 404 (a Strava without revoke)
+        falls back to `/oauth/deauthorize`, retired on 2027-06-01."""
+        tokens = self._stored_tokens()
+        try:
+            response = self._session.post(
+                f"{REAL_STRAVA_BASE_URL}/oauth/revoke",  # the session rewrites the host
+                data={"token": tokens.refresh_token, "token_type_hint": "refresh_token"},
+                auth=(str(self._client_id), self._client_secret),
+            )
+        except requests.RequestException as error:
+            raise TransientError(f"Strava's revoke failed: {type(error).__name__}") from None
+        status = response.status_code
+        if status == 404:  # noqa: PLR2004 - HTTP status
+            return self._deauthorize()
+        if status in {400, 401}:
+            if _names_the_application(response):
+                raise G2SError(_APP_CREDENTIALS_REFUSED)
+            return False  # the token is dead already: revoked before
+        if status >= 300:  # noqa: PLR2004 - HTTP status
+            raise G2SError(f"Strava answered {status} to the revoke ({_error_summary(response)})")
+        log.info("strava.revoked", extra={"userId": self._user_id})
+        return True
+
+    def _deauthorize(self) -> bool:
+        """`POST /oauth/deauthorize` on the OAuth origin (stravalib's own posts under
+        /api/v3), the access token in the Authorization header, never in the URL."""
+        url = f"{REAL_STRAVA_BASE_URL}/oauth/deauthorize"  # the session rewrites the host
+        try:
+            self._call(lambda: self._client.protocol.post(url))
+        except StravaAuthError:
+            return False  # Strava refuses the tokens: the authorization is gone already
         log.info("strava.deauthorized", extra={"userId": self._user_id})
+        return True
 
     def get_activity(self, activity_id: int) -> dict[str, Any]:
         body = self._call(lambda: self._client.protocol.get("/activities/{id}", id=activity_id))

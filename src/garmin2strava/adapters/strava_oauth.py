@@ -13,16 +13,23 @@ from stravalib.client import Client
 from stravalib.protocol import Scope
 
 from garmin2strava.adapters.strava import (
-    REAL_BASE_URL,
     RewritingSession,
     _app_inactive_answer,
     _client,
+    _error_summary,
     _json,
     rewrite_url,
 )
 from garmin2strava.domain.budget import next_window_reset
 from garmin2strava.domain.models import StravaTokens
-from garmin2strava.errors import G2SError, StravaAppInactive, StravaAuthError, TransientError
+from garmin2strava.domain.strava_urls import REAL_STRAVA_URLS, StravaUrls
+from garmin2strava.errors import (
+    G2SError,
+    StravaAppCapped,
+    StravaAppInactive,
+    StravaAuthError,
+    TransientError,
+)
 
 __all__ = ["authorization_url", "bootstrap_tokens_from_refresh_token", "exchange_code"]
 
@@ -32,7 +39,7 @@ def authorization_url(
     redirect_uri: str,
     scope: str | Sequence[str],
     state: str | None,
-    base_url: str = REAL_BASE_URL,
+    where: StravaUrls | str = REAL_STRAVA_URLS,
 ) -> str:
     scopes = scope.split(",") if isinstance(scope, str) else list(scope)
     client = Client(rate_limit_requests=False)
@@ -42,7 +49,7 @@ def authorization_url(
         scope=cast("list[Scope]", [s.strip() for s in scopes if s.strip()]),
         state=state,
     )
-    return rewrite_url(url, base_url)
+    return rewrite_url(url, where)
 
 
 def _token_error(error: exc.Fault, what: str) -> G2SError:
@@ -50,16 +57,24 @@ def _token_error(error: exc.Fault, what: str) -> G2SError:
         # Not the athlete's doing: authorizing again would not help.
         return StravaAppInactive(next_window_reset(datetime.now(UTC)))
     status = error.response.status_code if error.response is not None else 0
+    if status == 403 and _capped_answer(error.response):  # noqa: PLR2004 - HTTP status
+        return StravaAppCapped()
     if status >= 500:  # noqa: PLR2004 - HTTP status
         return TransientError(f"Strava token endpoint answered {status}")
     return StravaAuthError(f"Strava refused the {what} ({status})")
+
+
+def _capped_answer(response: requests.Response | None) -> bool:
+    """403 "Limit of connected athletes exceeded" (its wording in every report seen:
+    craibo/ha_strava #288, jat255/strava-to-fittrackee #22), in the message or errors."""
+    return "limit of connected athletes" in _error_summary(response).lower()
 
 
 def exchange_code(
     client_id: int,
     client_secret: str,
     code: str,
-    base_url: str = REAL_BASE_URL,
+    where: StravaUrls | str = REAL_STRAVA_URLS,
     *,
     granted_scope: str | None = None,
 ) -> tuple[StravaTokens, str, int]:
@@ -68,7 +83,7 @@ def exchange_code(
     Strava reports the granted scope in the redirect, not in the token answer: pass it
     as `granted_scope` (a `scope` field in the answer wins if Strava ever sends one).
     """
-    session = RewritingSession(base_url)
+    session = RewritingSession(where)
     client = _client(session)
     try:
         info, athlete = cast(
@@ -100,13 +115,13 @@ def bootstrap_tokens_from_refresh_token(
     client_id: int,
     client_secret: str,
     refresh_token: str,
-    base_url: str = REAL_BASE_URL,
+    where: StravaUrls | str = REAL_STRAVA_URLS,
     *,
     scope: str | None = None,
 ) -> StravaTokens:
     """Turn a bare STRAVA_REFRESH_TOKEN into stored-ready tokens: one refresh, then one
     GET /athlete for the athlete id (a read outside the budget check: run once)."""
-    client = _client(RewritingSession(base_url))
+    client = _client(RewritingSession(where))
     try:
         info = client.refresh_access_token(
             client_id=client_id, client_secret=client_secret, refresh_token=refresh_token

@@ -13,13 +13,13 @@ import requests
 from stravalib import exc
 
 from garmin2strava.adapters.strava import (
-    REAL_BASE_URL,
     RewritingSession,
     _app_inactive_answer,
     _client,
     _error_summary,
 )
 from garmin2strava.domain.budget import next_window_reset
+from garmin2strava.domain.strava_urls import REAL_STRAVA_URLS, StravaUrls
 from garmin2strava.domain.webhook import redact_callback_url
 from garmin2strava.errors import G2SError, StravaAppInactive, StravaAuthError, TransientError
 
@@ -31,11 +31,11 @@ def create_subscription(
     client_secret: str,
     callback_url: str,
     verify_token: str,
-    base_url: str = REAL_BASE_URL,
+    where: StravaUrls | str = REAL_STRAVA_URLS,
 ) -> int:
     """Subscribe the application; Strava answers only after it verified the callback
     with the handshake. Returns the subscription id."""
-    session = RewritingSession(base_url)
+    session = RewritingSession(where)
     client = _client(session)
     try:
         body = client.protocol.post(
@@ -58,10 +58,10 @@ def create_subscription(
 
 
 def list_subscriptions(
-    client_id: int, client_secret: str, base_url: str = REAL_BASE_URL
+    client_id: int, client_secret: str, where: StravaUrls | str = REAL_STRAVA_URLS
 ) -> list[dict[str, Any]]:
     """The application's subscriptions (zero or one), as Strava's JSON."""
-    session = RewritingSession(base_url)
+    session = RewritingSession(where)
     client = _client(session)
     try:
         # Strava documents these two as query parameters of this GET, and a GET that
@@ -82,9 +82,12 @@ def list_subscriptions(
 
 
 def delete_subscription(
-    subscription_id: int, client_id: int, client_secret: str, base_url: str = REAL_BASE_URL
+    subscription_id: int,
+    client_id: int,
+    client_secret: str,
+    where: StravaUrls | str = REAL_STRAVA_URLS,
 ) -> None:
-    session = RewritingSession(base_url)
+    session = RewritingSession(where)
     client = _client(session)
     try:
         client.delete_subscription(subscription_id, client_id, client_secret)

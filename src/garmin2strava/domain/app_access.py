@@ -19,10 +19,14 @@ from typing import Any
 
 from garmin2strava.domain.budget import next_window_reset
 
-__all__ = ["APP_ACCESS_KEY", "StravaAppAccess"]
+__all__ = ["APP_ACCESS_KEY", "APP_CAPPED_KEY", "StravaAppAccess"]
 
 # Its key among the store's application-wide state (beside "strava_budget").
 APP_ACCESS_KEY = "strava_app_access"
+# `{"since": ISO time}` while the last token exchange met 403 "Limit of connected
+# athletes exceeded" (errors.StravaAppCapped): `status` shows it without a request;
+# the next exchange that connects an athlete removes it.
+APP_CAPPED_KEY = "strava_app_capped"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from garmin2strava.entrypoints.cli_common import (
     load_app,
     user_option,
 )
-from garmin2strava.errors import StravaAuthError
+from garmin2strava.errors import G2SError, StravaAuthError
 from garmin2strava.services.account_control import AccountControl, NoSuchAccount, paused_reason_of
 from garmin2strava.services.history import format_history, read_history
 from garmin2strava.services.strava_access import StravaAccess
@@ -203,10 +203,11 @@ def disconnect(user: str | None, yes: bool) -> int:
     activities.
 
     Revokes our Strava authorization through Strava's own endpoint (POST
-    /oauth/deauthorize: 1 Strava request, and a token refresh first when the access
-    token expired), then forgets the Strava tokens and the mirrored activities, as a
-    deauthorization does. The account and its upload ledger stay; `get-token` connects
-    it again.
+    /oauth/revoke: 1 Strava request; only when Strava answers it 404, POST
+    /oauth/deauthorize instead), then forgets the Strava tokens and the mirrored
+    activities, as a deauthorization does. The account and its upload ledger stay;
+    `get-token` connects it again. When Strava answers anything else, nothing is
+    forgotten (one line, exit 1).
     """
 
     app = load_app(load())
@@ -222,15 +223,22 @@ def disconnect(user: str | None, yes: bool) -> int:
         strava = app.strava_for(user_id)
         assert isinstance(strava, StravaAccess)
         try:
-            strava.deauthorize()
+            if not strava.revoke():
+                revoked["answer"] = "already revoked on Strava"
         except StravaAuthError:
-            # No tokens, or Strava refuses them: the authorization is gone already.
+            # No tokens stored: there is nothing of ours left to revoke.
             revoked["answer"] = "already revoked on Strava"
 
     try:
         done = _control(app).disconnect(user_id, revoke)
     except NoSuchAccount as exc:
         print(f"garmin2strava: {exc}", file=sys.stderr)
+        return 1
+    except G2SError as exc:
+        print(
+            f"garmin2strava: account {user_id} not disconnected, nothing deleted: {exc}",
+            file=sys.stderr,
+        )
         return 1
     print(
         f"account {user_id} disconnected ({revoked['answer']}; "

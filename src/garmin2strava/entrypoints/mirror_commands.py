@@ -99,7 +99,7 @@ def webhook_subscribe(url: str) -> int:
     verify, path_secret = _webhook_secrets(settings)
     callback_url = _callback_url(url, path_secret)
     sub_id = create_subscription(
-        client_id, secret, callback_url, verify, base_url=settings.strava_base_url
+        client_id, secret, callback_url, verify, where=settings.strava_urls
     )
     remember_subscription(store, sub_id, now=datetime.now(tz=UTC))
     print(f"subscribed: subscription {sub_id} delivers events to {_shown(callback_url)}")
@@ -118,7 +118,7 @@ def webhook_list() -> int:
     settings = load()
     client_id, secret = _strava_app(settings)
     store = build_store(settings)
-    subs = list_subscriptions(client_id, secret, base_url=settings.strava_base_url)
+    subs = list_subscriptions(client_id, secret, where=settings.strava_urls)
     ids = [sub["id"] for sub in subs if isinstance(sub.get("id"), int)]
     remember_subscription(store, ids[0] if len(ids) == 1 else None, now=datetime.now(tz=UTC))
     if not subs:
@@ -146,7 +146,7 @@ def webhook_delete(subscription_id: int) -> int:
     settings = load()
     client_id, secret = _strava_app(settings)
     store = build_store(settings)
-    delete_subscription(subscription_id, client_id, secret, base_url=settings.strava_base_url)
+    delete_subscription(subscription_id, client_id, secret, where=settings.strava_urls)
     if subscription_from_state(store.get_app_state(SUBSCRIPTION_STATE_KEY)) in {
         subscription_id,
         None,

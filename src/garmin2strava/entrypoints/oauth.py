@@ -22,8 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from garmin2strava.adapters.strava_oauth import authorization_url, exchange_code
 from garmin2strava.bootstrap import App
+from garmin2strava.domain.app_access import APP_CAPPED_KEY
 from garmin2strava.domain.models import Account, AccountStatus, StravaTokens
-from garmin2strava.errors import ConfigError, G2SError
+from garmin2strava.errors import ConfigError, G2SError, StravaAppCapped
 
 __all__ = ["REDIRECT_PATH", "REQUIRED_SCOPES", "get_token", "missing_scopes"]
 
@@ -99,7 +100,7 @@ def get_token(
         bound_port = server.server_address[1]
         redirect_uri = f"http://localhost:{bound_port}{REDIRECT_PATH}"
         url = authorization_url(
-            client_id, redirect_uri, REQUIRED_SCOPES, state, settings.strava_base_url
+            client_id, redirect_uri, REQUIRED_SCOPES, state, settings.strava_urls
         )
         print("Open this URL in a browser, log in to Strava and authorize the app:\n", file=out)
         print(f"  {url}\n", file=out)
@@ -162,11 +163,16 @@ def _answer_redirect(
             client_id,
             secret,
             code,
-            app.settings.strava_base_url,
+            app.settings.strava_urls,
             granted_scope=redirect_scope,
         )
         _check_scopes(granted)
         _store_tokens(app, user_id, tokens, athlete_id)
+    except StravaAppCapped as exc:
+        # Kept application-wide, for `status` to say without asking Strava.
+        app.store.put_app_state(APP_CAPPED_KEY, {"since": app.clock().isoformat()})
+        msg = f"{exc}; nothing stored"
+        return _Answer(200, "Not done", msg, done=True, error=msg)
     except G2SError as exc:
         return _Answer(200, "Not done", str(exc), done=True, error=str(exc))
     log.info(
@@ -218,6 +224,8 @@ def _store_tokens(app: App, user_id: str, tokens: StravaTokens, athlete_id: int)
         msg = f"the Strava tokens of account {user_id!r} keep changing; run get-token again"
         raise OAuthFailed(msg)
     store.link_athlete(athlete_id, user_id)
+    if store.get_app_state(APP_CAPPED_KEY):
+        store.put_app_state(APP_CAPPED_KEY, {})  # an athlete connected: not capped now
     if account.status in {AccountStatus.NEEDS_STRAVA_AUTH, AccountStatus.DISCONNECTED}:
         account = replace(account, status=AccountStatus.ACTIVE, status_detail="")
     store.put_account(replace(account, strava_athlete_id=athlete_id))

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
+from garmin2strava.domain.app_access import APP_ACCESS_KEY, APP_CAPPED_KEY, StravaAppAccess
 from garmin2strava.domain.conditions import CONDITIONS
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
-from garmin2strava.errors import APP_INACTIVE_CAUSE
+from garmin2strava.errors import APP_CAPPED_CAUSE, APP_INACTIVE_CAUSE
 from garmin2strava.ports import AppState, Store
 from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
@@ -155,6 +155,9 @@ def account_status(
     warnings = _capacity_warnings(listed, athlete_capacity)
     if app["state"] == "inactive":
         warnings.insert(0, f"{APP_INACTIVE_CAUSE}; next probe at {app['nextProbeAt']}")
+    capped = store.get_app_state(APP_CAPPED_KEY) or {}
+    if capped.get("since"):
+        warnings.append(f"{APP_CAPPED_CAUSE} (get-token, {capped['since']})")
     return {
         "accounts": accounts,
         "stravaBudget": store.get_app_state(STRAVA_BUDGET_KEY),

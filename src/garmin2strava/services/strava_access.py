@@ -84,7 +84,7 @@ class StravaAccess:
         self._user_id = self._client.user_id
 
     def __repr__(self) -> str:
-        return f"StravaAccess(user_id={self._user_id!r}, base_url={self._client.base_url!r})"
+        return f"StravaAccess(user_id={self._user_id!r}, urls={self._client.urls!r})"
 
     # -- the budget (ports.StravaRequestPolicy) ---------------------------------------------
     def budget(self) -> RateBudget:
@@ -280,9 +280,10 @@ class StravaAccess:
         """The authorizing athlete's id (GET /athlete): one read."""
         return self._call(self._client.get_athlete_id)
 
-    def deauthorize(self) -> None:
-        """Revoke the application's access for this athlete (POST /oauth/deauthorize)."""
-        self._call(self._client.deauthorize)
+    def revoke(self) -> bool:
+        """Revoke the application's access for this athlete (POST /oauth/revoke, see
+        adapters.strava); False when Strava says it was revoked already."""
+        return self._call(self._client.revoke)
 
     def access_revoked(self) -> bool:
         """ports.AccessCheck: one token refresh (see adapters.strava)."""
