@@ -20,7 +20,8 @@ from garmin2strava.adapters.crypto import generate_token_key
 from garmin2strava.bootstrap import App, bootstrap
 from garmin2strava.domain.models import Account, AccountStatus
 from garmin2strava.entrypoints.oauth import get_token
-from garmin2strava.errors import ConfigError
+from garmin2strava.errors import APP_CAPPED_CAUSE, ConfigError
+from garmin2strava.services.status import account_status
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -173,6 +174,50 @@ def test_missing_scope_is_named_and_nothing_is_stored(
     assert app.store.get_strava_tokens(USER) is None
     assert app.store.get_account(USER) is None
     assert sandbox.requests["token"] == 0  # the code was not even exchanged
+
+
+def test_a_capped_application_is_one_line_stores_nothing_and_status_says_it(
+    sandbox: StravaSandbox, tmp_path: Path
+) -> None:
+    """A new application serves 1 athlete: the exchange for a second answers 403 "Limit
+    of connected athletes exceeded". get-token says what helps in one line, exits 1
+    and stores nothing; `status` says the same, without a request, until an athlete
+    connects again."""
+    sandbox.athlete_capacity = 1
+    sandbox.add_athlete(ATHLETE + 1)  # the owner, connected already
+    app = make_app(sandbox, tmp_path)
+    flow = start(app)
+    scope = "activity:read_all,activity:write"
+    _status, page = flow.redirect(
+        state=flow.state(), code=sandbox.authorize(ATHLETE, scope), scope=scope
+    )
+
+    assert flow.exit_code() == 1
+    err = flow.err.getvalue()
+    assert err.count("\n") == 1
+    assert err.startswith("garmin2strava: ")
+    assert "Traceback" not in err
+    assert APP_CAPPED_CAUSE in err
+    assert "raise the capacity on the application's settings page" in err
+    assert "or use another application" in err
+    assert err.rstrip().endswith("nothing stored")
+    assert "another application" in page
+    assert sandbox.requests["token"] == 1
+    assert app.store.get_strava_tokens(USER) is None
+    assert app.store.get_account(USER) is None
+    assert app.store.user_for_athlete(ATHLETE) is None
+
+    requests_before = sum(sandbox.requests.values())
+    warnings = account_status(app.store, now=app.clock())["warnings"]
+    assert [w for w in warnings if APP_CAPPED_CAUSE in w] != []
+    assert sum(sandbox.requests.values()) == requests_before
+
+    sandbox.athlete_capacity = 2  # the owner raised it on the settings page
+    flow = start(app)
+    flow.redirect(state=flow.state(), code=sandbox.authorize(ATHLETE, scope), scope=scope)
+    assert flow.exit_code() == 0
+    warnings = account_status(app.store, now=app.clock())["warnings"]
+    assert not any(APP_CAPPED_CAUSE in w for w in warnings)
 
 
 def test_access_denied_exits_1_with_a_clear_message(sandbox: StravaSandbox, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from garmin2strava.domain.strava_urls import StravaUrls
 from garmin2strava.errors import ConfigError
 from garmin2strava.settings import Settings, env_name, load_settings
 
@@ -170,6 +171,17 @@ WRONG = [
         "http://example.com",
         "http:// is allowed only for loopback hosts; use https://",
     ),
+    (
+        "G2S_STRAVA_API_URL",
+        "http://api-v3.strava.com",
+        "http:// is allowed only for loopback hosts; use https://",
+    ),
+    (
+        "G2S_STRAVA_OAUTH_URL",
+        "http://www.strava.com",
+        "http:// is allowed only for loopback hosts; use https://",
+    ),
+    ("G2S_STRAVA_API_URL", "api-v3.strava.com", "must be an http(s) URL"),
     ("G2S_GARMIN_BASE_URL", "ftp://x", "must be an http(s) URL"),
     ("G2S_GARMIN_BASE_URL", "www.strava.com", "must be an http(s) URL"),
     (
@@ -190,6 +202,27 @@ def test_a_wrong_value_is_one_line_naming_its_variable(
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert str(caught.value) == f"setting {variable}: {says}"
+
+
+def test_strava_urls_come_from_the_base_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset: Strava's old layout on G2S_STRAVA_BASE_URL (default www.strava.com); each
+    of G2S_STRAVA_API_URL and G2S_STRAVA_OAUTH_URL wins on its own when set."""
+    assert load_settings().strava_urls == StravaUrls(
+        api="https://www.strava.com/api/v3", oauth="https://www.strava.com"
+    )
+    monkeypatch.setenv("G2S_STRAVA_BASE_URL", "http://127.0.0.1:8123/")
+    assert load_settings().strava_urls == StravaUrls(
+        api="http://127.0.0.1:8123/api/v3", oauth="http://127.0.0.1:8123"
+    )
+    monkeypatch.setenv("G2S_STRAVA_API_URL", "https://api-v3.strava.com/")
+    assert load_settings().strava_urls == StravaUrls(
+        api="https://api-v3.strava.com", oauth="http://127.0.0.1:8123"
+    )
+    monkeypatch.setenv("G2S_STRAVA_OAUTH_URL", "https://www.strava.com")
+    monkeypatch.delenv("G2S_STRAVA_API_URL")
+    assert load_settings().strava_urls == StravaUrls(
+        api="http://127.0.0.1:8123/api/v3", oauth="https://www.strava.com"
+    )
 
 
 def test_a_db_path_that_is_a_symbolic_link_is_refused(
