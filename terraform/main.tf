@@ -66,6 +66,8 @@ locals {
     var.activity_types == "" ? {} : { G2S_ACTIVITY_TYPES = var.activity_types },
     var.mirror_streams == "" ? {} : { G2S_MIRROR_STREAMS = var.mirror_streams },
     var.strava_subscription_id == null ? {} : { STRAVA_SUBSCRIPTION_ID = tostring(var.strava_subscription_id) },
+    var.strava_api_url == null ? {} : { G2S_STRAVA_API_URL = var.strava_api_url },
+    var.strava_oauth_url == null ? {} : { G2S_STRAVA_OAUTH_URL = var.strava_oauth_url },
   )
 
   # Each function is told only the names of the parameters it may read.

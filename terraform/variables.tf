@@ -166,6 +166,30 @@ variable "mirror_streams" {
   }
 }
 
+# Strava's new API host (README.md "Strava's new API host"): from 2027-01-04 the API is
+# at https://api-v3.strava.com with no /api/v3 prefix, while OAuth stays on www.
+variable "strava_api_url" {
+  description = "G2S_STRAVA_API_URL: Strava's API base, path included (https://api-v3.strava.com for the new host). Null keeps https://www.strava.com/api/v3."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.strava_api_url == null || can(regex("^https://[^/?#]+(/[^?#]*)?$", var.strava_api_url))
+    error_message = "strava_api_url must be an https:// URL (or null)."
+  }
+}
+
+variable "strava_oauth_url" {
+  description = "G2S_STRAVA_OAUTH_URL: the origin of Strava's OAuth (token, revoke). Null keeps https://www.strava.com, where OAuth stays."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.strava_oauth_url == null || can(regex("^https://[^/?#]+/?$", var.strava_oauth_url))
+    error_message = "strava_oauth_url must be an https:// origin (or null)."
+  }
+}
+
 variable "webhook_reserved_concurrency" {
   description = "Reserved concurrency of the webhook function (caps what a flood of requests can cost)."
   type        = number

@@ -647,3 +647,16 @@ def test_the_mirror_streams_variable_accepts_the_names_the_settings_accept() -> 
     found = re.search(r"contains\(\[([^\]]*)\], name\)", text)
     assert found is not None
     assert re.findall(r'"([a-z_]+)"', found.group(1)) == list(STREAM_TYPES)
+
+
+def test_the_strava_url_variables_reach_every_function(
+    modules: dict[str, dict[str, Any]],
+) -> None:
+    """strava_api_url and strava_oauth_url (README "Strava's new API host") become
+    G2S_STRAVA_API_URL and G2S_STRAVA_OAUTH_URL in the environment all four share."""
+    variables = {labels[0] for labels in _labelled(modules, "variable")}
+    assert {"strava_api_url", "strava_oauth_url"} <= variables
+    common = _value(_locals(modules)["common_environment"])
+    text = " ".join(_strings(common))
+    assert "G2S_STRAVA_API_URL = var.strava_api_url" in text
+    assert "G2S_STRAVA_OAUTH_URL = var.strava_oauth_url" in text
