@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 
 from g2s_harness.cli import run_cli
 from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from g2s_sandbox.strava import StravaSandbox
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +66,24 @@ def test_revoke_is_one_request_with_basic_auth_and_kills_both_tokens(
     _disconnected(pair, capsys, "revoked")
     assert dict(pair.strava.requests) == {"revoke": 1}
     assert pair.strava.refresh_token_of(pair.athlete_id) is None
-    with pair.strava.lock:
-        assert not pair.strava._athletes[pair.athlete_id].access_tokens  # noqa: SLF001
+
+
+def test_the_emulator_revokes_both_tokens_from_either() -> None:
+    """As Strava documents revoke: the access token revokes the refresh token too (and
+    the other way round, above); without the application's Basic credentials, 401."""
+    with StravaSandbox() as sandbox:
+        sandbox.add_athlete(7001)
+        access, _expires = sandbox.issue_access_token(7001)
+        url = f"{sandbox.oauth_url}/oauth/revoke"
+        app = (str(sandbox.client_id), sandbox.client_secret)
+        assert requests.post(url, data={"token": access}, timeout=5).status_code == 401
+        assert requests.post(url, data={"token": access}, auth=app, timeout=5).status_code == 200
+        assert sandbox.refresh_token_of(7001) is None
+        athlete = requests.get(
+            f"{sandbox.api_url}/athlete", headers={"Authorization": f"Bearer {access}"}, timeout=5
+        )
+        assert athlete.status_code == 401
+        assert requests.post(url, data={"token": access}, auth=app, timeout=5).status_code == 400
 
 
 def test_revoke_404_falls_back_to_deauthorize(
