@@ -139,8 +139,8 @@ class AccountControl:
         return {"itemsDeleted": removed}
 
     def disconnect(self, user_id: str, revoke: Callable[[], None]) -> dict[str, int]:
-        """Revoke our Strava authorization (`revoke` calls Strava's deauthorize
-        endpoint), then forget the Strava tokens and the mirrored workouts, as a
+        """Revoke our Strava authorization (`revoke` calls Strava's revoke endpoint),
+        then forget the Strava tokens and the mirrored workouts, as a
         deauthorization event does. The account stays, `disconnected`. When the revoke
         fails, nothing is forgotten and the account is as it was."""
         before = self.account(user_id)
