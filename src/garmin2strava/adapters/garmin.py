@@ -12,6 +12,7 @@ The login command (`interactive_login`) is the only place a password is used.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from garmin2strava.domain.models import AuditEvent
 from garmin2strava.errors import (
     ArchiveRejected,
     GarminAuthError,
+    GarminNetworkRefused,
     GarminNotFound,
     GarminRateLimited,
     GarminRefused,
@@ -40,13 +42,20 @@ from garmin2strava.errors import (
 )
 from garmin2strava.ports import Store
 
-__all__ = ["MAX_ORIGINAL_BYTES", "GarminConnectAdapter", "interactive_login", "point_client_at"]
+__all__ = [
+    "MAX_ORIGINAL_BYTES",
+    "NO_DI_TOKENS",
+    "GarminConnectAdapter",
+    "interactive_login",
+    "point_client_at",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _HTTP_CLIENT_ERROR = 400
+_HTTP_UNAUTHORIZED = 401
 _HTTP_FORBIDDEN = 403
 _HTTP_NOT_FOUND = 404
 _HTTP_TOO_MANY = 429
@@ -55,6 +64,10 @@ _HTTP_SERVER_ERROR = 500
 # (the resource is being changed), too early. Any other 4xx repeats on every attempt.
 _HTTP_RETRYABLE_4XX = frozenset({408, 409, 425})
 _RELOGIN_HINT = "run `garmin2strava garmin login` again"
+# garminconnect's own words on a 403: a refused network, which a new login cannot fix.
+_REFUSED_HINT = (
+    "Garmin may be blocking this client or network; use another network or G2S_GARMIN_PROXY"
+)
 # The largest ORIGINAL we download: the archive limit of fitfile.extract_original.
 MAX_ORIGINAL_BYTES = 64 * 1024 * 1024
 _DOWNLOAD_CHUNK = 64 * 1024
@@ -224,6 +237,9 @@ class GarminConnectAdapter:
                 status = _status_from_refresh_message(str(exc))
                 if status == _HTTP_TOO_MANY:
                     raise GarminRateLimited("Garmin token refresh answered 429") from exc
+                if status == _HTTP_FORBIDDEN:
+                    msg = f"Garmin token refresh answered 403; {_REFUSED_HINT}"
+                    raise GarminNetworkRefused(msg) from exc
                 if status is not None and status >= _HTTP_SERVER_ERROR:
                     raise TransientError(f"Garmin token refresh answered {status}") from exc
                 raise
@@ -301,13 +317,19 @@ def _status_from_refresh_message(message: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+_FIXED_ANSWERS: dict[int, Callable[[], Exception]] = {
+    # 401 is the refused token; 403 is not the token (see GarminNetworkRefused).
+    _HTTP_UNAUTHORIZED: lambda: GarminAuthError(f"Garmin answered 401; {_RELOGIN_HINT}"),
+    _HTTP_FORBIDDEN: lambda: GarminNetworkRefused(f"Garmin answered 403; {_REFUSED_HINT}"),
+    _HTTP_TOO_MANY: lambda: GarminRateLimited("Garmin answered 429 (too many requests)"),
+    _HTTP_NOT_FOUND: lambda: GarminNotFound("Garmin answered 404"),
+}
+
+
 def _translate_status(status: int | None) -> Exception:
-    if status in {401, _HTTP_FORBIDDEN}:
-        return GarminAuthError(f"Garmin answered {status}; {_RELOGIN_HINT}")
-    if status == _HTTP_TOO_MANY:
-        return GarminRateLimited("Garmin answered 429 (too many requests)")
-    if status == _HTTP_NOT_FOUND:
-        return GarminNotFound("Garmin answered 404")
+    fixed = _FIXED_ANSWERS.get(status) if status is not None else None
+    if fixed is not None:
+        return fixed()
     if (
         status is not None
         and _HTTP_CLIENT_ERROR <= status < _HTTP_SERVER_ERROR
@@ -353,12 +375,50 @@ def interactive_login(
     try:
         with _library_quiet():
             garmin.client.login(email, password, prompt_mfa=prompt_mfa)
-    except GarminConnectTooManyRequestsError:
-        msg = "Garmin is rate-limiting logins for this account; wait hours before retrying"
+    except GarminConnectTooManyRequestsError as exc:
+        msg = (
+            "Garmin is rate-limiting logins for this account; wait hours before retrying"
+            f" (Garmin: {_library_words(exc, password)})"
+        )
         raise GarminRateLimited(msg) from None
     except GarminConnectAuthenticationError:
         raise GarminAuthError("Garmin login failed: wrong email, password or MFA code") from None
     except (GarminConnectConnectionError, requests.RequestException) as exc:
-        msg = f"Garmin login failed: {type(exc).__name__}"
+        msg = f"Garmin login failed: {_library_words(exc, password)}"
         raise TransientError(msg) from None
-    return str(garmin.client.dumps())
+    blob = str(garmin.client.dumps())
+    if not _has_di_tokens(blob):
+        raise GarminAuthError(NO_DI_TOKENS)
+    return blob
+
+
+# garminconnect falls back to a JWT_WEB cookie session when Garmin refuses the DI
+# token exchange: it "logs in", but dumps() then holds nulls that loads() refuses.
+NO_DI_TOKENS = (
+    "Garmin login gave no DI tokens (Garmin refused the token exchange and the library "
+    "fell back to a web session, which the sync cannot use); nothing stored. "
+    "Try again later, or from another network"
+)
+_LIBRARY_WORDS_MAX = 300
+
+
+def _has_di_tokens(blob: str) -> bool:
+    try:
+        tokens = json.loads(blob)
+    except ValueError:
+        return False
+    return (
+        isinstance(tokens, dict)
+        and bool(tokens.get("di_token"))
+        and bool(tokens.get("di_refresh_token"))
+    )
+
+
+def _library_words(exc: BaseException, password: str) -> str:
+    """The library's own message (already free of tickets and query values), on one
+    line, shortened, and never with the password in it; its class name if empty."""
+    words = " ".join(str(exc).split())
+    if password:
+        words = words.replace(password, "***")
+    words = words[:_LIBRARY_WORDS_MAX]
+    return words or type(exc).__name__
