@@ -497,6 +497,7 @@ def garmin_login(email: str | None, user: str | None, force: bool) -> int:
             # Where the sync goes (G2S_GARMIN_BASE_URL), so the tokens suit that Garmin.
             base_url=settings.garmin_base_url,
             di_token_url=settings.garmin_di_token_url,
+            proxy=settings.garmin_proxy_url,  # G2S_GARMIN_PROXY: the login too
         )
     except GarminRateLimited as exc:
         cooldown = login_rate_limited(app.store, user_id, app.clock())
