@@ -21,6 +21,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
 )
 from garmin2strava.domain.upload_rules import external_id_for
+from garmin2strava.entrypoints.account_commands import account_rows
 from garmin2strava.services.status import account_status
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.services.sync_accounts import sync_all
@@ -462,6 +463,7 @@ def test_garmin_403_backs_off_doubling_and_never_asks_for_a_login(
         waits.append(refused.garmin_refused_until - clock.now)
         # Within the wait: no Garmin request at all.
         clock.now = refused.garmin_refused_until - timedelta(minutes=1)
+        assert "Garmin refuses this network (403)" in account_rows(app)[0]["why"]
         pair.reset_counts()
         assert "refuses this network" in cycle(app).skipped_reason
         assert sum(pair.garmin.requests.values()) == 0
