@@ -51,6 +51,15 @@ def clean_environment(clean_cli_environment: None, monkeypatch: pytest.MonkeyPat
     requests to Garmin's real front and means nothing on loopback."""
     monkeypatch.setattr(sso, "MOBILE_DELAY_MIN_S", 0.0)
     monkeypatch.setattr(sso, "MOBILE_DELAY_MAX_S", 0.0)
+    # The same for the widget and portal strategies (3-8 s, 10-20 s), which a login
+    # reaches when the mobile ones fail (test_a_failed_login_says_what_the_library_says).
+    for name in (
+        "WIDGET_DELAY_MIN_S",
+        "WIDGET_DELAY_MAX_S",
+        "LOGIN_DELAY_MIN_S",
+        "LOGIN_DELAY_MAX_S",
+    ):
+        monkeypatch.setattr(sso, name, 0.0)
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ _HTTP_CLIENT_ERROR = 400
 _HTTP_UNAUTHORIZED = 401
 _HTTP_FORBIDDEN = 403
 _HTTP_NOT_FOUND = 404
+_HTTP_PROXY_AUTH = 407
 _HTTP_TOO_MANY = 429
 _HTTP_SERVER_ERROR = 500
 # 4xx answers that say "not now" rather than "never": request timeout, conflict
@@ -396,6 +397,10 @@ _FIXED_ANSWERS: dict[int, Callable[[], Exception]] = {
     _HTTP_FORBIDDEN: lambda: GarminNetworkRefused(f"Garmin answered 403; {_REFUSED_HINT}"),
     _HTTP_TOO_MANY: lambda: GarminRateLimited("Garmin answered 429 (too many requests)"),
     _HTTP_NOT_FOUND: lambda: GarminNotFound("Garmin answered 404"),
+    # The proxy's answer, not Garmin's: retried next cycle once its credentials are right.
+    _HTTP_PROXY_AUTH: lambda: TransientError(
+        "the proxy refused the request (407): check G2S_GARMIN_PROXY's user and password"
+    ),
 }
 
 
