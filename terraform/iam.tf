@@ -97,6 +97,13 @@ data "aws_iam_policy_document" "sync" {
       "${local.ssm_arn_prefix}${local.ssm_heartbeat_url}",
     ]
   }
+
+  # G2S_GARMIN_PROXY (optional, README.md "Garmin through a proxy").
+  statement {
+    sid       = "GarminProxy"
+    actions   = ["ssm:GetParameter"]
+    resources = ["${local.ssm_arn_prefix}${local.ssm_garmin_proxy}"]
+  }
 }
 
 data "aws_iam_policy_document" "webhook" {

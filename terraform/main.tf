@@ -16,6 +16,9 @@ locals {
   # parameter does not exist notifies nobody, or pings nothing.
   ssm_notify_urls   = "${var.ssm_parameter_prefix}/notify_urls"
   ssm_heartbeat_url = "${var.ssm_parameter_prefix}/heartbeat_url"
+  # Optional (README.md "Garmin through a proxy"): G2S_GARMIN_PROXY for the sync, the
+  # one function that talks to Garmin; a SecureString since it may carry a password.
+  ssm_garmin_proxy = "${var.ssm_parameter_prefix}/garmin_proxy"
 
   handler_module = "garmin2strava.entrypoints.aws_lambda"
 
@@ -78,6 +81,7 @@ locals {
       G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret
       G2S_SSM_NOTIFY_URLS          = local.ssm_notify_urls
       G2S_SSM_HEARTBEAT_URL        = local.ssm_heartbeat_url
+      G2S_SSM_GARMIN_PROXY         = local.ssm_garmin_proxy
     }
     webhook = { G2S_SSM_STRAVA_VERIFY_TOKEN = local.ssm_strava_verify_token }
     worker  = { G2S_SSM_STRAVA_CLIENT_SECRET = local.ssm_strava_client_secret }

@@ -35,6 +35,7 @@ output "ssm_parameter_names" {
     strava_verify_token  = local.ssm_strava_verify_token
     notify_urls          = local.ssm_notify_urls
     heartbeat_url        = local.ssm_heartbeat_url
+    garmin_proxy         = local.ssm_garmin_proxy
   }
 }
 

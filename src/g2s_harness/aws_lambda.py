@@ -88,12 +88,13 @@ def deployed(
     garmin_token_lifetime_s: float | None = None,
     notify_urls: str | None = None,
     heartbeat_url: str | None = None,
+    garmin_proxy: str | None = None,
 ) -> Iterator[Deployment]:
     """A fresh deployment on the moto server the AWS environment points boto3 at, the
     functions' variables set with `setenv`: Strava's webhook subscription and verify
     token, the events queue's redrive after `max_receives` receives, and stored Garmin
     tokens valid for `garmin_token_lifetime_s` (the sandbox's default when None), and
-    the optional notify_urls and heartbeat_url parameters when given. Every
+    the optional notify_urls, heartbeat_url and garmin_proxy parameters when given. Every
     handler is cold at the start; the table, the runtimes and the root logger are
     cleaned up after."""
     prefix = f"/g2s-{uuid.uuid4().hex[:8]}"
@@ -124,6 +125,7 @@ def deployed(
             ("strava_verify_token", verify_token),
             ("notify_urls", notify_urls),
             ("heartbeat_url", heartbeat_url),
+            ("garmin_proxy", garmin_proxy),
         ):
             if value is None:  # an optional one the user did not make
                 continue
@@ -145,6 +147,7 @@ def deployed(
             # Named whether made or not, as terraform names them (README "Being told").
             "G2S_SSM_NOTIFY_URLS": f"{prefix}/notify_urls",
             "G2S_SSM_HEARTBEAT_URL": f"{prefix}/heartbeat_url",
+            "G2S_SSM_GARMIN_PROXY": f"{prefix}/garmin_proxy",
             "G2S_DEAD_LETTER_QUEUE_URL": dlq_url,
             "G2S_STRAVA_BASE_URL": pair.strava.base_url,
             "G2S_GARMIN_BASE_URL": pair.garmin.base_url,

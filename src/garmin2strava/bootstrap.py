@@ -138,6 +138,7 @@ class App:
             user_id,
             base_url=self.settings.garmin_base_url,
             di_token_url=self.settings.garmin_di_token_url,
+            proxy=self.settings.garmin_proxy_url,
             retry_min_wait=self.garmin_retry_min_wait_s,
             audit_retention_days=self.settings.audit_retention_days,
         )

@@ -14,6 +14,7 @@ __all__ = [
     "FileRejected",
     "G2SError",
     "GarminAuthError",
+    "GarminNetworkRefused",
     "GarminNotFound",
     "GarminRateLimited",
     "GarminRefused",
@@ -97,6 +98,12 @@ class GarminRateLimited(G2SError):
 
 class GarminAuthError(G2SError):
     """Garmin refused the stored tokens: a human must run `garmin2strava garmin login`."""
+
+
+class GarminNetworkRefused(G2SError):
+    """Garmin answered 403: it refuses this network or client (a cloud address, a
+    Cloudflare block), not the tokens. Logging in again cannot help; another network
+    or G2S_GARMIN_PROXY can."""
 
 
 class GarminNotFound(G2SError):

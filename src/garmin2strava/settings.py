@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "env_name",
     "load_settings",
+    "proxy_url_problem",
     "split_notify_urls",
 ]
 
@@ -157,6 +158,35 @@ def _http_url_secret(value: SecretStr) -> SecretStr:
     return SecretStr(value.get_secret_value().strip())
 
 
+# G2S_GARMIN_PROXY: what requests (with PySocks) and curl_cffi both take.
+_PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
+
+
+def proxy_url_problem(text: str) -> str:
+    """What is wrong with an http(s) or socks proxy URL ("" when nothing); never
+    repeats the URL (it may hold a password). The Lambda checks its SSM value with it."""
+    parts = urlsplit(text.strip())
+    if parts.scheme.lower() not in _PROXY_SCHEMES or not parts.hostname:
+        return (
+            "must be an http(s) or socks proxy URL (http://host:3128, "
+            "socks5h://user:password@host:1080)"
+        )
+    try:
+        parts.port  # noqa: B018  urlsplit checks the port only when asked
+    except ValueError:
+        return "the proxy URL's port is not a number from 0 to 65535"
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        return "a proxy URL has no path, query or fragment (scheme://host:port)"
+    return ""
+
+
+def _proxy_url(value: SecretStr) -> SecretStr:
+    problem = proxy_url_problem(value.get_secret_value())
+    if problem:
+        raise ValueError(problem)
+    return SecretStr(value.get_secret_value().strip())
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "garmin2strava"
@@ -176,6 +206,7 @@ _UrlSafeSecret = Annotated[SecretStr, AfterValidator(_url_safe_secret)]
 _DbPath = Annotated[Path, AfterValidator(_not_a_link)]
 _NotifyUrls = Annotated[SecretStr, AfterValidator(_apprise_urls)]
 _HeartbeatUrl = Annotated[SecretStr, AfterValidator(_http_url_secret)]
+_ProxyUrl = Annotated[SecretStr, AfterValidator(_proxy_url)]
 
 
 class Settings(BaseSettings):
@@ -254,6 +285,9 @@ class Settings(BaseSettings):
     strava_api_url: _Url | None = Field(None, validation_alias="G2S_STRAVA_API_URL")
     strava_oauth_url: _Url | None = Field(None, validation_alias="G2S_STRAVA_OAUTH_URL")
     garmin_base_url: _Url = Field(REAL_GARMIN_BASE_URL, validation_alias="G2S_GARMIN_BASE_URL")
+    # Every Garmin request (API, download, token refresh, login) goes through this proxy:
+    # a secret, as it may carry a password (README "Garmin through a proxy").
+    garmin_proxy: _ProxyUrl | None = Field(None, validation_alias="G2S_GARMIN_PROXY")
     http_host: _Host = Field("127.0.0.1", validation_alias="G2S_HTTP_HOST")
     http_port: int = Field(8080, validation_alias="G2S_HTTP_PORT", ge=1, le=65535)
     # The operators' listener (the status page, /metrics, the detailed /healthz):
@@ -299,6 +333,11 @@ class Settings(BaseSettings):
         return StravaUrls(
             api=self.strava_api_url or from_base.api, oauth=self.strava_oauth_url or from_base.oauth
         )
+
+    @property
+    def garmin_proxy_url(self) -> str | None:
+        """G2S_GARMIN_PROXY in clear (for the Garmin client only), None when unset."""
+        return None if self.garmin_proxy is None else self.garmin_proxy.get_secret_value()
 
     @property
     def garmin_di_token_url(self) -> str:

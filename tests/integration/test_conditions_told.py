@@ -234,6 +234,25 @@ def test_a_long_garmin_backoff(world: World) -> None:
     told_once_then_cleared_once(world, "garmin.backoff_long", start=start, clear=clear)
 
 
+def test_garmin_refusing_this_network(world: World) -> None:
+    """Told at the first 403 (no waiting: no login can help), cleared by Garmin's next
+    answer after the back-off."""
+
+    def start() -> None:
+        world.pair.garmin.refuse_network()
+
+    def clear() -> None:
+        world.pair.garmin.refuse_network(refused=False)
+        account = world.app.store.get_account(USER)
+        assert account is not None
+        assert account.status is AccountStatus.ACTIVE
+        assert account.garmin_refused_until is not None
+        world.clock.now = account.garmin_refused_until + timedelta(minutes=1)
+
+    told_once_then_cleared_once(world, "garmin.network_refused", start=start, clear=clear)
+    assert "G2S_GARMIN_PROXY" in world.told()[0]["message"]
+
+
 # -- the installation --------------------------------------------------------------------
 def test_the_strava_application_going_inactive(world: World) -> None:
     def start() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from garminconnect import Garmin
 
 from g2s_sandbox.fitgen import build_activity_fit, zip_original
@@ -122,6 +123,11 @@ def test_private_client_attributes_still_exist() -> None:
     assert callable(client._token_expires_soon)
     assert callable(client._refresh_di_token)
     assert hasattr(client, "_token_lock")
+    # route_through (G2S_GARMIN_PROXY): the two sessions and the DI token post.
+    assert isinstance(client._api_session, requests.Session)
+    assert isinstance(client.cs, requests.Session)
+    assert callable(client._http_post)
+    assert "_http_post" in type(client)._di_token_post.__code__.co_names
 
 
 def test_construction_does_no_io(sandbox: GarminSandbox, store: TokenStore) -> None:

@@ -18,11 +18,13 @@ from garminconnect.client import sso
 
 from g2s_sandbox.garmin import GarminSandbox
 from g2s_sandbox.scenario import SandboxPair, running_sandboxes, seed_run
+from garmin2strava.adapters.garmin import NO_DI_TOKENS
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.domain.models import GarminTokens
 from garmin2strava.entrypoints.cli import cli
 from garmin2strava.ports import Store
+from garmin2strava.services.garmin_login import login_cooldown
 from garmin2strava.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -33,7 +35,10 @@ PASSWORD = "correct-horse-battery-7731"
 MFA_CODE = "246810"
 WRONG_CREDENTIALS = "garmin2strava: Garmin login failed: wrong email, password or MFA code\n"
 RATE_LIMITED = (
-    "garmin2strava: Garmin is rate-limiting logins for this account; wait hours before retrying\n"
+    "garmin2strava: Garmin is rate-limiting logins for this account; wait hours before "
+    "retrying (Garmin: All login strategies rate limited or blocked (HTTP 429/427). Garmin "
+    "may be blocking this client or network rather than rate limiting; try again later or "
+    "from another network.); next login after "
 )
 STORED = f"Garmin tokens stored for account {USER}; the daemon will use them from now on.\n"
 START = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(days=1)
@@ -46,6 +51,15 @@ def clean_environment(clean_cli_environment: None, monkeypatch: pytest.MonkeyPat
     requests to Garmin's real front and means nothing on loopback."""
     monkeypatch.setattr(sso, "MOBILE_DELAY_MIN_S", 0.0)
     monkeypatch.setattr(sso, "MOBILE_DELAY_MAX_S", 0.0)
+    # The same for the widget and portal strategies (3-8 s, 10-20 s), which a login
+    # reaches when the mobile ones fail (test_a_failed_login_says_what_the_library_says).
+    for name in (
+        "WIDGET_DELAY_MIN_S",
+        "WIDGET_DELAY_MAX_S",
+        "LOGIN_DELAY_MIN_S",
+        "LOGIN_DELAY_MAX_S",
+    ):
+        monkeypatch.setattr(sso, name, 0.0)
 
 
 @pytest.fixture
@@ -227,9 +241,92 @@ def test_a_rate_limited_login_says_so_in_one_line(pair: SandboxPair) -> None:
     (not the library's warning per strategy); nothing stored, no credentials sent."""
     pair.garmin.block_logins()
     code, out, err = run_cli("garmin", "login")
-    assert (code, out, err) == (1, "", RATE_LIMITED)
+    assert (code, out) == (1, "")
+    assert err.startswith(RATE_LIMITED)
+    assert err.count("\n") == 1
     assert pair.garmin.login_attempts["rate_limited"] == pair.garmin.requests["login"] > 0
     assert set(pair.garmin.login_attempts) == {"rate_limited"}
+    assert stored_blob() is None
+
+
+def cooldown_left() -> timedelta:
+    cooldown = login_cooldown(store(), USER)
+    assert cooldown is not None
+    return cooldown.until - datetime.now(tz=UTC)
+
+
+def pass_the_cooldown() -> None:
+    """As if its time had passed: the stored end moved to the past, the count kept."""
+    cooldown = login_cooldown(store(), USER)
+    assert cooldown is not None
+    past = (datetime.now(tz=UTC) - timedelta(minutes=1)).isoformat()
+    store().put_app_state(
+        f"garmin_login_cooldown.{USER}", {"until": past, "refusals": cooldown.refusals}
+    )
+
+
+def test_after_a_login_429_no_login_starts_for_2_4_8_hours_unless_forced(
+    pair: SandboxPair,
+) -> None:
+    """Each login 429 records a cooldown in the store: 2 h, then 4 h, 8 h ... capped at
+    24 h. During it `garmin login` refuses in one line with the time left and sends
+    nothing to Garmin; `--force` logs in anyway, and a success resets the cooldown."""
+    pair.garmin.block_logins()
+    waits = []
+    for _ in range(6):
+        code, _out, _err = run_cli("garmin", "login")
+        assert code == 1
+        waits.append(round(cooldown_left() / timedelta(hours=1)))
+        pair.reset_counts()
+        code, out, err = run_cli("garmin", "login")
+        assert (code, out) == (1, "")
+        assert err.startswith("garmin2strava: Garmin rate-limited the last login; wait ")
+        assert err.endswith(" or use --force\n")
+        assert sum(pair.garmin.requests.values()) == 0  # nothing sent during the cooldown
+        pass_the_cooldown()
+    assert waits == [2, 4, 8, 16, 24, 24]
+
+    run_cli("garmin", "login")  # a 429 again: in the cooldown
+    pair.garmin.block_logins(blocked=False)
+    code, _out, err = run_cli("garmin", "login")
+    assert code == 1
+    assert "wait 23 h 59 min" in err or "wait 24 h 00 min" in err
+    code, out, err = run_cli("garmin", "login", "--force")
+    assert (code, out, err) == (0, STORED, "")
+    assert login_cooldown(store(), USER) is None
+    pair.garmin.block_logins()
+    run_cli("garmin", "login")
+    assert round(cooldown_left() / timedelta(hours=1)) == 2  # counted from the start again
+
+
+def test_a_login_that_gives_no_di_tokens_is_refused_and_stores_nothing(
+    pair: SandboxPair,
+) -> None:
+    """Garmin refuses the DI token exchange: garminconnect falls back to a JWT_WEB
+    cookie session (its login "succeeds", the emulator's API accepts the cookie) whose
+    dumps() has all-null DI fields. The command says so, exit 1, stores nothing."""
+    pair.garmin.refuse_di_exchange()
+    code, out, err = run_cli("garmin", "login")
+    assert (code, out) == (1, "")
+    assert err == f"garmin2strava: {NO_DI_TOKENS}\n"
+    assert pair.garmin.login_attempts["signed_in"] >= 1
+    assert pair.garmin.requests["ticket_exchange"] >= 1
+    assert pair.garmin.requests["profile"] >= 1  # the library checked its cookie session
+    assert stored_blob() is None
+    assert store().get_account(USER) is None
+
+
+def test_a_failed_login_says_what_the_library_says(pair: SandboxPair) -> None:
+    """Garmin refusing this network (403 to every SSO request): exit 1 with the
+    library's own words in the one line, not only an exception's class name; nothing
+    stored and the password nowhere."""
+    pair.garmin.refuse_network()
+    code, out, err = run_cli("garmin", "login")
+    assert (code, out) == (1, "")
+    assert err.startswith("garmin2strava: Garmin login failed: All login strategies exhausted: ")
+    assert "403" in err
+    assert err.count("\n") == 1
+    assert PASSWORD not in err
     assert stored_blob() is None
 
 

@@ -86,9 +86,15 @@ SEND_QUEUES = {
     "worker": "${aws_sqs_queue.events.arn}",
 }
 # The only SSM parameters each function may read (by the locals that name them): its
-# one secret, and where it tells the conditions (README "Being told").
+# one secret, where it tells the conditions (README "Being told"), and for the sync
+# G2S_GARMIN_PROXY (README "Garmin through a proxy").
 SSM_PARAMETERS = {
-    "sync": {"ssm_strava_client_secret", "ssm_notify_urls", "ssm_heartbeat_url"},
+    "sync": {
+        "ssm_strava_client_secret",
+        "ssm_notify_urls",
+        "ssm_heartbeat_url",
+        "ssm_garmin_proxy",
+    },
     "webhook": {"ssm_strava_verify_token"},
     "worker": {"ssm_strava_client_secret"},
     "maintenance": {"ssm_strava_client_secret", "ssm_notify_urls"},

@@ -12,6 +12,7 @@ import pytest
 
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.bootstrap import App, utc_now
+from garmin2strava.domain.conditions import GARMIN_REFUSED_FIX
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -20,6 +21,8 @@ from garmin2strava.domain.models import (
     UploadOutcome,
 )
 from garmin2strava.domain.upload_rules import external_id_for
+from garmin2strava.entrypoints.account_commands import account_rows
+from garmin2strava.services.status import account_status
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.services.sync_accounts import sync_all
 from garmin2strava.settings import Settings
@@ -433,6 +436,84 @@ def test_garmin_429_backs_the_account_off_across_restarts(
     assert sum(pair.garmin.requests.values()) == 0
     assert pair.strava_total() == 0
     assert restarted.store.get_uploads(USER, [1201]) == {}
+
+
+def test_garmin_403_backs_off_doubling_and_never_asks_for_a_login(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Garmin answers 403 (it refuses this network): the account stays active (no
+    needs-login, no login attempted), no Garmin request for 1 h, then 2 h, 4 h ...
+    capped at 24 h; `status` names the fix; the next answer clears it all."""
+    seed_run(pair, 1211, start_utc=START)
+    app = make_app()
+    clock = Clock(utc_now())
+    app.clock = clock
+    pair.garmin.refuse_network()
+    waits = []
+    for _ in range(7):
+        pair.reset_counts()
+        report = cycle(app)
+        assert not report.ok
+        assert "403" in report.error
+        assert "G2S_GARMIN_PROXY" in report.error
+        assert pair.garmin.requests == {"list": 1, "refused": 1}
+        refused = account(app)
+        assert refused.status is AccountStatus.ACTIVE
+        assert refused.garmin_refused_until is not None
+        waits.append(refused.garmin_refused_until - clock.now)
+        # Within the wait: no Garmin request at all.
+        clock.now = refused.garmin_refused_until - timedelta(minutes=1)
+        assert "Garmin refuses this network (403)" in account_rows(app)[0]["why"]
+        pair.reset_counts()
+        assert "refuses this network" in cycle(app).skipped_reason
+        assert sum(pair.garmin.requests.values()) == 0
+        clock.now += timedelta(minutes=2)
+    assert waits == [HOUR, 2 * HOUR, 4 * HOUR, 8 * HOUR, 16 * HOUR, 24 * HOUR, 24 * HOUR]
+    assert audit_kinds(app).count("garmin.network_refused") == 7
+    assert "garmin.auth_failed" not in audit_kinds(app)
+    assert pair.garmin.requests["login"] == 0
+    shown = account_status(app.store, now=clock.now)["accounts"][0]["garminRefused"]
+    assert shown["fix"] == GARMIN_REFUSED_FIX
+    assert shown["refusals"] == 7
+
+    pair.garmin.refuse_network(refused=False)
+    report = cycle(app)
+
+    assert report.outcomes == {"uploaded": 1}
+    cleared = account(app)
+    assert (cleared.garmin_refused_since, cleared.garmin_refused_until) == (None, None)
+    assert cleared.garmin_refusals == 0
+    assert account_status(app.store, now=clock.now)["accounts"][0]["garminRefused"] is None
+
+
+@pytest.mark.parametrize("where", ["download", "token_refresh"])
+def test_garmin_403_on_a_download_or_a_token_refresh_is_the_same_refusal(
+    pair: SandboxPair, make_app: Callable[..., App], where: str
+) -> None:
+    """A 403 from the ORIGINAL download or the DI token refresh backs off as the list's
+    does: the account stays active, its stored tokens are kept, the run is not failed."""
+    seed_run(pair, 1212, start_utc=START)
+    app = make_app()
+    clock = Clock(utc_now())
+    app.clock = clock
+    if where == "token_refresh":
+        app.store.replace_garmin_tokens(
+            USER,
+            pair.garmin.issue_tokens(lifetime_s=-10),
+            expected_version=app.store.get_garmin_tokens(USER).version,  # type: ignore[union-attr]
+        )
+    pair.garmin.fail_next(where, 403)
+
+    report = cycle(app)
+
+    assert not report.ok
+    refused = account(app)
+    assert refused.status is AccountStatus.ACTIVE
+    assert refused.garmin_refused_until == clock.now + HOUR
+    assert app.store.get_garmin_tokens(USER) is not None
+    entry = app.store.get_uploads(USER, [1212]).get(1212)
+    assert entry is None or entry.outcome is UploadOutcome.PENDING
+    assert pair.garmin.requests["login"] == 0
 
 
 def test_garmin_auth_failure_stops_that_account_and_the_other_still_syncs(

@@ -377,3 +377,27 @@ def test_the_heartbeat_url_is_an_http_url_and_a_secret() -> None:
             load_settings(heartbeat_url=wrong)
         assert str(caught.value).startswith("setting G2S_HEARTBEAT_URL: must be an http(s) URL")
         assert "hunter2" not in str(caught.value)
+
+
+def test_the_garmin_proxy_is_an_http_or_socks_url_and_a_secret() -> None:
+    """G2S_GARMIN_PROXY: http(s) or socks (4, 4a, 5, 5h) with a host, nothing after
+    the port; masked like every secret, and a wrong one is one line that does not
+    repeat it (it may hold the proxy's password)."""
+    for right in ("http://me:hunter2@home.example:3128", "socks5h://me:hunter2@10.0.0.2:1080"):
+        settings = load_settings(garmin_proxy=right)
+        assert settings.garmin_proxy_url == right
+        assert "hunter2" not in repr(settings)
+    assert load_settings().garmin_proxy_url is None
+    wrong = {
+        "home.example:3128": "must be an http(s) or socks proxy URL",
+        "ftp://me:hunter2@home.example:21": "must be an http(s) or socks proxy URL",
+        "http://me:hunter2@home.example:31x8": "the proxy URL's port is not a number",
+        "http://me:hunter2@home.example:3128/path": "a proxy URL has no path",
+    }
+    for text, says in wrong.items():
+        with pytest.raises(ConfigError) as caught:
+            load_settings(garmin_proxy=text)
+        line = str(caught.value)
+        assert line.startswith(f"setting G2S_GARMIN_PROXY: {says}")
+        assert "\n" not in line
+        assert "hunter2" not in line

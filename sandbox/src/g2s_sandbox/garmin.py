@@ -56,6 +56,12 @@ _SIGNIN_PAGES = frozenset(page for page, _login in _SSO_FLOWS.values())
 _LOGIN_POSTS = frozenset(login for _page, login in _SSO_FLOWS.values())
 _MFA_POSTS = frozenset({"/sso/mobile/api/mfa/verifyCode", "/sso/portal/api/mfa/verifyCode"})
 _TICKET_LIFETIME_S = 120.0
+# Cloudflare's block page (error 1020, "Access denied"), trimmed: HTML, not JSON.
+_REFUSED_HTML = (
+    b"<!DOCTYPE html><html><head><title>Access denied | connectapi.garmin.com used "
+    b"Cloudflare to restrict access</title></head><body><h1>Error 1020</h1>"
+    b"<p>Access denied</p></body></html>"
+)
 _PROFILE_ID = 90_210_001
 _PROFILE_GUID = "5b3a7c1e-9d2f-4e8a-b6c0-1f2e3d4c5b6a"
 _SIGNIN_HTML = (
@@ -242,6 +248,14 @@ class _State:
         self.sessions: dict[str, _SsoSession] = {}
         self.tickets: dict[str, tuple[str, float]] = {}  # ticket -> (service URL, expiry)
         self.logins_blocked = False
+        # While True, every request answers 403 as Garmin's edge does to a refused
+        # network (`refuse_network`); counted under `refused` besides its endpoint.
+        self.network_refused = False
+        # While True, the DI ticket exchange refuses every client (`refuse_di_exchange`)
+        # and a ticket taken to its service URL sets a JWT_WEB cookie instead, which
+        # the API tier accepts: the library's web-session fallback.
+        self.di_exchange_refused = False
+        self.jwt_web: set[str] = set()
         self.login_attempts: Counter[str] = Counter()
 
     def mint_access(self, lifetime_s: float, client_id: str | None = None) -> str:
@@ -365,9 +379,15 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests[endpoint] += 1
             injected = state.take_failure(endpoint)
-            if injected is None and endpoint == "login" and state.logins_blocked:
+            refused = injected is None and state.network_refused
+            if refused:
+                state.requests["refused"] += 1
+            if not refused and injected is None and endpoint == "login" and state.logins_blocked:
                 injected = HTTPStatus.TOO_MANY_REQUESTS
                 state.login_attempts["rate_limited"] += 1
+        if refused:
+            self._send(HTTPStatus.FORBIDDEN, _REFUSED_HTML, content_type="text/html")
+            return
         if injected is not None:
             self._error(injected)
             return
@@ -386,7 +406,9 @@ class _Handler(BaseHTTPRequestHandler):
         """An endpoint of the API tier: a live bearer token, else 401."""
         state = self.server.state
         with state.lock:
-            authorized = state.bearer_ok(self.headers.get("Authorization"))
+            authorized = state.bearer_ok(self.headers.get("Authorization")) or (
+                self._jwt_web() in state.jwt_web
+            )
         if not authorized:
             self._error(401)
         elif endpoint == "list":
@@ -541,8 +563,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._credentials(query.get("service", [""])[0], body)
         elif method == "POST" and path in _MFA_POSTS:
             self._verify_mfa(body)
+        elif method == "GET" and "ticket" in query:
+            self._web_session(path, query["ticket"][0])
         else:  # the embed widget, the CAS web login, ...: not served
             self._error(401)
+
+    def _jwt_web(self) -> str:
+        try:
+            morsel = SimpleCookie(self.headers.get("Cookie") or "").get("JWT_WEB")
+        except CookieError:
+            return ""
+        return morsel.value if morsel is not None else ""
+
+    def _web_session(self, path: str, ticket: str) -> None:
+        """A service ticket taken to its service URL (the web login's last step): a
+        JWT_WEB session cookie, served only while the DI exchange is refused."""
+        state = self.server.state
+        with state.lock:
+            issued = state.tickets.pop(ticket, None)
+            valid = (
+                state.di_exchange_refused
+                and issued is not None
+                and urlsplit(issued[0]).path == path
+                and issued[1] >= time.time()
+            )
+            cookie = secrets.token_urlsafe(24)
+            if valid:
+                state.jwt_web.add(cookie)
+        if not valid:
+            self._error(401)
+            return
+        self._send(
+            200,
+            b"<html><body>signed in</body></html>",
+            content_type="text/html",
+            extra={"Set-Cookie": f"JWT_WEB={cookie}; Path=/; HttpOnly"},
+        )
 
     def _signin_page(self) -> None:
         state = self.server.state
@@ -634,7 +690,11 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         payload: dict[str, Any]
         with state.lock:
-            if not _DI_CLIENT_RE.fullmatch(client_id) or self.headers.get("Authorization") != basic:
+            if (
+                state.di_exchange_refused
+                or not _DI_CLIENT_RE.fullmatch(client_id)
+                or self.headers.get("Authorization") != basic
+            ):
                 status, payload = 401, {"error": "invalid_client"}
             else:
                 issued = state.tickets.pop(ticket, None)  # single-use, even when refused
@@ -766,6 +826,21 @@ class GarminSandbox:
         """The account the SSO signs in (`mfa_code`: the code it then asks for)."""
         with self._state.lock:
             self._state.account = SandboxAccount(email, password, mfa_code, mfa_method)
+
+    def refuse_network(self, *, refused: bool = True) -> None:
+        """While refused, every request (API, token refresh, SSO) answers 403 with an
+        HTML block page, as Garmin's Cloudflare edge answers a blocked cloud address;
+        garminconnect then raises "API Error 403" (no JSON detail) or "DI token
+        refresh failed: 403"."""
+        with self._state.lock:
+            self._state.network_refused = refused
+
+    def refuse_di_exchange(self, *, refused: bool = True) -> None:
+        """While refused, the DI ticket exchange answers 401 to every client, and a
+        ticket taken to its service URL gets a JWT_WEB cookie the API tier accepts:
+        garminconnect's fallback, a login whose `dumps()` has all-null DI fields."""
+        with self._state.lock:
+            self._state.di_exchange_refused = refused
 
     def block_logins(self, *, blocked: bool = True) -> None:
         """While blocked, every SSO request answers 429 (tokens still refresh)."""

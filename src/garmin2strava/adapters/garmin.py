@@ -12,7 +12,10 @@ The login command (`interactive_login`) is the only place a password is used.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -21,18 +24,21 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
+from curl_cffi import requests as cffi_requests
 from garminconnect import (
     Garmin,
     GarminConnectAuthenticationError,
     GarminConnectConnectionError,
     GarminConnectTooManyRequestsError,
 )
+from garminconnect import client as garmin_client
 from garminconnect.exceptions import GarminConnectNotFoundError
 
 from garmin2strava.domain.models import AuditEvent
 from garmin2strava.errors import (
     ArchiveRejected,
     GarminAuthError,
+    GarminNetworkRefused,
     GarminNotFound,
     GarminRateLimited,
     GarminRefused,
@@ -40,21 +46,34 @@ from garmin2strava.errors import (
 )
 from garmin2strava.ports import Store
 
-__all__ = ["MAX_ORIGINAL_BYTES", "GarminConnectAdapter", "interactive_login", "point_client_at"]
+__all__ = [
+    "MAX_ORIGINAL_BYTES",
+    "NO_DI_TOKENS",
+    "GarminConnectAdapter",
+    "interactive_login",
+    "point_client_at",
+    "route_through",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _HTTP_CLIENT_ERROR = 400
+_HTTP_UNAUTHORIZED = 401
 _HTTP_FORBIDDEN = 403
 _HTTP_NOT_FOUND = 404
+_HTTP_PROXY_AUTH = 407
 _HTTP_TOO_MANY = 429
 _HTTP_SERVER_ERROR = 500
 # 4xx answers that say "not now" rather than "never": request timeout, conflict
 # (the resource is being changed), too early. Any other 4xx repeats on every attempt.
 _HTTP_RETRYABLE_4XX = frozenset({408, 409, 425})
 _RELOGIN_HINT = "run `garmin2strava garmin login` again"
+# garminconnect's own words on a 403: a refused network, which a new login cannot fix.
+_REFUSED_HINT = (
+    "Garmin may be blocking this client or network; use another network or G2S_GARMIN_PROXY"
+)
 # The largest ORIGINAL we download: the archive limit of fitfile.extract_original.
 MAX_ORIGINAL_BYTES = 64 * 1024 * 1024
 _DOWNLOAD_CHUNK = 64 * 1024
@@ -87,6 +106,70 @@ def point_client_at(garmin: Garmin, *, base_url: str, di_token_url: str) -> None
         client._portal_service_url = f"{base}/connect/app"  # noqa: SLF001  same
 
 
+def route_through(garmin: Garmin, proxy: str) -> None:
+    """Send this client's own requests through `proxy`: the API and download session
+    (requests), the web-session one, and the DI token posts (refresh, ticket exchange),
+    which the library makes with a module-level curl_cffi (or requests) call.
+
+    The sessions stop reading the environment's proxy variables (trust_env): with
+    requests those would override the session's proxies, and a NO_PROXY entry could
+    send a Garmin request around the proxy. A login's own sessions are made inside the
+    library: `interactive_login` routes those with `_proxy_environment`.
+    """
+    client = garmin.client
+    for session in (client._api_session, client.cs):  # noqa: SLF001  no public setting
+        session.proxies = {"http": proxy, "https": proxy}
+        session.trust_env = False
+    # The library's SessionMixin._http_post, replaced on this instance only.
+    client._http_post = functools.partial(_post_through, proxy)  # type: ignore[method-assign]  # noqa: SLF001
+
+
+def _post_through(proxy: str, url: str, **kwargs: Any) -> Any:
+    """The library's SessionMixin._http_post, through `proxy`."""
+    timeout = kwargs.pop("timeout", 30)
+    if garmin_client.HAS_CFFI:  # as the library decides: curl_cffi when installed
+        return cffi_requests.post(url, impersonate="chrome", timeout=timeout, proxy=proxy, **kwargs)
+    with requests.Session() as session:
+        session.trust_env = False
+        return session.post(url, timeout=timeout, proxies={"http": proxy, "https": proxy}, **kwargs)
+
+
+_PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+)
+_NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
+
+
+@contextlib.contextmanager
+def _proxy_environment(proxy: str | None) -> Iterator[None]:
+    """While this holds, the process's proxy variables name `proxy` and nothing is
+    exempt: the login strategies make their sessions inside the library (requests and
+    curl_cffi both read these variables). Only the one-shot `garmin login` uses it, and
+    restores the variables after."""
+    if proxy is None:
+        yield
+        return
+    names = (*_PROXY_VARIABLES, *_NO_PROXY_VARIABLES)
+    saved = {name: os.environ.get(name) for name in names}
+    for name in _PROXY_VARIABLES:
+        os.environ[name] = proxy
+    for name in _NO_PROXY_VARIABLES:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _status_of(exc: BaseException) -> int | None:
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return status if isinstance(status, int) else None
@@ -107,6 +190,7 @@ class GarminConnectAdapter:
         *,
         base_url: str,
         di_token_url: str,
+        proxy: str | None = None,
         retry_attempts: int = 3,
         retry_min_wait: float = 1.0,
         retry_max_wait: float = 10.0,
@@ -119,6 +203,7 @@ class GarminConnectAdapter:
         self._user_id = user_id
         self._base_url = base_url
         self._di_token_url = di_token_url
+        self._proxy = proxy
         self._retry = (retry_attempts, retry_min_wait, retry_max_wait)
         self._garmin: Garmin | None = None
         self._blob: str | None = None
@@ -200,6 +285,8 @@ class GarminConnectAdapter:
         attempts, min_wait, max_wait = self._retry
         garmin = Garmin(retry_attempts=attempts, retry_min_wait=min_wait, retry_max_wait=max_wait)
         point_client_at(garmin, base_url=self._base_url, di_token_url=self._di_token_url)
+        if self._proxy is not None:
+            route_through(garmin, self._proxy)
         try:
             garmin.client.loads(blob)
         except GarminConnectConnectionError as exc:
@@ -224,6 +311,9 @@ class GarminConnectAdapter:
                 status = _status_from_refresh_message(str(exc))
                 if status == _HTTP_TOO_MANY:
                     raise GarminRateLimited("Garmin token refresh answered 429") from exc
+                if status == _HTTP_FORBIDDEN:
+                    msg = f"Garmin token refresh answered 403; {_REFUSED_HINT}"
+                    raise GarminNetworkRefused(msg) from exc
                 if status is not None and status >= _HTTP_SERVER_ERROR:
                     raise TransientError(f"Garmin token refresh answered {status}") from exc
                 raise
@@ -301,13 +391,23 @@ def _status_from_refresh_message(message: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
+_FIXED_ANSWERS: dict[int, Callable[[], Exception]] = {
+    # 401 is the refused token; 403 is not the token (see GarminNetworkRefused).
+    _HTTP_UNAUTHORIZED: lambda: GarminAuthError(f"Garmin answered 401; {_RELOGIN_HINT}"),
+    _HTTP_FORBIDDEN: lambda: GarminNetworkRefused(f"Garmin answered 403; {_REFUSED_HINT}"),
+    _HTTP_TOO_MANY: lambda: GarminRateLimited("Garmin answered 429 (too many requests)"),
+    _HTTP_NOT_FOUND: lambda: GarminNotFound("Garmin answered 404"),
+    # The proxy's answer, not Garmin's: retried next cycle once its credentials are right.
+    _HTTP_PROXY_AUTH: lambda: TransientError(
+        "the proxy refused the request (407): check G2S_GARMIN_PROXY's user and password"
+    ),
+}
+
+
 def _translate_status(status: int | None) -> Exception:
-    if status in {401, _HTTP_FORBIDDEN}:
-        return GarminAuthError(f"Garmin answered {status}; {_RELOGIN_HINT}")
-    if status == _HTTP_TOO_MANY:
-        return GarminRateLimited("Garmin answered 429 (too many requests)")
-    if status == _HTTP_NOT_FOUND:
-        return GarminNotFound("Garmin answered 404")
+    fixed = _FIXED_ANSWERS.get(status) if status is not None else None
+    if fixed is not None:
+        return fixed()
     if (
         status is not None
         and _HTTP_CLIENT_ERROR <= status < _HTTP_SERVER_ERROR
@@ -338,6 +438,7 @@ def interactive_login(
     *,
     base_url: str | None = None,
     di_token_url: str | None = None,
+    proxy: str | None = None,
 ) -> str:
     """Log in once with a password (and MFA); return the token blob to store.
 
@@ -350,15 +451,57 @@ def interactive_login(
     if base_url is not None:
         token_url = di_token_url or f"{base_url.rstrip('/')}/di-oauth2-service/oauth/token"
         point_client_at(garmin, base_url=base_url, di_token_url=token_url)
+    if proxy is not None:
+        route_through(garmin, proxy)
     try:
-        with _library_quiet():
+        with _library_quiet(), _proxy_environment(proxy):
             garmin.client.login(email, password, prompt_mfa=prompt_mfa)
-    except GarminConnectTooManyRequestsError:
-        msg = "Garmin is rate-limiting logins for this account; wait hours before retrying"
+    except GarminConnectTooManyRequestsError as exc:
+        msg = (
+            "Garmin is rate-limiting logins for this account; wait hours before retrying"
+            f" (Garmin: {_library_words(exc, password, proxy)})"
+        )
         raise GarminRateLimited(msg) from None
     except GarminConnectAuthenticationError:
         raise GarminAuthError("Garmin login failed: wrong email, password or MFA code") from None
     except (GarminConnectConnectionError, requests.RequestException) as exc:
-        msg = f"Garmin login failed: {type(exc).__name__}"
+        msg = f"Garmin login failed: {_library_words(exc, password, proxy)}"
         raise TransientError(msg) from None
-    return str(garmin.client.dumps())
+    blob = str(garmin.client.dumps())
+    if not _has_di_tokens(blob):
+        raise GarminAuthError(NO_DI_TOKENS)
+    return blob
+
+
+# garminconnect falls back to a JWT_WEB cookie session when Garmin refuses the DI
+# token exchange: it "logs in", but dumps() then holds nulls that loads() refuses.
+NO_DI_TOKENS = (
+    "Garmin login gave no DI tokens (Garmin refused the token exchange and the library "
+    "fell back to a web session, which the sync cannot use); nothing stored. "
+    "Try again later, or from another network"
+)
+_LIBRARY_WORDS_MAX = 300
+
+
+def _has_di_tokens(blob: str) -> bool:
+    try:
+        tokens = json.loads(blob)
+    except ValueError:
+        return False
+    return (
+        isinstance(tokens, dict)
+        and bool(tokens.get("di_token"))
+        and bool(tokens.get("di_refresh_token"))
+    )
+
+
+def _library_words(exc: BaseException, *secrets: str | None) -> str:
+    """The library's own message (already free of tickets and query values), on one
+    line, shortened, never with the password or the proxy URL (it may hold one) in it;
+    its class name if empty."""
+    words = " ".join(str(exc).split())
+    for secret in secrets:
+        if secret:
+            words = words.replace(secret, "***")
+    words = words[:_LIBRARY_WORDS_MAX]
+    return words or type(exc).__name__

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 __all__ = [
     "CONDITIONS",
+    "GARMIN_REFUSED_FIX",
     "Condition",
     "ConditionState",
     "Notice",
@@ -39,6 +40,14 @@ class Condition:
     meaning: str  # what happened, one sentence
     fix: str  # the exact command or action; `{user}` is the account's id
 
+
+# What helps when Garmin answers 403 to this host: said by the condition, the cycle and
+# `status` alike.
+GARMIN_REFUSED_FIX = (
+    "run from another network, or send Garmin's requests through your own connection "
+    "with G2S_GARMIN_PROXY (an http(s) or socks proxy URL); logging in again does not "
+    "help. garmin2strava status shows the next try"
+)
 
 _CATALOGUE = (
     Condition(
@@ -94,6 +103,14 @@ _CATALOGUE = (
         "Garmin has been refusing requests (429) for more than 12 hours.",
         "sign in at https://connect.garmin.com to see whether Garmin locked the "
         "account; the sync resumes by itself when Garmin lets it",
+    ),
+    Condition(
+        "garmin.network_refused",
+        "account",
+        Severity.FAILURE,
+        "Garmin answers 403: it refuses this network or client (cloud addresses get "
+        "blocked); no run of this account is synced.",
+        GARMIN_REFUSED_FIX,
     ),
     Condition(
         "strava.unreachable",

@@ -48,6 +48,12 @@ class Account:
     # When Garmin's first 429 of the current spell came: back-offs that follow each
     # other without a Garmin answer in between keep it (`garmin.backoff_long`).
     garmin_backoff_since: datetime | None = None
+    # Garmin answered 403 (it refuses this network or client): no Garmin request before
+    # `garmin_refused_until`; `garmin_refusals` in a row double the wait (1 h .. 24 h);
+    # `garmin_refused_since` is the first of them (`garmin.network_refused`).
+    garmin_refused_until: datetime | None = None
+    garmin_refused_since: datetime | None = None
+    garmin_refusals: int = 0
     # Strava activities starting at or after this time are all in the local mirror,
     # so the existence check may answer from the mirror alone.
     mirror_covers_since: datetime | None = None

@@ -79,6 +79,9 @@ def account_rows(app: App) -> list[dict[str, Any]]:
         why = paused_reason_of(a) if not a.enabled else a.status_detail
         if a.enabled and a.garmin_backoff_until and a.garmin_backoff_until > app.clock():
             why = f"Garmin backoff until {a.garmin_backoff_until.isoformat(timespec='seconds')}"
+        elif a.enabled and a.garmin_refused_until and a.garmin_refused_until > app.clock():
+            until = a.garmin_refused_until.isoformat(timespec="seconds")
+            why = f"Garmin refuses this network (403) until {until}; see `status`"
         rows.append(
             {
                 "userId": a.user_id,

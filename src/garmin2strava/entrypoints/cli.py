@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -33,9 +33,14 @@ from garmin2strava.entrypoints.cli_common import (
     load_app,
     user_option,
 )
-from garmin2strava.errors import ConfigError, G2SError, GarminAuthError
+from garmin2strava.errors import ConfigError, G2SError, GarminAuthError, GarminRateLimited
 from garmin2strava.services.account_control import retry_upload
 from garmin2strava.services.backfill import BackfillProgress, backfill_account
+from garmin2strava.services.garmin_login import (
+    login_cooldown,
+    login_rate_limited,
+    login_succeeded,
+)
 from garmin2strava.services.status import account_status
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all
@@ -382,6 +387,11 @@ def status(as_json: bool) -> int:
         print(f"  uploads: {acc['uploads'] or 'none'}")
         if acc["garminBackoffUntil"]:
             print(f"  Garmin backoff until {acc['garminBackoffUntil']}")
+        if refused := acc["garminRefused"]:
+            print(
+                f"  Garmin refuses this network (403) since {refused['since']}, "
+                f"next try after {refused['until']}: {refused['fix']}"
+            )
         for f in acc["failures"]:
             print(
                 f"  {f['outcome']}: garmin {f['garminActivityId']} "
@@ -441,15 +451,22 @@ def garmin() -> None:
 
 @garmin.command("login")
 @click.option("--email", help="default: GARMIN_EMAIL, else asked")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="log in even during the cooldown that follows Garmin's 429 to a login",
+)
 @user_option()
-def garmin_login(email: str | None, user: str | None) -> int:
+def garmin_login(email: str | None, user: str | None, force: bool) -> int:
     """Interactive Garmin login (MFA prompt); stores the tokens.
 
     Logs in to Garmin Connect once, interactively (asks for an MFA code if your account
     has one), and stores the tokens for G2S_USER_ID. This is the only place a password
     is used; the daemon never logs in by itself. Costs: Garmin's login requests (a
     handful, once). Reads GARMIN_EMAIL and GARMIN_PASSWORD (else asks), and logs in
-    where the sync goes: G2S_GARMIN_BASE_URL.
+    where the sync goes: G2S_GARMIN_BASE_URL. After Garmin answers a login with 429 it
+    refuses to start for 2 h, then 4 h, 8 h ... up to 24 h (each try deepens Garmin's
+    throttle), unless --force.
     """
 
     from garmin2strava.adapters.garmin import interactive_login
@@ -458,20 +475,35 @@ def garmin_login(email: str | None, user: str | None) -> int:
     settings = load()
     app = bootstrap(settings)
     user_id = user or settings.user_id
+    cooldown = login_cooldown(app.store, user_id)
+    if cooldown is not None and cooldown.until > app.clock() and not force:
+        left = _hours_minutes(cooldown.until - app.clock())
+        msg = (
+            f"Garmin rate-limited the last login; wait {left} (until "
+            f"{cooldown.until.isoformat(timespec='minutes')}) or use --force"
+        )
+        raise GarminRateLimited(msg)
     email = email or settings.garmin_email or input("Garmin email: ")
     password = (
         settings.garmin_password.get_secret_value()
         if settings.garmin_password
         else getpass.getpass("Garmin password: ")
     )
-    blob = interactive_login(
-        email,
-        password,
-        _ask_mfa_code,
-        # Where the sync goes (G2S_GARMIN_BASE_URL), so the tokens suit that Garmin.
-        base_url=settings.garmin_base_url,
-        di_token_url=settings.garmin_di_token_url,
-    )
+    try:
+        blob = interactive_login(
+            email,
+            password,
+            _ask_mfa_code,
+            # Where the sync goes (G2S_GARMIN_BASE_URL), so the tokens suit that Garmin.
+            base_url=settings.garmin_base_url,
+            di_token_url=settings.garmin_di_token_url,
+            proxy=settings.garmin_proxy_url,  # G2S_GARMIN_PROXY: the login too
+        )
+    except GarminRateLimited as exc:
+        cooldown = login_rate_limited(app.store, user_id, app.clock())
+        msg = f"{exc}; next login after {cooldown.until.isoformat(timespec='minutes')}"
+        raise GarminRateLimited(msg) from None
+    login_succeeded(app.store, user_id)
     _store_fresh_garmin_tokens(app, user_id, blob)
     account = app.store.get_account(user_id) or Account(user_id=user_id, created_at=app.clock())
     if account.status is AccountStatus.NEEDS_GARMIN_LOGIN:
@@ -479,6 +511,11 @@ def garmin_login(email: str | None, user: str | None) -> int:
     app.store.put_account(account)
     print(f"Garmin tokens stored for account {user_id}; the daemon will use them from now on.")
     return 0
+
+
+def _hours_minutes(left: timedelta) -> str:
+    minutes = max(1, int(left.total_seconds() + 59) // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _ask_mfa_code() -> str:

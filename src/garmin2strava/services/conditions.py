@@ -20,6 +20,8 @@ How each key is seen:
   expected to run (services/status.py `webhook_status` says the same).
 - garmin.backoff_long: the account's `garmin_backoff_since`, kept by the cycle from the
   first 429 of a spell to Garmin's next answer.
+- garmin.network_refused: the account's `garmin_refused_since`, set by the cycle at
+  Garmin's first 403 (list, download or token refresh) and cleared by its next answer.
 - strava.unreachable: the outage the Strava adapter keeps (domain.strava_outage): failing
   for more than an hour of requests, which are made only while work waits.
 - strava.budget_nearly_spent: the day's usage in the stored rate budget (domain.budget).
@@ -85,6 +87,7 @@ ACCOUNT_KEYS = (
     "strava.authorization_refused",
     "uploads.dead",
     "garmin.backoff_long",
+    "garmin.network_refused",
 )
 
 
@@ -237,6 +240,11 @@ def _account_observations(
         until = account.garmin_backoff_until
         detail = f"Next Garmin request after {until:%Y-%m-%d %H:%M} UTC." if until else ""
         yield Observation("garmin.backoff_long", user, detail, since)
+    refused = account.garmin_refused_since
+    if account.enabled and refused is not None:  # at once: no login can help
+        until = account.garmin_refused_until
+        detail = f"Next Garmin request after {until:%Y-%m-%d %H:%M} UTC." if until else ""
+        yield Observation("garmin.network_refused", user, detail, refused)
     if not ledger:
         return
     dead = [

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, APP_CAPPED_KEY, StravaAppAccess
-from garmin2strava.domain.conditions import CONDITIONS
+from garmin2strava.domain.conditions import CONDITIONS, GARMIN_REFUSED_FIX
 from garmin2strava.domain.models import Account, AccountStatus, UploadOutcome
 from garmin2strava.errors import APP_CAPPED_CAUSE, APP_INACTIVE_CAUSE
 from garmin2strava.ports import AppState, Store
@@ -147,6 +147,7 @@ def account_status(
                 "garminBackoffUntil": account.garmin_backoff_until.isoformat()
                 if account.garmin_backoff_until
                 else None,
+                "garminRefused": _garmin_refused(account),
                 "uploads": dict(sorted(counts.items())),
                 "failures": failing,
             }
@@ -165,4 +166,17 @@ def account_status(
         "warnings": warnings,
         "webhook": webhook_status(store, subscription_id_setting=subscription_id_setting),
         "conditions": open_conditions_status(store),
+    }
+
+
+def _garmin_refused(account: Account) -> dict[str, Any] | None:
+    """Garmin's 403 spell (it refuses this network): since when, until when, what helps."""
+    if account.garmin_refused_since is None:
+        return None
+    until = account.garmin_refused_until
+    return {
+        "since": account.garmin_refused_since.isoformat(),
+        "until": until.isoformat() if until else None,
+        "refusals": account.garmin_refusals,
+        "fix": GARMIN_REFUSED_FIX,
     }

@@ -189,6 +189,14 @@ def _account_view(account: Account, now: datetime, interval_s: int | None) -> Ac
         state = "active"
         why = f"Garmin answered 429: backing off until {until:%Y-%m-%d %H:%M} UTC"
         next_cycle = f"{until:%Y-%m-%d %H:%M:%S} UTC"
+    elif account.garmin_refused_until and account.garmin_refused_until > now:
+        until = account.garmin_refused_until
+        state = "active"
+        why = (
+            f"Garmin answered 403 (it refuses this network): backing off until "
+            f"{until:%Y-%m-%d %H:%M} UTC; another network or G2S_GARMIN_PROXY helps"
+        )
+        next_cycle = f"{until:%Y-%m-%d %H:%M:%S} UTC"
     else:
         state = "active"
         why = "syncing" if account.last_cycle_ok is not False else "the last cycle failed"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from garmin2strava.domain import upload_rules
+from garmin2strava.domain.conditions import GARMIN_REFUSED_FIX as REFUSED_FIX
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -37,6 +38,7 @@ from garmin2strava.domain.models import (
 from garmin2strava.errors import (
     FileRejected,
     GarminAuthError,
+    GarminNetworkRefused,
     GarminNotFound,
     GarminRateLimited,
     GarminRefused,
@@ -60,11 +62,22 @@ from garmin2strava.ports import (
 from garmin2strava.services.account_control import pause_reason, paused_reason_of
 from garmin2strava.services.write_trouble import WRITE_TROUBLE
 
-__all__ = ["MAX_CYCLE_ITEMS", "CycleReport", "SyncConfig", "SyncDeps", "SyncStore", "sync_account"]
+__all__ = [
+    "MAX_CYCLE_ITEMS",
+    "CycleReport",
+    "SyncConfig",
+    "SyncDeps",
+    "SyncStore",
+    "refusal_wait",
+    "sync_account",
+]
 
 log = logging.getLogger(__name__)
 
 _MAX_GARMIN_BACKOFF_S = 30 * 24 * 3600
+# Garmin's 403 (a refused network): the first wait, doubled per 403 in a row up to the cap.
+REFUSAL_WAIT_FIRST = timedelta(hours=1)
+REFUSAL_WAIT_MAX = timedelta(hours=24)
 # What one `sync.cycle` audit event lists at most (a DynamoDB item stays far below its
 # 400 KB); a backfill cycle beyond this counts the rest in `itemsOmitted`.
 MAX_CYCLE_ITEMS = 100
@@ -240,6 +253,9 @@ def _not_syncable(account: Account, now: datetime) -> str:
         return f"account {account.status.value}{detail}"
     if account.garmin_backoff_until and now < account.garmin_backoff_until:
         return f"Garmin rate limit: backing off until {account.garmin_backoff_until.isoformat()}"
+    if account.garmin_refused_until and now < account.garmin_refused_until:
+        until = account.garmin_refused_until.isoformat()
+        return f"Garmin refuses this network (403): backing off until {until}; {REFUSED_FIX}"
     return ""
 
 
@@ -284,6 +300,8 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         )
     except GarminRateLimited:
         _garmin_backoff(cycle)
+    except GarminNetworkRefused:
+        _garmin_refused(cycle)
     except GarminAuthError as exc:
         _needs_human(cycle, AccountStatus.NEEDS_GARMIN_LOGIN, "garmin.auth_failed", str(exc))
     except StravaAuthError as exc:
@@ -306,6 +324,12 @@ def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
     if cycle.account.garmin_backoff_since is not None and not cycle.dry_run:
         # Garmin answered: its back-off spell is over (garmin.backoff_long clears).
         cycle.account = replace(cycle.account, garmin_backoff_since=None)
+        cycle.store.put_account(cycle.account)
+    if cycle.account.garmin_refusals and not cycle.dry_run:
+        # Garmin answered this network: its refusal is over (garmin.network_refused clears).
+        cycle.account = replace(
+            cycle.account, garmin_refused_until=None, garmin_refused_since=None, garmin_refusals=0
+        )
         cycle.store.put_account(cycle.account)
     for record in records:
         try:
@@ -710,6 +734,36 @@ def _garmin_backoff(cycle: _Cycle) -> None:
         cycle.store.put_account(cycle.account)
         _audit(cycle, "garmin.rate_limited", {"until": until.isoformat()})
     log.error("garmin.rate_limited", extra={"userId": cycle.user_id, "until": until.isoformat()})
+
+
+def refusal_wait(refusals: int) -> timedelta:
+    """The wait after the `refusals`-th 403 in a row: 1 h, 2 h, 4 h ... at most 24 h."""
+    return min(REFUSAL_WAIT_MAX, REFUSAL_WAIT_FIRST * (1 << min(max(refusals - 1, 0), 8)))
+
+
+def _garmin_refused(cycle: _Cycle) -> None:
+    """A 403: Garmin refuses this network or client, not the tokens (no needs-login)."""
+    now = cycle.deps.clock()
+    refusals = cycle.account.garmin_refusals + 1
+    until = now + refusal_wait(refusals)
+    cycle.report.ok = False
+    cycle.report.error = (
+        f"Garmin answered 403 (it refuses this network or client); no Garmin request "
+        f"before {until.isoformat()}; {REFUSED_FIX}"
+    )
+    if not cycle.dry_run:
+        cycle.account = replace(
+            cycle.account,
+            garmin_refused_until=until,
+            garmin_refused_since=cycle.account.garmin_refused_since or now,
+            garmin_refusals=refusals,
+        )
+        cycle.store.put_account(cycle.account)
+        _audit(cycle, "garmin.network_refused", {"until": until.isoformat()})
+    log.error(
+        "garmin.network_refused",
+        extra={"userId": cycle.user_id, "until": until.isoformat(), "refusals": refusals},
+    )
 
 
 def _needs_human(cycle: _Cycle, status: AccountStatus, kind: str, detail: str) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_QUEUE_URL",
+    "ENV_SSM_GARMIN_PROXY",
     "ENV_SSM_HEARTBEAT_URL",
     "ENV_SSM_NOTIFY_URLS",
     "ENV_SSM_STRAVA_CLIENT_SECRET",
@@ -57,6 +58,9 @@ ENV_SSM_STRAVA_CLIENT_SECRET = "G2S_SSM_STRAVA_CLIENT_SECRET"  # noqa: S105 (a v
 ENV_SSM_STRAVA_VERIFY_TOKEN = "G2S_SSM_STRAVA_VERIFY_TOKEN"  # noqa: S105 (a variable name)
 ENV_SSM_NOTIFY_URLS = "G2S_SSM_NOTIFY_URLS"
 ENV_SSM_HEARTBEAT_URL = "G2S_SSM_HEARTBEAT_URL"
+# G2S_GARMIN_PROXY on AWS: it may carry the proxy's password (README "Garmin through a
+# proxy"); only the sync, the one function that talks to Garmin, is given its name.
+ENV_SSM_GARMIN_PROXY = "G2S_SSM_GARMIN_PROXY"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("json", "text")
 
@@ -176,12 +180,13 @@ def build_app(*, ssm: SSMClient | None = None) -> App:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     secret = read_secure_parameter(required_env(ENV_SSM_STRAVA_CLIENT_SECRET), client=ssm)
-    told = _telling_secrets(ssm)
+    optional = _optional_secrets(ssm)
     settings = settings.model_copy(
         update={
             "strava_client_secret": SecretStr(secret),
-            "notify_urls": told.get("notify_urls", settings.notify_urls),
-            "heartbeat_url": told.get("heartbeat_url", settings.heartbeat_url),
+            "notify_urls": optional.get("notify_urls", settings.notify_urls),
+            "heartbeat_url": optional.get("heartbeat_url", settings.heartbeat_url),
+            "garmin_proxy": optional.get("garmin_proxy", settings.garmin_proxy),
         }
     )
     app = bootstrap(settings)
@@ -189,25 +194,28 @@ def build_app(*, ssm: SSMClient | None = None) -> App:
     return app
 
 
-def _telling_secrets(ssm: SSMClient | None) -> dict[str, SecretStr]:
-    """G2S_NOTIFY_URLS and G2S_HEARTBEAT_URL from the SecureStrings terraform names for
-    this function (README "Being told"); one not named, or not made, is left unset. A
-    value the container would refuse ends the cold start, in one line naming the
-    parameter, never its value."""
+def _optional_secrets(ssm: SSMClient | None) -> dict[str, SecretStr]:
+    """G2S_NOTIFY_URLS, G2S_HEARTBEAT_URL (README "Being told") and G2S_GARMIN_PROXY
+    from the SecureStrings terraform names for this function; one not named, or not
+    made, is left unset. A value the container would refuse ends the cold start, in one
+    line naming the parameter, never its value."""
     from pydantic import SecretStr
 
     from garmin2strava.adapters.ssm import read_optional_parameter
+    from garmin2strava.settings import proxy_url_problem
 
+    checks = {
+        "notify_urls": (ENV_SSM_NOTIFY_URLS, _notify_urls_problem),
+        "heartbeat_url": (ENV_SSM_HEARTBEAT_URL, _http_problem),
+        "garmin_proxy": (ENV_SSM_GARMIN_PROXY, proxy_url_problem),
+    }
     found: dict[str, SecretStr] = {}
-    for field, env in (
-        ("notify_urls", ENV_SSM_NOTIFY_URLS),
-        ("heartbeat_url", ENV_SSM_HEARTBEAT_URL),
-    ):
+    for field, (env, check) in checks.items():
         name = os.environ.get(env, "").strip()
         value = read_optional_parameter(name, client=ssm) if name else None
         if value is None:
             continue
-        problem = _notify_urls_problem(value) if field == "notify_urls" else _http_problem(value)
+        problem = check(value)
         if problem:
             msg = f"SSM parameter {name}: {problem}"
             raise ConfigError(msg)
