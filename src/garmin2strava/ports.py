@@ -83,6 +83,10 @@ class Accounts(Protocol):
 
     def link_athlete(self, athlete_id: int, user_id: str) -> None: ...
     def user_for_athlete(self, athlete_id: int) -> str | None: ...
+    def known_athletes(self) -> frozenset[int]:
+        """Every athlete linked to an account, in one read: what the webhook receiver
+        checks events against (services/mirror_athletes.py)."""
+        ...
 
 
 class StravaTokenStore(Protocol):

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from g2s_harness.serving import free_port, image_healthcheck
-from garmin2strava.adapters.crypto import generate_token_key
+from garmin2strava.adapters.crypto import AesGcmCipher, generate_token_key, parse_token_key
+from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import bootstrap
 from garmin2strava.entrypoints.cli import main
 from garmin2strava.entrypoints.listeners import REQUEST_DEADLINE_S
@@ -40,13 +41,14 @@ FD_LIMIT = 1024
 HALF_OPEN = 1100
 SECRET = "a-test-only-webhook-path-secret"
 PATH = f"/webhooks/strava/{SECRET}"
+EVENT_ATHLETE = 134_815
 EVENT = json.dumps(
     {
         "aspect_type": "create",
         "event_time": 1_748_764_800,
         "object_id": 1_360_128_428,
         "object_type": "activity",
-        "owner_id": 134_815,
+        "owner_id": EVENT_ATHLETE,
         "subscription_id": 120_475,
         "updates": {},
     }
@@ -102,8 +104,19 @@ def command(name: str, *, fd_limit: int | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, *, fd_limit: int | None = None) -> Iterator[Served]:
+def serving(
+    tmp_path: Path, *, fd_limit: int | None = None, link_event_athlete: bool = False
+) -> Iterator[Served]:
+    """`serve` in a child process. `link_event_athlete`: EVENT's athlete is linked to an
+    account first (as `get-token` leaves it), so the receiver queues its events rather
+    than dropping them at intake."""
     env = server_env(tmp_path)
+    if link_event_athlete:
+        db = Path(env["G2S_DB_PATH"])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        cipher = AesGcmCipher(parse_token_key(env["G2S_TOKEN_KEY"]))
+        with SqliteStore(db, cipher) as store:
+            store.link_athlete(EVENT_ATHLETE, "u1")
     log = tmp_path / "serve.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(  # noqa: S603 (our interpreter and module)
@@ -324,7 +337,7 @@ def test_a_store_locked_by_another_process_gets_quick_answers(tmp_path: Path) ->
     webhook answers 503 within 2 s (it hung 10 s, then 500, before this), both
     /healthz answer within the HEALTHCHECK's 5 s; once the lock is gone the same
     event is queued. The public port has no /metrics; the admin port has."""
-    with serving(tmp_path) as served:
+    with serving(tmp_path, link_event_athlete=True) as served:
         assert call(served.port, "GET", "/metrics")[0] == 404
         assert call(served.admin_port, "GET", "/metrics")[0] == 200
         holder = subprocess.Popen(  # noqa: S603 (our interpreter, constant code)

@@ -281,6 +281,24 @@ def test_webhook_checks_events_against_the_stored_subscription_id(
         assert len(deployed.queued_bodies()) == 1
 
 
+def test_webhook_takes_the_first_event_after_subscribe_in_a_warm_container(
+    lambda_deployment: Callable[..., AbstractContextManager[Deployment]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A warm container that read no subscription id at its cold start: `webhook
+    subscribe` stores one, and the very next event (naming it) reads the table at once
+    and is enqueued, not refused until the next background look."""
+    monkeypatch.delenv("STRAVA_SUBSCRIPTION_ID", raising=False)  # answering_deployment's
+    with lambda_deployment(verify_token=VERIFY_TOKEN, subscription_id=None) as deployed:
+        assert webhook_handler.runtime().receiver.subscriptions.current() is None
+        remember_subscription(deployed.store, SUBSCRIPTION_ID, now=datetime.now(UTC))
+        event = load_aws_event("apigw_v2_event_post")
+        answer, emf = _invoke(webhook_handler.handler, event, FakeContext())
+        assert (answer["statusCode"], _body(answer)) == (200, {"status": "received"})
+        assert _emf(emf, "EventsReceived", function="webhook") == 1
+        assert len(deployed.queued_bodies()) == 1
+
+
 @pytest.mark.parametrize("encoded", [False, True])
 def test_webhook_enqueues_a_valid_event_to_sqs(deployment: Deployment, encoded: bool) -> None:
     """A valid POST (plain or base64 body) is 200 and lands on the queue as the event."""

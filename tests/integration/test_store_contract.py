@@ -478,3 +478,17 @@ def test_forget_strava_data_deletes_workouts_and_audit_of_one_user_only(store: S
     assert len(store.list_workouts("u2", include_deleted=True)) == 60
     assert len(store.list_audit("u2")) == 1
     assert store.forget_strava_data("u1") == 0
+
+
+def test_known_athletes_are_the_linked_accounts_athletes(store: Store) -> None:
+    """known_athletes lists, in one read, the athletes of accounts linked as `get-token`
+    links them; a deleted account's athlete leaves the set, other items never enter it."""
+    assert store.known_athletes() == frozenset()
+    for user_id, athlete_id in (("u1", 42), ("u2", 9_000_000_001)):
+        store.put_account(Account(user_id=user_id, strava_athlete_id=athlete_id))
+        store.link_athlete(athlete_id, user_id)
+    store.put_account(Account(user_id="u3"))  # no Strava athlete yet
+    store.put_app_state("athletes", {"athleteId": 7})
+    assert store.known_athletes() == frozenset({42, 9_000_000_001})
+    store.delete_account("u1")
+    assert store.known_athletes() == frozenset({9_000_000_001})

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from garmin2strava.bootstrap import App
+from garmin2strava.services.mirror_athletes import KnownAthletes
 from garmin2strava.services.mirror_intake import WebhookReceiver
 from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
@@ -60,7 +61,9 @@ _BUDGET_FIELDS = {
 
 def build_receiver(app: App, queue: SqliteEventQueue, stats: MirrorStats) -> WebhookReceiver:
     """The receiver on the secret path, checking events against STRAVA_SUBSCRIPTION_ID
-    or else the id `webhook subscribe` stored (read now, then in the background)."""
+    or else the id `webhook subscribe` stored (read now, then in the background and on
+    a miss), and their athletes against the ones linked to an account (read now, then
+    on a miss)."""
     settings = app.settings
     verify = settings.strava_verify_token
     subscriptions = SubscriptionSource(
@@ -70,11 +73,14 @@ def build_receiver(app: App, queue: SqliteEventQueue, stats: MirrorStats) -> Web
     subscriptions.load()
     if subscriptions.source is None:
         log.warning("webhook.subscription_unknown", extra={"hint": "webhook subscribe"})
+    athletes = KnownAthletes(app.store.known_athletes)
+    athletes.load()
     return WebhookReceiver(
         queue,
         verify_token=verify.get_secret_value() if verify else None,
         path_secret=settings.webhook_path_secret,
         subscriptions=subscriptions,
+        athletes=athletes,
         stats=stats,
         clock=app.clock,
     )

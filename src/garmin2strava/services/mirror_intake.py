@@ -1,12 +1,16 @@
 """The mirror's intake: Strava's webhook requests, answered inside its 2-second budget.
 
-`WebhookReceiver` checks the path secret, validates the event, dedupes and enqueues it
-(the queue does both in one write), and answers. It imports nothing heavy and never
-calls Strava or waits for the store (the stored subscription id is re-read in the
-background, `mirror_subscription.SubscriptionSource`). Every well-formed event gets
-the same answer, whether it names our subscription or not, so the answer tells a
-stranger nothing; the difference is logged and counted. The queued events are the
-worker's (`mirror_worker.process_events`).
+`WebhookReceiver` checks the path secret, validates the event, checks its subscription
+and athlete, dedupes and enqueues it (the queue does both in one write), and answers.
+It imports nothing heavy and never calls Strava. It reads the store only on a cache
+miss, at most once a second each: an event naming another subscription id than the
+cached one re-reads the stored id (`mirror_subscription.SubscriptionSource`, else the
+first events after `webhook subscribe` would be refused), and an athlete not in the
+cached set re-reads the known athletes (`mirror_athletes.KnownAthletes`); an unknown
+athlete's event is then dropped here, writing nothing but a counter. Every
+well-formed event gets the same answer, whether it names our subscription and a known
+athlete or not, so the answer tells a stranger nothing; the difference is logged and
+counted. The queued events are the worker's (`mirror_worker.process_events`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from garmin2strava.domain.webhook import (
     path_secret_matches,
 )
 from garmin2strava.ports import EventSink
+from garmin2strava.services.mirror_athletes import KnownAthletes
 from garmin2strava.services.mirror_subscription import SubscriptionSource
 from garmin2strava.services.observability import (
     LogThrottle,
@@ -51,7 +56,7 @@ class WebhookAnswer:
 
 
 # The one answer to every well-formed event: queued, duplicate, foreign subscription
-# and unknown athlete alike.
+# and unknown athlete alike (dropped here or, without `athletes`, by the worker).
 RECEIVED = WebhookAnswer(200, {"status": "received"})
 # No subscription id known at all: refuse every event alike; Strava retries later.
 NOT_READY = WebhookAnswer(503, {"error": "not accepting events yet"})
@@ -61,7 +66,9 @@ class WebhookReceiver:
     """The two webhook requests on the secret path: the subscription handshake and
     event delivery. `path_secret` defaults to the one derived from `verify_token`;
     with neither, no path is ours. `subscription_id` (a fixed id) or `subscriptions`
-    (a SubscriptionSource) tell our subscription; with neither, every event is refused."""
+    (a SubscriptionSource) tell our subscription; with neither, every event is refused.
+    `athletes` (KnownAthletes): events of other athletes are dropped here; without it
+    (the Lambda webhook, whose role reads no ATHLETE item) the worker drops them."""
 
     def __init__(
         self,
@@ -73,6 +80,7 @@ class WebhookReceiver:
         subscription_id: int | None = None,
         subscriptions: SubscriptionSource | None = None,
         path_secret: str | None = None,
+        athletes: KnownAthletes | None = None,
     ) -> None:
         self._queue = queue
         self._verify_token = verify_token
@@ -80,6 +88,7 @@ class WebhookReceiver:
             path_secret = derive_path_secret(verify_token)
         self._path_secret = path_secret
         self._subscriptions = subscriptions or SubscriptionSource(fixed=subscription_id)
+        self._athletes = athletes
         self._stats = stats
         self._clock = clock
         self._throttle = LogThrottle()
@@ -138,6 +147,8 @@ class WebhookReceiver:
             log.warning("webhook.event_rejected", extra={"reason": exc.reason})
             return WebhookAnswer(400, {"error": exc.reason})
         ours = self._subscriptions.current()
+        if ours != event.subscription_id:
+            ours = self._subscriptions.reread()  # made or replaced since the cache's read?
         if ours is None:
             self._stats.add("events_rejected_unconfigured")
             self._log_throttled(
@@ -150,6 +161,10 @@ class WebhookReceiver:
             self._log_throttled(
                 "webhook.foreign_subscription", {"subscriptionId": event.subscription_id}
             )
+            return RECEIVED
+        if self._athletes is not None and not self._athletes.knows(event.owner_id):
+            self._stats.add("events_rejected_unknown_athlete")
+            self._log_throttled("webhook.unknown_athlete", {"athleteId": event.owner_id})
             return RECEIVED
         new = self._queue.enqueue(event, now=self._clock())
         self._stats.add("events_received" if new else "events_duplicate")

@@ -6,7 +6,8 @@ handler from `HANDLERS`, one function per kind, and the handler returns an `Outc
 (applied, deferred until, permanent failure, dropped with a reason) that
 `process_events` hands to the queue, the counters and the log. One Strava fetch per
 activity at most; failures are retried with backoff and dead-lettered after the last
-attempt. Events of athletes we do not know, or of a disconnected account, are
+attempt. Events of athletes we do not know (the container's receiver drops most
+before the queue; the Lambda webhook cannot), or of a disconnected account, are
 dropped (counted, never dead letters). A deauthorization is obeyed only once Strava
 refused a token refresh: then the athlete's tokens, mirrored activities and audit
 trail are deleted (Strava's API Agreement), the upload ledger is kept so a reconnect

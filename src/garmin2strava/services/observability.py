@@ -200,11 +200,12 @@ def _mirror_samples(queue: EventQueue, stats: MirrorStats, *, now: datetime) -> 
             "g2s_webhook_events_rejected_total",
             counters.get(f"events_rejected_{reason}", 0),
             "Webhook events not queued (bad: 400; unconfigured: 503, no subscription id "
-            "known; foreign: another subscription, answered as a valid one).",
+            "known; foreign: another subscription; unknown_athlete: no account linked to "
+            "the athlete; the last two answered as a valid one).",
             "counter",
             {"reason": reason},
         )
-        for reason in ("bad", "foreign", "unconfigured")
+        for reason in ("bad", "foreign", "unconfigured", "unknown_athlete")
     )
     samples.append(
         Sample(

@@ -37,7 +37,10 @@ __all__ = [
     "account_from_item",
     "account_to_item",
     "app_state_sk",
+    "athlete_id_of_pk",
     "athlete_pk",
+    "athlete_pk_end",
+    "athlete_pk_prefix",
     "audit_from_item",
     "audit_sk",
     "audit_to_item",
@@ -79,6 +82,19 @@ def user_pk(user_id: str) -> str:
 
 def athlete_pk(athlete_id: int) -> str:
     return f"ATHLETE#{athlete_id}"
+
+
+def athlete_pk_prefix() -> str:
+    return "ATHLETE#"
+
+
+def athlete_pk_end() -> str:
+    """The first key after every `athlete_pk` ("$" follows "#")."""
+    return "ATHLETE$"
+
+
+def athlete_id_of_pk(pk: str) -> int:
+    return int(pk.removeprefix(athlete_pk_prefix()))
 
 
 def upload_sk(garmin_activity_id: int) -> str:

@@ -108,6 +108,24 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
         item = self._table.get(codec.athlete_pk(athlete_id), codec.ATHLETE_USER_SK, ["userId"])
         return None if item is None else str(item["userId"])
 
+    def known_athletes(self) -> frozenset[int]:
+        # The links have no key to Query them by (a Scan is no role's right): the
+        # accounts' athlete ids instead, one Query of the registry and one BatchGet.
+        # The container's webhook, the only caller, runs on SQLite; the Lambda webhook
+        # reads no ATHLETE item (terraform/iam.tf).
+        registry = self._table.query(
+            KeyConditionExpression="PK = :pk",
+            ExpressionAttributeValues={":pk": {"S": codec.ACCOUNTS_PK}},
+            ProjectionExpression="SK",
+        )
+        keys = [(str(item["SK"]), codec.ACCOUNT_SK) for item in registry]
+        items = self._table.batch_get(keys, ["stravaAthleteId"])
+        return frozenset(
+            int(item["stravaAthleteId"])
+            for item in items
+            if item.get("stravaAthleteId") is not None
+        )
+
     # -- tokens (the items themselves: TokenItems) ------------------------------------------
     def _read_secret(self, pk: str, sk: str) -> tuple[bytes, int] | None:
         return self._secrets.read(pk, sk)

@@ -205,6 +205,15 @@ class SqliteStore(TokenItems, LedgerRows, LeaseRows, WorkoutRows, StreamTables):
         body = self._rows.get_body(codec.athlete_pk(athlete_id), codec.ATHLETE_USER_SK)
         return None if body is None else str(body["userId"])
 
+    def known_athletes(self) -> frozenset[int]:
+        # A range of the primary key (every ATHLETE#... pk sorts before "ATHLETE$"):
+        # the link rows only, never the rest of the table.
+        rows = self._rows.query(
+            "SELECT pk FROM items WHERE pk >= ? AND pk < ? AND sk = ?",
+            (codec.athlete_pk_prefix(), codec.athlete_pk_end(), codec.ATHLETE_USER_SK),
+        )
+        return frozenset(codec.athlete_id_of_pk(str(row[0])) for row in rows)
+
     # -- tokens (the items themselves: TokenItems) ------------------------------------------
     def _read_secret(self, pk: str, sk: str) -> tuple[bytes, int] | None:
         row = self._rows.read_row(pk, sk)
