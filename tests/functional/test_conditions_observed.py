@@ -31,6 +31,7 @@ from garmin2strava.services.conditions import (
     sync_sight,
 )
 from garmin2strava.services.mirror_subscription import remember_subscription
+from garmin2strava.services.notify import open_conditions, tell
 from garmin2strava.services.write_trouble import WriteTrouble, is_disk_trouble
 
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
@@ -180,6 +181,16 @@ def test_strava_failing_for_an_hour_of_requests_is_unreachable(store: SqliteStor
     assert observed["strava.unreachable", None].since == began
     assert "Strava answered 503" in observed["strava.unreachable", None].detail
     store.put_app_state(STRAVA_OUTAGE_KEY, StravaOutage().to_dict())  # Strava answered
+    assert seen(store, sight()) == {}
+
+
+def test_a_lone_failure_days_after_the_last_starts_a_new_spell(store: SqliteStore) -> None:
+    """Nothing asked Strava for days after one failure: the next lone failure is a new
+    spell, not an outage of days."""
+    outage = StravaOutage().failed(NOW - timedelta(days=3), "Strava answered 502")
+    outage = outage.failed(NOW, "Strava answered 503")
+    assert outage.since == NOW
+    store.put_app_state(STRAVA_OUTAGE_KEY, outage.to_dict())
     assert seen(store, sight()) == {}
 
 
@@ -370,3 +381,58 @@ def test_a_ledger_gate_reads_each_ledger_at_most_every_interval(store: SqliteSto
     assert observed == []
     _, checked = observe(store, gated, now=NOW + timedelta(minutes=15))
     assert ("uploads.dead", USER) in checked
+
+
+def test_a_paused_account_neither_goes_on_with_nor_ends_a_garmin_spell(
+    store: SqliteStore,
+) -> None:
+    """Garmin's back-off and refusal are not looked at while the account is paused, so
+    pausing tells no false clearing and resuming no second start."""
+    account = store.get_account(USER)
+    assert account is not None
+    store.put_account(
+        replace(account, garmin_refused_since=NOW - timedelta(hours=1), enabled=False)
+    )
+    _observed, checked = observe(store, sight(), now=NOW)
+    assert ("garmin.network_refused", USER) not in checked
+    assert ("garmin.backoff_long", USER) not in checked
+    assert ("garmin.tokens_refused", USER) in checked
+
+
+def test_the_conditions_of_a_removed_account_end_with_it(store: SqliteStore) -> None:
+    """An account removed with a condition open: the condition is looked at and not seen,
+    so it clears (told once) instead of staying open for good."""
+    channel = Recorder()
+    set_status(store, AccountStatus.NEEDS_GARMIN_LOGIN, "Garmin answered 401")
+    observed, checked = observe(store, sight(), now=NOW)
+    tell(store, channel, observed, checked, now=NOW, owner="t", retention_days=7)
+    assert channel.titles == ["[garmin2strava] garmin.tokens_refused started"]
+    store.delete_account(USER)
+    observed, checked = observe(store, sight(), now=NOW + timedelta(minutes=1))
+    assert ("garmin.tokens_refused", USER) in checked
+    tell(
+        store,
+        channel,
+        observed,
+        checked,
+        now=NOW + timedelta(minutes=1),
+        owner="t",
+        retention_days=7,
+    )
+    assert channel.titles[-1] == "[garmin2strava] garmin.tokens_refused cleared"
+    assert open_conditions(store) == []
+
+
+class Recorder:
+    """ports.NotifyChannel that records what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    @property
+    def titles(self) -> list[str]:
+        return [title for title, _body, _type in self.sent]
+
+    def send(self, title: str, body: str, notify_type: str) -> bool:
+        self.sent.append((title, body, notify_type))
+        return True

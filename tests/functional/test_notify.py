@@ -243,6 +243,26 @@ def test_a_store_that_cannot_be_written_tells_from_memory_once(store: SqliteStor
     assert len(channel.got) == 2
 
 
+def test_a_full_disk_neither_repeats_what_was_told_nor_loses_a_clearing(
+    store: SqliteStore,
+) -> None:
+    """Two conditions told, then the disk fills: nothing is told again (the store is
+    still read), one clears and its clearing is told; once the disk has room the store
+    holds the one still open."""
+    channel = Channel()
+    _cycle(store, channel, [REFUSED, APP_DOWN], 0)
+    assert len(channel.got) == 2
+    full = DiskFull(store)
+    _cycle(full, channel, [REFUSED, APP_DOWN], 1)
+    assert len(channel.got) == 2  # nothing told again
+    _cycle(full, channel, [REFUSED], 2)
+    assert channel.titles[-1] == "[garmin2strava] strava.app_inactive cleared"
+    full.full = False
+    _cycle(full, channel, [REFUSED], 3)
+    assert len(channel.got) == 3
+    assert [s.key for s in open_conditions(store)] == ["garmin.tokens_refused"]
+
+
 def test_a_store_from_before_notifications_reads_as_nothing_open(store: SqliteStore) -> None:
     """No state item (every store before this): nothing open, and the first call
     creates it."""

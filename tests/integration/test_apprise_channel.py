@@ -38,19 +38,29 @@ def test_a_notification_reaches_a_json_webhook_and_a_mailbox() -> None:
     assert "Account: u1" in mail.text
 
 
-def test_a_destination_that_refuses_is_retried_alone() -> None:
-    """One URL takes it, the other answers 503: send is False. The next send of the same
-    message goes to the refusing one only, and is True once it takes it."""
+def test_a_message_one_destination_took_is_told() -> None:
+    """One URL takes it, the other answers 503: the owner has it, so send is True (the
+    record then says it was told, and its clearing will follow); the refusing URL is
+    not sent it again."""
     with JsonCatcher() as good, JsonCatcher() as flaky:
         flaky.status = 503
         channel = AppriseChannel([good.url(), flaky.url()])
-        assert not channel.send("title", "body", "failure")
+        assert channel.send("title", "body", "failure")
         assert (len(good.hits), flaky.refused) == (1, 1)
         flaky.status = 200
-        assert channel.send("title", "body", "failure")
-        assert (len(good.hits), len(flaky.hits)) == (1, 1)
         assert channel.send("another", "body", "success")  # a new message: both
-        assert (len(good.hits), len(flaky.hits)) == (2, 2)
+        assert (len(good.hits), len(flaky.hits)) == (2, 1)
+
+
+def test_a_message_no_destination_took_is_owed() -> None:
+    with JsonCatcher() as one, JsonCatcher() as two:
+        one.status = two.status = 503
+        channel = AppriseChannel([one.url(), two.url()])
+        assert not channel.send("title", "body", "failure")
+        assert (one.refused, two.refused) == (1, 1)
+        one.status = 200
+        assert channel.send("title", "body", "failure")  # the retry, a later cycle
+        assert len(one.hits) == 1
 
 
 def test_a_destination_that_answers_after_30_s_costs_the_timeout() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -52,36 +51,24 @@ class _Verdict:
 class AppriseChannel:
     """ports.NotifyChannel over Apprise URLs.
 
-    A message that some URLs took and others did not is sent on the next attempt to
-    the others only: a broken destination does not repeat it on the working ones (in
-    this process; a restart may repeat it once).
+    A message is told once one URL took it: the owner has it, and the telling's record
+    (services/notify.py) must say so, or its clearing would never be sent and every
+    restart would send it again. A URL that refused is logged (`notify.channel_failed`)
+    for `notify test` to find; it is not sent the message again.
     """
 
     def __init__(self, urls: Sequence[str], *, timeout_s: float = NOTIFY_TIMEOUT_S) -> None:
         self._urls = tuple(urls)
         self._timeout_s = timeout_s
-        self._took: dict[tuple[str, str, str], frozenset[int]] = {}
-        self._lock = threading.Lock()
 
     def send(self, title: str, body: str, notify_type: str) -> bool:
-        message = (title, body, notify_type)
-        with self._lock:
-            took = self._took.get(message, frozenset())
-        waiting = [i for i in range(len(self._urls)) if i not in took]
-        verdicts = _deliver([self._urls[i] for i in waiting], message, self._timeout_s)
-        took |= {i for i, verdict in zip(waiting, verdicts, strict=True) if verdict.ok}
-        failed = [(i, v) for i, v in zip(waiting, verdicts, strict=True) if not v.ok]
-        for position, verdict in failed:
-            log.warning(
-                "notify.channel_failed",
-                extra={"url": redact_url(self._urls[position]), "why": verdict.why},
-            )
-        with self._lock:
-            if failed:
-                self._took[message] = took
-            else:
-                self._took.pop(message, None)
-        return not failed
+        verdicts = _deliver(list(self._urls), (title, body, notify_type), self._timeout_s)
+        for url, verdict in zip(self._urls, verdicts, strict=True):
+            if not verdict.ok:
+                log.warning(
+                    "notify.channel_failed", extra={"url": redact_url(url), "why": verdict.why}
+                )
+        return any(verdict.ok for verdict in verdicts)
 
 
 def channel_for(urls: Sequence[str]) -> AppriseChannel | None:

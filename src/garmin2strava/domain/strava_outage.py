@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = ["STRAVA_OUTAGE_KEY", "StravaOutage"]
 
 # Its key among the store's application-wide state (beside "strava_budget").
 STRAVA_OUTAGE_KEY = "strava_outage"
+# Failures further apart than this are two spells: nothing asked Strava for half a day
+# (a failed upload is retried at most 6 h apart, so one outage keeps failing more often).
+SPELL_GAP = timedelta(hours=12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,11 @@ class StravaOutage:
         return (self.last_failure_at - self.since).total_seconds()
 
     def failed(self, now: datetime, reason: str) -> StravaOutage:
+        """One more failure. After SPELL_GAP with no failure (and no answer either:
+        nothing was asked), a failure starts a new spell, not one of days."""
+        last = self.last_failure_at
+        if self.since is not None and last is not None and now - last > SPELL_GAP:
+            return StravaOutage(since=now, last_failure_at=now, failures=1, reason=reason)
         return replace(
             self,
             since=self.since or now,

@@ -57,9 +57,8 @@ _CHANNELS_LOCK = threading.Lock()
 
 def channel_for(settings: Settings) -> NotifyChannel | None:
     """Apprise over G2S_NOTIFY_URLS; None when none is set (conditions are still kept
-    for `status`, nothing is sent). One per process and set of URLs: the channel
-    remembers which URLs already took a notice, so a retry goes only to the others.
-    Cheap: Apprise is imported only to send."""
+    for `status`, nothing is sent). One per process and set of URLs. Cheap: Apprise is
+    imported only to send."""
     urls = settings.notify_url_list
     if not urls:
         return None

@@ -49,6 +49,7 @@ from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
     subscription_from_state,
 )
+from garmin2strava.services.notify import open_conditions
 from garmin2strava.services.status import (
     DEFAULT_ATHLETE_CAPACITY,
     STRAVA_BUDGET_KEY,
@@ -205,6 +206,9 @@ def queue_dead_letters(queue: EventQueue) -> Callable[[], DeadLetters]:
     return count
 
 
+_GARMIN_SPELLS = frozenset({"garmin.backoff_long", "garmin.network_refused"})
+
+
 def observe(
     store: ConditionStore, sight: Sight, *, now: datetime
 ) -> tuple[list[Observation], Checked]:
@@ -215,14 +219,27 @@ def observe(
     if sight.accounts:
         for account in accounts:
             ledger = sight.ledger_gate is None or sight.ledger_gate.due(account.user_id, now)
-            keys = ACCOUNT_KEYS if ledger else tuple(k for k in ACCOUNT_KEYS if k != "uploads.dead")
+            keys = [k for k in ACCOUNT_KEYS if ledger or k != "uploads.dead"]
+            if not account.enabled:  # paused: no request, so Garmin's spell neither goes
+                keys = [k for k in keys if k not in _GARMIN_SPELLS]  # on nor ends
             checked.update((key, account.user_id) for key in keys)
             observed.extend(_account_observations(store, account, now, ledger=ledger))
+        checked.update(_of_removed_accounts(store, {a.user_id for a in accounts}))
     for key, seen in _app_observations(store, sight, accounts, now):
         checked.add((key, None))
         if seen is not None:
             observed.append(seen)
     return observed, checked
+
+
+def _of_removed_accounts(store: AppState, known: set[str]) -> set[tuple[str, str | None]]:
+    """The open conditions of accounts removed since they opened: each ends with its
+    account (looked at, and not seen)."""
+    try:
+        states = open_conditions(store)
+    except Exception:  # noqa: BLE001 (telling reads the same item and says what is wrong)
+        return set()
+    return {(s.key, s.user_id) for s in states if s.user_id is not None and s.user_id not in known}
 
 
 # -- one account -------------------------------------------------------------------------

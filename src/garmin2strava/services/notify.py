@@ -134,7 +134,7 @@ def _tell(
         if leased is False:
             return TellReport(busy=True)
         try:
-            book = _open_book(store if leased else None, memory)
+            book = _open_book(store, memory, writable=leased is True)
             book.states, notices = advance(book.states, observed, checked, now)
             sent, owed = _send(book, channel, notices, now)
             book.keep()
@@ -212,15 +212,16 @@ class _Book:
         self.memory.states = dict(self.states)
 
 
-def _open_book(store: AppState | None, memory: _Memory) -> _Book:
+def _open_book(store: AppState, memory: _Memory, *, writable: bool) -> _Book:
     """The states to advance: memory's when it has them (what this process told while
-    the store could not be written), else the store's."""
+    the store could not be written), else the store's. A store that cannot be written
+    (its lease refused the write: the disk is full) is still read, so what it says was
+    told is not told again; the states then live in memory until it can be written."""
+    keep_in = store if writable else None
     if memory.states is not None:
-        return _Book(dict(memory.states), store, memory)
-    if store is None:
-        return _Book({}, None, memory)
+        return _Book(dict(memory.states), keep_in, memory)
     try:
-        return _Book(_read(store), store, memory)
+        return _Book(_read(store), keep_in, memory)
     except Exception as exc:  # noqa: BLE001 (as in keep)
         log.warning("notify.store_unreadable", extra={"error": type(exc).__name__})
         return _Book({}, None, memory)
