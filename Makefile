@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format unit test test-fast browser demo run get-token bench bench-webhook bench-files layer image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format unit test test-fast browser demo run get-token bench bench-webhook bench-files layer lambda-package image tf-init tf-plan tf-apply clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,14 +36,14 @@ $(VENV)/.synced: pyproject.toml sandbox/pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced ## create .venv from uv.lock (pinned)
 
 check: setup ## ruff, mypy --strict, hadolint
-	$(BIN)/ruff format --check src sandbox tests bench
-	$(BIN)/ruff check src sandbox tests bench
+	$(BIN)/ruff format --check src sandbox tests bench tools
+	$(BIN)/ruff check src sandbox tests bench tools
 	$(BIN)/mypy
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 
 format: setup ## ruff format + autofix
-	$(BIN)/ruff format src sandbox tests bench
-	$(BIN)/ruff check --fix src sandbox tests bench
+	$(BIN)/ruff format src sandbox tests bench tools
+	$(BIN)/ruff check --fix src sandbox tests bench tools
 
 # pytest-xdist workers for `make test` and `make test-fast` (each its own moto server and
 # crash fork server; ports and directories are per test). More than the cores: a good
@@ -115,6 +115,7 @@ TERRAFORM ?= terraform
 TF := $(TERRAFORM) -chdir=terraform
 LAYER_DIR := build/lambda-layer
 LAYER_ZIP := build/lambda-layer.zip
+PACKAGE_ZIP := build/lambda-package.zip
 
 layer: $(UV) ## Lambda layer zip of the locked dependencies (manylinux x86_64, CPython 3.12)
 	rm -rf $(LAYER_DIR) $(LAYER_ZIP)
@@ -126,6 +127,11 @@ layer: $(UV) ## Lambda layer zip of the locked dependencies (manylinux x86_64, C
 	cd $(LAYER_DIR) && ../../$(TOOLS)/bin/python -m zipfile -c ../lambda-layer.zip python
 	@echo "built $(LAYER_ZIP)"
 
+# Rebuilt on every run (a few hundred small files, well under a second): the zip is
+# byte-identical for the same sources, so terraform sees its hash change only with the code.
+lambda-package: $(UV) ## Lambda code package zip: src/garmin2strava only, deterministic
+	$(TOOLS)/bin/python tools/lambda_package.py --source src --output $(PACKAGE_ZIP)
+
 image: ## container image $(IMAGE) (needs a running Docker engine)
 	@command -v docker >/dev/null 2>&1 || { echo "error: 'docker' not found; 'make image' needs a Docker engine" >&2; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers ('docker info' failed); start one and retry" >&2; exit 1; }
@@ -135,7 +141,7 @@ tf-init: ## terraform init in terraform/
 	@command -v $(TERRAFORM) >/dev/null 2>&1 || { echo "error: '$(TERRAFORM)' not found; install Terraform >= 1.6 or set TERRAFORM=" >&2; exit 1; }
 	$(TF) init
 
-tf-plan: layer ## build the layer, then terraform plan into terraform/.terraform/tfplan
+tf-plan: layer lambda-package ## build the layer and the code package, then terraform plan into terraform/.terraform/tfplan
 	@command -v $(TERRAFORM) >/dev/null 2>&1 || { echo "error: '$(TERRAFORM)' not found; install Terraform >= 1.6 or set TERRAFORM=" >&2; exit 1; }
 	$(TF) plan -out=.terraform/tfplan
 

@@ -1,11 +1,7 @@
-# One code package (the garmin2strava source tree) shared by the four functions, and one
-# layer with the locked third-party dependencies built by `make layer`.
-data "archive_file" "package" {
-  type        = "zip"
-  source_dir  = "${path.module}/../src"
-  output_path = "${path.module}/../build/lambda-package.zip"
-  excludes    = ["**/__pycache__/**", "**/*.pyc"]
-}
+# One code package (the garmin2strava source tree) shared by the four functions, built by
+# `make lambda-package`, and one layer with the locked third-party dependencies built by
+# `make layer`. Both are built outside terraform, byte-identical for the same sources, so
+# terraform needs no provider beyond aws and plans no update while the code is unchanged.
 
 resource "aws_lambda_layer_version" "dependencies" {
   layer_name               = "${var.name}-dependencies"
@@ -36,8 +32,8 @@ resource "aws_lambda_function" "function" {
   runtime                        = "python3.12"
   architectures                  = ["x86_64"]
   handler                        = each.value.handler
-  filename                       = data.archive_file.package.output_path
-  source_code_hash               = data.archive_file.package.output_base64sha256
+  filename                       = var.package_zip_path
+  source_code_hash               = filebase64sha256(var.package_zip_path)
   layers                         = [aws_lambda_layer_version.dependencies.arn]
   timeout                        = each.value.timeout
   memory_size                    = var.lambda_memory_mb

@@ -267,6 +267,17 @@ variable "layer_zip_path" {
   }
 }
 
+variable "package_zip_path" {
+  description = "Path of the code package zip built by `make lambda-package` (relative paths are relative to this directory)."
+  type        = string
+  default     = "../build/lambda-package.zip"
+
+  validation {
+    condition     = endswith(var.package_zip_path, ".zip")
+    error_message = "package_zip_path must name a .zip file."
+  }
+}
+
 variable "log_retention_days" {
   description = "Retention of the CloudWatch log groups, in days."
   type        = number

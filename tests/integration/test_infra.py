@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -484,6 +485,87 @@ def test_roles_and_policies_exist_per_function(modules: dict[str, dict[str, Any]
         ("aws_cloudwatch_log_group", "function"),
     ):
         assert _value(resources[key]["for_each"]) == "${local.functions}"
+
+
+# -- the Lambda code package (make lambda-package) -------------------------------------------
+
+PACKAGE_BUILDER = REPO / "tools" / "lambda_package.py"
+
+
+def _build_package(source: Path, output: Path) -> bytes:
+    """Run the builder `make lambda-package` runs; the zip's bytes."""
+    _run(
+        [sys.executable, str(PACKAGE_BUILDER), "--source", str(source), "--output", str(output)],
+        timeout=60,
+        check=True,
+    )
+    return output.read_bytes()
+
+
+def test_the_package_is_byte_identical_across_builds(tmp_path: Path) -> None:
+    """Two builds give the same bytes, even from a copy of the tree with fresh mtimes,
+    other file modes and stray bytecode: terraform sees a new hash only for new code."""
+    first = _build_package(REPO / "src", tmp_path / "one" / "lambda-package.zip")
+    copy = tmp_path / "copy"
+    shutil.copytree(
+        REPO / "src" / "garmin2strava", copy / "garmin2strava", copy_function=shutil.copy
+    )
+    (copy / "garmin2strava" / "settings.py").chmod(0o600)
+    (copy / "garmin2strava" / "__init__.py").chmod(0o755)
+    stray = copy / "garmin2strava" / "__pycache__"
+    stray.mkdir(exist_ok=True)
+    (stray / "settings.cpython-312.pyc").write_bytes(b"not from this tree")
+    (copy / "garmin2strava" / "domain" / "models.pyc").write_bytes(b"stale")
+    second = _build_package(copy, tmp_path / "two" / "lambda-package.zip")
+    assert first == second
+
+
+def test_the_package_holds_the_product_only(tmp_path: Path) -> None:
+    """Only garmin2strava/ files, every one of its sources and data files (the handlers,
+    the status page template, py.typed), no harness, emulators, tests or bytecode; each
+    entry with the fixed time and mode."""
+    output = tmp_path / "lambda-package.zip"
+    _build_package(REPO / "src", output)
+    with zipfile.ZipFile(output) as archive:
+        entries = archive.infolist()
+    names = [entry.filename for entry in entries]
+    assert names == sorted(names)
+    assert all(name.startswith("garmin2strava/") for name in names), names
+    for wanted in (
+        "garmin2strava/__init__.py",
+        "garmin2strava/py.typed",
+        "garmin2strava/entrypoints/templates/status_page.html",
+        *(f"{path.rpartition('.')[0].replace('.', '/')}.py" for path in HANDLERS.values()),
+    ):
+        assert wanted in names
+    sources = REPO / "src"
+    product = {
+        path.relative_to(sources).as_posix()
+        for path in (sources / "garmin2strava").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+    assert set(names) == product
+    for unwanted in ("g2s_harness", "g2s_sandbox", "__pycache__", "tests", ".pyc"):
+        assert not [name for name in names if unwanted in name], unwanted
+    assert {entry.date_time for entry in entries} == {(1980, 1, 1, 0, 0, 0)}
+    assert {entry.external_attr >> 16 for entry in entries} == {0o100644}
+
+
+def test_terraform_takes_the_package_built_by_make(modules: dict[str, dict[str, Any]]) -> None:
+    """No archive provider or archive_file: terraform init needs only hashicorp/aws, and the
+    functions' code and hash come from the zip `make tf-plan` builds first."""
+    assert not [key for key in _labelled(modules, "data") if key[0] == "archive_file"]
+    providers = " ".join(_strings(modules["versions.tf"]["terraform"]))
+    assert "hashicorp/aws" in providers
+    assert "hashicorp/archive" not in providers
+    function = _labelled(modules, "resource")["aws_lambda_function", "function"]
+    assert _text(function["filename"]) == "${var.package_zip_path}"
+    assert _text(function["source_code_hash"]) == "${filebase64sha256(var.package_zip_path)}"
+    variable = _labelled(modules, "variable")[("package_zip_path",)]
+    assert _text(variable["default"]) == "../build/lambda-package.zip"
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^PACKAGE_ZIP := build/lambda-package\.zip$", makefile, re.MULTILINE)
+    assert re.search(r"^tf-plan:[^#\n]*\blambda-package\b", makefile, re.MULTILINE)
 
 
 def test_checkov_passes(installed_tool: Callable[[Path, str], Path]) -> None:
