@@ -44,6 +44,16 @@ FIRST_UPLOAD_ID = 500
 ACTIVITY_ID_OFFSET = 9000
 
 
+class Clock:
+    """A clock the test moves (`clock.now = ...`); the app takes it as its clock."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 def sqlite_store(db: Path, *, clock: Callable[[], datetime] | None = None) -> SqliteStore:
     """The real SQLite store in the file `db` (in a test's tmp_path), with a test key;
     `clock` (the wall clock without one) decides which audit events have expired, so a

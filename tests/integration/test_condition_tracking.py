@@ -8,10 +8,11 @@ from __future__ import annotations
 import errno
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
+from fakes import Clock
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.bootstrap import App, utc_now
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.integration
 
 USER = "demo"  # SandboxPair.settings' G2S_USER_ID
 HOUR = timedelta(hours=1)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def cycle(app: App) -> CycleReport:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from fakes import Clock
 from g2s_harness.notify_catchers import JsonCatcher
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
@@ -38,14 +39,6 @@ pytestmark = pytest.mark.integration
 USER = "demo"  # SandboxPair.settings' G2S_USER_ID
 HOUR = timedelta(hours=1)
 CYCLES = 3  # after each start and each clearing: nothing more is told
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Jobs:

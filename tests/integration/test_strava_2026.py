@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from fakes import Clock
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.adapters.queue_sqlite import SqliteEventQueue
 from garmin2strava.adapters.strava_oauth import bootstrap_tokens_from_refresh_token
@@ -43,17 +44,6 @@ pytestmark = pytest.mark.integration
 USER = "demo"  # SandboxPair.settings' G2S_USER_ID
 WINDOW = timedelta(minutes=15)
 TICK = timedelta(minutes=1)  # the daemon's sync interval and more than the worker's
-
-
-class Clock:
-    """The app's injected time; the sandbox keeps real time (its tokens stay valid:
-    six hours, longer than any test here moves the clock)."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from fakes import Clock
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.bootstrap import App, utc_now
 from garmin2strava.domain.conditions import GARMIN_REFUSED_FIX
@@ -32,16 +33,6 @@ pytestmark = pytest.mark.integration
 USER = "demo"  # SandboxPair.settings' G2S_USER_ID
 START = datetime(2025, 6, 2, 6, 30, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-class Clock:
-    """The app's clock, moved by the test."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 # -- harness (the same in test_sync_cycle.py) ------------------------------------------

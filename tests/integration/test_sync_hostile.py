@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import Clock
 from g2s_sandbox.garmin import make_record
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from garmin2strava.bootstrap import App, utc_now
@@ -31,14 +32,6 @@ pytestmark = pytest.mark.integration
 USER = "demo"
 START = datetime(2025, 6, 2, 6, 30, tzinfo=UTC)
 MiB = 1024 * 1024
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def cycle(app: App) -> CycleReport:
