@@ -996,6 +996,12 @@ def report(measured: Measured, shape: Shape, prices: Prices, result: Month) -> s
             "- not counted: API Gateway (the webhook's requests), X-Ray traces, EventBridge "
             "(scheduled rules are free), data transfer, SSM (standard parameters are free)"
         ),
+        (
+            "- KMS counts the handlers' own requests; the services that use the key on the "
+            "account's behalf (SQS encrypting a message, SSM a SecureString, Lambda its "
+            "environment at a cold start, CloudWatch Logs its log groups) make requests "
+            "this process cannot see"
+        ),
     ]
     return "\n".join(lines)
 
