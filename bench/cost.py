@@ -601,14 +601,20 @@ def median_usage(invocations: list[Invocation], memory_mb: int) -> Usage:
     return Usage(*(statistics.median(getattr(u, f.name) for u in usages) for f in fields(Usage)))
 
 
+class CollectingServer(ThreadingHTTPServer):
+    """Strava's side of the webhook: the emulator POSTs its events here, and the bench
+    hands each to the webhook handler as API Gateway would."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Collector)
+        self.bodies: list[str] = []
+
+
 class Collector(BaseHTTPRequestHandler):
-    """Strava's webhook POSTs, as API Gateway would pass them on: kept for the bench."""
-
-    bodies: list[str]
-
     def do_POST(self) -> None:
+        assert isinstance(self.server, CollectingServer)
         length = int(self.headers.get("Content-Length", "0"))
-        self.server.bodies.append(self.rfile.read(length).decode())  # type: ignore[attr-defined]  # set on the server below
+        self.server.bodies.append(self.rfile.read(length).decode())
         self.send_response(200)
         self.end_headers()
 
@@ -617,14 +623,12 @@ class Collector(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def collecting() -> Iterator[tuple[str, list[str]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    bodies: list[str] = []
-    server.bodies = bodies  # type: ignore[attr-defined]  # read by Collector.do_POST
+def collecting() -> Iterator[CollectingServer]:
+    server = CollectingServer()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/webhook", bodies
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -730,26 +734,85 @@ def moto_environment() -> Iterator[str]:
         server.stop()
 
 
-def measure(shape: Shape) -> Measured:
+SCHEDULED = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+
+
+@dataclass(slots=True)
+class Functions:
+    """The four handlers of one deployment, each invocation measured."""
+
+    invoke: Invoker
+    deployment: Any  # g2s_harness.aws_lambda.Deployment
+    webhooks: CollectingServer
+    sqs: Any  # the bench's own client: it does what the event source mapping does
+    secret: str
+
+    def sync(self, *, cold: bool = False) -> Invocation:
+        from garmin2strava.entrypoints.aws_lambda import sync_handler
+
+        return self.invoke("sync", sync_handler.handler, SCHEDULED, cold=cold)[0]
+
+    def maintenance(self, *, cold: bool = False) -> tuple[Invocation, Any]:
+        from garmin2strava.entrypoints.aws_lambda import maintenance_handler
+
+        return self.invoke("maintenance", maintenance_handler.handler, SCHEDULED, cold=cold)
+
+    def run(self, garmin_id: int, start: datetime) -> tuple[list[Invocation], int, int]:
+        """A new Garmin run: the sync invocations that upload it, then a webhook and a
+        worker invocation per Strava event it causes. (invocations, syncs, events)"""
+        from g2s_sandbox.scenario import seed_run
+
+        seed_run(self.deployment.pair, garmin_id, start_utc=start, name="Run")
+        caused = self._upload(garmin_id)
+        syncs = len(caused)
+        self.deployment.pair.strava.webhooks.wait_idle()
+        events, self.webhooks.bodies[:] = list(self.webhooks.bodies), []
+        caused += self._deliver(events)
+        return caused, syncs, len(events)
+
+    def _upload(self, garmin_id: int) -> list[Invocation]:
+        from g2s_harness.aws_lambda import USER
+
+        caused: list[Invocation] = []
+        for _ in range(MAX_SYNCS_PER_RUN):
+            caused.append(self.sync())
+            entry = self.deployment.store.get_uploads(USER, [garmin_id]).get(garmin_id)
+            if entry is not None and entry.outcome == "uploaded":
+                return caused
+        raise SystemExit(f"bench: run {garmin_id} was not uploaded")
+
+    def _deliver(self, events: list[str]) -> list[Invocation]:
+        from garmin2strava.entrypoints.aws_lambda import webhook_handler, worker_handler
+
+        # Runs are hours apart: each finds the webhook and worker containers cold.
+        webhook_handler.runtime.cache_clear()
+        worker_handler.runtime.cache_clear()
+        caused: list[Invocation] = []
+        for position, body in enumerate(events):
+            post = api_gateway_event(body, self.secret)
+            caused.append(
+                self.invoke("webhook", webhook_handler.handler, post, cold=position == 0)[0]
+            )
+            batch = {"Records": sqs_records(self.sqs, self.deployment.queue_url)}
+            caused.append(
+                self.invoke("worker", worker_handler.handler, batch, cold=position == 0)[0]
+            )
+        return caused
+
+
+@contextlib.contextmanager
+def deployment_functions(shape: Shape) -> Iterator[Functions]:
+    """The deployment on the moto server, one account linked to the Strava emulator's
+    athlete, its webhook subscription delivering to the bench; the meter on."""
     import boto3
 
     from g2s_harness.aws_lambda import USER, deployed
-    from g2s_sandbox.scenario import seed_run
     from g2s_sandbox.strava_webhooks import PushSubscription
     from garmin2strava.domain.webhook import derive_path_secret
-    from garmin2strava.entrypoints.aws_lambda import (
-        maintenance_handler,
-        sync_handler,
-        webhook_handler,
-        worker_handler,
-    )
 
-    schedule_event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
-    side = boto3.client("dynamodb")
-    side_sqs = boto3.client("sqs")
-    sink = LogSink()
+    side_sqs = boto3.client("sqs")  # built before the meter: its requests are not counted
     with (
-        metering(side) as meter,
+        metering(boto3.client("dynamodb")) as meter,
         tempfile.TemporaryDirectory(prefix="g2s-cost-") as tmp,
         deployed(
             os.environ.__setitem__,
@@ -757,79 +820,54 @@ def measure(shape: Shape) -> Measured:
             verify_token=VERIFY_TOKEN,
             subscription_id=SUBSCRIPTION_ID,
         ) as deployment,
-        collecting() as (callback_url, bodies),
+        collecting() as webhooks,
     ):
         os.environ["G2S_LOG_LEVEL"] = shape.log_level  # what terraform sets
         pair = deployment.pair
         deployment.store.link_athlete(pair.athlete_id, USER)
+        callback = f"http://127.0.0.1:{webhooks.server_address[1]}/webhook"
         pair.strava.webhooks.subscription = PushSubscription(
-            SUBSCRIPTION_ID, pair.strava.client_id, callback_url, time.time()
+            SUBSCRIPTION_ID, pair.strava.client_id, callback, time.time()
         )
-        invoke = Invoker(meter, sink, shape.memory_mb)
+        yield Functions(
+            Invoker(meter, LogSink(), shape.memory_mb),
+            deployment,
+            webhooks,
+            side_sqs,
+            derive_path_secret(VERIFY_TOKEN),
+        )
 
-        def sync(*, cold: bool = False) -> Invocation:
-            return invoke("sync", sync_handler.handler, schedule_event, cold=cold)[0]
 
-        def maintenance(*, cold: bool = False) -> tuple[Invocation, Any]:
-            return invoke("maintenance", maintenance_handler.handler, schedule_event, cold=cold)
-
-        sync_cold = sync(cold=True)
+def measure(shape: Shape) -> Measured:
+    with deployment_functions(shape) as functions:
+        sync_cold = functions.sync(cold=True)
         for _ in range(2):  # the first cycles of a new account settle its state
-            sync()
-        sync_idle = [sync() for _ in range(IDLE_INVOCATIONS)]
-        maintenance_first, summary = maintenance(cold=True)
-        maintenance_idle = [maintenance()[0] for _ in range(3)]
-        runs: list[list[Invocation]] = []
-        run_events: list[int] = []
-        run_syncs: list[int] = []
-        after: list[Invocation] = []
-        secret = derive_path_secret(VERIFY_TOKEN)
+            functions.sync()
+        sync_idle = [functions.sync() for _ in range(IDLE_INVOCATIONS)]
+        maintenance_first, summary = functions.maintenance(cold=True)
+        maintenance_idle = [functions.maintenance()[0] for _ in range(3)]
+        runs, run_syncs, run_events, after = [], [], [], []
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
         for number in range(MEASURED_RUNS):
-            garmin_id = 51_000_001 + number
-            seed_run(pair, garmin_id, start_utc=start + timedelta(hours=number), name="Run")
-            caused: list[Invocation] = []
-            for _ in range(MAX_SYNCS_PER_RUN):
-                caused.append(sync())
-                entry = deployment.store.get_uploads(USER, [garmin_id]).get(garmin_id)
-                if entry is not None and entry.outcome == "uploaded":
-                    break
-            else:
-                raise SystemExit(f"bench: run {garmin_id} was not uploaded")
-            run_syncs.append(len(caused))
-            pair.strava.webhooks.wait_idle()
-            events, bodies[:] = list(bodies), []
-            webhook_handler.runtime.cache_clear()  # hours apart: each run finds them cold
-            worker_handler.runtime.cache_clear()
-            for position, body in enumerate(events):
-                caused.append(
-                    invoke(
-                        "webhook",
-                        webhook_handler.handler,
-                        api_gateway_event(body, secret),
-                        cold=position == 0,
-                    )[0]
-                )
-                records = sqs_records(side_sqs, deployment.queue_url)
-                caused.append(
-                    invoke(
-                        "worker", worker_handler.handler, {"Records": records}, cold=position == 0
-                    )[0]
-                )
-            run_events.append(len(events))
-            after.append(maintenance()[0])
+            caused, syncs, events = functions.run(
+                51_000_001 + number, start + timedelta(hours=number)
+            )
             runs.append(caused)
-    reconciled = sum(r.get("complete", 0) for r in summary.get("reconciled", []))
+            run_syncs.append(syncs)
+            run_events.append(events)
+            after.append(functions.maintenance()[0])
     return Measured(
-        sync_cold,
-        sync_idle,
-        maintenance_first,
-        reconciled,
-        maintenance_idle,
-        runs,
-        run_events,
-        run_syncs,
-        after,
+        sync_cold=sync_cold,
+        sync_idle=sync_idle,
+        maintenance_first=maintenance_first,
+        maintenance_first_reconciled=sum(
+            r.get("complete", 0) for r in summary.get("reconciled", [])
+        ),
+        maintenance_idle=maintenance_idle,
+        runs=runs,
+        run_events=run_events,
+        run_syncs=run_syncs,
+        run_maintenance_after=after,
     )
 
 
@@ -968,10 +1006,10 @@ def report(measured: Measured, shape: Shape, prices: Prices, result: Month) -> s
         (f"month with {RUNS_PER_ACTIVE_MONTH} runs", result.active),
     ):
         bill = [["item", "quantity", "unit", "USD"]] + [
-            [line.item, _quantity(line.quantity), line.unit, f"{line.usd:.4f}"]
+            [line.item, _quantity(line.quantity), line.unit, f"{line.usd:.6f}"]
             for line in priced(usage, prices)
         ]
-        bill.append(["total", "", "", f"{total_usd(usage, prices):.4f}"])
+        bill.append(["total", "", "", f"{total_usd(usage, prices):.6f}"])
         lines += [f"{title}, per account:", _table(bill), ""]
     lines += [
         "labelled estimates and what is left out:",
