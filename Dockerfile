@@ -16,15 +16,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 
 WORKDIR /src
-# Dependencies first, so a source change does not reinstall them. The emulators'
-# sandbox/ is a member of the uv workspace: uv needs its pyproject.toml to read the lock,
-# and installs nothing of it (the image has no dev group and no `sandbox` extra).
+# Dependencies first, so a source change does not reinstall them. The `sandbox` extra is
+# the emulators (sandbox/, a member of the uv workspace, and fitdecode, pure Python), so
+# that `docker run IMAGE demo` works as `make demo` does; the daemon never imports them.
+# No dev group: no test tools in the image.
 COPY pyproject.toml uv.lock ./
 COPY sandbox/pyproject.toml ./sandbox/
-RUN uv sync --locked --no-dev --no-install-project
+RUN uv sync --locked --no-dev --extra sandbox --no-install-workspace
 COPY README.md ./
+COPY sandbox/src ./sandbox/src
 COPY src ./src
-RUN uv sync --locked --no-dev --no-editable
+RUN uv sync --locked --no-dev --extra sandbox --no-editable
 
 
 FROM python:3.12-slim
@@ -60,4 +62,7 @@ EXPOSE 8080 8081
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; print(urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('G2S_ADMIN_PORT', '8081'), timeout=4).read().decode())"]
 
-CMD ["garmin2strava", "run"]
+# `docker run IMAGE` runs the daemon; `docker run IMAGE <command>` any other CLI command
+# (`demo`, `status`, `garmin login`, ...).
+ENTRYPOINT ["garmin2strava"]
+CMD ["run"]

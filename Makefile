@@ -117,15 +117,15 @@ LAYER_DIR := build/lambda-layer
 LAYER_ZIP := build/lambda-layer.zip
 PACKAGE_ZIP := build/lambda-package.zip
 
-layer: $(UV) ## Lambda layer zip of the locked dependencies (manylinux x86_64, CPython 3.12)
+# The same deterministic writer as the code package (sorted, fixed time and mode, no
+# bytecode): the same uv.lock gives the same bytes, and terraform no new layer version.
+layer: $(UV) ## Lambda layer zip of the locked dependencies (manylinux x86_64, CPython 3.12), deterministic
 	rm -rf $(LAYER_DIR) $(LAYER_ZIP)
 	mkdir -p $(LAYER_DIR)
 	$(UV) export --frozen --no-dev --no-emit-project --output-file $(LAYER_DIR)/requirements.txt
 	$(UV) pip install --target $(LAYER_DIR)/python --python-platform x86_64-manylinux2014 \
 		--python-version 3.12 --only-binary :all: --require-hashes -r $(LAYER_DIR)/requirements.txt
-	find $(LAYER_DIR)/python -name __pycache__ -type d -prune -exec rm -rf {} +
-	cd $(LAYER_DIR) && ../../$(TOOLS)/bin/python -m zipfile -c ../lambda-layer.zip python
-	@echo "built $(LAYER_ZIP)"
+	$(TOOLS)/bin/python tools/lambda_package.py --tree $(LAYER_DIR)/python --output $(LAYER_ZIP)
 
 # Rebuilt on every run (a few hundred small files, well under a second): the zip is
 # byte-identical for the same sources, so terraform sees its hash change only with the code.

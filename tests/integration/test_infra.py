@@ -616,8 +616,8 @@ def test_hadolint_passes_on_the_dockerfile() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _builder_stage() -> list[tuple[str, str]]:
-    """(instruction, arguments) of the Dockerfile's first stage, continuations joined."""
+def _stages() -> list[list[tuple[str, str]]]:
+    """(instruction, arguments) of each Dockerfile stage, continuations joined."""
     text = (REPO / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
     stages: list[list[tuple[str, str]]] = []
     for raw in text.splitlines():
@@ -630,7 +630,35 @@ def _builder_stage() -> list[tuple[str, str]]:
         if stages:
             stages[-1].append((instruction.upper(), arguments.strip()))
     assert len(stages) >= 2, "the Dockerfile should be multi-stage"
-    return stages[0]
+    return stages
+
+
+def _builder_stage() -> list[tuple[str, str]]:
+    return _stages()[0]
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    return _stages()[-1]
+
+
+def _exec_form(stage: list[tuple[str, str]], instruction: str) -> list[str]:
+    """An ENTRYPOINT or CMD in exec (JSON) form: the form that passes `docker run`'s
+    arguments on, and takes the signals."""
+    (arguments,) = [args for name, args in stage if name == instruction]
+    words = json.loads(arguments)
+    assert isinstance(words, list), f"{instruction} should be in exec form"
+    return [str(word) for word in words]
+
+
+def _image_environment(stage: list[tuple[str, str]]) -> dict[str, str]:
+    """The final stage's ENV (KEY=value pairs; later lines may use earlier values)."""
+    env: dict[str, str] = {}
+    for instruction, args in stage:
+        if instruction == "ENV":
+            for pair in shlex.split(args):
+                name, _, value = pair.partition("=")
+                env[name] = re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), ""), value)
+    return env
 
 
 def _makefile_uv_version() -> str:
@@ -639,9 +667,12 @@ def _makefile_uv_version() -> str:
     return match.group(1)
 
 
-@pytest.mark.timeout(600)
-def test_image_install_step_works(tmp_path: Path) -> None:
-    """The builder stage's COPY + `uv sync` steps give a venv whose CLI runs (slow-ish)."""
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's virtual environment, made as the builder stage makes it: its COPY
+    lines copy the build context into a temporary directory (nothing else), then its
+    own `uv sync` lines run there, offline (uv's cache that `make setup` filled; nothing
+    reaches the internet), into a temporary UV_PROJECT_ENVIRONMENT."""
     stage = _builder_stage()
     uv_args = [
         args for instruction, args in stage if instruction == "ARG" and "UV_VERSION=" in args
@@ -652,7 +683,7 @@ def test_image_install_step_works(tmp_path: Path) -> None:
     uv = REPO / ".tools" / "bin" / "uv"
     assert uv.exists(), "run `make setup` first: it installs the pinned uv into .tools"
 
-    # The build context, as .dockerignore and the COPY lines shape it.
+    tmp_path = tmp_path_factory.mktemp("image")
     context = tmp_path / "context"
     context.mkdir()
     for instruction, args in stage:
@@ -673,6 +704,7 @@ def test_image_install_step_works(tmp_path: Path) -> None:
         "UV_PROJECT_ENVIRONMENT": str(venv),
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_LINK_MODE": "copy",
+        "UV_OFFLINE": "1",
         # The interpreter the project venv was made from (its python is a symlink to it).
         "UV_PYTHON": str(Path(sys.executable).resolve()),
     }
@@ -693,20 +725,67 @@ def test_image_install_step_works(tmp_path: Path) -> None:
             timeout=540,
         )
         assert result.returncode == 0, result.stderr[-3000:]
+    return venv
 
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_image_install_step_works(image_venv: Path) -> None:
+    """The builder stage's COPY + `uv sync` steps give a venv whose CLI runs (slow-ish)."""
     # The final stage keeps only the venv, so the package must live inside it.
     where = _run(
-        [str(venv / "bin" / "python"), "-c", "import garmin2strava; print(garmin2strava.__file__)"],
+        [
+            str(image_venv / "bin" / "python"),
+            "-c",
+            "import garmin2strava; print(garmin2strava.__file__)",
+        ],
         timeout=60,
         check=True,
     )
-    assert Path(where.stdout.strip()).is_relative_to(venv)
+    assert Path(where.stdout.strip()).is_relative_to(image_venv)
     cli = _run(
-        [str(venv / "bin" / "garmin2strava"), "--help"],
+        [str(image_venv / "bin" / "garmin2strava"), "--help"],
         timeout=60,
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert "usage" in cli.stdout.lower()
+
+
+def test_the_image_runs_the_daemon_by_default_and_a_command_when_given() -> None:
+    """ENTRYPOINT is the CLI and CMD its default command: `docker run IMAGE` runs the
+    daemon, `docker run IMAGE demo` (or `status`, ...) that command."""
+    final = _final_stage()
+    assert _exec_form(final, "ENTRYPOINT") == ["garmin2strava"]
+    assert _exec_form(final, "CMD") == ["run"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_docker_run_image_demo_works(image_venv: Path, tmp_path: Path) -> None:
+    """What `docker run IMAGE demo` runs: the ENTRYPOINT with `demo`, from the image's
+    WORKDIR, with the image's ENV and nothing of this machine's (the venv and /data in
+    temporary directories): the emulators are in the image and the demo ends OK."""
+    final = _final_stage()
+    data = tmp_path / "data"
+    data.mkdir()
+    image_env = {
+        name: value.replace("/app/.venv", str(image_venv)).replace("/data", str(data))
+        for name, value in _image_environment(final).items()
+    }
+    assert image_env["PATH"].startswith(f"{image_venv}/bin:")
+    image_env["PATH"] += os.defpath  # the base image's own PATH, which $PATH extended
+    (workdir,) = [args for name, args in final if name == "WORKDIR"]
+    assert workdir == "/data"
+    program, *arguments = _exec_form(final, "ENTRYPOINT")
+    demo = _run(
+        [str(image_venv / "bin" / program), *arguments, "demo"],
+        cwd=data,
+        env={**image_env, "HOME": str(data)},  # the image's user has /data as its home
+        timeout=300,
+    )
+    assert demo.returncode == 0, (demo.stdout + demo.stderr)[-3000:]
+    assert "demo: OK" in demo.stdout
+    assert "not installed" not in demo.stderr
 
 
 def test_the_maintenance_step_alarm_watches_the_figure_the_handler_emits() -> None:
