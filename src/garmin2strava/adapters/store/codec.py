@@ -20,9 +20,11 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.errors import StoreConflict
 
 __all__ = [
+    "ACCOUNTS_INDEX_SK",
     "ACCOUNTS_PK",
     "ACCOUNT_SK",
     "APP_STATE_PK",
@@ -30,14 +32,17 @@ __all__ = [
     "AUDIT_PREFIX",
     "GARMIN_TOKEN_SK",
     "LEASE_SK",
+    "LEDGER_MARK_SK",
     "SETTLED_OUTCOMES",
     "STRAVA_TOKEN_SK",
     "UPLOAD_PREFIX",
     "WORKOUT_PREFIX",
     "account_from_item",
     "account_to_item",
+    "ledger_mark_from_item",
     "app_state_sk",
     "athlete_id_of_pk",
+    "user_id_of_pk",
     "athlete_pk",
     "athlete_pk_end",
     "athlete_pk_prefix",
@@ -68,6 +73,11 @@ ATHLETE_USER_SK = "USER"
 STRAVA_TOKEN_SK = "TOKEN#STRAVA"  # noqa: S105 - a sort key, not a secret
 GARMIN_TOKEN_SK = "TOKEN#GARMIN"  # noqa: S105 - a sort key, not a secret
 LEASE_SK = "LEASE#SYNC"
+# The idle fast path's mark (domain/idle.py), beside the ledger it summarises.
+LEDGER_MARK_SK = "LEDGER#MARK"
+# DynamoDB: the set of user ids in the registry's partition, so an invocation can read
+# every account by key in one BatchGetItem instead of a Query first.
+ACCOUNTS_INDEX_SK = "INDEX"
 UPLOAD_PREFIX = "UPLOAD#GARMIN#"
 WORKOUT_PREFIX = "WORKOUT#STRAVA#"
 AUDIT_PREFIX = "AUDIT#"
@@ -91,6 +101,10 @@ def athlete_pk_prefix() -> str:
 def athlete_pk_end() -> str:
     """The first key after every `athlete_pk` ("$" follows "#")."""
     return "ATHLETE$"
+
+
+def user_id_of_pk(pk: str) -> str:
+    return pk.removeprefix("USER#")
 
 
 def athlete_id_of_pk(pk: str) -> int:
@@ -358,4 +372,16 @@ def workout_from_item(item: dict[str, Any]) -> Workout:
             for name, attribute in _FIELD_ATTRIBUTES.items()
             if attribute in field_times
         },
+    )
+
+
+def ledger_mark_from_item(item: dict[str, Any] | None) -> LedgerMark:
+    """The `LEDGER#MARK` item read back; no item: version 0, never found idle."""
+    if item is None:
+        return LedgerMark()
+    until = str(item.get("idleUntil") or "")
+    return LedgerMark(
+        version=int(item.get("version", 0)),
+        idle_key=str(item.get("idleKey") or "") or None,
+        idle_until=parse_time(until) if until else None,
     )
