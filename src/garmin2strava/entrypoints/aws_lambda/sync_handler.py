@@ -154,8 +154,8 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
         deps.lease_owner = lease_owner()
         return deps
 
-    view = app.store.read_view(VIEW_APP_KEYS)
     with stop_before_timeout(app, remaining_ms) as deadline:
+        view = app.store.read_view(VIEW_APP_KEYS)
         reports = sync_all(app.store, deps_for, accounts=view.accounts)
     stopped_early = deadline.stopped_early
     unchanged = view if _changed_nothing(reports) else None  # else read afresh
