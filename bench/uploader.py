@@ -358,7 +358,9 @@ def idle_invocations(pair: SandboxPair, app: App) -> list[InvocationCounts]:
     strava_tokens = app.store.get_strava_tokens(first)
     account = app.store.get_account(first)
     # All made by ensure_settings_account and the cycles before.
-    assert tokens is not None and strava_tokens is not None and account is not None
+    assert tokens is not None
+    assert strava_tokens is not None
+    assert account is not None
     rows = []
     for n in range(1, MAX_ACCOUNTS + 1):
         if n > 1:

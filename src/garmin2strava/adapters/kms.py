@@ -47,7 +47,7 @@ _KEPT = 256
 class KmsCipher:
     """Encrypt/Decrypt with one KMS key; `client=None` builds a default boto3 client."""
 
-    __slots__ = ("_client", "_key_id", "_kept", "_lock")
+    __slots__ = ("_client", "_kept", "_key_id", "_lock")
 
     def __init__(self, key_id: str, *, client: KMSClient | None = None) -> None:
         self._key_id = key_id

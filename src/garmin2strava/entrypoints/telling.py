@@ -68,9 +68,7 @@ def channel_for(settings: Settings) -> NotifyChannel | None:
         return _CHANNELS.setdefault(urls, AppriseChannel(urls))
 
 
-def after_cycle(
-    app: App, sight: Sight, *, ok: bool | None, view: StoreView | None = None
-) -> None:
+def after_cycle(app: App, sight: Sight, *, ok: bool | None, view: StoreView | None = None) -> None:
     """Observe, tell, then ping (`ok` None: no heartbeat, as after maintenance).
     `view`: what the invocation read at its start, when its cycles changed nothing
     (the Lambda sync): observing and the idle check of telling read nothing more."""

@@ -1,7 +1,8 @@
 """The sync history: the audit events read back, per account, newest first.
 
 Every cycle that did something (found work, failed, stopped, waited) writes one
-`sync.cycle` event with its duration, outcome counts and what it did to each activity (the Strava id of what it uploaded or
+`sync.cycle` event with its duration, outcome counts and what it did to each
+activity (the Strava id of what it uploaded or
 matched, the reason of what failed); the adapters and the mirror add token refreshes,
 backoffs, deauthorizations and dead letters; the operator's actions add theirs. The
 store keeps them `G2S_AUDIT_RETENTION_DAYS` and reads them with a key-range query.

@@ -312,28 +312,7 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         # 2. list: Garmin's newest activities, what the ledger says about them, and the
         # ledger's unsettled entries that have scrolled out of the listing.
         listed = _list_garmin(cycle) if activities is None else list(activities)
-        # The idle fast path (domain/idle.py): the mark read before the ledger.
-        mark = None if activities is not None else cycle.store.ledger_mark(cycle.user_id)
-        key = idle.listing_key(listed, cycle.config.wants_type)
-        if mark is not None and mark.is_idle(key, cycle.deps.clock()):
-            return  # the same listing over the same ledger: nothing to do, nothing read
-        cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
-        unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
-        todo = upload_rules.choose_candidates(
-            listed,
-            cycle.ledger,
-            unsettled,
-            wants_type=cycle.config.wants_type,
-            now=cycle.deps.clock(),
-        )
-        if not todo and mark is not None and not cycle.dry_run:
-            # Kept only if no ledger write came since the mark was read.
-            found = idle.LedgerMark(mark.version, key, idle.idle_until(unsettled))
-            cycle.store.mark_idle(cycle.user_id, found)
-        if todo and not cycle.full_lease:
-            _renew_lease(cycle)  # work ahead: the whole lease before the first write
-        for entry in unsettled:
-            cycle.ledger.setdefault(entry.garmin_activity_id, entry)
+        todo = _choose(cycle, listed, listing=activities is None)
         # 3. settle what Strava was processing at the end of an earlier cycle.
         _settle_processing(cycle, todo)
         todo = [a for a in todo if not upload_rules.is_settled(cycle.ledger.get(a.activity_id))]
@@ -371,6 +350,30 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
 
 
 # -- 2. list ---------------------------------------------------------------------------
+
+
+def _choose(cycle: _Cycle, listed: list[GarminActivity], *, listing: bool) -> list[GarminActivity]:
+    """The candidates, from the ledger (its unsettled entries kept in cycle.ledger);
+    none, unread, when the idle mark (domain/idle.py, read before the ledger) says the
+    same listing was found idle over the same ledger."""
+    mark = cycle.store.ledger_mark(cycle.user_id) if listing else None
+    key = idle.listing_key(listed, cycle.config.wants_type)
+    if mark is not None and mark.is_idle(key, cycle.deps.clock()):
+        return []
+    cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
+    unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
+    todo = upload_rules.choose_candidates(
+        listed, cycle.ledger, unsettled, wants_type=cycle.config.wants_type, now=cycle.deps.clock()
+    )
+    if not todo and mark is not None and not cycle.dry_run:
+        # Kept only if no ledger write came since the mark was read.
+        found = idle.LedgerMark(mark.version, key, idle.idle_until(unsettled))
+        cycle.store.mark_idle(cycle.user_id, found)
+    if todo and not cycle.full_lease:
+        _renew_lease(cycle)  # work ahead: the whole lease before the first write
+    for entry in unsettled:
+        cycle.ledger.setdefault(entry.garmin_activity_id, entry)
+    return todo
 
 
 def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -20,7 +21,6 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
-from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.errors import StoreConflict
 
 __all__ = [
@@ -39,10 +39,8 @@ __all__ = [
     "WORKOUT_PREFIX",
     "account_from_item",
     "account_to_item",
-    "ledger_mark_from_item",
     "app_state_sk",
     "athlete_id_of_pk",
-    "user_id_of_pk",
     "athlete_pk",
     "athlete_pk_end",
     "athlete_pk_prefix",
@@ -53,6 +51,7 @@ __all__ = [
     "intent_refused",
     "ledger_from_item",
     "ledger_lsi1sk",
+    "ledger_mark_from_item",
     "ledger_to_item",
     "parse_time",
     "prefix_range",
@@ -60,6 +59,7 @@ __all__ = [
     "strava_tokens_to_plain",
     "unsettled_gsi1pk",
     "upload_sk",
+    "user_id_of_pk",
     "user_pk",
     "workout_from_item",
     "workout_lsi1sk",

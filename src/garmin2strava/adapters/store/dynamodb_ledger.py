@@ -10,8 +10,8 @@ from typing import Any
 
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
-from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1
 from garmin2strava.adapters.store.dynamodb_items import key
+from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1
 from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 
