@@ -172,13 +172,9 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
                 ExpressionAttributeValues={":user": {"S": user_id}},
             )
         self._secrets.delete(pk, codec.GARMIN_TOKEN_SK)
+        # The ledger stays, and its mark with it: the mark's version never goes back.
         self._table.batch_delete(
-            [
-                (pk, codec.ACCOUNT_SK),
-                (pk, codec.LEASE_SK),
-                (pk, codec.LEDGER_MARK_SK),
-                (codec.ACCOUNTS_PK, pk),
-            ]
+            [(pk, codec.ACCOUNT_SK), (pk, codec.LEASE_SK), (codec.ACCOUNTS_PK, pk)]
         )
         self._table.call(
             "update_item",

@@ -28,7 +28,6 @@ from garmin2strava.adapters.store.sqlite_ledger import LedgerRows
 from garmin2strava.adapters.store.sqlite_streams import StreamTables, upgrade_stream_tables
 from garmin2strava.adapters.store.sqlite_workouts import WorkoutRows
 from garmin2strava.adapters.store.tokens import TokenItems
-from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import (
     Account,
     AuditEvent,
@@ -302,20 +301,13 @@ class SqliteStore(TokenItems, LedgerRows, LeaseRows, WorkoutRows, StreamTables):
             )
             return cursor.rowcount + self._forget_streams(conn, user_id)
 
-    # -- what an invocation reads first (ports.ViewReads, ports.LedgerMarks) -------------------
+    # -- what an invocation reads first (ports.ViewReads) --------------------------------------
     def read_view(self, app_keys: Sequence[str]) -> StoreView:
         """Plain reads: a local file's reads cost nothing to save."""
         return StoreView(
             accounts=tuple(self.list_accounts()),
             app_state={k: self.get_app_state(k) for k in app_keys},
         )
-
-    def ledger_mark(self, user_id: str) -> LedgerMark | None:  # noqa: ARG002 (the port's)
-        """None: no idle fast path here; every cycle reads the ledger (cheap locally)."""
-        return None
-
-    def mark_idle(self, user_id: str, mark: LedgerMark) -> bool:  # noqa: ARG002 (the port's)
-        return False
 
     # -- application-wide state ---------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:
