@@ -3,10 +3,12 @@
 An idle cycle reads Garmin's newest activities and finds nothing to do. Proving that
 from the ledger costs a read of each listed entry and a query of the unsettled ones,
 every minute. Instead the store keeps, per account, a `LedgerMark`: a counter every
-ledger write raises first (so a write, even one cut short by a crash, is never missed),
-and the listing that a full check last found idle at that count, until when. A
-cycle whose listing is that listing, at that count, before that time, has nothing to
-do: the ledger cannot have changed under it, and the listing is the same.
+ledger write raises first, erasing the idle finding in the same step (so a write, even
+one cut short by a crash, is never missed), and the listing that a full check found
+idle, until when. The finding is kept only if the counter has not moved since the
+check read it (a conditional write). A cycle whose listing is that listing, before
+that time, has nothing to do: the ledger has not changed since, and the listing is
+the same.
 
 Pure: the store keeps the mark, services/sync.py decides with it.
 """
@@ -26,7 +28,8 @@ __all__ = ["LedgerMark", "idle_until", "listing_key"]
 @dataclass(frozen=True, slots=True)
 class LedgerMark:
     """`version` counts the account's ledger writes; `idle_key` is the listing a full
-    check found idle at that version, valid before `idle_until` (None: no limit)."""
+    check found idle at this version (each ledger write erases it), valid before
+    `idle_until` (None: no limit)."""
 
     version: int = 0
     idle_key: str | None = None

@@ -60,12 +60,13 @@ class LedgerItems:
             raise codec.intent_refused(entry.garmin_activity_id)
 
     def _raise_ledger_version(self, user_id: str) -> None:
-        # Before the write: a crash between the two leaves a version raised for nothing
-        # (one full check more), never a changed ledger under an unchanged version.
+        # Before the write, and the idle finding erased with it: a crash between the two
+        # leaves a finding erased for nothing (one full check more), never a changed
+        # ledger under a standing finding.
         self._table.call(
             "update_item",
             Key=key(codec.user_pk(user_id), codec.LEDGER_MARK_SK),
-            UpdateExpression="ADD #version :one",
+            UpdateExpression="ADD #version :one REMOVE idleKey, idleUntil",
             ExpressionAttributeNames={"#version": "version"},
             ExpressionAttributeValues={":one": {"N": "1"}},
         )
