@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from garmin2strava.domain.idle import LedgerMark, idle_until, listing_key
 from garmin2strava.domain.models import GarminActivity, LedgerEntry, UploadOutcome
+from garmin2strava.entrypoints.aws_lambda.sync_handler import changed_nothing
 from garmin2strava.services.history import HistoryEntry, idle_since
+from garmin2strava.services.sync import LEASE_HELD, LEASE_LOST, CycleReport
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -72,3 +74,23 @@ def test_history_says_idle_since_the_newest_event_unless_a_failure() -> None:
     assert idle_since([ok, older]) == NOW
     assert idle_since([failed, older]) is None
     assert idle_since([]) is None
+
+
+def test_telling_reuses_the_invocations_view_only_after_cycles_that_changed_nothing() -> None:
+    """Idle, paused or backing off: the view read at the start still holds. Anything
+    done, failed or deferred, or a lease held or lost (another runner at work): no."""
+    idle = CycleReport("a")
+    paused = CycleReport("b", skipped_reason="paused by the operator since 2026-06-01")
+    assert changed_nothing([idle, paused])
+    assert changed_nothing([])
+    did = CycleReport("a")
+    did.note("uploaded", 1)
+    deferred = CycleReport("a", deferred_until=NOW)
+    for other in (
+        did,
+        CycleReport("a", ok=False, error="Garmin answered 401"),
+        deferred,
+        CycleReport("a", skipped_reason=LEASE_HELD),
+        CycleReport("a", skipped_reason=LEASE_LOST),
+    ):
+        assert not changed_nothing([idle, other])

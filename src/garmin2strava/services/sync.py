@@ -64,6 +64,8 @@ from garmin2strava.services.account_control import pause_reason, paused_reason_o
 from garmin2strava.services.write_trouble import WRITE_TROUBLE
 
 __all__ = [
+    "LEASE_HELD",
+    "LEASE_LOST",
     "MAX_CYCLE_ITEMS",
     "CycleReport",
     "SyncConfig",
@@ -82,6 +84,9 @@ REFUSAL_WAIT_MAX = timedelta(hours=24)
 # What one `sync.cycle` audit event lists at most (a DynamoDB item stays far below its
 # 400 KB); a backfill cycle beyond this counts the rest in `itemsOmitted`.
 MAX_CYCLE_ITEMS = 100
+# A cycle's skipped_reason when another runner is at work on the account.
+LEASE_HELD = "another runner holds this account's lease"
+LEASE_LOST = "lost the lease to another runner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +253,7 @@ def sync_account(
     owner = deps.lease_owner or f"{uuid.uuid4().hex[:12]}"
     first_ttl_s = min(deps.config.look_lease_s or deps.config.lease_ttl_s, deps.config.lease_ttl_s)
     if not dry_run and not store.acquire_lease(user_id, owner, now=now, ttl_seconds=first_ttl_s):
-        report.skipped_reason = "another runner holds this account's lease"
+        report.skipped_reason = LEASE_HELD
         return report
     started = time.monotonic()
     cycle = _Cycle(deps, account, report, owner, dry_run)
@@ -775,7 +780,7 @@ def _renew_lease(cycle: _Cycle) -> None:
         cycle.user_id, cycle.owner, now=cycle.deps.clock(), ttl_seconds=cycle.config.lease_ttl_s
     )
     if not renewed:
-        cycle.report.skipped_reason = "lost the lease to another runner"
+        cycle.report.skipped_reason = LEASE_LOST
         raise _StopCycle
     cycle.full_lease = True
 

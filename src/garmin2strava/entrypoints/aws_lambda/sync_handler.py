@@ -43,6 +43,7 @@ __all__ = [
     "TELL_MIN_MS",
     "Deadline",
     "LambdaContext",
+    "changed_nothing",
     "handler",
     "lease_owner",
     "ledger_gate",
@@ -158,7 +159,7 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
         view = app.store.read_view(VIEW_APP_KEYS)
         reports = sync_all(app.store, deps_for, accounts=view.accounts)
     stopped_early = deadline.stopped_early
-    unchanged = view if _changed_nothing(reports) else None  # else read afresh
+    unchanged = view if changed_nothing(reports) else None  # else read afresh
     left_ms = context.get_remaining_time_in_millis()
     if left_ms >= TELL_MIN_MS:  # tell, then the heartbeat
         sight = default_sight(app, ledger_gate=ledger_gate())
@@ -202,15 +203,17 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     return summary
 
 
-def _changed_nothing(reports: Sequence[CycleReport]) -> bool:
+def changed_nothing(reports: Sequence[CycleReport]) -> bool:
     """Every cycle idle, or skipped without a lease (paused, backing off): nothing the
     view read was changed by this invocation. A lease held or lost elsewhere means
     another runner is at work: read afresh."""
+    from garmin2strava.services.sync import LEASE_HELD, LEASE_LOST
+
     return all(
         r.ok
         and not r.outcomes
         and not r.error
         and r.deferred_until is None
-        and "lease" not in r.skipped_reason
+        and r.skipped_reason not in (LEASE_HELD, LEASE_LOST)
         for r in reports
     )
