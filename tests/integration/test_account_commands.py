@@ -140,8 +140,9 @@ def test_accounts_remove_asks_then_keeps_only_the_ledger(
     pair: SandboxPair, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Without --yes (and no terminal to ask) nothing is removed; with it, what is left
-    of the account is its upload ledger (and the tokens' tombstones, which keep no
-    secret): no account, token, mirrored activity or audit event."""
+    of the account is its upload ledger and the ledger's idle mark (and the tokens'
+    tombstones, which keep no secret): no account, token, mirrored activity or audit
+    event."""
     seed_run(pair, 4_000_003, start_utc=START, name="Long run")
     assert run_cli(capsys, "sync")[0] == 0
     assert run_cli(capsys, "mirror", "backfill")[0] == 0
@@ -157,7 +158,8 @@ def test_accounts_remove_asks_then_keeps_only_the_ledger(
     assert "removed" in out
     left = _items_of(pair, tmp_path)
     kinds = {sk.split("#")[0] for sk, _body in left}
-    assert kinds == {"UPLOAD", "TOKEN"}
+    assert kinds == {"UPLOAD", "LEDGER", "TOKEN"}
+    assert [sk for sk, _body in left if sk.startswith("LEDGER")] == ["LEDGER#MARK"]
     assert all("ciphertext" not in body for sk, body in left if sk.startswith("TOKEN#"))
     code, out, _ = run_cli(capsys, "accounts", "list", "--json")
     # The settings would create the account again: without them it stays gone.
