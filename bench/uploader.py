@@ -15,6 +15,10 @@ also counts the DynamoDB and KMS requests. It measures
   time with the poll delay as configured by default, then again (20 other runs, a
   fresh store) with the poll delay set to 0, to show what the delay costs and saves;
 - Garmin login attempts over the whole run (the daemon must never log in);
+- with `--store dynamodb`: an idle INVOCATION of the Lambda sync as a warm container
+  runs it (`run_scheduled_sync`: the cycles, telling, the lease, everything), with 1,
+  2 and 3 accounts: its DynamoDB and KMS requests (budget: at most 2 DynamoDB and 0
+  KMS for one account, at most 2 DynamoDB more per further account);
 - what checking one downloaded file (safe unzip, then a full FIT parse) costs.
 
 The poll delay is not slept: the cycle's `sleep` moves the Strava emulator's clock
@@ -24,7 +28,8 @@ have slept. That keeps the run under a minute on a small machine.
 
 Prints one table and exits 1 when a budget is broken: an idle cycle makes a Strava
 request or other than one Garmin request, an upload costs more than 2 other Strava
-requests (default configuration), or anything tried to log in to Garmin.
+requests (default configuration), anything tried to log in to Garmin, or (DynamoDB)
+an idle invocation is over its DynamoDB/KMS budget.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,6 +323,90 @@ def idle_cycles(pair: SandboxPair, app: App) -> tuple[list[Counts], list[float]]
     return counts, times
 
 
+IDLE_INVOCATIONS = 5
+MAX_ACCOUNTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationCounts:
+    accounts: int
+    dynamodb: int  # the most of IDLE_INVOCATIONS warm idle invocations
+    kms: int
+    garmin: int
+    strava: int
+
+
+def idle_invocations(pair: SandboxPair, app: App) -> list[InvocationCounts]:
+    """Warm idle invocations of the Lambda sync (`run_scheduled_sync`, one container's
+    runtime reused) with 1..MAX_ACCOUNTS accounts: each account added holds the first
+    one's tokens, so it lists the same (settled) Garmin activities."""
+    import io
+
+    from g2s_harness.aws_lambda import FakeContext
+    from garmin2strava.entrypoints.aws_lambda.sync_handler import run_scheduled_sync
+
+    def invoke(*, idle: bool = True) -> Counts:
+        before = Counts.of(pair)
+        with contextlib.redirect_stdout(io.StringIO()):  # the EMF lines
+            summary = run_scheduled_sync(app, FakeContext())
+        if summary["failed"] or (idle and summary["outcomes"]):
+            raise SystemExit(f"bench: an idle invocation did something: {summary}")
+        return Counts.of(pair) - before
+
+    first = app.settings.user_id
+    tokens = app.store.get_garmin_tokens(first)
+    strava_tokens = app.store.get_strava_tokens(first)
+    account = app.store.get_account(first)
+    # All made by ensure_settings_account and the cycles before.
+    assert tokens is not None
+    assert strava_tokens is not None
+    assert account is not None
+    rows = []
+    for n in range(1, MAX_ACCOUNTS + 1):
+        if n > 1:
+            user_id = f"bench{n}"
+            app.store.put_account(replace(account, user_id=user_id))
+            app.store.replace_garmin_tokens(user_id, tokens.blob, expected_version=None)
+            app.store.replace_strava_tokens(user_id, strava_tokens, expected_version=None)
+        # The first with this set of accounts: the new one finds the runs already on
+        # Strava (settled `exists`), then is marked idle.
+        invoke(idle=False)
+        invoke(idle=False)
+        counts = [invoke() for _ in range(IDLE_INVOCATIONS)]
+        rows.append(
+            InvocationCounts(
+                accounts=n,
+                dynamodb=max(c.dynamodb for c in counts),
+                kms=max(c.kms for c in counts),
+                garmin=max(c.garmin_total for c in counts),
+                strava=max(c.strava_reads + c.strava_uploads + c.strava_oauth for c in counts),
+            )
+        )
+    return rows
+
+
+def invocation_rows(table: Table, rows: list[InvocationCounts]) -> None:
+    for row in rows:
+        dynamodb_budget = 2 * row.accounts
+        table.add(
+            f"idle Lambda invocation, {row.accounts} account(s): DynamoDB / KMS requests "
+            f"(max of {IDLE_INVOCATIONS})",
+            f"{row.dynamodb} / {row.kms}",
+            f"<= {dynamodb_budget} / 0",
+            row.dynamodb <= dynamodb_budget and row.kms == 0,
+        )
+        table.add(
+            f"idle Lambda invocation, {row.accounts} account(s): Garmin / Strava requests",
+            f"{row.garmin} / {row.strava}",
+            f"{row.accounts} / 0",
+            row.garmin == row.accounts and row.strava == 0,
+        )
+    table.add(
+        "idle Lambda invocation: besides, per account every 15 min",
+        "1 DynamoDB Query (the ledger's dead uploads, LedgerGate)",
+    )
+
+
 def per_upload(n: int, uploaded: int) -> str:
     return f"{n / uploaded:.2f}" if uploaded else "n/a"
 
@@ -410,6 +499,7 @@ def measure(aws: MotoAws | None) -> int:
             ids = seed_batch(pair, 41_000_001, now - timedelta(days=10))
             default = run_batch(pair, app, emulator_time, ids)
             idle_counts, idle_times = idle_cycles(pair, app)
+            invocations = [] if aws is None else idle_invocations(pair, app)
             logins = Counts.of(pair).garmin_login
         with (
             running_sandboxes(processing_delay_s=STRAVA_PROCESSING_S) as pair,
@@ -439,6 +529,8 @@ def measure(aws: MotoAws | None) -> int:
             + " / "
             + ",".join(str(n) for n in sorted({c.kms for c in idle_counts})),
         )
+    if invocations:
+        invocation_rows(table, invocations)
     table.add(
         f"idle cycle: wall time (median of {IDLE_CYCLES})",
         f"{statistics.median(idle_times) * 1000:.1f} ms "

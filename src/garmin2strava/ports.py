@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import (
     Account,
     AuditEvent,
@@ -33,8 +35,10 @@ __all__ = [
     "EventSink",
     "GarminPort",
     "GarminTokenStore",
+    "LedgerMarks",
     "NotifyChannel",
     "Store",
+    "StoreView",
     "StravaApi",
     "StravaPort",
     "StravaReads",
@@ -45,6 +49,7 @@ __all__ = [
     "SyncLeases",
     "TokenCipher",
     "UploadLedger",
+    "ViewReads",
     "WorkoutMirror",
     "WorkoutQueries",
 ]
@@ -128,6 +133,36 @@ class UploadLedger(Protocol):
 
     def list_unsettled_uploads(self, user_id: str) -> list[LedgerEntry]:
         """Entries that are pending, processing or failed (not settled)."""
+        ...
+
+
+class LedgerMarks(Protocol):
+    """The idle fast path's mark per account (domain/idle.py): every ledger write
+    raises its version first."""
+
+    def ledger_mark(self, user_id: str) -> LedgerMark | None:
+        """The mark; None where the store keeps none (the cycle reads the ledger)."""
+        ...
+
+    def mark_idle(self, user_id: str, mark: LedgerMark) -> bool:
+        """Keep `mark`'s idle listing only if the version is still `mark.version`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """What an invocation reads once, at its start: the accounts and some
+    application-state items (a key absent from the store maps to None)."""
+
+    accounts: tuple[Account, ...]
+    app_state: Mapping[str, dict[str, Any] | None]
+
+
+class ViewReads(Protocol):
+    def read_view(self, app_keys: Sequence[str]) -> StoreView:
+        """The accounts and the app-state items `app_keys`. DynamoDB reads them, with
+        each account's Garmin tokens and ledger mark, in one BatchGetItem (the next
+        read of those is then answered from it once); SQLite reads them one by one."""
         ...
 
 
@@ -238,6 +273,8 @@ class Store(
     StravaTokenStore,
     GarminTokenStore,
     UploadLedger,
+    LedgerMarks,
+    ViewReads,
     SyncLeases,
     AuditLog,
     WorkoutMirror,

@@ -4,6 +4,7 @@ store in tmp_path."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from fakes import PROCESSING, FakeFiles, FakeGarmin, FakeStrava, sqlite_store
+from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.sqlite import SqliteStore
 from garmin2strava.domain.models import (
     Account,
@@ -48,6 +50,8 @@ class World:
     slept: list[float] = field(default_factory=list)
     strava_built: int = 0
     config: SyncConfig = field(default_factory=lambda: SyncConfig(wants_type=_runs))
+    lease_owner: str | None = None
+    db: Path | None = None
 
     def deps(self) -> SyncDeps:
         def strava() -> FakeStrava:
@@ -62,6 +66,7 @@ class World:
             config=self.config,
             clock=lambda: self.now[0],
             sleep=self.slept.append,
+            lease_owner=self.lease_owner,
         )
 
     def cycle(self) -> CycleReport:
@@ -82,7 +87,9 @@ def _runs(type_key: str) -> bool:
 def world(tmp_path: Path) -> Iterator[World]:
     with sqlite_store(tmp_path / "store.sqlite3") as store:
         store.put_account(Account(user_id=USER))
-        yield World(store, FakeGarmin(), FakeStrava(), FakeFiles(), [T0])
+        yield World(
+            store, FakeGarmin(), FakeStrava(), FakeFiles(), [T0], db=tmp_path / "store.sqlite3"
+        )
 
 
 def _new_run(world: World, garmin_id: int, *, start: datetime = RUN_START, **extra: Any) -> bytes:
@@ -99,6 +106,68 @@ def test_idle_cycle_asks_garmin_once_and_builds_no_strava_client(world: World) -
     assert account is not None
     assert (account.last_cycle_at, account.last_cycle_ok) == (T0, True)
     assert world.store.acquire_lease(USER, "other", now=T0, ttl_seconds=60)  # released
+    # Idle: no audit event (`history` says "idle since" instead).
+    assert world.store.list_audit(USER) == []
+
+
+def test_an_idle_cycle_that_writes_nothing_leaves_its_short_lease_to_its_owner(
+    world: World,
+) -> None:
+    """The Lambda's idle cycle (idle_writes False, a look lease, one owner per
+    container): no account write, no release; another runner waits for the short lease
+    to run out, the same owner takes it back at once."""
+    world.config = SyncConfig(wants_type=_runs, look_lease_s=45, idle_writes=False)
+    world.lease_owner = "container-1"
+    assert world.cycle().ok
+    account = world.store.get_account(USER)
+    assert account is not None
+    assert account.last_cycle_at is None
+    assert not world.store.acquire_lease(USER, "other", now=T0, ttl_seconds=60)
+    world.later(timedelta(seconds=30))
+    assert world.cycle().ok  # its own lease, taken back
+    assert world.store.list_audit(USER) == []
+    world.later(timedelta(seconds=46))
+    assert world.store.acquire_lease(USER, "other", now=world.now[0], ttl_seconds=60)
+
+
+def test_a_cycle_with_work_holds_the_whole_lease_and_records(world: World) -> None:
+    """Work found under a look lease: the lease is renewed to lease_ttl_s before the
+    first write; the cycle is recorded and the lease released, as ever."""
+    world.config = SyncConfig(wants_type=_runs, look_lease_s=45, idle_writes=False)
+    world.lease_owner = "container-1"
+    _new_run(world, 40)
+    assert world.cycle().outcomes == {UploadOutcome.UPLOADED: 1}
+    assert [e.kind for e in world.store.list_audit(USER)] == ["sync.cycle"]
+    assert world.store.acquire_lease(USER, "other", now=T0, ttl_seconds=60)  # released
+
+
+def test_the_idle_mark_skips_the_ledger_and_never_hides_a_retry_or_a_new_run(
+    world: World,
+) -> None:
+    """Once a full check found the listing idle, the same listing over the same ledger
+    is not read again (a row removed behind the store's back goes unnoticed, which
+    proves it); a ledger write (`uploads retry`) or a new run ends that."""
+    assert world.db is not None
+    world.files.refuse.add(_new_run(world, 41))
+    assert world.cycle().outcomes == {UploadOutcome.SKIPPED: 1}
+    assert not world.cycle().outcomes  # the full check: the mark is kept
+    mark = world.store.ledger_mark(USER)
+    assert mark is not None
+    assert mark.idle_key is not None
+    with sqlite3.connect(world.db) as raw:  # behind the store's back
+        raw.execute("DELETE FROM items WHERE sk = ?", (codec.upload_sk(41),))
+    assert world.store.get_uploads(USER, [41]) == {}
+    assert not world.cycle().outcomes  # trusted the mark: no ledger read, no upload
+    assert world.files.prepared == [world.garmin.originals[41]]
+    # A ledger write from outside the cycle raises the version: the next one reads.
+    world.store.put_upload(
+        LedgerEntry(USER, 41, external_id_for(41), UploadOutcome.FAILED, T0, next_retry_at=T0)
+    )
+    world.files.refuse.clear()
+    assert world.cycle().outcomes == {UploadOutcome.UPLOADED: 1}
+    assert not world.cycle().outcomes
+    _new_run(world, 42, start=RUN_START + timedelta(hours=2))
+    assert world.cycle().outcomes == {UploadOutcome.UPLOADED: 1}
 
 
 def test_new_run_is_uploaded_once_and_settled_at_the_poll(world: World) -> None:

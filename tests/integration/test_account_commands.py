@@ -61,11 +61,12 @@ def _strava_id_of(pair: SandboxPair, garmin_id: int) -> int:
     return found
 
 
-def test_history_shows_three_cycles_newest_first_with_the_strava_id(
+def test_history_shows_the_uploading_cycle_with_the_strava_id_and_idle_since(
     pair: SandboxPair, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """One uploading cycle then two idle ones: `history --json` lists three cycles,
-    newest first, the oldest naming the uploaded run's Strava id; the text says so too."""
+    """One uploading cycle then two idle ones: `history --json` lists the one cycle that
+    did something (idle cycles write no event), naming the uploaded run's Strava id;
+    the text says so, under "idle since" that cycle."""
     seed_run(pair, 4_000_001, start_utc=START, name="Easy 5k")
     for _ in range(3):
         assert run_cli(capsys, "sync")[0] == 0
@@ -75,9 +76,7 @@ def test_history_shows_three_cycles_newest_first_with_the_strava_id(
     assert code == 0
     events = json.loads(out)[USER]
     cycles = [e for e in events if e["kind"] == "sync.cycle"]
-    assert len(cycles) == 3
-    assert [c["at"] for c in cycles] == sorted((c["at"] for c in cycles), reverse=True)
-    uploading, idle_1, idle_2 = cycles[2], cycles[1], cycles[0]
+    (uploading,) = cycles
     assert uploading["outcomes"] == {"uploaded": 1}
     (item,) = uploading["items"]
     assert (item["garminActivityId"], item["outcome"], item["stravaActivityId"]) == (
@@ -86,8 +85,8 @@ def test_history_shows_three_cycles_newest_first_with_the_strava_id(
         strava_id,
     )
     assert item["name"] == "Easy 5k"
-    assert idle_1["outcomes"] == idle_2["outcomes"] == {}
-    assert all(c["ok"] and c["durationMs"] >= 0 for c in cycles)
+    assert uploading["ok"]
+    assert uploading["durationMs"] >= 0
     # The first cycle refreshed the bare refresh token: the history says so.
     assert any(e["kind"] == "strava.token_refreshed" for e in events)
 
@@ -95,10 +94,10 @@ def test_history_shows_three_cycles_newest_first_with_the_strava_id(
     assert code == 0
     lines = out.splitlines()
     cycle_lines = [line for line in lines if " cycle " in line]
-    assert len(cycle_lines) == 3
-    assert "idle" in cycle_lines[0]
-    assert "idle" in cycle_lines[1]
-    assert "uploaded 1" in cycle_lines[2]
+    (cycle_line,) = cycle_lines
+    assert "uploaded 1" in cycle_line
+    newest_at = datetime.fromisoformat(events[0]["at"])
+    assert lines[1] == f"  idle since {newest_at:%Y-%m-%d %H:%M:%S}"
     assert f"-> Strava {strava_id}" in out
 
     # --since after every event: nothing in that period.
@@ -141,8 +140,9 @@ def test_accounts_remove_asks_then_keeps_only_the_ledger(
     pair: SandboxPair, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """Without --yes (and no terminal to ask) nothing is removed; with it, what is left
-    of the account is its upload ledger (and the tokens' tombstones, which keep no
-    secret): no account, token, mirrored activity or audit event."""
+    of the account is its upload ledger and the ledger's idle mark (and the tokens'
+    tombstones, which keep no secret): no account, token, mirrored activity or audit
+    event."""
     seed_run(pair, 4_000_003, start_utc=START, name="Long run")
     assert run_cli(capsys, "sync")[0] == 0
     assert run_cli(capsys, "mirror", "backfill")[0] == 0
@@ -158,7 +158,8 @@ def test_accounts_remove_asks_then_keeps_only_the_ledger(
     assert "removed" in out
     left = _items_of(pair, tmp_path)
     kinds = {sk.split("#")[0] for sk, _body in left}
-    assert kinds == {"UPLOAD", "TOKEN"}
+    assert kinds == {"UPLOAD", "LEDGER", "TOKEN"}
+    assert [sk for sk, _body in left if sk.startswith("LEDGER")] == ["LEDGER#MARK"]
     assert all("ciphertext" not in body for sk, body in left if sk.startswith("TOKEN#"))
     code, out, _ = run_cli(capsys, "accounts", "list", "--json")
     # The settings would create the account again: without them it stays gone.

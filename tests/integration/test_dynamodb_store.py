@@ -98,6 +98,7 @@ def _exercise_every_method(store: DynamoDBStore) -> None:
     store.put_account(Account(user_id="u1", strava_athlete_id=42))
     store.get_account("u1")
     store.list_accounts()
+    store.read_view(["budget"])
     store.link_athlete(42, "u1")
     store.user_for_athlete(42)
     tokens = StravaTokens(access_token="a", refresh_token="r", expires_at=1)
@@ -111,6 +112,9 @@ def _exercise_every_method(store: DynamoDBStore) -> None:
     store.put_upload(_entry(1, UploadOutcome.PENDING))
     store.put_upload(_entry(2))
     store.get_uploads("u1", [1, 2, 3])
+    mark = store.ledger_mark("u1")
+    assert mark is not None
+    store.mark_idle("u1", mark)
     store.list_uploads("u1")
     store.list_unsettled_uploads("u1")
     store.acquire_lease("u1", "me", now=T0, ttl_seconds=60)
@@ -339,3 +343,43 @@ def test_default_client_follows_the_environment(table: str) -> None:
     store = DynamoDBStore(table, AesGcmCipher(KEY))
     store.link_athlete(42, "u1")
     assert store.user_for_athlete(42) == "u1"
+
+
+def test_read_view_reads_known_accounts_in_one_request_and_follows_the_index(
+    aws_env: str,
+) -> None:
+    """read_view: the first read builds the accounts index from the registry (a store
+    from before it); then the known accounts, their tokens and ledger marks and the
+    app-state items are one BatchGetItem; an added account is read by one more, a
+    removed one is gone; the view's tokens answer the next token read, once."""
+
+    client = boto3.client("dynamodb")
+    table = f"g2s-view-{uuid.uuid4().hex[:8]}"
+    create_table(client, table)
+    asked: list[str] = []
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: asked.append(model.name))
+    store = DynamoDBStore(table, AesGcmCipher(KEY), client=client)
+    store.put_account(Account(user_id="a"))
+    store.replace_garmin_tokens("a", "tokens-a", expected_version=None)
+    store.put_app_state("strava_outage", {"failing": True})
+    asked.clear()
+    first = store.read_view(["strava_outage", "notify.conditions"])
+    assert [a.user_id for a in first.accounts] == ["a"]
+    assert first.app_state == {"strava_outage": {"failing": True}, "notify.conditions": None}
+    asked.clear()
+    warm = store.read_view(["strava_outage"])
+    assert [a.user_id for a in warm.accounts] == ["a"]
+    assert asked == ["BatchGetItem"]
+    tokens = store.get_garmin_tokens("a")
+    assert tokens is not None
+    assert tokens.blob == "tokens-a"
+    assert asked == ["BatchGetItem"]  # answered by the view
+    store.get_garmin_tokens("a")
+    assert asked == ["BatchGetItem", "GetItem"]  # once only
+    store.put_account(Account(user_id="b"))
+    asked.clear()
+    assert [a.user_id for a in store.read_view([]).accounts] == ["a", "b"]
+    assert asked == ["BatchGetItem", "BatchGetItem"]  # b read by one more
+    store.delete_account("a")
+    assert [a.user_id for a in store.read_view([]).accounts] == ["b"]
+    client.delete_table(TableName=table)

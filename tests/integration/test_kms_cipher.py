@@ -69,3 +69,25 @@ def test_unreachable_endpoint_is_transient(aws_env: str) -> None:
     )
     with pytest.raises(TransientError):
         KmsCipher("alias/none", client=client).encrypt(b"x", context="c")
+
+
+def test_a_plaintext_once_known_costs_no_more_kms_requests(
+    kms_client: KMSClient, key_id: str
+) -> None:
+    """A warm Lambda reads the same token item every minute: what this cipher sealed,
+    or decrypted once, decrypts again from memory; another container's cipher asks KMS
+    once. Counted on the client's own requests (botocore's event hooks)."""
+    asked: list[str] = []
+    kms_client.meta.events.register("before-call.kms", lambda model, **_: asked.append(model.name))
+    cipher = KmsCipher(key_id, client=kms_client)
+    sealed = cipher.encrypt(b"garmin-tokens", context="USER#u1/TOKEN#GARMIN")
+    for _ in range(3):
+        assert cipher.decrypt(sealed, context="USER#u1/TOKEN#GARMIN") == b"garmin-tokens"
+    assert asked == ["Encrypt"]
+    cold = KmsCipher(key_id, client=kms_client)
+    for _ in range(3):
+        assert cold.decrypt(sealed, context="USER#u1/TOKEN#GARMIN") == b"garmin-tokens"
+    assert asked == ["Encrypt", "Decrypt"]
+    # A rotated token is a new ciphertext: never answered with the old plaintext.
+    rotated = cipher.encrypt(b"rotated", context="USER#u1/TOKEN#GARMIN")
+    assert cold.decrypt(rotated, context="USER#u1/TOKEN#GARMIN") == b"rotated"

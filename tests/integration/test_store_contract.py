@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -350,6 +351,38 @@ def test_list_unsettled_uploads_tracks_outcome_changes(store: Store) -> None:
 
 
 # -- audit --------------------------------------------------------------------------------
+def test_every_ledger_write_raises_the_mark_and_ends_an_idle_finding(store: Store) -> None:
+    """The idle fast path's mark (domain/idle.py): each ledger write raises its version,
+    a refused intent included; an idle finding is kept only at the version it was read
+    at, and survives the account's removal with the ledger."""
+    fresh = store.ledger_mark("u1")
+    assert fresh == LedgerMark()
+    assert store.mark_idle("u1", LedgerMark(0, "listing-a", None))
+    store.put_upload(_entry(1))
+    mark = store.ledger_mark("u1")
+    assert mark is not None
+    assert (mark.version, mark.idle_key) == (1, None)
+    with pytest.raises(StoreConflict):
+        store.put_upload(_entry(1, UploadOutcome.PENDING))
+    assert not store.mark_idle("u1", LedgerMark(1, "listing-b", T0))  # stale: version 2 now
+    assert store.mark_idle("u1", LedgerMark(2, "listing-b", T0))
+    assert store.ledger_mark("u1") == LedgerMark(2, "listing-b", T0)
+    store.put_account(Account(user_id="u1"))
+    store.delete_account("u1")
+    assert store.ledger_mark("u1") == LedgerMark(2, "listing-b", T0)
+
+
+def test_read_view_has_the_accounts_and_the_app_state_asked_for(store: Store) -> None:
+    store.put_account(Account(user_id="u2"))
+    store.put_account(Account(user_id="u1"))
+    store.put_app_state("budget", {"used": 3})
+    view = store.read_view(["budget", "never_written"])
+    assert [a.user_id for a in view.accounts] == ["u1", "u2"]
+    assert view.app_state == {"budget": {"used": 3}, "never_written": None}
+    store.delete_account("u2")
+    assert [a.user_id for a in store.read_view([]).accounts] == ["u1"]
+
+
 def test_audit_newest_first_with_limit(store: Store) -> None:
     """list_audit returns the user's events newest first, with their detail."""
     now = datetime.now(UTC)

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from garmin2strava.services.conditions import LedgerGate, Sight, observe, sync_sight
-from garmin2strava.services.notify import tell
+from garmin2strava.services.notify import KnownAppState, tell
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
-    from garmin2strava.ports import NotifyChannel
+    from garmin2strava.ports import NotifyChannel, StoreView
     from garmin2strava.services.sync import CycleReport
     from garmin2strava.settings import Settings
 
@@ -68,9 +68,11 @@ def channel_for(settings: Settings) -> NotifyChannel | None:
         return _CHANNELS.setdefault(urls, AppriseChannel(urls))
 
 
-def after_cycle(app: App, sight: Sight, *, ok: bool | None) -> None:
-    """Observe, tell, then ping (`ok` None: no heartbeat, as after maintenance)."""
-    _tell(app, sight)
+def after_cycle(app: App, sight: Sight, *, ok: bool | None, view: StoreView | None = None) -> None:
+    """Observe, tell, then ping (`ok` None: no heartbeat, as after maintenance).
+    `view`: what the invocation read at its start, when its cycles changed nothing
+    (the Lambda sync): observing and the idle check of telling read nothing more."""
+    _tell(app, sight, view)
     heartbeat = app.settings.heartbeat_url
     if ok is None or heartbeat is None:
         return
@@ -79,11 +81,11 @@ def after_cycle(app: App, sight: Sight, *, ok: bool | None) -> None:
     ping(heartbeat.get_secret_value(), ok=ok)
 
 
-def _tell(app: App, sight: Sight) -> None:
+def _tell(app: App, sight: Sight, view: StoreView | None) -> None:
 
     now = app.clock()
     try:
-        observed, checked = observe(app.store, sight, now=now)
+        observed, checked = observe(app.store, sight, now=now, view=view)
         report = tell(
             app.store,
             channel_for(app.settings),
@@ -92,6 +94,7 @@ def _tell(app: App, sight: Sight) -> None:
             now=now,
             owner=uuid.uuid4().hex[:12],
             retention_days=app.settings.audit_retention_days,
+            known=None if view is None else KnownAppState(app.store, view.app_state),
         )
     except Exception:  # the store unreadable, say: the cycle went as it went
         log.exception("notify.failed")

@@ -44,12 +44,12 @@ from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.conditions import Observation
 from garmin2strava.domain.models import Account, AccountStatus, LedgerEntry, UploadOutcome
 from garmin2strava.domain.strava_outage import STRAVA_OUTAGE_KEY, StravaOutage
-from garmin2strava.ports import Accounts, AppState, EventQueue, UploadLedger
+from garmin2strava.ports import Accounts, AppState, EventQueue, StoreView, UploadLedger
 from garmin2strava.services.mirror_subscription import (
     SUBSCRIPTION_STATE_KEY,
     subscription_from_state,
 )
-from garmin2strava.services.notify import open_conditions
+from garmin2strava.services.notify import KnownAppState, open_conditions
 from garmin2strava.services.status import (
     DEFAULT_ATHLETE_CAPACITY,
     STRAVA_BUDGET_KEY,
@@ -210,12 +210,15 @@ _GARMIN_SPELLS = frozenset({"garmin.backoff_long", "garmin.network_refused"})
 
 
 def observe(
-    store: ConditionStore, sight: Sight, *, now: datetime
+    store: ConditionStore, sight: Sight, *, now: datetime, view: StoreView | None = None
 ) -> tuple[list[Observation], Checked]:
-    """The conditions seen now, and the (key, user) pairs looked at."""
+    """The conditions seen now, and the (key, user) pairs looked at. `view`: the
+    accounts and app-state items the invocation read at its start, not read again
+    (the Lambda sync after idle cycles: its one read covers telling too)."""
     observed: list[Observation] = []
     checked: Checked = set()
-    accounts = store.list_accounts()
+    accounts = store.list_accounts() if view is None else list(view.accounts)
+    app: AppState = store if view is None else KnownAppState(store, view.app_state)
     if sight.accounts:
         for account in accounts:
             ledger = sight.ledger_gate is None or sight.ledger_gate.due(account.user_id, now)
@@ -224,8 +227,8 @@ def observe(
                 keys = [k for k in keys if k not in _GARMIN_SPELLS]  # on nor ends
             checked.update((key, account.user_id) for key in keys)
             observed.extend(_account_observations(store, account, now, ledger=ledger))
-        checked.update(_of_removed_accounts(store, {a.user_id for a in accounts}))
-    for key, seen in _app_observations(store, sight, accounts, now):
+        checked.update(_of_removed_accounts(app, {a.user_id for a in accounts}))
+    for key, seen in _app_observations(app, sight, accounts, now):
         checked.add((key, None))
         if seen is not None:
             observed.append(seen)
@@ -285,7 +288,7 @@ def _dead_runs(dead: Sequence[LedgerEntry]) -> str:
 
 # -- the installation --------------------------------------------------------------------
 def _app_observations(
-    store: ConditionStore, sight: Sight, accounts: Sequence[Account], now: datetime
+    store: AppState, sight: Sight, accounts: Sequence[Account], now: datetime
 ) -> Iterable[tuple[str, Observation | None]]:
     """(key, what is seen or None) for each app-wide key this sight looks at."""
     access = StravaAppAccess.from_dict(store.get_app_state(APP_ACCESS_KEY))

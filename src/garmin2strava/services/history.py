@@ -1,10 +1,13 @@
 """The sync history: the audit events read back, per account, newest first.
 
-Every cycle writes one `sync.cycle` event (idle ones too) with its duration, outcome
-counts and what it did to each activity (the Strava id of what it uploaded or
+Every cycle that did something (found work, failed, stopped, waited) writes one
+`sync.cycle` event with its duration, outcome counts and what it did to each
+activity (the Strava id of what it uploaded or
 matched, the reason of what failed); the adapters and the mirror add token refreshes,
 backoffs, deauthorizations and dead letters; the operator's actions add theirs. The
 store keeps them `G2S_AUDIT_RETENTION_DAYS` and reads them with a key-range query.
+A cycle that finds nothing to do writes no event (on AWS each write costs): the text
+says "idle since" the newest event instead, when that event is no failed cycle.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from garmin2strava.domain.models import AuditEvent
 from garmin2strava.ports import Store
 
-__all__ = ["HistoryEntry", "format_history", "read_history"]
+__all__ = ["HistoryEntry", "format_history", "idle_since", "read_history"]
 
 # Audit kinds and how a line of history names them.
 _LABELS = {
@@ -96,9 +99,23 @@ def format_history(history: dict[str, list[HistoryEntry]]) -> str:
         lines.append(f"account {user_id}:")
         if not entries:
             lines.append("  nothing recorded in this period")
+        elif (since := idle_since(entries)) is not None:
+            lines.append(f"  idle since {since:%Y-%m-%d %H:%M:%S}")
         for entry in entries:
             lines.extend(_lines(entry))
     return "\n".join(lines)
+
+
+def idle_since(entries: Sequence[HistoryEntry]) -> datetime | None:
+    """When the account last had something recorded (`entries` newest first), unless
+    that was a failed cycle: what came after was idle, since idle cycles are not
+    recorded. None for no entries or a failure last."""
+    if not entries:
+        return None
+    newest = entries[0]
+    if newest.kind == "sync.cycle" and not newest.detail.get("ok"):
+        return None
+    return newest.at
 
 
 def _lines(entry: HistoryEntry) -> Iterable[str]:

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -85,6 +85,27 @@ class TellReport:
     from_memory: bool = False
 
 
+class KnownAppState:
+    """ports.AppState that answers reads from what was read already (an invocation's
+    StoreView) for the keys it holds, and from the store otherwise; writes go to the
+    store. For reads that need not be fresher than the invocation's start: never the
+    reads under the `~notify` lease."""
+
+    def __init__(self, store: AppState, known: Mapping[str, dict[str, Any] | None]) -> None:
+        self._store = store
+        self._known = dict(known)
+
+    def get_app_state(self, key: str) -> dict[str, Any] | None:
+        if key in self._known:
+            value = self._known[key]
+            return None if value is None else dict(value)
+        return self._store.get_app_state(key)
+
+    def put_app_state(self, key: str, value: dict[str, Any]) -> None:
+        self._known.pop(key, None)
+        self._store.put_app_state(key, value)
+
+
 def open_conditions(store: AppState) -> list[ConditionState]:
     """The conditions open now, oldest first (status, the status page, /healthz)."""
     states = _read(store)
@@ -100,13 +121,23 @@ def tell(
     now: datetime,
     owner: str,
     retention_days: int = 7,
+    known: AppState | None = None,
 ) -> TellReport:
     """Advance the states with what was observed (`checked`: what was looked at) and
     send what is owed. With no channel configured, notices count as told: the states
-    still track what is open, for `status`. Never raises."""
+    still track what is open, for `status`. `known`: where the idle check reads the
+    states (KnownAppState: the invocation's one read); the work under the lease reads
+    the store. Never raises."""
     try:
         return _tell(
-            store, channel, observed, checked, now=now, owner=owner, retention_days=retention_days
+            store,
+            channel,
+            observed,
+            checked,
+            now=now,
+            owner=owner,
+            retention_days=retention_days,
+            known=known,
         )
     except Exception as exc:  # noqa: BLE001 (a bug, not weather: never raised into a cycle)
         # Its class only, no traceback: an error's text may quote a URL.
@@ -123,9 +154,10 @@ def _tell(
     now: datetime,
     owner: str,
     retention_days: int,
+    known: AppState | None,
 ) -> TellReport:
     memory = _memory_of(store)
-    if memory.states is None and _nothing_to_do(store, observed, checked, now):
+    if memory.states is None and _nothing_to_do(known or store, observed, checked, now):
         return TellReport()  # an idle cycle: one read, no write
     if not memory.lock.acquire(blocking=False):  # another thread of ours is telling
         return TellReport(busy=True)

@@ -33,7 +33,7 @@ STRAVA_BUDGET_KEY = "strava_budget"
 DEFAULT_ATHLETE_CAPACITY = 10  # Strava's Standard tier since June 2026
 
 
-def strava_app_status(store: Store, *, now: datetime) -> dict[str, Any]:
+def strava_app_status(store: AppState, *, now: datetime) -> dict[str, Any]:
     """The application's access as `status`, /healthz and /metrics show it."""
     access = StravaAppAccess.from_dict(store.get_app_state(APP_ACCESS_KEY))
     next_probe = access.next_probe_at(now)

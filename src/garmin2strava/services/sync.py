@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from garmin2strava.domain import upload_rules
+from garmin2strava.domain import idle, upload_rules
 from garmin2strava.domain.conditions import GARMIN_REFUSED_FIX as REFUSED_FIX
 from garmin2strava.domain.models import (
     Account,
@@ -54,6 +54,7 @@ from garmin2strava.ports import (
     ActivityFiles,
     AuditLog,
     GarminPort,
+    LedgerMarks,
     StravaUploads,
     SyncLeases,
     UploadLedger,
@@ -63,6 +64,8 @@ from garmin2strava.services.account_control import pause_reason, paused_reason_o
 from garmin2strava.services.write_trouble import WRITE_TROUBLE
 
 __all__ = [
+    "LEASE_HELD",
+    "LEASE_LOST",
     "MAX_CYCLE_ITEMS",
     "CycleReport",
     "SyncConfig",
@@ -81,6 +84,9 @@ REFUSAL_WAIT_MAX = timedelta(hours=24)
 # What one `sync.cycle` audit event lists at most (a DynamoDB item stays far below its
 # 400 KB); a backfill cycle beyond this counts the rest in `itemsOmitted`.
 MAX_CYCLE_ITEMS = 100
+# A cycle's skipped_reason when another runner is at work on the account.
+LEASE_HELD = "another runner holds this account's lease"
+LEASE_LOST = "lost the lease to another runner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +109,22 @@ class SyncConfig:
     # before a status poll settles it anyway (Strava may drop an event, a duplicate
     # never creates one).
     webhook_wait_s: float = 300.0
+    # The first lease of a cycle, when shorter than lease_ttl_s (None: the same): long
+    # enough to list Garmin and decide; a cycle that finds work renews it to
+    # lease_ttl_s first. An idle cycle that writes nothing (idle_writes False) leaves
+    # it to run out by itself.
+    look_lease_s: int | None = None
+    # What a cycle that finds nothing to do writes: True, the account's last-cycle time
+    # (what the daemon's /healthz reads) and the lease's release; False (the Lambda,
+    # where each request costs): nothing at all. No idle cycle writes an audit event.
+    idle_writes: bool = True
 
 
-class SyncStore(Accounts, UploadLedger, SyncLeases, AuditLog, WorkoutQueries, Protocol):
-    """What one cycle keeps: the account, its ledger, its lease, its audit trail; it
-    reads the mirror to find what is already on Strava."""
+class SyncStore(
+    Accounts, UploadLedger, LedgerMarks, SyncLeases, AuditLog, WorkoutQueries, Protocol
+):
+    """What one cycle keeps: the account, its ledger (and its idle mark), its lease,
+    its audit trail; it reads the mirror to find what is already on Strava."""
 
 
 @dataclass(slots=True)
@@ -130,6 +147,10 @@ class SyncDeps:
     # `run`): the worker's fetch of each `create` settles our uploads, so the cycle
     # polls only what has waited `webhook_wait_s` for one.
     webhook_settles: Callable[[], bool] = lambda: False
+    # The lease's owner for every cycle of this runner (None: a new one per cycle). A
+    # warm Lambda container keeps one, so its next invocation takes back the lease an
+    # idle cycle left (invocations of one container never overlap).
+    lease_owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -168,6 +189,8 @@ class _Cycle:
     strava_client: StravaUploads | None = None
     # Asked once, when the cycle starts: does the webhook settle this cycle's uploads?
     webhook_settles: bool = False
+    # True once the lease was renewed to lease_ttl_s (a cycle that found work).
+    full_lease: bool = False
 
     @property
     def user_id(self) -> str:
@@ -206,15 +229,18 @@ def sync_account(
     *,
     dry_run: bool = False,
     activities: Sequence[GarminActivity] | None = None,
+    account: Account | None = None,
 ) -> CycleReport:
     """Run one cycle for `user_id`: lease, list, settle, per activity, poll, record.
 
     `activities` replaces the Garmin listing (backfill walks older history itself).
-    A dry run takes no lease, writes nothing and uploads nothing: it reports what it
-    would do."""
+    `account`, when given, is the account as just read (sync_all's list), not read
+    again. A dry run takes no lease, writes nothing and uploads nothing: it reports
+    what it would do."""
     report = CycleReport(user_id)
     store, now = deps.store, deps.clock()
-    account = store.get_account(user_id)
+    if account is None:
+        account = store.get_account(user_id)
     if account is None:
         report.ok, report.error = False, f"no account {user_id!r}"
         return report
@@ -224,25 +250,50 @@ def sync_account(
         report.ok = account.status is AccountStatus.ACTIVE  # a backoff is not a failure
         return report
     # 1. lease
-    owner = f"{uuid.uuid4().hex[:12]}"
-    if not dry_run and not store.acquire_lease(
-        user_id, owner, now=now, ttl_seconds=deps.config.lease_ttl_s
-    ):
-        report.skipped_reason = "another runner holds this account's lease"
+    owner = deps.lease_owner or f"{uuid.uuid4().hex[:12]}"
+    first_ttl_s = min(deps.config.look_lease_s or deps.config.lease_ttl_s, deps.config.lease_ttl_s)
+    if not dry_run and not store.acquire_lease(user_id, owner, now=now, ttl_seconds=first_ttl_s):
+        report.skipped_reason = LEASE_HELD
         return report
     started = time.monotonic()
     cycle = _Cycle(deps, account, report, owner, dry_run)
+    cycle.full_lease = first_ttl_s >= deps.config.lease_ttl_s
+    completed = False  # an exception on its way out is never an idle cycle
     try:
         _steps(cycle, activities)
+        completed = True
     except _StopCycle:
         pass
     finally:
         if not dry_run:
-            try:  # 6. recorded under the lease: `accounts remove` waits for it
-                _record_cycle(cycle, started)
-            finally:
-                store.release_lease(user_id, owner)
+            _finish(cycle, started, idle=completed and _was_idle(cycle, account))
     return report
+
+
+def _finish(cycle: _Cycle, started: float, *, idle: bool) -> None:
+    """6. record the cycle under the lease (`accounts remove` waits for it), release."""
+    if idle and not cycle.config.idle_writes:
+        log.info("sync.idle", extra={"userId": cycle.user_id})
+        return  # nothing written: the first lease runs out, or this runner takes it back
+    try:
+        _record_cycle(cycle, started, audit=not idle)
+    finally:
+        cycle.store.release_lease(cycle.user_id, cycle.owner)
+
+
+def _was_idle(cycle: _Cycle, account: Account) -> bool:
+    """Nothing found, done, changed or gone wrong: no outcome, item, error, stop or
+    deferral, and the account as it was read."""
+    report = cycle.report
+    return (
+        report.ok
+        and not report.outcomes
+        and not cycle.items
+        and not report.error
+        and not report.skipped_reason
+        and report.deferred_until is None
+        and cycle.account is account
+    )
 
 
 def _not_syncable(account: Account, now: datetime) -> str:
@@ -266,17 +317,7 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         # 2. list: Garmin's newest activities, what the ledger says about them, and the
         # ledger's unsettled entries that have scrolled out of the listing.
         listed = _list_garmin(cycle) if activities is None else list(activities)
-        cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
-        unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
-        todo = upload_rules.choose_candidates(
-            listed,
-            cycle.ledger,
-            unsettled,
-            wants_type=cycle.config.wants_type,
-            now=cycle.deps.clock(),
-        )
-        for entry in unsettled:
-            cycle.ledger.setdefault(entry.garmin_activity_id, entry)
+        todo = _choose(cycle, listed, listing=activities is None)
         # 3. settle what Strava was processing at the end of an earlier cycle.
         _settle_processing(cycle, todo)
         todo = [a for a in todo if not upload_rules.is_settled(cycle.ledger.get(a.activity_id))]
@@ -314,6 +355,30 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
 
 
 # -- 2. list ---------------------------------------------------------------------------
+
+
+def _choose(cycle: _Cycle, listed: list[GarminActivity], *, listing: bool) -> list[GarminActivity]:
+    """The candidates, from the ledger (its unsettled entries kept in cycle.ledger);
+    none, unread, when the idle mark (domain/idle.py, read before the ledger) says the
+    same listing was found idle over the same ledger."""
+    mark = cycle.store.ledger_mark(cycle.user_id) if listing else None
+    key = idle.listing_key(listed, cycle.config.wants_type)
+    if mark is not None and mark.is_idle(key, cycle.deps.clock()):
+        return []
+    cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
+    unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
+    todo = upload_rules.choose_candidates(
+        listed, cycle.ledger, unsettled, wants_type=cycle.config.wants_type, now=cycle.deps.clock()
+    )
+    if not todo and mark is not None and not cycle.dry_run:
+        # Kept only if no ledger write came since the mark was read.
+        found = idle.LedgerMark(mark.version, key, idle.idle_until(unsettled))
+        cycle.store.mark_idle(cycle.user_id, found)
+    if todo and not cycle.full_lease:
+        _renew_lease(cycle)  # work ahead: the whole lease before the first write
+    for entry in unsettled:
+        cycle.ledger.setdefault(entry.garmin_activity_id, entry)
+    return todo
 
 
 def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
@@ -715,8 +780,9 @@ def _renew_lease(cycle: _Cycle) -> None:
         cycle.user_id, cycle.owner, now=cycle.deps.clock(), ttl_seconds=cycle.config.lease_ttl_s
     )
     if not renewed:
-        cycle.report.skipped_reason = "lost the lease to another runner"
+        cycle.report.skipped_reason = LEASE_LOST
         raise _StopCycle
+    cycle.full_lease = True
 
 
 def _garmin_backoff(cycle: _Cycle) -> None:
@@ -784,7 +850,7 @@ def _needs_human(cycle: _Cycle, status: AccountStatus, kind: str, detail: str) -
 # -- 6. record the cycle ---------------------------------------------------------------------
 
 
-def _record_cycle(cycle: _Cycle, started: float) -> None:
+def _record_cycle(cycle: _Cycle, started: float, *, audit: bool = True) -> None:
     report = cycle.report
     duration_ms = round((time.monotonic() - started) * 1000)
     summary = {k: int(v) for k, v in report.outcomes.items()}
@@ -797,8 +863,18 @@ def _record_cycle(cycle: _Cycle, started: float) -> None:
             last_cycle_summary=summary,
         )
     )
-    # The cycle's own audit event, idle cycles included: what `garmin2strava history`
-    # and the status page read back.
+    log_fields = {
+        "userId": cycle.user_id,
+        "durationMs": duration_ms,
+        "ok": report.ok,
+        "outcomes": summary,
+        "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
+    }
+    if not audit:  # idle: `history` shows "idle since" its newest event instead
+        log.info("sync.cycle", extra=log_fields)
+        return
+    # The cycle's own audit event: what `garmin2strava history` and the status page
+    # read back.
     items = cycle.items[:MAX_CYCLE_ITEMS]
     detail: dict[str, object] = {
         "ok": report.ok,
@@ -812,16 +888,7 @@ def _record_cycle(cycle: _Cycle, started: float) -> None:
     if len(cycle.items) > len(items):
         detail["itemsOmitted"] = len(cycle.items) - len(items)
     _audit(cycle, "sync.cycle", detail)
-    log.info(
-        "sync.cycle",
-        extra={
-            "userId": cycle.user_id,
-            "durationMs": duration_ms,
-            "ok": report.ok,
-            "outcomes": summary,
-            "deferredUntil": report.deferred_until.isoformat() if report.deferred_until else None,
-        },
-    )
+    log.info("sync.cycle", extra=log_fields)
 
 
 def _item(

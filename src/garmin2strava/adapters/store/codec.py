@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import (
     Account,
     AccountStatus,
@@ -23,6 +24,7 @@ from garmin2strava.domain.models import (
 from garmin2strava.errors import StoreConflict
 
 __all__ = [
+    "ACCOUNTS_INDEX_SK",
     "ACCOUNTS_PK",
     "ACCOUNT_SK",
     "APP_STATE_PK",
@@ -30,6 +32,7 @@ __all__ = [
     "AUDIT_PREFIX",
     "GARMIN_TOKEN_SK",
     "LEASE_SK",
+    "LEDGER_MARK_SK",
     "SETTLED_OUTCOMES",
     "STRAVA_TOKEN_SK",
     "UPLOAD_PREFIX",
@@ -48,6 +51,7 @@ __all__ = [
     "intent_refused",
     "ledger_from_item",
     "ledger_lsi1sk",
+    "ledger_mark_from_item",
     "ledger_to_item",
     "parse_time",
     "prefix_range",
@@ -55,6 +59,7 @@ __all__ = [
     "strava_tokens_to_plain",
     "unsettled_gsi1pk",
     "upload_sk",
+    "user_id_of_pk",
     "user_pk",
     "workout_from_item",
     "workout_lsi1sk",
@@ -68,6 +73,11 @@ ATHLETE_USER_SK = "USER"
 STRAVA_TOKEN_SK = "TOKEN#STRAVA"  # noqa: S105 - a sort key, not a secret
 GARMIN_TOKEN_SK = "TOKEN#GARMIN"  # noqa: S105 - a sort key, not a secret
 LEASE_SK = "LEASE#SYNC"
+# The idle fast path's mark (domain/idle.py), beside the ledger it summarises.
+LEDGER_MARK_SK = "LEDGER#MARK"
+# DynamoDB: the set of user ids in the registry's partition, so an invocation can read
+# every account by key in one BatchGetItem instead of a Query first.
+ACCOUNTS_INDEX_SK = "INDEX"
 UPLOAD_PREFIX = "UPLOAD#GARMIN#"
 WORKOUT_PREFIX = "WORKOUT#STRAVA#"
 AUDIT_PREFIX = "AUDIT#"
@@ -91,6 +101,10 @@ def athlete_pk_prefix() -> str:
 def athlete_pk_end() -> str:
     """The first key after every `athlete_pk` ("$" follows "#")."""
     return "ATHLETE$"
+
+
+def user_id_of_pk(pk: str) -> str:
+    return pk.removeprefix("USER#")
 
 
 def athlete_id_of_pk(pk: str) -> int:
@@ -358,4 +372,16 @@ def workout_from_item(item: dict[str, Any]) -> Workout:
             for name, attribute in _FIELD_ATTRIBUTES.items()
             if attribute in field_times
         },
+    )
+
+
+def ledger_mark_from_item(item: dict[str, Any] | None) -> LedgerMark:
+    """The `LEDGER#MARK` item read back; no item: version 0, never found idle."""
+    if item is None:
+        return LedgerMark()
+    until = str(item.get("idleUntil") or "")
+    return LedgerMark(
+        version=int(item.get("version", 0)),
+        idle_key=str(item.get("idleKey") or "") or None,
+        idle_until=parse_time(until) if until else None,
     )

@@ -9,7 +9,7 @@ dynamodb_access. The indexes, TTL, conditional writes and errors: docs/architect
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ import boto3
 
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
-from garmin2strava.adapters.store.dynamodb_items import key, projection
+from garmin2strava.adapters.store.dynamodb_items import key, projection, serialize
 from garmin2strava.adapters.store.dynamodb_leases import LeaseItems
 from garmin2strava.adapters.store.dynamodb_ledger import LedgerItems
 from garmin2strava.adapters.store.dynamodb_secrets import SecretItems
@@ -26,7 +26,7 @@ from garmin2strava.adapters.store.dynamodb_table import create_table
 from garmin2strava.adapters.store.dynamodb_workouts import MAX_WORKOUTS, WorkoutItems
 from garmin2strava.adapters.store.tokens import TokenItems
 from garmin2strava.domain.models import Account, AuditEvent
-from garmin2strava.ports import TokenCipher
+from garmin2strava.ports import StoreView, TokenCipher
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -52,6 +52,7 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
             client if client is not None else boto3.client("dynamodb"), table_name
         )
         self._secrets = SecretItems(self._table, cipher)
+        self._last_user_ids: tuple[str, ...] = ()  # the accounts read_view read last
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self._table_name!r})"
@@ -65,18 +66,98 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
         pk = codec.user_pk(account.user_id)
         account_item = {"PK": pk, "SK": codec.ACCOUNT_SK, **codec.account_to_item(account)}
         registry_item = {"PK": codec.ACCOUNTS_PK, "SK": pk, "userId": account.user_id}
-        # One transaction: list_accounts never sees a registry entry without its account.
-        self._table.transact_put([account_item, registry_item])
+        # One transaction: list_accounts never sees a registry entry without its account,
+        # nor read_view an account missing from the index.
+        self._table.transact_write(
+            [
+                {"Put": {"TableName": self._table_name, "Item": serialize(account_item)}},
+                {"Put": {"TableName": self._table_name, "Item": serialize(registry_item)}},
+                self._index_update("ADD", [account.user_id]),
+            ]
+        )
 
-    def list_accounts(self) -> list[Account]:
+    def _index_update(self, verb: str, user_ids: Sequence[str]) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self._table_name,
+                "Key": key(codec.ACCOUNTS_PK, codec.ACCOUNTS_INDEX_SK),
+                "UpdateExpression": f"{verb} userIds :ids",
+                "ExpressionAttributeValues": {":ids": {"SS": list(user_ids)}},
+            }
+        }
+
+    def _registry_user_pks(self) -> list[str]:
         registry = self._table.query(
-            KeyConditionExpression="PK = :pk",
-            ExpressionAttributeValues={":pk": {"S": codec.ACCOUNTS_PK}},
+            KeyConditionExpression="PK = :pk AND begins_with(SK, :user)",
+            ExpressionAttributeValues={
+                ":pk": {"S": codec.ACCOUNTS_PK},
+                ":user": {"S": codec.user_pk("")},
+            },
             ProjectionExpression="SK",
         )
-        keys = [(str(item["SK"]), codec.ACCOUNT_SK) for item in registry]
+        return [str(item["SK"]) for item in registry]
+
+    def list_accounts(self) -> list[Account]:
+        keys = [(pk, codec.ACCOUNT_SK) for pk in self._registry_user_pks()]
         accounts = [codec.account_from_item(item) for item in self._table.batch_get(keys)]
         return sorted(accounts, key=lambda a: codec.user_pk(a.user_id))
+
+    # -- what an invocation reads first (ports.ViewReads) ------------------------------------
+    def read_view(self, app_keys: Sequence[str]) -> StoreView:
+        """One BatchGetItem when the index names the accounts this store read last time
+        (a warm Lambda): the index, the app-state items, and per account its item,
+        Garmin tokens and ledger mark; those two answer the cycle's next read of them.
+        A changed set of accounts costs one BatchGetItem more; a store from before the
+        index (no `complete` index) one Query of the registry, once."""
+        index_key = (codec.ACCOUNTS_PK, codec.ACCOUNTS_INDEX_SK)
+        app = [(codec.APP_STATE_PK, codec.app_state_sk(k)) for k in app_keys]
+        found = self._read_keys([index_key, *app, *_account_keys(self._last_user_ids)])
+        index = found.get(index_key)
+        if index is not None and index.get("complete"):
+            user_ids = sorted(str(u) for u in index.get("userIds") or ())
+        else:
+            user_ids = self._complete_index()
+        missing = [u for u in user_ids if u not in self._last_user_ids]
+        if missing:
+            found |= self._read_keys(_account_keys(missing))
+        self._last_user_ids = tuple(user_ids)
+        self._table.prime(
+            {
+                k: found.get(k)
+                for u in user_ids
+                for k in _account_keys([u])
+                if k[1] != codec.ACCOUNT_SK
+            }
+        )
+        accounts = (found.get((codec.user_pk(u), codec.ACCOUNT_SK)) for u in user_ids)
+        states = (found.get(k) for k in app)
+        return StoreView(
+            accounts=tuple(
+                sorted(
+                    (codec.account_from_item(item) for item in accounts if item is not None),
+                    key=lambda a: codec.user_pk(a.user_id),
+                )
+            ),
+            app_state={k: _state_value(v) for k, v in zip(app_keys, states, strict=True)},
+        )
+
+    def _read_keys(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        return {(str(i["PK"]), str(i["SK"])): i for i in self._table.batch_get(keys)}
+
+    def _complete_index(self) -> list[str]:
+        """The index built from the registry (a store from before it): the ids added
+        with `complete`, which put_account's ADD alone never sets."""
+        user_ids = sorted(codec.user_id_of_pk(pk) for pk in self._registry_user_pks())
+        values: dict[str, Any] = {":true": {"BOOL": True}}
+        if user_ids:
+            values[":ids"] = {"SS": user_ids}
+        self._table.call(
+            "update_item",
+            Key=key(codec.ACCOUNTS_PK, codec.ACCOUNTS_INDEX_SK),
+            UpdateExpression=("ADD userIds :ids " if user_ids else "") + "SET complete = :true",
+            ExpressionAttributeValues=values,
+        )
+        return user_ids
 
     def delete_account(self, user_id: str) -> None:
         pk = codec.user_pk(user_id)
@@ -91,8 +172,15 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
                 ExpressionAttributeValues={":user": {"S": user_id}},
             )
         self._secrets.delete(pk, codec.GARMIN_TOKEN_SK)
+        # The ledger stays, and its mark with it: the mark's version never goes back.
         self._table.batch_delete(
             [(pk, codec.ACCOUNT_SK), (pk, codec.LEASE_SK), (codec.ACCOUNTS_PK, pk)]
+        )
+        self._table.call(
+            "update_item",
+            Key=key(codec.ACCOUNTS_PK, codec.ACCOUNTS_INDEX_SK),
+            UpdateExpression="DELETE userIds :ids",
+            ExpressionAttributeValues={":ids": {"SS": [user_id]}},
         )
 
     def link_athlete(self, athlete_id: int, user_id: str) -> None:
@@ -113,12 +201,7 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
         # accounts' athlete ids instead, one Query of the registry and one BatchGet.
         # The container's webhook, the only caller, runs on SQLite; the Lambda webhook
         # reads no ATHLETE item (terraform/iam.tf).
-        registry = self._table.query(
-            KeyConditionExpression="PK = :pk",
-            ExpressionAttributeValues={":pk": {"S": codec.ACCOUNTS_PK}},
-            ProjectionExpression="SK",
-        )
-        keys = [(str(item["SK"]), codec.ACCOUNT_SK) for item in registry]
+        keys = [(pk, codec.ACCOUNT_SK) for pk in self._registry_user_pks()]
         items = self._table.batch_get(keys, ["stravaAthleteId"])
         return frozenset(
             int(item["stravaAthleteId"])
@@ -201,3 +284,20 @@ class DynamoDBStore(TokenItems, LedgerItems, LeaseItems, WorkoutItems, StreamIte
     def put_app_state(self, key: str, value: dict[str, Any]) -> None:
         item = {"PK": codec.APP_STATE_PK, "SK": codec.app_state_sk(key), "value": value}
         self._table.put(item)
+
+
+def _account_keys(user_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """What read_view reads per account: its item, Garmin tokens and ledger mark."""
+    return [
+        (codec.user_pk(u), sk)
+        for u in user_ids
+        for sk in (codec.ACCOUNT_SK, codec.GARMIN_TOKEN_SK, codec.LEDGER_MARK_SK)
+    ]
+
+
+def _state_value(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An app-state item's value, as get_app_state returns it."""
+    if item is None:
+        return None
+    value = item.get("value")
+    return dict(value) if isinstance(value, dict) else {}

@@ -1,11 +1,13 @@
 """Calls on the store's DynamoDB table: error translation (throttling, 5xx and network
 failures raise TransientError; messages carry the operation and AWS error code, never
-attribute values), conditional calls, paginated queries and batched reads."""
+attribute values), conditional calls, paginated queries and batched reads, and the items
+an invocation read ahead in its one BatchGetItem (`prime`): each answers the next `get`
+of its key once, within PRIMED_FOR_S, unless this process wrote the key since."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -23,6 +25,9 @@ _BATCH_GET_MAX = 100  # BatchGetItem's limit on keys per request
 _BATCH_WRITE_MAX = 25  # BatchWriteItem's limit on requests per call
 _BATCH_ATTEMPTS = 6
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+# How long an item read ahead may answer a later read: an invocation's cycle reads it
+# within a second or two; a prime left unused is not served to anything later.
+PRIMED_FOR_S = 30.0
 
 
 class TableAccess:
@@ -31,9 +36,32 @@ class TableAccess:
     def __init__(self, client: DynamoDBClient, table_name: str) -> None:
         self._client = client
         self._table = table_name
+        # (PK, SK) -> the item read ahead (None: read, and absent); with its deadline.
+        self._primed: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._primed_until = 0.0
+
+    def prime(self, items: Mapping[tuple[str, str], dict[str, Any] | None]) -> None:
+        """Replace what was read ahead: each item answers the next `get` of its key."""
+        self._primed = dict(items)
+        self._primed_until = time.monotonic() + PRIMED_FOR_S
+
+    def _forget(self, kwargs: Mapping[str, Any]) -> None:
+        """A write to a key ends its prime: what this process wrote is read back."""
+        if not self._primed:
+            return
+        keyed = kwargs.get("Key") or kwargs.get("Item")
+        if keyed is not None:
+            self._primed.pop((str(keyed["PK"]["S"]), str(keyed["SK"]["S"])), None)
+
+    def _take_primed(self, pk: str, sk: str) -> tuple[bool, dict[str, Any] | None]:
+        if (pk, sk) not in self._primed:
+            return False, None
+        item = self._primed.pop((pk, sk))
+        return time.monotonic() < self._primed_until, item
 
     def call(self, operation: str, **kwargs: Any) -> Any:
         """One client call; transient failures become TransientError."""
+        self._forget(kwargs)
         try:
             return getattr(self._client, operation)(TableName=self._table, **kwargs)
         except (BotoCoreError, ClientError) as exc:
@@ -62,12 +90,17 @@ class TableAccess:
 
     def transact_put(self, items: Sequence[dict[str, Any]]) -> None:
         """Unconditional puts in one transaction: all of them or none."""
+        self.transact_write(
+            [{"Put": {"TableName": self._table, "Item": serialize(item)}} for item in items]
+        )
+
+    def transact_write(self, actions: Sequence[dict[str, Any]]) -> None:
+        """TransactWriteItems of `actions` (Put/Update/...), each naming this table."""
+        for action in actions:
+            for body in action.values():
+                self._forget(body)
         try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": self._table, "Item": serialize(item)}} for item in items
-                ]
-            )
+            self._client.transact_write_items(TransactItems=list(actions))  # type: ignore[arg-type]  # built as plain dicts
         except (BotoCoreError, ClientError) as exc:
             # A transaction of unconditional puts is cancelled only by a concurrent one.
             cancelled = isinstance(exc, ClientError) and (
@@ -78,6 +111,9 @@ class TableAccess:
             raise
 
     def get(self, pk: str, sk: str, attributes: Sequence[str] = ()) -> dict[str, Any] | None:
+        fresh, primed = self._take_primed(pk, sk)
+        if fresh:  # the whole item (a projection's caller reads only its attributes)
+            return primed
         kwargs: dict[str, Any] = {"Key": key(pk, sk), "ConsistentRead": True}
         if attributes:
             kwargs.update(projection(attributes))
@@ -126,6 +162,8 @@ class TableAccess:
         """Delete the items, 25 a BatchWriteItem, retrying UnprocessedItems with backoff.
         Returns the number of keys given (deleting a missing item is no error)."""
         unique = list(dict.fromkeys(keys))
+        for pk, sk in unique:
+            self._primed.pop((pk, sk), None)
         for start in range(0, len(unique), _BATCH_WRITE_MAX):
             chunk = unique[start : start + _BATCH_WRITE_MAX]
             pending: dict[str, Any] = {

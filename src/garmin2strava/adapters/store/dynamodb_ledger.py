@@ -1,6 +1,7 @@
 """The upload ledger in the store's DynamoDB table: `UPLOAD#` items, newest first
-through LSI1, unsettled ones through the sparse GSI1, and the conditional write of an
-upload intent."""
+through LSI1, unsettled ones through the sparse GSI1, the conditional write of an
+upload intent, and the account's `LEDGER#MARK` (domain/idle.py): its version is raised
+before every ledger write."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.dynamodb_access import TableAccess
+from garmin2strava.adapters.store.dynamodb_items import key
 from garmin2strava.adapters.store.dynamodb_table import GSI1, LSI1
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 
 __all__ = ["LedgerItems"]
@@ -39,6 +42,7 @@ class LedgerItems:
             # Sparse index: only entries the uploader still has to finish are in it.
             item["GSI1PK"] = codec.unsettled_gsi1pk(entry.user_id)
             item["GSI1SK"] = sort_key
+        self._raise_ledger_version(entry.user_id)
         if entry.outcome is not UploadOutcome.PENDING:
             self._table.put(item)
             return
@@ -54,6 +58,42 @@ class LedgerItems:
         )
         if not written:
             raise codec.intent_refused(entry.garmin_activity_id)
+
+    def _raise_ledger_version(self, user_id: str) -> None:
+        # Before the write, and the idle finding erased with it: a crash between the two
+        # leaves a finding erased for nothing (one full check more), never a changed
+        # ledger under a standing finding.
+        self._table.call(
+            "update_item",
+            Key=key(codec.user_pk(user_id), codec.LEDGER_MARK_SK),
+            UpdateExpression="ADD #version :one REMOVE idleKey, idleUntil",
+            ExpressionAttributeNames={"#version": "version"},
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+
+    def ledger_mark(self, user_id: str) -> LedgerMark | None:
+        item = self._table.get(codec.user_pk(user_id), codec.LEDGER_MARK_SK)
+        return codec.ledger_mark_from_item(item)
+
+    def mark_idle(self, user_id: str, mark: LedgerMark) -> bool:
+        values: dict[str, Any] = {
+            ":key": {"S": mark.idle_key or ""},
+            ":until": {"S": codec.format_time(mark.idle_until) if mark.idle_until else ""},
+        }
+        if mark.version == 0:  # no ledger write yet (or a store from before the mark)
+            condition = "attribute_not_exists(#version)"
+        else:
+            condition = "#version = :version"
+            values[":version"] = {"N": str(mark.version)}
+        answer = self._table.call_if(
+            "update_item",
+            Key=key(codec.user_pk(user_id), codec.LEDGER_MARK_SK),
+            UpdateExpression="SET idleKey = :key, idleUntil = :until",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#version": "version"},
+            ExpressionAttributeValues=values,
+        )
+        return answer is not None
 
     def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
         """Newest Garmin start first (then id), through LSI1."""

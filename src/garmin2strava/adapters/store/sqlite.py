@@ -15,7 +15,7 @@ import math
 import os
 import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +33,7 @@ from garmin2strava.domain.models import (
     AuditEvent,
 )
 from garmin2strava.errors import ConfigError, TransientError
-from garmin2strava.ports import TokenCipher
+from garmin2strava.ports import StoreView, TokenCipher
 
 __all__ = ["SqliteStore"]
 
@@ -300,6 +300,14 @@ class SqliteStore(TokenItems, LedgerRows, LeaseRows, WorkoutRows, StreamTables):
                 ),
             )
             return cursor.rowcount + self._forget_streams(conn, user_id)
+
+    # -- what an invocation reads first (ports.ViewReads) --------------------------------------
+    def read_view(self, app_keys: Sequence[str]) -> StoreView:
+        """Plain reads: a local file's reads cost nothing to save."""
+        return StoreView(
+            accounts=tuple(self.list_accounts()),
+            app_state={k: self.get_app_state(k) for k in app_keys},
+        )
 
     # -- application-wide state ---------------------------------------------------------------
     def get_app_state(self, key: str) -> dict[str, Any] | None:

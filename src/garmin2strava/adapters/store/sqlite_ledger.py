@@ -1,14 +1,18 @@
 """The upload ledger in the SQLite store: `UPLOAD#` rows, newest first through the
 `lsi1sk` column (LSI1 in DynamoDB), unsettled ones through the sparse `gsi1pk`/`gsi1sk`
-columns (GSI1), and the conditional write of an upload intent."""
+columns (GSI1), the conditional write of an upload intent, and the account's
+`LEDGER#MARK` row (domain/idle.py), whose version each ledger write raises in its own
+transaction."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 
 from garmin2strava.adapters.store import codec
 from garmin2strava.adapters.store.sqlite_access import RowAccess, dumps, loads
+from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import LedgerEntry, UploadOutcome
 
 __all__ = ["LedgerRows"]
@@ -60,6 +64,7 @@ class LedgerRows:
         gsi1pk = codec.unsettled_gsi1pk(entry.user_id) if unsettled else None
         gsi1sk = sort_key if unsettled else None
         with self._rows.write() as conn:
+            self._raise_ledger_version(conn, pk)
             if entry.outcome is not UploadOutcome.PENDING:
                 self._rows.put(conn, pk, sk, body, lsi1sk=sort_key, gsi1pk=gsi1pk, gsi1sk=gsi1sk)
                 return
@@ -73,6 +78,31 @@ class LedgerRows:
             written = cursor.rowcount == 1
         if not written:
             raise codec.intent_refused(entry.garmin_activity_id)
+
+    def _raise_ledger_version(self, conn: sqlite3.Connection, pk: str) -> None:
+        mark = codec.ledger_mark_from_item(self._rows.get_body_in(conn, pk, codec.LEDGER_MARK_SK))
+        self._rows.put(conn, pk, codec.LEDGER_MARK_SK, {"version": mark.version + 1})
+
+    def ledger_mark(self, user_id: str) -> LedgerMark | None:
+        return codec.ledger_mark_from_item(
+            self._rows.get_body(codec.user_pk(user_id), codec.LEDGER_MARK_SK)
+        )
+
+    def mark_idle(self, user_id: str, mark: LedgerMark) -> bool:
+        pk = codec.user_pk(user_id)
+        with self._rows.write() as conn:
+            stored = codec.ledger_mark_from_item(
+                self._rows.get_body_in(conn, pk, codec.LEDGER_MARK_SK)
+            )
+            if stored.version != mark.version:  # a ledger write came since it was read
+                return False
+            body = {
+                "version": mark.version,
+                "idleKey": mark.idle_key or "",
+                "idleUntil": codec.format_time(mark.idle_until) if mark.idle_until else "",
+            }
+            self._rows.put(conn, pk, codec.LEDGER_MARK_SK, body)
+            return True
 
     def list_uploads(self, user_id: str, *, limit: int = 1000) -> list[LedgerEntry]:
         rows = self._rows.query(

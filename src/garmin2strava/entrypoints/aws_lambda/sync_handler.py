@@ -5,6 +5,14 @@ timeout: a timer sets the shared stop event `STOP_MARGIN_MS` before the end, the
 cycle finishes the activity in hand and releases its lease, and what is left waits
 for the next tick. The lease lasts no longer than the invocation can, so a killed
 invocation does not block the account for the default 15 minutes.
+
+An idle invocation is cheap to leave running (issue 20; docs/benchmarks.md): one
+BatchGetItem reads the accounts, the app-state items telling reads, and each account's
+Garmin tokens and ledger mark (`read_view`); each account's cycle then makes one
+conditional write, its first lease (LOOK_LEASE_S), and with nothing to do writes
+nothing more: no record, no audit event, no release (the lease runs out, or this warm
+container, whose lease owner stays the same, takes it back). Telling reads what the
+view read. The tokens decrypt from the KMS cipher's memory (adapters/kms.py).
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -27,14 +36,16 @@ from garmin2strava.entrypoints.aws_lambda.emf import emit_metrics
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
     from garmin2strava.services.conditions import LedgerGate
-    from garmin2strava.services.sync import SyncDeps
+    from garmin2strava.services.sync import CycleReport, SyncDeps
 
 __all__ = [
     "STOP_MARGIN_MS",
     "TELL_MIN_MS",
     "Deadline",
     "LambdaContext",
+    "changed_nothing",
     "handler",
+    "lease_owner",
     "ledger_gate",
     "run_scheduled_sync",
     "runtime",
@@ -47,6 +58,13 @@ log = logging.getLogger(__name__)
 # and releasing the lease; at most half of what is left when the invocation starts.
 STOP_MARGIN_MS = 20_000
 _MIN_LEASE_S = 60
+# The first lease of a cycle: enough to refresh Garmin's tokens and list (each request
+# at most 30 s in practice), shorter than the schedule's minute, so an idle cycle's
+# unreleased lease has run out when another container's invocation comes. A cycle
+# with work renews it to the whole lease first.
+LOOK_LEASE_S = 45
+# The app-state items an invocation reads once, at its start, for telling.
+VIEW_APP_KEYS = ("notify.conditions", "strava_app_access", "strava_outage", "strava_budget")
 # What telling and the heartbeat may take after the cycle: the notices' send budget
 # and one attempt (services/notify.py), then the ping's timeout. With less left, the
 # invocation ends without them rather than be killed in the middle.
@@ -95,6 +113,13 @@ def ledger_gate() -> LedgerGate:
 
 
 @cache
+def lease_owner() -> str:
+    """This container's lease owner: the same for each of its (never overlapping)
+    invocations, so the next one takes back the lease an idle cycle left."""
+    return f"lambda-{uuid.uuid4().hex[:12]}"
+
+
+@cache
 def runtime() -> App:
     """Built by the first invocation of this container, reused by the warm ones."""
     return _runtime.build_app()
@@ -114,6 +139,7 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
         cycle_ok,
         default_sight,
     )
+    from garmin2strava.services.notify import KnownAppState
     from garmin2strava.services.status import strava_app_status
     from garmin2strava.services.sync_accounts import sync_all
 
@@ -123,15 +149,21 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
 
     def deps_for(user_id: str) -> SyncDeps:
         deps = app.sync_deps(user_id)
-        deps.config = replace(deps.config, lease_ttl_s=lease_ttl_s)
+        deps.config = replace(
+            deps.config, lease_ttl_s=lease_ttl_s, look_lease_s=LOOK_LEASE_S, idle_writes=False
+        )
+        deps.lease_owner = lease_owner()
         return deps
 
     with stop_before_timeout(app, remaining_ms) as deadline:
-        reports = sync_all(app.store, deps_for)
+        view = app.store.read_view(VIEW_APP_KEYS)
+        reports = sync_all(app.store, deps_for, accounts=view.accounts)
     stopped_early = deadline.stopped_early
+    unchanged = view if changed_nothing(reports) else None  # else read afresh
     left_ms = context.get_remaining_time_in_millis()
     if left_ms >= TELL_MIN_MS:  # tell, then the heartbeat
-        after_cycle(app, default_sight(app, ledger_gate=ledger_gate()), ok=cycle_ok(reports))
+        sight = default_sight(app, ledger_gate=ledger_gate())
+        after_cycle(app, sight, ok=cycle_ok(reports), view=unchanged)
     else:  # what is owed is told by the next invocation; the heartbeat's grace covers one
         log.warning("lambda.no_time_to_tell", extra={"remainingMs": left_ms})
     outcomes: Counter[str] = Counter()
@@ -144,7 +176,10 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
         "outcomes": dict(sorted(outcomes.items())),
         "stoppedEarly": stopped_early,
         # "inactive": Strava refuses the application (its owner's subscription).
-        "stravaApp": strava_app_status(app.store, now=app.clock())["state"],
+        "stravaApp": strava_app_status(
+            app.store if unchanged is None else KnownAppState(app.store, unchanged.app_state),
+            now=app.clock(),
+        )["state"],
     }
     duration_ms = round((time.monotonic() - started) * 1000, 2)
     log.info(
@@ -166,3 +201,19 @@ def run_scheduled_sync(app: App, context: LambdaContext) -> dict[str, Any]:
     for outcome, count in sorted(outcomes.items()):
         emit_metrics({"Uploads": count}, dimensions={**dimensions, "outcome": outcome})
     return summary
+
+
+def changed_nothing(reports: Sequence[CycleReport]) -> bool:
+    """Every cycle idle, or skipped without a lease (paused, backing off): nothing the
+    view read was changed by this invocation. A lease held or lost elsewhere means
+    another runner is at work: read afresh."""
+    from garmin2strava.services.sync import LEASE_HELD, LEASE_LOST
+
+    return all(
+        r.ok
+        and not r.outcomes
+        and not r.error
+        and r.deferred_until is None
+        and r.skipped_reason not in (LEASE_HELD, LEASE_LOST)
+        for r in reports
+    )
