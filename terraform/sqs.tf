@@ -27,6 +27,8 @@ resource "aws_sqs_queue" "events_dlq" {
 
 # Only the events queue may use the DLQ. Off only for `make tf-check`: moto keeps no
 # RedriveAllowPolicy, so the provider would wait for it forever (terraform/README.md).
+# An existing deployment's policy becomes instance [0] by itself: terraform moves an
+# object to index 0 when count is added, with no replacement.
 resource "aws_sqs_queue_redrive_allow_policy" "events_dlq" {
   count = var.dlq_redrive_allow_policy ? 1 : 0
 
@@ -36,10 +38,4 @@ resource "aws_sqs_queue_redrive_allow_policy" "events_dlq" {
     redrivePermission = "byQueue"
     sourceQueueArns   = [aws_sqs_queue.events.arn]
   })
-}
-
-# The policy became counted (var.dlq_redrive_allow_policy); this keeps a deployment's.
-moved {
-  from = aws_sqs_queue_redrive_allow_policy.events_dlq
-  to   = aws_sqs_queue_redrive_allow_policy.events_dlq[0]
 }

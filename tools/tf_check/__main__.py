@@ -15,8 +15,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from moto.server import ThreadedMotoServer
+
+from g2s_sandbox.scenario import SandboxPair, running_sandboxes
+
 from .config import (
     OVERRIDE_FILE,
+    REGION,
     MirrorError,
     cli_config,
     copy_configuration,
@@ -25,6 +30,7 @@ from .config import (
     provider_override,
     run_variables,
 )
+from .smoke import Deployed, SmokeFailed, smoke_test
 from .terraform import (
     StepFailed,
     Terraform,
@@ -35,7 +41,6 @@ from .terraform import (
 )
 
 SUBSCRIPTION_ID = 1  # the webhook's STRAVA_SUBSCRIPTION_ID (strava_subscription_id)
-REGION = "eu-west-1"
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -43,9 +48,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--terraform", default="terraform", help="terraform binary (TERRAFORM)")
     parser.add_argument("--source", type=Path, default=Path("terraform"), help="the .tf directory")
     parser.add_argument(
-        "--package", type=Path, default=Path("build/lambda-package.zip"), help="make lambda-package's zip"
+        "--package",
+        type=Path,
+        default=Path("build/lambda-package.zip"),
+        help="make lambda-package's zip",
     )
-    parser.add_argument("--mirror", default="", help="provider mirror directory (TF_PROVIDER_MIRROR)")
+    parser.add_argument(
+        "--mirror", default="", help="provider mirror directory (TF_PROVIDER_MIRROR)"
+    )
     return parser.parse_args(argv)
 
 
@@ -83,7 +93,7 @@ def check(binary: str, source: Path, package: Path, mirror: Path | None, tmp: Pa
     terraform.run("init", "-backend=false", "-input=false")
     terraform.run("validate")
     layer = standin_layer(tmp / "layer.zip")
-    with on_loopback(tmp) as (endpoint, pair):
+    with on_loopback() as (endpoint, pair):
         (work / OVERRIDE_FILE).write_text(provider_override(endpoint), encoding="utf-8")
         variables = run_variables(
             package_zip=package,
@@ -95,8 +105,9 @@ def check(binary: str, source: Path, package: Path, mirror: Path | None, tmp: Pa
         deploy_smoke_destroy(terraform, endpoint, pair, package, tmp)
 
 
-def deploy_smoke_destroy(terraform: Terraform, endpoint: str, pair: object, package: Path, tmp: Path) -> None:
-    from .smoke import Deployed, SmokeFailed, smoke_test  # noqa: PLC0415 - after moto's env is set
+def deploy_smoke_destroy(
+    terraform: Terraform, endpoint: str, pair: SandboxPair, package: Path, tmp: Path
+) -> None:
 
     terraform.run("plan", "-input=false", "-out=tfplan")
     planned = planned_creates(terraform.json("show", "tfplan"))
@@ -108,7 +119,9 @@ def deploy_smoke_destroy(terraform: Terraform, endpoint: str, pair: object, pack
         deployed = Deployed.from_terraform(terraform.json("show"), terraform.json("output"))
         started = time.monotonic()
         try:
-            lines = smoke_test(deployed, endpoint=endpoint, pair=pair, package_zip=package, work=tmp)  # type: ignore[arg-type]
+            lines = smoke_test(
+                deployed, endpoint=endpoint, pair=pair, package_zip=package, work=tmp
+            )
         except SmokeFailed as exc:
             raise StepFailed(f"smoke test: {exc}") from exc
         print(f"--- smoke test ({time.monotonic() - started:.1f} s)")
@@ -123,12 +136,9 @@ def deploy_smoke_destroy(terraform: Terraform, endpoint: str, pair: object, pack
 
 
 @contextmanager
-def on_loopback(tmp: Path) -> Iterator[tuple[str, object]]:
+def on_loopback() -> Iterator[tuple[str, SandboxPair]]:
     """moto server and the Garmin/Strava emulators on loopback; this process's boto3
     pointed at moto (the smoke test reads the table through the store)."""
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - dev dependency, only here
-
-    from g2s_sandbox.scenario import running_sandboxes  # noqa: PLC0415
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -147,7 +157,6 @@ def on_loopback(tmp: Path) -> Iterator[tuple[str, object]]:
             "AWS_CONFIG_FILE": os.devnull,
         }
     )
-    _ = tmp
     try:
         with running_sandboxes(two_hosts=True) as pair:
             yield endpoint, pair

@@ -13,6 +13,8 @@ from pathlib import Path
 
 __all__ = [
     "AWS_PROVIDER",
+    "OVERRIDE_FILE",
+    "REGION",
     "MirrorError",
     "cli_config",
     "copy_configuration",
@@ -24,6 +26,7 @@ __all__ = [
 
 AWS_PROVIDER = "registry.terraform.io/hashicorp/aws"
 OVERRIDE_FILE = "tf_check_override.tf"
+REGION = "eu-west-1"  # any region: moto serves them all
 
 # Every service the configuration's resources and data sources call (terraform/*.tf);
 # the override sends each to moto. A service missing here would reach real AWS with
@@ -131,7 +134,7 @@ def run_variables(
     """The variables of the moto run: the deletion protection off (destroy must empty the
     state), the zips by absolute path (the copy lives elsewhere), the moto-only switch."""
     return {
-        "aws_region": "eu-west-1",
+        "aws_region": REGION,
         "strava_client_id": strava_client_id,
         "strava_subscription_id": subscription_id,
         "table_deletion_protection": False,

@@ -90,8 +90,36 @@ class RuntimeApi:
             raise InvocationFailed(f"the function raised: {invocation.error}")
         return invocation.answer
 
-    # -- what the handler calls ----------------------------------------------------------
-    def next_invocation(self) -> Invocation | None:
+    # -- the Runtime API's requests ------------------------------------------------------
+    def get(self, path: str) -> Reply:
+        """GET .../invocation/next: the next event, once one is handed over."""
+        if path != f"{PREFIX}/invocation/next":
+            return Reply(HTTPStatus.NOT_FOUND, {"errorMessage": "no such path"})
+        invocation = self._next_invocation()
+        if invocation is None:
+            return Reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"errorMessage": "closing"})
+        trace = f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};Sampled=0"
+        headers = {
+            "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
+            "Lambda-Runtime-Deadline-Ms": str(int((time.time() + self.timeout_s) * 1000)),
+            "Lambda-Runtime-Invoked-Function-Arn": self.function_arn,
+            "Lambda-Runtime-Trace-Id": trace,
+        }
+        return Reply(HTTPStatus.OK, invocation.event, headers)
+
+    def post(self, path: str, body: Any) -> Reply:
+        """POST .../init/error, .../invocation/{id}/response or .../error."""
+        if path == f"{PREFIX}/init/error":
+            self._fail_start(body)
+            return Reply(HTTPStatus.ACCEPTED, {"status": "OK"})
+        match = _RESULT.match(path)
+        if match is None:
+            return Reply(HTTPStatus.NOT_FOUND, {"errorMessage": "no such path"})
+        if not self._settle(match[1], match[2], body):
+            return Reply(HTTPStatus.BAD_REQUEST, {"errorMessage": "unknown or answered request"})
+        return Reply(HTTPStatus.ACCEPTED, {"status": "OK"})
+
+    def _next_invocation(self) -> Invocation | None:
         """The next event, waiting for one; None once the server closes."""
         while not self.closing.is_set():
             try:
@@ -100,7 +128,7 @@ class RuntimeApi:
                 continue
         return None
 
-    def report(self, request_id: str, kind: str, body: Any) -> bool:
+    def _settle(self, request_id: str, kind: str, body: Any) -> bool:
         with self.lock:
             invocation = self.invocations.get(request_id)
         if invocation is None or invocation.done.is_set():
@@ -108,17 +136,29 @@ class RuntimeApi:
         if kind == "response":
             invocation.answer = body
         else:
-            invocation.error = body if isinstance(body, dict) else {"errorMessage": body}
+            invocation.error = _error(body)
         invocation.done.set()
         return True
 
-    def report_init_error(self, body: Any) -> None:
+    def _fail_start(self, body: Any) -> None:
         with self.lock:
-            self.init_error = body if isinstance(body, dict) else {"errorMessage": body}
+            self.init_error = _error(body)
             waiting = [i for i in self.invocations.values() if not i.done.is_set()]
         for invocation in waiting:
             invocation.error = self.init_error
             invocation.done.set()
+
+
+def _error(body: Any) -> dict[str, Any]:
+    """An error report's JSON (errorType, errorMessage, ...), or its text wrapped."""
+    return body if isinstance(body, dict) else {"errorMessage": str(body)}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: HTTPStatus
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class _Server(ThreadingHTTPServer):
@@ -140,52 +180,22 @@ def _handler_class(api: RuntimeApi) -> type[BaseHTTPRequestHandler]:
             """Quiet: the smoke test prints what matters."""
 
         def do_GET(self) -> None:
-            if self.path != f"{PREFIX}/invocation/next":
-                self._send(HTTPStatus.NOT_FOUND, {"errorMessage": "no such path"})
-                return
-            invocation = api.next_invocation()
-            if invocation is None:
-                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"errorMessage": "closing"})
-                return
-            deadline_ms = int((time.time() + api.timeout_s) * 1000)
-            self._send(
-                HTTPStatus.OK,
-                invocation.event,
-                {
-                    "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
-                    "Lambda-Runtime-Deadline-Ms": str(deadline_ms),
-                    "Lambda-Runtime-Invoked-Function-Arn": api.function_arn,
-                    "Lambda-Runtime-Trace-Id": f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]};Sampled=0",
-                },
-            )
+            self._send(api.get(self.path))
 
         def do_POST(self) -> None:
-            body = self._body()
-            if self.path == f"{PREFIX}/init/error":
-                api.report_init_error(body)
-                self._send(HTTPStatus.ACCEPTED, {"status": "OK"})
-                return
-            match = _RESULT.match(self.path)
-            if match is None:
-                self._send(HTTPStatus.NOT_FOUND, {"errorMessage": "no such path"})
-            elif api.report(match[1], match[2], body):
-                self._send(HTTPStatus.ACCEPTED, {"status": "OK"})
-            else:
-                self._send(HTTPStatus.BAD_REQUEST, {"errorMessage": "unknown or answered request"})
-
-        def _body(self) -> Any:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
-                return json.loads(raw) if raw else None
+                body = json.loads(raw) if raw else None
             except ValueError:
-                return raw.decode("utf-8", "replace")
+                body = raw.decode("utf-8", "replace")
+            self._send(api.post(self.path, body))
 
-        def _send(self, status: HTTPStatus, payload: Any, headers: dict[str, str] | None = None) -> None:
-            raw = json.dumps(payload).encode()
-            self.send_response(status)
+        def _send(self, reply: Reply) -> None:
+            raw = json.dumps(reply.payload).encode()
+            self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
-            for name, value in (headers or {}).items():
+            for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(raw)

@@ -22,8 +22,9 @@ import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import boto3
 
 from g2s_sandbox.scenario import SandboxPair, seed_run
+from g2s_sandbox.strava_records import SandboxActivity
 from garmin2strava.bootstrap import build_store
 from garmin2strava.domain.webhook import derive_path_secret
 from garmin2strava.settings import load_settings
@@ -95,9 +97,7 @@ class Deployed:
         region = next(r["values"]["name"] for r in resources if r["type"] == "aws_region")
         if len(mappings) != 1:
             raise SmokeFailed(f"expected one event source mapping, found {len(mappings)}")
-        return cls(
-            functions, {k: v["value"] for k, v in outputs.items()}, mappings[0], str(region)
-        )
+        return cls(functions, {k: v["value"] for k, v in outputs.items()}, mappings[0], str(region))
 
 
 def function_environment(
@@ -198,7 +198,9 @@ def _cli(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
     )
 
 
-def cli_environment(deployed: Deployed, loopback: dict[str, str], pair: SandboxPair) -> dict[str, str]:
+def cli_environment(
+    deployed: Deployed, loopback: dict[str, str], pair: SandboxPair
+) -> dict[str, str]:
     """A workstation's environment for the CLI against the deployed table (README's
     "Sync history and accounts from a workstation"), the sandbox's app credentials."""
     outputs, sync = deployed.outputs, deployed.functions["sync"].environment
@@ -245,11 +247,11 @@ def strava_get_token(env: dict[str, str], pair: SandboxPair) -> None:
     scope = "read,activity:write,activity:read_all"
     code = pair.strava.authorize(pair.athlete_id, scope)
     params = urlencode({"state": query["state"][0], "code": code, "scope": scope})
-    with urllib.request.urlopen(  # noqa: S310 - the CLI's own redirect listener on loopback
+    with urllib.request.urlopen(
         f"http://127.0.0.1:{redirect.port}{redirect.path}?{params}", timeout=COMMAND_TIMEOUT_S
     ) as answer:
-        check(answer.status == 200, f"get-token's redirect answered {answer.status}")
-    out, err = process.communicate(timeout=COMMAND_TIMEOUT_S)
+        check(answer.status == HTTPStatus.OK, f"get-token's redirect answered {answer.status}")
+    _, err = process.communicate(timeout=COMMAND_TIMEOUT_S)
     check(process.returncode == 0, f"get-token exited {process.returncode}: {err.strip()}")
 
 
@@ -274,7 +276,9 @@ def unpack_package(package_zip: Path, task_root: Path) -> Path:
     return task_root
 
 
-def _apigw_event(method: str, secret: str, *, query: dict[str, str], body: str | None) -> dict[str, Any]:
+def _apigw_event(
+    method: str, secret: str, *, query: dict[str, str], body: str | None
+) -> dict[str, Any]:
     """An API Gateway HTTP API (payload 2.0) event for the webhook route."""
     path = f"/webhooks/strava/{secret}"
     now = datetime.now(UTC)
@@ -286,7 +290,12 @@ def _apigw_event(method: str, secret: str, *, query: dict[str, str], body: str |
         "headers": {"content-type": "application/json", "user-agent": "Strava"},
         "pathParameters": {"secret": secret},
         "requestContext": {
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.10"},
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.10",
+            },
             "requestId": secrets.token_hex(8),
             "routeKey": f"{method} /webhooks/strava/{{secret}}",
             "stage": "$default",
@@ -332,90 +341,163 @@ def _sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> d
 def smoke_test(
     deployed: Deployed, *, endpoint: str, pair: SandboxPair, package_zip: Path, work: Path
 ) -> list[str]:
-    """Every check of the deployed functions; the lines to print. SmokeFailed on the
+    """Every check of the deployed functions, in a user's order (secrets and tokens,
+    then the sync, the webhook, the worker); the lines to print. SmokeFailed on the
     first that fails."""
-    results: list[str] = []
-    session = boto3.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=deployed.region
-    )
-    ssm, sqs = session.client("ssm", endpoint_url=endpoint), session.client("sqs", endpoint_url=endpoint)
-    lambda_ = session.client("lambda", endpoint_url=endpoint)
-    loopback = loopback_environment(endpoint, deployed.region, pair)
-    task_root = unpack_package(package_zip, work / "task")
     logs = work / "logs"
     logs.mkdir()
+    smoke = Smoke(
+        deployed,
+        pair,
+        boto3.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name=deployed.region,
+        ),
+        endpoint,
+        unpack_package(package_zip, work / "task"),
+        logs,
+    )
+    verify_token = smoke.secrets_and_tokens()
+    activity = smoke.sync()
+    messages = smoke.webhook(verify_token, activity)
+    smoke.worker(messages, activity)
+    return smoke.results
 
-    verify_token = store_secrets(deployed, pair, ssm)
-    cli_env = cli_environment(deployed, loopback, pair)
-    strava_get_token(cli_env, pair)
-    garmin_login(cli_env, pair)
-    results.append("tokens: get-token and garmin login stored them in the deployed table")
 
-    sync = deployed.functions["sync"]
-    with running_function(sync, task_root, loopback, logs) as api:
-        scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
-        idle = api.invoke(scheduled)
-        check(idle.get("outcomes") == {} and idle.get("failed") == 0, f"sync idle: {idle}")
-        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-        seed_run(pair, SEEDED_GARMIN_ID, start_utc=start, name="tf-check smoke")
-        active = api.invoke(scheduled)
-        check(active.get("outcomes") == {"uploaded": 1}, f"sync upload: {active}")
-    uploaded = [a for a in pair.strava.activities.values() if a.athlete_id == pair.athlete_id]
-    check(len(uploaded) == 1, f"Strava holds {len(uploaded)} uploaded activities, not 1")
-    activity = uploaded[0]
-    results.append(f"sync: an idle cycle ({idle['accounts']} account, no upload), then garmin "
-                   f"{SEEDED_GARMIN_ID} uploaded as Strava activity {activity.activity_id}")
+@dataclass
+class Smoke:
+    """What the smoke test's steps share, and what they found."""
 
-    # Lambda's SQS poller is played here: moto's would run the worker in Docker.
-    lambda_.update_event_source_mapping(UUID=deployed.event_source_mapping_id, Enabled=False)
-    queue_url = str(deployed.outputs["queue_url"])
-    secret = derive_path_secret(verify_token)
-    webhook = deployed.functions["webhook"]
-    with running_function(webhook, task_root, loopback, logs) as api:
-        challenge = secrets.token_hex(16)
-        handshake = api.invoke(
-            _apigw_event(
-                "GET",
-                secret,
-                query={"hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": challenge},
-                body=None,
-            )
+    deployed: Deployed
+    pair: SandboxPair
+    session: boto3.Session
+    endpoint: str
+    task_root: Path
+    logs: Path
+    results: list[str] = field(default_factory=list)
+
+    @property
+    def loopback(self) -> dict[str, str]:
+        return loopback_environment(self.endpoint, self.deployed.region, self.pair)
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+    def run(self, key: str) -> contextlib.AbstractContextManager[RuntimeApi]:
+        return running_function(
+            self.deployed.functions[key], self.task_root, self.loopback, self.logs
         )
-        check(handshake.get("statusCode") == 200, f"handshake: {handshake}")
-        check(json.loads(handshake["body"]) == {"hub.challenge": challenge}, f"handshake: {handshake}")
+
+    def secrets_and_tokens(self) -> str:
+        """The SSM SecureStrings, then Strava's and Garmin's tokens in the table; the
+        verify token."""
+        verify_token = store_secrets(self.deployed, self.pair, self.client("ssm"))
+        cli_env = cli_environment(self.deployed, self.loopback, self.pair)
+        strava_get_token(cli_env, self.pair)
+        garmin_login(cli_env, self.pair)
+        self.results.append(
+            "secrets: the two SSM SecureStrings put; tokens: get-token and garmin login "
+            "stored them in the deployed table"
+        )
+        return verify_token
+
+    def sync(self) -> SandboxActivity:
+        """An idle cycle (Garmin asked, nothing uploaded), then one run uploaded."""
+        pair = self.pair
+        scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+        with self.run("sync") as api:
+            garmin_before, uploads_before = pair.garmin_count(), pair.strava_counts()["uploads"]
+            idle = api.invoke(scheduled)
+            idle_garmin = pair.garmin_count() - garmin_before
+            check(idle.get("outcomes") == {} and idle.get("failed") == 0, f"sync idle: {idle}")
+            check(idle_garmin > 0, "the idle cycle never asked Garmin")
+            check(pair.strava_counts()["uploads"] == uploads_before, "the idle cycle uploaded")
+            start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+            seed_run(pair, SEEDED_GARMIN_ID, start_utc=start, name="tf-check smoke")
+            active = api.invoke(scheduled)
+            check(active.get("outcomes") == {"uploaded": 1}, f"sync upload: {active}")
+        uploaded = [a for a in pair.strava.activities.values() if a.athlete_id == pair.athlete_id]
+        check(len(uploaded) == 1, f"Strava holds {len(uploaded)} uploaded activities, not 1")
+        self.results.append(
+            f"sync: an idle cycle ({idle['accounts']} account, {idle_garmin} Garmin request(s), "
+            f"no upload), then garmin {SEEDED_GARMIN_ID} uploaded as Strava activity "
+            f"{uploaded[0].activity_id}"
+        )
+        return uploaded[0]
+
+    def webhook(self, verify_token: str, activity: SandboxActivity) -> list[dict[str, Any]]:
+        """The handshake answered; a POSTed create event on the queue. Its messages."""
+        # Lambda's SQS poller is played here (worker): moto's would run the worker in Docker.
+        self.client("lambda").update_event_source_mapping(
+            UUID=self.deployed.event_source_mapping_id, Enabled=False
+        )
+        secret = derive_path_secret(verify_token)
+        challenge = secrets.token_hex(16)
+        query = {
+            "hub.mode": "subscribe",
+            "hub.verify_token": verify_token,
+            "hub.challenge": challenge,
+        }
         event = {
             "object_type": "activity",
             "object_id": activity.activity_id,
             "aspect_type": "create",
-            "owner_id": pair.athlete_id,
-            "subscription_id": int(webhook.environment["STRAVA_SUBSCRIPTION_ID"]),
+            "owner_id": self.pair.athlete_id,
+            "subscription_id": int(
+                self.deployed.functions["webhook"].environment["STRAVA_SUBSCRIPTION_ID"]
+            ),
             "event_time": int(time.time()),
             "updates": {},
         }
-        posted = api.invoke(_apigw_event("POST", secret, query={}, body=json.dumps(event)))
-        check(posted.get("statusCode") == 200, f"webhook POST: {posted}")
-    messages = sqs.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
-    ).get("Messages", [])
-    check(len(messages) == 1, f"the events queue holds {len(messages)} messages, not 1")
-    check(json.loads(messages[0]["Body"])["object_id"] == activity.activity_id, "queued the wrong event")
-    results.append("webhook: answered the handshake (200, the challenge), put the POST's event on "
-                   f"{queue_url.rsplit('/', 1)[-1]}")
+        with self.run("webhook") as api:
+            handshake = api.invoke(_apigw_event("GET", secret, query=query, body=None))
+            posted = api.invoke(_apigw_event("POST", secret, query={}, body=json.dumps(event)))
+        check(handshake.get("statusCode") == HTTPStatus.OK, f"handshake: {handshake}")
+        check(
+            json.loads(handshake["body"]) == {"hub.challenge": challenge}, f"handshake: {handshake}"
+        )
+        check(posted.get("statusCode") == HTTPStatus.OK, f"webhook POST: {posted}")
+        queue_url = str(self.deployed.outputs["queue_url"])
+        messages: list[dict[str, Any]] = (
+            self.client("sqs")
+            .receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            .get("Messages", [])
+        )
+        check(len(messages) == 1, f"the events queue holds {len(messages)} messages, not 1")
+        queued = json.loads(messages[0]["Body"])
+        check(queued["object_id"] == activity.activity_id, f"queued the wrong event: {queued}")
+        self.results.append(
+            "webhook: answered the handshake (200, the challenge), put the POST's event on "
+            f"{queue_url.rsplit('/', 1)[-1]}"
+        )
+        return messages
 
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    worker = deployed.functions["worker"]
-    with running_function(worker, task_root, loopback, logs) as api:
-        answer = api.invoke(_sqs_event(messages, queue_arn, deployed.region))
-    check(answer == {"batchItemFailures": []}, f"worker: {answer}")
-    for message in messages:  # what the poller does with a batch that succeeded
-        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    name = mirrored_name(deployed, activity.activity_id)
-    check(name == activity.name, f"mirror of {activity.activity_id}: {name!r}, not {activity.name!r}")
-    results.append(f"worker: mirrored activity {activity.activity_id} ({name!r}) into "
-                   f"{deployed.outputs['table_name']}")
-    return results
+    def worker(self, messages: list[dict[str, Any]], activity: SandboxActivity) -> None:
+        """The queued event mirrored into the table: the workout named as on Strava."""
+        sqs, queue_url = self.client("sqs"), str(self.deployed.outputs["queue_url"])
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        with self.run("worker") as api:
+            answer = api.invoke(_sqs_event(messages, queue_arn, self.deployed.region))
+        check(answer == {"batchItemFailures": []}, f"worker: {answer}")
+        for message in messages:  # what the poller does with a batch that succeeded
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        name = mirrored_name(self.deployed, activity.activity_id)
+        check(
+            name == activity.name,
+            f"mirror of {activity.activity_id}: {name!r}, not {activity.name!r}",
+        )
+        self.results.append(
+            f"worker: mirrored Strava activity {activity.activity_id} ({name!r}) into the table "
+            f"{self.deployed.outputs['table_name']}"
+        )
 
 
 def mirrored_name(deployed: Deployed, activity_id: int) -> str | None:
@@ -432,4 +514,3 @@ def mirrored_name(deployed: Deployed, activity_id: int) -> str | None:
         deployed.functions["worker"].environment["G2S_USER_ID"], activity_id
     )
     return None if workout is None else workout.name
-

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MISSING_HOW", "Terraform", "managed_addresses", "missing_terraform", "planned_creates"]
+__all__ = [
+    "MISSING_HOW",
+    "Terraform",
+    "managed_addresses",
+    "missing_terraform",
+    "planned_creates",
+    "slowest_resources",
+]
 
 REQUIRE_TOOLS_ENV = "G2S_REQUIRE_TOOLS"
 MISSING_HOW = (
@@ -51,14 +58,15 @@ def missing_terraform(name: str, env: Mapping[str, str]) -> tuple[int, str]:
     )
 
 
+# The machine's AWS settings, and what would change the run's variables, state or
+# arguments behind its back (TF_LOG and the plugin cache still pass).
+_NOT_PASSED = ("AWS_", "TF_VAR_", "TF_CLI_ARGS", "TF_DATA_DIR", "TF_WORKSPACE", "TF_CLI_CONFIG")
+
+
 def terraform_environment(base: Mapping[str, str], cli_config: Path) -> dict[str, str]:
     """terraform's environment: the generated CLI config, no prompt, no call home (the
     version check), and no AWS profile or credential of the machine's user."""
-    env = {
-        k: v
-        for k, v in base.items()
-        if not k.startswith(("AWS_", "TF_")) and k not in {"CHECKPOINT_DISABLE"}
-    }
+    env = {k: v for k, v in base.items() if not k.startswith(_NOT_PASSED)}
     env.update(
         {
             "TF_CLI_CONFIG_FILE": str(cli_config),
@@ -98,6 +106,9 @@ class Terraform:
             raise StepFailed(f"terraform {args[0]} exited {result.returncode}")
         if not quiet:
             sys.stdout.write(_tail(result.stdout))
+            slowest = slowest_resources(_ANSI.sub("", result.stdout))
+            if slowest:
+                print("    slowest: " + ", ".join(f"{name} {s} s" for name, s in slowest))
         print(f"    ({time.monotonic() - started:.1f} s)", flush=True)
         return result.stdout
 
@@ -110,6 +121,21 @@ def _tail(text: str, lines: int = 2) -> str:
     plain = [line.strip() for line in _ANSI.sub("", text).splitlines() if line.strip()]
     kept = [line for line in plain if _SUMMARY.match(line)] or plain[-lines:]
     return "".join(f"    {line}\n" for line in kept)
+
+
+_COMPLETE = re.compile(
+    r"^(\S+): (?:Creation|Destruction|Modifications) complete after (?:(\d+)m)?(\d+)s"
+)
+
+
+def slowest_resources(output: str, count: int = 3) -> list[tuple[str, int]]:
+    """The resources an apply or destroy waited longest for, with their seconds."""
+    seconds = [
+        (match[1], int(match[2] or 0) * 60 + int(match[3]))
+        for match in (_COMPLETE.match(line.strip()) for line in output.splitlines())
+        if match
+    ]
+    return sorted(seconds, key=lambda item: -item[1])[:count]
 
 
 def planned_creates(plan: Mapping[str, Any]) -> int:
