@@ -25,8 +25,9 @@ from tf_check.config import (
 )
 from tf_check.smoke import Deployed, Function, SmokeFailed, function_environment
 from tf_check.terraform import (
+    TERRAFORM_HOW,
     managed_addresses,
-    missing_terraform,
+    missing_tool,
     planned_creates,
     slowest_resources,
     terraform_environment,
@@ -201,7 +202,7 @@ def test_the_copy_holds_the_tf_files_only(tmp_path: Path) -> None:
 # -- without terraform ----------------------------------------------------------------------
 @pytest.mark.parametrize("env", [{"CI": "true"}, {"G2S_REQUIRE_TOOLS": "1"}])
 def test_missing_terraform_fails_where_tools_are_required(env: dict[str, str]) -> None:
-    code, line = missing_terraform("terraform", env)
+    code, line = missing_tool("terraform", TERRAFORM_HOW, env)
     assert code == 1
     assert line.startswith("error:")
     assert "install Terraform" in line
@@ -209,7 +210,7 @@ def test_missing_terraform_fails_where_tools_are_required(env: dict[str, str]) -
 
 @pytest.mark.parametrize("env", [{}, {"CI": "false"}, {"G2S_REQUIRE_TOOLS": ""}])
 def test_missing_terraform_skips_visibly_elsewhere(env: dict[str, str]) -> None:
-    code, line = missing_terraform("terraform", env)
+    code, line = missing_tool("terraform", TERRAFORM_HOW, env)
     assert code == 0
     assert "SKIPPED" in line
     assert "install Terraform" in line

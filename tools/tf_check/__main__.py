@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -32,10 +33,12 @@ from .config import (
 )
 from .smoke import Deployed, SmokeFailed, smoke_test
 from .terraform import (
+    AWSLAMBDARIC_HOW,
+    TERRAFORM_HOW,
     StepFailed,
     Terraform,
     managed_addresses,
-    missing_terraform,
+    missing_tool,
     planned_creates,
     terraform_environment,
 )
@@ -63,9 +66,9 @@ def main(argv: Sequence[str]) -> int:
     args = parse(argv)
     binary = shutil.which(args.terraform)
     if binary is None:
-        code, line = missing_terraform(args.terraform, os.environ)
-        print(line, file=sys.stderr if code else sys.stdout)
-        return code
+        return report(missing_tool(args.terraform, TERRAFORM_HOW, os.environ))
+    if importlib.util.find_spec("awslambdaric") is None:
+        return report(missing_tool("awslambdaric", AWSLAMBDARIC_HOW, os.environ))
     started = time.monotonic()
     try:
         mirror = find_mirror(args.mirror or None, default_roots())
@@ -76,6 +79,13 @@ def main(argv: Sequence[str]) -> int:
         return 1
     print(f"make tf-check: passed in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def report(missing: tuple[int, str]) -> int:
+    """Print a missing tool's line (stderr when it fails the run); its exit code."""
+    code, line = missing
+    print(line, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def check(binary: str, source: Path, package: Path, mirror: Path | None, tmp: Path) -> None:

@@ -15,18 +15,23 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "MISSING_HOW",
+    "AWSLAMBDARIC_HOW",
+    "TERRAFORM_HOW",
     "Terraform",
     "managed_addresses",
-    "missing_terraform",
+    "missing_tool",
     "planned_creates",
     "slowest_resources",
 ]
 
 REQUIRE_TOOLS_ENV = "G2S_REQUIRE_TOOLS"
-MISSING_HOW = (
+TERRAFORM_HOW = (
     "install Terraform >= 1.6 (https://developer.hashicorp.com/terraform/install) "
     "or point TERRAFORM= at one"
+)
+AWSLAMBDARIC_HOW = (
+    "awslambdaric, a dev dependency `make setup` installs on Linux only (it ships no "
+    "wheel for other systems)"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SUMMARY = re.compile(
@@ -46,14 +51,14 @@ def required(env: Mapping[str, str]) -> bool:
     return bool(env.get(REQUIRE_TOOLS_ENV)) or env.get("CI") == "true"
 
 
-def missing_terraform(name: str, env: Mapping[str, str]) -> tuple[int, str]:
-    """The exit code and the line to print when `name` is not on PATH: a failure where
-    tools are required, a visible skip elsewhere."""
+def missing_tool(name: str, how: str, env: Mapping[str, str]) -> tuple[int, str]:
+    """The exit code and the line to print when the tool `name` is absent: a failure
+    where tools are required, a visible skip elsewhere; `how` says how to install it."""
     if required(env):
         why = f"{REQUIRE_TOOLS_ENV}=1" if env.get(REQUIRE_TOOLS_ENV) else "CI=true"
-        return 1, f"error: make tf-check: '{name}' not found ({why} requires it); {MISSING_HOW}"
+        return 1, f"error: make tf-check: '{name}' not found ({why} requires it); {how}"
     return 0, (
-        f"make tf-check: SKIPPED, '{name}' not found; {MISSING_HOW} "
+        f"make tf-check: SKIPPED, '{name}' not found; {how} "
         f"(under CI=true or {REQUIRE_TOOLS_ENV}=1 this fails)"
     )
 
