@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,6 +41,10 @@ def echo(event, context):
 
 def fail(event, context):
     raise ValueError("refused " + str(event["n"]))
+
+
+def die(event, context):
+    os._exit(3)
 """
 
 
@@ -84,13 +89,24 @@ def test_a_handler_that_cannot_be_imported_fails_at_once(task_root: Path) -> Non
     """The runtime reports its init error; the invocation fails without waiting for the
     function's timeout, and the failure shows the runtime's output."""
     with (
-        pytest.raises(SmokeFailed, match=r"failed to start|Runtime\.ImportModuleError") as failed,
+        pytest.raises(SmokeFailed, match=r"Runtime\.ImportModuleError") as failed,
         running_function(
             _function("no_such_module.handler"), task_root, {}, task_root.parent / "logs"
         ) as api,
     ):
         api.invoke({}, wait_s=20)
     assert "no_such_module" in str(failed.value)
+
+
+def test_a_runtime_that_dies_fails_its_invocation_at_once(task_root: Path) -> None:
+    """Not after the function's 30 s timeout: the process's exit is reported."""
+    started = time.monotonic()
+    with (
+        pytest.raises(SmokeFailed, match="exited 3"),
+        running_function(_function("probe.die"), task_root, {}, task_root.parent / "logs") as api,
+    ):
+        api.invoke({})
+    assert time.monotonic() - started < 20
 
 
 def _request(url: str, body: bytes | None = None) -> tuple[int, dict[str, str]]:

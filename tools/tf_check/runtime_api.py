@@ -55,7 +55,7 @@ class RuntimeApi:
         self.timeout_s = timeout_s
         self.pending: queue.Queue[Invocation] = queue.Queue()
         self.invocations: dict[str, Invocation] = {}
-        self.init_error: dict[str, Any] | None = None
+        self.broken: dict[str, Any] | None = None  # why the runtime cannot answer
         self.closing = threading.Event()
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _handler_class(self))
@@ -80,14 +80,14 @@ class RuntimeApi:
         runtime failed to start, or no answer came within `wait_s` (its timeout)."""
         invocation = Invocation(str(uuid.uuid4()), event)
         with self.lock:
-            if self.init_error is not None:
-                raise InvocationFailed(f"the runtime failed to start: {self.init_error}")
+            if self.broken is not None:
+                raise InvocationFailed(f"the runtime cannot answer: {self.broken}")
             self.invocations[invocation.request_id] = invocation
         self.pending.put(invocation)
         if not invocation.done.wait(self.timeout_s if wait_s is None else wait_s):
             raise InvocationFailed(f"no answer within {self.timeout_s} s")
         if invocation.error is not None:
-            raise InvocationFailed(f"the function raised: {invocation.error}")
+            raise InvocationFailed(f"the function failed: {invocation.error}")
         return invocation.answer
 
     # -- the Runtime API's requests ------------------------------------------------------
@@ -110,7 +110,7 @@ class RuntimeApi:
     def post(self, path: str, body: Any) -> Reply:
         """POST .../init/error, .../invocation/{id}/response or .../error."""
         if path == f"{PREFIX}/init/error":
-            self._fail_start(body)
+            self.fail_pending(_error(body))
             return Reply(HTTPStatus.ACCEPTED, {"status": "OK"})
         match = _RESULT.match(path)
         if match is None:
@@ -140,12 +140,14 @@ class RuntimeApi:
         invocation.done.set()
         return True
 
-    def _fail_start(self, body: Any) -> None:
+    def fail_pending(self, error: dict[str, Any]) -> None:
+        """The runtime cannot answer any more (it failed to start, or its process
+        ended): every pending invocation, and every later one, fails with `error`."""
         with self.lock:
-            self.init_error = _error(body)
+            self.broken = error
             waiting = [i for i in self.invocations.values() if not i.done.is_set()]
         for invocation in waiting:
-            invocation.error = self.init_error
+            invocation.error = error
             invocation.done.set()
 
 

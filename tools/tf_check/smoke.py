@@ -12,12 +12,15 @@ here through boto3), Strava's tokens by `garmin2strava get-token` and Garmin's b
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zipfile
@@ -41,7 +44,6 @@ from .runtime_api import InvocationFailed, RuntimeApi
 
 __all__ = ["Deployed", "SmokeFailed", "function_environment", "smoke_test"]
 
-HANDLER_MODULE = "garmin2strava.entrypoints.aws_lambda"
 GARMIN_EMAIL = "smoke@example.com"
 SEEDED_GARMIN_ID = 41_000_001
 # The CLI's commands run against the sandbox answer within seconds.
@@ -62,6 +64,7 @@ class Function:
     handler: str
     timeout_s: int
     environment: dict[str, str]
+    code_sha256: str = ""  # base64, as source_code_hash holds it
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Deployed:
                     handler=values["handler"],
                     timeout_s=int(values["timeout"]),
                     environment={k: str(v) for k, v in environment.items()},
+                    code_sha256=str(values.get("source_code_hash") or ""),
                 )
             elif resource["type"] == "aws_lambda_event_source_mapping":
                 mappings.append(values["uuid"])
@@ -166,6 +170,8 @@ def running_function(
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+            watcher = threading.Thread(target=_report_exit, args=(process, api), daemon=True)
+            watcher.start()
             try:
                 yield api
             except InvocationFailed as exc:
@@ -178,6 +184,13 @@ def running_function(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def _report_exit(process: subprocess.Popen[bytes], api: RuntimeApi) -> None:
+    """A runtime process that ends fails what it was handed at once, rather than
+    after the function's timeout."""
+    code = process.wait()
+    api.fail_pending({"errorType": "Runtime.ExitError", "errorMessage": f"exited {code}"})
 
 
 def check(condition: bool, what: str) -> None:
@@ -265,13 +278,26 @@ def garmin_login(env: dict[str, str], pair: SandboxPair) -> None:
     check(process.returncode == 0, f"garmin login exited {process.returncode}: {err.strip()}")
 
 
-def unpack_package(package_zip: Path, task_root: Path) -> Path:
-    """The code package as Lambda unpacks it into /var/task."""
+def unpack_package(package_zip: Path, task_root: Path, deployed: Deployed) -> Path:
+    """The code package as Lambda unpacks it into /var/task: the zip whose hash every
+    function's state holds, and what `import garmin2strava` then finds."""
+    digest = base64.b64encode(hashlib.sha256(package_zip.read_bytes()).digest()).decode()
+    for function in deployed.functions.values():
+        check(function.code_sha256 == digest, f"{function.key} was deployed from another zip")
     with zipfile.ZipFile(package_zip) as archive:
         archive.extractall(task_root)
+    found = subprocess.run(
+        [sys.executable, "-c", "import garmin2strava; print(garmin2strava.__file__)"],
+        cwd=task_root,
+        env={"PYTHONPATH": str(task_root), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    ).stdout.strip()
     check(
-        (task_root / "garmin2strava" / "entrypoints" / "aws_lambda").is_dir(),
-        f"{package_zip.name} holds no garmin2strava.entrypoints.aws_lambda",
+        Path(found).is_relative_to(task_root),
+        f"the runtime would import garmin2strava from {found or '(nowhere)'}, not the package",
     )
     return task_root
 
@@ -355,7 +381,7 @@ def smoke_test(
             region_name=deployed.region,
         ),
         endpoint,
-        unpack_package(package_zip, work / "task"),
+        unpack_package(package_zip, work / "task", deployed),
         logs,
     )
     verify_token = smoke.secrets_and_tokens()
