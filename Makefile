@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup check format unit test test-fast browser demo run get-token bench bench-webhook bench-files layer lambda-package image tf-init tf-plan tf-apply clean
+.PHONY: help setup check format unit test test-fast browser demo run get-token bench bench-webhook bench-files layer lambda-package image tf-init tf-plan tf-apply tf-check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -149,6 +149,18 @@ tf-apply: ## apply the plan saved by 'make tf-plan'
 	@command -v $(TERRAFORM) >/dev/null 2>&1 || { echo "error: '$(TERRAFORM)' not found; install Terraform >= 1.6 or set TERRAFORM=" >&2; exit 1; }
 	@test -f terraform/.terraform/tfplan || { echo "error: no saved plan; run 'make tf-plan' first" >&2; exit 1; }
 	$(TF) apply .terraform/tfplan
+
+# terraform checked as users deploy it, offline (terraform/README.md "Checks"): fmt, init
+# through a generated CLI config (hashicorp/aws from a filesystem mirror when one is
+# found, else the registry), validate, then plan, apply, a smoke test of the deployed
+# handlers under awslambdaric, and destroy, all against moto server on loopback, in a
+# temporary copy of terraform/. TF_PROVIDER_MIRROR names the mirror (the directory
+# holding registry.terraform.io/); empty searches terraform's usual places and /opt.
+# Without terraform it skips, visibly; CI=true or G2S_REQUIRE_TOOLS=1 make that fail.
+TF_PROVIDER_MIRROR ?=
+tf-check: setup lambda-package ## terraform fmt/init/validate, then plan+apply+smoke+destroy on moto
+	PYTHONPATH=tools $(BIN)/python -m tf_check --terraform "$(TERRAFORM)" --source terraform \
+		--package $(PACKAGE_ZIP) --mirror "$(TF_PROVIDER_MIRROR)"
 
 # checkov lives in its own environment, pinned by tools/checkov.lock: its bc-python-hcl2
 # installs an `hcl2` module over python-hcl2's in a shared venv.

@@ -25,7 +25,13 @@ resource "aws_sqs_queue" "events_dlq" {
   message_retention_seconds = 14 * 24 * 3600
 }
 
+# Only the events queue may use the DLQ. Off only for `make tf-check`: moto keeps no
+# RedriveAllowPolicy, so the provider would wait for it forever (terraform/README.md).
+# An existing deployment's policy becomes instance [0] by itself: terraform moves an
+# object to index 0 when count is added, with no replacement.
 resource "aws_sqs_queue_redrive_allow_policy" "events_dlq" {
+  count = var.dlq_redrive_allow_policy ? 1 : 0
+
   queue_url = aws_sqs_queue.events_dlq.id
 
   redrive_allow_policy = jsonencode({

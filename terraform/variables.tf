@@ -355,6 +355,12 @@ variable "queue_age_alarm_seconds" {
   }
 }
 
+variable "dlq_redrive_allow_policy" {
+  description = "Allow only the events queue to use the dead-letter queue (its RedriveAllowPolicy). Keep true; `make tf-check` turns it off because moto keeps no such policy."
+  type        = bool
+  default     = true
+}
+
 variable "table_deletion_protection" {
   description = "Protect the DynamoDB table against deletion (turn off only to tear the deployment down)."
   type        = bool
