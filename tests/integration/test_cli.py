@@ -393,10 +393,13 @@ LONG_VERIFY = "a-long-random-verify-token-for-the-cli-test"
 
 @pytest.fixture
 def daemon_webhook(pair: SandboxPair, monkeypatch: pytest.MonkeyPatch) -> Iterator[MirrorRuntime]:
-    """The daemon's webhook server (MirrorRuntime, as `serve` builds it) on a free port,
+    """The daemon's webhook server (MirrorRuntime, as `serve` builds it) on free ports,
     with no STRAVA_SUBSCRIPTION_ID: it knows only what the store holds."""
     monkeypatch.setenv("STRAVA_VERIFY_TOKEN", LONG_VERIFY)
     monkeypatch.setenv("G2S_HTTP_PORT", str(free_port()))
+    # The admin listener starts with the public one: on a free port too, or two test
+    # workers (or a daemon on this machine) collide on the default 8081.
+    monkeypatch.setenv("G2S_ADMIN_PORT", str(free_port()))
     runtime = MirrorRuntime(bootstrap(load_settings()))
     stop = threading.Event()
     thread = threading.Thread(target=runtime.serve_http, args=(stop,), daemon=True)
