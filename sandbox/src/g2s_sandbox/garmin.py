@@ -909,6 +909,11 @@ class GarminSandbox:
                 None if original is None else (original, original_name or f"{activity_id}.zip")
             )
 
+    def rename_activity(self, activity_id: int, name: str) -> None:
+        """The athlete renames an activity on Garmin Connect: the list shows it."""
+        with self._state.lock:
+            self._state.records[activity_id]["activityName"] = name
+
     def set_activity_gear(self, activity_id: int, *names: str) -> list[dict[str, Any]]:
         """Link gear to an activity, one record per name, shaped after a real
         filterGear record (a pair of shoes with a display name)."""
