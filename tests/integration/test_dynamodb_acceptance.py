@@ -324,6 +324,22 @@ def test_killed_at_step_on_dynamodb_then_restarted(
 
 
 @pytest.mark.slow
+def test_killed_between_upload_and_put_on_dynamodb_then_restarted(
+    crash_world: OpenWorld, finish_crash_step: str
+) -> None:
+    """Issue 21 on DynamoDB: SIGKILL before the middle run's PUT, or after it and
+    before the ledger records it; restart: every run on Strava once, with its gear."""
+    with crash_world(0.0) as w:
+        gear_id = w.give_gear()
+        returncode, output = w.run_child("--kill-at", finish_crash_step, "--kill-on", str(KILL_ON))
+        assert returncode == -signal.SIGKILL, output
+        w.recover()
+        w.assert_exactly_once()
+        w.assert_geared(gear_id)
+        assert w.runs <= w.puts() <= w.runs + 1
+
+
+@pytest.mark.slow
 def test_crash_child_on_dynamodb_without_a_kill_syncs_everything(crash_world: OpenWorld) -> None:
     """The child, left alone on DynamoDB, uploads every run and settles the ledger in
     the table (so the kills above land in a real DynamoDB cycle)."""
