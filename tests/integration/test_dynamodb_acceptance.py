@@ -277,6 +277,52 @@ def test_mirror_on_dynamodb_fetches_once_per_create_and_never_for_updates_or_del
     ]
 
 
+# -- (c2) a table from before issue 21 -------------------------------------------------------
+def test_a_table_from_before_issue_21_keeps_working(
+    pair: SandboxPair, dynamo_app: App, table: str
+) -> None:
+    """An `uploaded` item exactly as the code before issue 21 put it (no `finish`
+    attribute), written with boto3: read, never uploaded again, not in the uploader's
+    index; a new run in the same table gets its gear in one PUT."""
+    seed_run(pair, 50, start_utc=START, name="Old run")
+    strava_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=START, elapsed_s=1800, external_id=f"{external_id_for(50)}.fit"
+    )
+    start = "2025-06-02T06:30:00.000000Z"
+    old = {
+        "PK": {"S": f"USER#{USER}"},
+        "SK": {"S": "UPLOAD#GARMIN#50"},
+        "LSI1SK": {"S": f"UPLOAD#{start}#{50:020d}"},
+        "userId": {"S": USER},
+        "garminActivityId": {"N": "50"},
+        "externalId": {"S": external_id_for(50)},
+        "outcome": {"S": "uploaded"},
+        "updatedAt": {"S": "2025-06-02T09:00:00.000000Z"},
+        "activityName": {"S": "Old run"},
+        "typeKey": {"S": "running"},
+        "startDate": {"S": start},
+        "attempts": {"N": "1"},
+        "stravaActivityId": {"N": str(strava_id)},
+        "uploadId": {"N": "77"},
+        "detail": {"S": ""},
+        "nextRetryAt": {"NULL": True},
+    }
+    boto3.client("dynamodb").put_item(TableName=table, Item=old)
+    shoe = pair.strava.add_gear(pair.athlete_id, "Pegasus 41")
+    seed_run(pair, 51, start_utc=START + HOUR, gear=("Pegasus 41",))
+
+    assert cycle(dynamo_app).ok
+
+    entries = dynamo_app.store.get_uploads(USER, [50, 51])
+    assert (entries[50].outcome, entries[50].finish) == (UploadOutcome.UPLOADED, None)
+    assert pair.strava.requests["upload"] == 1
+    new_id = entries[51].strava_activity_id
+    assert new_id is not None
+    with pair.strava.lock:
+        assert pair.strava.activities[new_id].gear_id == shoe
+    assert dynamo_app.store.list_unsettled_uploads(USER) == []
+
+
 # -- (d) crash injection: the harness is conftest.py's crash_world ------------------------
 KILL_ON = 2  # test_crash_injection.py (SQLite) covers the first and the last activity
 

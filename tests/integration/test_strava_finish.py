@@ -5,6 +5,8 @@ ends: with its shoe, hidden from home, renamed."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +16,7 @@ from g2s_sandbox.scenario import SandboxPair, seed_run
 from g2s_sandbox.strava_records import SandboxActivity
 from garmin2strava.bootstrap import App
 from garmin2strava.domain.budget import RateBudget
+from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.domain.workouts import normalize_activity
 from garmin2strava.services.status import STRAVA_BUDGET_KEY
 from garmin2strava.services.sync import CycleReport
@@ -115,3 +118,65 @@ def test_a_garmin_rename_reaches_strava_and_a_strava_rename_is_kept(
     assert on_strava(pair, app, 5).name == "Hill repeats"
     assert on_strava(pair, app, 6).name == "Named on Strava"
     assert dict(pair.strava.requests) == {"update": 1}
+
+
+# -- a store from before issue 21 -----------------------------------------------------------
+OLD_START = "2025-06-02T06:30:00.000000Z"  # START as the store writes times
+OLD_LSI1SK = f"UPLOAD#{OLD_START}#{40:020d}"
+
+
+def old_ledger_item(garmin_id: int, strava_id: int, name: str) -> dict[str, object]:
+    """An `uploaded` ledger entry exactly as the code before issue 21 wrote it (no
+    `finish`): the keys of its codec, nothing else."""
+    return {
+        "userId": USER,
+        "garminActivityId": garmin_id,
+        "externalId": external_id_for(garmin_id),
+        "outcome": "uploaded",
+        "updatedAt": "2025-06-02T09:00:00.000000Z",
+        "activityName": name,
+        "typeKey": "running",
+        "startDate": OLD_START,
+        "attempts": 1,
+        "stravaActivityId": strava_id,
+        "uploadId": 77,
+        "detail": "",
+        "nextRetryAt": None,
+    }
+
+
+def test_a_sqlite_store_from_before_keeps_working(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """An old file's uploaded entry (written by sqlite3, as the old code left it) is
+    read, never uploaded again, and a Garmin rename of it is carried (its uploaded name
+    is the ledger's name); a new run in the same store gets its gear."""
+    seed_run(pair, 40, start_utc=START, name="Old run")
+    strava_id = pair.strava.add_activity(
+        pair.athlete_id,
+        start_utc=START,
+        elapsed_s=1800,
+        name="Old run",
+        external_id=f"{external_id_for(40)}.fit",
+    )
+    app = make_app()
+    app.mirror_live = lambda: True
+    item = old_ledger_item(40, strava_id, "Old run")
+    with sqlite3.connect(app.settings.db_path) as conn:
+        conn.execute(
+            "INSERT INTO items (pk, sk, body, lsi1sk) VALUES (?, ?, ?, ?)",
+            (f"USER#{USER}", "UPLOAD#GARMIN#40", json.dumps(item), OLD_LSI1SK),
+        )
+    with pair.strava.lock:
+        detail = pair.strava.activities[strava_id].detail()
+    app.store.upsert_workout(normalize_activity(detail, user_id=USER, updated_at=datetime.now(UTC)))
+    shoe = pair.strava.add_gear(pair.athlete_id, "Pegasus 41")
+    seed_run(pair, 41, start_utc=START + HOUR, gear=("Pegasus 41",))
+    pair.garmin.rename_activity(40, "Old run, renamed")
+
+    assert cycle(app).ok
+
+    assert pair.strava.requests["upload"] == 1  # the new run only
+    assert on_strava(pair, app, 40).name == "Old run, renamed"
+    assert on_strava(pair, app, 41).gear_id == shoe
+    assert app.store.list_unsettled_uploads(USER) == []
