@@ -289,7 +289,7 @@ def test_a_table_from_before_issue_21_keeps_working(
         pair.athlete_id, start_utc=START, elapsed_s=1800, external_id=f"{external_id_for(50)}.fit"
     )
     start = "2025-06-02T06:30:00.000000Z"
-    old = {
+    old: dict[str, Any] = {
         "PK": {"S": f"USER#{USER}"},
         "SK": {"S": "UPLOAD#GARMIN#50"},
         "LSI1SK": {"S": f"UPLOAD#{start}#{50:020d}"},

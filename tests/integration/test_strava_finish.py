@@ -18,7 +18,10 @@ from garmin2strava.bootstrap import App
 from garmin2strava.domain.budget import RateBudget
 from garmin2strava.domain.upload_rules import external_id_for
 from garmin2strava.domain.workouts import normalize_activity
+from garmin2strava.entrypoints.cli import ledger_json
+from garmin2strava.services.history import format_history, read_history
 from garmin2strava.services.status import STRAVA_BUDGET_KEY
+from garmin2strava.services.status_page_view import build_view
 from garmin2strava.services.sync import CycleReport
 from garmin2strava.services.sync_accounts import sync_all
 
@@ -180,3 +183,39 @@ def test_a_sqlite_store_from_before_keeps_working(
     assert on_strava(pair, app, 40).name == "Old run, renamed"
     assert on_strava(pair, app, 41).gear_id == shoe
     assert app.store.list_unsettled_uploads(USER) == []
+
+
+def test_history_the_status_page_and_uploads_list_show_gear_hidden_and_renames(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """Per run: the gear set (which), hidden (by which rule), the name carried, and the
+    Garmin gear that matched nothing, in history, the status page's rows and
+    `uploads list --json`."""
+    shoe = pair.strava.add_gear(pair.athlete_id, "Pegasus 41")
+    seed_run(pair, 60, start_utc=datetime.now(UTC) - 2 * HOUR, gear=("Pegasus 41",))
+    seed_run(pair, 61, start_utc=datetime.now(UTC) - HOUR, gear=("Old boots",))
+    app = make_app(hide_from_home="under:10km")
+    cycle(app)
+
+    entries = app.store.get_uploads(USER, [60, 61])
+    assert ledger_json(entries[60])["finish"] == {
+        "gear": {"id": shoe, "name": "Pegasus 41"},
+        "gearUnmapped": None,
+        "hidden": True,
+        "hiddenBy": "under:10km",
+        "nameCarried": None,
+        "stravaNameKept": False,
+        "owed": None,
+        "error": None,
+    }
+    unmapped = ledger_json(entries[61])["finish"]
+    assert (unmapped["gear"], unmapped["gearUnmapped"]) == (None, "Old boots")
+    text = format_history(read_history(app.store, [USER], since=START))
+    assert "set on Strava: garminActivityId=60 stravaActivityId=" in text
+    assert f"finish=gear Pegasus 41 ({shoe}); hidden from home (under:10km)" in text
+    marks = {
+        m.garmin_id: m.finish
+        for m in build_view(app.store, None, now=datetime.now(UTC), interval_s=None).marks
+    }
+    assert marks[60] == f"gear Pegasus 41 ({shoe}); hidden from home (under:10km)"
+    assert marks[61].startswith("gear unmapped: Old boots (Strava's default kept)")

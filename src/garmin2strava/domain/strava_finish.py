@@ -102,6 +102,40 @@ class StravaFinish:
         wait = min(_RETRY_MAX, timedelta(minutes=2 ** min(attempts, 10)))
         return replace(self, attempts=attempts, retry_at=now + wait, error=error)
 
+    def summary(self) -> str:
+        """One line for history, the status page and `uploads list`: gear set
+        (which), hidden, name carried, and what is still owed or went wrong."""
+        parts: list[str] = []
+        if self.gear_id:
+            parts.append(f"gear {self.gear_name or self.gear_id} ({self.gear_id})")
+        if self.gear_unmapped:
+            parts.append(f"gear unmapped: {self.gear_unmapped} (Strava's default kept)")
+        if self.hidden:
+            parts.append(f"hidden from home ({self.hidden_by})" if self.hidden_by else "hidden")
+        if self.name_carried:
+            parts.append(f"name carried: {self.name_set}")
+        if self.strava_name_kept:
+            parts.append("renamed on Strava: kept")
+        if self.owed is not None:
+            parts.append("update owed on Strava")
+        if self.error:
+            parts.append(f"last update failed: {self.error}")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """What `uploads list --json` shows of it."""
+        gear = {"id": self.gear_id, "name": self.gear_name} if self.gear_id else None
+        return {
+            "gear": gear,
+            "gearUnmapped": self.gear_unmapped or None,
+            "hidden": self.hidden,
+            "hiddenBy": self.hidden_by or None,
+            "nameCarried": self.name_set if self.name_carried else None,
+            "stravaNameKept": self.strava_name_kept,
+            "owed": self.owed.to_plain() if self.owed else None,
+            "error": self.error or None,
+        }
+
     def due(self, now: datetime) -> bool:
         return self.owed is not None and (self.retry_at is None or self.retry_at <= now)
 

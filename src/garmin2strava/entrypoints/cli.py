@@ -309,9 +309,14 @@ def uploads_list(as_json: bool, user: str | None, limit: int) -> int:
         print(
             f"{e.user_id:<10} {e.garmin_activity_id:>12} {start:<17} {e.outcome.value:<10} "
             f"{strava:>12}  {shown(e.activity_name)} "
-            f"{('- ' + shown(e.detail)) if e.detail else ''}".rstrip()
+            f"{('- ' + shown(e.detail)) if e.detail else ''}"
+            f"{('- ' + shown(finish)) if (finish := finish_summary(e)) else ''}".rstrip()
         )
     return 0
+
+
+def finish_summary(e: LedgerEntry) -> str:
+    return e.finish.summary() if e.finish is not None else ""
 
 
 def ledger_json(e: LedgerEntry) -> dict[str, Any]:
@@ -329,6 +334,8 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
         "detail": e.detail,
         "nextRetryAt": e.next_retry_at.isoformat() if e.next_retry_at else None,
         "updatedAt": e.updated_at.isoformat(),
+        # Gear, feed muting and renames set on Strava (issue 21); None: nothing planned.
+        "finish": e.finish.to_json() if e.finish is not None else None,
     }
 
 

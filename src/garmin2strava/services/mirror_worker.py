@@ -591,6 +591,8 @@ def _settle_our_upload(deps: _Deps, user_id: str, workout: Workout) -> int:
             settled,
             now=deps.now,
             max_attempts=DEFAULT_FINISH_ATTEMPTS,
+            audit=deps.store,
+            retention_days=deps.retention_days,
         )
     except (RateLimited, StravaAuthError) as exc:  # StravaAppInactive is a RateLimited
         # Still owed, in the uploader's index: a later sync cycle sends it.

@@ -14,6 +14,7 @@ Garmin renames").
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -27,7 +28,13 @@ from garmin2strava.domain.gear import (
     strava_gear_from_plain,
     strava_gear_to_plain,
 )
-from garmin2strava.domain.models import GarminActivity, LedgerEntry, UploadOutcome, Workout
+from garmin2strava.domain.models import (
+    AuditEvent,
+    GarminActivity,
+    LedgerEntry,
+    UploadOutcome,
+    Workout,
+)
 from garmin2strava.domain.strava_finish import ActivityUpdate, RenameStep, StravaFinish, rename_step
 from garmin2strava.errors import (
     GarminNotFound,
@@ -37,7 +44,7 @@ from garmin2strava.errors import (
     StravaAuthError,
     StravaNotFound,
 )
-from garmin2strava.ports import AppState, GarminPort, StravaActivityUpdates
+from garmin2strava.ports import AppState, AuditLog, GarminPort, StravaActivityUpdates
 
 __all__ = [
     "GEAR_CACHE_TTL",
@@ -45,6 +52,7 @@ __all__ = [
     "FinishStore",
     "LedgerWrite",
     "carry_rename",
+    "finish_event",
     "gear_cache_key",
     "has_work",
     "plan_finish",
@@ -144,6 +152,8 @@ def send_owed(
     now: datetime,
     max_attempts: int,
     checkpoint: Callable[[str], None] | None = None,
+    audit: AuditLog | None = None,
+    retention_days: int = 7,
 ) -> LedgerEntry:
     """One PUT of what `entry` owes (written already), then the entry as applied or
     failed (retried later, given up after `max_attempts`). A spent budget, an inactive
@@ -177,6 +187,8 @@ def send_owed(
             checkpoint("finish_record")
     finished = replace(entry, finish=done)
     store.put_upload(finished)
+    if audit is not None:  # what history shows of it, whichever process sent it
+        audit.add_audit(finish_event(finished, now), retention_days=retention_days)
     log.info(
         "upload.finished",
         extra={
@@ -215,6 +227,22 @@ def has_work(
         kept = upload.finish or StravaFinish(name_set=upload.activity_name or "Run")
         renamed = renamed or rename_step(activity.name, kept, kept.name_set).action != "none"
     return renamed and mirror_live()
+
+
+def finish_event(entry: LedgerEntry, now: datetime, kind: str = "upload.finished") -> AuditEvent:
+    """The audit event of an upload's finish: what history and its JSON show."""
+    finish = entry.finish or StravaFinish()
+    return AuditEvent(
+        user_id=entry.user_id,
+        at=now,
+        kind=kind,
+        event_id=uuid.uuid4().hex,
+        detail={
+            "garminActivityId": entry.garmin_activity_id,
+            "stravaActivityId": entry.strava_activity_id,
+            "finish": finish.summary(),
+        },
+    )
 
 
 def carry_rename(

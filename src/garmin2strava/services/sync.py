@@ -665,6 +665,9 @@ def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str)
     cycle.checkpoint("record")
     cycle.store.put_upload(processing)
     cycle.ledger[activity.activity_id] = processing
+    if finish.gear_unmapped and finish.owed is None:  # no PUT will say it: history does
+        event = strava_finish.finish_event(processing, cycle.deps.clock(), "upload.gear_unmapped")
+        cycle.store.add_audit(event, retention_days=cycle.config.audit_retention_days)
     if upload_rules.read_upload_status(status).state is upload_rules.UploadState.PROCESSING:
         cycle.awaiting.append((activity, processing))
     else:
@@ -696,6 +699,8 @@ def _send_one(cycle: _Cycle, entry: LedgerEntry) -> None:
         now=cycle.deps.clock(),
         max_attempts=cycle.config.max_attempts,
         checkpoint=cycle.deps.checkpoint,
+        audit=cycle.store,
+        retention_days=cycle.config.audit_retention_days,
     )
     cycle.ledger[entry.garmin_activity_id] = sent
 
