@@ -25,6 +25,7 @@ from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.errors import TransientError
 from garmin2strava.services.mirror_worker import process_events
 from garmin2strava.services.observability import MirrorStats
+from garmin2strava.services.status import account_status
 from garmin2strava.services.strava_finish import FinishConfig
 from garmin2strava.services.sync import CycleReport, SyncConfig, SyncDeps, sync_account
 
@@ -333,6 +334,8 @@ def test_without_a_live_mirror_the_rename_is_skipped_and_said(world: World) -> N
         "rename_skip",
         "Garmin rename not carried: the mirror is not live",
     )
+    [account] = account_status(world.store, now=world.now[0])["accounts"]
+    assert account["renamesNotCarried"] == 1  # what `status` says
 
 
 def test_carry_turned_off_sends_nothing(world: World) -> None:

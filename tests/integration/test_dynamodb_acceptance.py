@@ -153,7 +153,8 @@ def test_new_runs_on_dynamodb_cost_one_upload_and_few_requests_each(
         by_external_id = {a.external_id: a.activity_id for a in pair.strava.activities.values()}
     assert requests["upload"] == n
     assert sum(requests.values()) - n <= 2 * n
-    assert pair.garmin.requests == {"list": 1, "download": n}
+    # One gear request per uploaded run (issue 21): its Strava gear is set after it.
+    assert pair.garmin.requests == {"list": 1, "download": n, "gear": n}
     ledger = dynamo_app.store.get_uploads(USER, [r.garmin_id for r in runs])
     for run in runs:
         entry = ledger[run.garmin_id]

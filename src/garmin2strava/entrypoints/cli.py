@@ -41,7 +41,7 @@ from garmin2strava.services.garmin_login import (
     login_rate_limited,
     login_succeeded,
 )
-from garmin2strava.services.status import account_status
+from garmin2strava.services.status import RENAMES_NOT_CARRIED, account_status
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all
 
@@ -315,6 +315,11 @@ def uploads_list(as_json: bool, user: str | None, limit: int) -> int:
     return 0
 
 
+def _print_renames_not_carried(count: int) -> None:
+    if count:
+        print(f"  Garmin renames not carried: {count} ({RENAMES_NOT_CARRIED})")
+
+
 def finish_summary(e: LedgerEntry) -> str:
     return e.finish.summary() if e.finish is not None else ""
 
@@ -404,6 +409,7 @@ def status(as_json: bool) -> int:
                 f"  {f['outcome']}: garmin {f['garminActivityId']} "
                 f"after {f['attempts']} attempts: {f['error']}"
             )
+        _print_renames_not_carried(acc["renamesNotCarried"])
     budget = report["stravaBudget"]
     print(f"Strava budget: {json.dumps(budget) if budget else 'no request made yet'}")
     strava_app = report["stravaApp"]
