@@ -341,7 +341,8 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         todo = [a for a in todo if not upload_rules.is_settled(cycle.ledger.get(a.activity_id))]
         # 3b. finish on Strava what an earlier cycle left owed; carry Garmin renames.
         _send_owed(cycle)
-        _carry_renames(cycle, listed)
+        if activities is None:  # the lookback window only, never a backfill's history
+            _carry_renames(cycle, listed)
         # 4. per activity, after one Strava query per group of nearby candidates.
         _query_strava_for(cycle, todo)
         _sync_activities(cycle, todo)
