@@ -58,8 +58,8 @@ def test_a_cycle_sends_every_garmin_request_through_the_proxy(
 ) -> None:
     """An expired access token (so the cycle refreshes it), a run to list and download:
     the refresh, the list, the gear request and the download each went through the
-    proxy, with its password; the emulator received exactly as many requests as the proxy forwarded;
-    Strava's requests did not go through it."""
+    proxy, with its password; the emulator received exactly as many requests as the
+    proxy forwarded; Strava's requests did not go through it."""
     seed_run(pair, 1601, start_utc=START)
     app = make_app(garmin_proxy=proxy.url)
     tokens = app.store.get_garmin_tokens(USER)
