@@ -214,6 +214,8 @@ def test_a_failed_put_is_retried_by_a_later_cycle_without_uploading_again(world:
     world.later(minutes=1)
     world.cycle()
     assert world.strava.requests.count("update") == 1  # not due yet
+    mark = world.store.ledger_mark(USER)
+    assert mark.idle_until == entry.finish.retry_at  # the idle finding ends with the wait
     world.later(minutes=2)
     world.cycle()
     assert world.strava.updates == [(9500, ActivityUpdate(gear_id="g101"))]
@@ -285,6 +287,9 @@ def test_a_garmin_rename_reaches_strava_in_one_put(world: World) -> None:
     (0 reads, one write), recorded as carried; the update event it causes changes
     nothing more."""
     _uploaded_and_mirrored(world, 30)
+    world.later(minutes=1)
+    world.cycle()  # idle: the ledger's idle mark holds this listing
+    assert world.store.ledger_mark(USER).idle_key is not None
     _rename_on_garmin(world, 30, "Tempo by the river")
     world.later(minutes=1)
     world.cycle()
