@@ -215,6 +215,7 @@ def test_a_failed_put_is_retried_by_a_later_cycle_without_uploading_again(world:
     world.cycle()
     assert world.strava.requests.count("update") == 1  # not due yet
     mark = world.store.ledger_mark(USER)
+    assert mark is not None
     assert mark.idle_until == entry.finish.retry_at  # the idle finding ends with the wait
     world.later(minutes=2)
     world.cycle()
@@ -289,7 +290,9 @@ def test_a_garmin_rename_reaches_strava_in_one_put(world: World) -> None:
     _uploaded_and_mirrored(world, 30)
     world.later(minutes=1)
     world.cycle()  # idle: the ledger's idle mark holds this listing
-    assert world.store.ledger_mark(USER).idle_key is not None
+    mark = world.store.ledger_mark(USER)
+    assert mark is not None
+    assert mark.idle_key is not None
     _rename_on_garmin(world, 30, "Tempo by the river")
     world.later(minutes=1)
     world.cycle()
