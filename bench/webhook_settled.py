@@ -8,8 +8,14 @@ processes each upload in the background and delivers its `create` event to the
 daemon, as Strava does. Then `--runs` runs appear on Garmin at random moments over
 `--cycles` sync intervals (`--interval`, default 60 s, the daemon's default).
 
-Printed: the Strava requests of the run phase by endpoint, per run (uploads and
-reads: the uploader's list queries and status polls, the worker's fetches), the time
+Gear and feed muting are on (issue 21): every run used Garmin gear "Pegasus 41", the
+athlete has a Strava shoe of that name, and G2S_HIDE_FROM_HOME=under:10km hides every
+run; each run's finish is one PUT /activities/{id}.
+
+Printed: the Strava requests of the run phase by endpoint, per run (uploads, reads:
+the uploader's list queries and status polls, the worker's fetches; writes: the PUT;
+the athlete's gear read, at most once a day per account, apart and amortized), the
+Garmin requests per run, an idle cycle's requests after the runs settled, the time
 from a run appearing on Garmin to its Strava activity existing (p50, p95, max), that
 every run is on Strava exactly once, settled in the ledger and in the mirror, and the
 runs a day one application's read quota (1,000 a day) carries at that cost. Run it
@@ -41,6 +47,10 @@ from garmin2strava.domain.models import UploadOutcome
 from garmin2strava.domain.upload_rules import external_id_for
 
 READS_PER_DAY = 1000
+GEAR = "Pegasus 41"
+HIDE_FROM_HOME = "under:10km"
+# Not the runs' reads: token refreshes, subscriptions, the PUT (a write), the gear read.
+NOT_READS = {"upload", "token", "push_subscriptions", "update", "athlete"}
 USER = "demo"
 FIRST_START = datetime(2025, 6, 2, 5, 0, tzinfo=UTC)
 # Strava's own delays, roughly: processing a file, then delivering its event.
@@ -53,6 +63,11 @@ class Outcome:
     mode: str
     counts: Counter[str]
     setup: Counter[str]
+    garmin: Counter[str]
+    idle_cycles: int
+    idle_strava: int
+    idle_garmin: int
+    gear_on_strava: int
     latencies: list[float]
     on_strava: dict[int, int]
     settled: int
@@ -110,7 +125,7 @@ def _seed_and_watch(
         while pending and pending[0][0] <= now:
             _, garmin_id = pending.pop(0)
             start = FIRST_START + timedelta(minutes=40 * (garmin_id - 1000))
-            seed_run(pair, garmin_id, start_utc=start, name=f"Run {garmin_id}")
+            seed_run(pair, garmin_id, start_utc=start, name=f"Run {garmin_id}", gear=(GEAR,))
             appeared[garmin_id] = time.monotonic()
         for garmin_id, count in _on_strava(pair, list(appeared)).items():
             if count and garmin_id not in seen:
@@ -133,6 +148,8 @@ def run_mode(args: argparse.Namespace, *, webhook: bool) -> Outcome:
         env.pop("STRAVA_SUBSCRIPTION_ID")  # the daemon learns the id `subscribe` stores
         env["G2S_SYNC_INTERVAL_SECONDS"] = str(args.interval)
         env["G2S_LOG_LEVEL"] = "INFO"
+        env["G2S_HIDE_FROM_HOME"] = HIDE_FROM_HOME
+        shoe = pair.strava.add_gear(pair.athlete_id, GEAR)
         log = Path(tmp) / "run.log"
         proc = start_serve(env, log, command="run")
         try:
@@ -143,6 +160,7 @@ def run_mode(args: argparse.Namespace, *, webhook: bool) -> Outcome:
                 time.sleep(6)  # the daemon re-reads the stored subscription id every 5 s
             setup = _requests(pair) - before_setup
             start_counts = _requests(pair)
+            garmin_start = Counter(pair.garmin.requests)
             garmin_ids, appeared, seen = _seed_and_watch(pair, args)
             # Let the last events, polls and webhook settles land before counting.
             settle_until = time.monotonic() + (args.interval + 30 if not webhook else 30)
@@ -153,13 +171,52 @@ def run_mode(args: argparse.Namespace, *, webhook: bool) -> Outcome:
                     break
                 time.sleep(1)
             counts = _requests(pair) - start_counts
+            garmin = Counter(pair.garmin.requests) - garmin_start
             on_strava = _on_strava(pair, garmin_ids)
+            idle_cycles, idle_strava, idle_garmin = _idle(pair, args.interval)
+            gear_on_strava = _geared(pair, garmin_ids, shoe)
         finally:
             stop_serve(proc)
             if args.keep_log:
                 Path(args.keep_log).write_bytes(log.read_bytes())
     latencies = [seen[g] - appeared[g] for g in seen]
-    return Outcome(mode, counts, setup, latencies, on_strava, settled, mirrored, args.runs)
+    return Outcome(
+        mode,
+        counts,
+        setup,
+        garmin,
+        idle_cycles,
+        idle_strava,
+        idle_garmin,
+        gear_on_strava,
+        latencies,
+        on_strava,
+        settled,
+        mirrored,
+        args.runs,
+    )
+
+
+def _idle(pair: SandboxPair, interval: int) -> tuple[int, int, int]:
+    """Everything settled: (cycles, Strava requests, Garmin requests) over two sync
+    intervals, the cycles counted by Garmin's list requests."""
+    strava_before, garmin_before = pair.strava_total(), Counter(pair.garmin.requests)
+    time.sleep(2 * interval + 2)
+    garmin = Counter(pair.garmin.requests) - garmin_before
+    return garmin.get("list", 0), pair.strava_total() - strava_before, sum(garmin.values())
+
+
+def _geared(pair: SandboxPair, garmin_ids: list[int], shoe: str) -> int:
+    """Runs whose Strava activity carries the shoe and is hidden from home."""
+    wanted = {external_id_for(g) for g in garmin_ids}
+    with pair.strava.lock:
+        return sum(
+            1
+            for a in pair.strava.activities.values()
+            if (a.external_id or "").removesuffix(".fit") in wanted
+            and a.gear_id == shoe
+            and a.hide_from_home
+        )
 
 
 def _ledger_and_mirror(cfg: ServeConfig, garmin_ids: list[int]) -> tuple[int, int]:
@@ -180,15 +237,34 @@ def report(outcome: Outcome) -> None:
     runs = outcome.runs
     counts = outcome.counts
     uploads = counts.get("upload", 0)
-    reads = sum(v for k, v in counts.items() if k not in {"upload", "token", "push_subscriptions"})
+    reads = sum(v for k, v in counts.items() if k not in NOT_READS)
+    writes = counts.get("update", 0)
+    gear_reads = counts.get("athlete", 0)
     print(f"\n== {outcome.mode}: {runs} runs")
     if outcome.setup:
         print(f"  setup (once per account): {dict(sorted(outcome.setup.items()))}")
     print(f"  Strava requests of the run phase by endpoint: {dict(sorted(counts.items()))}")
     print(
-        f"  per run: {uploads / runs:.2f} upload + {reads / runs:.2f} reads "
-        f"(token refreshes apart: {counts.get('token', 0)})"
+        f"  per run: {uploads / runs:.2f} upload + {reads / runs:.2f} reads + "
+        f"{writes / runs:.2f} writes (token refreshes apart: {counts.get('token', 0)})"
     )
+    print(
+        f"  the athlete's gear (GET /athlete, at most 1 a day per account): {gear_reads} in "
+        f"the run phase = {gear_reads / runs:.2f} per run here; 1 a day amortized over "
+        f"{runs} runs a day is {1 / runs:.3f} a run"
+    )
+    print(
+        f"  Garmin per run: {dict(sorted(outcome.garmin.items()))} -> "
+        f"{sum(v for k, v in outcome.garmin.items() if k != 'list') / runs:.2f} per run "
+        f"besides the cycles' lists"
+    )
+    print(f"  with the shoe and hidden from home on Strava: {outcome.gear_on_strava}/{runs}")
+    if outcome.idle_cycles:
+        print(
+            f"  idle cycles after: {outcome.idle_cycles}; per cycle "
+            f"{outcome.idle_strava / outcome.idle_cycles:.2f} Strava and "
+            f"{outcome.idle_garmin / outcome.idle_cycles:.2f} Garmin requests"
+        )
     once = sum(1 for n in outcome.on_strava.values() if n == 1)
     extra = sum(max(0, n - 1) for n in outcome.on_strava.values())
     print(
@@ -220,7 +296,13 @@ def main() -> int:
     outcomes = [run_mode(args, webhook=mode) for mode in modes]
     for outcome in outcomes:
         report(outcome)
-    ok = all(all(n == 1 for n in o.on_strava.values()) and o.settled == o.runs for o in outcomes)
+    ok = all(
+        all(n == 1 for n in o.on_strava.values())
+        and o.settled == o.runs
+        and o.gear_on_strava == o.runs
+        and o.idle_strava == 0
+        for o in outcomes
+    )
     return 0 if ok else 1
 
 

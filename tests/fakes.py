@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from garmin2strava.adapters.crypto import AesGcmCipher
 from garmin2strava.adapters.store.sqlite import SqliteStore
+from garmin2strava.domain.gear import StravaGear
 from garmin2strava.domain.models import PreparedFile, StravaActivity, UploadStatus
+from garmin2strava.domain.strava_finish import ActivityUpdate
 from garmin2strava.errors import (
     FileRejected,
     GarminNotFound,
@@ -108,9 +110,13 @@ class FakeGarmin:
     originals: dict[int, bytes] = field(default_factory=dict)
     list_error: Exception | None = None
     download_errors: dict[int, Exception] = field(default_factory=dict)
-    # What was asked: the number of listings, the downloads in order.
+    # Garmin's gear records per activity (`activity_gear`; none: an empty list).
+    gear: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    gear_errors: dict[int, Exception] = field(default_factory=dict)
+    # What was asked: the number of listings, the downloads and gear reads in order.
     lists: int = 0
     downloads: list[int] = field(default_factory=list)
+    gear_reads: list[int] = field(default_factory=list)
 
     def add_run(self, garmin_id: int, *, start: datetime, **extra: Any) -> bytes:
         """A new run at the top of the listing, with its ORIGINAL; returns the ORIGINAL."""
@@ -132,6 +138,12 @@ class FakeGarmin:
         if activity_id not in self.originals:
             raise GarminNotFound(f"activity {activity_id} has no file")
         return self.originals[activity_id]
+
+    def activity_gear(self, activity_id: int) -> Any:
+        self.gear_reads.append(activity_id)
+        if activity_id in self.gear_errors:
+            raise self.gear_errors[activity_id]
+        return self.gear.get(activity_id, [])
 
 
 @dataclass
@@ -178,6 +190,11 @@ class FakeStrava:
     fetches: list[int] = field(default_factory=list)
     stream_reads: list[int] = field(default_factory=list)
     refreshes: int = 0
+    # The athlete's gear (`athlete_gear`, GET /athlete) and every PUT sent, in order;
+    # `update_errors` are raised by the next PUTs, one each.
+    gear: list[StravaGear] = field(default_factory=list)
+    updates: list[tuple[int, ActivityUpdate]] = field(default_factory=list)
+    update_errors: list[Exception] = field(default_factory=list)
 
     def list_activities(
         self, *, after: datetime, before: datetime, page: int = 1, per_page: int = 30
@@ -255,6 +272,16 @@ class FakeStrava:
         if activity_id not in self.streams:
             raise StravaNotFound(str(activity_id))
         return {k: v for k, v in self.streams[activity_id].items() if k in types}
+
+    def athlete_gear(self) -> list[StravaGear]:
+        self.requests.append("athlete")
+        return list(self.gear)
+
+    def update_activity(self, activity_id: int, update: ActivityUpdate) -> None:
+        self.requests.append("update")
+        if self.update_errors:
+            raise self.update_errors.pop(0)
+        self.updates.append((activity_id, update))
 
     def access_revoked(self) -> bool:
         self.requests.append("refresh")

@@ -129,6 +129,9 @@ class App:
     # Does the webhook settle uploads now? The daemon's `run` sets it (MirrorRuntime);
     # elsewhere (plain `sync`, Lambda) every upload is polled.
     webhook_settles: Callable[[], bool] = field(default=lambda: False)
+    # Is the mirror kept live by the webhook? (`run` with it: webhook_settles; the
+    # Lambda functions: a subscription exists.) Garmin renames are carried only then.
+    mirror_live: Callable[[], bool] = field(default=lambda: False)
 
     def garmin_for(self, user_id: str) -> GarminPort:
         from garmin2strava.adapters.garmin import GarminConnectAdapter
@@ -168,6 +171,9 @@ class App:
 
     def sync_config(self) -> SyncConfig:
         # The uploader loads with the first cycle: the local commands never run one.
+        from garmin2strava.domain.feed_rules import parse_hide_rules
+        from garmin2strava.domain.gear import parse_gear_map
+        from garmin2strava.services.strava_finish import FinishConfig
         from garmin2strava.services.sync import SyncConfig
 
         s = self.settings
@@ -182,6 +188,12 @@ class App:
             if self.poll_delay_s is None
             else self.poll_delay_s,
             audit_retention_days=s.audit_retention_days,
+            finish=FinishConfig(
+                gear_map=parse_gear_map(s.gear_map),
+                hide_rules=parse_hide_rules(s.hide_from_home),
+                carry_names=s.carry_garmin_edits,
+                max_attempts=s.max_attempts,
+            ),
         )
 
     def sync_deps(self, user_id: str) -> SyncDeps:
@@ -197,6 +209,7 @@ class App:
             sleep=self.sleep,
             stop=self.stop,
             webhook_settles=self.webhook_settles,
+            mirror_live=self.mirror_live,
         )
 
 

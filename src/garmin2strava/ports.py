@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from garmin2strava.domain.gear import StravaGear
 from garmin2strava.domain.idle import LedgerMark
 from garmin2strava.domain.models import (
     Account,
@@ -21,6 +22,7 @@ from garmin2strava.domain.models import (
     UploadStatus,
     Workout,
 )
+from garmin2strava.domain.strava_finish import ActivityUpdate
 from garmin2strava.domain.strava_urls import StravaUrls
 from garmin2strava.domain.streams import ActivityStreams, PendingStreams
 from garmin2strava.domain.webhook import DeadEvent, QueuedEvent, WebhookEvent
@@ -39,6 +41,7 @@ __all__ = [
     "NotifyChannel",
     "Store",
     "StoreView",
+    "StravaActivityUpdates",
     "StravaApi",
     "StravaPort",
     "StravaReads",
@@ -302,9 +305,27 @@ class GarminPort(Protocol):
         """The ORIGINAL zip. Raises GarminNotFound for activities with no file."""
         ...
 
+    def activity_gear(self, activity_id: int) -> Any:
+        """Garmin's gear records for one activity, as Garmin sent them. One request."""
+        ...
 
-class StravaUploads(Protocol):
-    """What the uploader asks of one Strava athlete's API: is it there, upload, status.
+
+class StravaActivityUpdates(Protocol):
+    """Finishing an upload on Strava: the athlete's gear (one read) and the one write
+    that sets gear, feed muting and a name (`PUT /activities/{id}`)."""
+
+    def athlete_gear(self) -> list[StravaGear]:
+        """The athlete's shoes and bikes (GET /athlete): one read."""
+        ...
+
+    def update_activity(self, activity_id: int, update: ActivityUpdate) -> None:
+        """One PUT /activities/{id} of the fields `update` sets: a write."""
+        ...
+
+
+class StravaUploads(StravaActivityUpdates, Protocol):
+    """What the uploader asks of one Strava athlete's API: is it there, upload, status;
+    and the PUT that finishes an upload.
 
     Every method raises RateLimited instead of sleeping when the budget is spent.
     """

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from garmin2strava.domain.feed_rules import parse_hide_rules
+from garmin2strava.domain.gear import parse_gear_map
 from garmin2strava.domain.strava_urls import REAL_STRAVA_BASE_URL, StravaUrls
 from garmin2strava.domain.streams import parse_stream_types
 from garmin2strava.domain.webhook import MIN_SECRET_LENGTH, derive_path_secret
@@ -72,6 +74,16 @@ def _split_types(value: Any) -> Any:
 
 def _stream_types(value: Any) -> Any:
     return parse_stream_types(value) if isinstance(value, str | list | tuple) else value
+
+
+def _gear_map(value: str) -> str:
+    parse_gear_map(value)  # a malformed map is one line naming the entry
+    return value.strip()
+
+
+def _hide_rules(value: str) -> str:
+    parse_hide_rules(value)
+    return value.strip()
 
 
 def _url_safe_secret(value: SecretStr) -> SecretStr:
@@ -207,6 +219,8 @@ _DbPath = Annotated[Path, AfterValidator(_not_a_link)]
 _NotifyUrls = Annotated[SecretStr, AfterValidator(_apprise_urls)]
 _HeartbeatUrl = Annotated[SecretStr, AfterValidator(_http_url_secret)]
 _ProxyUrl = Annotated[SecretStr, AfterValidator(_proxy_url)]
+_GearMap = Annotated[str, AfterValidator(_gear_map)]
+_HideRules = Annotated[str, AfterValidator(_hide_rules)]
 
 
 class Settings(BaseSettings):
@@ -261,6 +275,12 @@ class Settings(BaseSettings):
         2.0, validation_alias="G2S_UPLOAD_POLL_DELAY_SECONDS", ge=0, le=30
     )
     upload_description: str | None = Field(None, validation_alias="G2S_UPLOAD_DESCRIPTION")
+    # Finishing an upload on Strava (one PUT): `Garmin name or uuid=Strava gear id;...`
+    # over the match by name, the rules that keep a run out of followers' feeds, and
+    # whether a Garmin rename after the upload is carried to Strava.
+    gear_map: _GearMap = Field("", validation_alias="G2S_GEAR_MAP")
+    hide_from_home: _HideRules = Field("", validation_alias="G2S_HIDE_FROM_HOME")
+    carry_garmin_edits: bool = Field(default=True, validation_alias="G2S_CARRY_GARMIN_EDITS")
     audit_retention_days: int = Field(7, validation_alias="G2S_AUDIT_RETENTION_DAYS", ge=1, le=365)
     dead_letter_retention_days: int = Field(
         30, validation_alias="G2S_DEAD_LETTER_RETENTION_DAYS", ge=1, le=3650

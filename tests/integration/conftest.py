@@ -261,6 +261,9 @@ def make_app(
 # -- crash injection (test_crash_injection.py, test_dynamodb_acceptance.py) -------------
 CRASH_CHILD = Path(__file__).with_name("crash_child.py")
 CRASH_STEPS = ("intent", "upload", "record", "poll")  # crash_child.py's checkpoints
+# After the upload (issue 21): the settled entry owes its PUT ("finish"), and the PUT
+# answered but not recorded ("finish_record").
+FINISH_CRASH_STEPS = ("finish", "finish_record")
 CRASH_RUNS = 3
 CRASH_ACCEPTABLE = frozenset(
     {UploadOutcome.UPLOADED, UploadOutcome.EXISTS, UploadOutcome.DUPLICATE, UploadOutcome.SKIPPED}
@@ -392,6 +395,30 @@ class CrashWorld:
         assert child.returncode is not None
         return child.returncode, output
 
+    def give_gear(self, name: str = "Pegasus 41") -> str:
+        """Every seeded run used Garmin gear `name`, and the athlete has a Strava shoe
+        of that name: each run's finish is one PUT of that shoe. Its Strava id."""
+        for run in self.pair.seeded:
+            self.pair.garmin.set_activity_gear(run.garmin_id, name)
+        return self.pair.strava.add_gear(self.pair.athlete_id, name)
+
+    def assert_geared(self, gear_id: str) -> None:
+        """Every run's Strava activity carries `gear_id`, and its ledger entry owes
+        nothing more and says so."""
+        with self.pair.strava.lock:
+            live = [a for a in self.pair.strava.activities.values() if not a.deleted]
+        assert [a.gear_id for a in live] == [gear_id] * self.runs
+        with self.restarted_app() as app:
+            ledger = self.ledger(app)
+        for entry in ledger.values():
+            assert entry.finish is not None, entry
+            assert (entry.finish.owed, entry.finish.gear_id) == (None, gear_id), entry
+
+    def puts(self) -> int:
+        """Every PUT /activities/{id} Strava applied so far."""
+        with self.pair.strava.lock:
+            return len(self.pair.strava.activity_updates)
+
     def uploads(self) -> int:
         """Every upload request Strava accepted so far."""
         with self.pair.strava.lock:
@@ -518,6 +545,12 @@ def crash_world(
 @pytest.fixture(params=CRASH_STEPS)
 def crash_step(request: pytest.FixtureRequest) -> str:
     """Each checkpoint of crash_child.py the child is killed before."""
+    return str(request.param)
+
+
+@pytest.fixture(params=FINISH_CRASH_STEPS)
+def finish_crash_step(request: pytest.FixtureRequest) -> str:
+    """Each checkpoint between the upload and its PUT the child is killed before."""
     return str(request.param)
 
 

@@ -23,7 +23,7 @@ def test_settings_account_created_without_any_request(tmp_path: Path) -> None:
         assert account.user_id == "demo"
         assert app.store.get_garmin_tokens("demo") is not None
         assert app.store.get_strava_tokens("demo") is not None
-        assert pair.strava_counts() == {"reads": 0, "uploads": 0}
+        assert pair.strava_counts() == {"reads": 0, "uploads": 0, "writes": 0}
         assert sum(pair.strava.requests.values()) == 0
         assert pair.garmin_count() == 0
 

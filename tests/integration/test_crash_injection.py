@@ -125,6 +125,66 @@ def test_killed_while_strava_holds_the_upload_answer(
             w.assert_reconciled(w.pair.seeded[0].garmin_id)
 
 
+def test_killed_between_upload_and_put_then_restarted(
+    crash_world: OpenWorld, finish_crash_step: str, crash_kill_on: int
+) -> None:
+    """Issue 21: SIGKILL after the K-th run is settled and before its PUT, or after
+    the PUT and before the ledger records it; restart: every run on Strava once, with
+    its gear, nothing owed (a PUT is sent again at most once per kill: idempotent)."""
+    with crash_world(0.0) as w:
+        gear_id = w.give_gear()
+        returncode, output = w.run_child(
+            "--kill-at", finish_crash_step, "--kill-on", str(crash_kill_on)
+        )
+        assert returncode == -signal.SIGKILL, output
+        w.recover()
+        w.assert_exactly_once()
+        w.assert_geared(gear_id)
+        assert w.runs <= w.puts() <= w.runs + 1
+
+
+class HeldPutAnswer:
+    """Wraps the Strava emulator's request handling: the first PUT is applied but its
+    answer held until `release` is set."""
+
+    def __init__(self, pair: SandboxPair) -> None:
+        self._handle = pair.strava.handle
+        self.applied = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
+    ) -> tuple[int, dict[str, Any] | list[Any], dict[str, str]]:
+        answer = self._handle(method, path, query, headers, body)
+        if method == "PUT" and not self.applied.is_set():
+            self.applied.set()
+            self.release.wait(timeout=60)
+        return answer
+
+
+def test_killed_during_the_put_then_restarted(
+    crash_world: OpenWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL while the PUT is in flight (Strava applied it, the child never learns):
+    the restart sends it again; every run on Strava once, with its gear."""
+    with crash_world(0.0) as w:
+        gear_id = w.give_gear()
+        held = HeldPutAnswer(w.pair)
+        monkeypatch.setattr(w.pair.strava, "handle", held)
+        child = w.start_child()
+        try:
+            assert held.applied.wait(timeout=60), "the child never sent a PUT"
+            child.send_signal(signal.SIGKILL)
+            output, _ = child.communicate(timeout=30)
+        finally:
+            held.release.set()
+        assert child.returncode == -signal.SIGKILL, output
+        w.recover()
+        w.assert_exactly_once()
+        w.assert_geared(gear_id)
+        assert w.puts() == w.runs + 1
+
+
 def test_child_without_a_kill_syncs_everything(crash_world: OpenWorld) -> None:
     """The crash child itself, left alone, is a correct sync (the harness proves nothing
     if it never reaches the steps it is asked to die at)."""

@@ -153,7 +153,8 @@ def test_new_runs_on_dynamodb_cost_one_upload_and_few_requests_each(
         by_external_id = {a.external_id: a.activity_id for a in pair.strava.activities.values()}
     assert requests["upload"] == n
     assert sum(requests.values()) - n <= 2 * n
-    assert pair.garmin.requests == {"list": 1, "download": n}
+    # One gear request per uploaded run (issue 21): its Strava gear is set after it.
+    assert pair.garmin.requests == {"list": 1, "download": n, "gear": n}
     ledger = dynamo_app.store.get_uploads(USER, [r.garmin_id for r in runs])
     for run in runs:
         entry = ledger[run.garmin_id]
@@ -277,6 +278,52 @@ def test_mirror_on_dynamodb_fetches_once_per_create_and_never_for_updates_or_del
     ]
 
 
+# -- (c2) a table from before issue 21 -------------------------------------------------------
+def test_a_table_from_before_issue_21_keeps_working(
+    pair: SandboxPair, dynamo_app: App, table: str
+) -> None:
+    """An `uploaded` item exactly as the code before issue 21 put it (no `finish`
+    attribute), written with boto3: read, never uploaded again, not in the uploader's
+    index; a new run in the same table gets its gear in one PUT."""
+    seed_run(pair, 50, start_utc=START, name="Old run")
+    strava_id = pair.strava.add_activity(
+        pair.athlete_id, start_utc=START, elapsed_s=1800, external_id=f"{external_id_for(50)}.fit"
+    )
+    start = "2025-06-02T06:30:00.000000Z"
+    old: dict[str, Any] = {
+        "PK": {"S": f"USER#{USER}"},
+        "SK": {"S": "UPLOAD#GARMIN#50"},
+        "LSI1SK": {"S": f"UPLOAD#{start}#{50:020d}"},
+        "userId": {"S": USER},
+        "garminActivityId": {"N": "50"},
+        "externalId": {"S": external_id_for(50)},
+        "outcome": {"S": "uploaded"},
+        "updatedAt": {"S": "2025-06-02T09:00:00.000000Z"},
+        "activityName": {"S": "Old run"},
+        "typeKey": {"S": "running"},
+        "startDate": {"S": start},
+        "attempts": {"N": "1"},
+        "stravaActivityId": {"N": str(strava_id)},
+        "uploadId": {"N": "77"},
+        "detail": {"S": ""},
+        "nextRetryAt": {"NULL": True},
+    }
+    boto3.client("dynamodb").put_item(TableName=table, Item=old)
+    shoe = pair.strava.add_gear(pair.athlete_id, "Pegasus 41")
+    seed_run(pair, 51, start_utc=START + HOUR, gear=("Pegasus 41",))
+
+    assert cycle(dynamo_app).ok
+
+    entries = dynamo_app.store.get_uploads(USER, [50, 51])
+    assert (entries[50].outcome, entries[50].finish) == (UploadOutcome.UPLOADED, None)
+    assert pair.strava.requests["upload"] == 1
+    new_id = entries[51].strava_activity_id
+    assert new_id is not None
+    with pair.strava.lock:
+        assert pair.strava.activities[new_id].gear_id == shoe
+    assert dynamo_app.store.list_unsettled_uploads(USER) == []
+
+
 # -- (d) crash injection: the harness is conftest.py's crash_world ------------------------
 KILL_ON = 2  # test_crash_injection.py (SQLite) covers the first and the last activity
 
@@ -321,6 +368,22 @@ def test_killed_at_step_on_dynamodb_then_restarted(
         # only while Strava is still processing it (its duplicate check answers).
         resent = 1 if crash_step == "record" and strava_processing_delay_s > 0 else 0
         w.assert_exactly_once(resent=resent)
+
+
+@pytest.mark.slow
+def test_killed_between_upload_and_put_on_dynamodb_then_restarted(
+    crash_world: OpenWorld, finish_crash_step: str
+) -> None:
+    """Issue 21 on DynamoDB: SIGKILL before the middle run's PUT, or after it and
+    before the ledger records it; restart: every run on Strava once, with its gear."""
+    with crash_world(0.0) as w:
+        gear_id = w.give_gear()
+        returncode, output = w.run_child("--kill-at", finish_crash_step, "--kill-on", str(KILL_ON))
+        assert returncode == -signal.SIGKILL, output
+        w.recover()
+        w.assert_exactly_once()
+        w.assert_geared(gear_id)
+        assert w.runs <= w.puts() <= w.runs + 1
 
 
 @pytest.mark.slow

@@ -57,9 +57,9 @@ def test_a_cycle_sends_every_garmin_request_through_the_proxy(
     pair: SandboxPair, make_app: Callable[..., App], proxy: ForwardProxy
 ) -> None:
     """An expired access token (so the cycle refreshes it), a run to list and download:
-    the refresh, the list and the download each went through the proxy, with its
-    password; the emulator received exactly as many requests as the proxy forwarded;
-    Strava's requests did not go through it."""
+    the refresh, the list, the gear request and the download each went through the
+    proxy, with its password; the emulator received exactly as many requests as the
+    proxy forwarded; Strava's requests did not go through it."""
     seed_run(pair, 1601, start_utc=START)
     app = make_app(garmin_proxy=proxy.url)
     tokens = app.store.get_garmin_tokens(USER)
@@ -72,9 +72,14 @@ def test_a_cycle_sends_every_garmin_request_through_the_proxy(
     (report,) = sync_all(app.store, app.sync_deps)
 
     assert report.outcomes == {"uploaded": 1}, report.error
-    assert Counter(pair.garmin.requests) == {"token_refresh": 1, "list": 1, "download": 1}
+    assert Counter(pair.garmin.requests) == {
+        "token_refresh": 1,
+        "list": 1,
+        "download": 1,
+        "gear": 1,
+    }
     paths = garmin_paths(proxy, pair)
-    assert len(paths) == received(pair) == 3  # none went around the proxy
+    assert len(paths) == received(pair) == 4  # none went around the proxy
     assert "/di-oauth2-service/oauth/token" in paths
     assert proxy.refused == 0  # the URL's credentials were sent
     assert pair.strava_total() > 0  # Strava's own requests went direct

@@ -135,7 +135,8 @@ def test_new_runs_are_uploaded_with_our_fields_and_few_requests(
         assert entry.strava_activity_id == strava_id
     assert requests["upload"] == n
     assert sum(requests.values()) - n <= 2 * n
-    assert pair.garmin.requests == {"list": 1, "download": n}
+    # One gear request per uploaded run (issue 21): its Strava gear is set after it.
+    assert pair.garmin.requests == {"list": 1, "download": n, "gear": n}
 
 
 # -- already on Strava ---------------------------------------------------------------------

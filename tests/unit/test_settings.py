@@ -111,6 +111,9 @@ PLAIN = [
     ),
     ("STRAVA_CLIENT_SECRET", "s3cret/+=", "strava_client_secret", "s3cret/+="),
     ("G2S_UPLOAD_DESCRIPTION", "ünïcode", "upload_description", "ünïcode"),
+    ("G2S_GEAR_MAP", " Pegasus 41=g123; 4f51=b9 ", "gear_map", "Pegasus 41=g123; 4f51=b9"),
+    ("G2S_HIDE_FROM_HOME", "indoor, under:5km", "hide_from_home", "indoor, under:5km"),
+    ("G2S_CARRY_GARMIN_EDITS", "false", "carry_garmin_edits", False),
 ]
 
 
@@ -158,6 +161,35 @@ WRONG = [
         "use at least 20 characters of A-Z, a-z, 0-9, - and _",
     ),
     ("G2S_ACTIVITY_TYPES", ",", "give a comma-separated list of Garmin typeKeys, or *"),
+    (
+        "G2S_GEAR_MAP",
+        "Pegasus 41",
+        "entry 'Pegasus 41' is not 'Garmin name or uuid=Strava gear id'",
+    ),
+    (
+        "G2S_GEAR_MAP",
+        "Pegasus 41=123",
+        "entry 'Pegasus 41=123': '123' is not a Strava gear id (like g123 or b456)",
+    ),
+    ("G2S_GEAR_MAP", "A=g1;a=g2", "entry 'a=g2': 'a' is mapped twice"),
+    (
+        "G2S_HIDE_FROM_HOME",
+        "indoor,under:5 miles",
+        (
+            "rule 'under:5 miles' is none of: indoor, type:<garmin type key>, "
+            "under:<n>km or under:<n>min"
+        ),
+    ),
+    (
+        "G2S_HIDE_FROM_HOME",
+        "under:0km",
+        "rule 'under:0km': the limit must be above 0 and at most 100000",
+    ),
+    (
+        "G2S_CARRY_GARMIN_EDITS",
+        "perhaps",
+        "Input should be a valid boolean, unable to interpret input",
+    ),
     (
         "G2S_MIRROR_STREAMS",
         "bogus",

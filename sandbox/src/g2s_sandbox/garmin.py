@@ -26,12 +26,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["ENDPOINTS", "GarminSandbox", "SandboxAccount", "make_record"]
+__all__ = ["ENDPOINTS", "GarminSandbox", "SandboxAccount", "gear_record", "make_record"]
 
 ENDPOINTS = (
     "list",
     "download",
     "activity",
+    "gear",
     "token_refresh",
     "ticket_exchange",
     "profile",
@@ -44,6 +45,8 @@ _DOWNLOAD_PREFIX = "/download-service/files/activity/"
 _ACTIVITY_PREFIX = "/activity-service/activity/"
 _TOKEN_PATH = "/di-oauth2-service/oauth/token"
 _PROFILE_PATH = "/userprofile-service/socialProfile"
+# The gear of one activity (`?activityId=`), garminconnect's `get_activity_gear`.
+_GEAR_PATH = "/gear-service/gear/filterGear"
 _TICKET_GRANT = "https://connectapi.garmin.com/di-oauth2-service/oauth/grant/service_ticket"
 # The DI clients Garmin's mobile apps use (their names carry a quarter: ..._DI_2025Q2).
 _DI_CLIENT_RE = re.compile(r"GARMIN_CONNECT_MOBILE_(ANDROID|IOS)_DI(_\d{4}Q[1-4])?")
@@ -72,7 +75,11 @@ _SIGNIN_HTML = (
 # library's _sso, _connect and service URLs at this server under these names).
 _LOGIN_SEGMENTS = frozenset({"sso", "connect", "gcm", "mobile", "portal", "signin", "services"})
 _MAX_LIMIT = 1000
-_EXACT_ENDPOINTS = {("GET", _LIST_PATH): "list", ("GET", _PROFILE_PATH): "profile"}
+_EXACT_ENDPOINTS = {
+    ("GET", _LIST_PATH): "list",
+    ("GET", _PROFILE_PATH): "profile",
+    ("GET", _GEAR_PATH): "gear",
+}
 _PREFIX_ENDPOINTS = (("GET", _DOWNLOAD_PREFIX, "download"), ("GET", _ACTIVITY_PREFIX, "activity"))
 
 # typeKey -> (typeId, parentTypeId) as Garmin's activity type list gives them (17 is
@@ -205,6 +212,32 @@ def _seconds(record: dict[str, Any], key: str) -> Any:
     return value
 
 
+def gear_record(display_name: str, *, type_name: str = "Shoes") -> dict[str, Any]:
+    """A gear record as Garmin's `filterGear` lists them, from a real one: its uuid a
+    32-hex-digit string derived from the name, `customMakeModel` the name too."""
+    digest = hashlib.sha256(display_name.encode()).hexdigest()
+    return {
+        "gearPk": int(digest[:7], 16),
+        "uuid": digest[:32],
+        "userProfilePk": _PROFILE_ID,
+        "gearMakeName": "Other",
+        "gearModelName": "Unknown Shoes" if type_name == "Shoes" else "Unknown Bike",
+        "gearTypeName": type_name,
+        "gearStatusName": "active",
+        "displayName": display_name,
+        "customMakeModel": display_name,
+        "imageNameLarge": None,
+        "imageNameMedium": None,
+        "imageNameSmall": None,
+        "dateBegin": "2024-09-04T22:00:00.0",
+        "dateEnd": None,
+        "maximumMeters": 0,
+        "notified": True,
+        "createDate": "2024-09-05T18:09:05.0",
+        "updateDate": "2025-10-03T13:07:12.0",
+    }
+
+
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -237,6 +270,7 @@ class _State:
         self.access: dict[str, float] = {}  # token -> exp (epoch seconds)
         self.refresh: dict[str, str] = {}  # refresh token -> the DI client it belongs to
         self.records: dict[int, dict[str, Any]] = {}
+        self.gear: dict[int, list[dict[str, Any]]] = {}  # activity id -> gear records
         self.originals: dict[int, tuple[bytes, str] | None] = {}
         # Huge ORIGINALs made up while they are sent: id -> (size, send Content-Length),
         # and how many bytes of each the emulator managed to send.
@@ -417,6 +451,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._download(path.removeprefix(_DOWNLOAD_PREFIX))
         elif endpoint == "profile":
             self._profile()
+        elif endpoint == "gear":
+            self._activity_gear(parse_qs(query))
         else:
             self._activity(path.removeprefix(_ACTIVITY_PREFIX))
 
@@ -454,6 +490,17 @@ class _Handler(BaseHTTPRequestHandler):
                 reverse=True,
             )
         self._json(200, newest_first[start : start + limit])
+
+    def _activity_gear(self, query: dict[str, list[str]]) -> None:
+        """The gear records linked to `activityId`: a list, empty when none (Garmin
+        answers the same for an activity without gear)."""
+        raw_id = query.get("activityId", [""])[0]
+        if not raw_id.isdigit():
+            self._error(400)
+            return
+        with self.server.state.lock:
+            found = [dict(g) for g in self.server.state.gear.get(int(raw_id), [])]
+        self._json(200, found)
 
     def _lookup(self, raw_id: str) -> tuple[dict[str, Any], tuple[bytes, str] | None] | None:
         if not raw_id.isdigit():
@@ -861,6 +908,19 @@ class GarminSandbox:
             self._state.originals[activity_id] = (
                 None if original is None else (original, original_name or f"{activity_id}.zip")
             )
+
+    def rename_activity(self, activity_id: int, name: str) -> None:
+        """The athlete renames an activity on Garmin Connect: the list shows it."""
+        with self._state.lock:
+            self._state.records[activity_id]["activityName"] = name
+
+    def set_activity_gear(self, activity_id: int, *names: str) -> list[dict[str, Any]]:
+        """Link gear to an activity, one record per name, shaped after a real
+        filterGear record (a pair of shoes with a display name)."""
+        records = [gear_record(name) for name in names]
+        with self._state.lock:
+            self._state.gear[activity_id] = records
+        return records
 
     def add_huge_original(
         self, record: dict[str, Any], size: int, *, declare_length: bool = True

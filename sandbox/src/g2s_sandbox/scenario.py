@@ -99,7 +99,11 @@ class SandboxPair:
 
     def strava_counts(self) -> dict[str, int]:
         with self.strava.lock:
-            return {"reads": self.strava.reads, "uploads": self.strava.uploads}
+            return {
+                "reads": self.strava.reads,
+                "uploads": self.strava.uploads,
+                "writes": self.strava.writes,
+            }
 
     def strava_total(self) -> int:
         """Every request Strava saw, token requests included."""
@@ -110,7 +114,7 @@ class SandboxPair:
         self.garmin.requests.clear()
         with self.strava.lock:
             self.strava.requests.clear()
-            self.strava.reads = self.strava.uploads = 0
+            self.strava.reads = self.strava.uploads = self.strava.writes = 0
 
     def garmin_count(self) -> int:
         return sum(self.garmin.requests.values())
@@ -145,8 +149,10 @@ def seed_run(
     manual: bool = False,
     expect: str = "uploaded",
     original: bytes | None = None,
+    gear: tuple[str, ...] = (),
 ) -> SeededRun:
-    """A Garmin activity with a real ORIGINAL file (or none when manual)."""
+    """A Garmin activity with a real ORIGINAL file (or none when manual), linked to
+    the Garmin gear named in `gear`."""
     distance = duration_s / 300 * 1000  # 5:00/km
     record = make_record(garmin_id, name, type_key, start_utc, duration_s, distance, manual)
     if original is None and not manual:
@@ -167,6 +173,8 @@ def seed_run(
             )
             original = zip_original(garmin_id, payload)
     pair.garmin.add_activity(record, original)
+    if gear:
+        pair.garmin.set_activity_gear(garmin_id, *gear)
     seeded = SeededRun(garmin_id, name, type_key, start_utc, expect)
     pair.seeded.append(seeded)
     return seeded

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import secrets
 from email.parser import BytesParser
@@ -77,7 +78,7 @@ class StravaApi(StravaState):
                 return 404, _error_body("Record Not Found", "Path", path, "invalid"), {}
             endpoint, arg = _route(method, path.removeprefix("/api/v3"))
             self.requests[endpoint] += 1
-            allowed = self._count(is_upload=endpoint == "upload")
+            allowed = self._count(is_upload=endpoint == "upload", is_write=endpoint == "update")
             rate = self.rate_headers()
             if not allowed:
                 body429 = _error_body(
@@ -188,7 +189,9 @@ class StravaApi(StravaState):
     ) -> tuple[int, dict[str, Any] | list[Any]]:
         scopes = set(athlete.scope.split(","))
         if endpoint == "athlete":
-            return 200, {"id": athlete.athlete_id, "resource_state": 3, "firstname": "Sandy"}
+            return 200, athlete.profile()
+        if endpoint == "update" and arg is not None:
+            return self._update(arg, athlete, body)
         if endpoint == "list":
             if not scopes & {"activity:read", "activity:read_all"}:
                 return 401, _error_body(
@@ -220,6 +223,40 @@ class StravaApi(StravaState):
         if endpoint == "streams":
             by_type = query.get("key_by_type", "").lower() == "true"
             return activity_streams(found, query.get("keys", ""), key_by_type=by_type)
+        return 200, found.detail()
+
+    def _update(
+        self, activity_id: int, athlete: SandboxAthlete, body: bytes
+    ) -> tuple[int, dict[str, Any] | list[Any]]:
+        """PUT /activities/{id} (a JSON body, as stravalib sends it): applies `name`,
+        `description`, `gear_id` ("none" clears it), `hide_from_home`, `trainer` and
+        `commute`; the athlete's save emits one update event, as an edit on strava.com
+        does (`updates` carries the title when it changed)."""
+        if "activity:write" not in athlete.scope.split(","):
+            return 401, _error_body(
+                "Authorization Error", "AccessToken", "activity:write_permission", "missing"
+            )
+        found = self.activities.get(activity_id)
+        if found is None or found.deleted or found.athlete_id != athlete.athlete_id:
+            return 404, _error_body("Record Not Found", "Activity", "id", "invalid")
+        fields = _json_object(body)
+        if fields is None:
+            return 400, _error_body("Bad Request", "Activity", "body", "invalid")
+        gear_id = fields.get("gear_id")
+        if gear_id is not None and gear_id != "none" and gear_id not in athlete.gear_ids():
+            return 400, _error_body("Bad Request", "Activity", "gear_id", "invalid")
+        updates: dict[str, str] = {}
+        if isinstance(fields.get("name"), str) and fields["name"] != found.name:
+            found.name = updates["title"] = fields["name"]
+        if isinstance(fields.get("description"), str):
+            found.description = fields["description"]
+        if gear_id is not None:
+            found.gear_id = None if gear_id == "none" else str(gear_id)
+        for flag in ("hide_from_home", "trainer", "commute"):
+            if isinstance(fields.get(flag), bool):
+                setattr(found, flag, fields[flag])
+        self.activity_updates.append((activity_id, dict(fields)))
+        self._publish(activity_id, "update", updates)
         return 200, found.detail()
 
     def _list(self, athlete: SandboxAthlete, query: dict[str, str], *, private: bool) -> list[Any]:
@@ -278,6 +315,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/athlete"), "athlete"),
     ("GET", re.compile(r"/athlete/activities"), "list"),
     ("GET", re.compile(r"/activities/(\d+)"), "activity"),
+    ("PUT", re.compile(r"/activities/(\d+)"), "update"),
     ("GET", re.compile(r"/activities/(\d+)/streams"), "streams"),
     ("POST", re.compile(r"/uploads"), "upload"),
     ("GET", re.compile(r"/uploads/(\d+)"), "upload_status"),
@@ -307,6 +345,14 @@ def _basic(headers: Any) -> tuple[str, str]:
     except (binascii.Error, UnicodeDecodeError):
         return "", ""
     return user, password
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _parse_form(headers: Any, body: bytes) -> dict[str, str]:

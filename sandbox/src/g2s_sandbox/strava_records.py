@@ -45,6 +45,8 @@ class SandboxActivity:
     trainer: bool = False
     description: str | None = None
     deleted: bool = False
+    gear_id: str | None = None
+    hide_from_home: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -70,10 +72,16 @@ class SandboxActivity:
             "trainer": self.trainer,
             "commute": False,
             "visibility": "only_me" if self.private else "everyone",
+            "gear_id": self.gear_id,
         }
 
     def detail(self) -> dict[str, Any]:
-        return {**self.summary(), "resource_state": 3, "description": self.description}
+        return {
+            **self.summary(),
+            "resource_state": 3,
+            "description": self.description,
+            "hide_from_home": self.hide_from_home,
+        }
 
 
 @dataclass
@@ -110,3 +118,19 @@ class SandboxAthlete:
     scope: str
     refresh_token: str | None = None
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> expires_at
+    # `GET /athlete`'s `shoes` and `bikes`, as stravalib's recorded athlete lists them.
+    shoes: list[dict[str, Any]] = field(default_factory=list)
+    bikes: list[dict[str, Any]] = field(default_factory=list)
+
+    def profile(self) -> dict[str, Any]:
+        """`GET /athlete` (DetailedAthlete, trimmed)."""
+        return {
+            "id": self.athlete_id,
+            "resource_state": 3,
+            "firstname": "Sandy",
+            "shoes": [dict(g) for g in self.shoes],
+            "bikes": [dict(g) for g in self.bikes],
+        }
+
+    def gear_ids(self) -> set[str]:
+        return {str(g["id"]) for g in (*self.shoes, *self.bikes)}

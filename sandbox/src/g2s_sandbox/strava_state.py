@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from g2s_sandbox.activity_files import (
     ActivityReading,
@@ -98,6 +99,9 @@ class StravaState:
         self.requests: Counter[str] = Counter()
         self.reads = 0
         self.uploads = 0
+        self.writes = 0  # PUT /activities/{id}
+        # Every PUT /activities/{id} applied: (activity id, the fields it sent).
+        self.activity_updates: list[tuple[int, dict[str, Any]]] = []
         self.lock = threading.RLock()
         require_fit_reader()  # fail at start, in one line, rather than at the first upload
         self._athletes: dict[int, SandboxAthlete] = {}
@@ -164,6 +168,23 @@ class StravaState:
             )
             self._publish(activity_id, "create")
             return activity_id
+
+    def add_gear(self, athlete_id: int, name: str, *, kind: str = "shoes") -> str:
+        """One of the athlete's shoes (`g...`) or bikes (`b...`); its id."""
+        with self.lock:
+            athlete = self._athletes[athlete_id]
+            gear_id = f"{'b' if kind == 'bikes' else 'g'}{self._new_id()}"
+            rows = athlete.bikes if kind == "bikes" else athlete.shoes
+            rows.append(
+                {
+                    "distance": 0.0,
+                    "id": gear_id,
+                    "name": name,
+                    "primary": not rows,
+                    "resource_state": 2,
+                }
+            )
+            return gear_id
 
     def delete_activity(self, activity_id: int) -> None:
         with self.lock:
@@ -296,25 +317,27 @@ class StravaState:
             self._usage[0] = self._usage[2] = 0
         self._windows = windows
 
-    def _count(self, is_upload: bool) -> bool:
-        """Count one API request; False when it is over a limit (answer 429).
+    def _count(self, is_upload: bool, *, is_write: bool = False) -> bool:
+        """Count one API request; False when it is over a limit (answer 429). Uploads
+        and the other writes (a PUT) count against the overall limits only.
 
         Refused requests count too, so the daily usage grows past the short refusal.
         """
         self._roll_windows()
+        read = not (is_upload or is_write)
         if is_upload:
             self.uploads += 1
+        elif is_write:
+            self.writes += 1
         else:
             self.reads += 1
         self._usage[0] += 1
         self._usage[1] += 1
-        if not is_upload:
+        if read:
             self._usage[2] += 1
             self._usage[3] += 1
         over_all = self._usage[0] > self._limits[0] or self._usage[1] > self._limits[1]
-        over_read = not is_upload and (
-            self._usage[2] > self._limits[2] or self._usage[3] > self._limits[3]
-        )
+        over_read = read and (self._usage[2] > self._limits[2] or self._usage[3] > self._limits[3])
         return not (over_all or over_read)
 
     def rate_headers(self) -> dict[str, str]:

@@ -250,6 +250,11 @@ class GarminConnectAdapter:
                 time.sleep(min(max_wait, min_wait * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def activity_gear(self, activity_id: int) -> Any:
+        """Garmin's gear records for one activity (garminconnect's `get_activity_gear`:
+        `/gear-service/gear/filterGear?activityId=`), as Garmin sent them. One request."""
+        return self._call(lambda g: g.get_activity_gear(int(activity_id)))
+
     # -- machinery ----------------------------------------------------------------
     def _call(self, operation: Callable[[Garmin], T]) -> T:
         with self._lock:

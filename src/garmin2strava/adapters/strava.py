@@ -23,7 +23,9 @@ from stravalib.util.limiter import RateLimiter
 
 from garmin2strava.adapters.strava_json import strava_activity_from_json, upload_status_from_json
 from garmin2strava.domain.budget import next_window_reset
+from garmin2strava.domain.gear import StravaGear, strava_gear_from_athlete
 from garmin2strava.domain.models import StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.strava_finish import ActivityUpdate
 from garmin2strava.domain.strava_urls import REAL_STRAVA_BASE_URL, REAL_STRAVA_URLS, StravaUrls
 from garmin2strava.errors import (
     G2SError,
@@ -228,7 +230,11 @@ class StravaClient:
         if self._policy is None or self._session.is_oauth(str(request.url)):
             return  # token requests are not part of the API rate limits
         path = urlsplit(str(request.url)).path
-        upload = request.method == "POST" and path.rstrip("/").endswith("/uploads")
+        # Writes count against the overall limit only, like an upload: the POST of a
+        # file and the PUT that finishes an activity.
+        upload = request.method == "PUT" or (
+            request.method == "POST" and path.rstrip("/").endswith("/uploads")
+        )
         self._policy.before_request(upload=upload, poll=self._poll, background=self._background)
 
     def _after_response(
@@ -468,6 +474,24 @@ class StravaClient:
         if not isinstance(athlete_id, int) or isinstance(athlete_id, bool):
             raise TransientError("Strava's athlete has no id")
         return athlete_id
+
+    def athlete_gear(self) -> list[StravaGear]:
+        """The athlete's shoes and bikes (GET /athlete): one read."""
+        return strava_gear_from_athlete(self._call(lambda: self._client.protocol.get("/athlete")))
+
+    def update_activity(self, activity_id: int, update: ActivityUpdate) -> None:
+        """One PUT /activities/{id} (stravalib's `update_activity`, a JSON body) of the
+        fields `update` sets; a write in Strava's limits."""
+
+        def request() -> Any:
+            return self._client.update_activity(
+                activity_id,
+                gear_id=update.gear_id,
+                hide_from_home=update.hide_from_home,
+                name=update.name,
+            )
+
+        self._call(request)
 
     def revoke(self) -> bool:
         """Revoke the application's access for this athlete; False when Strava says the

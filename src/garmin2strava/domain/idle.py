@@ -45,8 +45,9 @@ def listing_key(listed: Sequence[GarminActivity], wants_type: Callable[[str], bo
     """What about a listing decides the cycle: each activity's id and whether its type
     is wanted (a changed G2S_ACTIVITY_TYPES changes the key). A digest, so the mark
     stays small whatever the lookback."""
+    # The name too: a Garmin rename of an upload is work (issue 21, the rename carry).
     text = ",".join(
-        f"{a.activity_id}:{int(wants_type(a.type_key))}"
+        f"{a.activity_id}:{int(wants_type(a.type_key))}:{a.name}"
         for a in sorted(listed, key=lambda a: a.activity_id)
     )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -54,10 +55,16 @@ def listing_key(listed: Sequence[GarminActivity], wants_type: Callable[[str], bo
 
 def idle_until(unsettled: Iterable[LedgerEntry]) -> datetime | None:
     """How long a finding of "nothing to do" holds: until the first failed entry's
-    retry is due (None: nothing waits). Called only when no entry is due now."""
+    retry is due, or the first retry of a failed PUT on Strava (an upload owing one is
+    in the unsettled index; None: nothing waits). Called only when no entry is due now."""
     retries = [
         e.next_retry_at
         for e in unsettled
         if e.outcome is UploadOutcome.FAILED and e.next_retry_at is not None
+    ]
+    retries += [
+        e.finish.retry_at
+        for e in unsettled
+        if e.finish is not None and e.finish.owed is not None and e.finish.retry_at is not None
     ]
     return min(retries, default=None)

@@ -8,6 +8,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from garmin2strava.domain.strava_finish import StravaFinish
+
 __all__ = [
     "Account",
     "AccountStatus",
@@ -170,6 +172,14 @@ class LedgerEntry:
     upload_id: int | None = None
     detail: str = ""  # why skipped / last error / how it was matched
     next_retry_at: datetime | None = None
+    # Gear, feed muting and renames set on Strava after the upload (one PUT each);
+    # None for entries without any (and for every entry from before them).
+    finish: StravaFinish | None = None
+
+    @property
+    def finish_owed(self) -> bool:
+        """A PUT is still to be sent for this upload."""
+        return self.finish is not None and self.finish.owed is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from garmin2strava.services.garmin_login import (
     login_rate_limited,
     login_succeeded,
 )
-from garmin2strava.services.status import account_status
+from garmin2strava.services.status import RENAMES_NOT_CARRIED, account_status
 from garmin2strava.services.strava_access import StravaAccess
 from garmin2strava.services.sync_accounts import sync_all
 
@@ -309,9 +309,19 @@ def uploads_list(as_json: bool, user: str | None, limit: int) -> int:
         print(
             f"{e.user_id:<10} {e.garmin_activity_id:>12} {start:<17} {e.outcome.value:<10} "
             f"{strava:>12}  {shown(e.activity_name)} "
-            f"{('- ' + shown(e.detail)) if e.detail else ''}".rstrip()
+            f"{('- ' + shown(e.detail)) if e.detail else ''}"
+            f"{('- ' + shown(finish)) if (finish := finish_summary(e)) else ''}".rstrip()
         )
     return 0
+
+
+def _print_renames_not_carried(count: int) -> None:
+    if count:
+        print(f"  Garmin renames not carried: {count} ({RENAMES_NOT_CARRIED})")
+
+
+def finish_summary(e: LedgerEntry) -> str:
+    return e.finish.summary() if e.finish is not None else ""
 
 
 def ledger_json(e: LedgerEntry) -> dict[str, Any]:
@@ -329,6 +339,8 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
         "detail": e.detail,
         "nextRetryAt": e.next_retry_at.isoformat() if e.next_retry_at else None,
         "updatedAt": e.updated_at.isoformat(),
+        # Gear, feed muting and renames set on Strava (issue 21); None: nothing planned.
+        "finish": e.finish.to_json() if e.finish is not None else None,
     }
 
 
@@ -397,6 +409,7 @@ def status(as_json: bool) -> int:
                 f"  {f['outcome']}: garmin {f['garminActivityId']} "
                 f"after {f['attempts']} attempts: {f['error']}"
             )
+        _print_renames_not_carried(acc["renamesNotCarried"])
     budget = report["stravaBudget"]
     print(f"Strava budget: {json.dumps(budget) if budget else 'no request made yet'}")
     strava_app = report["stravaApp"]

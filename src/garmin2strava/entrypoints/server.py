@@ -293,6 +293,7 @@ class MirrorRuntime:
         # From now on the worker's fetch of each `create` settles our uploads, as long
         # as the webhook is live (see webhook_settles).
         app.webhook_settles = self.webhook_settles
+        app.mirror_live = self.webhook_settles  # the same test: events arrive and are kept
 
     def webhook_settles(self) -> bool:
         """The webhook is live and the mirror healthy: a subscription id is known, the

@@ -40,6 +40,8 @@ _LABELS = {
     "account.resumed": "resumed",
     "account.removed": "removed",
     "notify.sent": "notification sent",
+    "upload.finished": "set on Strava",
+    "upload.gear_unmapped": "Garmin gear matched no Strava gear",
 }
 
 
@@ -158,5 +160,8 @@ def _event_detail(detail: dict[str, Any]) -> str:
         "by",
         "itemsDeleted",
         "cause",
+        "garminActivityId",
+        "stravaActivityId",
+        "finish",
     )
     return " ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))

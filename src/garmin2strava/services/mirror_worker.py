@@ -43,6 +43,7 @@ from garmin2strava.ports import (
     AppState,
     AuditLog,
     EventQueue,
+    StravaActivityUpdates,
     StravaReads,
     StravaTokenStore,
     StreamStore,
@@ -55,6 +56,7 @@ from garmin2strava.services.observability import (
     event_log_fields,
     ms_since,
 )
+from garmin2strava.services.strava_finish import send_owed
 from garmin2strava.services.streams import take_after_fetch
 
 __all__ = [
@@ -80,6 +82,9 @@ log = logging.getLogger("garmin2strava.services.mirror")
 
 BACKOFF_BASE_SECONDS = 1.0  # 1 s, 2 s, 4 s, ...
 DEFAULT_MAX_ATTEMPTS = 3
+# Failed PUTs of an upload's finish before it is given up (G2S_MAX_ATTEMPTS' default;
+# the sync cycle retries what the worker left with the setting itself).
+DEFAULT_FINISH_ATTEMPTS = 5
 # After its last counted attempt an event that meets a Strava outage waits half its
 # age again (x1.5 each time), at most this long, and is never dead-lettered.
 OUTAGE_MAX_WAIT_SECONDS = 900.0
@@ -90,6 +95,11 @@ class OurUploads(Protocol):
 
     def get_uploads(self, user_id: str, garmin_ids: Sequence[int]) -> dict[int, LedgerEntry]: ...
     def put_upload(self, entry: LedgerEntry) -> None: ...
+
+
+class MirrorStrava(StravaReads, StravaActivityUpdates, Protocol):
+    """What the worker asks of one athlete's Strava: its reads, and the PUT that
+    finishes an upload of ours its `create` settles."""
 
 
 class MirrorStore(
@@ -165,7 +175,7 @@ class _Deps:
     """What every step of one `process_events` call needs."""
 
     store: MirrorStore
-    strava_for: Callable[[str], StravaReads]
+    strava_for: Callable[[str], MirrorStrava]
     now: datetime
     retention_days: int
     stats: MirrorStats
@@ -198,7 +208,7 @@ _DROP_LOG = LogThrottle()
 def process_events(
     queue: EventQueue,
     store: MirrorStore,
-    strava_for: Callable[[str], StravaReads],
+    strava_for: Callable[[str], MirrorStrava],
     *,
     now: datetime,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -342,7 +352,7 @@ def _wait_out_outage(
 def work_until_stopped(
     queue: EventQueue,
     store: MirrorStore,
-    strava_for: Callable[[str], StravaReads],
+    strava_for: Callable[[str], MirrorStrava],
     *,
     stop: threading.Event,
     clock: Callable[[], datetime],
@@ -496,13 +506,13 @@ def _fetch_and_store(deps: _Deps, group: _ObjectEvents, stored: Workout | None) 
     except InvalidActivity as exc:
         return Permanent(f"activity {activity_id}: {exc}")
     deps.store.upsert_workout(workout)
-    _settle_our_upload(deps, user_id, workout)
+    puts = _settle_our_upload(deps, user_id, workout)
     # Streams right after the fetch that brought the activity in: at most one read,
     # never again once recorded; marked pending when the budget is short.
     streams = take_after_fetch(
         deps.store, deps.strava_for(user_id), workout, deps.stream_types, now=deps.now
     )
-    return Applied(1 + streams.reads)
+    return Applied(1 + puts + streams.reads)
 
 
 def _token_refused(deps: _Deps, user_id: str, activity_id: int, exc: StravaAuthError) -> Permanent:
@@ -550,12 +560,14 @@ def _forget_athlete(deps: _Deps, user_id: str, athlete_id: int) -> None:
     _audit(deps, user_id, "strava.deauthorized", {"athleteId": athlete_id, "itemsDeleted": removed})
 
 
-def _settle_our_upload(deps: _Deps, user_id: str, workout: Workout) -> None:
+def _settle_our_upload(deps: _Deps, user_id: str, workout: Workout) -> int:
     """An activity made from our upload (our external_id) settles its ledger entry: the
-    uploader then needs no status poll, and this fetch was to be made anyway."""
+    uploader then needs no status poll, and this fetch was to be made anyway. What the
+    upload owes Strava (gear, muting) is sent now, in one PUT; the requests made (0 or 1)
+    are returned."""
     garmin_id = upload_rules.garmin_id_of(workout.external_id)
     if garmin_id is None:
-        return
+        return 0
     entry = deps.store.get_uploads(user_id, [garmin_id]).get(garmin_id)
     settled = (
         None
@@ -563,13 +575,30 @@ def _settle_our_upload(deps: _Deps, user_id: str, workout: Workout) -> None:
         else upload_rules.settled_by_webhook(entry, workout.activity_id, now=deps.now)
     )
     if settled is None:
-        return
+        return 0
     deps.store.put_upload(settled)
     deps.stats.add("uploads_settled_by_webhook")
     log.info(
         "upload.settled_by_webhook",
         extra={"userId": user_id, "activityId": garmin_id, "stravaId": workout.activity_id},
     )
+    if not settled.finish_owed:
+        return 0
+    try:
+        send_owed(
+            deps.store,
+            deps.strava_for(user_id),
+            settled,
+            now=deps.now,
+            max_attempts=DEFAULT_FINISH_ATTEMPTS,
+            audit=deps.store,
+            retention_days=deps.retention_days,
+        )
+    except (RateLimited, StravaAuthError) as exc:  # StravaAppInactive is a RateLimited
+        # Still owed, in the uploader's index: a later sync cycle sends it.
+        log.info("upload.finish_left_owed", extra={"userId": user_id, "error": str(exc)})
+        return 0
+    return 1
 
 
 def _bury(deps: _Deps, queue: EventQueue, group: Sequence[QueuedEvent], error: str) -> None:

@@ -150,6 +150,7 @@ def account_status(
                 "garminRefused": _garmin_refused(account),
                 "uploads": dict(sorted(counts.items())),
                 "failures": failing,
+                "renamesNotCarried": renames_not_carried(store, account.user_id),
             }
         )
     app = strava_app_status(store, now=now)
@@ -167,6 +168,24 @@ def account_status(
         "webhook": webhook_status(store, subscription_id_setting=subscription_id_setting),
         "conditions": open_conditions_status(store),
     }
+
+
+# Why a Garmin rename was not carried to Strava (services/sync.py's `rename_skip` item).
+RENAMES_NOT_CARRIED = (
+    "Garmin renames are carried only where the mirror is live (`run` with the webhook, "
+    "or the Lambda functions): elsewhere Strava's current name is unknown without a read"
+)
+
+
+def renames_not_carried(store: Store, user_id: str) -> int:
+    """Garmin renames the account's last cycle saw and skipped (no live mirror)."""
+    for event in store.list_audit(user_id, limit=20):
+        if event.kind == "sync.cycle":
+            items = event.detail.get("items") or []
+            return sum(
+                1 for i in items if isinstance(i, dict) and i.get("outcome") == "rename_skip"
+            )
+    return 0
 
 
 def _garmin_refused(account: Account) -> dict[str, Any] | None:

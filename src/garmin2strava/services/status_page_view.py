@@ -73,6 +73,7 @@ class RunMark:
     reason: str
     strava_id: int | None
     x: float
+    finish: str = ""  # gear set, hidden, name carried (StravaFinish.summary)
 
     @property
     def strava_url(self) -> str | None:
@@ -174,6 +175,7 @@ def _mark(entry: LedgerEntry, start: datetime, now: datetime) -> RunMark:
         reason=entry.detail,
         strava_id=entry.strava_activity_id,
         x=min(1.0, max(0.0, x)),
+        finish=entry.finish.summary() if entry.finish is not None else "",
     )
 
 

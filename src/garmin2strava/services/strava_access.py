@@ -32,7 +32,9 @@ from typing import Any, cast
 
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.budget import RateBudget, next_window_reset
+from garmin2strava.domain.gear import StravaGear
 from garmin2strava.domain.models import AuditEvent, StravaActivity, StravaTokens, UploadStatus
+from garmin2strava.domain.strava_finish import ActivityUpdate
 from garmin2strava.domain.strava_outage import STRAVA_OUTAGE_KEY, StravaOutage
 from garmin2strava.domain.streams import BACKGROUND_RESERVE
 from garmin2strava.errors import (
@@ -307,6 +309,15 @@ class StravaAccess:
     def get_upload(self, upload_id: int) -> UploadStatus:
         """One GET /uploads/{id}; may use the reads kept back for polls."""
         return self._call(lambda: self._client.get_upload(upload_id))
+
+    def athlete_gear(self) -> list[StravaGear]:
+        """The athlete's shoes and bikes (GET /athlete): one read."""
+        return self._call(self._client.athlete_gear)
+
+    def update_activity(self, activity_id: int, update: ActivityUpdate) -> None:
+        """One PUT /activities/{id}: a write, counted against the overall limit (the
+        client shows it to before_request as one, like an upload)."""
+        self._call(lambda: self._client.update_activity(activity_id, update))
 
 
 def _iso(value: datetime | None) -> str | None:

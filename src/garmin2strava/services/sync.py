@@ -35,6 +35,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     UploadStatus,
 )
+from garmin2strava.domain.strava_finish import StravaFinish
 from garmin2strava.errors import (
     FileRejected,
     GarminAuthError,
@@ -60,7 +61,9 @@ from garmin2strava.ports import (
     UploadLedger,
     WorkoutQueries,
 )
+from garmin2strava.services import strava_finish
 from garmin2strava.services.account_control import pause_reason, paused_reason_of
+from garmin2strava.services.strava_finish import FinishConfig, FinishStore
 from garmin2strava.services.write_trouble import WRITE_TROUBLE
 
 __all__ = [
@@ -119,12 +122,23 @@ class SyncConfig:
     # where each request costs): nothing at all. No idle cycle writes an audit event.
     idle_writes: bool = True
 
+    # Gear, feed muting and Garmin renames set on Strava after the upload.
+    finish: FinishConfig = field(default_factory=FinishConfig)
+
 
 class SyncStore(
-    Accounts, UploadLedger, LedgerMarks, SyncLeases, AuditLog, WorkoutQueries, Protocol
+    Accounts,
+    UploadLedger,
+    LedgerMarks,
+    SyncLeases,
+    AuditLog,
+    WorkoutQueries,
+    FinishStore,
+    Protocol,
 ):
     """What one cycle keeps: the account, its ledger (and its idle mark), its lease,
-    its audit trail; it reads the mirror to find what is already on Strava."""
+    its audit trail; it reads the mirror to find what is already on Strava (and
+    Strava's name of an upload), and caches the athlete's Strava gear."""
 
 
 @dataclass(slots=True)
@@ -151,6 +165,10 @@ class SyncDeps:
     # warm Lambda container keeps one, so its next invocation takes back the lease an
     # idle cycle left (invocations of one container never overlap).
     lease_owner: str | None = None
+    # True where the mirror is kept live by the webhook (`run` with it, the Lambda
+    # worker): Strava's current name of an upload is then known without a read, and a
+    # Garmin rename may be carried.
+    mirror_live: Callable[[], bool] = lambda: False
 
 
 @dataclass(slots=True)
@@ -321,6 +339,10 @@ def _steps(cycle: _Cycle, activities: Sequence[GarminActivity] | None) -> None:
         # 3. settle what Strava was processing at the end of an earlier cycle.
         _settle_processing(cycle, todo)
         todo = [a for a in todo if not upload_rules.is_settled(cycle.ledger.get(a.activity_id))]
+        # 3b. finish on Strava what an earlier cycle left owed; carry Garmin renames.
+        _send_owed(cycle)
+        if activities is None:  # the lookback window only, never a backfill's history
+            _carry_renames(cycle, listed)
         # 4. per activity, after one Strava query per group of nearby candidates.
         _query_strava_for(cycle, todo)
         _sync_activities(cycle, todo)
@@ -368,9 +390,13 @@ def _choose(cycle: _Cycle, listed: list[GarminActivity], *, listing: bool) -> li
     cycle.ledger = cycle.store.get_uploads(cycle.user_id, [a.activity_id for a in listed])
     unsettled = cycle.store.list_unsettled_uploads(cycle.user_id)
     todo = upload_rules.choose_candidates(
-        listed, cycle.ledger, unsettled, wants_type=cycle.config.wants_type, now=cycle.deps.clock()
+        listed,
+        cycle.ledger,
+        [e for e in unsettled if not e.outcome.settled],  # not the uploads owing a PUT
+        wants_type=cycle.config.wants_type,
+        now=cycle.deps.clock(),
     )
-    if not todo and mark is not None and not cycle.dry_run:
+    if not todo and mark is not None and not cycle.dry_run and not _finish_work(cycle, listed):
         # Kept only if no ledger write came since the mark was read.
         found = idle.LedgerMark(mark.version, key, idle.idle_until(unsettled))
         cycle.store.mark_idle(cycle.user_id, found)
@@ -379,6 +405,19 @@ def _choose(cycle: _Cycle, listed: list[GarminActivity], *, listing: bool) -> li
     for entry in unsettled:
         cycle.ledger.setdefault(entry.garmin_activity_id, entry)
     return todo
+
+
+def _finish_work(cycle: _Cycle, listed: Sequence[GarminActivity]) -> bool:
+    """A PUT due or a Garmin rename to carry among what the cycle read: no idle
+    finding then (a rename changes the listing's key, so the ledger is read for it)."""
+    ledger = dict(cycle.ledger)
+    return strava_finish.has_work(
+        ledger,
+        listed,
+        now=cycle.deps.clock(),
+        carry_names=cycle.config.finish.carry_names,
+        mirror_live=cycle.deps.mirror_live,
+    )
 
 
 def _list_garmin(cycle: _Cycle) -> list[GarminActivity]:
@@ -582,6 +621,13 @@ def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str)
     next cycle, which finds our external_id on Strava before it uploads again."""
     entry = cycle.ledger.get(activity.activity_id)
     intent = upload_rules.intent(cycle.user_id, activity, entry, now=cycle.deps.clock())
+    try:
+        # What the PUT after the upload sets, durable with the intent.
+        finish = _plan_finish(cycle, activity)
+    except TransientError as exc:
+        _fail(cycle, activity, _one_more_attempt(cycle, activity), exc, may_give_up=False)
+        return
+    intent = replace(intent, finish=finish)
     cycle.checkpoint("intent")
     try:
         cycle.store.put_upload(intent)
@@ -620,10 +666,91 @@ def _upload(cycle: _Cycle, activity: GarminActivity, path: Path, data_type: str)
     cycle.checkpoint("record")
     cycle.store.put_upload(processing)
     cycle.ledger[activity.activity_id] = processing
+    if finish.gear_unmapped and finish.owed is None:  # no PUT will say it: history does
+        event = strava_finish.finish_event(processing, cycle.deps.clock(), "upload.gear_unmapped")
+        cycle.store.add_audit(event, retention_days=cycle.config.audit_retention_days)
     if upload_rules.read_upload_status(status).state is upload_rules.UploadState.PROCESSING:
         cycle.awaiting.append((activity, processing))
     else:
         _apply_upload_status(cycle, activity, processing, status)
+
+
+# -- finishing on Strava (services/strava_finish.py) ----------------------------------------
+
+
+def _plan_finish(cycle: _Cycle, activity: GarminActivity) -> StravaFinish:
+    return strava_finish.plan_finish(
+        cycle.garmin(),
+        cycle.strava,
+        cycle.store,
+        cycle.config.finish,
+        activity,
+        user_id=cycle.user_id,
+        uploaded_name=activity.name or "Run",
+        now=cycle.deps.clock(),
+    )
+
+
+def _send_one(cycle: _Cycle, entry: LedgerEntry) -> None:
+    """The one PUT an upload owes; the ledger records what Strava was told."""
+    sent = strava_finish.send_owed(
+        cycle.store,
+        cycle.strava(),
+        entry,
+        now=cycle.deps.clock(),
+        max_attempts=cycle.config.max_attempts,
+        checkpoint=cycle.deps.checkpoint,
+        audit=cycle.store,
+        retention_days=cycle.config.audit_retention_days,
+    )
+    cycle.ledger[entry.garmin_activity_id] = sent
+
+
+def _send_owed(cycle: _Cycle) -> None:
+    """The PUTs earlier cycles left owed (a crash, a failure): found among the entries
+    this cycle read anyway, so an idle cycle sends nothing."""
+    if cycle.dry_run:
+        return
+    now = cycle.deps.clock()
+    for entry in list(cycle.ledger.values()):
+        finish = entry.finish
+        if entry.outcome is UploadOutcome.UPLOADED and finish is not None and finish.due(now):
+            _renew_lease(cycle)
+            _send_one(cycle, entry)
+
+
+def _carry_renames(cycle: _Cycle, listed: Sequence[GarminActivity]) -> None:
+    """A listed upload renamed on Garmin since: its name carried to Strava while the
+    mirror shows Strava still has the name we set (0 Strava reads); elsewhere skipped
+    and said in the cycle's audit."""
+    if cycle.dry_run or not cycle.config.finish.carry_names:
+        return
+    live: list[bool] = []  # asked once, and only when a rename is there to carry
+
+    def mirror_live() -> bool:
+        if not live:
+            live.append(cycle.deps.mirror_live())
+        return live[0]
+
+    for activity in listed:
+        entry = cycle.ledger.get(activity.activity_id)
+        if entry is None:
+            continue
+        step, changed = strava_finish.carry_rename(
+            cycle.store, entry, activity.name, mirror_live=mirror_live
+        )
+        if step.action in {"none", "wait"}:
+            continue
+        cycle.ledger[activity.activity_id] = changed
+        what = {
+            "carry": "Garmin rename carried to Strava",
+            "keep": "renamed on Strava: Strava's name kept",
+            "skip": "Garmin rename not carried: the mirror is not live",
+        }[step.action]
+        _item(cycle, activity.activity_id, f"rename_{step.action}", what, activity)
+        if step.action == "carry":
+            _renew_lease(cycle)
+            _send_one(cycle, changed)
 
 
 # -- 5. poll once ---------------------------------------------------------------------------
@@ -695,11 +822,16 @@ def _settle(
         now=cycle.deps.clock(),
         strava_id=strava_id,
     )
+    if settled.finish is not None and outcome is not UploadOutcome.UPLOADED:
+        # Gear and muting are for our own upload, not the activity it duplicates.
+        settled = replace(settled, finish=replace(settled.finish, owed=None))
     cycle.report.note(outcome, activity.activity_id, detail)
     _item(cycle, activity.activity_id, outcome, detail, activity, stravaActivityId=strava_id)
     if not cycle.dry_run:
         cycle.store.put_upload(settled)
     cycle.ledger[activity.activity_id] = settled
+    if settled.finish_owed and not cycle.dry_run:
+        _send_one(cycle, settled)  # the activity exists now: its one PUT
     log.info(
         "upload.settled",
         extra={

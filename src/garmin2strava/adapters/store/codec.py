@@ -21,6 +21,7 @@ from garmin2strava.domain.models import (
     UploadOutcome,
     Workout,
 )
+from garmin2strava.domain.strava_finish import StravaFinish
 from garmin2strava.errors import StoreConflict
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "audit_sk",
     "audit_to_item",
     "format_time",
+    "in_uploaders_index",
     "intent_refused",
     "ledger_from_item",
     "ledger_lsi1sk",
@@ -260,7 +262,7 @@ def strava_tokens_from_plain(plain: dict[str, Any], *, version: int) -> StravaTo
 
 # -- upload ledger ----------------------------------------------------------------------
 def ledger_to_item(entry: LedgerEntry) -> dict[str, Any]:
-    return {
+    item: dict[str, Any] = {
         "userId": entry.user_id,
         "garminActivityId": entry.garmin_activity_id,
         "externalId": entry.external_id,
@@ -275,6 +277,17 @@ def ledger_to_item(entry: LedgerEntry) -> dict[str, Any]:
         "detail": entry.detail,
         "nextRetryAt": _opt_time(entry.next_retry_at),
     }
+    if entry.finish is not None:  # absent on entries without one: items stay as they were
+        item["finish"] = entry.finish.to_plain()
+    return item
+
+
+def in_uploaders_index(entry: LedgerEntry) -> bool:
+    """Whether the entry belongs in the sparse GSI1: the uploader still has to finish
+    it (not settled, or a PUT is owed on Strava for an upload of ours)."""
+    if not entry.outcome.settled:
+        return True
+    return entry.outcome is UploadOutcome.UPLOADED and entry.finish_owed
 
 
 def ledger_from_item(item: dict[str, Any]) -> LedgerEntry:
@@ -292,6 +305,7 @@ def ledger_from_item(item: dict[str, Any]) -> LedgerEntry:
         upload_id=_opt_int(item.get("uploadId")),
         detail=str(item.get("detail", "")),
         next_retry_at=_parse_opt_time(item.get("nextRetryAt")),
+        finish=StravaFinish.from_plain(item.get("finish")),
     )
 
 

@@ -38,7 +38,7 @@ class LedgerItems:
             **codec.ledger_to_item(entry),
             "LSI1SK": sort_key,
         }
-        if not entry.outcome.settled:
+        if codec.in_uploaders_index(entry):
             # Sparse index: only entries the uploader still has to finish are in it.
             item["GSI1PK"] = codec.unsettled_gsi1pk(entry.user_id)
             item["GSI1SK"] = sort_key

@@ -59,7 +59,7 @@ class LedgerRows:
         pk, sk = codec.user_pk(entry.user_id), codec.upload_sk(entry.garmin_activity_id)
         body = codec.ledger_to_item(entry)
         sort_key = codec.ledger_lsi1sk(entry)
-        unsettled = not entry.outcome.settled
+        unsettled = codec.in_uploaders_index(entry)
         # Sparse index: only entries the uploader still has to finish are in it.
         gsi1pk = codec.unsettled_gsi1pk(entry.user_id) if unsettled else None
         gsi1sk = sort_key if unsettled else None

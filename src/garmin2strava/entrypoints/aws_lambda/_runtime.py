@@ -17,6 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -190,8 +191,23 @@ def build_app(*, ssm: SSMClient | None = None) -> App:
         }
     )
     app = bootstrap(settings)
+    app.mirror_live = partial(_subscribed, app)
     log.info("lambda.cold_start", extra={"store": settings.store})
     return app
+
+
+def _subscribed(app: App) -> bool:
+    """The Lambda mirror is live once Strava has our subscription: the webhook and the
+    worker are always deployed (terraform/). One read, asked only with a Garmin rename
+    to carry."""
+    from garmin2strava.services.mirror_subscription import (
+        SUBSCRIPTION_STATE_KEY,
+        subscription_from_state,
+    )
+
+    if app.settings.strava_subscription_id is not None:
+        return True
+    return subscription_from_state(app.store.get_app_state(SUBSCRIPTION_STATE_KEY)) is not None
 
 
 def _optional_secrets(ssm: SSMClient | None) -> dict[str, SecretStr]:
