@@ -172,4 +172,5 @@ $(CHECKOV): tools/checkov.lock | $(UV)
 check-infra: setup $(CHECKOV) ## checkov on terraform/ (.checkov.yaml) and hadolint on the Dockerfile
 	$(CHECKOV) -d terraform --config-file .checkov.yaml
 	$(BIN)/hadolint Dockerfile
-	@if command -v $(TERRAFORM) >/dev/null 2>&1; then $(TF) fmt -check -diff; fi
+	@if command -v $(TERRAFORM) >/dev/null 2>&1; then $(TF) fmt -check -diff; \
+	else echo "check-infra: no '$(TERRAFORM)' on PATH, terraform fmt skipped (make tf-check fails without it under CI)" >&2; fi
