@@ -755,6 +755,47 @@ _ACCOUNT = re.compile(r"Account: (\S+)")
 
 
 def _report(world: World, args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
+    report = _figures(world, args, samples)
+    report["acceptance"] = _acceptance(report)
+    return report
+
+
+RETENTION_DAYS = 7  # G2S_AUDIT_RETENTION_DAYS' default: the audit trail is flat after it
+
+
+def _acceptance(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's acceptance, each with the figure it was judged on."""
+    runs, res = report["runs"], report["resources"]
+    peaks = {int(day): peak for day, peak in res["peaks_by_day"].items()}
+    items = {int(day): row["items"] or {} for day, row in res["by_day"].items()}
+    last = max(peaks, default=0)
+    verdicts: dict[str, Any] = {
+        "no run lost or duplicated": runs["lost"] == 0 and runs["duplicated"] == 0,
+        "every Strava activity mirrored": runs["mirrored"] == runs["on_strava"],
+        "every condition told once started, once cleared": all(
+            row["duplicates"] == 0 and row["missed"] == 0 for row in report["conditions"].values()
+        ),
+    }
+    if 2 in peaks and last > 2:  # day 2: the issue's baseline
+        first, end = peaks[2], peaks[last]
+        flat = end["rss_kib"] <= first["rss_kib"] * 1.1
+        verdicts[f"peak RSS day 2 -> {last} within 10 %"] = (
+            f"{first['rss_mib']} -> {end['rss_mib']} MiB: {flat}"
+        )
+        for kind in ("descriptors", "threads"):
+            verdicts[f"peak {kind} day 2 -> {last} within +2"] = (
+                f"{first[kind]} -> {end[kind]}: {end[kind] <= first[kind] + 2}"
+            )
+    settled = RETENTION_DAYS + 2
+    if settled in items and last > settled:
+        audit = (items[settled].get("AUDIT", 0), items[last].get("AUDIT", 0))
+        verdicts[
+            f"audit rows day {settled} -> {last} within 10 % (retention {RETENTION_DAYS} d)"
+        ] = f"{audit[0]} -> {audit[1]}: {audit[1] <= audit[0] * 1.1}"
+    return verdicts
+
+
+def _figures(world: World, args: argparse.Namespace, samples: Samples) -> dict[str, Any]:
     return {
         "days": args.days,
         "speed": args.speed,
@@ -1045,6 +1086,8 @@ def print_table(report: dict[str, Any]) -> None:
         ),
     ]
     lines.extend(f"  command failed: {failure}" for failure in daemon["command_failures"])
+    lines.append("acceptance")
+    lines.extend(f"  {name}: {verdict}" for name, verdict in report["acceptance"].items())
     print("\n".join(lines))
 
 
