@@ -4,6 +4,7 @@ sandboxes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -59,3 +60,26 @@ def test_reconcile_and_streams_jobs_run_what_they_are_for(
     app.store.mark_streams_pending(USER, 424242)  # an activity the mirror never had
     found["streams"].func()  # type: ignore[attr-defined]  # apscheduler is untyped
     assert app.store.list_pending_streams(USER) == []
+
+
+def test_a_reconcile_run_the_scheduler_woke_late_for_still_runs(
+    pair: SandboxPair, make_app: Callable[..., App]
+) -> None:
+    """A scheduler waking a minute after a mirror job was due (a loaded or suspended
+    machine) runs it then, instead of skipping it to the next hour."""
+    app = make_app(mirror_reconcile_hours=24)
+    app.store.link_athlete(pair.athlete_id, USER)
+    activity = pair.strava.add_activity(
+        pair.athlete_id, start_utc=datetime.now(UTC) - timedelta(days=1), elapsed_s=1200
+    )
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule_mirror_jobs(app, scheduler)
+    scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC) - timedelta(minutes=1))
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while app.store.get_workout(USER, activity) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.shutdown()
+    assert app.store.get_workout(USER, activity) is not None

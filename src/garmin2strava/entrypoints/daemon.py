@@ -88,7 +88,10 @@ def schedule_mirror_jobs(app: App, scheduler: BackgroundScheduler) -> None:
     Lambda maintenance function runs too."""
     settings = app.settings
     first = app.clock() + FIRST_MIRROR_JOB
-    common: dict[str, Any] = {"max_instances": 1, "coalesce": True}
+    # However late the scheduler wakes (a loaded or suspended machine), a missed run is
+    # run, once: APScheduler's default grace of 1 s would skip the hour's reconciliation
+    # look, and with it the repair of what the webhook missed (found by bench/soak.py).
+    common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     if settings.mirror_reconcile_hours > 0:
         check = min(RECONCILE_CHECK, timedelta(hours=settings.mirror_reconcile_hours))
         scheduler.add_job(
