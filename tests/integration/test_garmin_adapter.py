@@ -189,6 +189,39 @@ def test_expired_token_is_refreshed_and_written_back(
     assert len(store.writes) == 2
 
 
+def test_refreshed_tokens_are_saved_before_the_request(
+    sandbox: GarminSandbox, tmp_path: Path
+) -> None:
+    """Garmin kills the old refresh token when it answers the refresh: the rotated
+    tokens are in the store before the download they were refreshed for is sent, so a
+    crash during that download cannot leave a dead refresh token stored."""
+
+    class WatchingStore(TokenStore):
+        """Notes which Garmin requests had been made when each token write landed."""
+
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.seen_at_write: list[dict[str, int]] = []
+
+        def replace_garmin_tokens(
+            self, user_id: str, blob: str, *, expected_version: int | None
+        ) -> GarminTokens | None:
+            self.seen_at_write.append(dict(sandbox.requests))
+            return super().replace_garmin_tokens(user_id, blob, expected_version=expected_version)
+
+    with WatchingStore(tmp_path / "g2s.sqlite3") as watching:
+        _store_tokens(watching, sandbox.issue_tokens(lifetime_s=-10))
+        _add_run(sandbox, 7)
+        sandbox.fail_next("download", 500, times=10)  # the download never succeeds
+        with pytest.raises(TransientError):
+            _adapter(sandbox, watching, retry_attempts=0).download_original(7)
+        refreshed = json.loads(watching.blob())["di_refresh_token"]
+    assert watching.seen_at_write[1] == {"token_refresh": 1}  # before any download
+    assert sandbox.requests["download"] >= 1
+    assert len(watching.writes) == 2  # the first store, the rotation: once
+    assert sandbox.is_refresh_token_valid(refreshed)
+
+
 def test_tokens_rotated_by_a_failed_call_are_still_saved(
     sandbox: GarminSandbox, store: TokenStore
 ) -> None:

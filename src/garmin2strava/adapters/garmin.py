@@ -1,9 +1,10 @@
 """Garmin Connect through garminconnect, for one account (ports.GarminPort).
 
 The client is built without credentials and fed the stored DI tokens; it never
-logs in. Garmin rotates the refresh token on every refresh, so after every call
-the adapter compares `client.dumps()` with what it loaded and writes a changed
-blob back with a conditional write. A process that loses that race adopts the
+logs in. Garmin rotates the refresh token on every refresh, so right after its own
+refresh, and again after every call (the library refreshes on a 401 retry), the
+adapter compares `client.dumps()` with what it loaded and writes a changed blob back
+with a conditional write. A process that loses that race adopts the
 newer stored tokens: the other writer's refresh already killed ours.
 
 The login command (`interactive_login`) is the only place a password is used.
@@ -260,7 +261,12 @@ class GarminConnectAdapter:
         with self._lock:
             garmin = self._client()
             try:
-                self._refresh_if_expiring(garmin)
+                if self._refresh_if_expiring(garmin):
+                    # Garmin killed the old refresh token when it answered: the new
+                    # tokens are saved before the request they were refreshed for, so
+                    # a crash during that request (a download can take a while) does
+                    # not leave the store holding a dead refresh token.
+                    self._write_back(garmin)
                 return operation(garmin)
             except GarminConnectTooManyRequestsError as exc:
                 raise GarminRateLimited("Garmin answered 429 (too many requests)") from exc
@@ -274,7 +280,8 @@ class GarminConnectAdapter:
             except requests.RequestException as exc:
                 raise TransientError(f"Garmin unreachable: {type(exc).__name__}") from exc
             finally:
-                self._write_back(garmin)
+                if self._garmin is garmin:  # not dropped by a write that lost its race
+                    self._write_back(garmin)
 
     def _client(self) -> Garmin:
         stored = self._store.get_garmin_tokens(self._user_id)
@@ -300,8 +307,9 @@ class GarminConnectAdapter:
         return garmin
 
     @staticmethod
-    def _refresh_if_expiring(garmin: Garmin) -> None:
+    def _refresh_if_expiring(garmin: Garmin) -> bool:
         """Refresh here rather than inside the library, which swallows the reason.
+        True when the tokens were refreshed.
 
         The library would turn a 429 or a 5xx from the token endpoint into a later
         401 ("stop the account"); we want "back off" or "try again" instead.
@@ -309,7 +317,7 @@ class GarminConnectAdapter:
         client = garmin.client
         with client._token_lock:  # noqa: SLF001  the library's own refresh lock
             if not client._token_expires_soon():  # noqa: SLF001  no public expiry check
-                return
+                return False
             try:
                 client._refresh_di_token()  # noqa: SLF001  the public path hides failures
             except GarminConnectAuthenticationError as exc:
@@ -326,6 +334,7 @@ class GarminConnectAdapter:
                 # curl_cffi's own network errors are not requests' classes.
                 msg = f"Garmin token refresh failed: {type(exc).__name__}"
                 raise TransientError(msg) from exc
+            return True
 
     def _write_back(self, garmin: Garmin) -> None:
         blob = garmin.client.dumps()
