@@ -122,6 +122,43 @@ def test_a_channel_that_is_down_is_retried_each_cycle_and_tells_once(store: Sqli
     assert channel.titles == ["[garmin2strava] garmin.tokens_refused started"]
 
 
+def test_a_start_that_timed_out_but_arrived_still_gets_its_clearing(store: SqliteStore) -> None:
+    """The endpoint took the start, but answered after the channel's time ran out (the
+    channel says not delivered). The condition clears before the next attempt: its
+    clearing is told all the same, so the owner is not left with a start alone."""
+
+    class Late(Channel):
+        late = True
+
+        def send(self, title: str, body: str, notify_type: str) -> bool:
+            self.got.append((title, body, notify_type))  # it arrived...
+            return not self.late  # ...too late for the channel to know
+
+    channel = Late()
+    report = _cycle(store, channel, [REFUSED], 0)
+    assert [n.state.key for n in report.owed] == ["garmin.tokens_refused"]
+    channel.late = False
+    _cycle(store, channel, [], 1)  # cleared before the start was retried
+    assert channel.titles == [
+        "[garmin2strava] garmin.tokens_refused started",
+        "[garmin2strava] garmin.tokens_refused cleared",
+    ]
+    assert open_conditions(store) == []
+
+
+def test_a_start_never_attempted_is_forgotten_when_it_clears(store: SqliteStore) -> None:
+    """A start no attempt was made for (the call was out of time) cannot have arrived:
+    if the condition clears before an attempt, it is over without a word."""
+    channel = Channel()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("garmin2strava.services.notify.SEND_BUDGET_S", 0.0)
+        report = _cycle(store, channel, [REFUSED], 1)
+    assert [n.state.key for n in report.owed] == ["garmin.tokens_refused"]
+    _cycle(store, channel, [], 2)
+    assert channel.got == []
+    assert open_conditions(store) == []
+
+
 def test_a_condition_that_was_not_looked_at_neither_opens_nor_clears(store: SqliteStore) -> None:
     """The webhook worker does not see Garmin: its calls leave Garmin's condition be."""
     channel = Channel()

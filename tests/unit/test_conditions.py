@@ -16,6 +16,7 @@ from garmin2strava.domain.conditions import (
     advance,
     delivered,
     state_id,
+    tried,
 )
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -81,6 +82,20 @@ def test_over_before_it_was_told_is_forgotten_silently() -> None:
     assert states == {}
 
 
+def test_over_after_a_start_that_may_have_arrived_is_told_cleared() -> None:
+    states, (notice,) = advance({}, [REFUSED], [GARMIN], T0)
+    states = tried(states, notice, T0)  # the attempt failed, perhaps after it arrived
+    states, sent = _cycle(states, [], T0 + timedelta(minutes=1))
+    assert sent == [("garmin.tokens_refused", "cleared")]
+    assert states == {}
+
+
+def test_a_failed_clearing_is_not_a_tried_start() -> None:
+    states, _ = _cycle({}, [REFUSED], T0)
+    states, (notice,) = advance(states, [], [GARMIN], T0 + timedelta(minutes=1))
+    assert tried(states, notice, T0) == states
+
+
 def test_back_before_its_clearing_was_told_is_the_same_spell() -> None:
     states, _ = _cycle({}, [REFUSED], T0)
     states, _ = _cycle(states, [], T0 + timedelta(minutes=1), deliver=False)
@@ -120,7 +135,9 @@ def test_app_wide_notices_name_no_account_and_the_budget_is_a_warning() -> None:
 
 
 def test_states_survive_their_stored_form() -> None:
-    state = ConditionState(*GARMIN, since=T0, detail="x", started_sent_at=T0, cleared_at=T0)
+    state = ConditionState(
+        *GARMIN, since=T0, detail="x", started_sent_at=T0, cleared_at=T0, start_tried_at=T0
+    )
     assert ConditionState.from_dict(state.to_dict()) == state
 
 

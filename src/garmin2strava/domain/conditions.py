@@ -22,6 +22,7 @@ __all__ = [
     "advance",
     "delivered",
     "state_id",
+    "tried",
 ]
 
 
@@ -172,6 +173,9 @@ class ConditionState:
     started_sent_at: datetime | None = None
     cleared_at: datetime | None = None
     cleared_sent_at: datetime | None = None
+    # An attempt to tell the start failed, yet it may have arrived (an answer that
+    # came too late): its clearing is told even if no attempt is confirmed.
+    start_tried_at: datetime | None = None
 
     @property
     def open(self) -> bool:
@@ -186,6 +190,7 @@ class ConditionState:
             "startedSentAt": _iso(self.started_sent_at),
             "clearedAt": _iso(self.cleared_at),
             "clearedSentAt": _iso(self.cleared_sent_at),
+            "startTriedAt": _iso(self.start_tried_at),
         }
 
     @classmethod
@@ -198,6 +203,7 @@ class ConditionState:
             started_sent_at=_time(value.get("startedSentAt")),
             cleared_at=_time(value.get("clearedAt")),
             cleared_sent_at=_time(value.get("clearedSentAt")),
+            start_tried_at=_time(value.get("startTriedAt")),
         )
 
 
@@ -258,8 +264,10 @@ def advance(
     `checked` names the (key, user) pairs this observer looked at: a condition it did
     not look at neither opens nor clears here (the webhook worker does not see Garmin's
     state). A notice stays owed until `delivered` marks it, so a channel that is down
-    is retried on later calls and then told once. A condition that clears before its
-    start could be told is forgotten without a word.
+    is retried on later calls and then told once. A condition that clears before any
+    attempt to tell its start is forgotten without a word; one whose start was tried
+    (`tried`: it may have arrived) is told cleared, so an owner who got a start is
+    never left without its end.
     """
     seen = {state_id(o.key, o.user_id): o for o in observed}
     after: dict[str, ConditionState] = {}
@@ -268,8 +276,8 @@ def advance(
             after[sid] = replace(state, cleared_at=None)  # the same spell, nothing owed
             continue
         if state.open and (state.key, state.user_id) in checked and sid not in seen:
-            if state.started_sent_at is not None:  # else over before anyone was told
-                after[sid] = replace(state, cleared_at=now)
+            if state.started_sent_at is not None or state.start_tried_at is not None:
+                after[sid] = replace(state, cleared_at=now)  # else over before anyone knew
             continue
         after[sid] = state
     for sid, observation in seen.items():
@@ -298,6 +306,18 @@ def delivered(
         after[notice.id] = replace(current, started_sent_at=now)
     elif not current.open:
         del after[notice.id]
+    return after
+
+
+def tried(
+    states: Mapping[str, ConditionState], notice: Notice, now: datetime
+) -> dict[str, ConditionState]:
+    """The states once an attempt to deliver `notice` failed: a start that may have
+    arrived (the channel's time ran out, say) is remembered, so its clearing is told."""
+    after = dict(states)
+    current = after.get(notice.id)
+    if current is not None and notice.kind is NoticeKind.STARTED and current.open:
+        after[notice.id] = replace(current, start_tried_at=current.start_tried_at or now)
     return after
 
 

@@ -7,7 +7,9 @@ and DynamoDB alike. One runner at a time tells: it takes the NOTIFY_LEASE lease 
 conditional write that also guards each account's sync), reads the states, advances
 them with what its caller observed (domain/conditions.py `advance`), sends what is
 owed, records each delivery before the next, and releases. A SIGKILL between a send and
-its record may repeat that one notice: at least once, never lost.
+its record may repeat that one notice: at least once, never lost. A start whose
+delivery failed may still have arrived (an endpoint that answered after the channel's
+time ran out), so once its start was tried a condition's clearing is always told.
 
 A delivery never fails or holds up its caller: the channel bounds each attempt, a call
 makes at most one attempt per notice and starts none once SEND_BUDGET_S is spent (what
@@ -37,6 +39,7 @@ from garmin2strava.domain.conditions import (
     advance,
     delivered,
     state_id,
+    tried,
 )
 from garmin2strava.domain.models import Account, AuditEvent
 from garmin2strava.ports import AppState, AuditLog, NotifyChannel, SyncLeases
@@ -312,6 +315,7 @@ def _send(
             continue
         if channel is not None and not _attempt(channel, notice):
             log.warning("notify.owed", extra=_fields(notice))
+            book.states = tried(book.states, notice, now)  # it may have arrived all the same
             owed.append(notice)
             continue
         book.states = delivered(book.states, notice, now)
