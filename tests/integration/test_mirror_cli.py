@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,3 +98,27 @@ def test_reconcile_command_repairs_and_counts_reads(
     assert f"{count} listed, {count} added, 0 deleted, 0 changed" in out
     code, out, _ = run_cli(capsys, "mirror", "reconcile")
     assert f"{count} listed, 0 added, 0 deleted, 0 changed, 1 Strava reads" in out
+
+
+def test_backfill_names_an_inactive_application_not_the_budget(
+    pair: SandboxPair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Strava refuses the application (403 Application Status Inactive): `mirror
+    backfill` waits, and says that the owner's subscription is why, not the budget.
+    A process of its own, stopped once it said so (it would wait for the next probe)."""
+    seed_demo(pair, NOW)
+    assert run_cli(capsys, "sync", "--once")[0] == 0
+    pair.strava.application_inactive = True
+    command = [sys.executable, "-m", "garmin2strava.entrypoints.cli", "mirror", "backfill"]
+    with subprocess.Popen(  # noqa: S603 (our interpreter and module)
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            said = process.stdout.readline()
+        finally:
+            process.kill()
+    assert "mirror backfill: the Strava application is inactive" in said
+    assert "subscription" in said
+    assert "budget" not in said
+    assert "waiting until" in said

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
 from garmin2strava.domain.text import shown
 from garmin2strava.domain.webhook import (
     MIN_SECRET_LENGTH,
@@ -26,7 +27,7 @@ from garmin2strava.domain.webhook import (
     redact_callback_url,
 )
 from garmin2strava.entrypoints.cli_common import ISO_DATE, json_option, load, load_app, user_option
-from garmin2strava.errors import ConfigError
+from garmin2strava.errors import APP_INACTIVE_CAUSE, ConfigError
 from garmin2strava.services.export import (
     atomic_output,
     export_workouts,
@@ -234,7 +235,7 @@ def mirror_backfill(since: datetime | None, user: str | None, streams: bool) -> 
         raise ConfigError("this Strava client cannot list all activities")
 
     def wait_until(until: datetime) -> bool:
-        print(f"mirror backfill: Strava's read budget is spent; waiting until {until:%H:%M} UTC")
+        print(f"mirror backfill: {_why_strava_waits(app)}; waiting until {until:%H:%M} UTC")
         app.stop.wait(max(0.0, (until - app.clock()).total_seconds()))
         return not app.stop.is_set()
 
@@ -247,6 +248,15 @@ def mirror_backfill(since: datetime | None, user: str | None, streams: bool) -> 
     if not result.complete:
         return 1
     return _backfill_streams(app, user_id, since, wait_until) if streams else 0
+
+
+def _why_strava_waits(app: App) -> str:
+    """What stops the backfill's reads: the application gone inactive (the owner's
+    subscription lapsed, which waiting alone does not mend) or the read budget."""
+    access = StravaAppAccess.from_dict(app.store.get_app_state(APP_ACCESS_KEY))
+    if access.inactive_since is not None:
+        return f"{APP_INACTIVE_CAUSE}; it is tried again"
+    return "Strava's read budget is spent"
 
 
 def _backfill_streams(
