@@ -55,6 +55,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from g2s_harness.sqs_records import sqs_record
+
 REPO = Path(__file__).resolve().parents[1]
 PRICES_FILE = Path(__file__).with_name("aws_prices.toml")
 TERRAFORM = REPO / "terraform"
@@ -666,22 +668,7 @@ def sqs_records(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         MessageAttributeNames=["All"],
     ).get("Messages"):
         for m in messages:
-            records.append(
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {
-                        name: {
-                            "stringValue": value.get("StringValue"),
-                            "dataType": value["DataType"],
-                        }
-                        for name, value in m.get("MessageAttributes", {}).items()
-                    },
-                    "eventSource": "aws:sqs",
-                }
-            )
+            records.append(sqs_record(m))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
     return records
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from g2s_harness.aws_lambda import USER, Deployment, FakeContext, deployed
+from g2s_harness.sqs_records import sqs_record
 from g2s_sandbox.scenario import seed_run
 from garmin2strava.adapters.queue_sqs import FIRST_SENT_ATTRIBUTE
 from garmin2strava.domain.budget import RateBudget
@@ -420,20 +421,7 @@ def _receive(deployment: Deployment, *, wait_s: int = 0) -> list[dict[str, Any]]
         AttributeNames=["All"],
         MessageAttributeNames=["All"],
     ).get("Messages", [])
-    return [
-        {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": {str(k): v for k, v in m.get("Attributes", {}).items()},
-            "messageAttributes": {
-                str(name): {"stringValue": value["StringValue"], "dataType": value["DataType"]}
-                for name, value in m.get("MessageAttributes", {}).items()
-            },
-            "eventSource": "aws:sqs",
-        }
-        for m in received
-    ]
+    return [sqs_record(m) for m in received]
 
 
 def _settle(deployment: Deployment, records: list[dict[str, Any]]) -> list[str]:
@@ -572,6 +560,8 @@ def test_a_requeued_event_is_the_same_message_and_is_mirrored_after_the_window(
     first_sent = {
         FIRST_SENT_ATTRIBUTE: {
             "stringValue": original[0]["attributes"]["SentTimestamp"],
+            "stringListValues": [],
+            "binaryListValues": [],
             "dataType": "Number",
         }
     }

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import boto3
 
+from g2s_harness.sqs_records import sqs_event
 from g2s_sandbox.scenario import SandboxPair, seed_run
 from g2s_sandbox.strava_records import SandboxActivity
 from garmin2strava.bootstrap import build_store
@@ -336,34 +337,6 @@ def _apigw_event(
     return event
 
 
-def _sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
-    """The event Lambda's SQS poller hands the worker for `messages`."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                        "dataType": value["DataType"],
-                    }
-                    for name, value in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": region,
-            }
-            for m in messages
-        ]
-    }
-
-
 def smoke_test(
     deployed: Deployed, *, endpoint: str, pair: SandboxPair, package_zip: Path, work: Path
 ) -> list[str]:
@@ -511,7 +484,9 @@ class Smoke:
             "Attributes"
         ]["QueueArn"]
         with self.run("worker") as api:
-            answer = api.invoke(_sqs_event(messages, queue_arn, self.deployed.region))
+            answer = api.invoke(
+                sqs_event(messages, queue_arn=queue_arn, region=self.deployed.region)
+            )
         check(answer == {"batchItemFailures": []}, f"worker: {answer}")
         for message in messages:  # what the poller does with a batch that succeeded
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
