@@ -14,6 +14,7 @@ import pytest
 
 from garmin2strava.adapters.fitfile import extract_original
 from garmin2strava.adapters.garmin import MAX_ORIGINAL_BYTES
+from garmin2strava.domain.conditions import CONDITIONS
 from garmin2strava.services.write_trouble import (
     SPACE_FLOOR,
     Disk,
@@ -41,6 +42,10 @@ def test_the_floor_holds_the_largest_file_a_run_may_bring() -> None:
     extracted = inspect.signature(extract_original).parameters["max_total_bytes"].default
     assert MAX_ORIGINAL_BYTES <= SPACE_FLOOR
     assert extracted <= SPACE_FLOOR
+
+
+def test_the_condition_says_the_floor() -> None:
+    assert f"under {SPACE_FLOOR // MiB} MiB free" in CONDITIONS["store.unwritable"].meaning
 
 
 @pytest.mark.parametrize(
