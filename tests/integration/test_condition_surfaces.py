@@ -196,7 +196,7 @@ def test_the_sync_looks_at_the_store_disk_on_sqlite_and_at_the_temporary_one_eve
     settings = load_settings()
     temp = Path(tempfile.gettempdir())
     assert [(d.role, d.directory) for d in telling.written_disks(settings)] == [
-        ("the store", settings.db_path.parent),
+        ("the store", settings.db_path.absolute().parent),
         ("the temporary directory", temp),
     ]
     on_aws = settings.model_copy(update={"store": "dynamodb"})  # the Lambda sync's

@@ -61,7 +61,7 @@ def written_disks(settings: Settings) -> tuple[Disk, ...]:
     temp = Disk("the temporary directory", Path(tempfile.gettempdir()))
     if settings.store != "sqlite":
         return (temp,)
-    return (Disk("the store", settings.db_path.parent), temp)
+    return (Disk("the store", settings.db_path.absolute().parent), temp)
 
 
 def cycle_ok(reports: Sequence[CycleReport]) -> bool:
