@@ -49,9 +49,9 @@ MiB = 1024 * 1024
 # What one run may need on the disk at once: its ORIGINAL is refused above 64 MiB,
 # extracted or not (adapters/garmin.py MAX_ORIGINAL_BYTES, adapters/fitfile.py
 # extract_original's max_total_bytes; tests/unit/test_write_trouble.py keeps them in
-# step). A run's file is usually under 1 MiB, and the store grows by kilobytes a run,
-# so below this floor the disk is nearly full for any use, while one large run could
-# already be lost to it.
+# step). A run's file is usually under 1 MiB and the store grew to 16 MB in the soak's
+# 30 simulated days (docs/benchmarks.md), so below this floor the disk is nearly full
+# for any use, while one large run could already be lost to it.
 SPACE_FLOOR = 64 * MiB
 _NEEDED = "a run's file and the store's growth need"
 
