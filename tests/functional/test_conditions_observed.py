@@ -27,12 +27,13 @@ from garmin2strava.services.conditions import (
     LedgerGate,
     Sight,
     maintenance_sight,
+    mirror_sight,
     observe,
     sync_sight,
 )
 from garmin2strava.services.mirror_subscription import remember_subscription
 from garmin2strava.services.notify import open_conditions, tell
-from garmin2strava.services.write_trouble import WriteTrouble, is_disk_trouble
+from garmin2strava.services.write_trouble import SPACE_FLOOR, Disk, WriteTrouble, is_disk_trouble
 
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
 USER = "u1"
@@ -283,6 +284,103 @@ def test_an_unwritable_disk_is_seen_until_a_write_works(
     assert "temporary directory" in observed["store.unwritable", None].detail
     trouble.succeeded("temp")
     assert seen(store, mine) == {}
+
+
+MiB = 1024 * 1024
+
+
+class Disks:
+    """The free space the operating system would report for each directory, and
+    the directories asked about."""
+
+    def __init__(self, **free_mib: int) -> None:
+        self.free = {Path(f"/{name}"): mib * MiB for name, mib in free_mib.items()}
+        self.asked: list[Path] = []
+
+    def __call__(self, directory: Path) -> int:
+        self.asked.append(directory)
+        if directory not in self.free:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(directory))
+        return self.free[directory]
+
+    def sight(self, trouble: WriteTrouble) -> Sight:
+        disks = (
+            Disk("the store", Path("/data")),
+            Disk("the temporary directory", Path("/scratch")),
+        )
+        return replace(
+            sync_sight(athlete_capacity=10, disks=disks), write_trouble=trouble, free=self
+        )
+
+
+def test_a_nearly_full_disk_is_seen_before_any_write_fails(store: SqliteStore) -> None:
+    trouble = WriteTrouble()
+    disks = Disks(data=3, scratch=900)
+    assert set(seen(store, disks.sight(trouble), NOW - timedelta(minutes=2))) == {
+        ("store.unwritable", None)
+    }
+    observed = seen(store, disks.sight(trouble))
+    assert observed["store.unwritable", None].since == NOW - timedelta(minutes=2)
+    assert observed["store.unwritable", None].detail == (
+        "free space: the disk of the store (/data) has 3 MiB free, under the 64 MiB "
+        "a run's file and the store's growth need"
+    )
+    assert disks.asked == [Path("/data"), Path("/scratch")] * 2
+    disks.free[Path("/data")] = SPACE_FLOOR
+    assert seen(store, disks.sight(trouble)) == {}
+
+
+def test_a_write_that_works_keeps_low_space_and_room_keeps_a_failed_write(
+    store: SqliteStore,
+) -> None:
+    trouble = WriteTrouble()
+    disks = Disks(data=900, scratch=1)
+    trouble.failed("store", sqlite3.OperationalError("database or disk is full"), NOW)
+    detail = seen(store, disks.sight(trouble))["store.unwritable", None].detail
+    assert "free space: the disk of the temporary directory (/scratch) has 1 MiB free" in detail
+    assert "the store: OperationalError: database or disk is full" in detail
+    trouble.succeeded("store")  # a recorded cycle
+    assert (
+        "(/scratch) has 1 MiB free"
+        in seen(store, disks.sight(trouble))["store.unwritable", None].detail
+    )
+    trouble.failed("temp", OSError(errno.ENOSPC, "No space left on device"), NOW)
+    disks.free[Path("/scratch")] = 900 * MiB  # room again, the failed directory not yet retried
+    assert seen(store, disks.sight(trouble))["store.unwritable", None].detail == (
+        "the temporary directory: OSError: No space left on device"
+    )
+    trouble.succeeded("temp")
+    assert seen(store, disks.sight(trouble)) == {}
+
+
+def test_a_directory_gone_is_seen_and_observing_goes_on(store: SqliteStore) -> None:
+    trouble = WriteTrouble()
+    disks = Disks(data=900)  # no /scratch
+    store.put_account(
+        replace(store.get_account(USER) or Account(USER), status=AccountStatus.NEEDS_STRAVA_AUTH)
+    )
+    observed = seen(store, disks.sight(trouble))
+    assert set(observed) == {("store.unwritable", None), ("strava.authorization_refused", USER)}
+    assert observed["store.unwritable", None].detail == (
+        "free space: the disk of the temporary directory (/scratch) cannot be looked at "
+        "(No such file or directory)"
+    )
+
+
+def test_the_runners_that_write_nothing_of_their_own_look_at_no_disk(
+    store: SqliteStore, queue: SqliteEventQueue
+) -> None:
+    disks = Disks()  # any look would be seen as a directory gone
+    store_disk = (Disk("the store", Path("/data")),)
+    aws = maintenance_sight(
+        athlete_capacity=10, subscription_id_setting=None, dead_letter_depth=lambda: 0
+    )
+    served = mirror_sight(athlete_capacity=10, subscription_id_setting=None, queue=queue)
+    for runner in (aws, served):
+        assert ("store.unwritable", None) not in checked_keys(
+            store, replace(runner, free=disks, disks=store_disk)
+        )
+    assert disks.asked == []
 
 
 def test_other_errors_are_no_disk_trouble() -> None:

@@ -6,6 +6,8 @@ refuses the tokens), told to a recording channel."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -49,7 +51,7 @@ class Recording:
 
 @pytest.fixture
 def recording(monkeypatch: pytest.MonkeyPatch) -> Recording:
-    for place in ("store", "temp"):  # what an earlier test of this process met is not ours
+    for place in ("store", "temp", "space"):  # what an earlier test of this process met is not ours
         WRITE_TROUBLE.succeeded(place)
     channel = Recording()
     monkeypatch.setattr(telling, "channel_for", lambda _settings: channel)
@@ -157,3 +159,45 @@ def test_history_shows_when_each_notification_went_out(
     code, out, _err = run_cli(capsys, "history", "--json")
     sent = [e for e in json.loads(out)[USER] if e["kind"] == "notify.sent"]
     assert [(e["key"], e["notice"]) for e in sent] == [(KEY, "cleared"), (KEY, "started")]
+
+
+def test_status_shows_a_nearly_full_disk_before_any_write_failed(
+    pair: SandboxPair,
+    recording: Recording,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The sync job's look at the store's disk: 3 MiB free is told, and shown."""
+    made = bootstrap(load_settings())
+    ensure_settings_account(made.store, made.settings, made.clock)
+    real = shutil.disk_usage
+    store_dir = made.settings.db_path.parent
+
+    def nearly_full(path: str | Path) -> Any:  # the operating system's answer
+        usage = real(path)
+        return usage._replace(free=3 * 1024 * 1024) if Path(path) == store_dir else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+    reports = sync_all(made.store, made.sync_deps)
+    assert telling.cycle_ok(reports)  # every write worked: only the look saw it
+    after_cycle(made, default_sight(made), ok=telling.cycle_ok(reports))
+    assert [title for title, _, _ in recording.sent] == ["[garmin2strava] store.unwritable started"]
+    _title, body, _type = recording.sent[0]
+    assert f"the disk of the store ({store_dir}) has 3 MiB free" in body
+    code, out, _err = run_cli(capsys, "status", "--json")
+    assert code == 0
+    assert [c["key"] for c in json.loads(out)["conditions"]] == ["store.unwritable"]
+    WRITE_TROUBLE.succeeded("space")
+
+
+def test_the_sync_looks_at_the_store_disk_on_sqlite_and_at_the_temporary_one_everywhere(
+    pair: SandboxPair,
+) -> None:
+    settings = load_settings()
+    temp = Path(tempfile.gettempdir())
+    assert [(d.role, d.directory) for d in telling.written_disks(settings)] == [
+        ("the store", settings.db_path.absolute().parent),
+        ("the temporary directory", temp),
+    ]
+    on_aws = settings.model_copy(update={"store": "dynamodb"})  # the Lambda sync's
+    assert [d.directory for d in telling.written_disks(on_aws)] == [temp]

@@ -7,6 +7,8 @@ through the real Apprise to a JSON catcher on 127.0.0.1 (json://)."""
 from __future__ import annotations
 
 import errno
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -28,10 +30,11 @@ from garmin2strava.domain.webhook import WebhookEvent
 from garmin2strava.entrypoints.cli import _store_fresh_garmin_tokens
 from garmin2strava.entrypoints.daemon import schedule_sync
 from garmin2strava.entrypoints.oauth import _store_tokens
+from garmin2strava.entrypoints.telling import written_disks
 from garmin2strava.services.account_control import retry_upload
 from garmin2strava.services.conditions import sync_sight
 from garmin2strava.services.mirror_subscription import remember_subscription
-from garmin2strava.services.write_trouble import WRITE_TROUBLE
+from garmin2strava.services.write_trouble import SPACE_FLOOR, WRITE_TROUBLE
 from garmin2strava.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -70,6 +73,7 @@ class World:
             subscription_id_setting=self.app.settings.strava_subscription_id,
             queue=self.queue,
             mirror_expected=True,
+            disks=written_disks(self.app.settings),
         )
         schedule_sync(self.app, jobs, sight)  # type: ignore[arg-type,unused-ignore]
         return jobs.jobs["sync"]
@@ -114,13 +118,14 @@ def world(
     app.store.link_athlete(pair.athlete_id, USER)
     remember_subscription(app.store, 4242, now=clock.now)
     queue = SqliteEventQueue(tmp_path / "g2s.sqlite3")
-    WRITE_TROUBLE.succeeded("temp")
-    WRITE_TROUBLE.succeeded("store")
+    for place in ("temp", "store", "space"):
+        WRITE_TROUBLE.succeeded(place)
     try:
         yield World(pair, app, clock, queue, catcher, open_app)
     finally:
         queue.close()
-        WRITE_TROUBLE.succeeded("temp")
+        for left in ("temp", "store", "space"):
+            WRITE_TROUBLE.succeeded(left)
 
 
 def told_once_then_cleared_once(
@@ -329,6 +334,28 @@ def test_a_full_temporary_directory(world: World, monkeypatch: pytest.MonkeyPatc
     told_once_then_cleared_once(world, "store.unwritable", start=start, clear=clear, user=None)
 
 
+def test_a_nearly_full_disk_before_any_write_fails(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No run waits, so nothing writes the temporary directory and the store's writes
+    still work (SQLite's reused pages): only the look at the free space sees it."""
+    real = shutil.disk_usage
+
+    def nearly_full(path: str | Path) -> Any:  # the operating system's answer
+        return real(path)._replace(free=SPACE_FLOOR - 1)
+
+    def start() -> None:
+        monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+
+    def clear() -> None:  # the owner freed some space
+        monkeypatch.undo()
+
+    told_once_then_cleared_once(world, "store.unwritable", start=start, clear=clear, user=None)
+    started = world.told()[0]["message"]
+    assert f"the disk of the store ({world.app.settings.db_path.parent}) has 63 MiB free" in started
+    assert f"the disk of the temporary directory ({tempfile.gettempdir()})" in started
+
+
 def test_more_accounts_than_the_athlete_capacity(world: World) -> None:
     def start() -> None:  # a restart with the capacity below the accounts
         world.restart(strava_athlete_capacity=0)
@@ -342,5 +369,8 @@ def test_more_accounts_than_the_athlete_capacity(world: World) -> None:
 
 
 def test_every_condition_has_its_test_here() -> None:
-    names = {name for name in globals() if name.startswith("test_")}
-    assert len(names) - 1 == len(CONDITIONS)
+    """Each key goes through the lifecycle here at least once (store.unwritable twice:
+    a write that failed, a disk nearly full)."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    lifecycles = re.findall(r'told_once_then_cleared_once\(\s*world,\s*"([^"]+)"', source)
+    assert sorted(set(lifecycles)) == sorted(CONDITIONS)

@@ -133,8 +133,10 @@ _CATALOGUE = (
         "store.unwritable",
         "app",
         Severity.FAILURE,
-        "The store or the temporary directory cannot be written (the disk is full?).",
-        "free space on the disk that holds G2S_DB_PATH and the temporary directory",
+        "The disk of the store or of the temporary directory is nearly full (under "
+        "64 MiB free), or writing there failed: new runs may be lost to it.",
+        "free space on the disk that holds G2S_DB_PATH and the temporary directory "
+        "(TMPDIR); the notification names each directory and what is left",
     ),
     Condition(
         "strava.athlete_capacity_exceeded",

@@ -115,6 +115,7 @@ def run(no_http: bool) -> int:
     """
     from garmin2strava.entrypoints.daemon import run_daemon
     from garmin2strava.entrypoints.server import AdminRuntime, MirrorRuntime
+    from garmin2strava.entrypoints.telling import written_disks
     from garmin2strava.services.conditions import sync_sight
 
     app = load_app(load())
@@ -138,6 +139,7 @@ def run(no_http: bool) -> int:
         subscription_id_setting=app.settings.strava_subscription_id,
         queue=mirror.queue,
         mirror_expected=True,
+        disks=written_disks(app.settings),
     )
     return run_daemon(
         app,

@@ -12,13 +12,16 @@ next step still runs; Apprise's sends and the ping have their own timeouts, and
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from garmin2strava.services.conditions import LedgerGate, Sight, observe, sync_sight
 from garmin2strava.services.notify import KnownAppState, tell
+from garmin2strava.services.write_trouble import Disk
 
 if TYPE_CHECKING:
     from garmin2strava.bootstrap import App
@@ -31,6 +34,7 @@ __all__ = [
     "channel_for",
     "cycle_ok",
     "default_sight",
+    "written_disks",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,21 @@ def default_sight(app: App, *, ledger_gate: LedgerGate | None = None) -> Sight:
         athlete_capacity=app.settings.strava_athlete_capacity,
         subscription_id_setting=app.settings.strava_subscription_id,
         ledger_gate=ledger_gate,
+        disks=written_disks(app.settings),
     )
+
+
+def written_disks(settings: Settings) -> tuple[Disk, ...]:
+    """The directories a sync cycle writes, whose free space is looked at after it
+    (store.unwritable): the SQLite store's, and the temporary directory a run's file is
+    extracted into. On DynamoDB only the latter: on Lambda that is /tmp, the
+    container's own (kept across its warm invocations), where a full disk loses runs
+    as anywhere; the look is a statvfs, no AWS request, so the idle invocation's single
+    read stays single."""
+    temp = Disk("the temporary directory", Path(tempfile.gettempdir()))
+    if settings.store != "sqlite":
+        return (temp,)
+    return (Disk("the store", settings.db_path.absolute().parent), temp)
 
 
 def cycle_ok(reports: Sequence[CycleReport]) -> bool:

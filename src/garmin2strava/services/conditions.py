@@ -25,8 +25,10 @@ How each key is seen:
 - strava.unreachable: the outage the Strava adapter keeps (domain.strava_outage): failing
   for more than an hour of requests, which are made only while work waits.
 - strava.budget_nearly_spent: the day's usage in the stored rate budget (domain.budget).
-- store.unwritable: what this process met writing the store or the temporary directory
-  (services/write_trouble.py; in memory, since the store may be what is full).
+- store.unwritable: what this process met writing the store or the temporary directory,
+  and the free space of their disks, looked at now (`Sight.disks`: under
+  services/write_trouble.py's SPACE_FLOOR, or not to be looked at); in memory
+  (services/write_trouble.py), since the store may be what is full.
 - strava.athlete_capacity_exceeded: connected accounts against the setting.
 """
 
@@ -37,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from garmin2strava.domain.app_access import APP_ACCESS_KEY, StravaAppAccess
@@ -55,7 +58,13 @@ from garmin2strava.services.status import (
     STRAVA_BUDGET_KEY,
     connected_accounts,
 )
-from garmin2strava.services.write_trouble import WRITE_TROUBLE, WriteTrouble
+from garmin2strava.services.write_trouble import (
+    WRITE_TROUBLE,
+    Disk,
+    WriteTrouble,
+    free_bytes,
+    look_at_space,
+)
 
 __all__ = [
     "ACCOUNT_KEYS",
@@ -142,6 +151,11 @@ class Sight:
     write_trouble: WriteTrouble | None = field(default=WRITE_TROUBLE)
     # None: every account's ledger is read at every look (SQLite: a local read).
     ledger_gate: LedgerGate | None = None
+    # The directories this process writes, whose free space is looked at with its
+    # writes (store.unwritable); none where write_trouble is None. `free` is how: the
+    # operating system's figure (a statvfs), or a test's.
+    disks: tuple[Disk, ...] = ()
+    free: Callable[[Path], int] = free_bytes
 
 
 def sync_sight(
@@ -151,9 +165,11 @@ def sync_sight(
     queue: EventQueue | None = None,
     mirror_expected: bool = False,
     ledger_gate: LedgerGate | None = None,
+    disks: Sequence[Disk] = (),
 ) -> Sight:
     """After a sync cycle (`run`, `sync`, the Lambda sync): every account, the app-wide
-    state, this process's writes; the local queue's dead letters when it has one."""
+    state, this process's writes and the free space of `disks`; the local queue's dead
+    letters when it has one."""
     return Sight(
         accounts=True,
         athlete_capacity=athlete_capacity,
@@ -161,6 +177,7 @@ def sync_sight(
         subscription_id_setting=subscription_id_setting,
         dead_letters=queue_dead_letters(queue) if queue is not None else None,
         ledger_gate=ledger_gate,
+        disks=tuple(disks),
     )
 
 
@@ -323,7 +340,7 @@ def _app_observations(
         ),
     )
     if sight.write_trouble is not None:
-        yield "store.unwritable", _unwritable(sight.write_trouble)
+        yield "store.unwritable", _unwritable(sight.write_trouble, sight, now)
     dead = _dead_letters(sight)
     if dead is not None:
         yield (
@@ -368,11 +385,13 @@ def _budget(store: AppState, now: datetime) -> Observation | None:
     return Observation("strava.budget_nearly_spent", None, f"Today: {', '.join(spent)}.", now)
 
 
-def _unwritable(trouble: WriteTrouble) -> Observation | None:
+def _unwritable(trouble: WriteTrouble, sight: Sight, now: datetime) -> Observation | None:
+    if sight.disks:  # a statvfs each: nothing read, nothing written
+        look_at_space(trouble, sight.disks, now, free=sight.free)
     current = trouble.current()
     if not current:
         return None
-    places = {"store": "the store", "temp": "the temporary directory"}
+    places = {"store": "the store", "temp": "the temporary directory", "space": "free space"}
     detail = "; ".join(f"{places[p]}: {t.detail}" for p, t in sorted(current.items()))
     return Observation("store.unwritable", None, detail, min(t.since for t in current.values()))
 
