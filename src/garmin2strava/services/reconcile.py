@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -57,6 +57,7 @@ __all__ = [
     "reconcile_due",
     "state_key",
     "sweep_due",
+    "sweep_is_due",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,12 +112,19 @@ def reconcile_due(store: Store, user_id: str, *, now: datetime, every: timedelta
 
 
 def sweep_due(store: Store, user_id: str, *, now: datetime, every: timedelta | None) -> bool:
-    """Whether the next pass of `user_id` is a sweep: its last complete sweep is `every`
-    old, or none is recorded (a state stored before sweeps reads as none). Never when
-    `every` is None or zero (G2S_MIRROR_SWEEP_DAYS=0)."""
+    """Whether the next pass of `user_id` is a sweep (`sweep_is_due` on its state)."""
+    return sweep_is_due(store.get_app_state(state_key(user_id)), now=now, every=every)
+
+
+def sweep_is_due(
+    state: Mapping[str, Any] | None, *, now: datetime, every: timedelta | None
+) -> bool:
+    """Whether the last complete sweep in a reconcile state is `every` old, or none is
+    recorded (no state, or one stored before sweeps). Never when `every` is None or
+    zero (G2S_MIRROR_SWEEP_DAYS=0)."""
     if every is None or every <= timedelta(0):
         return False
-    last = _time_in_state(store, user_id, "sweptAt")
+    last = _parse_time((state or {}).get("sweptAt"))
     return last is None or now - last >= every
 
 
@@ -425,11 +433,7 @@ def _unlisted(
 
 
 def _last_started(store: Store, user_id: str) -> datetime | None:
-    return _time_in_state(store, user_id, "startedAt")
-
-
-def _time_in_state(store: Store, user_id: str, name: str) -> datetime | None:
-    return _parse_time((store.get_app_state(state_key(user_id)) or {}).get(name))
+    return _parse_time((store.get_app_state(state_key(user_id)) or {}).get("startedAt"))
 
 
 def _parse_time(value: object) -> datetime | None:
