@@ -516,6 +516,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             db=db,
             tmp=data / "tmp",
             reconcile_hours=args.reconcile_hours,
+            sweep_days=args.sweep_days,
         )
         daemon = Daemon(clock, envs[0], workdir / "daemon.log", int(envs[0]["G2S_HTTP_PORT"]))
         disorder = None
@@ -710,6 +711,7 @@ def _environments(
     db: Path,
     tmp: Path,
     reconcile_hours: int,
+    sweep_days: float,
 ) -> list[dict[str, str]]:
     """Each account's settings, as a user would set them (README "Settings")."""
     import os
@@ -732,6 +734,7 @@ def _environments(
         "G2S_ADMIN_PORT": str(free_port()),
         "G2S_NOTIFY_URLS": catcher.url(),
         "G2S_MIRROR_RECONCILE_HOURS": str(reconcile_hours),
+        "G2S_MIRROR_SWEEP_DAYS": str(sweep_days),
         "G2S_LOG_LEVEL": os.environ.get("G2S_SOAK_LOG_LEVEL", "WARNING"),
         "GARMIN_EMAIL": GARMIN_EMAIL,
         "GARMIN_PASSWORD": GARMIN_PASSWORD,
@@ -799,6 +802,8 @@ def _figures(world: World, args: argparse.Namespace, samples: Samples) -> dict[s
     return {
         "days": args.days,
         "speed": args.speed,
+        "reconcile_hours": args.reconcile_hours,
+        "sweep_days": args.sweep_days,
         "runs": _runs(world),
         "conditions": _conditions(world),
         "faults": _faults(world, args),
@@ -1033,7 +1038,11 @@ def print_table(report: dict[str, Any]) -> None:
     runs, res = report["runs"], report["resources"]
     strava, garmin, daemon = report["strava"], report["garmin"], report["daemon"]
     lines = [
-        f"soak: {report['days']:g} simulated days at x{report['speed']:g}",
+        (
+            f"soak: {report['days']:g} simulated days at x{report['speed']:g}, "
+            f"reconcile every {report['reconcile_hours']} h, "
+            f"sweep every {report['sweep_days']:g} days"
+        ),
         (
             f"runs      expected {runs['expected']}, exactly once {runs['exactly_once']}, "
             f"lost {runs['lost']}, duplicated {runs['duplicated']}"
@@ -1109,6 +1118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=24,
         help="G2S_MIRROR_RECONCILE_HOURS (24: its default)",
+    )
+    parser.add_argument(
+        "--sweep-days",
+        type=float,
+        default=1.0,
+        help="G2S_MIRROR_SWEEP_DAYS (7 by default; 1 here, so that a delete dropped in "
+        "the run's last week is repaired before the report)",
     )
     parser.add_argument("--workdir", type=Path, help="keep the store and the daemon's log here")
     parser.add_argument("--progress", action="store_true", help="a line per simulated day")

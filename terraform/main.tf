@@ -65,6 +65,7 @@ locals {
       # The worker reads streams after creates; the maintenance function reconciles and
       # catches up the streams deferred for the budget.
       G2S_MIRROR_RECONCILE_HOURS = tostring(var.mirror_reconcile_hours)
+      G2S_MIRROR_SWEEP_DAYS      = tostring(var.mirror_sweep_days)
     },
     var.activity_types == "" ? {} : { G2S_ACTIVITY_TYPES = var.activity_types },
     var.mirror_streams == "" ? {} : { G2S_MIRROR_STREAMS = var.mirror_streams },

@@ -145,6 +145,17 @@ variable "mirror_reconcile_hours" {
   }
 }
 
+variable "mirror_sweep_days" {
+  description = "G2S_MIRROR_SWEEP_DAYS: every this many days an account's due reconciliation pass lists its whole history (1 read per 200 activities, plus 1 per mirrored activity Strava no longer lists), so a dropped delete or rename of an old activity is repaired; 0 never."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.mirror_sweep_days >= 0 && var.mirror_sweep_days <= 365
+    error_message = "mirror_sweep_days must be between 0 and 365."
+  }
+}
+
 variable "mirror_streams" {
   description = "G2S_MIRROR_STREAMS: the activity streams the mirror keeps (comma-separated, e.g. time,heartrate,latlng). Empty keeps none."
   type        = string

@@ -28,7 +28,7 @@ from garmin2strava.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from garmin2strava.domain.webhook import DeadEvent, QueuedEvent
     from garmin2strava.ports import (
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         GarminPort,
         StravaPort,
     )
+    from garmin2strava.services.reconcile import ReconcileClient
 
 READY = "Your activity is ready."
 PROCESSING = "Your activity is still being processed."
@@ -185,6 +186,7 @@ class FakeStrava:
     # refresh), then each kind with its arguments, and the access checks counted.
     requests: list[str] = field(default_factory=list)
     queries: list[tuple[datetime, datetime, int, int]] = field(default_factory=list)
+    list_afters: list[datetime] = field(default_factory=list)
     uploads: list[dict[str, Any]] = field(default_factory=list)
     polls: list[int] = field(default_factory=list)
     fetches: list[int] = field(default_factory=list)
@@ -203,6 +205,23 @@ class FakeStrava:
         self.queries.append((after, before, page, per_page))
         found = [a for a in self.listed if after <= a.start_utc <= before]
         return found[(page - 1) * per_page : page * per_page]
+
+    def list_all_activities(
+        self, *, after: datetime, per_page: int = 200
+    ) -> Iterator[dict[str, Any]]:
+        """The mirror's listing (services.reconcile): `activities` starting after
+        `after`, oldest first, one `list` request a page of `per_page`, and one more
+        after a full page (as StravaAccess pages). `list_afters` keeps each page's `after`."""
+        rows = sorted((a for a in self.activities.values() if _start(a) > after), key=_start)
+        page = 0
+        while True:
+            self.requests.append("list")
+            self.list_afters.append(after)
+            chunk = rows[page * per_page : (page + 1) * per_page]
+            yield from chunk
+            if len(chunk) < per_page:
+                return
+            page += 1
 
     def upload(
         self,
@@ -291,6 +310,10 @@ class FakeStrava:
         return self.revoked
 
 
+def _start(activity: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(activity["start_date"]))
+
+
 @dataclass
 class FakeFiles:
     """The file check (ports.ActivityFiles): writes the bytes as a FIT file, or refuses
@@ -357,5 +380,6 @@ if TYPE_CHECKING:
     _GARMIN: GarminPort = FakeGarmin()
     _STRAVA: StravaPort = FakeStrava()
     _ACCESS: AccessCheck = FakeStrava()
+    _RECONCILE: ReconcileClient = FakeStrava()
     _QUEUE: EventQueue = HandedQueue()
     _FILES: ActivityFiles = FakeFiles()

@@ -297,6 +297,9 @@ class Settings(BaseSettings):
     mirror_reconcile_hours: float = Field(
         24.0, validation_alias="G2S_MIRROR_RECONCILE_HOURS", ge=0, le=24 * 30
     )
+    # Every this many days the due pass lists the whole history (services/reconcile.py):
+    # a dropped delete or rename of an activity older than the window is repaired.
+    mirror_sweep_days: float = Field(7.0, validation_alias="G2S_MIRROR_SWEEP_DAYS", ge=0, le=365)
 
     # -- endpoints -------------------------------------------------------------------
     strava_base_url: _Url = Field(REAL_STRAVA_BASE_URL, validation_alias="G2S_STRAVA_BASE_URL")

@@ -95,9 +95,21 @@ def test_reconcile_command_repairs_and_counts_reads(
         count = len(pair.strava.activities)
     code, out, _ = run_cli(capsys, "mirror", "reconcile")
     assert code == 0, out
+    assert "the whole history" in out  # no sweep recorded: the first pass sweeps
     assert f"{count} listed, {count} added, 0 deleted, 0 changed" in out
     code, out, _ = run_cli(capsys, "mirror", "reconcile")
+    assert "the whole history" not in out  # swept just now: the window
     assert f"{count} listed, 0 added, 0 deleted, 0 changed, 1 Strava reads" in out
+    code, out, _ = run_cli(capsys, "mirror", "reconcile", "--sweep")
+    assert code == 0, out
+    assert f"the whole history, {count} listed, 0 added, 0 deleted, 0 changed" in out
+
+
+def test_reconcile_help_says_what_a_sweep_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "mirror", "reconcile", "--help")
+    assert code == 0
+    assert "--sweep" in out
+    assert "1 read per 200 activities" in " ".join(out.split())
 
 
 def test_backfill_names_an_inactive_application_not_the_budget(

@@ -210,3 +210,57 @@ def test_one_athletes_failure_does_not_keep_the_others_from_their_pass(
     assert by_user["u2"].complete
     assert by_user["u2"].added == [dropped]
     assert store.get_workout("u2", dropped) is not None
+
+
+def test_the_sweep_repairs_an_old_dropped_delete_and_rename_the_window_misses(
+    sandbox: StravaSandbox, store: Store
+) -> None:
+    """Two runs of 60 days ago are deleted and renamed on Strava, their events dropped
+    (the soak's activity 1007). The daily window pass lists the last 8 days and leaves
+    both stale; the weekly sweep lists from after=0 and repairs both for 1 list read
+    and 1 check. The first pass of a new install is a sweep too: the old runs are
+    stored from the list, the recent one fetched (1 read)."""
+    strava = connected(sandbox, store)
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - timedelta(days=60)
+    lost = sandbox.add_activity(ATHLETE, start_utc=old, elapsed_s=1800)
+    renamed = sandbox.add_activity(ATHLETE, start_utc=old + timedelta(hours=5), elapsed_s=1800)
+    recent = sandbox.add_activity(ATHLETE, start_utc=now - timedelta(days=1), elapsed_s=1800)
+    sandbox.requests.clear()
+    daily, weekly = timedelta(days=1), timedelta(days=7)
+
+    def due_pass(when: datetime) -> Any:
+        (report,) = reconcile_all(
+            store, lambda _: strava, now=when, every=daily, sweep_every=weekly
+        )
+        assert report.complete
+        return report
+
+    first = due_pass(now)
+    assert first.sweep
+    assert sorted(first.added) == sorted([lost, renamed, recent])
+    assert (first.reads, dict(sandbox.requests)) == (2, {"list": 1, "activity": 1})
+
+    sandbox.delete_activity(lost)
+    sandbox.update_activity(renamed, title="Renamed weeks later")
+    sandbox.requests.clear()
+
+    window = due_pass(now + daily)
+    assert not window.sweep
+    assert (window.deleted, window.changed, window.reads) == ([], [], 1)
+    stale = store.get_workout(USER, lost)
+    assert stale is not None
+    assert not stale.is_deleted
+
+    sandbox.requests.clear()
+    sweep = due_pass(now + weekly)
+    assert sweep.sweep
+    assert (sweep.deleted, sweep.changed, sweep.added) == ([lost], [renamed], [])
+    assert (sweep.reads, dict(sandbox.requests)) == (2, {"list": 1, "activity": 1})
+    gone = store.get_workout(USER, lost)
+    assert gone is not None
+    assert gone.is_deleted
+    row = store.get_workout(USER, renamed)
+    assert row is not None
+    assert row.name == "Renamed weeks later"
+    assert {w.activity_id for w in store.list_workouts(USER)} == {renamed, recent}

@@ -111,7 +111,8 @@ def run(no_http: bool) -> int:
     download, 1 Strava upload and 1 status poll (at most one list query per group of
     nearby runs); each webhook `create` is 1 Strava read (2 with G2S_MIRROR_STREAMS).
     Reads also G2S_ACTIVITY_TYPES, G2S_LOOKBACK, G2S_MAX_ATTEMPTS,
-    G2S_UPLOAD_POLL_DELAY_SECONDS, G2S_MIRROR_RECONCILE_HOURS, STRAVA_VERIFY_TOKEN.
+    G2S_UPLOAD_POLL_DELAY_SECONDS, G2S_MIRROR_RECONCILE_HOURS, G2S_MIRROR_SWEEP_DAYS,
+    STRAVA_VERIFY_TOKEN.
     """
     from garmin2strava.entrypoints.daemon import run_daemon
     from garmin2strava.entrypoints.server import AdminRuntime, MirrorRuntime

@@ -82,8 +82,9 @@ FIRST_MIRROR_JOB = timedelta(minutes=10)  # start-up and the first sync cycles g
 
 def schedule_mirror_jobs(app: App, scheduler: BackgroundScheduler) -> None:
     """The mirror's periodic work: reconciliation (each account every
-    G2S_MIRROR_RECONCILE_HOURS, 0 = never; the job looks hourly for a due pass, so a
-    restarted daemon keeps the rhythm from the store) and the catch-up of pending
+    G2S_MIRROR_RECONCILE_HOURS, 0 = never, a sweep of the whole history every
+    G2S_MIRROR_SWEEP_DAYS; the job looks hourly for a due pass, so a restarted daemon
+    keeps the rhythm from the store) and the catch-up of pending
     streams (when G2S_MIRROR_STREAMS names any): entrypoints/mirror_jobs.py, which the
     Lambda maintenance function runs too."""
     settings = app.settings

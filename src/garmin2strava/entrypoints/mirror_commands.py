@@ -280,7 +280,13 @@ def _backfill_streams(
 
 @mirror.command("reconcile")
 @user_option("default: every account")
-def mirror_reconcile(user: str | None) -> int:
+@click.option(
+    "--sweep",
+    is_flag=True,
+    help="list the whole history, not the window: 1 read per 200 activities, "
+    "plus 1 per mirrored activity Strava no longer lists",
+)
+def mirror_reconcile(user: str | None, *, sweep: bool) -> int:
     """Repair what the webhook missed (the daemon does it every G2S_MIRROR_RECONCILE_HOURS).
 
     Lists the activities that started since the last pass (less 7 days), 1 Strava
@@ -288,6 +294,11 @@ def mirror_reconcile(user: str | None) -> int:
     soft-deletes) those Strava no longer lists, 1 read each; applies changed names,
     types and visibility; then reads pending streams (G2S_MIRROR_STREAMS). It keeps 20%
     of each read window for the uploader. Runs now, whatever the schedule.
+
+    A sweep (--sweep, or due every G2S_MIRROR_SWEEP_DAYS) lists the whole history
+    instead, 1 read per 200 activities, and checks every live mirrored activity Strava
+    did not list, 1 read each; an older activity the mirror lacks is stored from the
+    list, for no read.
     """
 
     settings = load()
@@ -297,9 +308,11 @@ def mirror_reconcile(user: str | None) -> int:
         app.strava_background_for,
         now=app.clock(),
         every=timedelta(hours=settings.mirror_reconcile_hours),
+        sweep_every=timedelta(days=settings.mirror_sweep_days),
         stream_types=settings.mirror_streams,
         only=user,
         force=True,
+        sweep=sweep,
     )
     if not reports:
         print("mirror reconcile: no account with Strava tokens")
@@ -307,8 +320,9 @@ def mirror_reconcile(user: str | None) -> int:
         if r.error is not None:
             print(f"{r.user_id}: failed, {r.error}; the pass stays due")
             continue
+        listing = "the whole history" if r.sweep else f"since {r.since:%Y-%m-%d %H:%M} UTC"
         print(
-            f"{r.user_id}: since {r.since:%Y-%m-%d %H:%M} UTC, {r.listed} listed, "
+            f"{r.user_id}: {listing}, {r.listed} listed, "
             f"{len(r.added)} added, {len(r.deleted)} deleted, {len(r.changed)} changed, "
             f"{r.reads} Strava reads"
         )

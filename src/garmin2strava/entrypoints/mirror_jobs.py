@@ -3,7 +3,8 @@ daemon's scheduler (daemon.py `schedule_mirror_jobs`) and the Lambda maintenance
 function (aws_lambda/maintenance_handler.py).
 
 - `reconcile_due_accounts`: a reconciliation pass for every account whose last pass
-  is G2S_MIRROR_RECONCILE_HOURS old (services/reconcile.py);
+  is G2S_MIRROR_RECONCILE_HOURS old, a sweep of the whole history when the last sweep
+  is G2S_MIRROR_SWEEP_DAYS old (services/reconcile.py);
 - `catch_up_pending_streams`: the streams marked pending, for every account
   (services/streams.py), when G2S_MIRROR_STREAMS names any.
 
@@ -37,6 +38,7 @@ def reconcile_due_accounts(app: App) -> list[ReconcileReport]:
         app.strava_background_for,
         now=app.clock(),
         every=timedelta(hours=app.settings.mirror_reconcile_hours),
+        sweep_every=timedelta(days=app.settings.mirror_sweep_days),
         stream_types=app.settings.mirror_streams,
         stop=app.stop,
     )

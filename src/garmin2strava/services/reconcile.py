@@ -7,13 +7,25 @@ longer lists (a 404 soft-deletes it) and takes Strava's name, type and visibilit
 where they differ (free: the list carries them). Its reads keep the uploader's
 reserve; a pass cut short by the budget or a `stop` event keeps what it repaired and
 is done again later.
+
+A window pass never sees an activity that started before its window: a delete or
+rename event Strava dropped for a run of last month would stay unrepaired for good.
+So every `G2S_MIRROR_SWEEP_DAYS` the due pass is a sweep: it lists the whole history
+(ceil(N/200) reads) and checks every live mirrored activity Strava did not list (one
+read each). An activity the mirror lacks is fetched when it started in the window, as
+a window pass does; an older one is stored from its list row, as `mirror backfill`
+stores it, for no read. With no sweep recorded (a new install, or one from before
+sweeps) the first due pass is a sweep: on an empty mirror that costs what a backfill
+costs, and on an existing one it repairs what the window passes could not reach. The
+time of the last complete sweep is kept next to the last pass (`sweptAt`); a sweep cut
+short records nothing and stays due.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -32,7 +44,7 @@ from garmin2strava.errors import (
     TransientError,
 )
 from garmin2strava.ports import Store
-from garmin2strava.services.mirror_backfill import ActivityLister
+from garmin2strava.services.mirror_backfill import EPOCH, ActivityLister
 from garmin2strava.services.streams import catch_up_streams, take_after_fetch
 
 __all__ = [
@@ -44,6 +56,8 @@ __all__ = [
     "reconcile_all",
     "reconcile_due",
     "state_key",
+    "sweep_due",
+    "sweep_is_due",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +89,7 @@ class ReconcileReport:
     stopped: bool = False  # the stop event ended the pass before it was complete
     complete: bool = False
     error: str | None = None  # this account's pass failed (Strava refused or was down)
+    sweep: bool = False  # the whole history was listed, not the window since `since`
 
 
 class _Stopped(Exception):
@@ -96,6 +111,23 @@ def reconcile_due(store: Store, user_id: str, *, now: datetime, every: timedelta
     return last is None or now - last >= every
 
 
+def sweep_due(store: Store, user_id: str, *, now: datetime, every: timedelta | None) -> bool:
+    """Whether the next pass of `user_id` is a sweep (`sweep_is_due` on its state)."""
+    return sweep_is_due(store.get_app_state(state_key(user_id)), now=now, every=every)
+
+
+def sweep_is_due(
+    state: Mapping[str, Any] | None, *, now: datetime, every: timedelta | None
+) -> bool:
+    """Whether the last complete sweep in a reconcile state is `every` old, or none is
+    recorded (no state, or one stored before sweeps). Never when `every` is None or
+    zero (G2S_MIRROR_SWEEP_DAYS=0)."""
+    if every is None or every <= timedelta(0):
+        return False
+    last = _parse_time((state or {}).get("sweptAt"))
+    return last is None or now - last >= every
+
+
 def reconcile_all(
     store: Store,
     strava_for: Callable[[str], ReconcileClient],
@@ -103,12 +135,15 @@ def reconcile_all(
     now: datetime,
     every: timedelta,
     stream_types: Sequence[str] = (),
+    sweep_every: timedelta | None = None,
     only: str | None = None,
     force: bool = False,
+    sweep: bool = False,
     stop: threading.Event | None = None,
 ) -> list[ReconcileReport]:
     """One pass for every enabled account with Strava tokens whose pass is due (a
-    paused account has none), until `stop` is set."""
+    paused account has none), until `stop` is set. The pass is a sweep when one is
+    due by `sweep_every` (see `sweep_due`) or when `sweep` asks for it."""
     reports = []
     for account in store.list_accounts():
         if only is not None and account.user_id != only:
@@ -126,6 +161,7 @@ def reconcile_all(
                 account.user_id,
                 now=now,
                 stream_types=stream_types,
+                sweep=sweep or sweep_due(store, account.user_id, now=now, every=sweep_every),
                 stop=stop,
             )
         except (StravaAuthError, TransientError) as exc:
@@ -151,20 +187,24 @@ def reconcile_account(
     *,
     now: datetime,
     stream_types: Sequence[str] = (),
+    sweep: bool = False,
     stop: threading.Event | None = None,
 ) -> ReconcileReport:
-    """One pass over the activities that started since the last pass (less OVERLAP).
-    Cut short by the budget or by `stop`, it keeps what it repaired and records no
-    pass, so the account stays due."""
-    last = _last_started(store, user_id)
-    since = (last or now) - OVERLAP
-    report = ReconcileReport(user_id=user_id, since=since)
+    """One pass over the activities that started since the last pass (less OVERLAP),
+    or over the whole history when `sweep`. Cut short by the budget or by `stop`, it
+    keeps what it repaired and records no pass, so the account stays due."""
+    previous = store.get_app_state(state_key(user_id)) or {}
+    last = _parse_time(previous.get("startedAt"))
+    window = (last or now) - OVERLAP
+    report = ReconcileReport(user_id=user_id, since=EPOCH if sweep else window, sweep=sweep)
     # Whole seconds, like webhook event times: an update event from the same second
     # as this listing must still apply over what the listing wrote.
     listed_at = now.replace(microsecond=0)
     try:
         _check_stop(stop)
-        listed = _apply_listing(store, strava, report, listed_at, stream_types, stop=stop)
+        listed = _apply_listing(
+            store, strava, report, listed_at, stream_types, fetch_from=window, stop=stop
+        )
         _check_unlisted(store, strava, report, listed, listed_at, stop=stop)
         if stream_types:
             _catch_up(store, strava, report, stream_types, now=now, stop=stop)
@@ -183,23 +223,26 @@ def reconcile_account(
         )
         return report
     report.complete = True
+    swept_at = now.isoformat() if sweep else previous.get("sweptAt")
     store.put_app_state(
         state_key(user_id),
         {
             "startedAt": now.isoformat(),
-            "since": since.isoformat(),
+            "since": report.since.isoformat(),
             "listed": report.listed,
             "reads": report.reads,
             "added": len(report.added),
             "deleted": len(report.deleted),
             "changed": len(report.changed),
+            **({"sweptAt": swept_at} if isinstance(swept_at, str) else {}),
         },
     )
     log.info(
         "reconcile.done",
         extra={
             "userId": user_id,
-            "since": since.isoformat(),
+            "since": report.since.isoformat(),
+            "sweep": sweep,
             "listed": report.listed,
             "reads": report.reads,
             "added": report.added,
@@ -234,15 +277,16 @@ def _apply_listing(
     listed_at: datetime,
     stream_types: Sequence[str],
     *,
+    fetch_from: datetime,
     stop: threading.Event | None,
 ) -> set[int]:
     user_id = report.user_id
     seen: set[int] = set()
     report.reads += 1  # the first page; the adapter reads one more after each full page
-    # Strava's `after` is exclusive: one second back lists an activity starting at `since`.
-    for raw in strava.list_all_activities(
-        after=report.since - timedelta(seconds=1), per_page=LIST_PAGE
-    ):
+    # Strava's `after` is exclusive: one second back lists an activity starting at
+    # `since`; a sweep lists from Strava's time zero (after=0), its whole history.
+    after = EPOCH if report.sweep else report.since - timedelta(seconds=1)
+    for raw in strava.list_all_activities(after=after, per_page=LIST_PAGE):
         _check_stop(stop)  # before the fetch this item may need, or the next page
         report.listed += 1
         if report.listed % LIST_PAGE == 0:
@@ -253,10 +297,35 @@ def _apply_listing(
         seen.add(activity_id)
         stored = store.get_workout(user_id, activity_id)
         if stored is None:
-            _add(store, strava, report, activity_id, listed_at=listed_at, types=stream_types)
+            if not _add_listed(store, report, raw, listed_at=listed_at, before=fetch_from):
+                _add(store, strava, report, activity_id, listed_at=listed_at, types=stream_types)
         elif not stored.is_deleted:
             _apply_changes(store, report, stored, raw, listed_at)
     return seen
+
+
+def _add_listed(
+    store: Store,
+    report: ReconcileReport,
+    listed: dict[str, Any],
+    *,
+    listed_at: datetime,
+    before: datetime,
+) -> bool:
+    """A sweep's missing activity that started before the window: stored from its list
+    row, as `mirror backfill` stores it, for no read (fetching each of a history the
+    mirror never held would cost one read per activity). False: fetch it instead."""
+    if not report.sweep:
+        return False
+    try:
+        workout = normalize_activity(listed, user_id=report.user_id, updated_at=listed_at)
+    except InvalidActivity:
+        return False  # the fetch reads it, or says why it cannot
+    if workout.start_utc >= before:
+        return False  # in the window: fetched with its streams, as a window pass does
+    store.upsert_workout(workout)
+    report.added.append(workout.activity_id)
+    return True
 
 
 def _add(
@@ -330,11 +399,9 @@ def _check_unlisted(
     *,
     stop: threading.Event | None,
 ) -> None:
-    """A live mirrored activity in the window that Strava did not list: a dropped
-    delete when Strava answers 404 (one read each)."""
-    for workout in store.workouts_starting_between(report.user_id, report.since, listed_at):
-        if workout.activity_id in listed:
-            continue
+    """A live mirrored activity in the window (a sweep: any) that Strava did not list:
+    a dropped delete when Strava answers 404 (one read each)."""
+    for workout in _unlisted(store, report, listed, listed_at):
         _check_stop(stop)
         report.reads += 1
         try:
@@ -351,12 +418,28 @@ def _check_unlisted(
         report.confirmed.append(workout.activity_id)
 
 
+def _unlisted(
+    store: Store, report: ReconcileReport, listed: set[int], listed_at: datetime
+) -> list[Workout]:
+    """The live mirrored activities the listing should have shown and did not, read
+    before any is checked (a check rewrites rows the reading pages through). A sweep
+    pages through every live row: `workouts_starting_between` stops at a read cap on
+    DynamoDB, which a long history passes."""
+    if report.sweep:
+        rows: Iterable[Workout] = store.iter_workouts(report.user_id)
+    else:
+        rows = store.workouts_starting_between(report.user_id, report.since, listed_at)
+    return [w for w in rows if w.activity_id not in listed and w.start_utc <= listed_at]
+
+
 def _last_started(store: Store, user_id: str) -> datetime | None:
-    state = store.get_app_state(state_key(user_id)) or {}
-    started = state.get("startedAt")
-    if not isinstance(started, str):
+    return _parse_time((store.get_app_state(state_key(user_id)) or {}).get("startedAt"))
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(started)
+        return datetime.fromisoformat(value)
     except ValueError:
         return None

@@ -146,6 +146,7 @@ def _summary(
             {
                 "userId": r.user_id,
                 "complete": r.complete,
+                "sweep": r.sweep,
                 "error": r.error,
                 "added": len(r.added),
                 "deleted": len(r.deleted),
