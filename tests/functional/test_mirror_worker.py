@@ -389,14 +389,44 @@ def test_genuine_deauthorization_keeps_the_upload_ledger(world: World) -> None:
 
 
 def test_token_refresh_failure_is_audited_and_not_retried(world: World) -> None:
-    """StravaAuthError: audit event, dead letter at once, one request only."""
+    """StravaAuthError while the athlete's access stands (the application's credentials,
+    say): audit event, dead letter at once; one fetch and one refresh, never again."""
     world.strava.fail_with = [StravaAuthError("refresh refused")]
     world.push(event("create", at=1))
     world.work()
     world.work(advance=10)
-    assert world.strava.fetches == [7]
+    assert world.strava.requests == ["fetch", "refresh"]
     assert sorted(world.audit_kinds()) == ["mirror.dead_letter", "strava.auth_failed"]
     assert len(world.queue.list_dead()) == 1
+
+
+def test_a_token_refused_because_the_athlete_revoked_is_obeyed_as_a_deauthorization(
+    world: World,
+) -> None:
+    """The athlete revoked access and the deauthorization event never came (dropped),
+    or comes later: the next fetch is refused, one refresh proves the revocation, and
+    the athlete's Strava data goes as the event would have had it. No dead letter: a
+    reconnect (get-token, mirror backfill) brings the data back."""
+    world.strava.activities[7] = activity(7)
+    world.push(event("create", at=1))
+    world.work()
+    assert world.store.get_workout("u1", 7) is not None
+    world.strava.revoked = True
+    world.strava.fail_with = [StravaAuthError("refresh refused")]
+    world.push(event("create", 8, at=5))
+    world.work()
+    assert world.strava.requests[-2:] == ["fetch", "refresh"]
+    assert world.queue.list_dead() == []
+    assert world.store.get_strava_tokens("u1") is None
+    assert world.store.get_workout("u1", 7) is None
+    account = world.store.get_account("u1")
+    assert account is not None
+    assert account.status is AccountStatus.DISCONNECTED
+    assert world.stats.get("events_dropped_deauthorized") == 1
+    assert world.stats.get("deauthorizations") == 1
+    world.push(event("update", ATHLETE, at=6, object_type="athlete", authorized="false"))
+    world.work()  # the late deauthorization: the account is disconnected, nothing to do
+    assert world.queue.list_dead() == []
 
 
 def test_unknown_athletes_are_dropped_counted_and_never_dead_letters(

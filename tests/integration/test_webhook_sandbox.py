@@ -259,6 +259,34 @@ def test_genuine_deauthorization_deletes_the_athletes_strava_data(
     assert dict(sandbox.requests) == before
 
 
+def test_a_revocation_whose_event_never_came_is_found_by_the_next_fetch(
+    sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback: OurCallback
+) -> None:
+    """The athlete revoked access and Strava's deauthorization event was lost; an
+    activity's create from before arrives. Its fetch is refused, one more token refresh
+    proves the revocation, and the athlete's Strava data goes, as the lost event would
+    have had it: nothing is dead-lettered for the owner to clear."""
+    connect(sandbox, store)
+    callback.subscribe(sandbox)
+    activity_id = sandbox.add_activity(ATHLETE, start_utc=START, elapsed_s=600)
+    work(sandbox, queue, store)
+    assert store.get_workout(USER, activity_id) is not None
+    sandbox.revoke(ATHLETE)  # on strava.com, its event lost on the way
+    sandbox.webhooks.publish(
+        object_type="activity", object_id=activity_id + 1, aspect_type="create",
+        owner_id=ATHLETE,
+    )  # fmt: skip
+    before = dict(sandbox.requests)
+    work(sandbox, queue, store)
+    assert sandbox.requests["token"] - before.get("token", 0) >= 1
+    assert queue.list_dead() == []
+    assert store.get_strava_tokens(USER) is None
+    assert store.list_workouts(USER, include_deleted=True) == []
+    account = store.get_account(USER)
+    assert account is not None
+    assert account.status is AccountStatus.DISCONNECTED
+
+
 def test_forged_deauthorization_costs_one_request_and_changes_nothing(
     sandbox: StravaSandbox, store: SqliteStore, queue: SqliteEventQueue, callback: OurCallback
 ) -> None:

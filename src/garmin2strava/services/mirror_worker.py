@@ -500,7 +500,7 @@ def _fetch_and_store(deps: _Deps, group: _ObjectEvents, stored: Workout | None) 
             deps.store.upsert_workout(soft_delete(stored, group.newest))
         return Applied(1)
     except StravaAuthError as exc:
-        return _token_refused(deps, user_id, activity_id, exc)
+        return _token_refused(deps, group, exc)
     try:
         workout = normalize_activity(raw, user_id=user_id, updated_at=group.newest)
     except InvalidActivity as exc:
@@ -515,12 +515,28 @@ def _fetch_and_store(deps: _Deps, group: _ObjectEvents, stored: Workout | None) 
     return Applied(1 + puts + streams.reads)
 
 
-def _token_refused(deps: _Deps, user_id: str, activity_id: int, exc: StravaAuthError) -> Permanent:
-    """Strava refused the account's token: audited, and the group dead at once (every
-    retry would meet the same refusal)."""
+def _token_refused(deps: _Deps, group: _ObjectEvents, exc: StravaAuthError) -> Outcome:
+    """Strava refused the account's token while fetching: audited, then one more token
+    refresh asks Strava why. An athlete who revoked access (their deauthorization event
+    dropped, or not here yet) is obeyed as that event would have been: their Strava
+    data goes and the group is dropped, for `get-token` and `mirror backfill` bring
+    it back. Otherwise (the application's credentials, say) the group is dead at once:
+    every retry would meet the same refusal."""
+    user_id, activity_id = group.user_id, group.object_id
     detail = {"activityId": activity_id, "error": str(exc)[:200]}
     _audit(deps, user_id, "strava.auth_failed", detail)
     log.warning("mirror.strava_auth_failed", extra={"userId": user_id, **detail})
+    strava = deps.strava_for(user_id)
+    if isinstance(strava, AccessCheck):
+        try:
+            revoked = strava.access_revoked()
+        except StravaAuthError:
+            revoked = False
+        if revoked:
+            _forget_athlete(deps, user_id, group.events[0].owner_id)
+            deps.stats.add("deauthorizations")
+            log.warning("mirror.deauthorized", extra={"userId": user_id, "by": "token_refused"})
+            return Dropped("deauthorized")
     return Permanent(f"Strava refused the token of {user_id}")
 
 
