@@ -11,14 +11,18 @@ intercept, and `select`/`poll` timeouts it leaves alone. So this module shortens
 Python's waits itself: `time.sleep` and `threading.Condition.wait` (under Event.wait
 and APScheduler's loop) wait their time divided by the speed.
 
-Two choices keep the acceleration from inventing trouble a real machine never has:
+Three choices keep the acceleration from inventing trouble a real machine never has:
 - the monotonic clock stays real (FAKETIME_DONT_FAKE_MONOTONIC=1): it times lock
   contention (SQLite's busy deadlines), which takes real time at any speed;
 - a wait is never shortened below G2S_SOAK_MIN_WAIT_S of real time (50 ms; a wait
   shorter than that is kept as it is): an idle poll every 0.5 s would otherwise spin
   720 times a second. So the mirror worker's idle poll comes every 36 simulated
-  seconds at 720x, the cycle's 2 s wait before its upload poll takes 36 s, and a
-  notification gets 50 ms of real time where the daemon allows it 10 s.
+  seconds at 720x and the cycle's 2 s wait before its upload poll takes 36 s;
+- a future's wait (`concurrent.futures.Future.result`) stays real: it waits for real
+  work on another thread. Apprise sends a notification that way, with its deadline on
+  the monotonic clock and socket timeouts that stay real too; shortened, the daemon's
+  10 s limit became 50 ms, and a notice the endpoint took was reported not delivered
+  and told again.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import SupportsIndex
+from typing import Any, SupportsIndex
 
 _SPEED_VARIABLE = "G2S_SOAK_SPEED"
 _MIN_WAIT_VARIABLE = "G2S_SOAK_MIN_WAIT_S"
@@ -53,6 +57,16 @@ def _install(speed: float, min_wait_s: float) -> None:
         return real_wait(self, None if timeout is None else real_seconds(timeout))
 
     threading.Condition.wait = wait  # type: ignore[method-assign]  # the point of it
+
+    import concurrent.futures
+
+    real_result = concurrent.futures.Future.result
+
+    def result(self: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
+        # Its Condition.wait divides by the speed: multiplied first, the wait stays real.
+        return real_result(self, None if timeout is None else timeout * speed)
+
+    concurrent.futures.Future.result = result  # type: ignore[method-assign]  # as above
 
 
 _speed = os.environ.get(_SPEED_VARIABLE)
