@@ -1101,17 +1101,36 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=float, default=30.0)
-    parser.add_argument(
-        "--speed", type=float, default=720.0, help="simulated seconds per real second"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seed", type=int, default=22)
+    parser.add_argument(
+        "--days", type=float, default=30.0, help="simulated days to run (default: 30)"
+    )
+    parser.add_argument(
+        "--speed",
+        type=float,
+        default=720.0,
+        help="simulated seconds per real second (default: 720, 30 days in an hour; "
+        "docs/benchmarks.md says what held on a 2-core machine)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=22, help="the schedule's random seed (default: 22)"
+    )
     parser.add_argument("--kills", type=int, help="SIGKILLs (default: 0.7 a day, at least 2)")
     parser.add_argument(
-        "--faults", default="all", help="comma-separated names from FAULTS, 'all' or 'none'"
+        "--faults",
+        default="all",
+        help="comma-separated fault names, 'all' (the default) or 'none': "
+        + ", ".join(name for name in FAULTS if name != "setup"),
     )
-    parser.add_argument("--no-webhook-disorder", dest="webhook_disorder", action="store_false")
+    parser.add_argument(
+        "--no-webhook-disorder",
+        dest="webhook_disorder",
+        action="store_false",
+        help="deliver every webhook event once and in order (default: 10 %% dropped, "
+        "10 %% doubled, some held back)",
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument(
         "--reconcile-hours",
