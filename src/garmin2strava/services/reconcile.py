@@ -56,7 +56,6 @@ __all__ = [
     "reconcile_all",
     "reconcile_due",
     "state_key",
-    "sweep_due",
     "sweep_is_due",
 ]
 
@@ -107,13 +106,12 @@ def state_key(user_id: str) -> str:
 
 def reconcile_due(store: Store, user_id: str, *, now: datetime, every: timedelta) -> bool:
     """Whether the last complete pass of `user_id` is `every` old (or there was none)."""
-    last = _last_started(store, user_id)
+    return _pass_is_due(store.get_app_state(state_key(user_id)), now=now, every=every)
+
+
+def _pass_is_due(state: Mapping[str, Any] | None, *, now: datetime, every: timedelta) -> bool:
+    last = _parse_time((state or {}).get("startedAt"))
     return last is None or now - last >= every
-
-
-def sweep_due(store: Store, user_id: str, *, now: datetime, every: timedelta | None) -> bool:
-    """Whether the next pass of `user_id` is a sweep (`sweep_is_due` on its state)."""
-    return sweep_is_due(store.get_app_state(state_key(user_id)), now=now, every=every)
 
 
 def sweep_is_due(
@@ -143,7 +141,7 @@ def reconcile_all(
 ) -> list[ReconcileReport]:
     """One pass for every enabled account with Strava tokens whose pass is due (a
     paused account has none), until `stop` is set. The pass is a sweep when one is
-    due by `sweep_every` (see `sweep_due`) or when `sweep` asks for it."""
+    due by `sweep_every` (see `sweep_is_due`) or when `sweep` asks for it."""
     reports = []
     for account in store.list_accounts():
         if only is not None and account.user_id != only:
@@ -152,7 +150,10 @@ def reconcile_all(
             break
         if not account.enabled or store.get_strava_tokens(account.user_id) is None:
             continue
-        if not force and not reconcile_due(store, account.user_id, now=now, every=every):
+        # One read of the account's reconcile state says both whether a pass is due
+        # and whether it is a sweep.
+        state = store.get_app_state(state_key(account.user_id))
+        if not force and not _pass_is_due(state, now=now, every=every):
             continue
         try:
             report = reconcile_account(
@@ -161,7 +162,7 @@ def reconcile_all(
                 account.user_id,
                 now=now,
                 stream_types=stream_types,
-                sweep=sweep or sweep_due(store, account.user_id, now=now, every=sweep_every),
+                sweep=sweep or sweep_is_due(state, now=now, every=sweep_every),
                 stop=stop,
             )
         except (StravaAuthError, TransientError) as exc:
@@ -430,10 +431,6 @@ def _unlisted(
     else:
         rows = store.workouts_starting_between(report.user_id, report.since, listed_at)
     return [w for w in rows if w.activity_id not in listed and w.start_utc <= listed_at]
-
-
-def _last_started(store: Store, user_id: str) -> datetime | None:
-    return _parse_time((store.get_app_state(state_key(user_id)) or {}).get("startedAt"))
 
 
 def _parse_time(value: object) -> datetime | None:

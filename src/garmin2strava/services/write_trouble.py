@@ -85,13 +85,11 @@ class WriteTrouble:
         if not is_disk_trouble(error):
             return False
         detail = f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}"
-        with self._lock:
-            before = self._current.get(place)
-            self._current[place] = Trouble(before.since if before else now, detail[:200])
+        self.short(place, detail[:200], now)
         return True
 
     def short(self, place: Place, detail: str, now: datetime) -> None:
-        """Note a trouble found by looking, not by a failed write (`detail` as is)."""
+        """Note a trouble at `place` (`detail` as is), keeping when it began."""
         with self._lock:
             before = self._current.get(place)
             self._current[place] = Trouble(before.since if before else now, detail)
