@@ -463,7 +463,6 @@ def _on_deauthorize(deps: _Deps, group: _ObjectEvents) -> Outcome:
         log.warning("mirror.deauthorization_refuted", extra=fields)
         return Applied(1)
     _forget_athlete(deps, user_id, deauth.owner_id)
-    deps.stats.add("deauthorizations")
     log.warning("mirror.deauthorized", extra=fields)
     return Applied(1)
 
@@ -534,7 +533,6 @@ def _token_refused(deps: _Deps, group: _ObjectEvents, exc: StravaAuthError) -> O
             revoked = False
         if revoked:
             _forget_athlete(deps, user_id, group.events[0].owner_id)
-            deps.stats.add("deauthorizations")
             log.warning("mirror.deauthorized", extra={"userId": user_id, "by": "token_refused"})
             return Dropped("deauthorized")
     return Permanent(f"Strava refused the token of {user_id}")
@@ -556,7 +554,7 @@ def _forget_athlete(deps: _Deps, user_id: str, athlete_id: int) -> None:
     """Strava's API Agreement: the athlete revoked access, so their Strava data goes.
     Tokens first (no request can follow), then the mirror and the audit trail; the
     upload ledger stays (Garmin ids and the ids of what we uploaded), so a reconnect
-    never uploads an activity twice."""
+    never uploads an activity twice. Counted in `deauthorizations`."""
     deps.store.delete_strava_tokens(user_id)
     removed = deps.store.forget_strava_data(user_id)
     deps.store.put_app_state(cursor_key(user_id), {})  # a later backfill starts afresh
@@ -574,6 +572,7 @@ def _forget_athlete(deps: _Deps, user_id: str, athlete_id: int) -> None:
             )
         )
     _audit(deps, user_id, "strava.deauthorized", {"athleteId": athlete_id, "itemsDeleted": removed})
+    deps.stats.add("deauthorizations")
 
 
 def _settle_our_upload(deps: _Deps, user_id: str, workout: Workout) -> int:
